@@ -1,0 +1,147 @@
+/* Configuration: parsed from INI with inih, validated in a second pass,
+ * immutable once built. Sessions hold a reference so SIGHUP can swap it. */
+#ifndef POSTERN_CONFIG_H
+#define POSTERN_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <sys/socket.h>
+
+#include <openssl/ssl.h>
+
+enum proto_kind { PROTO_IMAP, PROTO_POP3, PROTO_SMTP, PROTO_RAW };
+enum tls_mode { TLSMODE_OFF, TLSMODE_IMPLICIT, TLSMODE_STARTTLS };
+enum log_target { LOGTO_STDERR, LOGTO_SYSLOG, LOGTO_FILE };
+enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
+enum client_verify { CLIENT_VERIFY_OFF, CLIENT_VERIFY_OPTIONAL, CLIENT_VERIFY_REQUIRE };
+
+/* A list of strings, each remembering the config line it came from. */
+struct strlist {
+	char **v;
+	int *line;
+	size_t n;
+};
+
+/* A socket address parsed from "HOST:PORT", "[V6]:PORT" or "unix:/path". */
+struct sockaddr_ex {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[128]; /* as written, for logs: "127.0.0.1:993" */
+	int line;
+};
+
+struct service {
+	char *name;
+	int line; /* the section header's line */
+	enum proto_kind protocol;
+
+	struct sockaddr_ex *listen;
+	size_t nlisten;
+
+	enum tls_mode tls;
+	bool require_tls;
+	struct strlist cert, key;
+
+	struct sockaddr_ex backend;
+	char *backend_host; /* host part of backend (NULL for unix:) */
+	enum tls_mode backend_tls;
+	bool backend_verify;
+	char *backend_ca, *backend_sni, *helo_name;
+
+	int proxy_protocol; /* 0 off, 1 or 2 */
+	bool log_commands;
+	char *capture_dir;
+
+	int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */
+	char *ciphers, *ciphersuites;
+	char *client_ca;
+	enum client_verify client_verify;
+
+	double connect_timeout, handshake_timeout, idle_timeout; /* seconds */
+
+	struct strlist accept_proxy_from; /* CIDR strings, syntax checked */
+
+	/* Built by the validation pass (tls_service_load), NULL when tls = off. */
+	struct tls_server *tls_server;
+};
+
+struct config {
+	char *path;
+	int refcount;
+
+	char *user, *group;
+	int workers;
+	enum log_target log_target;
+	char *log_file;
+	int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG from <syslog.h> */
+	enum log_format log_format;
+	char *pidfile;
+	int max_connections;
+	double shutdown_timeout;
+	struct sockaddr_ex metrics; /* metrics.len == 0 when unset */
+	struct strlist ticket_keys;
+	char *keylog;
+
+	struct service *services;
+	size_t nservices;
+};
+
+/* Parses and validates PATH. On success returns a config with refcount 1.
+ * On failure returns NULL and has written every error to ERRS as
+ * "FILE:LINE: message\n" lines. */
+struct config *config_load(const char *path, FILE *errs);
+
+/* Same, from a string already in memory (unit tests, fuzzing); NAME is used
+ * as FILE in messages. load_tls = false skips certificate loading. */
+struct config *config_load_string(const char *name, const char *text, bool load_tls, FILE *errs);
+
+struct config *config_ref(struct config *cfg);
+void config_unref(struct config *cfg);
+
+/* Helpers shared with other modules and tests. */
+/* config_parse_duration: "30s", "5m", "2h", "1.5m" or plain seconds, from 0
+ * to a year. config_parse_sockaddr: "HOST:PORT", "[V6]:PORT", "*:PORT" (any
+ * IPv4) or "unix:/path". Both return 0, or -1 on a bad value. */
+int config_parse_duration(const char *s, double *out);
+int config_parse_sockaddr(const char *s, struct sockaddr_ex *out, char **host_out);
+
+/* Value parsers (src/config_values.c); each returns 0, or -1 on a bad value. */
+int config_parse_bool(const char *s, bool *out);
+int config_parse_cidr(const char *s);
+
+/* config_parse_sockaddr with restrictions (CONFIG_ADDR_*) and a reason in
+ * ERR on failure. "localhost" is always 127.0.0.1; other host names are
+ * resolved with getaddrinfo (IPv4 preferred) unless CONFIG_ADDR_NUMERIC.
+ * HOST_OUT (may be NULL) gets a malloc'ed copy of the host part (NULL for
+ * unix:). Returns 0 or -1. */
+#define CONFIG_ADDR_NO_UNIX 0x1     /* reject unix:/path */
+#define CONFIG_ADDR_NO_WILDCARD 0x2 /* reject *:PORT */
+#define CONFIG_ADDR_NUMERIC 0x4     /* IP literals, "*" and localhost only */
+int config_parse_address(const char *s, int flags, struct sockaddr_ex *out, char **host_out,
+                         char *err, size_t errlen);
+
+/* 1 if binding A and B would clash: the same address, 2 if one is the
+ * wildcard of the other's family on the same port, else 0. */
+int config_sockaddr_clash(const struct sockaddr_ex *a, const struct sockaddr_ex *b);
+
+void config_strlist_free(struct strlist *l);
+
+/* Key parsers for the key table in config.c (src/config_values.c). Each
+ * stores VALUE in the field at BASE + OFF (BASE: the struct config or struct
+ * service), records LINE where the field keeps lines, and on a bad value
+ * returns -1 with the reason in ERR. ARG: names for enums, a range for ints. */
+struct config_enum {
+	const char *name;
+	int val;
+};
+struct config_range {
+	long min, max;
+};
+typedef int config_key_parser(void *base, size_t off, const void *arg, const char *value, int line,
+                              char *err, size_t errlen);
+config_key_parser config_key_str, config_key_strlist, config_key_cidrs, config_key_listen,
+        config_key_backend, config_key_addr, config_key_bool, config_key_enum, config_key_int,
+        config_key_workers, config_key_duration, config_key_timeout, config_key_log;
+
+#endif

@@ -1,0 +1,52 @@
+/* One side of a session: a socket, an optional SSL, and its two libev
+ * watchers. Plain and TLS sockets return the same outcomes, so the relay has
+ * no "if (ssl)". */
+#ifndef POSTERN_ENDPOINT_H
+#define POSTERN_ENDPOINT_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <ev.h>
+#include <openssl/ssl.h>
+
+enum ep_result {
+	EP_WANT_READ = -1,  /* try again when the socket is readable */
+	EP_WANT_WRITE = -2, /* try again when the socket is writable */
+	EP_EOF = -3,        /* orderly end of the peer's stream */
+	EP_ERR = -4         /* fatal; see ep->err */
+};
+
+struct endpoint {
+	int fd;
+	SSL *ssl;
+	ev_io rio, wio;
+	bool ssl_dead; /* a fatal SSL error occurred: SSL_shutdown is forbidden */
+	bool wr_shut;  /* our write side is closed (FIN or close_notify sent) */
+	int sys_errno; /* errno of the last EP_ERR on a syscall, or 0 */
+	unsigned long ssl_err;
+};
+
+/* Watchers call CB with w->data = DATA. The fd is not owned until ep_attach. */
+void ep_init(struct endpoint *ep, void (*cb)(struct ev_loop *, ev_io *, int), void *data);
+void ep_attach(struct endpoint *ep, int fd, SSL *ssl);
+
+/* Arms exactly the watchers asked for; stops the rest. */
+void ep_watch(struct ev_loop *loop, struct endpoint *ep, bool rd, bool wr);
+
+ssize_t ep_read(struct endpoint *ep, void *dst, size_t len);
+ssize_t ep_write(struct endpoint *ep, const void *src, size_t len);
+
+/* Drives SSL_do_handshake: 1 done, or EP_WANT_READ/EP_WANT_WRITE/EP_ERR. */
+int ep_handshake(struct endpoint *ep);
+
+/* Closes our write direction: close_notify on TLS, FIN on plain sockets. */
+void ep_shutdown_write(struct endpoint *ep);
+
+/* Stops watchers, sends close_notify once if still healthy, frees SSL, closes. */
+void ep_close(struct ev_loop *loop, struct endpoint *ep);
+
+/* Human-readable cause of the last EP_ERR. */
+const char *ep_strerror(const struct endpoint *ep, char *buf, size_t len);
+
+#endif

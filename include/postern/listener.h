@@ -1,0 +1,23 @@
+/* Listening sockets: bind, accept, max_connections, EMFILE back-off, and
+ * the reconciliation of listeners with a reloaded configuration. */
+#ifndef POSTERN_LISTENER_H
+#define POSTERN_LISTENER_H
+
+#include <postern/config.h>
+#include <postern/server.h>
+
+/* Prepares SRV's listener state (once, before listener_apply). */
+void listener_init(struct server *srv);
+
+/* Makes srv->listeners match CFG: keeps sockets whose address stays, binds
+ * new ones, closes the rest, and points each at its service in CFG. All or
+ * nothing: on failure nothing changes, -1 is returned and ERR says why. */
+int listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen);
+
+/* Starts accepting on every listener. */
+void listener_start_all(struct server *srv);
+
+/* Closes every listener (shutdown). */
+void listener_close_all(struct server *srv);
+
+#endif

@@ -1,0 +1,41 @@
+/* One direction of a session: source endpoint -> buffer -> destination
+ * endpoint, with backpressure (stop reading while the buffer is full) and
+ * half-close (source EOF, once flushed, closes the destination's write side). */
+#ifndef POSTERN_RELAY_H
+#define POSTERN_RELAY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <postern/buf.h>
+#include <postern/endpoint.h>
+
+/* A relay buffer: one TLS record's worth. */
+#define RELAY_BUF_SIZE 16384
+
+enum relay_wait { RELAY_IDLE, RELAY_WAIT_READ, RELAY_WAIT_WRITE };
+
+struct relay_dir {
+	struct endpoint *src, *dst;
+	struct buf buf;
+	uint64_t bytes;            /* delivered to dst */
+	enum relay_wait src_wait;  /* what src needs before we can read again */
+	enum relay_wait dst_wait;  /* what dst needs before we can write again */
+	bool eof;                  /* nothing more will come from src */
+	bool done;                 /* eof, flushed, and dst's write side shut */
+	bool discard;              /* drop what src sends (closing after a reply) */
+	struct endpoint *failed;   /* the endpoint that failed, after relay_pump < 0 */
+};
+
+void relay_init(struct relay_dir *d, struct endpoint *src, struct endpoint *dst);
+
+/* Moves what can move now. Returns the number of bytes read from src plus
+ * written to dst (0 = no progress), or -1 when an endpoint failed. */
+long relay_pump(struct relay_dir *d);
+
+/* Which readiness the endpoint EP needs on behalf of D. */
+void relay_wants(const struct relay_dir *d, const struct endpoint *ep, bool *rd, bool *wr);
+
+void relay_free(struct relay_dir *d);
+
+#endif

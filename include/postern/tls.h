@@ -1,0 +1,27 @@
+/* OpenSSL contexts: server side (certificates chosen by SNI, ALPN policy,
+ * TLS floor, no renegotiation) and error mapping. */
+#ifndef POSTERN_TLS_H
+#define POSTERN_TLS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct service;
+
+/* One-time library setup. */
+void tls_init(void);
+
+/* Builds the server contexts for SVC from its cert/key lists and TLS keys.
+ * On failure returns -1, writes a message to ERR and the config line that is
+ * at fault to *BAD_LINE (the key line when a key does not match its cert). */
+int tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line);
+void tls_service_free(struct service *svc);
+
+/* A new server-side SSL for an accepted connection on SVC. */
+SSL *tls_server_new(const struct service *svc);
+
+/* Appends the oldest queued OpenSSL error (or "unknown") to BUF; clears the queue. */
+const char *tls_error_string(char *buf, size_t len);
+
+#endif

@@ -1,0 +1,228 @@
+#!/usr/bin/env bash
+# packaging/deps.sh: install what postern needs to build, test and run the
+# demo, and only what is missing.
+#
+# Runs before every `make check` and `make run`, so when everything is present
+# it prints nothing and exits 0 at once (one dpkg-query call).
+#
+#   Debian/Ubuntu, as root: apt-get update && apt-get install (missing only);
+#                           the system Dovecot service is not started.
+#   Debian/Ubuntu, not root: prints the exact command to run, exits 1.
+#   Other systems:          checks for the tools and libraries, prints the
+#                           command for the package manager found, exits 1.
+#
+# Needs only bash and coreutils: no sudo, which, lsb_release or python.
+set -u
+
+me=${0##*/}
+say() { printf '%s: %s\n' "$me" "$*" >&2; }
+
+os_id="" os_like="" os_codename=""
+if [[ -r /etc/os-release ]]; then
+	{ read -r os_id; read -r os_like; read -r os_codename; } < <(
+		# shellcheck disable=SC1091
+		. /etc/os-release
+		printf '%s\n%s\n%s\n' "${ID:-}" "${ID_LIKE:-}" "${VERSION_CODENAME:-}"
+	)
+fi
+
+# ---------------------------------------------------------------- Debian/Ubuntu
+
+# The clang runtime package (libFuzzer, ASan, UBSan) carries clang's major
+# version in its name (libclang-rt-14-dev on Debian 12). Before LLVM 14 the
+# runtimes came with libclang-common-N-dev, which clang itself depends on.
+clang_major() {
+	local p
+	if p=$(command -v clang 2>/dev/null) && p=$(readlink -f "$p") &&
+		[[ $p =~ /llvm-([0-9]+)/ ]]; then
+		printf '%s' "${BASH_REMATCH[1]}"
+		return 0
+	fi
+	case $os_codename in
+	bookworm) printf '14' ;;
+	*) # Version the distribution's "clang" package would bring.
+		command -v apt-cache >/dev/null 2>&1 || return 0
+		apt-cache depends clang 2>/dev/null |
+			sed -n 's/^ *Depends: clang-\([0-9][0-9]*\)$/\1/p' | head -n 1 ;;
+	esac
+}
+
+clang_rt_pkg() {
+	local m
+	m=$(clang_major)
+	[[ -n $m && $m -ge 14 ]] && printf 'libclang-rt-%s-dev' "$m"
+}
+
+# Package names wanted on Debian/Ubuntu.
+deb_wanted() {
+	local rt
+	if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
+		echo gcc
+	fi
+	echo make pkg-config libc6-dev libssl-dev libev-dev libinih-dev libcmocka-dev
+	echo clang
+	rt=$(clang_rt_pkg) && [[ -n $rt ]] && echo "$rt"
+	echo openssl curl ca-certificates python3 python3-aiosmtpd
+	echo dovecot-imapd dovecot-pop3d procps iproute2 valgrind
+}
+
+# Prints those of "$@" that dpkg does not list as installed.
+deb_missing() {
+	local -A have=()
+	local name status p
+	while IFS=$'\t' read -r name status; do
+		[[ $status == installed ]] && have[$name]=1
+	done < <(dpkg-query -W -f='${Package}\t${db:Status-Status}\n' "$@" 2>/dev/null)
+	for p in "$@"; do
+		[[ -n ${have[$p]:-} ]] || printf '%s\n' "$p"
+	done
+}
+
+log="" our_policy=""
+# shellcheck disable=SC2317 # called from the EXIT trap
+cleanup() {
+	[[ -n $our_policy ]] && rm -f "$our_policy"
+	[[ -n $log ]] && rm -f "$log"
+	return 0
+}
+
+deb_install() {
+	local -a wanted missing
+	# shellcheck disable=SC2207
+	wanted=($(deb_wanted))
+	mapfile -t missing < <(deb_missing "${wanted[@]}")
+	((${#missing[@]})) || exit 0
+
+	local apt_opts="-y --no-install-recommends"
+	if [[ $(id -u) != 0 ]]; then
+		say "missing packages: ${missing[*]}"
+		say "install them with:"
+		if command -v sudo >/dev/null 2>&1; then
+			printf '  sudo apt-get update && sudo apt-get install %s %s\n' \
+				"$apt_opts" "${missing[*]}" >&2
+		else
+			printf '  su -c "apt-get update && apt-get install %s %s"\n' \
+				"$apt_opts" "${missing[*]}" >&2
+		fi
+		if [[ " ${missing[*]} " == *" dovecot-"* ]]; then
+			say "(this starts the system Dovecot service; the demo and the tests run"
+			say " their own, so it may be stopped: systemctl disable --now dovecot)"
+		fi
+		exit 1
+	fi
+
+	log=$(mktemp "${TMPDIR:-/tmp}/postern-deps.XXXXXX") || exit 1
+
+	# Keep the packages' maintainer scripts from starting the system Dovecot
+	# (it would bind 110, 143, 993, 995): a policy-rc.d that refuses every
+	# service action, for the duration of the install. An existing one is
+	# left alone.
+	local policy=/usr/sbin/policy-rc.d
+	trap cleanup EXIT
+	trap 'exit 130' INT
+	trap 'exit 143' TERM
+	if [[ ! -e $policy && ! -L $policy ]]; then
+		printf '#!/bin/sh\n# postern packaging/deps.sh: no service starts during install\nexit 101\n' >"$policy" &&
+			chmod 0755 "$policy" && our_policy=$policy
+	fi
+
+	export DEBIAN_FRONTEND=noninteractive
+	local -a apt=(apt-get -q -o DPkg::Lock::Timeout=300)
+	if ! "${apt[@]}" update >"$log" 2>&1; then
+		say "apt-get update failed (trying the install with the current lists):"
+		tail -n 5 "$log" | sed 's/^/  /' >&2
+	fi
+
+	# The runtime package name may only be known now that the lists are fresh.
+	# shellcheck disable=SC2207
+	wanted=($(deb_wanted))
+	mapfile -t missing < <(deb_missing "${wanted[@]}")
+	local -a install=()
+	local p
+	for p in "${missing[@]}"; do
+		if [[ $p == libclang-rt-*-dev ]] &&
+			! apt-cache show "$p" >/dev/null 2>&1; then
+			say "note: $p is not available here; using plain clang"
+			continue
+		fi
+		install+=("$p")
+	done
+	((${#install[@]})) || exit 0
+
+	say "installing: ${install[*]}"
+	# shellcheck disable=SC2086
+	if ! "${apt[@]}" install $apt_opts "${install[@]}" >>"$log" 2>&1; then
+		say "apt-get install failed:"
+		tail -n 20 "$log" | sed 's/^/  /' >&2
+		exit 1
+	fi
+	mapfile -t missing < <(deb_missing "${install[@]}")
+	if ((${#missing[@]})); then
+		say "still missing after install: ${missing[*]}"
+		exit 1
+	fi
+	exit 0
+}
+
+if command -v apt-get >/dev/null 2>&1 && command -v dpkg-query >/dev/null 2>&1; then
+	deb_install
+fi
+
+# ---------------------------------------------------------------- other systems
+# No dpkg: look for the things themselves, and if any is missing print the
+# command for the package manager found (names are best effort).
+
+lacking=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_hdr() {
+	local d
+	for d in /usr/include /usr/local/include /opt/homebrew/include; do
+		[[ -e $d/$1 ]] && return 0
+	done
+	return 1
+}
+have_cmd cc || have_cmd gcc || lacking+=("C compiler (gcc or cc)")
+have_cmd make || lacking+=("make")
+have_cmd pkg-config || have_cmd pkgconf || lacking+=("pkg-config")
+have_hdr openssl/ssl.h || lacking+=("OpenSSL 3 headers")
+have_hdr ev.h || lacking+=("libev headers")
+have_hdr ini.h || lacking+=("inih headers")
+have_hdr cmocka.h || lacking+=("cmocka headers")
+have_cmd clang || lacking+=("clang with the libFuzzer and sanitizer runtimes")
+have_cmd openssl || lacking+=("openssl")
+have_cmd curl || lacking+=("curl")
+if have_cmd python3; then
+	python3 -c 'import aiosmtpd' 2>/dev/null || lacking+=("python3 aiosmtpd")
+else
+	lacking+=("python3" "python3 aiosmtpd")
+fi
+have_cmd dovecot || [[ -x /usr/sbin/dovecot ]] || lacking+=("Dovecot (IMAP and POP3)")
+have_cmd pgrep || lacking+=("procps")
+have_cmd ss || [[ -x /usr/sbin/ss ]] || lacking+=("iproute2 (ss)")
+have_cmd valgrind || lacking+=("valgrind")
+
+((${#lacking[@]})) || exit 0
+
+say "missing:"
+printf '  - %s\n' "${lacking[@]}" >&2
+
+sudo=""
+[[ $(id -u) != 0 ]] && { have_cmd sudo && sudo="sudo " || sudo="(as root) "; }
+cmd=""
+if have_cmd dnf || have_cmd yum; then
+	pm=dnf; have_cmd dnf || pm=yum
+	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps-ng iproute valgrind"
+elif have_cmd zypper; then
+	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps iproute2 valgrind"
+elif have_cmd apk; then
+	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d procps iproute2 valgrind"
+elif have_cmd pacman; then
+	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot procps-ng iproute2 valgrind"
+fi
+if [[ -n $cmd ]]; then
+	say "install them with (package names may differ on ${os_id:-this system}${os_like:+, like $os_like}):"
+	printf '  %s%s\n' "$sudo" "$cmd" >&2
+else
+	say "no known package manager found; install the above by hand"
+fi
+exit 1

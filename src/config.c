@@ -1,0 +1,837 @@
+/* Configuration loader. inih splits "key = value" lines; our own reader in
+ * front of it counts lines, rejects lines too long for inih's 200-byte
+ * buffer, and tracks sections itself (inih gives the handler no line number
+ * and truncates section names). The handler records values through one
+ * table; a second pass checks rules that span keys. Every error is kept and
+ * printed, sorted by line, as "FILE:LINE: message". */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <syslog.h>
+
+#include <ini.h>
+
+#include <postern/config.h>
+#include <postern/tls.h>
+
+#define SEC_NONE (-1)   /* before any section header */
+#define SEC_SINK (-2)   /* after a broken header: keys are ignored */
+#define SEC_GLOBAL (-3) /* [global] */
+
+#define MAX_SECTION_NAME 64
+#define ERRLEN 512
+
+enum seckind { K_GLOBAL, K_SERVICE };
+
+#define F_LIST 0x1 /* repeatable and continuable; each line adds items */
+
+struct keydef {
+	const char *name;
+	enum seckind kind;
+	config_key_parser *parse;
+	size_t off;
+	const void *arg;
+	unsigned flags;
+	/* Non-NULL while the feature is not built: says whether the parsed
+	 * value needs it. Lifting a restriction = setting this to NULL. */
+	bool (*unsupported)(const void *field);
+};
+
+struct cfg_err {
+	int line; /* 0: no line ("FILE: message") */
+	size_t seq;
+	char *msg;
+};
+
+/* Per-service bookkeeping that does not belong in struct service. */
+struct svcmeta {
+	int *seen;    /* line where each key (by table index) was first set */
+	bool ignored; /* duplicate or badly named section: not validated */
+};
+
+struct parse {
+	const char *name;
+	FILE *fp;
+	const char *mem;
+	size_t pos;
+
+	int read_errno; /* set when reading the file failed */
+	int lineno;
+	bool cont;      /* the current line continues the previous key */
+	bool have_prev; /* mirrors inih's prev_name != "" */
+	const struct keydef *prev_key;
+	bool prev_bad; /* the key being continued was rejected */
+	int cur;       /* SEC_* or a service index */
+	int global_line;
+
+	struct config *cfg;
+	struct svcmeta *meta;
+	size_t svccap;
+	int *gseen;
+
+	struct cfg_err *errs;
+	size_t nerrs, errcap;
+	bool oom;
+};
+
+static void perr(struct parse *ps, int line, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
+
+static void
+perr(struct parse *ps, int line, const char *fmt, ...)
+{
+	char buf[ERRLEN];
+	struct cfg_err *e;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
+	va_end(ap);
+	if (ps->nerrs == ps->errcap) {
+		size_t cap = ps->errcap ? ps->errcap * 2 : 16;
+
+		e = realloc(ps->errs, cap * sizeof(*e));
+		if (!e) {
+			ps->oom = true;
+			return;
+		}
+		ps->errs = e;
+		ps->errcap = cap;
+	}
+	e = &ps->errs[ps->nerrs];
+	if (!(e->msg = strdup(buf))) {
+		ps->oom = true;
+		return;
+	}
+	e->line = line;
+	e->seq = ps->nerrs++;
+}
+
+/* Values are echoed in messages: keep terminal control bytes out. */
+static const char *
+shown(const char *s, char *buf, size_t n)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 1 < n; i++)
+		buf[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
+	buf[i] = '\0';
+	return buf;
+}
+
+/* ---- "not supported yet" predicates ---- */
+
+static bool
+unsup_always(const void *field)
+{
+	(void)field;
+	return true;
+}
+
+static bool
+unsup_nonzero(const void *field)
+{
+	return *(const int *)field != 0;
+}
+
+static bool
+unsup_true(const void *field)
+{
+	return *(const bool *)field;
+}
+
+static bool
+unsup_starttls(const void *field)
+{
+	return *(const int *)field == TLSMODE_STARTTLS;
+}
+
+static bool
+unsup_not_one(const void *field)
+{
+	return *(const int *)field != 1;
+}
+
+/* ---- the key table ---- */
+
+static const struct config_enum protocols[] = {
+        {"imap", PROTO_IMAP}, {"pop3", PROTO_POP3}, {"smtp", PROTO_SMTP}, {"raw", PROTO_RAW}, {0}};
+static const struct config_enum tls_modes[] = {
+        {"off", TLSMODE_OFF}, {"implicit", TLSMODE_IMPLICIT}, {"starttls", TLSMODE_STARTTLS}, {0}};
+static const struct config_enum log_levels[] = {
+        {"error", LOG_ERR}, {"warn", LOG_WARNING}, {"info", LOG_INFO}, {"debug", LOG_DEBUG}, {0}};
+static const struct config_enum log_formats[] = {{"text", LOGFMT_TEXT}, {"json", LOGFMT_JSON}, {0}};
+static const struct config_enum proxy_versions[] = {{"off", 0}, {"v1", 1}, {"v2", 2}, {0}};
+static const struct config_enum tls_versions[] = {
+        {"TLSv1.2", TLS1_2_VERSION}, {"TLSv1.3", TLS1_3_VERSION}, {0}};
+static const struct config_enum verify_modes[] = {{"off", CLIENT_VERIFY_OFF},
+                                                  {"optional", CLIENT_VERIFY_OPTIONAL},
+                                                  {"require", CLIENT_VERIFY_REQUIRE},
+                                                  {0}};
+static const struct config_range workers_range = {1, 1024};
+static const struct config_range maxconn_range = {1, 1000000};
+
+/* clang-format off */
+#define G(name, fn, field, arg, flags, unsup) \
+	{#name, K_GLOBAL, fn, offsetof(struct config, field), arg, flags, unsup}
+#define S(name, fn, field, arg, flags, unsup) \
+	{#name, K_SERVICE, fn, offsetof(struct service, field), arg, flags, unsup}
+/* clang-format on */
+
+static const struct keydef keys[] = {
+        G(user, config_key_str, user, NULL, 0, NULL),
+        G(group, config_key_str, group, NULL, 0, NULL),
+        G(workers, config_key_workers, workers, &workers_range, 0, unsup_not_one),
+        G(log, config_key_log, log_target, NULL, 0, NULL),
+        G(log_level, config_key_enum, log_level, log_levels, 0, NULL),
+        G(log_format, config_key_enum, log_format, log_formats, 0, unsup_nonzero),
+        G(pidfile, config_key_str, pidfile, NULL, 0, NULL),
+        G(max_connections, config_key_int, max_connections, &maxconn_range, 0, NULL),
+        G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0, NULL),
+        G(metrics, config_key_addr, metrics, NULL, 0, unsup_always),
+        G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, unsup_always),
+        G(keylog, config_key_str, keylog, NULL, 0, unsup_always),
+
+        S(protocol, config_key_enum, protocol, protocols, 0, NULL),
+        S(listen, config_key_listen, listen, NULL, F_LIST, NULL),
+        S(tls, config_key_enum, tls, tls_modes, 0, unsup_starttls),
+        S(require_tls, config_key_bool, require_tls, NULL, 0, NULL),
+        S(cert, config_key_strlist, cert, NULL, F_LIST, NULL),
+        S(key, config_key_strlist, key, NULL, F_LIST, NULL),
+        S(backend, config_key_backend, backend, NULL, 0, NULL),
+        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, unsup_nonzero),
+        S(backend_verify, config_key_bool, backend_verify, NULL, 0, unsup_always),
+        S(backend_ca, config_key_str, backend_ca, NULL, 0, unsup_always),
+        S(backend_sni, config_key_str, backend_sni, NULL, 0, unsup_always),
+        S(helo_name, config_key_str, helo_name, NULL, 0, unsup_always),
+        S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, unsup_nonzero),
+        S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, unsup_always),
+        S(log_commands, config_key_bool, log_commands, NULL, 0, unsup_true),
+        S(capture_dir, config_key_str, capture_dir, NULL, 0, unsup_always),
+        S(tls_min_version, config_key_enum, tls_min_version, tls_versions, 0, NULL),
+        S(ciphers, config_key_str, ciphers, NULL, 0, NULL),
+        S(ciphersuites, config_key_str, ciphersuites, NULL, 0, NULL),
+        S(client_ca, config_key_str, client_ca, NULL, 0, NULL),
+        S(client_verify, config_key_enum, client_verify, verify_modes, 0, NULL),
+        S(connect_timeout, config_key_timeout, connect_timeout, NULL, 0, NULL),
+        S(handshake_timeout, config_key_timeout, handshake_timeout, NULL, 0, NULL),
+        S(idle_timeout, config_key_timeout, idle_timeout, NULL, 0, NULL),
+};
+
+#define NKEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const struct keydef *
+key_find(const char *name)
+{
+	for (size_t i = 0; i < NKEYS; i++) {
+		if (strcmp(keys[i].name, name) == 0)
+			return &keys[i];
+	}
+	return NULL;
+}
+
+/* Index of KEY's entry, for the per-section "seen" arrays. */
+#define KI(key) ((size_t)(key - keys))
+
+static int
+seen_line(const int *seen, const char *name)
+{
+	return seen[KI(key_find(name))];
+}
+
+/* ---- sections ---- */
+
+static void
+service_defaults(struct service *svc)
+{
+	memset(svc, 0, sizeof(*svc));
+	svc->tls = TLSMODE_IMPLICIT;
+	svc->require_tls = true;
+	svc->backend_tls = TLSMODE_OFF;
+	svc->backend_verify = true;
+	svc->tls_min_version = TLS1_2_VERSION;
+	svc->client_verify = CLIENT_VERIFY_OFF;
+	svc->connect_timeout = 10;
+	svc->handshake_timeout = 30;
+	svc->idle_timeout = 30 * 60;
+}
+
+static void
+service_free(struct service *svc)
+{
+	if (svc->tls_server)
+		tls_service_free(svc);
+	free(svc->name);
+	free(svc->listen);
+	config_strlist_free(&svc->cert);
+	config_strlist_free(&svc->key);
+	free(svc->backend_host);
+	free(svc->backend_ca);
+	free(svc->backend_sni);
+	free(svc->helo_name);
+	free(svc->capture_dir);
+	free(svc->ciphers);
+	free(svc->ciphersuites);
+	free(svc->client_ca);
+	config_strlist_free(&svc->accept_proxy_from);
+}
+
+static int
+service_add(struct parse *ps, const char *name, bool ignored)
+{
+	struct config *cfg = ps->cfg;
+	size_t i = cfg->nservices;
+
+	if (i == ps->svccap) {
+		size_t cap = ps->svccap ? ps->svccap * 2 : 4;
+		struct service *v = realloc(cfg->services, cap * sizeof(*v));
+		struct svcmeta *m;
+
+		if (!v)
+			goto oom;
+		cfg->services = v;
+		if (!(m = realloc(ps->meta, cap * sizeof(*m))))
+			goto oom;
+		ps->meta = m;
+		ps->svccap = cap;
+	}
+	service_defaults(&cfg->services[i]);
+	memset(&ps->meta[i], 0, sizeof(ps->meta[i]));
+	cfg->services[i].line = ps->lineno;
+	cfg->services[i].name = strdup(name);
+	ps->meta[i].seen = calloc(NKEYS, sizeof(int));
+	ps->meta[i].ignored = ignored;
+	cfg->nservices++;
+	if (!cfg->services[i].name || !ps->meta[i].seen)
+		goto oom;
+	return (int)i;
+oom:
+	ps->oom = true;
+	return SEC_SINK;
+}
+
+static bool
+valid_section_name(const char *s)
+{
+	for (; *s; s++) {
+		if (!isalnum((unsigned char)*s) && !strchr("-_.", *s))
+			return false;
+	}
+	return true;
+}
+
+/* A "[name]" line (P points at '['): opens a section or reports why not. */
+static void
+section_header(struct parse *ps, char *p)
+{
+	char *close = strchr(p, ']'), *name = p + 1, *rest, *end;
+	int line = ps->lineno;
+
+	if (!close) {
+		perr(ps, line, "malformed section header (missing ']')");
+		ps->cur = SEC_SINK;
+		return;
+	}
+	rest = close + 1;
+	rest += strspn(rest, " \t\r\v\f");
+	if (*rest && *rest != ';' && *rest != '#')
+		perr(ps, line, "unexpected text after section header");
+	*close = '\0';
+	while (isspace((unsigned char)*name))
+		name++;
+	for (end = close; end > name && isspace((unsigned char)end[-1]);)
+		*--end = '\0';
+	if (*name == '\0') {
+		perr(ps, line, "empty section name");
+		ps->cur = SEC_SINK;
+		return;
+	}
+	if (strcmp(name, "global") == 0) {
+		if (ps->global_line) {
+			perr(ps, line, "duplicate section [global] (first at line %d)",
+			     ps->global_line);
+			ps->cur = SEC_SINK;
+		} else {
+			ps->global_line = line;
+			ps->cur = SEC_GLOBAL;
+		}
+		return;
+	}
+	if (strlen(name) > MAX_SECTION_NAME || !valid_section_name(name)) {
+		char sh[MAX_SECTION_NAME + 1];
+
+		perr(ps, line,
+		     "invalid section name '%s%s' (letters, digits, '-', '_', '.'; "
+		     "at most %d)",
+		     shown(name, sh, sizeof(sh)), strlen(name) > MAX_SECTION_NAME ? "..." : "",
+		     MAX_SECTION_NAME);
+		ps->cur = service_add(ps, name, true);
+		return;
+	}
+	for (size_t i = 0; i < ps->cfg->nservices; i++) {
+		const char *other = ps->cfg->services[i].name;
+
+		if (other && strcmp(other, name) == 0) {
+			perr(ps, line, "duplicate section [%s] (first at line %d)", name,
+			     ps->cfg->services[i].line);
+			ps->cur = service_add(ps, name, true);
+			return;
+		}
+	}
+	ps->cur = service_add(ps, name, false);
+}
+
+/* ---- the reader: one physical line per call ---- */
+
+static int
+src_getc(struct parse *ps)
+{
+	int c;
+
+	if (ps->fp) {
+		if ((c = getc(ps->fp)) == EOF && ferror(ps->fp))
+			ps->read_errno = errno ? errno : EIO;
+		return c;
+	}
+	if (ps->mem[ps->pos] == '\0')
+		return EOF;
+	return (unsigned char)ps->mem[ps->pos++];
+}
+
+/* Mirrors inih's inline comment rule: ';' after whitespace starts one. */
+static char *
+find_sep(char *s)
+{
+	bool was_space = false;
+
+	for (; *s && *s != '=' && *s != ':'; s++) {
+		if (was_space && *s == ';')
+			break;
+		was_space = isspace((unsigned char)*s);
+	}
+	return s;
+}
+
+/* A "name = value" line: checks what inih would silently skip. Returns
+ * false if the line is to be dropped. */
+static bool
+key_line(struct parse *ps, char *p)
+{
+	char *sep = find_sep(p), *end = sep;
+
+	if (*sep != '=' && *sep != ':') {
+		perr(ps, ps->lineno, "syntax error (expected 'key = value')");
+		return false;
+	}
+	while (end > p && isspace((unsigned char)end[-1]))
+		end--;
+	if (end == p) {
+		perr(ps, ps->lineno, "missing key name");
+		return false;
+	}
+	return true;
+}
+
+/* inih's ini_reader. inih hands us a buffer of NUM bytes; a line that does
+ * not fit (with its newline and NUL) is reported here and consumed whole,
+ * so its tail is never parsed as a line of its own. Every line returned
+ * ends in '\n'. Lines inih must not see are replaced: an empty line
+ * (state unchanged) or "[]" (a section, which resets inih's continuation
+ * state as a real header does). */
+static char *
+cfg_reader(char *str, int num, void *stream)
+{
+	struct parse *ps = stream;
+	size_t max = num > 2 ? (size_t)num - 2 : 0, n = 0;
+	bool too_long = false, nul = false;
+	char *p;
+	int c;
+
+	if (num < 4 || (c = src_getc(ps)) == EOF)
+		return NULL;
+	ps->lineno++;
+	ps->cont = false;
+	for (; c != EOF && c != '\n'; c = src_getc(ps)) {
+		if (c == '\0')
+			nul = true;
+		if (n <= max)
+			str[n++] = (char)c; /* one spare byte: a '\r' may go */
+		else
+			too_long = true;
+	}
+	if (n > 0 && str[n - 1] == '\r' && !too_long)
+		n--;
+	if (n > max)
+		too_long = true;
+	str[n] = '\0';
+	if (too_long || nul) {
+		if (too_long)
+			perr(ps, ps->lineno, "line too long (max %zu bytes)", max);
+		else
+			perr(ps, ps->lineno, "NUL byte in line");
+		strcpy(str, "\n");
+		return str;
+	}
+	if (ps->lineno == 1 && n >= 3 && memcmp(str, "\xEF\xBB\xBF", 3) == 0) {
+		memmove(str, str + 3, n - 2);
+		n -= 3;
+	}
+	for (p = str; isspace((unsigned char)*p); p++)
+		;
+	if (*p == '\0' || *p == ';' || *p == '#') {
+		/* blank or comment */
+	} else if (ps->have_prev && p > str) {
+		ps->cont = true;
+	} else if (*p == '[') {
+		section_header(ps, p);
+		ps->have_prev = false;
+		strcpy(str, "[]\n");
+		return str;
+	} else if (key_line(ps, p)) {
+		ps->have_prev = true;
+	} else {
+		strcpy(str, "\n");
+		return str;
+	}
+	str[n] = '\n';
+	str[n + 1] = '\0';
+	return str;
+}
+
+/* ---- the handler: one call per key line or continuation line ---- */
+
+/* "tls = off" indented under a list key: a mistake, not a list item. */
+static bool
+looks_like_key(const char *s)
+{
+	char word[32];
+	size_t n = 0;
+
+	while (n < sizeof(word) - 1 && (islower((unsigned char)s[n]) || s[n] == '_')) {
+		word[n] = s[n];
+		n++;
+	}
+	word[n] = '\0';
+	s += n + strspn(s + n, " \t");
+	return n > 0 && (*s == '=' || *s == ':') && key_find(word);
+}
+
+static int
+cfg_handler(void *user, const char *section, const char *name, const char *value)
+{
+	struct parse *ps = user;
+	const struct keydef *k;
+	char err[ERRLEN], sh[256], shv[256];
+	void *base;
+	int *seen, line = ps->lineno;
+
+	(void)section; /* we track sections ourselves */
+	if (ps->cur == SEC_SINK)
+		return 1;
+	if (ps->cont) {
+		k = ps->prev_key;
+		if (ps->prev_bad || !k)
+			return 1;
+		if (!(k->flags & F_LIST)) {
+			perr(ps, line,
+			     "continuation line not allowed for '%s' (only list keys, "
+			     "or remove the leading whitespace)",
+			     k->name);
+			return 1;
+		}
+		if (looks_like_key(value)) {
+			perr(ps, line,
+			     "indented line continues '%s' but looks like a key (remove "
+			     "the leading whitespace)",
+			     k->name);
+			return 1;
+		}
+	} else {
+		k = key_find(name);
+		ps->prev_key = k;
+		ps->prev_bad = true;
+		if (ps->cur == SEC_NONE) {
+			perr(ps, line, "key '%s' outside a section", shown(name, sh, sizeof(sh)));
+			return 1;
+		}
+		if (!k) {
+			perr(ps, line, "unknown key '%s'", shown(name, sh, sizeof(sh)));
+			return 1;
+		}
+		if (k->kind == K_SERVICE && ps->cur == SEC_GLOBAL) {
+			perr(ps, line, "'%s' is a service key, not allowed in [global]", k->name);
+			return 1;
+		}
+		if (k->kind == K_GLOBAL && ps->cur != SEC_GLOBAL) {
+			perr(ps, line, "'%s' belongs in [global]", k->name);
+			return 1;
+		}
+		ps->prev_bad = false;
+	}
+	if (ps->cur == SEC_GLOBAL) {
+		base = ps->cfg;
+		seen = ps->gseen;
+	} else {
+		base = &ps->cfg->services[ps->cur];
+		seen = ps->meta[ps->cur].seen;
+	}
+	if (!ps->cont && seen[KI(k)] && !(k->flags & F_LIST)) {
+		perr(ps, line, "duplicate key '%s' (first at line %d)", k->name, seen[KI(k)]);
+		return 1;
+	}
+	if (!seen[KI(k)])
+		seen[KI(k)] = line;
+	if (*value == '\0') {
+		perr(ps, line, "%s: missing value", k->name);
+		return 1;
+	}
+	err[0] = '\0';
+	if (k->parse(base, k->off, k->arg, value, line, err, sizeof(err)) < 0) {
+		perr(ps, line, "%s = %s: %s", k->name, shown(value, shv, sizeof(shv)), err);
+		return 1;
+	}
+	if (k->unsupported && k->unsupported((char *)base + k->off))
+		perr(ps, line, "%s = %s: not supported yet", k->name,
+		     shown(value, shv, sizeof(shv)));
+	return 1;
+}
+
+/* ---- second pass: rules across keys ---- */
+
+static void
+check_listen_clashes(struct parse *ps)
+{
+	struct config *cfg = ps->cfg;
+
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		if (ps->meta[i].ignored)
+			continue;
+		for (size_t j = 0; j < cfg->services[i].nlisten; j++) {
+			const struct sockaddr_ex *a = &cfg->services[i].listen[j];
+
+			/* Compare with every earlier address, report the first clash. */
+			for (size_t k = 0; k <= i; k++) {
+				const struct service *o = &cfg->services[k];
+				size_t lim = k == i ? j : o->nlisten;
+				int c = 0;
+				size_t m;
+
+				if (ps->meta[k].ignored)
+					continue;
+				for (m = 0; m < lim && !c; m++)
+					c = config_sockaddr_clash(a, &o->listen[m]);
+				if (!c)
+					continue;
+				m--;
+				if (c == 1 && strcmp(a->text, o->listen[m].text) == 0)
+					perr(ps, a->line,
+					     "duplicate listen address %s (first at line %d)",
+					     a->text, o->listen[m].line);
+				else if (c == 1)
+					perr(ps, a->line,
+					     "duplicate listen address %s (as %s at line %d)",
+					     a->text, o->listen[m].text, o->listen[m].line);
+				else
+					perr(ps, a->line,
+					     "listen address %s overlaps %s at line %d", a->text,
+					     o->listen[m].text, o->listen[m].line);
+				break;
+			}
+		}
+	}
+}
+
+static void
+check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool load_tls)
+{
+	static const char *const required[] = {"protocol", "listen", "backend"};
+	const int *seen = meta->seen;
+	int ln;
+
+	for (size_t i = 0; i < sizeof(required) / sizeof(required[0]); i++) {
+		if (!seen_line(seen, required[i]))
+			perr(ps, svc->line, "[%s]: missing required key '%s'", svc->name,
+			     required[i]);
+	}
+	if (svc->tls != TLSMODE_OFF) {
+		if (!seen_line(seen, "cert"))
+			perr(ps, svc->line, "[%s]: missing required key 'cert' (needed for tls)",
+			     svc->name);
+		if (!seen_line(seen, "key"))
+			perr(ps, svc->line, "[%s]: missing required key 'key' (needed for tls)",
+			     svc->name);
+		if (svc->cert.n && svc->key.n && svc->cert.n != svc->key.n) {
+			ln = svc->key.n > svc->cert.n ? svc->key.line[svc->cert.n]
+			                              : svc->key.line[svc->key.n - 1];
+			perr(ps, ln, "%zu cert files but %zu key files (they must pair up)",
+			     svc->cert.n, svc->key.n);
+		}
+	} else {
+		if ((ln = seen_line(seen, "cert")) || (ln = seen_line(seen, "key")))
+			perr(ps, ln, "cert/key given but tls = off");
+		if ((ln = seen_line(seen, "client_verify")) && svc->client_verify)
+			perr(ps, ln, "client_verify needs tls (tls = off)");
+	}
+	if (svc->protocol == PROTO_RAW) {
+		if (svc->tls == TLSMODE_STARTTLS)
+			perr(ps, seen_line(seen, "tls"),
+			     "tls = starttls needs protocol imap, pop3 or smtp");
+		if (svc->backend_tls == TLSMODE_STARTTLS)
+			perr(ps, seen_line(seen, "backend_tls"),
+			     "backend_tls = starttls needs protocol imap, pop3 or smtp");
+	}
+	if (svc->client_verify != CLIENT_VERIFY_OFF && !svc->client_ca && svc->tls != TLSMODE_OFF)
+		perr(ps, seen_line(seen, "client_verify"), "client_verify needs client_ca");
+
+	/* Certificates are checked even when other keys have errors, so that
+	 * one run reports everything; but only when the pairs line up. */
+	if (load_tls && svc->tls != TLSMODE_OFF && svc->cert.n && svc->cert.n == svc->key.n) {
+		char err[ERRLEN];
+		int bad_line = 0;
+
+		err[0] = '\0';
+		if (tls_service_load(svc, err, sizeof(err), &bad_line) < 0)
+			perr(ps, bad_line > 0 ? bad_line : svc->line, "%s",
+			     err[0] ? err : "cannot load certificates");
+	}
+}
+
+static void
+validate(struct parse *ps, bool load_tls)
+{
+	struct config *cfg = ps->cfg;
+	size_t i;
+
+	if (cfg->nservices == 0)
+		perr(ps, 1, "no services defined");
+	check_listen_clashes(ps);
+	for (i = 0; i < cfg->nservices; i++) {
+		if (!ps->meta[i].ignored)
+			check_service(ps, &cfg->services[i], &ps->meta[i], load_tls);
+	}
+}
+
+/* ---- entry points ---- */
+
+static void
+config_free(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nservices; i++)
+		service_free(&cfg->services[i]);
+	free(cfg->services);
+	free(cfg->path);
+	free(cfg->user);
+	free(cfg->group);
+	free(cfg->log_file);
+	free(cfg->pidfile);
+	free(cfg->keylog);
+	config_strlist_free(&cfg->ticket_keys);
+	free(cfg);
+}
+
+static int
+err_cmp(const void *a, const void *b)
+{
+	const struct cfg_err *x = a, *y = b;
+
+	if (x->line != y->line)
+		return x->line < y->line ? -1 : 1;
+	return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static struct config *
+load(struct parse *ps, bool load_tls, FILE *errs)
+{
+	struct config *cfg = calloc(1, sizeof(*cfg));
+	bool failed;
+
+	ps->cur = SEC_NONE;
+	ps->gseen = calloc(NKEYS, sizeof(int));
+	if (!cfg || !ps->gseen || !(cfg->path = strdup(ps->name))) {
+		ps->oom = true;
+		goto out;
+	}
+	ps->cfg = cfg;
+	cfg->refcount = 1;
+	cfg->workers = 1;
+	cfg->log_target = LOGTO_STDERR;
+	cfg->log_level = LOG_INFO;
+	cfg->log_format = LOGFMT_TEXT;
+	cfg->max_connections = 10000;
+	cfg->shutdown_timeout = 30;
+
+	/* inih's own return value only repeats what the reader and handler
+	 * reported (with worse line numbers); errors come from ps. */
+	ini_parse_stream(cfg_reader, ps, cfg_handler, ps);
+	if (ps->read_errno)
+		perr(ps, 0, "cannot read: %s", strerror(ps->read_errno));
+	else if (!ps->oom)
+		validate(ps, load_tls);
+out:
+	failed = ps->nerrs > 0 || ps->oom;
+	if (ps->nerrs)
+		qsort(ps->errs, ps->nerrs, sizeof(*ps->errs), err_cmp);
+	for (size_t i = 0; i < ps->nerrs; i++) {
+		if (errs && ps->errs[i].line > 0)
+			fprintf(errs, "%s:%d: %s\n", ps->name, ps->errs[i].line, ps->errs[i].msg);
+		else if (errs)
+			fprintf(errs, "%s: %s\n", ps->name, ps->errs[i].msg);
+		free(ps->errs[i].msg);
+	}
+	if (ps->oom && errs)
+		fprintf(errs, "%s: out of memory\n", ps->name);
+	free(ps->errs);
+	for (size_t i = 0; cfg && i < cfg->nservices; i++)
+		free(ps->meta[i].seen);
+	free(ps->meta);
+	free(ps->gseen);
+	if (failed && cfg) {
+		config_free(cfg);
+		cfg = NULL;
+	}
+	return cfg;
+}
+
+struct config *
+config_load(const char *path, FILE *errs)
+{
+	struct parse ps = {.name = path};
+	struct config *cfg;
+
+	if (!(ps.fp = fopen(path, "r"))) {
+		if (errs)
+			fprintf(errs, "%s: cannot open: %s\n", path, strerror(errno));
+		return NULL;
+	}
+	cfg = load(&ps, true, errs);
+	fclose(ps.fp);
+	return cfg;
+}
+
+struct config *
+config_load_string(const char *name, const char *text, bool load_tls, FILE *errs)
+{
+	struct parse ps = {.name = name, .mem = text};
+
+	return load(&ps, load_tls, errs);
+}
+
+struct config *
+config_ref(struct config *cfg)
+{
+	cfg->refcount++;
+	return cfg;
+}
+
+void
+config_unref(struct config *cfg)
+{
+	if (cfg && --cfg->refcount == 0)
+		config_free(cfg);
+}

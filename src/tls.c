@@ -1,0 +1,281 @@
+/* Server-side TLS contexts. Each service gets one SSL_CTX per certificate
+ * identity; pairs with the same names (an RSA and an ECDSA pair for one host)
+ * share a context so OpenSSL serves whichever the client supports. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <postern/config.h>
+#include <postern/proto.h>
+#include <postern/tls.h>
+
+struct tls_server {
+	SSL_CTX **ctx;
+	X509 **leaf; /* the first leaf loaded into each context, for SNI matching */
+	size_t n;
+	const char *alpn; /* the service's ALPN protocol name, NULL for raw */
+};
+
+void
+tls_init(void)
+{
+	OPENSSL_init_ssl(OPENSSL_INIT_LOAD_SSL_STRINGS | OPENSSL_INIT_LOAD_CRYPTO_STRINGS, NULL);
+}
+
+const char *
+tls_error_string(char *buf, size_t len)
+{
+	unsigned long e = ERR_get_error();
+
+	if (e == 0)
+		snprintf(buf, len, "unknown error");
+	else
+		ERR_error_string_n(e, buf, len);
+	ERR_clear_error();
+	return buf;
+}
+
+/* ALPACA: a client that offers ALPN but not our protocol is talking to the
+ * wrong service; refuse with no_application_protocol. No ALPN is fine. */
+static int
+on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsigned char *in,
+        unsigned int inlen, void *arg)
+{
+	const struct tls_server *ts = arg;
+	size_t want = strlen(ts->alpn);
+
+	(void)ssl;
+	for (unsigned int i = 0; i < inlen;) {
+		unsigned int l = in[i];
+		if (i + 1 + l > inlen)
+			break;
+		if (l == want && memcmp(in + i + 1, ts->alpn, l) == 0) {
+			*out = in + i + 1;
+			*outlen = (unsigned char)l;
+			return SSL_TLSEXT_ERR_OK;
+		}
+		i += 1 + l;
+	}
+	return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+static int
+on_servername(SSL *ssl, int *alert, void *arg)
+{
+	const struct tls_server *ts = arg;
+	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+
+	(void)alert;
+	if (name == NULL || ts->n < 2)
+		return SSL_TLSEXT_ERR_OK;
+	for (size_t i = 0; i < ts->n; i++) {
+		if (X509_check_host(ts->leaf[i], name, 0, 0, NULL) == 1) {
+			if (i > 0)
+				SSL_set_SSL_CTX(ssl, ts->ctx[i]);
+			return SSL_TLSEXT_ERR_OK;
+		}
+	}
+	return SSL_TLSEXT_ERR_OK; /* unknown name: the first certificate */
+}
+
+/* Two leaves name the same identity when subject and SANs are equal. */
+static int
+same_identity(X509 *a, X509 *b)
+{
+	if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0)
+		return 0;
+	GENERAL_NAMES *sa = X509_get_ext_d2i(a, NID_subject_alt_name, NULL, NULL);
+	GENERAL_NAMES *sb = X509_get_ext_d2i(b, NID_subject_alt_name, NULL, NULL);
+	int same = (sa == NULL) == (sb == NULL);
+	if (same && sa != NULL) {
+		same = sk_GENERAL_NAME_num(sa) == sk_GENERAL_NAME_num(sb);
+		for (int i = 0; same && i < sk_GENERAL_NAME_num(sa); i++)
+			same = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(sa, i),
+			                        sk_GENERAL_NAME_value(sb, i)) == 0;
+	}
+	GENERAL_NAMES_free(sa);
+	GENERAL_NAMES_free(sb);
+	return same;
+}
+
+static SSL_CTX *
+new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size_t errlen,
+               int *bad_line)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+	char e[256];
+
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create TLS context: %s", tls_error_string(e, sizeof(e)));
+		return NULL;
+	}
+	SSL_CTX_set_min_proto_version(ctx, svc->tls_min_version);
+	/* No renegotiation (CPU DoS, T1), no compression (CRIME, T2); 0-RTT stays
+	 * off as max_early_data defaults to 0 (T3). */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+	                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"postern", 7);
+	if (svc->ciphers && !SSL_CTX_set_cipher_list(ctx, svc->ciphers)) {
+		snprintf(err, errlen, "invalid ciphers '%s'", svc->ciphers);
+		*bad_line = svc->line;
+		goto fail;
+	}
+	if (svc->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, svc->ciphersuites)) {
+		snprintf(err, errlen, "invalid ciphersuites '%s'", svc->ciphersuites);
+		*bad_line = svc->line;
+		goto fail;
+	}
+	if (svc->client_verify != CLIENT_VERIFY_OFF) {
+		STACK_OF(X509_NAME) *names = NULL;
+		if (svc->client_ca == NULL ||
+		    !SSL_CTX_load_verify_locations(ctx, svc->client_ca, NULL) ||
+		    (names = SSL_load_client_CA_file(svc->client_ca)) == NULL) {
+			snprintf(err, errlen, "cannot load client_ca %s: %s",
+			         svc->client_ca ? svc->client_ca : "(unset)",
+			         tls_error_string(e, sizeof(e)));
+			*bad_line = svc->line;
+			goto fail;
+		}
+		SSL_CTX_set_client_CA_list(ctx, names);
+		SSL_CTX_set_verify(ctx,
+		                   SSL_VERIFY_PEER | (svc->client_verify == CLIENT_VERIFY_REQUIRE
+		                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+		                                              : 0),
+		                   NULL);
+	}
+	if (ts->alpn)
+		SSL_CTX_set_alpn_select_cb(ctx, on_alpn, ts);
+	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
+	SSL_CTX_set_tlsext_servername_arg(ctx, ts);
+	return ctx;
+fail:
+	SSL_CTX_free(ctx);
+	return NULL;
+}
+
+static X509 *
+read_leaf(const char *path, char *why, size_t whylen)
+{
+	FILE *f = fopen(path, "r");
+	X509 *x;
+
+	if (f == NULL) {
+		snprintf(why, whylen, "%s", strerror(errno));
+		return NULL;
+	}
+	ERR_clear_error();
+	x = PEM_read_X509(f, NULL, NULL, NULL);
+	fclose(f);
+	if (x == NULL)
+		tls_error_string(why, whylen);
+	return x;
+}
+
+/* Loads pair I into TS, into the context of a same-named earlier pair if any. */
+static int
+load_pair(const struct service *svc, struct tls_server *ts, size_t i, char *err, size_t errlen,
+          int *bad_line)
+{
+	const char *cert = svc->cert.v[i], *key = svc->key.v[i];
+	char e[256];
+	X509 *leaf = read_leaf(cert, e, sizeof(e));
+	SSL_CTX *ctx = NULL;
+
+	if (leaf == NULL) {
+		snprintf(err, errlen, "cannot load certificate %s: %s", cert, e);
+		*bad_line = svc->cert.line[i];
+		return -1;
+	}
+	for (size_t j = 0; j < ts->n && ctx == NULL; j++)
+		if (same_identity(ts->leaf[j], leaf))
+			ctx = ts->ctx[j];
+	if (ctx == NULL) {
+		ctx = new_server_ctx(svc, ts, err, errlen, bad_line);
+		if (ctx == NULL) {
+			X509_free(leaf);
+			return -1;
+		}
+		ts->ctx[ts->n] = ctx;
+		ts->leaf[ts->n] = leaf;
+		ts->n++;
+	} else {
+		X509_free(leaf);
+	}
+	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
+		snprintf(err, errlen, "cannot load certificate %s: %s", cert,
+		         tls_error_string(e, sizeof(e)));
+		*bad_line = svc->cert.line[i];
+		return -1;
+	}
+	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
+		snprintf(err, errlen, "cannot load key %s: %s", key, tls_error_string(e, sizeof(e)));
+		*bad_line = svc->key.line[i];
+		return -1;
+	}
+	if (SSL_CTX_check_private_key(ctx) != 1) {
+		snprintf(err, errlen, "key %s does not match certificate %s", key, cert);
+		ERR_clear_error();
+		*bad_line = svc->key.line[i];
+		return -1;
+	}
+	return 0;
+}
+
+int
+tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line)
+{
+	struct tls_server *ts = calloc(1, sizeof(*ts));
+	size_t n = svc->cert.n;
+
+	*bad_line = svc->line;
+	if (ts == NULL || n == 0 || n != svc->key.n) {
+		snprintf(err, errlen, "%s", ts ? "cert and key lists differ" : "out of memory");
+		free(ts);
+		return -1;
+	}
+	ts->ctx = calloc(n, sizeof(*ts->ctx));
+	ts->leaf = calloc(n, sizeof(*ts->leaf));
+	ts->alpn = proto_get(svc->protocol)->alpn;
+	svc->tls_server = ts;
+	if (ts->ctx == NULL || ts->leaf == NULL) {
+		snprintf(err, errlen, "out of memory");
+		tls_service_free(svc);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (load_pair(svc, ts, i, err, errlen, bad_line) < 0) {
+			tls_service_free(svc);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+void
+tls_service_free(struct service *svc)
+{
+	struct tls_server *ts = svc->tls_server;
+
+	if (ts == NULL)
+		return;
+	for (size_t i = 0; i < ts->n; i++) {
+		SSL_CTX_free(ts->ctx[i]);
+		X509_free(ts->leaf[i]);
+	}
+	free(ts->ctx);
+	free(ts->leaf);
+	free(ts);
+	svc->tls_server = NULL;
+}
+
+SSL *
+tls_server_new(const struct service *svc)
+{
+	return SSL_new(svc->tls_server->ctx[0]);
+}
