@@ -7,7 +7,7 @@ void
 buf_init(struct buf *b, size_t cap)
 {
 	b->data = NULL;
-	b->cap = cap;
+	b->cap = b->base = cap;
 	b->start = b->end = 0;
 }
 
@@ -17,6 +17,7 @@ buf_free(struct buf *b)
 	free(b->data);
 	b->data = NULL;
 	b->start = b->end = 0;
+	b->cap = b->base;
 }
 
 static void
@@ -79,6 +80,25 @@ buf_append(struct buf *b, const void *p, size_t len)
 	return true;
 }
 
+bool
+buf_append_grow(struct buf *b, const void *p, size_t len)
+{
+	size_t room;
+
+	if (buf_tail(b, &room) != NULL || b->data != NULL) {
+		if (b->cap - b->end < len && b->start > 0)
+			compact(b);
+		if (b->cap - b->end < len) {
+			char *n = realloc(b->data, b->end + len);
+			if (n == NULL)
+				return false;
+			b->data = n;
+			b->cap = b->end + len;
+		}
+	}
+	return buf_append(b, p, len);
+}
+
 void
 buf_release_if_empty(struct buf *b)
 {
@@ -86,6 +106,7 @@ buf_release_if_empty(struct buf *b)
 		free(b->data);
 		b->data = NULL;
 		b->start = b->end = 0;
+		b->cap = b->base;
 	}
 }
 

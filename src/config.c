@@ -147,12 +147,6 @@ unsup_true(const void *field)
 }
 
 static bool
-unsup_starttls(const void *field)
-{
-	return *(const int *)field == TLSMODE_STARTTLS;
-}
-
-static bool
 unsup_not_one(const void *field)
 {
 	return *(const int *)field != 1;
@@ -200,7 +194,7 @@ static const struct keydef keys[] = {
 
         S(protocol, config_key_enum, protocol, protocols, 0, NULL),
         S(listen, config_key_listen, listen, NULL, F_LIST, NULL),
-        S(tls, config_key_enum, tls, tls_modes, 0, unsup_starttls),
+        S(tls, config_key_enum, tls, tls_modes, 0, NULL),
         S(require_tls, config_key_bool, require_tls, NULL, 0, NULL),
         S(cert, config_key_strlist, cert, NULL, F_LIST, NULL),
         S(key, config_key_strlist, key, NULL, F_LIST, NULL),

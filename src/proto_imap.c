@@ -1,5 +1,286 @@
-/* IMAP (RFC 9051): untagged BYE is the only way to refuse before a command. */
-#include <postern/proto.h>
+/* IMAP (RFC 9051/3501, STARTTLS per RFC 2595). Commands are tagged, so local
+ * answers need no ordering against the backend's; what matters is framing:
+ * literals ({N}, {N+}) are followed byte for byte so nothing inside one is
+ * ever taken for a command, and a synchronising literal is only sent once
+ * the server says "+". */
+#include <string.h>
+#include <strings.h>
+
+#include <postern/proto_util.h>
+
+#define TAG_MAX 64
+
+struct imap_state {
+	bool starttls, require_tls, tls;
+	/* client -> server */
+	uint64_t c_literal; /* literal bytes still to pass */
+	bool c_cont;        /* the current command goes on after its literal */
+	bool c_drop;        /* the current command is refused: swallow the rest */
+	bool c_midline;     /* passing the tail of an over-long line */
+	bool c_sync;        /* a synchronising literal awaits the server's verdict */
+	bool c_auth;        /* AUTHENTICATE exchange: lines are SASL responses */
+	uint64_t c_sync_len;
+	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
+	size_t tag_len;
+	/* server -> client */
+	uint64_t s_literal;
+	bool s_cont;
+	bool s_midline;
+	bool s_greeted; /* the greeting has passed: nothing may precede it */
+};
+
+static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
+static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
+static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
+static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
+
+static void
+imap_init(void *st, const struct proto_conf *conf)
+{
+	struct imap_state *s = st;
+
+	memset(s, 0, sizeof(*s));
+	s->starttls = conf->starttls;
+	s->require_tls = conf->require_tls;
+}
+
+static void
+imap_tls_started(void *st)
+{
+	struct imap_state *s = st;
+
+	s->tls = true;
+	s->c_literal = 0;
+	s->c_cont = s->c_drop = s->c_midline = s->c_sync = s->c_auth = false;
+}
+
+/* The server side is between responses: a local answer may go in here. */
+static bool
+server_at_boundary(const struct imap_state *s)
+{
+	return s->s_literal == 0 && !s->s_cont && !s->s_midline;
+}
+
+static void
+watch_tag(struct imap_state *s, struct pu_word tag)
+{
+	s->tag_len = tag.n < TAG_MAX ? tag.n : 0; /* an absurd tag is never matched */
+	memcpy(s->tag, tag.p, s->tag_len);
+}
+
+static enum proto_verdict
+pass(struct proto_action *act, size_t n)
+{
+	act->consume = n;
+	return PV_PASS;
+}
+
+/* Local answer to a client command; swallows its non-synchronising
+ * literal, if any (a synchronising one is never sent after a tagged reply). */
+static enum proto_verdict
+answer(struct imap_state *s, struct proto_action *act, size_t n, bool lit, bool sync,
+       uint64_t lsize, char *scratch, const char *tag, size_t tagn, const char *text)
+{
+	if (!server_at_boundary(s))
+		return PV_WAIT;
+	if (lit && !sync) {
+		s->c_drop = s->c_cont = true;
+		s->c_literal = lsize;
+	}
+	return pu_answer(act, PV_REPLY, n, scratch, "%.*s %s\r\n", (int)tagn, tag, text);
+}
+
+static enum proto_verdict
+client_input(struct imap_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	if (s->c_literal > 0) {
+		size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
+		s->c_literal -= n;
+		act->consume = n;
+		return s->c_drop ? PV_DROP : PV_PASS;
+	}
+	if (s->c_sync || !s->s_greeted)
+		return PV_WAIT;
+	size_t n = pu_line_len(p, len);
+	if (s->c_midline) {
+		s->c_midline = n == 0;
+		return pass(act, n ? n : len);
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		if (!s->tls)
+			return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
+		s->c_midline = true;
+		return pass(act, len);
+	}
+	size_t body = pu_trim_eol(p, n);
+	uint64_t lsize = 0;
+	bool sync = false;
+	int lit = pu_imap_literal(p, body, &lsize, &sync);
+	if (lit < 0)
+		return pu_answer(act, PV_CLOSE, n, scratch, "* BYE Invalid literal\r\n");
+
+	if (s->c_cont || s->c_auth) {
+		/* The rest of a command after a literal, or a SASL response. */
+		bool drop = s->c_drop;
+		if (s->c_cont) {
+			s->c_cont = lit == 1;
+			s->c_drop = s->c_cont && drop;
+			if (lit == 1 && sync && !drop) {
+				s->c_sync = true;
+				s->c_sync_len = lsize;
+			} else if (lit == 1) {
+				s->c_literal = lsize;
+			}
+		}
+		act->consume = n;
+		return drop ? PV_DROP : PV_PASS;
+	}
+	if (!s->tls && memchr(p, '\0', body) != NULL)
+		return pu_answer(act, PV_REPLY, n, scratch, "* BAD NUL byte in command\r\n");
+
+	const char *q = p, *end = p + body;
+	struct pu_word tag = pu_next_word(&q, end);
+	struct pu_word cmd = pu_next_word(&q, end);
+	bool noargs = pu_blank(q, end);
+
+	if (pu_word_is(cmd, "STARTTLS")) {
+		if (s->tls)
+			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
+			              "BAD TLS is already active");
+		if (!noargs || lit)
+			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
+			              "BAD STARTTLS takes no arguments");
+		if (!server_at_boundary(s))
+			return PV_WAIT;
+		return pu_answer(act, PV_STARTTLS, n, scratch, "%.*s OK Begin TLS negotiation now\r\n",
+		                 (int)tag.n, tag.p);
+	}
+	if (!s->tls && s->require_tls &&
+	    (pu_word_is(cmd, "LOGIN") || pu_word_is(cmd, "AUTHENTICATE"))) {
+		act->event = "plaintext-auth-refused";
+		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
+		              "NO [PRIVACYREQUIRED] Use STARTTLS first");
+	}
+	if (pu_word_is(cmd, "AUTHENTICATE")) {
+		s->c_auth = true;
+		watch_tag(s, tag);
+	}
+	if (lit == 1) {
+		s->c_cont = true;
+		if (sync) {
+			s->c_sync = true;
+			s->c_sync_len = lsize;
+			watch_tag(s, tag);
+		} else {
+			s->c_literal = lsize;
+		}
+	}
+	return pass(act, n);
+}
+
+/* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
+static enum proto_verdict
+rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps,
+             size_t capn, struct proto_action *act, char *scratch)
+{
+	struct pu_caps pre = {imap_drop_always, imap_auth_prefix,
+	                      s->require_tls ? imap_add_login_disabled : imap_add_starttls};
+	struct pu_caps post = {imap_drop_always, NULL, NULL};
+	size_t head = (size_t)(caps - line), at;
+
+	memcpy(scratch, line, head);
+	/* Room for the list: the scratch less what stays of the line around it. */
+	at = head + pu_caps_rewrite(caps, capn, s->tls ? &post : &pre, scratch + head,
+	                            PROTO_SCRATCH - n + capn);
+	memcpy(scratch + at, caps + capn, n - head - capn);
+	act->consume = n;
+	act->text = scratch;
+	act->len = at + n - head - capn;
+	return PV_REPLACE;
+}
+
+static enum proto_verdict
+server_input(struct imap_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	if (s->s_literal > 0) {
+		size_t n = len < s->s_literal ? len : (size_t)s->s_literal;
+		s->s_literal -= n;
+		return pass(act, n);
+	}
+	size_t n = pu_line_len(p, len);
+	if (s->s_midline) {
+		s->s_midline = n == 0;
+		return pass(act, n ? n : len);
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		s->s_midline = true;
+		return pass(act, len);
+	}
+	size_t body = pu_trim_eol(p, n);
+	uint64_t lsize = 0;
+	bool sync = false;
+	bool was_cont = s->s_cont;
+
+	s->s_greeted = true;
+	if (pu_imap_literal(p, body, &lsize, &sync) == 1) {
+		s->s_literal = lsize;
+		s->s_cont = true;
+	} else {
+		s->s_cont = false;
+	}
+	if (was_cont)
+		return pass(act, n);
+
+	const char *q = p, *end = p + body;
+	struct pu_word tag = pu_next_word(&q, end);
+	if (tag.n == 1 && tag.p[0] == '+') {
+		if (s->c_sync) { /* the server accepts the literal */
+			s->c_sync = false;
+			s->c_literal = s->c_sync_len;
+		}
+		return pass(act, n);
+	}
+	if (!(tag.n == 1 && tag.p[0] == '*') && s->tag_len == tag.n &&
+	    memcmp(tag.p, s->tag, tag.n) == 0) {
+		/* The watched command completed: a refused literal is never sent. */
+		if (s->c_sync) {
+			s->c_sync = false;
+			s->c_cont = false;
+		}
+		s->c_auth = false;
+		s->tag_len = 0;
+	}
+	if (s->s_cont || !s->starttls)
+		return pass(act, n);
+	/* "* CAPABILITY ..." or a [CAPABILITY ...] response code. */
+	struct pu_word w = pu_next_word(&q, end);
+	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
+		return rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
+	const char *code = memchr(p, '[', body);
+	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
+		const char *close = memchr(code, ']', (size_t)(end - code));
+		if (close)
+			return rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12), act,
+			                    scratch);
+	}
+	return pass(act, n);
+}
+
+static enum proto_verdict
+imap_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
+           struct proto_action *act, char *scratch)
+{
+	struct imap_state *s = st;
+
+	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
+	                                : server_input(s, p, len, full, act, scratch);
+}
 
 const struct proto_ops proto_imap = {
 	.name = "imap",
@@ -10,4 +291,8 @@ const struct proto_ops proto_imap = {
 			[PROTO_REPLY_BACKEND_DOWN] = "* BYE [UNAVAILABLE] Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "* BYE [UNAVAILABLE] Server shutting down\r\n",
 		},
+	.state_size = sizeof(struct imap_state),
+	.init = imap_init,
+	.input = imap_input,
+	.tls_started = imap_tls_started,
 };

@@ -1,6 +1,215 @@
-/* POP3 (RFC 1939, response codes RFC 3206): -ERR [SYS/TEMP] tells the client
- * the failure is transient and not its credentials. */
-#include <postern/proto.h>
+/* POP3 (RFC 1939, CAPA RFC 2449, STLS RFC 2595). Responses carry no tags,
+ * so postern keeps a queue of the commands in flight: it tells which
+ * responses are multi-line (and end with "."), and a local answer waits
+ * until every earlier command has been answered, keeping the order. */
+#include <string.h>
+
+#include <postern/proto_util.h>
+
+#define POP3_QUEUE 32
+
+enum pop3_kind {
+	K_SIMPLE, /* one status line */
+	K_MULTI,  /* status line, then a body ending with "." if +OK */
+	K_CAPA,   /* multi-line, and rewritten */
+	K_AUTH    /* "+ " challenges until a status line */
+};
+
+struct pop3_state {
+	bool starttls, require_tls, tls;
+	bool c_midline, c_auth, s_midline;
+	bool s_body; /* inside a multi-line body */
+	bool s_capa; /* ... of a CAPA response */
+	unsigned char queue[POP3_QUEUE];
+	unsigned head, count;
+};
+
+static void
+push(struct pop3_state *s, enum pop3_kind k)
+{
+	s->queue[(s->head + s->count++) % POP3_QUEUE] = (unsigned char)k;
+}
+
+static void
+pop(struct pop3_state *s)
+{
+	if (s->count > 0) {
+		s->head = (s->head + 1) % POP3_QUEUE;
+		s->count--;
+	}
+}
+
+static void
+pop3_init(void *st, const struct proto_conf *conf)
+{
+	struct pop3_state *s = st;
+
+	memset(s, 0, sizeof(*s));
+	s->starttls = conf->starttls;
+	s->require_tls = conf->require_tls;
+	push(s, K_SIMPLE); /* the greeting */
+}
+
+static void
+pop3_tls_started(void *st)
+{
+	struct pop3_state *s = st;
+
+	s->tls = true;
+	s->c_midline = s->c_auth = false;
+}
+
+static enum proto_verdict
+local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, const char *text)
+{
+	/* Answer only once every earlier command has its answer. */
+	if (s->count > 0 || s->s_body || s->s_midline)
+		return PV_WAIT;
+	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
+}
+
+static enum proto_verdict
+client_input(struct pop3_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	size_t n = pu_line_len(p, len);
+
+	act->consume = n ? n : len;
+	if (s->c_midline) {
+		s->c_midline = n == 0;
+		return PV_PASS;
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		if (!s->tls)
+			return pu_answer(act, PV_CLOSE, len, scratch, "-ERR Line too long\r\n");
+		s->c_midline = true;
+		return PV_PASS;
+	}
+	if (s->c_auth) /* a SASL response, or "*" to cancel */
+		return PV_PASS;
+	if (s->count == POP3_QUEUE)
+		return PV_WAIT;
+
+	size_t body = pu_trim_eol(p, n);
+	const char *q = p, *end = p + body;
+	struct pu_word cmd = pu_next_word(&q, end);
+	bool noargs = pu_blank(q, end);
+
+	if (!s->tls && memchr(p, '\0', body) != NULL)
+		return local(s, act, n, scratch, "-ERR NUL byte in command");
+	if (pu_word_is(cmd, "STLS")) {
+		if (s->tls)
+			return local(s, act, n, scratch, "-ERR TLS is already active");
+		if (!noargs)
+			return local(s, act, n, scratch, "-ERR STLS takes no arguments");
+		if (s->count > 0 || s->s_body || s->s_midline)
+			return PV_WAIT;
+		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
+	}
+	if (!s->tls && s->require_tls &&
+	    (pu_word_is(cmd, "USER") || pu_word_is(cmd, "PASS") || pu_word_is(cmd, "APOP") ||
+	     pu_word_is(cmd, "AUTH"))) {
+		enum proto_verdict v = local(s, act, n, scratch,
+		                             "-ERR Use STLS first (plaintext authentication is disabled)");
+		if (v == PV_REPLY)
+			act->event = "plaintext-auth-refused";
+		return v;
+	}
+	if (pu_word_is(cmd, "CAPA"))
+		push(s, K_CAPA);
+	else if (pu_word_is(cmd, "RETR") || pu_word_is(cmd, "TOP") ||
+	         ((pu_word_is(cmd, "LIST") || pu_word_is(cmd, "UIDL")) && noargs))
+		push(s, K_MULTI);
+	else if (pu_word_is(cmd, "AUTH") && noargs)
+		push(s, K_MULTI); /* lists the mechanisms */
+	else if (pu_word_is(cmd, "AUTH")) {
+		push(s, K_AUTH);
+		s->c_auth = true;
+	} else
+		push(s, K_SIMPLE);
+	return PV_PASS;
+}
+
+/* One line of a CAPA body: drop what the client must not see, and add STLS
+ * before the terminating dot while in plaintext. */
+static enum proto_verdict
+capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *act, char *scratch)
+{
+	size_t body = pu_trim_eol(p, n);
+	const char *q = p, *end = p + body;
+	struct pu_word w = pu_next_word(&q, end);
+
+	act->consume = n;
+	if (body == 1 && p[0] == '.') {
+		s->s_body = s->s_capa = false;
+		pop(s);
+		if (!s->starttls || s->tls)
+			return PV_PASS;
+		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
+	}
+	if (!s->starttls)
+		return PV_PASS;
+	if (pu_word_is(w, "STLS"))
+		return PV_DROP;
+	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
+		return PV_DROP;
+	return PV_PASS;
+}
+
+static enum proto_verdict
+server_input(struct pop3_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	size_t n = pu_line_len(p, len);
+
+	act->consume = n ? n : len;
+	if (s->s_midline) {
+		s->s_midline = n == 0;
+		return PV_PASS;
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		s->s_midline = true;
+		return PV_PASS;
+	}
+	if (s->s_capa)
+		return capa_line(s, p, n, act, scratch);
+	if (s->s_body) {
+		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
+			s->s_body = false;
+			pop(s);
+		}
+		return PV_PASS;
+	}
+	if (s->count == 0)
+		return PV_PASS; /* unsolicited: not ours to judge */
+	enum pop3_kind k = s->queue[s->head];
+	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O'))
+		return PV_PASS; /* a SASL challenge */
+	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
+	if (ok && (k == K_MULTI || k == K_CAPA)) {
+		s->s_body = true;
+		s->s_capa = k == K_CAPA;
+	} else {
+		if (k == K_AUTH)
+			s->c_auth = false;
+		pop(s);
+	}
+	return PV_PASS;
+}
+
+static enum proto_verdict
+pop3_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
+           struct proto_action *act, char *scratch)
+{
+	struct pop3_state *s = st;
+
+	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
+	                                : server_input(s, p, len, full, act, scratch);
+}
 
 const struct proto_ops proto_pop3 = {
 	.name = "pop3",
@@ -11,4 +220,8 @@ const struct proto_ops proto_pop3 = {
 			[PROTO_REPLY_BACKEND_DOWN] = "-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down\r\n",
 		},
+	.state_size = sizeof(struct pop3_state),
+	.init = pop3_init,
+	.input = pop3_input,
+	.tls_started = pop3_tls_started,
 };

@@ -1,6 +1,311 @@
-/* SMTP (RFC 5321 3.8, enhanced codes RFC 3463): 421 closes the channel and
- * tells the client to retry later. */
-#include <postern/proto.h>
+/* SMTP (RFC 5321, STARTTLS RFC 3207, AUTH RFC 4954, PIPELINING RFC 2920,
+ * CHUNKING RFC 3030). Replies carry no tags: a queue of commands in flight
+ * pairs each reply with its command, so a local answer waits its turn, a
+ * DATA body is known for what it is, and the EHLO reply can be rewritten
+ * whole (its last line must end with "250 ", not "250-"). */
+#include <stdio.h>
+#include <string.h>
+
+#include <postern/proto_util.h>
+
+#define SMTP_QUEUE 64
+
+enum smtp_kind {
+	K_SIMPLE,
+	K_EHLO, /* rewritten */
+	K_DATA, /* 354 starts the body */
+	K_AUTH  /* 334 challenges until a final reply */
+};
+
+struct smtp_state {
+	bool starttls, require_tls, tls;
+	bool helo_seen;   /* after TLS: the client has said EHLO again */
+	bool c_body;      /* DATA body: lines until "." */
+	bool c_data_wait; /* DATA sent: body or command depends on the reply */
+	bool c_auth;      /* lines are SASL responses */
+	bool c_drop;      /* the BDAT chunk being read is refused */
+	bool c_midline, s_midline;
+	uint64_t c_chunk; /* BDAT bytes still to come */
+	unsigned char queue[SMTP_QUEUE];
+	unsigned head, count;
+};
+
+static const char *const ehlo_drop_always[] = {"STARTTLS", NULL};
+static const char *const ehlo_drop_pretls[] = {"STARTTLS", "AUTH", NULL};
+static const char *const ehlo_auth_prefix[] = {"AUTH=", NULL};
+
+static void
+push(struct smtp_state *s, enum smtp_kind k)
+{
+	s->queue[(s->head + s->count++) % SMTP_QUEUE] = (unsigned char)k;
+}
+
+static void
+pop(struct smtp_state *s)
+{
+	if (s->count > 0) {
+		s->head = (s->head + 1) % SMTP_QUEUE;
+		s->count--;
+	}
+}
+
+static void
+smtp_init(void *st, const struct proto_conf *conf)
+{
+	struct smtp_state *s = st;
+
+	memset(s, 0, sizeof(*s));
+	s->starttls = conf->starttls;
+	s->require_tls = conf->require_tls;
+	push(s, K_SIMPLE); /* the greeting */
+}
+
+/* RFC 3207 4.2: everything learnt before TLS is forgotten; EHLO again. */
+static void
+smtp_tls_started(void *st)
+{
+	struct smtp_state *s = st;
+
+	s->tls = true;
+	s->helo_seen = false;
+	s->c_body = s->c_data_wait = s->c_auth = s->c_drop = s->c_midline = false;
+	s->c_chunk = 0;
+}
+
+static enum proto_verdict
+local(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch, const char *text)
+{
+	if (s->count > 0 || s->s_midline)
+		return PV_WAIT;
+	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
+}
+
+static bool
+is_any(struct pu_word w, const char *const *names)
+{
+	for (; *names; names++)
+		if (pu_word_is(w, *names))
+			return true;
+	return false;
+}
+
+static const char *const need_tls_verbs[] = {"MAIL", "RCPT", "DATA", "BDAT", "AUTH", NULL};
+static const char *const before_ehlo_ok[] = {"EHLO", "HELO", "NOOP", "RSET", "QUIT", "HELP", NULL};
+
+static enum proto_verdict
+client_command(struct smtp_state *s, const char *p, size_t n, struct proto_action *act,
+               char *scratch)
+{
+	size_t body = pu_trim_eol(p, n);
+	const char *q = p, *end = p + body;
+	struct pu_word cmd = pu_next_word(&q, end);
+	bool noargs = pu_blank(q, end);
+	uint64_t chunk = 0;
+
+	if (pu_word_is(cmd, "BDAT")) {
+		/* The size is needed even to refuse: the chunk must be skipped. */
+		const char *d = q;
+		while (d < end && *d >= '0' && *d <= '9' && chunk <= UINT32_MAX)
+			chunk = chunk * 10 + (uint64_t)(*d++ - '0');
+		if (d == q || chunk > UINT32_MAX)
+			return local(s, act, n, scratch, "501 5.5.4 Invalid BDAT size");
+	}
+	if (!s->tls && memchr(p, '\0', body) != NULL)
+		return local(s, act, n, scratch, "500 5.5.2 NUL byte in command");
+	if (pu_word_is(cmd, "STARTTLS")) {
+		if (s->tls)
+			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
+		if (!noargs)
+			return local(s, act, n, scratch, "501 5.5.4 No parameters allowed");
+		if (s->count > 0 || s->s_midline)
+			return PV_WAIT;
+		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
+	}
+	enum proto_verdict v = PV_PASS;
+	if (!s->tls && s->require_tls && is_any(cmd, need_tls_verbs)) {
+		v = local(s, act, n, scratch, "530 5.7.0 Must issue a STARTTLS command first");
+		if (v == PV_REPLY)
+			act->event = "plaintext-auth-refused";
+	} else if (s->tls && !s->helo_seen && !is_any(cmd, before_ehlo_ok)) {
+		v = local(s, act, n, scratch, "503 5.5.1 EHLO first");
+	}
+	if (v != PV_PASS) {
+		if (v == PV_REPLY && chunk > 0) {
+			s->c_chunk = chunk;
+			s->c_drop = true;
+		}
+		return v;
+	}
+	if (pu_word_is(cmd, "EHLO") || pu_word_is(cmd, "HELO"))
+		s->helo_seen = true;
+	if (pu_word_is(cmd, "EHLO")) {
+		push(s, K_EHLO);
+	} else if (pu_word_is(cmd, "DATA")) {
+		push(s, K_DATA);
+		s->c_data_wait = true;
+	} else if (pu_word_is(cmd, "AUTH")) {
+		push(s, K_AUTH);
+		s->c_auth = true;
+	} else {
+		push(s, K_SIMPLE);
+		s->c_chunk = chunk;
+		s->c_drop = false;
+	}
+	act->consume = n;
+	return PV_PASS;
+}
+
+static enum proto_verdict
+client_input(struct smtp_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	if (s->c_chunk > 0) {
+		size_t n = len < s->c_chunk ? len : (size_t)s->c_chunk;
+		s->c_chunk -= n;
+		act->consume = n;
+		return s->c_drop ? PV_DROP : PV_PASS;
+	}
+	if (s->c_data_wait)
+		return PV_WAIT;
+	size_t n = pu_line_len(p, len);
+	act->consume = n ? n : len;
+	if (s->c_midline) {
+		s->c_midline = n == 0;
+		return PV_PASS;
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		if (!s->tls && !s->c_body)
+			return pu_answer(act, PV_CLOSE, len, scratch, "500 5.5.2 Line too long\r\n");
+		s->c_midline = true;
+		return PV_PASS;
+	}
+	if (s->c_body) {
+		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
+			s->c_body = false;
+			if (s->count == SMTP_QUEUE)
+				return PV_WAIT;
+			push(s, K_SIMPLE); /* the reply to the whole message */
+		}
+		return PV_PASS;
+	}
+	if (s->c_auth)
+		return PV_PASS; /* a SASL response, or "*" to cancel */
+	if (s->count == SMTP_QUEUE)
+		return PV_WAIT;
+	return client_command(s, p, n, act, scratch);
+}
+
+/* Length of a complete multi-line reply at P ("250-..." lines then one
+ * "250 ..."), or 0 if its last line has not arrived. */
+static size_t
+reply_len(const char *p, size_t len)
+{
+	size_t at = 0, n;
+
+	while ((n = pu_line_len(p + at, len - at)) > 0) {
+		bool more = n >= 4 && p[at + 3] == '-';
+		at += n;
+		if (!more)
+			return at;
+	}
+	return 0;
+}
+
+/* EHLO reply: keep the greeting line and the extensions the client may
+ * see, add STARTTLS while in plaintext, and fix the continuation marks. */
+static enum proto_verdict
+rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_action *act,
+             char *scratch)
+{
+	const char *lines[256];
+	size_t lens[256], k = 0, at = 0, out = 0;
+	struct pu_caps pre = {ehlo_drop_pretls, ehlo_auth_prefix, NULL};
+	struct pu_caps post = {ehlo_drop_always, NULL, NULL};
+	const struct pu_caps *c = s->tls ? &post : &pre;
+
+	while (at < total && k < 255) {
+		size_t n = pu_line_len(p + at, total - at);
+		size_t body = pu_trim_eol(p + at, n);
+		const char *q = p + at + 4, *end = p + at + body;
+		if (body < 4)
+			q = end;
+		struct pu_word w = pu_next_word(&q, end);
+		if (k == 0 || !pu_cap_removed(w, c)) {
+			lines[k] = body > 4 ? p + at + 4 : "";
+			lens[k++] = body > 4 ? body - 4 : 0;
+		}
+		at += n;
+	}
+	if (!s->tls) {
+		lines[k] = "STARTTLS";
+		lens[k++] = 8;
+	}
+	for (size_t i = 0; i < k; i++) {
+		int r = snprintf(scratch + out, PROTO_SCRATCH - out, "250%c%.*s\r\n",
+		                 i + 1 < k ? '-' : ' ', (int)lens[i], lines[i]);
+		if (r < 0 || (size_t)r >= PROTO_SCRATCH - out)
+			break;
+		out += (size_t)r;
+	}
+	act->consume = total;
+	act->text = scratch;
+	act->len = out;
+	return PV_REPLACE;
+}
+
+static enum proto_verdict
+server_input(struct smtp_state *s, const char *p, size_t len, bool full,
+             struct proto_action *act, char *scratch)
+{
+	size_t n = pu_line_len(p, len);
+
+	act->consume = n ? n : len;
+	if (s->s_midline) {
+		s->s_midline = n == 0;
+		return PV_PASS;
+	}
+	if (n == 0) {
+		if (!full)
+			return PV_MORE;
+		s->s_midline = true;
+		return PV_PASS;
+	}
+	if (s->count == 0)
+		return PV_PASS; /* unsolicited (e.g. a 421 before closing) */
+	enum smtp_kind k = s->queue[s->head];
+	bool more = n >= 4 && p[3] == '-';
+	if (k == K_EHLO && s->starttls && n >= 3 && strncmp(p, "250", 3) == 0) {
+		size_t total = reply_len(p, len);
+		if (total == 0)
+			return full ? PV_PASS : PV_MORE;
+		pop(s);
+		return rewrite_ehlo(s, p, total, act, scratch);
+	}
+	if (more)
+		return PV_PASS;
+	if (k == K_AUTH && strncmp(p, "334", 3) == 0)
+		return PV_PASS;
+	if (k == K_DATA) {
+		s->c_data_wait = false;
+		s->c_body = strncmp(p, "354", 3) == 0;
+	}
+	if (k == K_AUTH)
+		s->c_auth = false;
+	pop(s);
+	return PV_PASS;
+}
+
+static enum proto_verdict
+smtp_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
+           struct proto_action *act, char *scratch)
+{
+	struct smtp_state *s = st;
+
+	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
+	                                : server_input(s, p, len, full, act, scratch);
+}
 
 const struct proto_ops proto_smtp = {
 	.name = "smtp",
@@ -11,4 +316,8 @@ const struct proto_ops proto_smtp = {
 			[PROTO_REPLY_BACKEND_DOWN] = "421 4.4.1 Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "421 4.3.2 Server shutting down\r\n",
 		},
+	.state_size = sizeof(struct smtp_state),
+	.init = smtp_init,
+	.input = smtp_input,
+	.tls_started = smtp_tls_started,
 };

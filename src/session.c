@@ -17,6 +17,7 @@
 #include <postern/endpoint.h>
 #include <postern/log.h>
 #include <postern/proto.h>
+#include <postern/proto_util.h>
 #include <postern/relay.h>
 #include <postern/session.h>
 #include <postern/tls.h>
@@ -24,7 +25,14 @@
 /* How long a session may take to deliver its last reply before closing. */
 #define DRAIN_LINGER 5.0
 
-enum session_state { S_CLIENT_TLS, S_BACKEND_CONNECT, S_RELAY, S_DRAIN, S_CLOSED };
+enum session_state {
+	S_CLIENT_TLS,      /* client handshake (implicit TLS, or after STARTTLS) */
+	S_BACKEND_CONNECT, /* waiting for the backend's connect */
+	S_RELAY,           /* relaying; with STARTTLS offered, plaintext until pretls ends */
+	S_STARTTLS,        /* flushing our STARTTLS answer before the handshake */
+	S_DRAIN,           /* flushing a last reply before closing */
+	S_CLOSED
+};
 
 struct session {
 	struct server *srv;
@@ -33,6 +41,9 @@ struct session {
 	const struct proto_ops *proto;
 	struct endpoint client, backend;
 	struct relay_dir c2s, s2c;
+	void *proto_state; /* adapter state, when the adapter filters */
+	bool pretls;       /* STARTTLS offered and not yet done */
+	bool client_spoke; /* the client has sent a byte */
 	ev_timer timer; /* handshake, connect, idle or drain deadline */
 	ev_tstamp started, last_activity;
 	enum session_state state;
@@ -53,6 +64,7 @@ session_hold(struct session *s)
 static void
 session_free(struct session *s)
 {
+	free(s->proto_state);
 	config_unref(s->cfg);
 	free(s);
 }
@@ -120,21 +132,24 @@ arm_timer(struct session *s, double seconds)
 	ev_timer_start(s->srv->loop, &s->timer);
 }
 
-/* Sends the protocol's REPLY to the client, then closes with REASON. The
- * client's further input is read and dropped so that closing does not turn
- * into a reset that could destroy the reply in flight. */
+/* Sends TEXT (may be NULL) to the client after what is already queued for
+ * it, then closes with REASON. The client's further input is read and
+ * dropped so that closing does not turn into a reset that could destroy the
+ * reply in flight. */
 static void
-session_drain(struct session *s, enum proto_reply reply, const char *reason)
+session_drain(struct session *s, const char *text, size_t len, const char *reason)
 {
-	const char *text = s->proto->reply[reply];
-
 	s->reason = reason;
 	s->state = S_DRAIN;
 	ep_close(s->srv->loop, &s->backend);
 	s->c2s.discard = true;
+	s->c2s.paused = false;
+	s->c2s.filter = s->s2c.filter = NULL;
+	buf_free(&s->c2s.in);
+	buf_free(&s->s2c.in);
 	s->s2c.eof = true;
 	if (text)
-		buf_append(&s->s2c.buf, text, strlen(text));
+		buf_append_grow(&s->s2c.buf, text, len);
 	arm_timer(s, DRAIN_LINGER);
 	session_step(s);
 }
@@ -142,8 +157,10 @@ session_drain(struct session *s, enum proto_reply reply, const char *reason)
 static void
 backend_failed(struct session *s, const char *why)
 {
+	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
+
 	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
-	session_drain(s, PROTO_REPLY_BACKEND_DOWN, "backend-unreachable");
+	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
 }
 
 static void
@@ -151,8 +168,90 @@ enter_relay(struct session *s)
 {
 	s->state = S_RELAY;
 	s->last_activity = ev_now(s->srv->loop);
-	arm_timer(s, s->svc->idle_timeout);
+	if (s->pretls) /* the plaintext phase counts against handshake_timeout */
+		arm_timer(s, s->started + s->svc->handshake_timeout - ev_now(s->srv->loop));
+	else
+		arm_timer(s, s->svc->idle_timeout);
 	session_step(s);
+}
+
+/* Scratch space for adapters' replacement text; one loop, one thread. */
+static char filter_scratch[PROTO_SCRATCH];
+
+/* Runs the adapter over what waits in D's input buffer and moves the
+ * result to the output buffers. Returns bytes consumed, or -1 when the
+ * session changed course (STARTTLS, closing). */
+static long
+session_filter(void *arg, struct relay_dir *d)
+{
+	struct session *s = arg;
+	enum proto_dir dir = d == &s->c2s ? PROTO_FROM_CLIENT : PROTO_FROM_SERVER;
+	long consumed = 0;
+
+	if (dir == PROTO_FROM_CLIENT && s->pretls && !s->client_spoke) {
+		s->client_spoke = true;
+		/* 0x16 starts a TLS handshake record: a client that speaks TLS
+		 * before STARTTLS is refused at once, never after a timeout. */
+		if (buf_head(&d->in)[0] == 0x16) {
+			log_session(LOG_INFO, s->who, "TLS ClientHello on a STARTTLS port: closing");
+			session_close(s, "refused");
+			return -1;
+		}
+	}
+	while (buf_len(&d->in) > 0) {
+		struct proto_action act = {0};
+		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
+		enum proto_verdict v = s->proto->input(s->proto_state, dir, buf_head(&d->in),
+		                                       buf_len(&d->in), full, &act, filter_scratch);
+		if (v == PV_MORE || v == PV_WAIT)
+			break;
+		if (act.event)
+			log_session(LOG_INFO, s->who, "%s", act.event);
+		switch (v) {
+		case PV_PASS:
+			if (!buf_append_grow(&d->buf, buf_head(&d->in), act.consume))
+				goto nomem;
+			break;
+		case PV_REPLACE:
+			if (!buf_append_grow(&d->buf, act.text, act.len))
+				goto nomem;
+			break;
+		case PV_REPLY:
+			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
+				goto nomem;
+			break;
+		case PV_STARTTLS: {
+			size_t rest = buf_len(&d->in) - act.consume;
+			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
+				goto nomem;
+			/* CVE-2011-0411: what the client pipelined after STARTTLS
+			 * was sent in plaintext; it is dropped, never executed. */
+			if (rest > 0)
+				log_session(LOG_WARNING, s->who,
+				            "discarded %zu bytes sent after STARTTLS", rest);
+			buf_free(&d->in);
+			s->c2s.paused = true;
+			s->s2c.held = true;
+			s->state = S_STARTTLS;
+			return -1;
+		}
+		case PV_CLOSE:
+			log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(act.text, act.len),
+			            act.text);
+			session_drain(s, act.text, act.len, "refused");
+			return -1;
+		default:
+			break;
+		}
+		buf_consume(&d->in, act.consume);
+		consumed += (long)act.consume;
+	}
+	/* Input is kept while the buffer is needed; output drains on its own. */
+	return consumed;
+nomem:
+	log_session(LOG_ERR, s->who, "out of memory");
+	session_close(s, "error");
+	return -1;
 }
 
 static void
@@ -187,12 +286,12 @@ connect_backend(struct session *s)
 }
 
 static void
-log_tls_start(struct session *s)
+log_tls_start(struct session *s, const char *what)
 {
 	SSL *ssl = s->client.ssl;
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
-	log_session(LOG_INFO, s->who, "start tls=%s cipher=%s%s%s", SSL_get_version(ssl),
+	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s", what, SSL_get_version(ssl),
 	            SSL_get_cipher_name(ssl), sni ? " sni=" : "", sni ? sni : "");
 }
 
@@ -202,9 +301,17 @@ step_client_tls(struct session *s)
 	int r = ep_handshake(&s->client);
 	char err[256];
 
-	if (r == 1) {
+	if (r == 1 && s->pretls) {
+		/* STARTTLS done: the adapter forgets the plaintext phase. */
+		s->pretls = false;
+		s->proto->tls_started(s->proto_state);
+		log_tls_start(s, "starttls");
+		s->c2s.paused = false;
+		s->s2c.held = false;
+		enter_relay(s);
+	} else if (r == 1) {
 		ep_watch(s->srv->loop, &s->client, false, false);
-		log_tls_start(s);
+		log_tls_start(s, "start");
 		connect_backend(s);
 	} else if (r == EP_ERR) {
 		log_session(LOG_INFO, s->who, "handshake failed: %s",
@@ -248,20 +355,65 @@ failure_reason(struct session *s, struct endpoint *ep)
 	return "error";
 }
 
+/* After the STARTTLS answer has left in plaintext: the handshake. */
+static void
+start_client_tls(struct session *s)
+{
+	SSL *ssl = tls_server_new(s->svc);
+
+	ep_watch(s->srv->loop, &s->client, false, false);
+	ep_watch(s->srv->loop, &s->backend, false, false);
+	if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
+		SSL_free(ssl);
+		log_session(LOG_ERR, s->who, "cannot create TLS session");
+		session_close(s, "error");
+		return;
+	}
+	SSL_set_accept_state(ssl);
+	s->client.ssl = ssl;
+	s->state = S_CLIENT_TLS;
+	step_client_tls(s);
+}
+
 static void
 step_relay(struct session *s)
 {
-	long a = relay_pump(&s->c2s);
-	long b = a < 0 ? 0 : relay_pump(&s->s2c);
+	long a, b;
 	bool crd = false, cwr = false, brd = false, bwr = false;
 
-	if (a < 0 || b < 0) {
-		struct relay_dir *d = a < 0 ? &s->c2s : &s->s2c;
+	/* Each direction may unblock the other (an adapter waiting for the
+	 * server's reply, a buffer that drained): go round until neither moves. */
+	do {
+		a = s->state == S_STARTTLS ? 0 : relay_pump(&s->c2s);
+		if (s->state == S_CLOSED || s->state == S_CLIENT_TLS)
+			return;
+		if (a == -1)
+			break;
+		b = relay_pump(&s->s2c);
+		if (s->state == S_CLOSED)
+			return;
+		if (b == -1)
+			break;
+		if (a == -2 || b == -2) {
+			if (s->state != S_STARTTLS)
+				return; /* the filter took the session elsewhere */
+			a = 0;
+			b = relay_pump(&s->s2c);
+			if (b == -1)
+				break;
+		}
+		if (s->state == S_STARTTLS && buf_len(&s->s2c.buf) == 0) {
+			start_client_tls(s);
+			return;
+		}
+		if (a > 0 || b > 0)
+			s->last_activity = ev_now(s->srv->loop);
+	} while (a > 0 || b > 0);
+	if (a == -1 || b == -1) {
+		struct relay_dir *d = a == -1 ? &s->c2s : &s->s2c;
 		session_close(s, failure_reason(s, d->failed));
 		return;
 	}
-	if (a > 0 || b > 0)
-		s->last_activity = ev_now(s->srv->loop);
 	if (s->reason == NULL && (s->c2s.eof || s->s2c.eof))
 		s->reason = s->c2s.eof ? "client-closed" : "backend-closed";
 	if (s->c2s.done && s->s2c.done) {
@@ -287,6 +439,7 @@ session_step(struct session *s)
 		step_backend_connect(s);
 		break;
 	case S_RELAY:
+	case S_STARTTLS:
 	case S_DRAIN:
 		step_relay(s);
 		break;
@@ -316,6 +469,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	session_hold(s);
 	switch (s->state) {
 	case S_CLIENT_TLS:
+	case S_STARTTLS:
 		log_session(LOG_INFO, s->who, "handshake timed out after %.0fs",
 		            s->svc->handshake_timeout);
 		session_close(s, "handshake-failed");
@@ -324,6 +478,12 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		backend_failed(s, "connect timed out");
 		break;
 	case S_RELAY: {
+		if (s->pretls) {
+			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
+			            s->svc->handshake_timeout);
+			session_close(s, "handshake-failed");
+			break;
+		}
 		/* Activity does not touch the timer; re-arm for what is left. */
 		double left = s->last_activity + s->svc->idle_timeout - ev_now(loop);
 		if (left > 0.001)
@@ -337,6 +497,22 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	}
 	session_release(s);
+}
+
+/* The adapter judges both directions from the first byte on. */
+static bool
+start_adapter(struct session *s)
+{
+	struct proto_conf conf = {.starttls = true, .require_tls = s->svc->require_tls};
+
+	s->proto_state = calloc(1, s->proto->state_size);
+	if (s->proto_state == NULL)
+		return false;
+	s->proto->init(s->proto_state, &conf);
+	s->pretls = true;
+	s->c2s.filter = s->s2c.filter = session_filter;
+	s->c2s.filter_arg = s->s2c.filter_arg = s;
+	return true;
 }
 
 static uint32_t
@@ -404,7 +580,12 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	} else {
 		ep_attach(&s->client, fd, NULL);
 		log_session(LOG_INFO, s->who, "start tls=off");
-		connect_backend(s);
+		if (svc->tls == TLSMODE_STARTTLS && !start_adapter(s)) {
+			log_session(LOG_ERR, s->who, "out of memory");
+			session_close(s, "error");
+		} else {
+			connect_backend(s);
+		}
 	}
 	session_release(s);
 }

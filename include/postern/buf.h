@@ -9,6 +9,7 @@
 struct buf {
 	char *data;
 	size_t cap;   /* capacity once allocated */
+	size_t base;  /* the capacity to return to after growing */
 	size_t start; /* first unread byte */
 	size_t end;   /* one past the last written byte */
 };
@@ -40,6 +41,10 @@ void buf_consume(struct buf *b, size_t n);
 
 /* Copies LEN bytes in; returns false if they do not fit. */
 bool buf_append(struct buf *b, const void *p, size_t len);
+
+/* Copies LEN bytes in, growing the storage beyond its capacity if need be
+ * (replies and rewritten lines must not wait for room); false on ENOMEM. */
+bool buf_append_grow(struct buf *b, const void *p, size_t len);
 
 /* Frees the storage if the buffer is empty (idle connections hold none). */
 void buf_release_if_empty(struct buf *b);

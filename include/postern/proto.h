@@ -1,9 +1,14 @@
 /* The protocol adapter interface. An adapter knows one mail protocol and
- * does no I/O: the session asks it for canned replies (and, as the adapters
- * grow, for verdicts on lines). Everything protocol-specific lives behind
- * this table, so the session and relay never test which protocol runs. */
+ * does no I/O: the session hands it the bytes waiting in one direction and
+ * it answers with a verdict on a prefix of them. Everything protocol-specific
+ * lives behind this table (STARTTLS command names, capability rewriting,
+ * plaintext-credential refusals, literals, DATA bodies), so the session and
+ * relay never test which protocol runs. */
 #ifndef POSTERN_PROTO_H
 #define POSTERN_PROTO_H
+
+#include <stdbool.h>
+#include <stddef.h>
 
 #include <postern/config.h>
 
@@ -14,12 +19,53 @@ enum proto_reply {
 	PROTO_REPLY_COUNT
 };
 
+enum proto_dir { PROTO_FROM_CLIENT = 0, PROTO_FROM_SERVER = 1 };
+
+enum proto_verdict {
+	PV_PASS,     /* forward act->consume bytes unchanged */
+	PV_REPLACE,  /* consume act->consume bytes, forward act->text instead */
+	PV_DROP,     /* consume act->consume bytes, forward nothing */
+	PV_REPLY,    /* consume; answer the client with act->text (client bytes only) */
+	PV_STARTTLS, /* consume; answer act->text, then TLS with the client; the
+	              * client's remaining plaintext is discarded */
+	PV_CLOSE,    /* consume; answer act->text, then close the session */
+	PV_MORE,     /* an incomplete unit: wait for more bytes from this side */
+	PV_WAIT      /* undecidable until the other side speaks (ordering) */
+};
+
+struct proto_action {
+	size_t consume;
+	const char *text; /* for REPLACE/REPLY/STARTTLS/CLOSE; may point into scratch */
+	size_t len;
+	const char *event; /* set when a refusal should be counted/logged */
+};
+
+/* What an adapter is told about its session at start. */
+struct proto_conf {
+	bool starttls;    /* postern offers STARTTLS to the client */
+	bool require_tls; /* refuse credentials before TLS */
+};
+
+/* Size of the scratch buffer an adapter may build replacement text in. */
+#define PROTO_SCRATCH (PROTO_LINE_MAX + 512)
+/* Longest line accepted before TLS (SPEC: 64 KiB). */
+#define PROTO_LINE_MAX 65536
+
 struct proto_ops {
 	const char *name; /* "imap", "pop3", "smtp", "raw" */
 	const char *alpn; /* ALPN protocol id accepted from clients; NULL: any */
 	/* Complete CRLF-terminated lines sent to the client before closing;
 	 * NULL where the protocol has no way to say it (raw). */
 	const char *reply[PROTO_REPLY_COUNT];
+
+	size_t state_size; /* 0: the protocol is relayed opaquely */
+	void (*init)(void *st, const struct proto_conf *conf);
+	/* Judges a prefix of the LEN bytes at P that arrived from DIR. FULL:
+	 * the caller cannot buffer more, so MORE is not an answer. */
+	enum proto_verdict (*input)(void *st, enum proto_dir dir, const char *p, size_t len,
+	                            bool full, struct proto_action *act, char *scratch);
+	/* The client side is now TLS: forget what was learnt in plaintext. */
+	void (*tls_started)(void *st);
 };
 
 extern const struct proto_ops proto_imap, proto_pop3, proto_smtp, proto_raw;

@@ -566,7 +566,6 @@ test_cross_key_rules(void **state)
 	expect_svc_error("client_verify = optional", "t.ini:7: client_verify needs client_ca\n");
 	expect_errors("[a]\nprotocol = raw\nlisten = 127.0.0.1:25\nbackend = 127.0.0.1:2525\n"
 	              "tls = starttls\ncert = /c\nkey = /k\n",
-	              "t.ini:5: tls = starttls: not supported yet\n"
 	              "t.ini:5: tls = starttls needs protocol imap, pop3 or smtp\n");
 }
 
@@ -576,8 +575,7 @@ test_not_supported_yet(void **state)
 	static const char *const global[] = {"workers = 2",         "workers = auto",
 	                                     "log_format = json",   "metrics = 127.0.0.1:9100",
 	                                     "ticket_keys = /a /b", "keylog = /tmp/keys"};
-	static const char *const service[] = {"tls = starttls",
-	                                      "backend_tls = implicit",
+	static const char *const service[] = {"backend_tls = implicit",
 	                                      "backend_tls = starttls",
 	                                      "backend_verify = yes",
 	                                      "backend_verify = no",

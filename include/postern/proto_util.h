@@ -1,0 +1,53 @@
+/* Small pure helpers the protocol adapters share: line framing, words,
+ * IMAP literal suffixes and capability-list editing. */
+#ifndef POSTERN_PROTO_UTIL_H
+#define POSTERN_PROTO_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <postern/proto.h>
+
+/* Length of the first line at P including its LF, or 0 if there is none. */
+size_t pu_line_len(const char *p, size_t len);
+
+/* Length of a line without its trailing CRLF or LF. */
+size_t pu_trim_eol(const char *p, size_t n);
+
+/* A word: the bytes up to the next space. Advances *P past it and one space. */
+struct pu_word {
+	const char *p;
+	size_t n;
+};
+struct pu_word pu_next_word(const char **p, const char *end);
+
+/* Case-insensitive comparison of a word with a literal. */
+bool pu_word_is(struct pu_word w, const char *lit);
+
+/* True if only spaces remain in [p, end). */
+bool pu_blank(const char *p, const char *end);
+
+/* IMAP: does the line (without EOL) end in a literal {N}, {N+} or
+ * "~{N}"? Returns 1 and sets SIZE and SYNC, 0 if not, -1 if the number is
+ * malformed or too large. */
+int pu_imap_literal(const char *line, size_t n, uint64_t *size, bool *sync);
+
+/* Capability policy: what to remove from and add to a backend's list. */
+struct pu_caps {
+	const char *const *remove;        /* exact names, case-insensitive */
+	const char *const *remove_prefix; /* e.g. "AUTH=" */
+	const char *const *add;
+};
+bool pu_cap_removed(struct pu_word w, const struct pu_caps *c);
+
+/* Rewrites the space-separated list in [p, p+n) into DST (cap bytes).
+ * Returns the length written. */
+size_t pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *dst, size_t cap);
+
+/* Sets ACT to answer with a formatted line built in SCRATCH. */
+enum proto_verdict pu_answer(struct proto_action *act, enum proto_verdict v, size_t consume,
+                             char *scratch, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+
+#endif
