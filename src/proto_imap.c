@@ -29,6 +29,13 @@ struct imap_state {
 	bool s_greeted; /* the greeting has passed: nothing may precede it */
 };
 
+static const struct pu_verb imap_verbs[] = {
+	{"STARTTLS", PU_STARTTLS},
+	{"LOGIN", PU_REFUSE_PLAIN},
+	{"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
+	{NULL, 0},
+};
+
 static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
 static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
 static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
@@ -143,10 +150,10 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
-	struct pu_word cmd = pu_next_word(&q, end);
+	unsigned flags = pu_verb_flags(imap_verbs, pu_next_word(&q, end));
 	bool noargs = pu_blank(q, end);
 
-	if (pu_word_is(cmd, "STARTTLS")) {
+	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
 			              "BAD TLS is already active");
@@ -158,13 +165,12 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		return pu_answer(act, PV_STARTTLS, n, scratch, "%.*s OK Begin TLS negotiation now\r\n",
 		                 (int)tag.n, tag.p);
 	}
-	if (!s->tls && s->require_tls &&
-	    (pu_word_is(cmd, "LOGIN") || pu_word_is(cmd, "AUTHENTICATE"))) {
+	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
 		act->event = "plaintext-auth-refused";
 		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
 		              "NO [PRIVACYREQUIRED] Use STARTTLS first");
 	}
-	if (pu_word_is(cmd, "AUTHENTICATE")) {
+	if (flags & PU_SASL) {
 		s->c_auth = true;
 		watch_tag(s, tag);
 	}

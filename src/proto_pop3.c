@@ -15,6 +15,26 @@ enum pop3_kind {
 	K_AUTH    /* "+ " challenges until a status line */
 };
 
+enum {
+	F_MULTI = PU_OWN,         /* multi-line response */
+	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
+	F_CAPA = PU_OWN << 2
+};
+
+static const struct pu_verb pop3_verbs[] = {
+	{"STLS", PU_STARTTLS},
+	{"USER", PU_REFUSE_PLAIN},
+	{"PASS", PU_REFUSE_PLAIN},
+	{"APOP", PU_REFUSE_PLAIN},
+	{"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS},
+	{"CAPA", F_CAPA},
+	{"RETR", F_MULTI},
+	{"TOP", F_MULTI},
+	{"LIST", F_MULTI_NOARGS},
+	{"UIDL", F_MULTI_NOARGS},
+	{NULL, 0},
+};
+
 struct pop3_state {
 	bool starttls, require_tls, tls;
 	bool c_midline, c_auth, s_midline;
@@ -94,12 +114,12 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full,
 
 	size_t body = pu_trim_eol(p, n);
 	const char *q = p, *end = p + body;
-	struct pu_word cmd = pu_next_word(&q, end);
+	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_word(&q, end));
 	bool noargs = pu_blank(q, end);
 
 	if (!s->tls && memchr(p, '\0', body) != NULL)
 		return local(s, act, n, scratch, "-ERR NUL byte in command");
-	if (pu_word_is(cmd, "STLS")) {
+	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return local(s, act, n, scratch, "-ERR TLS is already active");
 		if (!noargs)
@@ -108,23 +128,18 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full,
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
 	}
-	if (!s->tls && s->require_tls &&
-	    (pu_word_is(cmd, "USER") || pu_word_is(cmd, "PASS") || pu_word_is(cmd, "APOP") ||
-	     pu_word_is(cmd, "AUTH"))) {
+	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
 		enum proto_verdict v = local(s, act, n, scratch,
 		                             "-ERR Use STLS first (plaintext authentication is disabled)");
 		if (v == PV_REPLY)
 			act->event = "plaintext-auth-refused";
 		return v;
 	}
-	if (pu_word_is(cmd, "CAPA"))
+	if (flags & F_CAPA)
 		push(s, K_CAPA);
-	else if (pu_word_is(cmd, "RETR") || pu_word_is(cmd, "TOP") ||
-	         ((pu_word_is(cmd, "LIST") || pu_word_is(cmd, "UIDL")) && noargs))
-		push(s, K_MULTI);
-	else if (pu_word_is(cmd, "AUTH") && noargs)
-		push(s, K_MULTI); /* lists the mechanisms */
-	else if (pu_word_is(cmd, "AUTH")) {
+	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
+		push(s, K_MULTI); /* AUTH alone lists the mechanisms */
+	else if (flags & PU_SASL) {
 		push(s, K_AUTH);
 		s->c_auth = true;
 	} else

@@ -80,17 +80,29 @@ local(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch, c
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
 
-static bool
-is_any(struct pu_word w, const char *const *names)
-{
-	for (; *names; names++)
-		if (pu_word_is(w, *names))
-			return true;
-	return false;
-}
+enum {
+	F_BEFORE_EHLO = PU_OWN,  /* allowed after TLS before the new EHLO */
+	F_EHLO = PU_OWN << 1,    /* EHLO: its reply is rewritten */
+	F_HELO = PU_OWN << 2,    /* EHLO or HELO: the client has introduced itself */
+	F_DATA = PU_OWN << 3,    /* a body follows if the server says 354 */
+	F_CHUNK = PU_OWN << 4    /* BDAT: a sized chunk follows */
+};
 
-static const char *const need_tls_verbs[] = {"MAIL", "RCPT", "DATA", "BDAT", "AUTH", NULL};
-static const char *const before_ehlo_ok[] = {"EHLO", "HELO", "NOOP", "RSET", "QUIT", "HELP", NULL};
+static const struct pu_verb smtp_verbs[] = {
+	{"STARTTLS", PU_STARTTLS},
+	{"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO},
+	{"HELO", F_BEFORE_EHLO | F_HELO},
+	{"NOOP", F_BEFORE_EHLO},
+	{"RSET", F_BEFORE_EHLO},
+	{"QUIT", F_BEFORE_EHLO},
+	{"HELP", F_BEFORE_EHLO},
+	{"MAIL", PU_REFUSE_PLAIN},
+	{"RCPT", PU_REFUSE_PLAIN},
+	{"DATA", PU_REFUSE_PLAIN | F_DATA},
+	{"BDAT", PU_REFUSE_PLAIN | F_CHUNK},
+	{"AUTH", PU_REFUSE_PLAIN | PU_SASL},
+	{NULL, 0},
+};
 
 static enum proto_verdict
 client_command(struct smtp_state *s, const char *p, size_t n, struct proto_action *act,
@@ -98,11 +110,11 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 {
 	size_t body = pu_trim_eol(p, n);
 	const char *q = p, *end = p + body;
-	struct pu_word cmd = pu_next_word(&q, end);
+	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_word(&q, end));
 	bool noargs = pu_blank(q, end);
 	uint64_t chunk = 0;
 
-	if (pu_word_is(cmd, "BDAT")) {
+	if (flags & F_CHUNK) {
 		/* The size is needed even to refuse: the chunk must be skipped. */
 		const char *d = q;
 		while (d < end && *d >= '0' && *d <= '9' && chunk <= UINT32_MAX)
@@ -112,7 +124,7 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 	}
 	if (!s->tls && memchr(p, '\0', body) != NULL)
 		return local(s, act, n, scratch, "500 5.5.2 NUL byte in command");
-	if (pu_word_is(cmd, "STARTTLS")) {
+	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
 		if (!noargs)
@@ -122,11 +134,11 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
 	}
 	enum proto_verdict v = PV_PASS;
-	if (!s->tls && s->require_tls && is_any(cmd, need_tls_verbs)) {
+	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
 		v = local(s, act, n, scratch, "530 5.7.0 Must issue a STARTTLS command first");
 		if (v == PV_REPLY)
 			act->event = "plaintext-auth-refused";
-	} else if (s->tls && !s->helo_seen && !is_any(cmd, before_ehlo_ok)) {
+	} else if (s->tls && !s->helo_seen && !(flags & F_BEFORE_EHLO)) {
 		v = local(s, act, n, scratch, "503 5.5.1 EHLO first");
 	}
 	if (v != PV_PASS) {
@@ -136,14 +148,14 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 		}
 		return v;
 	}
-	if (pu_word_is(cmd, "EHLO") || pu_word_is(cmd, "HELO"))
+	if (flags & F_HELO)
 		s->helo_seen = true;
-	if (pu_word_is(cmd, "EHLO")) {
+	if (flags & F_EHLO) {
 		push(s, K_EHLO);
-	} else if (pu_word_is(cmd, "DATA")) {
+	} else if (flags & F_DATA) {
 		push(s, K_DATA);
 		s->c_data_wait = true;
-	} else if (pu_word_is(cmd, "AUTH")) {
+	} else if (flags & PU_SASL) {
 		push(s, K_AUTH);
 		s->c_auth = true;
 	} else {

@@ -40,6 +40,15 @@ pu_word_is(struct pu_word w, const char *lit)
 	return w.n == strlen(lit) && strncasecmp(w.p, lit, w.n) == 0;
 }
 
+unsigned
+pu_verb_flags(const struct pu_verb *table, struct pu_word w)
+{
+	for (; table->name; table++)
+		if (pu_word_is(w, table->name))
+			return table->flags;
+	return 0;
+}
+
 bool
 pu_blank(const char *p, const char *end)
 {

@@ -22,6 +22,20 @@ struct pu_word {
 };
 struct pu_word pu_next_word(const char **p, const char *end);
 
+/* Command tables: each adapter lists its verbs with these flags (and its
+ * own from PU_OWN up), so policy is data and one routine applies it. */
+enum {
+	PU_STARTTLS = 1 << 0,     /* the STARTTLS/STLS command */
+	PU_REFUSE_PLAIN = 1 << 1, /* refused before TLS when require_tls */
+	PU_SASL = 1 << 2,         /* starts a SASL exchange */
+	PU_OWN = 1 << 8           /* first flag an adapter may define */
+};
+struct pu_verb {
+	const char *name;
+	unsigned flags;
+};
+unsigned pu_verb_flags(const struct pu_verb *table, struct pu_word w);
+
 /* Case-insensitive comparison of a word with a literal. */
 bool pu_word_is(struct pu_word w, const char *lit);
 
