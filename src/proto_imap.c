@@ -20,6 +20,7 @@ struct imap_state {
 	bool c_sync;        /* a synchronising literal awaits the server's verdict */
 	bool c_auth;        /* AUTHENTICATE exchange: lines are SASL responses */
 	uint64_t c_sync_len;
+	unsigned inflight;  /* forwarded commands not yet completed */
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
 	/* server -> client */
@@ -94,6 +95,8 @@ answer(struct imap_state *s, struct proto_action *act, size_t n, bool lit, bool 
 		s->c_drop = s->c_cont = true;
 		s->c_literal = lsize;
 	}
+	if (tagn == 0) /* no usable tag: untagged */
+		tag = "*", tagn = 1;
 	return pu_answer(act, PV_REPLY, n, scratch, "%.*s %s\r\n", (int)tagn, tag, text);
 }
 
@@ -145,11 +148,12 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		act->consume = n;
 		return drop ? PV_DROP : PV_PASS;
 	}
-	if (!s->tls && memchr(p, '\0', body) != NULL)
-		return pu_answer(act, PV_REPLY, n, scratch, "* BAD NUL byte in command\r\n");
-
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
+
+	if (!s->tls && memchr(p, '\0', body) != NULL)
+		return answer(s, act, n, lit, sync, lsize, scratch, tag.p,
+		              memchr(tag.p, '\0', tag.n) ? 0 : tag.n, "BAD NUL byte in command");
 	unsigned flags = pu_verb_flags(imap_verbs, pu_next_word(&q, end));
 	bool noargs = pu_blank(q, end);
 
@@ -160,7 +164,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		if (!noargs || lit)
 			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
 			              "BAD STARTTLS takes no arguments");
-		if (!server_at_boundary(s))
+		/* Replies to earlier commands must arrive in plaintext, before ours. */
+		if (!server_at_boundary(s) || s->inflight > 0)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "%.*s OK Begin TLS negotiation now\r\n",
 		                 (int)tag.n, tag.p);
@@ -174,6 +179,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		s->c_auth = true;
 		watch_tag(s, tag);
 	}
+	s->inflight++;
 	if (lit == 1) {
 		s->c_cont = true;
 		if (sync) {
@@ -252,8 +258,10 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full,
 		}
 		return pass(act, n);
 	}
-	if (!(tag.n == 1 && tag.p[0] == '*') && s->tag_len == tag.n &&
-	    memcmp(tag.p, s->tag, tag.n) == 0) {
+	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
+	if (tagged && s->inflight > 0)
+		s->inflight--;
+	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
 		if (s->c_sync) {
 			s->c_sync = false;
@@ -296,6 +304,7 @@ const struct proto_ops proto_imap = {
 			[PROTO_REPLY_BUSY] = "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
 			[PROTO_REPLY_BACKEND_DOWN] = "* BYE [UNAVAILABLE] Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "* BYE [UNAVAILABLE] Server shutting down\r\n",
+			[PROTO_REPLY_TIMEOUT] = "* BYE Timeout: STARTTLS not completed in time\r\n",
 		},
 	.state_size = sizeof(struct imap_state),
 	.init = imap_init,

@@ -234,6 +234,7 @@ const struct proto_ops proto_pop3 = {
 			[PROTO_REPLY_BUSY] = "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
 			[PROTO_REPLY_BACKEND_DOWN] = "-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down\r\n",
+			[PROTO_REPLY_TIMEOUT] = "-ERR [SYS/TEMP] Timeout: STLS not completed in time\r\n",
 		},
 	.state_size = sizeof(struct pop3_state),
 	.init = pop3_init,

@@ -4,5 +4,5 @@
 const struct proto_ops proto_raw = {
 	.name = "raw",
 	.alpn = NULL,
-	.reply = {NULL, NULL, NULL},
+	.reply = {NULL},
 };

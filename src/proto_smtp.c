@@ -327,6 +327,7 @@ const struct proto_ops proto_smtp = {
 			[PROTO_REPLY_BUSY] = "421 4.3.2 Too many connections, try again later\r\n",
 			[PROTO_REPLY_BACKEND_DOWN] = "421 4.4.1 Mail server unavailable, try again later\r\n",
 			[PROTO_REPLY_SHUTDOWN] = "421 4.3.2 Server shutting down\r\n",
+			[PROTO_REPLY_TIMEOUT] = "421 4.4.2 Timeout: STARTTLS not completed in time\r\n",
 		},
 	.state_size = sizeof(struct smtp_state),
 	.init = smtp_init,

@@ -200,6 +200,11 @@ session_filter(void *arg, struct relay_dir *d)
 	}
 	while (buf_len(&d->in) > 0) {
 		struct proto_action act = {0};
+
+		/* Backpressure: judge more only once the output has drained
+		 * (a client's refused commands fill the buffer towards it). */
+		if (buf_len(&d->buf) >= RELAY_BUF_SIZE || buf_len(&s->s2c.buf) >= RELAY_BUF_SIZE)
+			break;
 		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
 		enum proto_verdict v = s->proto->input(s->proto_state, dir, buf_head(&d->in),
 		                                       buf_len(&d->in), full, &act, filter_scratch);
@@ -479,9 +484,10 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case S_RELAY: {
 		if (s->pretls) {
+			const char *t = s->proto->reply[PROTO_REPLY_TIMEOUT];
 			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
 			            s->svc->handshake_timeout);
-			session_close(s, "handshake-failed");
+			session_drain(s, t, strlen(t), "handshake-failed");
 			break;
 		}
 		/* Activity does not touch the timer; re-arm for what is left. */

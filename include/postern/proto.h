@@ -16,6 +16,7 @@ enum proto_reply {
 	PROTO_REPLY_BUSY,         /* max_connections reached */
 	PROTO_REPLY_BACKEND_DOWN, /* backend refused, unreachable or timed out */
 	PROTO_REPLY_SHUTDOWN,     /* postern is stopping */
+	PROTO_REPLY_TIMEOUT,      /* no TLS within handshake_timeout (STARTTLS offered) */
 	PROTO_REPLY_COUNT
 };
 

@@ -1,0 +1,958 @@
+"""Shared machinery for postern's integration tests.
+
+run.py sets up one environment per run (certificates, a throwaway Dovecot and
+SMTP server, reference fetches of the big message straight from Dovecot);
+every test starts its own postern with its own config file in its own temp
+dir through PosternTestCase.postern(), which stops it again (SIGTERM, exit 0
+expected) and, when POSTERN_ASAN=1, fails the test on sanitizer reports.
+"""
+
+import hashlib
+import os
+import re
+import select
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "tests", "servers"))
+import mailserver  # noqa: E402
+
+POSTERN = os.environ.get("POSTERN", os.path.join(ROOT, "build", "postern"))
+ASAN = os.environ.get("POSTERN_ASAN") == "1"
+# sanitizer builds are slower: scale waits (never the timeouts under test)
+SLOW = 3.0 if ASAN else 1.0
+SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+USER, PASSWORD = "alice", "secret"
+BIG_SEQ = 3  # the 20 MB message is message 3 in alice's INBOX
+BIG_MIN = 20 * 1024 * 1024
+
+ENV = None
+
+
+def version():
+    with open(os.path.join(ROOT, "GNUmakefile")) as f:
+        m = re.search(r"^VERSION\s*:?=\s*(\S+)", f.read(), re.M)
+    return m.group(1) if m else None
+
+
+def have_ipv6():
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+free_port = mailserver.free_port
+
+
+# ------------------------------------------------------------ environment
+
+
+class Env:
+    """Certificates and mail servers shared by all tests of one run."""
+
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.certs = os.path.join(tmp, "certs")
+        subprocess.run(
+            [os.path.join(ROOT, "tests", "servers", "gen-certs.sh"), "test", self.certs],
+            check=True,
+        )
+        c = lambda n: os.path.join(self.certs, n)  # noqa: E731
+        self.ca = c("ca.pem")
+        self.cert, self.key = c("server.pem"), c("server.key")
+        self.cert2, self.key2 = c("server2.pem"), c("server2.key")
+        self.other_cert, self.other_key = c("other.pem"), c("other.key")
+        self.client_cert, self.client_key = c("client.pem"), c("client.key")
+        self.servers = mailserver.MailServers(os.path.join(tmp, "servers"), "test").start()
+        d = self.servers.dovecot
+        self.imap_port, self.pop3_port, self.imap_socket = d.imap_port, d.pop3_port, d.imap_socket
+        self.smtp_port = self.servers.smtp.port
+        self._direct = {}
+
+    def direct_big(self, proto):
+        """sha256 and size of the raw FETCH/RETR response for the big message,
+        fetched straight from Dovecot (no postern); computed once."""
+        if proto not in self._direct:
+            if proto == "imap":
+                s = socket.create_connection(("127.0.0.1", self.imap_port), timeout=30)
+                data = imap_fetch_raw(s, BIG_SEQ)
+            else:
+                s = socket.create_connection(("127.0.0.1", self.pop3_port), timeout=30)
+                data = pop3_retr_raw(s, BIG_SEQ)
+            s.close()
+            self._direct[proto] = (hashlib.sha256(data).hexdigest(), len(data))
+        return self._direct[proto]
+
+    def smtp_messages(self):
+        return self.servers.smtp.messages()
+
+    def stop(self):
+        self.servers.stop()
+
+
+def setup_env(tmp):
+    global ENV
+    ENV = Env(tmp)
+    return ENV
+
+
+def env():
+    """The run's environment; created on first use when not run by run.py."""
+    global ENV
+    if ENV is None:
+        import atexit
+
+        tmp = tempfile.mkdtemp(prefix="pit-", dir="/tmp")
+        os.chmod(tmp, 0o755)
+        try:
+            setup_env(tmp)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+        def _cleanup():
+            ENV.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+
+        atexit.register(_cleanup)
+    return ENV
+
+
+# ------------------------------------------------------------ logs
+
+LOG_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (error|warn|info|debug) (\S+) (.*)$")
+FIELD_RE = re.compile(r"(\w+)=(\S*)")
+
+
+class LogLine:
+    def __init__(self, m, raw):
+        self.raw = raw
+        self.ts, self.level, self.who, rest = m.groups()
+        self.service = self.sid = self.addr = None
+        if "#" in self.who:
+            self.service, self.sid = self.who.split("#", 1)
+            self.addr, _, rest = rest.partition(" ")
+        self.msg = rest
+        self.event = rest.split(" ", 1)[0]
+        self.fields = dict(FIELD_RE.findall(rest))
+
+    @property
+    def client_port(self):
+        if self.addr and ":" in self.addr:
+            try:
+                return int(self.addr.rsplit(":", 1)[1])
+            except ValueError:
+                return None
+        return None
+
+    def __repr__(self):
+        return self.raw
+
+
+def parse_log(text):
+    out = []
+    for raw in text.splitlines():
+        m = LOG_RE.match(raw)
+        if m:
+            out.append(LogLine(m, raw))
+    return out
+
+
+# ------------------------------------------------------------ config
+
+
+def render_config(global_, services):
+    """INI text. global_: dict; services: list of (name, dict) or a dict.
+    Values that are lists are joined with spaces; None values are left out."""
+    lines = []
+
+    def section(name, kv):
+        lines.append("[%s]" % name)
+        for k, v in kv.items():
+            if v is None:
+                continue
+            if isinstance(v, (list, tuple)):
+                v = " ".join(str(x) for x in v)
+            lines.append("%s = %s" % (k, v))
+        lines.append("")
+
+    if global_:
+        section("global", global_)
+    items = services.items() if isinstance(services, dict) else (services or [])
+    for name, kv in items:
+        section(name, kv)
+    return "\n".join(lines)
+
+
+def svc(protocol, port=None, backend=None, tls="implicit", host="127.0.0.1", **kw):
+    """A service section dict with the test certificate and the matching
+    Dovecot/SMTP backend by default."""
+    e = env()
+    if port is None:
+        port = free_port(host)
+    if backend is None:
+        backend = {
+            "imap": "127.0.0.1:%d" % e.imap_port,
+            "pop3": "127.0.0.1:%d" % e.pop3_port,
+            "smtp": "127.0.0.1:%d" % e.smtp_port,
+            "raw": "127.0.0.1:%d" % e.imap_port,
+        }[protocol]
+    hostpart = "[%s]" % host if ":" in host else host
+    d = {"protocol": protocol, "listen": "%s:%d" % (hostpart, port), "tls": tls}
+    if tls != "off":
+        d["cert"] = e.cert
+        d["key"] = e.key
+    d["backend"] = backend
+    d.update(kw)
+    return d
+
+
+def listen_port(service_dict, i=0):
+    addrs = service_dict["listen"]
+    if isinstance(addrs, (list, tuple)):
+        addrs = " ".join(addrs)
+    return int(addrs.split()[i].rsplit(":", 1)[1])
+
+
+# ------------------------------------------------------------ postern process
+
+
+class Postern:
+    """One postern process with its own directory, config file and stderr."""
+
+    def __init__(self, services=None, global_=None, config_text=None, rlimit_nofile=None, name="postern"):
+        e = env()
+        self.dir = tempfile.mkdtemp(prefix="%s-" % name, dir=e.tmp)
+        os.chmod(self.dir, 0o755)
+        self.conf = os.path.join(self.dir, "postern.ini")
+        self.stderr_path = os.path.join(self.dir, "stderr.log")
+        self.stdout_path = os.path.join(self.dir, "stdout.log")
+        self.pidfile = os.path.join(self.dir, "postern.pid")
+        self.rlimit_nofile = rlimit_nofile
+        self.proc = None
+        self.expect_exit = 0
+        self.services = services
+        self.global_ = None
+        self.logfile = None
+        self.write_config(services, global_, config_text)
+
+    def write_config(self, services=None, global_=None, config_text=None):
+        """(Re)write the config file; with services, the [global] section gets
+        a pidfile and a short shutdown_timeout unless global_ sets them."""
+        if config_text is None:
+            g = {"pidfile": self.pidfile, "shutdown_timeout": "3s"}
+            g.update(global_ or {})
+            self.global_ = g
+            self.services = services
+            config_text = render_config(g, services)
+            log = g.get("log")
+            self.logfile = log if log and log.startswith("/") else None
+        tmp = self.conf + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(config_text)
+        os.rename(tmp, self.conf)
+        self.config_text = config_text
+
+    def n_listen(self):
+        if not self.services:
+            return 0
+        items = self.services.items() if isinstance(self.services, dict) else self.services
+        n = 0
+        for _, d in items:
+            v = d.get("listen", "")
+            n += len((" ".join(v) if isinstance(v, (list, tuple)) else v).split())
+        return n
+
+    def port(self, service=None, i=0):
+        items = list(self.services.items() if isinstance(self.services, dict) else self.services)
+        for name, d in items:
+            if service is None or name == service:
+                return listen_port(d, i)
+        raise KeyError(service)
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self, wait=True, extra_args=(), timeout=15.0, wrap=None):
+        """wrap: a function argv -> argv that must exec postern in the same
+        process (e.g. through `unshare --mount sh -c '... exec "$@"'`)."""
+        def preexec():
+            os.setsid()  # its own process group; we still signal it by PID only
+            if self.rlimit_nofile:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
+
+        self._err = open(self.stderr_path, "ab")
+        self._out = open(self.stdout_path, "ab")
+        argv = [POSTERN, "-c", self.conf, *extra_args]
+        if wrap:
+            argv = wrap(argv)
+        self.proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=self._out,
+            stderr=self._err,
+            preexec_fn=preexec,
+            close_fds=True,
+        )
+        if wait:
+            self.wait_ready(timeout * SLOW)
+        return self
+
+    def wait_ready(self, timeout=15.0):
+        """Ready when the pidfile holds our PID, or when every listen address
+        has logged its 'listening' line."""
+        n = self.n_listen()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    "postern exited with status %d during startup:\n%s" % (self.proc.returncode, self.stderr())
+                )
+            try:
+                with open(self.pidfile) as f:
+                    if f.read().strip() == str(self.proc.pid):
+                        return
+            except OSError:
+                pass
+            if n and len(self.find(event="listening", who="postern")) >= n:
+                return
+            time.sleep(0.02)
+        raise AssertionError("postern not ready within %.0fs:\n%s" % (timeout, self.stderr()))
+
+    # --- output and logs
+    def stderr(self):
+        try:
+            with open(self.stderr_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stdout(self):
+        try:
+            with open(self.stdout_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def log_text(self):
+        if self.logfile:
+            try:
+                with open(self.logfile, "rb") as f:
+                    return f.read().decode("utf-8", "replace")
+            except OSError:
+                return ""
+        return self.stderr()
+
+    def lines(self):
+        return parse_log(self.log_text())
+
+    def find(self, event=None, who=None, level=None, service=None, contains=None, regex=None):
+        out = []
+        for ln in self.lines():
+            if event is not None and ln.event != event:
+                continue
+            if who is not None and ln.who != who:
+                continue
+            if level is not None and ln.level != level:
+                continue
+            if service is not None and ln.service != service:
+                continue
+            if contains is not None and contains not in ln.msg:
+                continue
+            if regex is not None and not re.search(regex, ln.raw):
+                continue
+            out.append(ln)
+        return out
+
+    def wait_for(self, timeout=5.0, count=1, **kw):
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            got = self.find(**kw)
+            if len(got) >= count:
+                return got
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "no %d log line(s) matching %r within %ss; log:\n%s" % (count, kw, timeout, self.log_text()[-6000:])
+                )
+            if self.proc and self.proc.poll() is not None and not self.find(**kw):
+                # process gone: one last look, then fail
+                time.sleep(0.05)
+                got = self.find(**kw)
+                if len(got) >= count:
+                    return got
+                raise AssertionError(
+                    "postern exited (%s) before logging %r; log:\n%s" % (self.proc.returncode, kw, self.log_text()[-6000:])
+                )
+            time.sleep(0.03)
+
+    def session_lines(self, client_port, event=None):
+        return [
+            ln for ln in self.lines() if ln.sid and ln.client_port == client_port and (event is None or ln.event == event)
+        ]
+
+    def wait_session_end(self, client_port, timeout=5.0):
+        """(start line or None, end line) of the session from client_port."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            ends = self.session_lines(client_port, "end")
+            if ends:
+                starts = self.session_lines(client_port, "start")
+                return (starts[-1] if starts else None), ends[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "no end line for client port %d within %ss; log:\n%s" % (client_port, timeout, self.log_text()[-6000:])
+                )
+            time.sleep(0.03)
+
+    def wait_session_start(self, client_port, timeout=5.0):
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            starts = self.session_lines(client_port, "start")
+            if starts:
+                return starts[-1]
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    "no start line for client port %d within %ss; log:\n%s" % (client_port, timeout, self.log_text()[-6000:])
+                )
+            time.sleep(0.03)
+
+    # --- process control
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_exit(self, timeout=15.0):
+        try:
+            return self.proc.wait(timeout * SLOW)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("postern did not exit within %ss:\n%s" % (timeout, self.stderr()[-6000:]))
+
+    def stop(self, expect=0, timeout=None):
+        """SIGTERM, wait, check the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            if timeout is None:
+                timeout = 20.0
+            try:
+                self.proc.wait(timeout * SLOW)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self._close_files()
+                raise AssertionError("postern did not exit within %ss of SIGTERM:\n%s" % (timeout, self.stderr()[-6000:]))
+        self._close_files()
+        code = self.proc.returncode
+        if expect is not None and code != expect:
+            raise AssertionError("postern exit status %s, expected %s:\n%s" % (code, expect, self.stderr()[-6000:]))
+        return code
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close_files()
+
+    def _close_files(self):
+        for f in (getattr(self, "_err", None), getattr(self, "_out", None)):
+            if f:
+                f.close()
+
+    def sanitizer_report(self):
+        text = self.stderr()
+        if any(m in text for m in SANITIZER_MARKERS):
+            return text
+        return None
+
+    def status(self):
+        """/proc/PID/status as a dict."""
+        out = {}
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                out[k] = v.strip()
+        return out
+
+    def rss_kb(self):
+        return int(self.status()["VmRSS"].split()[0])
+
+    def cpu_seconds(self):
+        with open("/proc/%d/stat" % self.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # fields[0] is state (field 3); utime, stime are fields 14, 15
+        ticks = int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def nfds(self):
+        return len(os.listdir("/proc/%d/fd" % self.pid))
+
+
+class PosternTestCase(unittest.TestCase):
+    """Base class: self.postern(...) starts a postern that is stopped and
+    checked (exit 0, no sanitizer report) when the test ends."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = env()
+
+    def setUp(self):
+        self._posterns = []
+
+    def postern(self, services=None, global_=None, config_text=None, start=True, rlimit_nofile=None, **kw):
+        p = Postern(services, global_, config_text, rlimit_nofile=rlimit_nofile)
+        self._posterns.append(p)
+        self.addCleanup(self._finish, p)
+        if start:
+            p.start(**kw)
+        return p
+
+    def _finish(self, p):
+        try:
+            if p.proc is not None and p.proc.poll() is None:
+                p.stop(expect=p.expect_exit)
+            else:
+                p._close_files()
+        finally:
+            if ASAN and p.proc is not None:
+                rep = p.sanitizer_report()
+                if rep:
+                    raise AssertionError("sanitizer report in postern's stderr:\n" + rep[-8000:])
+
+    # --- assertions on sessions
+    def assertSessionEnd(self, p, client_port, reason=None, timeout=5.0):
+        start, end = p.wait_session_end(client_port, timeout)
+        if reason is not None:
+            self.assertEqual(end.fields.get("reason"), reason, "end line: %s" % end.raw)
+        for k in ("in", "out", "duration", "reason"):
+            self.assertIn(k, end.fields, "end line lacks %s=: %s" % (k, end.raw))
+        self.assertRegex(end.fields["duration"], r"^\d+\.\d{3}$", end.raw)
+        self.assertRegex(end.fields["in"], r"^\d+$", end.raw)
+        self.assertRegex(end.fields["out"], r"^\d+$", end.raw)
+        return start, end
+
+
+# ------------------------------------------------------------ clients
+
+
+def client_context(ca=None, alpn=None, min_version=None, max_version=None, cert=None, key=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.load_verify_locations(ca or env().ca)
+    ctx.check_hostname = True
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if min_version:
+        ctx.minimum_version = min_version
+    if max_version:
+        ctx.maximum_version = max_version
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def tls_connect(port, host="127.0.0.1", sni="localhost", ctx=None, timeout=10.0, source=None, ragged_ok=True, **ctxkw):
+    """A verified TLS connection to postern (check_hostname against sni;
+    sni=None sends no SNI and skips the name check)."""
+    ctx = ctx or client_context(**ctxkw)
+    if sni is None:
+        ctx.check_hostname = False
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    raw = socket.socket(family, socket.SOCK_STREAM)
+    raw.settimeout(timeout * SLOW)
+    if source:
+        raw.bind((source, 0))
+    raw.connect((host, port))
+    try:
+        return ctx.wrap_socket(raw, server_hostname=sni, suppress_ragged_eofs=ragged_ok)
+    except BaseException:
+        raw.close()
+        raise
+
+
+def plain_connect(port, host="127.0.0.1", timeout=10.0, source=None):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout * SLOW)
+    if source:
+        s.bind((source, 0))
+    s.connect((host, port))
+    return s
+
+
+class Reader:
+    """Line and literal reading on a (TLS or plain) socket."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = bytearray()
+
+    def _fill(self):
+        chunk = self.sock.recv(1 << 16)
+        if not chunk:
+            raise EOFError("connection closed; buffered: %r" % bytes(self.buf[-300:]))
+        self.buf += chunk
+
+    def readline(self):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                line = bytes(self.buf[: i + 1])
+                del self.buf[: i + 1]
+                return line
+            self._fill()
+
+    def read(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        out = bytes(self.buf[:n])
+        del self.buf[:n]
+        return out
+
+    def read_until(self, marker):
+        start = 0
+        while True:
+            i = self.buf.find(marker, start)
+            if i >= 0:
+                out = bytes(self.buf[: i + len(marker)])
+                del self.buf[: i + len(marker)]
+                return out
+            start = max(0, len(self.buf) - len(marker))
+            self._fill()
+
+    def read_to_eof(self):
+        while True:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except (ConnectionResetError, ssl.SSLError) as e:
+                raise EOFError("not a clean close: %r" % e)
+            if not chunk:
+                out = bytes(self.buf)
+                self.buf.clear()
+                return out
+            self.buf += chunk
+
+    def send(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.sock.sendall(data)
+
+
+def imap_response(r, tag):
+    """Read an IMAP response up to and including the tagged line for tag,
+    following {N} literals. Returns the raw bytes."""
+    out = bytearray()
+    tagb = tag.encode() + b" "
+    while True:
+        line = r.readline()
+        out += line
+        m = re.search(rb"\{(\d+)\+?\}\r\n$", line)
+        if m:
+            out += r.read(int(m.group(1)))
+            continue
+        if line.startswith(tagb):
+            return bytes(out)
+
+
+def imap_cmd(r, tag, cmd, ok=True):
+    r.send("%s %s\r\n" % (tag, cmd))
+    resp = imap_response(r, tag)
+    if ok:
+        last = resp.rsplit(b"\r\n", 2)[-2] if resp.endswith(b"\r\n") else resp
+        if not last.split(b"\r\n")[-1].startswith(("%s OK" % tag).encode()):
+            raise AssertionError("IMAP %s failed: %r" % (cmd, resp[-300:]))
+    return resp
+
+
+def imap_login(sock, user=USER, password=PASSWORD):
+    r = Reader(sock)
+    greet = r.readline()
+    if not greet.startswith(b"* OK"):
+        raise AssertionError("IMAP greeting: %r" % greet)
+    imap_cmd(r, "l1", "LOGIN %s %s" % (user, password))
+    return r
+
+
+def imap_untagged(resp, tag):
+    """The response without its final tagged line (Dovecot puts timings in
+    it: "f1 OK Fetch completed (0.133 + 0.000 secs).")."""
+    i = resp.rfind(b"\r\n" + tag.encode() + b" ")
+    return resp[: i + 2] if i >= 0 else b""
+
+
+def imap_fetch_raw(sock, seq):
+    """Log in as alice, SELECT INBOX, FETCH seq BODY.PEEK[] and return the
+    raw bytes of the untagged FETCH response (identical whoever relays them)."""
+    r = imap_login(sock)
+    imap_cmd(r, "s1", "EXAMINE INBOX")
+    data = imap_untagged(imap_cmd(r, "f1", "FETCH %d BODY.PEEK[]" % seq), "f1")
+    imap_cmd(r, "z1", "LOGOUT")
+    return data
+
+
+def imap_logout(r, tag="z"):
+    """LOGOUT and read until the server (or postern) closes: the backend
+    closes first, deterministically. Returns what arrived."""
+    r.send("%s LOGOUT\r\n" % tag)
+    resp = imap_response(r, tag)
+    return resp + r.read_to_eof()
+
+
+def pop3_retr_raw(sock, n):
+    r = Reader(sock)
+    greet = r.readline()
+    if not greet.startswith(b"+OK"):
+        raise AssertionError("POP3 greeting: %r" % greet)
+    for cmd in ("USER %s" % USER, "PASS %s" % PASSWORD):
+        r.send(cmd + "\r\n")
+        line = r.readline()
+        if not line.startswith(b"+OK"):
+            raise AssertionError("POP3 %s: %r" % (cmd.split()[0], line))
+    r.send("RETR %d\r\n" % n)
+    first = r.readline()
+    if not first.startswith(b"+OK"):
+        raise AssertionError("POP3 RETR: %r" % first)
+    data = first + r.read_until(b"\r\n.\r\n")
+    r.send("QUIT\r\n")
+    r.readline()
+    return data
+
+
+def cert_fingerprint(path):
+    with open(path) as f:
+        der = ssl.PEM_cert_to_DER_cert(f.read())
+    return hashlib.sha256(der).hexdigest()
+
+
+def peer_fingerprint(tls_sock):
+    return hashlib.sha256(tls_sock.getpeercert(binary_form=True)).hexdigest()
+
+
+def run(cmd, input=None, timeout=30.0, check=False, env_extra=None, **kw):
+    e = None
+    if env_extra:
+        e = dict(os.environ)
+        e.update(env_extra)
+    return subprocess.run(
+        cmd,
+        input=input,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        timeout=timeout * SLOW,
+        check=check,
+        env=e,
+        **kw,
+    )
+
+
+def curl(args, timeout=30.0):
+    """curl with the test CA; returns CompletedProcess (bytes)."""
+    return run(["curl", "-sS", "--cacert", env().ca, "--max-time", str(int(timeout * SLOW))] + list(args), timeout=timeout + 5)
+
+
+def wait_until(pred, timeout=5.0, interval=0.03, msg="condition"):
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting for %s" % msg)
+        time.sleep(interval)
+
+
+def closed_by_peer(sock, timeout):
+    """True if the peer closes (EOF or reset) within timeout seconds, reading
+    and discarding whatever arrives meanwhile."""
+    deadline = time.monotonic() + timeout
+    sock.settimeout(0.2)
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+            if not data:
+                return True
+        except socket.timeout:
+            continue
+        except (ConnectionError, ssl.SSLError, OSError):
+            return True
+    return False
+
+
+# ------------------------------------------------------------ fake backends
+
+
+class TcpBackend:
+    """A small backend for what real servers can't show: sends `greeting` on
+    accept; echoes (echo=True) or swallows input; after the client's EOF
+    waits `eof_delay` and then sends `eof_reply` and closes. Threaded,
+    one selector loop; stop() closes everything."""
+
+    def __init__(self, greeting=b"", echo=True, eof_reply=b"", eof_delay=0.0, host="127.0.0.1", unix_path=None,
+                 rst_after=None):
+        if unix_path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.bind(unix_path)
+            self.address = "unix:" + unix_path
+        else:
+            self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.sock.bind((host, 0))
+            self.port = self.sock.getsockname()[1]
+            self.address = "%s:%d" % ("[%s]" % host if ":" in host else host, self.port)
+        self.sock.listen(1024)
+        self.sock.setblocking(False)
+        self.greeting, self.echo, self.eof_reply, self.eof_delay = greeting, echo, eof_reply, eof_delay
+        self.rst_after = rst_after  # reset a connection once it has sent us this many bytes
+        self.resets = 0
+        self.conns = {}
+        self.accepted = 0
+        self.received = {}
+        self._stop = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def _loop(self):
+        import selectors
+
+        sel = selectors.DefaultSelector()
+        sel.register(self.sock, selectors.EVENT_READ, "listen")
+        sel.register(self._wake_r, selectors.EVENT_READ, "wake")
+        pending_eof = []  # (when, conn)
+        while not self._stop:
+            timeout = None
+            if pending_eof:
+                timeout = max(0, min(t for t, _ in pending_eof) - time.monotonic())
+            for key, _ in sel.select(timeout if timeout is not None else 0.5):
+                if key.data == "wake":
+                    self._wake_r.recv(100)
+                elif key.data == "listen":
+                    try:
+                        c, _ = self.sock.accept()
+                    except OSError:
+                        continue
+                    self.accepted += 1
+                    c.setblocking(True)
+                    c.settimeout(5)
+                    if self.greeting:
+                        try:
+                            c.sendall(self.greeting)
+                        except OSError:
+                            pass
+                    c.setblocking(False)
+                    self.conns[c.fileno()] = c
+                    self.received[c.fileno()] = 0
+                    sel.register(c, selectors.EVENT_READ, "conn")
+                else:
+                    c = key.fileobj
+                    try:
+                        data = c.recv(65536)
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError:
+                        data = b""
+                    if data and self.rst_after is not None and self.received[c.fileno()] + len(data) >= self.rst_after:
+                        sel.unregister(c)
+                        self.conns.pop(c.fileno(), None)
+                        c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                        c.close()
+                        self.resets += 1
+                        continue
+                    if data:
+                        self.received[c.fileno()] += len(data)
+                        if self.echo:
+                            c.setblocking(True)
+                            try:
+                                c.sendall(data)
+                            except OSError:
+                                pass
+                            c.setblocking(False)
+                    else:
+                        sel.unregister(c)
+                        pending_eof.append((time.monotonic() + self.eof_delay, c))
+            now = time.monotonic()
+            for item in [x for x in pending_eof if x[0] <= now]:
+                pending_eof.remove(item)
+                c = item[1]
+                try:
+                    if self.eof_reply:
+                        c.setblocking(True)
+                        c.sendall(self.eof_reply)
+                except OSError:
+                    pass
+                self.conns.pop(c.fileno(), None)
+                c.close()
+        for c in list(self.conns.values()):
+            c.close()
+        self.sock.close()
+
+    def stop(self):
+        self._stop = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        self.thread.join(5)
+        self._wake_r.close()
+        self._wake_w.close()
+
+
+class BlackholeBackend:
+    """A listening TCP socket whose accept queue is full, so that further
+    connects hang (SYNs dropped): a backend that never answers."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.fillers = []
+        # fill the accept queue (backlog 0 still queues one or two)
+        for _ in range(4):
+            f = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            f.setblocking(False)
+            try:
+                f.connect(("127.0.0.1", self.port))
+            except BlockingIOError:
+                pass
+            self.fillers.append(f)
+        time.sleep(0.2)
+
+    def hangs(self):
+        """Check that a new connect really hangs (test validity)."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(0.5)
+        try:
+            s.connect(("127.0.0.1", self.port))
+            return False
+        except socket.timeout:
+            return True
+        except OSError:
+            return False
+        finally:
+            s.close()
+
+    def stop(self):
+        for f in self.fillers:
+            f.close()
+        self.sock.close()

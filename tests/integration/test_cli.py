@@ -1,0 +1,205 @@
+"""Command line: -V, -h, -t (OK and FILE:LINE errors), exit statuses."""
+
+import os
+import re
+import socket
+
+import harness
+from harness import POSTERN, PosternTestCase, env, free_port, run
+
+
+class CommandLine(PosternTestCase):
+    def test_version(self):
+        r = run([POSTERN, "-V"], timeout=10)
+        out = (r.stdout + r.stderr).decode()
+        self.assertEqual(r.returncode, 0, out)
+        self.assertIn(harness.version(), out)
+        self.assertIn("postern", out)
+
+    def test_help(self):
+        r = run([POSTERN, "-h"], timeout=10)
+        out = (r.stdout + r.stderr).decode()
+        self.assertEqual(r.returncode, 0, out)
+        self.assertRegex(out.lower(), "usage")
+        for opt in ("-c", "-t", "-V", "-h"):
+            self.assertIn(opt, out)
+
+    def test_bad_option(self):
+        r = run([POSTERN, "-Z"], timeout=10)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertRegex(r.stderr.decode().lower(), "usage|option")
+
+    def good_config(self, d):
+        e = env()
+        return (
+            "[global]\n"
+            "log_level = info\n"
+            "shutdown_timeout = 5m\n"
+            "\n"
+            "[imaps]\n"
+            "protocol = imap\n"
+            "listen = 127.0.0.1:%d [::1]:%d\n"
+            "cert = %s\n"
+            "key = %s\n"
+            "backend = 127.0.0.1:%d\n"
+            "idle_timeout = 2h\n"
+            "connect_timeout = 7\n"
+            "\n"
+            "[pop3s]\n"
+            "protocol = pop3\n"
+            "listen = 127.0.0.1:%d\n"
+            "listen = 127.0.0.2:%d\n"
+            "cert = %s\n"
+            "key = %s\n"
+            "backend = unix:%s\n"
+            "\n"
+            "[plain]\n"
+            "protocol = raw\n"
+            "tls = off\n"
+            "listen = 127.0.0.1:%d\n"
+            "backend = 127.0.0.1:%d\n"
+            % (free_port(), free_port("::1") if harness.have_ipv6() else 1993, e.cert, e.key, e.imap_port,
+               free_port(), free_port(), e.cert, e.key, e.imap_socket, free_port(), e.smtp_port)
+        )
+
+    def test_check_ok(self):
+        p = self.postern(config_text=self.good_config(None), start=False)
+        r = run([POSTERN, "-t", "-c", p.conf], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        self.assertIn("postern: configuration OK", r.stdout.decode().splitlines())
+        self.assertEqual(r.stderr.decode().strip(), "")
+
+    def test_check_errors_file_line(self):
+        """Every error reported as FILE:LINE: message, FILE as given to -c,
+        missing required key at the section header, cert/key mismatch at key."""
+        e = env()
+        text = (
+            "[global]\n"                                   # 1
+            "log_level = chatty\n"                         # 2  bad value
+            "bogus_global = 1\n"                           # 3  unknown key
+            "\n"                                           # 4
+            "[imaps]\n"                                    # 5  <- backend missing
+            "protocol = imap\n"                            # 6
+            "listen = 127.0.0.1:%d\n"                      # 7
+            "cert = %s\n"                                  # 8
+            "key = %s\n"                                   # 9  does not match cert
+            "idle_timeout = 5x\n"                          # 10 bad duration
+            "\n"                                           # 11
+            "[pop3s]\n"                                    # 12
+            "protocol = pop4\n"                            # 13 bad protocol
+            "listen = 127.0.0.1:%d\n"                      # 14
+            "cert = %s\n"                                  # 15
+            "key = %s\n"                                   # 16
+            "backend = 127.0.0.1:110\n"                    # 17
+            "frobnicate = yes\n"                           # 18 unknown key
+            "\n"                                           # 19
+            "[dup]\n"                                      # 20
+            "protocol = raw\n"                             # 21
+            "tls = off\n"                                  # 22
+            "listen = 127.0.0.1:%d\n"                      # 23 duplicate of line 7
+            "backend = 127.0.0.1:1\n"                      # 24
+            "\n"                                           # 25
+            "[missingcert]\n"                              # 26
+            "protocol = imap\n"                            # 27
+            "listen = 127.0.0.1:%d\n"                      # 28
+            "cert = %s/does-not-exist.pem\n"               # 29 unreadable
+            "key = %s\n"                                   # 30
+            "backend = 127.0.0.1:143\n"                    # 31
+        )
+        port = free_port()
+        text = text % (port, e.cert, e.key2, free_port(), e.cert, e.key, port, free_port(), e.tmp, e.key)
+        p = self.postern(config_text=text, start=False)
+        r = run([POSTERN, "-t", "-c", "postern.ini"], timeout=10, cwd=p.dir)
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 1, err)
+        self.assertNotIn("configuration OK", r.stdout.decode())
+        lines = err.strip().splitlines()
+        for ln in lines:
+            self.assertRegex(ln, r"^postern\.ini:\d+: \S", "every error line is FILE:LINE: message")
+        got = {int(re.match(r"^postern\.ini:(\d+):", ln).group(1)) for ln in lines if re.match(r"^postern\.ini:\d+:", ln)}
+        for line, what in [
+            (2, "bad log_level value"),
+            (3, "unknown key in [global]"),
+            (5, "missing backend (section header)"),
+            (9, "key that does not match the cert"),
+            (10, "bad duration"),
+            (13, "bad protocol"),
+            (18, "unknown key in a service"),
+        ]:
+            self.assertIn(line, got, "no error reported at line %d (%s); stderr:\n%s" % (line, what, err))
+        self.assertTrue(got & {7, 23}, "no error for the duplicate listen address (line 23); stderr:\n" + err)
+        self.assertTrue(got & {29, 30}, "no error for the missing certificate file (line 29); stderr:\n" + err)
+        # and no error for good lines
+        for good in (1, 6, 14, 15, 16, 17, 21, 22, 24):
+            self.assertNotIn(good, got, "error reported at good line %d:\n%s" % (good, err))
+
+    def test_check_not_supported_yet(self):
+        e = env()
+        text = (
+            "[global]\n"
+            "workers = 2\n"                      # 2
+            "log_format = json\n"                # 3
+            "\n"
+            "[imap]\n"                           # 5
+            "protocol = imap\n"
+            "listen = 127.0.0.1:%d\n"
+            "tls = implicit\n"                   # 8
+            "cert = %s\n"
+            "key = %s\n"
+            "backend = 127.0.0.1:%d\n"
+            "backend_tls = implicit\n"           # 12
+            "log_commands = yes\n"               # 13
+            "proxy_protocol = v2\n"              # 14
+        ) % (free_port(), e.cert, e.key, e.imap_port)
+        p = self.postern(config_text=text, start=False)
+        r = run([POSTERN, "-t", "-c", p.conf], timeout=10)
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 1, err)
+        for line in (2, 3, 12, 13, 14):
+            self.assertRegex(err, r"(?m)^%s:%d: .*not supported yet" % (re.escape(p.conf), line), err)
+
+    def test_check_long_line(self):
+        """inih cuts lines at ~200 bytes: a long line must be an error at its
+        own line, never silently truncated and parsed as a new line."""
+        e = env()
+        longpath = "/tmp/" + "x" * 150 + "/backend_tls = implicit"
+        text = (
+            "[imaps]\n"
+            "protocol = imap\n"
+            "listen = 127.0.0.1:%d\n"
+            "cert = %s\n"
+            "key = %s\n"
+            "capture_file_that_is_long = %s\n"    # 6: > 200 bytes
+            "backend = 127.0.0.1:%d\n"            # 7
+        ) % (free_port(), e.cert, e.key, longpath + "y" * 60, e.imap_port)
+        p = self.postern(config_text=text, start=False)
+        r = run([POSTERN, "-t", "-c", p.conf], timeout=10)
+        err = r.stderr.decode()
+        self.assertEqual(r.returncode, 1, err)
+        self.assertRegex(err, r"(?m)^%s:6: " % re.escape(p.conf))
+        self.assertNotRegex(err, r"(?m)^%s:7: " % re.escape(p.conf))
+
+    def test_missing_config_file(self):
+        r = run([POSTERN, "-t", "-c", "/nonexistent/postern.ini"], timeout=10)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("/nonexistent/postern.ini", r.stderr.decode())
+
+    def test_bad_config_without_t_exits_1(self):
+        p = self.postern(config_text="[imaps]\nprotocol = imap\n", start=False)
+        p.start(wait=False)
+        self.assertEqual(p.wait_exit(10), 1, p.stderr())
+        self.assertRegex(p.stderr(), r"(?m)^%s:1: " % re.escape(p.conf))
+
+    def test_cannot_bind_exits_2(self):
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        try:
+            port = blocker.getsockname()[1]
+            p = self.postern([("imaps", harness.svc("imap", port=port))], start=False)
+            p.start(wait=False)
+            self.assertEqual(p.wait_exit(10), 2, p.stderr())
+            self.assertRegex(p.stderr(), r"127\.0\.0\.1:%d" % port)
+            self.assertFalse(os.path.exists(p.pidfile), "pidfile left behind after a failed start")
+        finally:
+            blocker.close()

@@ -1,0 +1,527 @@
+#!/usr/bin/python3
+"""Throwaway mail servers for postern's integration tests and its demo.
+
+- Dovecot 2.3 (IMAP + POP3), from its own config file in a temp dir
+  (`dovecot -F -c FILE`): its own base_dir and state_dir, plaintext IMAP and
+  POP3 on free loopback ports, an IMAP unix socket (imap-login's own
+  unix_listener), passwd-file users with known passwords, maildir homes owned
+  by uid/gid 65534 with sample mail; ssl = no; logs to a file.
+- An SMTP server (Debian's aiosmtpd, see smtp_server.py) storing every
+  received message in a spool directory.
+
+Everything is started and stopped by PID. Use it as a module (run.py) or
+from the command line (the demo):
+
+    mailserver.py serve --dir DIR --set demo --ready DIR/servers.env
+
+starts both, writes a shell-sourceable env file (IMAP_PORT, POP3_PORT,
+IMAP_SOCKET, SMTP_PORT, SMTP_SPOOL, DOVECOT_PID, SMTP_PID) once they answer,
+and stops them again on SIGTERM, SIGINT or SIGHUP.
+
+Run with /usr/bin/python3 (Debian's interpreter with python3-aiosmtpd).
+"""
+
+import argparse
+import hashlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MAIL_UID = MAIL_GID = 65534  # nobody:nogroup on Debian
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+BIG_SIZE = 20 * 1024 * 1024  # body bytes of the big message
+
+
+def free_port(host="127.0.0.1"):
+    """A port that was free a moment ago (bind to port 0, then close)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_free(port, host="127.0.0.1"):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def _greeting(addr, family, timeout):
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(addr)
+        data = b""
+        while b"\n" not in data:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+
+def wait_greeting(addr, prefix, timeout=20.0, proc=None, family=socket.AF_INET):
+    """Wait until a server at addr answers with a line starting with prefix."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("server exited with status %s" % proc.returncode)
+        try:
+            data = _greeting(addr, family, 2.0)
+            if data.startswith(prefix):
+                return data
+            last = data
+        except OSError as e:
+            last = e
+        time.sleep(0.05)
+    raise RuntimeError("no %r greeting from %r within %ss (last: %r)" % (prefix, addr, timeout, last))
+
+
+# ---------------------------------------------------------------- messages
+
+
+def big_message(size=BIG_SIZE, seed=20):
+    """A deterministic message of about `size` body bytes with 8-bit and
+    binary content: random bytes (including NUL and 0x80-0xff), no CR/LF
+    inside lines, lines of 200 bytes, LF line ends (as stored in maildir)."""
+    rnd = random.Random(seed)
+    raw = rnd.randbytes(size)
+    # keep line structure: CR and LF only as our line ends
+    raw = raw.translate(bytes.maketrans(b"\r\n", b"\x0e\x0b"))
+    width = 200
+    body = b"\n".join(raw[i : i + width] for i in range(0, len(raw), width))
+    head = (
+        b"From: Binary Sender <binary@example.test>\n"
+        b"To: alice@example.test\n"
+        b"Subject: big binary message\n"
+        b"Date: Sat, 21 Nov 2026 22:00:03 +0000\n"
+        b"Message-ID: <big-binary@example.test>\n"
+        b"MIME-Version: 1.0\n"
+        b"Content-Type: application/octet-stream\n"
+        b"Content-Transfer-Encoding: binary\n"
+        b"\n"
+    )
+    return head + body + b"\n"
+
+
+def text_message(n, subject, body, to="alice@example.test", extra=b""):
+    return (
+        b"From: Sender %d <sender%d@example.test>\n"
+        b"To: %s\n"
+        b"Subject: %s\n"
+        b"Date: Sat, 21 Nov 2026 22:00:%02d +0000\n"
+        b"Message-ID: <msg%d@example.test>\n"
+        b"%s"
+        b"\n"
+        b"%s"
+        % (n, n, to.encode(), subject.encode("utf-8"), n, n, extra, body)
+    )
+
+
+def eightbit_message():
+    body = (
+        "Grüße aus Köln! Ça va? Żółć, 日本語のテキスト, ελληνικά.\n"
+        "Zeile zwei mit Umlauten: äöüß ÄÖÜ.\n"
+    ).encode("utf-8")
+    return text_message(
+        2,
+        "8bit: Grüße",
+        body,
+        extra=b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+        b"Content-Transfer-Encoding: 8bit\n",
+    )
+
+
+def message_set(name):
+    """users and their mail: list of (user, password, [message bytes])."""
+    if name == "test":
+        alice = [
+            text_message(1, "Hello 1", b"This is the first message.\nIt has two lines.\n"),
+            eightbit_message(),
+            big_message(),
+            text_message(4, "Hello 4", b"The fourth message, after the big one.\n"),
+        ]
+        bob = [text_message(5, "for bob", b"Hi Bob.\n", to="bob@example.test")]
+        return [("alice", "secret", alice), ("bob", "hunter2", bob)]
+    if name == "demo":
+        demo = [
+            text_message(
+                1,
+                "Welcome to postern",
+                b"Hello!\n\nThis message came to you through postern, a TLS gateway for\n"
+                b"mail: your client spoke TLS to postern, postern spoke plain IMAP or\n"
+                b"POP3 to a throwaway Dovecot on loopback.\n\n-- the postern demo\n",
+                to="demo@example.test",
+            ),
+            text_message(
+                2,
+                "Second message: 8-bit text",
+                "Grüße aus Köln – ça marche, 日本語もOK.\n".encode("utf-8"),
+                to="demo@example.test",
+                extra=b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+                b"Content-Transfer-Encoding: 8bit\n",
+            ),
+            text_message(
+                3,
+                "Third message",
+                b"Try POP3 and SMTP too; the demo prints the lines.\n",
+                to="demo@example.test",
+            ),
+        ]
+        return [("demo", "demo", demo)]
+    raise ValueError("unknown message set %r" % name)
+
+
+def build_maildir(home, messages):
+    """Create home/Maildir with the messages in cur/, owned by MAIL_UID.
+    Names carry increasing timestamps, so Dovecot gives them UIDs 1..n in
+    this order."""
+    md = os.path.join(home, "Maildir")
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(md, sub), exist_ok=True)
+    for i, msg in enumerate(messages, 1):
+        name = "%d.M%dP1.postern-test,S=%d:2," % (1763762400 + i, i, len(msg))
+        with open(os.path.join(md, "cur", name), "wb") as f:
+            f.write(msg)
+    for root, dirs, files in os.walk(home):
+        os.chown(root, MAIL_UID, MAIL_GID)
+        os.chmod(root, 0o700 if root != home else 0o755)
+        for fn in files:
+            p = os.path.join(root, fn)
+            os.chown(p, MAIL_UID, MAIL_GID)
+            os.chmod(p, 0o600)
+
+
+def _make_reachable(path):
+    """Dovecot's login and mail processes drop privileges: every directory
+    on the way to `path` must be searchable by others."""
+    path = os.path.abspath(path)
+    while path != "/":
+        st = os.stat(path)
+        if not st.st_mode & 0o001:
+            os.chmod(path, st.st_mode | 0o055)
+        path = os.path.dirname(path)
+
+
+# ---------------------------------------------------------------- Dovecot
+
+DOVECOT_CONF = """\
+# throwaway Dovecot for postern's tests; generated, do not edit
+instance_name = {instance}
+base_dir = {dir}/run
+state_dir = {dir}/state
+protocols = imap pop3
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+log_path = {dir}/dovecot.log
+info_log_path = {dir}/dovecot.log
+mail_location = maildir:~/Maildir
+first_valid_uid = 1
+first_valid_gid = 1
+login_greeting = Dovecot ready.
+mail_max_userip_connections = 10000
+default_process_limit = 1000
+default_client_limit = 10000
+verbose_proctitle = yes
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir}/users
+}}
+userdb {{
+  driver = passwd-file
+  args = username_format=%u {dir}/users
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {imap_port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+  unix_listener {imap_socket} {{
+    mode = 0666
+  }}
+  service_count = 0
+  process_min_avail = 1
+}}
+service pop3-login {{
+  inet_listener pop3 {{
+    address = 127.0.0.1
+    port = {pop3_port}
+  }}
+  inet_listener pop3s {{
+    port = 0
+  }}
+  service_count = 0
+  process_min_avail = 1
+}}
+service imap {{
+  process_limit = 1000
+}}
+service pop3 {{
+  process_limit = 1000
+}}
+protocol imap {{
+  mail_max_userip_connections = 10000
+}}
+protocol pop3 {{
+  mail_max_userip_connections = 10000
+  pop3_uidl_format = %08Xu%08Xv
+}}
+"""
+
+
+class Dovecot:
+    """A throwaway Dovecot (IMAP + POP3) in `dir` (created; must be new)."""
+
+    def __init__(self, dir, users):
+        self.dir = os.path.abspath(dir)
+        self.users = users  # [(name, password, [messages])]
+        self.proc = None
+        self.imap_port = self.pop3_port = None
+        self.imap_socket = os.path.join(self.dir, "run", "imap.sock")
+        self.log = os.path.join(self.dir, "dovecot.log")
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def prepare(self):
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        _make_reachable(self.dir)
+        for sub in ("run", "state", "home"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            os.chmod(os.path.join(self.dir, sub), 0o755)
+        lines = []
+        for name, password, messages in self.users:
+            home = os.path.join(self.dir, "home", name)
+            build_maildir(home, messages)
+            lines.append("%s:{PLAIN}%s:%d:%d::%s::\n" % (name, password, MAIL_UID, MAIL_GID, home))
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.writelines(lines)
+        os.chmod(os.path.join(self.dir, "users"), 0o644)
+
+    def start(self, timeout=30.0):
+        for attempt in range(3):
+            self.imap_port = free_port()
+            self.pop3_port = free_port()
+            with open(self.conf, "w") as f:
+                f.write(
+                    DOVECOT_CONF.format(
+                        instance="postern-test-%d" % os.getpid(),
+                        dir=self.dir,
+                        imap_port=self.imap_port,
+                        pop3_port=self.pop3_port,
+                        imap_socket=self.imap_socket,
+                    )
+                )
+            out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
+            self.proc = subprocess.Popen(
+                ["dovecot", "-F", "-c", self.conf],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                close_fds=True,
+                start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
+            )
+            out.close()
+            try:
+                wait_greeting(("127.0.0.1", self.imap_port), b"* OK", timeout, self.proc)
+                wait_greeting(("127.0.0.1", self.pop3_port), b"+OK", timeout, self.proc)
+                wait_greeting(self.imap_socket, b"* OK", timeout, self.proc, socket.AF_UNIX)
+                return self
+            except RuntimeError as e:
+                err = e
+                self.stop()
+        raise RuntimeError("Dovecot did not start: %s\n%s" % (err, self.log_tail()))
+
+    def log_tail(self, n=30):
+        out = []
+        for p in (os.path.join(self.dir, "dovecot.stderr"), self.log):
+            try:
+                with open(p, errors="replace") as f:
+                    out += f.readlines()[-n:]
+            except OSError:
+                pass
+        return "".join(out)
+
+    def stop(self, timeout=10.0):
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+# ---------------------------------------------------------------- SMTP
+
+
+class SmtpServer:
+    """aiosmtpd (smtp_server.py) storing messages in dir/spool."""
+
+    def __init__(self, dir, host="127.0.0.1"):
+        self.dir = os.path.abspath(dir)
+        self.host = host
+        self.spool = os.path.join(self.dir, "spool")
+        self.proc = None
+        self.port = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def start(self, timeout=30.0):
+        os.makedirs(self.spool, exist_ok=True)
+        ready = os.path.join(self.dir, "smtp.port")
+        if os.path.exists(ready):
+            os.unlink(ready)
+        log = open(os.path.join(self.dir, "smtp.log"), "ab")
+        self.proc = subprocess.Popen(
+            [DEBIAN_PYTHON, os.path.join(HERE, "smtp_server.py"), "--host", self.host,
+             "--port", "0", "--spool", self.spool, "--ready", ready],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            close_fds=True,
+            start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(ready):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                with open(os.path.join(self.dir, "smtp.log"), errors="replace") as f:
+                    raise RuntimeError("SMTP server did not start:\n" + f.read())
+            time.sleep(0.05)
+        with open(ready) as f:
+            self.port = int(f.read())
+        wait_greeting((self.host, self.port), b"220", timeout, self.proc)
+        return self
+
+    def messages(self):
+        """[(meta dict, content bytes)] of every message received so far."""
+        import json
+
+        out = []
+        for fn in sorted(os.listdir(self.spool)):
+            if fn.endswith(".json"):
+                base = os.path.join(self.spool, fn[:-5])
+                with open(base + ".json") as f:
+                    meta = json.load(f)
+                with open(base + ".eml", "rb") as f:
+                    out.append((meta, f.read()))
+        return out
+
+    def stop(self, timeout=10.0):
+        p, self.proc = self.proc, None
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+class MailServers:
+    """Dovecot + SMTP server under one directory; stop() is idempotent."""
+
+    def __init__(self, dir, set_name="test"):
+        self.dir = os.path.abspath(dir)
+        self.users = message_set(set_name)
+        self.dovecot = Dovecot(os.path.join(self.dir, "dovecot"), self.users)
+        self.smtp = SmtpServer(os.path.join(self.dir, "smtp"))
+
+    def start(self):
+        try:
+            self.dovecot.prepare()
+            self.dovecot.start()
+            self.smtp.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop(self):
+        self.smtp.stop()
+        self.dovecot.stop()
+
+    def env(self):
+        return {
+            "IMAP_PORT": self.dovecot.imap_port,
+            "POP3_PORT": self.dovecot.pop3_port,
+            "IMAP_SOCKET": self.dovecot.imap_socket,
+            "SMTP_PORT": self.smtp.port,
+            "SMTP_SPOOL": self.smtp.spool,
+            "DOVECOT_PID": self.dovecot.pid,
+            "SMTP_PID": self.smtp.pid,
+            "DOVECOT_LOG": self.dovecot.log,
+        }
+
+
+def serve(args):
+    servers = MailServers(args.dir, args.set)
+    stopping = []
+
+    def on_signal(signum, frame):
+        stopping.append(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, on_signal)
+    try:
+        servers.start()
+        if args.ready:
+            tmp = args.ready + ".tmp"
+            with open(tmp, "w") as f:
+                for k, v in servers.env().items():
+                    f.write("%s=%s\n" % (k, v))
+            os.rename(tmp, args.ready)
+        while not stopping:
+            for name, srv in (("dovecot", servers.dovecot), ("smtp", servers.smtp)):
+                if srv.proc is None or srv.proc.poll() is not None:
+                    sys.stderr.write("mailserver: %s exited unexpectedly\n" % name)
+                    stopping.append(0)
+            time.sleep(0.2)
+    finally:
+        servers.stop()
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="start Dovecot and the SMTP server until signalled")
+    s.add_argument("--dir", required=True)
+    s.add_argument("--set", default="demo", choices=("demo", "test"))
+    s.add_argument("--ready")
+    b = sub.add_parser("bigsha", help="print the sha256 of the big test message file")
+    args = ap.parse_args()
+    if args.cmd == "serve":
+        return serve(args)
+    if args.cmd == "bigsha":
+        print(hashlib.sha256(big_message()).hexdigest())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
