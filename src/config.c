@@ -147,6 +147,12 @@ unsup_true(const void *field)
 }
 
 static bool
+unsup_starttls(const void *field)
+{
+	return *(const int *)field == TLSMODE_STARTTLS;
+}
+
+static bool
 unsup_not_one(const void *field)
 {
 	return *(const int *)field != 1;
@@ -199,12 +205,12 @@ static const struct keydef keys[] = {
         S(cert, config_key_strlist, cert, NULL, F_LIST, NULL),
         S(key, config_key_strlist, key, NULL, F_LIST, NULL),
         S(backend, config_key_backend, backend, NULL, 0, NULL),
-        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, unsup_nonzero),
-        S(backend_verify, config_key_bool, backend_verify, NULL, 0, unsup_always),
-        S(backend_ca, config_key_str, backend_ca, NULL, 0, unsup_always),
-        S(backend_sni, config_key_str, backend_sni, NULL, 0, unsup_always),
+        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, unsup_starttls),
+        S(backend_verify, config_key_bool, backend_verify, NULL, 0, NULL),
+        S(backend_ca, config_key_str, backend_ca, NULL, 0, NULL),
+        S(backend_sni, config_key_str, backend_sni, NULL, 0, NULL),
         S(helo_name, config_key_str, helo_name, NULL, 0, unsup_always),
-        S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, unsup_nonzero),
+        S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, NULL),
         S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, unsup_always),
         S(log_commands, config_key_bool, log_commands, NULL, 0, unsup_true),
         S(capture_dir, config_key_str, capture_dir, NULL, 0, unsup_always),
@@ -259,8 +265,7 @@ service_defaults(struct service *svc)
 static void
 service_free(struct service *svc)
 {
-	if (svc->tls_server)
-		tls_service_free(svc);
+	tls_service_free(svc);
 	free(svc->name);
 	free(svc->listen);
 	config_strlist_free(&svc->cert);
@@ -693,6 +698,20 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		if (tls_service_load(svc, err, sizeof(err), &bad_line) < 0)
 			perr(ps, bad_line > 0 ? bad_line : svc->line, "%s",
 			     err[0] ? err : "cannot load certificates");
+	}
+	if (svc->backend_tls == TLSMODE_OFF) {
+		static const char *const backend_tls_keys[] = {"backend_verify", "backend_ca",
+		                                               "backend_sni"};
+		for (size_t i = 0; i < sizeof(backend_tls_keys) / sizeof(backend_tls_keys[0]); i++)
+			if ((ln = seen_line(seen, backend_tls_keys[i])))
+				perr(ps, ln, "%s needs backend_tls", backend_tls_keys[i]);
+	} else if (load_tls) {
+		char err[ERRLEN];
+
+		if (tls_backend_load(svc, err, sizeof(err)) < 0)
+			perr(ps, seen_line(seen, "backend_ca") ? seen_line(seen, "backend_ca")
+			                                       : svc->line,
+			     "%s", err);
 	}
 }
 

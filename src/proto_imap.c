@@ -19,6 +19,7 @@ struct imap_state {
 	bool c_midline;     /* passing the tail of an over-long line */
 	bool c_sync;        /* a synchronising literal awaits the server's verdict */
 	bool c_auth;        /* AUTHENTICATE exchange: lines are SASL responses */
+	bool c_idle;        /* IDLE sent: "DONE" ends it */
 	uint64_t c_sync_len;
 	unsigned inflight;  /* forwarded commands not yet completed */
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
@@ -30,10 +31,13 @@ struct imap_state {
 	bool s_greeted; /* the greeting has passed: nothing may precede it */
 };
 
+enum { F_IDLE = PU_OWN /* its "DONE" line is no command */ };
+
 static const struct pu_verb imap_verbs[] = {
 	{"STARTTLS", PU_STARTTLS},
 	{"LOGIN", PU_REFUSE_PLAIN},
 	{"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
+	{"IDLE", F_IDLE},
 	{NULL, 0},
 };
 
@@ -151,6 +155,14 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
 
+	if (s->c_idle && pu_word_is(tag, "DONE") && q == end) {
+		s->c_idle = false;
+		return pass(act, n);
+	}
+	/* RFC 9051: a tag is one or more characters, never "*" or "+". */
+	if (tag.n == 0 || memchr(tag.p, '*', tag.n) || memchr(tag.p, '+', tag.n) ||
+	    memchr(tag.p, '\0', tag.n))
+		return answer(s, act, n, lit, sync, lsize, scratch, "*", 1, "BAD Invalid tag");
 	if (!s->tls && memchr(p, '\0', body) != NULL)
 		return answer(s, act, n, lit, sync, lsize, scratch, tag.p,
 		              memchr(tag.p, '\0', tag.n) ? 0 : tag.n, "BAD NUL byte in command");
@@ -179,6 +191,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		s->c_auth = true;
 		watch_tag(s, tag);
 	}
+	s->c_idle = (flags & F_IDLE) != 0;
 	s->inflight++;
 	if (lit == 1) {
 		s->c_cont = true;
@@ -224,6 +237,9 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full,
 		return pass(act, n);
 	}
 	size_t n = pu_line_len(p, len);
+	if (n == 0 && !full && !s->s_midline)
+		return PV_MORE;
+	s->s_greeted = true; /* even an over-long greeting counts */
 	if (s->s_midline) {
 		s->s_midline = n == 0;
 		return pass(act, n ? n : len);
@@ -239,7 +255,6 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full,
 	bool sync = false;
 	bool was_cont = s->s_cont;
 
-	s->s_greeted = true;
 	if (pu_imap_literal(p, body, &lsize, &sync) == 1) {
 		s->s_literal = lsize;
 		s->s_cont = true;

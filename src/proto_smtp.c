@@ -237,14 +237,18 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 	struct pu_caps post = {ehlo_drop_always, NULL, NULL};
 	const struct pu_caps *c = s->tls ? &post : &pre;
 
-	while (at < total && k < 255) {
+	while (at < total) {
 		size_t n = pu_line_len(p + at, total - at);
 		size_t body = pu_trim_eol(p + at, n);
+		if (k == 255) /* more extensions than any server has: refuse */
+			return pu_answer(act, PV_CLOSE, total, scratch,
+			                 "421 4.3.0 Mail server reply too long\r\n");
 		const char *q = p + at + 4, *end = p + at + body;
 		if (body < 4)
 			q = end;
 		struct pu_word w = pu_next_word(&q, end);
-		if (k == 0 || !pu_cap_removed(w, c)) {
+		/* A NUL would hide the rest of the line from the check. */
+		if (k == 0 || (!pu_cap_removed(w, c) && memchr(p + at, '\0', body) == NULL)) {
 			lines[k] = body > 4 ? p + at + 4 : "";
 			lens[k++] = body > 4 ? body - 4 : 0;
 		}
@@ -290,8 +294,11 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full,
 	bool more = n >= 4 && p[3] == '-';
 	if (k == K_EHLO && s->starttls && n >= 3 && strncmp(p, "250", 3) == 0) {
 		size_t total = reply_len(p, len);
+		if (total == 0 && full) /* cannot be rewritten whole: fail closed */
+			return pu_answer(act, PV_CLOSE, len, scratch,
+			                 "421 4.3.0 Mail server reply too long\r\n");
 		if (total == 0)
-			return full ? PV_PASS : PV_MORE;
+			return PV_MORE;
 		pop(s);
 		return rewrite_ehlo(s, p, total, act, scratch);
 	}

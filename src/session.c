@@ -18,6 +18,7 @@
 #include <postern/log.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
+#include <postern/proxyproto.h>
 #include <postern/relay.h>
 #include <postern/session.h>
 #include <postern/tls.h>
@@ -28,6 +29,7 @@
 enum session_state {
 	S_CLIENT_TLS,      /* client handshake (implicit TLS, or after STARTTLS) */
 	S_BACKEND_CONNECT, /* waiting for the backend's connect */
+	S_BACKEND_TLS,     /* backend handshake and verification (backend_tls) */
 	S_RELAY,           /* relaying; with STARTTLS offered, plaintext until pretls ends */
 	S_STARTTLS,        /* flushing our STARTTLS answer before the handshake */
 	S_DRAIN,           /* flushing a last reply before closing */
@@ -44,6 +46,7 @@ struct session {
 	void *proto_state; /* adapter state, when the adapter filters */
 	bool pretls;       /* STARTTLS offered and not yet done */
 	bool client_spoke; /* the client has sent a byte */
+	struct sockaddr_storage peer, local; /* the client's address and ours */
 	ev_timer timer; /* handshake, connect, idle or drain deadline */
 	ev_tstamp started, last_activity;
 	enum session_state state;
@@ -259,6 +262,72 @@ nomem:
 	return -1;
 }
 
+/* The backend's socket is connected: the PROXY header goes first, raw,
+ * before TLS or any client byte; then TLS towards the backend if asked. */
+static void
+backend_connected(struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->proxy_protocol) {
+		char hdr[PROXYPROTO_MAX];
+		size_t n = proxyproto_build(svc->proxy_protocol, (struct sockaddr *)&s->peer,
+		                            (struct sockaddr *)&s->local, hdr, sizeof(hdr));
+		/* A fresh socket's send buffer always takes ~100 bytes at once. */
+		if (n == 0 || send(s->backend.fd, hdr, n, MSG_NOSIGNAL) != (ssize_t)n) {
+			backend_failed(s, "cannot send the PROXY header");
+			return;
+		}
+	}
+	if (svc->backend_tls == TLSMODE_IMPLICIT) {
+		SSL *ssl = tls_backend_new(svc);
+		if (ssl == NULL || !SSL_set_fd(ssl, s->backend.fd)) {
+			SSL_free(ssl);
+			backend_failed(s, "cannot create TLS session");
+			return;
+		}
+		SSL_set_connect_state(ssl);
+		s->backend.ssl = ssl;
+		s->state = S_BACKEND_TLS;
+		arm_timer(s, svc->handshake_timeout);
+		session_step(s);
+		return;
+	}
+	enter_relay(s);
+}
+
+/* Fails closed: the client gets the protocol's error, nothing it sent has
+ * been forwarded, and the log says why. */
+static void
+backend_tls_failed(struct session *s, const char *why)
+{
+	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
+	long v = s->backend.ssl ? SSL_get_verify_result(s->backend.ssl) : X509_V_OK;
+
+	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
+	            v != X509_V_OK ? "; certificate: " : "",
+	            v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
+	session_drain(s, text, text ? strlen(text) : 0, "backend-tls-failed");
+}
+
+static void
+step_backend_tls(struct session *s)
+{
+	int r = ep_handshake(&s->backend);
+	char err[256];
+
+	if (r == 1) {
+		ep_watch(s->srv->loop, &s->backend, false, false);
+		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s",
+		            SSL_get_version(s->backend.ssl), SSL_get_cipher_name(s->backend.ssl));
+		enter_relay(s);
+	} else if (r == EP_ERR) {
+		backend_tls_failed(s, ep_strerror(&s->backend, err, sizeof(err)));
+	} else {
+		ep_watch(s->srv->loop, &s->backend, r == EP_WANT_READ, r == EP_WANT_WRITE);
+	}
+}
+
 static void
 set_nodelay(int fd)
 {
@@ -280,7 +349,7 @@ connect_backend(struct session *s)
 		set_nodelay(fd);
 	ep_attach(&s->backend, fd, NULL);
 	if (connect(fd, (const struct sockaddr *)&b->ss, b->len) == 0) {
-		enter_relay(s);
+		backend_connected(s);
 	} else if (errno == EINPROGRESS) {
 		s->state = S_BACKEND_CONNECT;
 		arm_timer(s, s->svc->connect_timeout);
@@ -341,7 +410,7 @@ step_backend_connect(struct session *s)
 	if (err != 0)
 		backend_failed(s, strerror(err));
 	else
-		enter_relay(s);
+		backend_connected(s);
 }
 
 /* Which end a failed I/O makes this: a peer that vanished closed the
@@ -443,6 +512,9 @@ session_step(struct session *s)
 	case S_BACKEND_CONNECT:
 		step_backend_connect(s);
 		break;
+	case S_BACKEND_TLS:
+		step_backend_tls(s);
+		break;
 	case S_RELAY:
 	case S_STARTTLS:
 	case S_DRAIN:
@@ -481,6 +553,9 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case S_BACKEND_CONNECT:
 		backend_failed(s, "connect timed out");
+		break;
+	case S_BACKEND_TLS:
+		backend_tls_failed(s, "handshake timed out");
 		break;
 	case S_RELAY: {
 		if (s->pretls) {
@@ -543,7 +618,6 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	struct session *s = calloc(1, sizeof(*s));
 	char addr[INET6_ADDRSTRLEN + 8];
 
-	(void)peerlen;
 	if (s == NULL) {
 		close(fd);
 		return;
@@ -552,6 +626,9 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->cfg = config_ref(cfg);
 	s->svc = svc;
 	s->proto = proto_get(svc->protocol);
+	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen : sizeof(s->peer));
+	socklen_t llen = sizeof(s->local);
+	getsockname(fd, (struct sockaddr *)&s->local, &llen);
 	session_format_addr(peer, addr, sizeof(addr));
 	snprintf(s->who, sizeof(s->who), "%s#%04x %s", svc->name, next_session_id(), addr);
 	ep_init(&s->client, on_io, s);

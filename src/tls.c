@@ -6,6 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <stdbool.h>
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -262,6 +265,8 @@ tls_service_free(struct service *svc)
 {
 	struct tls_server *ts = svc->tls_server;
 
+	SSL_CTX_free(svc->tls_backend);
+	svc->tls_backend = NULL;
 	if (ts == NULL)
 		return;
 	for (size_t i = 0; i < ts->n; i++) {
@@ -278,4 +283,72 @@ SSL *
 tls_server_new(const struct service *svc)
 {
 	return SSL_new(svc->tls_server->ctx[0]);
+}
+
+int
+tls_backend_load(struct service *svc, char *err, size_t errlen)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	char e[256];
+
+	if (ctx == NULL) {
+		snprintf(err, errlen, "cannot create TLS context: %s", tls_error_string(e, sizeof(e)));
+		return -1;
+	}
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
+	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
+	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	if (svc->backend_verify) {
+		int ok = svc->backend_ca ? SSL_CTX_load_verify_locations(ctx, svc->backend_ca, NULL)
+		                         : SSL_CTX_set_default_verify_paths(ctx);
+		if (ok != 1) {
+			snprintf(err, errlen, "cannot load backend_ca %s: %s",
+			         svc->backend_ca ? svc->backend_ca : "(system store)",
+			         tls_error_string(e, sizeof(e)));
+			SSL_CTX_free(ctx);
+			return -1;
+		}
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	} else {
+		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+	}
+	svc->tls_backend = ctx;
+	return 0;
+}
+
+/* Whether NAME is an IPv4 or IPv6 literal (certificates then carry it as
+ * an iPAddress, and SNI must not be sent: RFC 6066 3). */
+static bool
+is_ip_literal(const char *name)
+{
+	unsigned char tmp[16];
+
+	return inet_pton(AF_INET, name, tmp) == 1 || inet_pton(AF_INET6, name, tmp) == 1;
+}
+
+SSL *
+tls_backend_new(const struct service *svc)
+{
+	SSL *ssl = SSL_new(svc->tls_backend);
+	const char *name = svc->backend_sni ? svc->backend_sni : svc->backend_host;
+
+	if (ssl == NULL || name == NULL)
+		return ssl;
+	if (is_ip_literal(name)) {
+		if (svc->backend_verify &&
+		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1)
+			goto fail;
+	} else {
+		if (SSL_set_tlsext_host_name(ssl, name) != 1)
+			goto fail;
+		/* RFC 6125: one wildcard, leftmost label only, never partial. */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		if (svc->backend_verify && SSL_set1_host(ssl, name) != 1)
+			goto fail;
+	}
+	return ssl;
+fail:
+	SSL_free(ssl);
+	return NULL;
 }

@@ -64,6 +64,8 @@ struct service {
 
 	/* Built by the validation pass (tls_service_load), NULL when tls = off. */
 	struct tls_server *tls_server;
+	/* Built by tls_backend_load when backend_tls != off. */
+	SSL_CTX *tls_backend;
 };
 
 struct config {

@@ -18,6 +18,15 @@ void tls_init(void);
 int tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line);
 void tls_service_free(struct service *svc);
 
+/* Builds the client context towards SVC's backend: TLS 1.2 minimum, the
+ * chain verified against backend_ca or the system store unless
+ * backend_verify = no. Returns -1 with a message in ERR on failure. */
+int tls_backend_load(struct service *svc, char *err, size_t errlen);
+
+/* A new client-side SSL towards SVC's backend: SNI and the name (or IP)
+ * that the certificate must match are set. */
+SSL *tls_backend_new(const struct service *svc);
+
 /* A new server-side SSL for an accepted connection on SVC. */
 SSL *tls_server_new(const struct service *svc);
 

@@ -39,6 +39,14 @@ BIG_SEQ = 3  # the 20 MB message is message 3 in alice's INBOX
 BIG_MIN = 20 * 1024 * 1024
 
 ENV = None
+_LIVE = set()  # postern processes not yet reaped, killed by kill_leftovers()
+
+
+def kill_leftovers():
+    """SIGKILL every postern a test started and did not stop (interrupted
+    runs); by PID, never by name."""
+    for p in list(_LIVE):
+        p.kill()
 
 
 def version():
@@ -126,6 +134,7 @@ def env():
             raise
 
         def _cleanup():
+            kill_leftovers()
             ENV.stop()
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -246,6 +255,7 @@ class Postern:
         self.rlimit_nofile = rlimit_nofile
         self.proc = None
         self.expect_exit = 0
+        self.exit_observed = False
         self.services = services
         self.global_ = None
         self.logfile = None
@@ -312,6 +322,7 @@ class Postern:
             preexec_fn=preexec,
             close_fds=True,
         )
+        _LIVE.add(self)
         if wait:
             self.wait_ready(timeout * SLOW)
         return self
@@ -403,18 +414,25 @@ class Postern:
                 )
             time.sleep(0.03)
 
-    def session_lines(self, client_port, event=None):
+    def session_lines(self, client_port, event=None, service=None):
+        """Lines of the session(s) from a client port. A client port is only
+        unique per destination: give the service when a postern has several."""
         return [
-            ln for ln in self.lines() if ln.sid and ln.client_port == client_port and (event is None or ln.event == event)
+            ln
+            for ln in self.lines()
+            if ln.sid
+            and ln.client_port == client_port
+            and (event is None or ln.event == event)
+            and (service is None or ln.service == service)
         ]
 
-    def wait_session_end(self, client_port, timeout=5.0):
+    def wait_session_end(self, client_port, timeout=5.0, service=None):
         """(start line or None, end line) of the session from client_port."""
         deadline = time.monotonic() + timeout * SLOW
         while True:
-            ends = self.session_lines(client_port, "end")
+            ends = self.session_lines(client_port, "end", service)
             if ends:
-                starts = self.session_lines(client_port, "start")
+                starts = self.session_lines(client_port, "start", service)
                 return (starts[-1] if starts else None), ends[-1]
             if time.monotonic() > deadline:
                 raise AssertionError(
@@ -422,10 +440,10 @@ class Postern:
                 )
             time.sleep(0.03)
 
-    def wait_session_start(self, client_port, timeout=5.0):
+    def wait_session_start(self, client_port, timeout=5.0, service=None):
         deadline = time.monotonic() + timeout * SLOW
         while True:
-            starts = self.session_lines(client_port, "start")
+            starts = self.session_lines(client_port, "start", service)
             if starts:
                 return starts[-1]
             if time.monotonic() > deadline:
@@ -443,7 +461,9 @@ class Postern:
 
     def wait_exit(self, timeout=15.0):
         try:
-            return self.proc.wait(timeout * SLOW)
+            code = self.proc.wait(timeout * SLOW)
+            self.exit_observed = True
+            return code
         except subprocess.TimeoutExpired:
             raise AssertionError("postern did not exit within %ss:\n%s" % (timeout, self.stderr()[-6000:]))
 
@@ -464,6 +484,7 @@ class Postern:
                 raise AssertionError("postern did not exit within %ss of SIGTERM:\n%s" % (timeout, self.stderr()[-6000:]))
         self._close_files()
         code = self.proc.returncode
+        self.exit_observed = True
         if expect is not None and code != expect:
             raise AssertionError("postern exit status %s, expected %s:\n%s" % (code, expect, self.stderr()[-6000:]))
         return code
@@ -475,6 +496,8 @@ class Postern:
         self._close_files()
 
     def _close_files(self):
+        if self.proc is not None and self.proc.poll() is not None:
+            _LIVE.discard(self)
         for f in (getattr(self, "_err", None), getattr(self, "_out", None)):
             if f:
                 f.close()
@@ -533,6 +556,11 @@ class PosternTestCase(unittest.TestCase):
                 p.stop(expect=p.expect_exit)
             else:
                 p._close_files()
+                if p.proc is not None and not p.exit_observed and p.proc.returncode != p.expect_exit:
+                    raise AssertionError(
+                        "postern exited on its own during the test with status %s:\n%s"
+                        % (p.proc.returncode, p.stderr()[-4000:])
+                    )
         finally:
             if ASAN and p.proc is not None:
                 rep = p.sanitizer_report()
@@ -540,8 +568,8 @@ class PosternTestCase(unittest.TestCase):
                     raise AssertionError("sanitizer report in postern's stderr:\n" + rep[-8000:])
 
     # --- assertions on sessions
-    def assertSessionEnd(self, p, client_port, reason=None, timeout=5.0):
-        start, end = p.wait_session_end(client_port, timeout)
+    def assertSessionEnd(self, p, client_port, reason=None, timeout=5.0, service=None):
+        start, end = p.wait_session_end(client_port, timeout, service)
         if reason is not None:
             self.assertEqual(end.fields.get("reason"), reason, "end line: %s" % end.raw)
         for k in ("in", "out", "duration", "reason"):
@@ -656,6 +684,44 @@ class Reader:
         if isinstance(data, str):
             data = data.encode()
         self.sock.sendall(data)
+
+
+def duplex(sock, payload, expect_len, timeout=30.0, initial=b""):
+    """Send payload and receive expect_len bytes at the same time, in one
+    thread (an ssl socket must not be used from two threads at once):
+    non-blocking, select()-driven. Returns the bytes received."""
+    sock.setblocking(False)
+    got = bytearray(initial)
+    sent = 0
+    deadline = time.monotonic() + timeout * SLOW
+    try:
+        while len(got) < expect_len or sent < len(payload):
+            progressed = False
+            try:
+                while len(got) < expect_len:
+                    chunk = sock.recv(65536)
+                    if not chunk:
+                        raise EOFError("EOF after %d of %d bytes (sent %d)" % (len(got), expect_len, sent))
+                    got += chunk
+                    progressed = True
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                pass
+            if sent < len(payload):
+                try:
+                    n = sock.send(payload[sent : sent + 16384])
+                    sent += n
+                    progressed = progressed or n > 0
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+                    pass
+            if progressed:
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError("duplex: stalled at %d/%d received, %d/%d sent" % (len(got), expect_len, sent, len(payload)))
+            select.select([sock], [sock] if sent < len(payload) else [], [], 0.5)
+    finally:
+        sock.setblocking(True)
+        sock.settimeout(10 * SLOW)
+    return bytes(got)
 
 
 def imap_response(r, tag):

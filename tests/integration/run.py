@@ -45,6 +45,7 @@ class Result(unittest.TestResult):
         return test.id().replace("__main__.", "")
 
     def _took(self, test):
+        test = getattr(test, "test_case", test)  # a subtest: time of its test
         return time.monotonic() - self._t0.get(test.id(), time.monotonic())
 
     def _postern_logs(self, test):
@@ -66,7 +67,8 @@ class Result(unittest.TestResult):
 
     def _fail(self, kind, test, err):
         text = self._exc_info_to_string(err, test)
-        logs = self._postern_logs(test) if hasattr(test, "_posterns") else ""
+        owner = getattr(test, "test_case", test)
+        logs = self._postern_logs(owner) if hasattr(owner, "_posterns") else ""
         self.failed.append((test, text + ("\n" + logs if logs else "")))
         print("%s  %-70s %6.2fs" % (kind, self._name(test), self._took(test)), flush=True)
         if self.verbose:
@@ -127,6 +129,7 @@ def main():
         raise KeyboardInterrupt("signal %d" % signum)
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)  # even if started with SIGINT ignored
     signal.signal(signal.SIGHUP, on_signal)
 
     import harness
@@ -169,6 +172,7 @@ def main():
     except KeyboardInterrupt:
         interrupted = True
     finally:
+        harness.kill_leftovers()
         if env is not None:
             env.stop()
         if os.environ.get("POSTERN_KEEP") == "1" or False:

@@ -147,9 +147,9 @@ class CommandLine(PosternTestCase):
             "cert = %s\n"
             "key = %s\n"
             "backend = 127.0.0.1:%d\n"
-            "backend_tls = implicit\n"           # 12
+            "backend_tls = starttls\n"           # 12
             "log_commands = yes\n"               # 13
-            "proxy_protocol = v2\n"              # 14
+            "capture_dir = /tmp\n"               # 14
         ) % (free_port(), e.cert, e.key, e.imap_port)
         p = self.postern(config_text=text, start=False)
         r = run([POSTERN, "-t", "-c", p.conf], timeout=10)

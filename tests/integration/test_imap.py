@@ -97,7 +97,8 @@ class Imap(PosternTestCase):
                 self.assertEqual(st.fields.get("cipher"), m.group(1), st.raw)
         ends = p.wait_for(event="end", service="imaps", count=2)
         for end in ends:
-            self.assertEqual(end.fields["reason"], "backend-closed", end.raw)
+            # After LOGOUT Dovecot closes and s_client quits: either EOF may be seen first.
+            self.assertIn(end.fields["reason"], ("backend-closed", "client-closed"), end.raw)
 
     def test_imaplib(self):
         p, port = self.start_imaps()
@@ -188,11 +189,11 @@ class Imap(PosternTestCase):
                 imap_cmd(r, "z", "LOGOUT")
                 local = s.getsockname()
                 s.close()
-                st, end = self.assertSessionEnd(p, local[1])
-                if host == "::1":
-                    self.assertIn("::1", st.addr, st.raw)
-                else:
-                    self.assertTrue(st.addr.startswith("127.0.0.1:"), st.raw)
+                # a client port is unique per destination only: match the address too
+                want = "[::1]:%d" % local[1] if host == "::1" else "127.0.0.1:%d" % local[1]
+                ends = harness.wait_until(lambda: p.find(event="end", regex=r" %s end " % re.escape(want)), 5,
+                                          msg="end line of %s" % want)
+                self.assertTrue(p.find(event="start", regex=r"#%s %s start " % (ends[-1].sid, re.escape(want))))
 
     def test_unix_socket_backend(self):
         p, port = self.start_imaps(backend="unix:" + env().imap_socket)

@@ -216,11 +216,33 @@ class Process(PosternTestCase):
         took = time.monotonic() - t0
         self.assertGreater(took, 1.8, "exited before shutdown_timeout with a session open")
         self.assertLess(took, 5 * SLOW, "took %.1fs for shutdown_timeout = 2s" % took)
-        for sock, port in ((s, s_port), (q, q_port)):
+        for sock, port, name in ((s, s_port, "imaps"), (q, q_port, "imap")):
             self.assertTrue(closed_by_peer(sock, 2))
             sock.close()
-            self.assertSessionEnd(p, port, reason="shutdown")
+            self.assertSessionEnd(p, port, reason="shutdown", service=name)
         p.wait_for(who="postern", contains="stopped")
+
+    def test_signal_right_after_pidfile(self):
+        """The pidfile says "ready": SIGHUP or SIGUSR1 sent the moment it
+        appears (logrotate, systemd reload) must not kill postern."""
+        for sig in (signal.SIGHUP, signal.SIGUSR1) * 5:
+            with self.subTest(signal=sig.name):
+                p = self.postern(start=False)
+                p.write_config([("imaps", svc("imap"))], {"user": "nobody", "group": "nogroup"})
+                os.chown(p.dir, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+                p.start(wait=False)
+                deadline = time.monotonic() + 10 * SLOW
+                while not os.path.exists(p.pidfile):  # busy-wait: react within microseconds
+                    if time.monotonic() > deadline or p.proc.poll() is not None:
+                        self.fail("no pidfile:\n" + p.stderr())
+                p.signal(sig)
+                time.sleep(0.3)
+                if not p.running():
+                    p.exit_observed = True  # reported here, not again by the cleanup
+                    self.fail("postern died of %s sent right after its pidfile appeared (status %s)"
+                              % (sig.name, p.proc.returncode))
+                self.served(p.port())
+                p.stop()
 
     def test_sigint_stops(self):
         p = self.postern([("imaps", svc("imap"))])
@@ -247,6 +269,7 @@ class Process(PosternTestCase):
         p.start()
         p.wait_for(event="listening", who="postern")
         self.assertNotIn("listening", p.stderr(), "log = FILE still logs to stderr")
+        self.served(p.port())  # (signals right at startup: test_signal_right_after_pidfile)
         os.rename(log, log + ".1")
         p.signal(signal.SIGUSR1)
         harness.wait_until(lambda: os.path.exists(log), 5, msg="a new log file after SIGUSR1")
@@ -287,6 +310,11 @@ class Process(PosternTestCase):
         # the key is readable by root only: it must be loaded before the drop
         self.assertEqual(os.stat(env().key).st_mode & 0o077, 0)
         p.start()
+        # the pidfile may be written just before the drop: give it a moment
+        try:
+            harness.wait_until(lambda: p.status()["Uid"].split()[0] != "0", 3, msg="the privilege drop")
+        except AssertionError:
+            pass
         st = p.status()
         self.assertEqual(st["Uid"].split(), [str(nobody.pw_uid)] * 4, st["Uid"])
         self.assertEqual(st["Gid"].split(), [str(nobody.pw_gid)] * 4, st["Gid"])

@@ -20,6 +20,7 @@ from harness import (
     Reader,
     TcpBackend,
     closed_by_peer,
+    duplex,
     env,
     free_port,
     imap_cmd,
@@ -59,19 +60,8 @@ class Relay(PosternTestCase):
         r = Reader(s)
         self.assertEqual(r.readline(), b"RAW HELLO\r\n")
         payload = random.Random(7).randbytes(3 * 1024 * 1024) + bytes(range(256))
-        err = []
-
-        def sender():
-            try:
-                s.sendall(payload)
-            except Exception as e:  # pragma: no cover
-                err.append(e)
-
-        t = threading.Thread(target=sender)
-        t.start()
-        got = r.read(len(payload))
-        t.join(30)
-        self.assertFalse(err)
+        got = duplex(s, payload, len(payload), initial=bytes(r.buf))
+        self.assertEqual(len(got), len(payload))
         self.assertEqual(hashlib.sha256(got).digest(), hashlib.sha256(payload).digest())
         s.close()
         st, end = self.assertSessionEnd(p, local_port, reason="client-closed")
@@ -123,9 +113,9 @@ class Relay(PosternTestCase):
                 self.assertTrue(line.endswith(b"\r\n"), line)
                 self.assertTrue(closed_by_peer(s, 5 * SLOW), "connection not closed after the error reply")
                 s.close()
-                _, end = self.assertSessionEnd(p, local_port, reason="backend-unreachable")
+                _, end = self.assertSessionEnd(p, local_port, reason="backend-unreachable", service=name)
                 warns = [
-                    ln for ln in p.session_lines(local_port)
+                    ln for ln in p.session_lines(local_port, service=name)
                     if ln.level in ("warn", "error") and "backend" in ln.msg and "unreachable" in ln.msg
                 ]
                 self.assertTrue(warns, "no warn line about the unreachable backend:\n" + p.log_text()[-3000:])
@@ -438,22 +428,22 @@ class Relay(PosternTestCase):
         rest small fetches, over TLS and plaintext: all complete, all intact."""
         sha, size = env().direct_big("imap")
         p = self.postern([("imaps", svc("imap")), ("imap", svc("imap", tls="off"))])
-        results, errors = {}, []
+        results, errors, ports = {}, [], {}
 
         def worker(i):
             try:
                 tls = i % 2 == 0
                 s = tls_connect(p.port("imaps")) if tls else plain_connect(p.port("imap"))
                 s.settimeout(60 * SLOW)
-                port = s.getsockname()[1]
+                ports[i] = ("imaps" if tls else "imap", s.getsockname()[1])
                 if i < 3:
                     data = imap_fetch_raw(s, BIG_SEQ)
-                    results[port] = hashlib.sha256(data).hexdigest() == sha
+                    results[i] = hashlib.sha256(data).hexdigest() == sha
                 else:
                     r = imap_login(s)
                     imap_cmd(r, "e", "EXAMINE INBOX")
                     resp = imap_cmd(r, "f", "FETCH %d BODY.PEEK[TEXT]" % (1 + i % 2 * 3))
-                    results[port] = (b"first message" in resp) or (b"fourth message" in resp)
+                    results[i] = (b"first message" in resp) or (b"fourth message" in resp)
                     imap_cmd(r, "z", "LOGOUT")
                 s.close()
             except Exception as e:
@@ -467,8 +457,10 @@ class Relay(PosternTestCase):
         self.assertEqual(errors, [])
         self.assertEqual(len(results), 40)
         self.assertTrue(all(results.values()), results)
-        for port in results:
-            self.assertSessionEnd(p, port, timeout=10)
+        ends = p.wait_for(event="end", count=40, timeout=10)
+        for i, (service, port) in ports.items():
+            self.assertTrue([e for e in ends if e.service == service and e.client_port == port],
+                            "no end line for client %d (%s, port %d)" % (i, service, port))
 
     def test_backend_reset_mid_upload(self):
         """The backend resets while postern is writing a big upload to it
@@ -489,7 +481,7 @@ class Relay(PosternTestCase):
                     pass
                 self.assertTrue(closed_by_peer(s, 5 * SLOW), "client side not closed after the backend reset")
                 s.close()
-                _, end = self.assertSessionEnd(p, local_port)
+                _, end = self.assertSessionEnd(p, local_port, service=name)
                 self.assertIn(end.fields["reason"], ("backend-closed", "error"), end.raw)
                 time.sleep(0.1)
                 self.assertTrue(p.running(), "postern died after a backend reset:\n" + p.stderr()[-3000:])
@@ -512,7 +504,7 @@ class Relay(PosternTestCase):
                     rst_close(raw)
                 else:
                     rst_close(s)
-                _, end = self.assertSessionEnd(p, local_port)
+                _, end = self.assertSessionEnd(p, local_port, service=name)
                 self.assertIn(end.fields["reason"], ("client-closed", "error"), end.raw)
                 time.sleep(0.2)
                 self.assertTrue(p.running(), "postern died after a client reset:\n" + p.stderr()[-3000:])

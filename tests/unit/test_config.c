@@ -310,6 +310,7 @@ test_service_bad_values(void **state)
 	              "starttls)\n"
 	              "t.ini:13: proxy_protocol = v3: invalid value (expected off, v1 or v2)\n"
 	              "t.ini:14: backend_verify = maybe: invalid value (expected yes or no)\n"
+	              "t.ini:14: backend_verify needs backend_tls\n"
 	              "t.ini:15: log_commands = 2: invalid value (expected yes or no)\n");
 }
 
@@ -575,15 +576,8 @@ test_not_supported_yet(void **state)
 	static const char *const global[] = {"workers = 2",         "workers = auto",
 	                                     "log_format = json",   "metrics = 127.0.0.1:9100",
 	                                     "ticket_keys = /a /b", "keylog = /tmp/keys"};
-	static const char *const service[] = {"backend_tls = implicit",
-	                                      "backend_tls = starttls",
-	                                      "backend_verify = yes",
-	                                      "backend_verify = no",
-	                                      "backend_ca = /ca",
-	                                      "backend_sni = mail.example",
+	static const char *const service[] = {"backend_tls = starttls",
 	                                      "helo_name = gw.example",
-	                                      "proxy_protocol = v1",
-	                                      "proxy_protocol = v2",
 	                                      "accept_proxy_from = 10.0.0.0/8 ::1",
 	                                      "log_commands = yes",
 	                                      "capture_dir = /tmp/cap"};
@@ -599,6 +593,8 @@ test_not_supported_yet(void **state)
 		snprintf(want, sizeof(want), "t.ini:7: %s: not supported yet\n", service[i]);
 		expect_svc_error(service[i], want);
 	}
+	/* Keys of backend TLS make no sense without it. */
+	expect_svc_error("backend_sni = mail.example", "t.ini:7: backend_sni needs backend_tls\n");
 	/* Syntax is still checked first. */
 	expect_svc_error("accept_proxy_from = 10.0.0.0/33",
 	                 "t.ini:7: accept_proxy_from = 10.0.0.0/33: '10.0.0.0/33': invalid address "

@@ -1,0 +1,1730 @@
+/* The IMAP, POP3 and SMTP adapters, driven the way session_filter drives
+ * them: the bytes waiting in one direction are offered to input() again and
+ * again, each verdict is applied, act.consume bytes are taken off, and the
+ * loop stops on MORE or WAIT (or on STARTTLS/CLOSE, which end plaintext).
+ * What would be forwarded and what would be answered to the client are
+ * collected and compared with the exact bytes the protocols require. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <cmocka.h>
+
+#include <postern/proto.h>
+#include <postern/proto_util.h>
+
+#define C PROTO_FROM_CLIENT
+#define S PROTO_FROM_SERVER
+
+/* What the session can hold in one direction (RELAY_LINE_BUF_SIZE). */
+#define IN_CAP (PROTO_LINE_MAX + 2)
+#define NO_FINAL (-1)
+
+/* A growable byte string, always NUL-terminated for printing. */
+struct str {
+	char *p;
+	size_t n, cap;
+};
+
+static void
+str_add(struct str *s, const char *p, size_t n)
+{
+	if (s->n + n + 1 > s->cap) {
+		size_t cap = s->cap ? s->cap : 64;
+		while (cap < s->n + n + 1)
+			cap *= 2;
+		char *q = realloc(s->p, cap);
+		assert_non_null(q);
+		s->p = q;
+		s->cap = cap;
+	}
+	if (n)
+		memcpy(s->p + s->n, p, n);
+	s->n += n;
+	s->p[s->n] = '\0';
+}
+
+static void
+str_clear(struct str *s)
+{
+	s->n = 0;
+	if (s->p)
+		s->p[0] = '\0';
+}
+
+static void
+str_consume(struct str *s, size_t n)
+{
+	memmove(s->p, s->p + n, s->n - n);
+	s->n -= n;
+	s->p[s->n] = '\0';
+}
+
+/* One adapter instance and what the session would have done with its
+ * verdicts. fwd[C] goes to the server, fwd[S] to the client; ans holds the
+ * local answers to the client (REPLY, STARTTLS, CLOSE). */
+struct sess {
+	const struct proto_ops *ops;
+	void *st;
+	struct str pend[2];
+	struct str fwd[2];
+	struct str ans;
+	bool eof[2];
+	int final;                  /* first STARTTLS/CLOSE not yet handled */
+	enum proto_verdict stop[2]; /* why the last drive stopped */
+	const char *event;          /* last act.event */
+	char scratch[PROTO_SCRATCH];
+};
+
+/* Sessions of the running test, freed by teardown even when it fails. */
+#define LIVE_MAX 16
+static struct sess *live[LIVE_MAX];
+/* A test's own large buffer, also freed by teardown. */
+static struct str tmp;
+
+static struct sess *
+sess_new(const struct proto_ops *ops, bool require_tls)
+{
+	struct sess *s = calloc(1, sizeof(*s));
+	struct proto_conf conf = {.starttls = true, .require_tls = require_tls};
+	size_t i;
+
+	assert_non_null(s);
+	for (i = 0; i < LIVE_MAX && live[i]; i++)
+		;
+	assert_true(i < LIVE_MAX);
+	live[i] = s;
+	for (int d = 0; d < 2; d++) {
+		str_add(&s->pend[d], "", 0);
+		str_add(&s->fwd[d], "", 0);
+	}
+	str_add(&s->ans, "", 0);
+	s->ops = ops;
+	s->st = calloc(1, ops->state_size);
+	assert_non_null(s->st);
+	ops->init(s->st, &conf);
+	s->final = NO_FINAL;
+	return s;
+}
+
+static void
+sess_free(struct sess *s)
+{
+	for (size_t i = 0; i < LIVE_MAX; i++)
+		if (live[i] == s)
+			live[i] = NULL;
+	for (int d = 0; d < 2; d++) {
+		free(s->pend[d].p);
+		free(s->fwd[d].p);
+	}
+	free(s->ans.p);
+	free(s->st);
+	free(s);
+}
+
+/* session_filter: judges the pending bytes of DIR until MORE/WAIT or until
+ * they are all consumed. Returns how many bytes stay unconsumed. On
+ * STARTTLS the rest is counted, then discarded as the session does. */
+static size_t
+drive(struct sess *s, enum proto_dir dir)
+{
+	struct str *in = &s->pend[dir];
+
+	s->stop[dir] = PV_PASS;
+	if (s->final != NO_FINAL)
+		return in->n; /* CLOSE, or STARTTLS not yet completed */
+	for (unsigned iter = 0; in->n > 0; iter++) {
+		struct proto_action act = {0};
+		bool full = in->n >= IN_CAP || s->eof[dir];
+
+		assert_true(iter < 10000000);
+		enum proto_verdict v =
+		        s->ops->input(s->st, dir, in->p, in->n, full, &act, s->scratch);
+		if (v == PV_MORE || v == PV_WAIT) {
+			assert_false(v == PV_MORE && full); /* MORE is not an answer when full */
+			s->stop[dir] = v;
+			break;
+		}
+		assert_true(act.consume > 0);
+		assert_true(act.consume <= in->n);
+		if (act.event)
+			s->event = act.event;
+		switch (v) {
+		case PV_PASS:
+			str_add(&s->fwd[dir], in->p, act.consume);
+			break;
+		case PV_REPLACE:
+			assert_non_null(act.text);
+			assert_true(act.len <= PROTO_SCRATCH);
+			str_add(&s->fwd[dir], act.text, act.len);
+			break;
+		case PV_DROP:
+			break;
+		case PV_REPLY:
+		case PV_STARTTLS:
+		case PV_CLOSE:
+			/* Only CLOSE may answer a server's bytes (a reply too long to
+			 * rewrite safely). */
+			assert_true(dir == C || v == PV_CLOSE);
+			assert_non_null(act.text);
+			assert_true(act.len > 0 && act.len <= PROTO_SCRATCH);
+			str_add(&s->ans, act.text, act.len);
+			break;
+		default:
+			fail_msg("unknown verdict %d", (int)v);
+		}
+		str_consume(in, act.consume);
+		if (v == PV_STARTTLS || v == PV_CLOSE) {
+			size_t rest = in->n;
+			s->final = (int)v;
+			s->stop[dir] = v;
+			if (v == PV_STARTTLS)
+				str_clear(in); /* CVE-2011-0411: never executed */
+			return rest;
+		}
+	}
+	return in->n;
+}
+
+static int
+teardown(void **state)
+{
+	(void)state;
+	for (size_t i = 0; i < LIVE_MAX; i++)
+		if (live[i])
+			sess_free(live[i]);
+	free(tmp.p);
+	memset(&tmp, 0, sizeof(tmp));
+	return 0;
+}
+
+static size_t
+feed_n(struct sess *s, enum proto_dir dir, const char *p, size_t n)
+{
+	assert_true(s->pend[dir].n + n <= IN_CAP);
+	str_add(&s->pend[dir], p, n);
+	return drive(s, dir);
+}
+
+static size_t
+feed(struct sess *s, enum proto_dir dir, const char *p)
+{
+	return feed_n(s, dir, p, strlen(p));
+}
+
+/* Like a socket under back-pressure: offers as much of P as the pending
+ * buffer has room for, drives, and goes on while bytes are taken. Returns
+ * how many bytes of P could not be delivered. */
+static size_t
+feed_stream(struct sess *s, enum proto_dir dir, const char *p, size_t n)
+{
+	while (n > 0) {
+		size_t room = IN_CAP - s->pend[dir].n, k = n < room ? n : room;
+		if (k == 0)
+			break;
+		feed_n(s, dir, p, k);
+		p += k;
+		n -= k;
+	}
+	return n;
+}
+
+/* The client-side handshake finished. */
+static void
+tls_start(struct sess *s)
+{
+	assert_true(s->final == NO_FINAL || s->final == PV_STARTTLS);
+	s->final = NO_FINAL;
+	s->ops->tls_started(s->st);
+}
+
+static void
+expect_at(struct str *got, const char *want, size_t n, const char *file, int line)
+{
+	if (got->n != n || memcmp(got->p, want, n) != 0) {
+		print_error("got  (%zu) [%.*s]\nwant (%zu) [%.*s]\n", got->n,
+		            got->n > 2000 ? 2000 : (int)got->n, got->p ? got->p : "", n,
+		            n > 2000 ? 2000 : (int)n, want);
+		_fail(file, line);
+	}
+	str_clear(got);
+}
+
+/* Compare and clear: bytes forwarded to the server / to the client, and
+ * local answers to the client. */
+#define TO_SERVER(s, w) expect_at(&(s)->fwd[C], (w), strlen(w), __FILE__, __LINE__)
+#define TO_CLIENT(s, w) expect_at(&(s)->fwd[S], (w), strlen(w), __FILE__, __LINE__)
+#define ANSWER(s, w) expect_at(&(s)->ans, (w), strlen(w), __FILE__, __LINE__)
+#define NOTHING(s)                                                                                 \
+	do {                                                                                       \
+		TO_SERVER(s, "");                                                                  \
+		TO_CLIENT(s, "");                                                                  \
+		ANSWER(s, "");                                                                     \
+	} while (0)
+
+/* ------------------------------------------------------------------ */
+/* proto_util */
+
+static void
+test_util_imap_literal(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		int ret;
+		uint64_t size;
+		bool sync;
+	} cases[] = {
+	        {"{0}", 1, 0, true},
+	        {"{12+}", 1, 12, false},
+	        {"~{3}", 1, 3, true},
+	        {"a APPEND INBOX (\\Seen) {310}", 1, 310, true},
+	        {"a LOGIN {5+}", 1, 5, false},
+	        {"{4294967295}", 1, 4294967295u, true},
+	        {"{4294967296}", -1, 0, false},
+	        {"{99999999999}", -1, 0, false},
+	        {"{99999999999+}", -1, 0, false},
+	        {"{}", 0, 0, false},
+	        {"{+}", 0, 0, false},
+	        {"a {}", 0, 0, false},
+	        {"{12", 0, 0, false},
+	        {"12}", 0, 0, false},
+	        {"a 12}", 0, 0, false},
+	        {"{1a}", 0, 0, false},
+	        {"{-1}", 0, 0, false},
+	        {"}", 0, 0, false},
+	        {"", 0, 0, false},
+	        {"a NOOP", 0, 0, false},
+	        {"{5} x", 0, 0, false},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		uint64_t size = 12345;
+		bool sync = false;
+		int r = pu_imap_literal(cases[i].line, strlen(cases[i].line), &size, &sync);
+		if (r != cases[i].ret)
+			fail_msg("pu_imap_literal(\"%s\") = %d, want %d", cases[i].line, r,
+			         cases[i].ret);
+		if (r == 1) {
+			assert_int_equal(size, cases[i].size);
+			assert_int_equal(sync, cases[i].sync);
+		}
+	}
+	/* Only N bytes are looked at: the closing brace past N is not seen. */
+	uint64_t size;
+	bool sync;
+	assert_int_equal(pu_imap_literal("{5}", 2, &size, &sync), 0);
+}
+
+static void
+test_util_caps_rewrite(void **state)
+{
+	(void)state;
+	static const char *const rm[] = {"STARTTLS", "LOGINDISABLED", NULL};
+	static const char *const pfx[] = {"AUTH=", NULL};
+	static const char *const add[] = {"STARTTLS", "LOGINDISABLED", NULL};
+	struct pu_caps c = {rm, pfx, add};
+	char out[256];
+	size_t n;
+
+	n = pu_caps_rewrite("IMAP4rev1 AUTH=PLAIN starttls  LITERAL+ auth=LOGIN ID", 53, &c, out,
+	                    sizeof(out));
+	assert_int_equal(n, strlen("IMAP4rev1 LITERAL+ ID STARTTLS LOGINDISABLED"));
+	assert_memory_equal(out, "IMAP4rev1 LITERAL+ ID STARTTLS LOGINDISABLED", n);
+
+	/* An empty list gets only the additions. */
+	n = pu_caps_rewrite("", 0, &c, out, sizeof(out));
+	assert_int_equal(n, 22);
+	assert_memory_equal(out, "STARTTLS LOGINDISABLED", n);
+
+	/* Nothing to add: only removals; a name merely starting like a removed
+	 * one stays. */
+	struct pu_caps post = {rm, NULL, NULL};
+	n = pu_caps_rewrite("IMAP4rev1 STARTTLSX AUTH=PLAIN LOGINDISABLED", 44, &post, out,
+	                    sizeof(out));
+	assert_int_equal(n, strlen("IMAP4rev1 STARTTLSX AUTH=PLAIN"));
+	assert_memory_equal(out, "IMAP4rev1 STARTTLSX AUTH=PLAIN", n);
+
+	/* Everything removed, nothing added. */
+	n = pu_caps_rewrite("STARTTLS AUTH=X", 15, &(struct pu_caps){rm, pfx, NULL}, out,
+	                    sizeof(out));
+	assert_int_equal(n, 0);
+
+	/* The capacity is never exceeded. */
+	memset(out, 'Z', sizeof(out));
+	n = pu_caps_rewrite("IMAP4rev1 IDLE NAMESPACE", 24, &c, out, 10);
+	assert_true(n <= 10);
+	assert_memory_equal(out, "IMAP4rev1 ", n);
+	assert_int_equal(out[10], 'Z');
+}
+
+static void
+test_util_words(void **state)
+{
+	(void)state;
+	const char *line = "a  STARTTLS";
+	const char *p = line, *end = line + strlen(line);
+	struct pu_word w = pu_next_word(&p, end);
+
+	assert_true(pu_word_is(w, "A"));
+	w = pu_next_word(&p, end);
+	assert_int_equal(w.n, 0);
+	w = pu_next_word(&p, end);
+	assert_true(pu_word_is(w, "starttls"));
+	assert_true(p == end);
+	assert_int_equal(pu_line_len("ab\r\ncd", 6), 4);
+	assert_int_equal(pu_line_len("ab\r", 3), 0);
+	assert_int_equal(pu_trim_eol("ab\r\n", 4), 2);
+	assert_int_equal(pu_trim_eol("ab\n", 3), 2);
+	assert_true(pu_blank(line, line));
+	const char *blank = " \t ", *x = " x";
+	assert_true(pu_blank(blank, blank + 3));
+	assert_false(pu_blank(x, x + 2));
+}
+
+/* ------------------------------------------------------------------ */
+/* IMAP */
+
+static struct sess *
+imap(bool require_tls, bool greet)
+{
+	struct sess *s = sess_new(&proto_imap, require_tls);
+	if (greet) {
+		assert_int_equal(feed(s, S, "* OK ready\r\n"), 0);
+		TO_CLIENT(s, "* OK ready\r\n");
+	}
+	return s;
+}
+
+static void
+test_imap_caps_pretls(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, false);
+
+	assert_int_equal(feed(s, S, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN LITERAL+] hi\r\n"), 0);
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS LOGINDISABLED] hi\r\n");
+
+	feed(s, S, "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN AUTH=LOGIN IDLE LOGINDISABLED\r\n");
+	TO_CLIENT(s, "* CAPABILITY IMAP4rev1 IDLE STARTTLS LOGINDISABLED\r\n");
+
+	feed(s, S, "a OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] Logged in\r\n");
+	TO_CLIENT(s, "a OK [CAPABILITY IMAP4rev1 SASL-IR STARTTLS LOGINDISABLED] Logged in\r\n");
+
+	/* Case-insensitive keywords, bare LF kept as it came. */
+	feed(s, S, "* capability imap4rev1 auth=plain\n");
+	TO_CLIENT(s, "* capability imap4rev1 STARTTLS LOGINDISABLED\n");
+
+	/* Other responses are left alone. */
+	feed(s, S, "* OK [ALERT] AUTH=PLAIN STARTTLS\r\n* 3 EXISTS\r\n");
+	TO_CLIENT(s, "* OK [ALERT] AUTH=PLAIN STARTTLS\r\n* 3 EXISTS\r\n");
+
+	/* Split across reads: nothing passes before the line is complete. */
+	assert_int_equal(feed(s, S, "* CAPABILITY IMAP4rev1 AUTH="), 28);
+	assert_int_equal(s->stop[S], PV_MORE);
+	TO_CLIENT(s, "");
+	assert_int_equal(feed(s, S, "PLAIN\r\n"), 0);
+	TO_CLIENT(s, "* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_caps_pretls_optional(void **state)
+{
+	(void)state;
+	struct sess *s = imap(false, false);
+
+	feed(s, S, "* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n");
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS] hi\r\n");
+	feed(s, S, "* CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED\r\n");
+	TO_CLIENT(s, "* CAPABILITY IMAP4rev1 STARTTLS\r\n");
+	sess_free(s);
+}
+
+static void
+test_imap_caps_posttls(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, false);
+
+	feed(s, S, "* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] hi\r\n");
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] hi\r\n");
+	assert_int_equal(feed(s, C, "a STARTTLS\r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+
+	feed(s, C, "b CAPABILITY\r\n");
+	TO_SERVER(s, "b CAPABILITY\r\n");
+	feed(s, S,
+	     "* CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN LOGINDISABLED AUTH=SCRAM-SHA-256\r\n"
+	     "b OK done\r\n");
+	TO_CLIENT(s, "* CAPABILITY IMAP4rev1 AUTH=PLAIN AUTH=SCRAM-SHA-256\r\nb OK done\r\n");
+	feed(s, S, "c OK [CAPABILITY IMAP4rev1 STARTTLS AUTH=PLAIN] ok\r\n");
+	TO_CLIENT(s, "c OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] ok\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_login_refused(void **state)
+{
+	(void)state;
+	static const char *const cmds[][2] = {
+	        {"a LOGIN user secret\r\n", "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n"},
+	        {"b AUTHENTICATE PLAIN\r\n", "b NO [PRIVACYREQUIRED] Use STARTTLS first\r\n"},
+	        {"c authenticate PLAIN AGZvbwBiYXI=\r\n",
+	         "c NO [PRIVACYREQUIRED] Use STARTTLS first\r\n"},
+	        {"d login user secret\n", "d NO [PRIVACYREQUIRED] Use STARTTLS first\r\n"},
+	        {"e.1 Login \"user\" \"secret\"\r\n",
+	         "e.1 NO [PRIVACYREQUIRED] Use STARTTLS first\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		struct sess *s = imap(true, true);
+		assert_int_equal(feed(s, C, cmds[i][0]), 0);
+		ANSWER(s, cmds[i][1]);
+		TO_SERVER(s, "");
+		assert_string_equal(s->event, "plaintext-auth-refused");
+		assert_int_equal(s->final, NO_FINAL);
+		/* The session goes on in command mode. */
+		feed(s, C, "z NOOP\r\n");
+		TO_SERVER(s, "z NOOP\r\n");
+		sess_free(s);
+	}
+}
+
+static void
+test_imap_login_literal_refused(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	/* Non-synchronising literals: the credentials are swallowed too. */
+	assert_int_equal(feed(s, C, "a LOGIN {4+}\r\nuser {6+}\r\nsecret\r\nb NOOP\r\n"), 0);
+	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+
+	/* A synchronising literal: refused at once; the client never sends it. */
+	assert_int_equal(feed(s, C, "c LOGIN {4}\r\n"), 0);
+	ANSWER(s, "c NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+	TO_SERVER(s, "");
+
+	/* Literal spanning reads. */
+	assert_int_equal(feed(s, C, "d LOGIN user {9+}\r\nsec"), 0);
+	ANSWER(s, "d NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+	feed(s, C, "ret123");
+	feed(s, C, "\r\ne NOOP\r\n");
+	TO_SERVER(s, "e NOOP\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_login_optional(void **state)
+{
+	(void)state;
+	struct sess *s = imap(false, true);
+
+	feed(s, C, "a LOGIN user secret\r\n");
+	TO_SERVER(s, "a LOGIN user secret\r\n");
+	feed(s, C, "b AUTHENTICATE PLAIN\r\n");
+	TO_SERVER(s, "b AUTHENTICATE PLAIN\r\n");
+	ANSWER(s, "");
+	assert_null(s->event);
+	sess_free(s);
+}
+
+static void
+test_imap_starttls(void **state)
+{
+	(void)state;
+	static const char *const ok[][2] = {
+	        {"a STARTTLS\r\n", "a OK Begin TLS negotiation now\r\n"},
+	        {"x1 starttls\r\n", "x1 OK Begin TLS negotiation now\r\n"},
+	        {"T StartTLS   \r\n", "T OK Begin TLS negotiation now\r\n"},
+	        {"a STARTTLS\n", "a OK Begin TLS negotiation now\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct sess *s = imap(true, true);
+		assert_int_equal(feed(s, C, ok[i][0]), 0);
+		assert_int_equal(s->final, PV_STARTTLS);
+		ANSWER(s, ok[i][1]);
+		TO_SERVER(s, "");
+		sess_free(s);
+	}
+
+	/* S2: what follows STARTTLS in the same read is not executed. */
+	struct sess *s = imap(true, true);
+	assert_int_equal(feed(s, C, "A STARTTLS\r\nX NOOP\r\n"), 8);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "A OK Begin TLS negotiation now\r\n");
+	TO_SERVER(s, "");
+	tls_start(s);
+	assert_int_equal(s->pend[C].n, 0);
+	feed(s, C, "B NOOP\r\n");
+	TO_SERVER(s, "B NOOP\r\n");
+	sess_free(s);
+
+	/* S7: an APPEND literal injected after STARTTLS is gone, and the
+	 * victim's LOGIN after TLS is a command, not literal data. */
+	s = imap(true, true);
+	assert_int_equal(feed(s, C, "A STARTTLS\r\nB APPEND INBOX {30}\r\n"), 21);
+	tls_start(s);
+	feed(s, C, "C LOGIN user secret\r\n");
+	TO_SERVER(s, "C LOGIN user secret\r\n");
+	feed(s, C, "D STARTTLS\r\n");
+	ANSWER(s, "A OK Begin TLS negotiation now\r\nD BAD TLS is already active\r\n");
+	sess_free(s);
+}
+
+static void
+test_imap_starttls_bad(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	assert_int_equal(feed(s, C, "a STARTTLS foo\r\n"), 0);
+	ANSWER(s, "a BAD STARTTLS takes no arguments\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "");
+
+	/* With a literal argument: the literal is swallowed. */
+	assert_int_equal(feed(s, C, "b STARTTLS {5+}\r\nhello\r\nc NOOP\r\n"), 0);
+	ANSWER(s, "b BAD STARTTLS takes no arguments\r\n");
+	TO_SERVER(s, "c NOOP\r\n");
+	feed(s, S, "c OK\r\n");
+
+	/* Inside TLS. */
+	assert_int_equal(feed(s, C, "d STARTTLS\r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "d OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+	assert_int_equal(feed(s, C, "a STARTTLS\r\n"), 0);
+	ANSWER(s, "a BAD TLS is already active\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "");
+	sess_free(s);
+}
+
+static void
+test_imap_login_posttls(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "b LOGIN user secret\r\n");
+	TO_SERVER(s, "b LOGIN user secret\r\n");
+	ANSWER(s, "");
+
+	/* An AUTHENTICATE exchange: the SASL lines are not commands. */
+	feed(s, C, "c AUTHENTICATE PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "d STARTTLS\r\n");
+	TO_SERVER(s, "c AUTHENTICATE PLAIN\r\nd STARTTLS\r\n");
+	ANSWER(s, "");
+	feed(s, S, "c NO bad\r\n");
+	TO_CLIENT(s, "+ \r\nc NO bad\r\n");
+	feed(s, C, "e STARTTLS\r\n");
+	ANSWER(s, "e BAD TLS is already active\r\n");
+	sess_free(s);
+}
+
+static void
+test_imap_literal_plus(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	/* Before TLS: STARTTLS inside a literal does not trigger. */
+	assert_int_equal(feed(s, C, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n"), 0);
+	TO_SERVER(s, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	ANSWER(s, "");
+
+	/* After TLS: all 8 literal bytes pass, no STARTTLS verdict. */
+	feed(s, S, "a NO [TRYCREATE] no\r\n");
+	feed(s, C, "c STARTTLS\r\n");
+	ANSWER(s, "c OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+	assert_int_equal(feed(s, C, "a APPEND INBOX {8+}\r\nSTARTTLS\r\n"), 0);
+	TO_SERVER(s, "a APPEND INBOX {8+}\r\nSTARTTLS\r\n");
+	ANSWER(s, "");
+	assert_int_equal(s->final, NO_FINAL);
+
+	/* A literal split over reads, then a second literal in one command. */
+	feed(s, C, "b APPEND INBOX {6+}\r\nd ST");
+	feed(s, C, "ART");
+	feed(s, C, " {4+}\r\nx NO\r\n");
+	TO_SERVER(s, "b APPEND INBOX {6+}\r\nd START {4+}\r\nx NO\r\n");
+	TO_CLIENT(s, "a NO [TRYCREATE] no\r\n");
+	ANSWER(s, "");
+	feed(s, C, "e STARTTLS\r\n");
+	ANSWER(s, "e BAD TLS is already active\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_sync_literal(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a STARTTLS\r\n");
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+
+	/* The literal waits for the server's "+". */
+	assert_int_equal(feed(s, C, "a APPEND INBOX {8}\r\n"), 0);
+	TO_SERVER(s, "a APPEND INBOX {8}\r\n");
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 10);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "");
+	feed(s, S, "+ go ahead\r\n");
+	TO_CLIENT(s, "+ go ahead\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "STARTTLS\r\n");
+	ANSWER(s, "");
+	feed(s, S, "a OK appended\r\n");
+	TO_CLIENT(s, "a OK appended\r\n");
+
+	/* Refused by the server: the literal is not sent, command mode again. */
+	feed(s, C, "b APPEND INBOX {800000}\r\n");
+	TO_SERVER(s, "b APPEND INBOX {800000}\r\n");
+	assert_int_equal(feed(s, C, "c NOOP\r\n"), 8);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "b NO [TOOBIG] too big\r\n");
+	TO_CLIENT(s, "b NO [TOOBIG] too big\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "c NOOP\r\n");
+	feed(s, C, "d STARTTLS\r\n");
+	ANSWER(s, "d BAD TLS is already active\r\n");
+
+	/* Another tag's completion does not cancel the wait. */
+	feed(s, C, "e APPEND INBOX {3}\r\n");
+	TO_SERVER(s, "e APPEND INBOX {3}\r\n");
+	assert_int_equal(feed(s, C, "abc\r\n"), 5);
+	feed(s, S, "c OK noop\r\n* 4 EXISTS\r\n");
+	assert_int_equal(drive(s, C), 5);
+	feed(s, S, "+ \r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "abc\r\n");
+	TO_CLIENT(s, "c OK noop\r\n* 4 EXISTS\r\n+ \r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_server_literal(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+	const char *fetch = "* 1 FETCH (BODY[] {29}\r\na1 OK [CAPABILITY STARTTLS]\r\n)\r\n";
+
+	/* A literal that looks like a capability response is not rewritten. */
+	assert_int_equal(feed(s, S, fetch), 0);
+	TO_CLIENT(s, fetch);
+	feed(s, S, "a1 OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] done\r\n");
+	TO_CLIENT(s, "a1 OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] done\r\n");
+
+	/* Byte by byte. */
+	for (const char *p = fetch; *p; p++)
+		feed_n(s, S, p, 1);
+	TO_CLIENT(s, fetch);
+
+	/* Literal without a trailing line break inside, and two literals. */
+	const char *two = "* 2 FETCH (BODY[HEADER] {4}\r\n* CA BODY[TEXT] {24}\r\n"
+	                  "* CAPABILITY AUTH=PLAIN\n)\r\n";
+	feed(s, S, two);
+	TO_CLIENT(s, two);
+	feed(s, S, "* CAPABILITY AUTH=PLAIN\r\n");
+	TO_CLIENT(s, "* CAPABILITY STARTTLS LOGINDISABLED\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_imap_long_line(void **state)
+{
+	(void)state;
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	memset(big, 'a', IN_CAP);
+
+	/* Before TLS: closed. */
+	struct sess *s = imap(true, true);
+	assert_int_equal(feed_n(s, C, big, IN_CAP - 1), IN_CAP - 1);
+	assert_int_equal(s->stop[C], PV_MORE);
+	assert_int_equal(feed_n(s, C, big, 1), 0);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Line too long\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* A line of exactly 64 KiB plus CRLF is still a line. */
+	s = imap(true, true);
+	memcpy(big, "a NOOP ", 7);
+	memcpy(big + IN_CAP - 2, "\r\n", 2);
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->fwd[C].n, IN_CAP);
+	str_clear(&s->fwd[C]);
+	ANSWER(s, "");
+	sess_free(s);
+
+	/* After TLS: passed, and the line's end is not a command. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	memset(big, 'a', IN_CAP);
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->fwd[C].n, IN_CAP);
+	str_clear(&s->fwd[C]);
+	feed(s, C, "b STARTTLS\r\nc STARTTLS\r\n");
+	TO_SERVER(s, "b STARTTLS\r\n");
+	ANSWER(s, "a OK Begin TLS negotiation now\r\nc BAD TLS is already active\r\n");
+	sess_free(s);
+
+	/* Server lines of any length pass. */
+	s = imap(true, true);
+	assert_int_equal(feed_n(s, S, big, IN_CAP), 0);
+	assert_int_equal(s->fwd[S].n, IN_CAP);
+	str_clear(&s->fwd[S]);
+	feed(s, S, "* CAPABILITY AUTH=PLAIN\r\n");
+	TO_SERVER(s, "");
+	TO_CLIENT(s, "* CAPABILITY AUTH=PLAIN\r\n");
+	feed(s, S, "* CAPABILITY AUTH=PLAIN\r\n");
+	TO_CLIENT(s, "* CAPABILITY STARTTLS LOGINDISABLED\r\n");
+	sess_free(s);
+	free(big);
+}
+
+static void
+test_imap_before_greeting(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, false);
+
+	assert_int_equal(feed(s, C, "a CAPABILITY\r\n"), 14);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	assert_int_equal(feed(s, C, "b STARTTLS\r\n"), 26);
+	NOTHING(s);
+	feed(s, S, "* OK [CAPABILITY IMAP4rev1] ready\r\n");
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 STARTTLS LOGINDISABLED] ready\r\n");
+	/* STARTTLS then waits for the CAPABILITY reply, which must come in
+	 * plaintext, before the TLS handshake. */
+	assert_int_equal(drive(s, C), 12);
+	TO_SERVER(s, "a CAPABILITY\r\n");
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "* CAPABILITY IMAP4rev1\r\n");
+	assert_int_equal(drive(s, C), 12);
+	feed(s, S, "a OK done\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "b OK Begin TLS negotiation now\r\n");
+	sess_free(s);
+}
+
+/* Commands forwarded before STARTTLS are answered before it, in plaintext. */
+static void
+test_imap_starttls_order(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	assert_int_equal(feed(s, C, "a NOOP\r\nb CAPABILITY\r\nc STARTTLS\r\n"), 12);
+	TO_SERVER(s, "a NOOP\r\nb CAPABILITY\r\n");
+	feed(s, S, "a OK\r\n* CAPABILITY IMAP4rev1\r\n");
+	assert_int_equal(drive(s, C), 12);
+	ANSWER(s, "");
+	feed(s, S, "b OK\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "c OK Begin TLS negotiation now\r\n");
+	sess_free(s);
+
+	/* Refused commands are not in flight: nothing to wait for. */
+	s = imap(true, true);
+	assert_int_equal(feed(s, C, "a LOGIN u p\r\nb STARTTLS\r\n"), 0);
+	ANSWER(s,
+	       "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\nb OK Begin TLS negotiation now\r\n");
+	sess_free(s);
+}
+
+static void
+test_imap_malformed(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	assert_int_equal(feed_n(s, C, "a NOOP\0x\r\n", 10), 0);
+	ANSWER(s, "a BAD NUL byte in command\r\n");
+	TO_SERVER(s, "");
+	/* No usable tag: untagged. */
+	assert_int_equal(feed_n(s, C, "a\0b NOOP\r\n", 10), 0);
+	ANSWER(s, "* BAD Invalid tag\r\n");
+	TO_SERVER(s, "");
+	assert_int_equal(s->final, NO_FINAL);
+
+	assert_int_equal(feed(s, C, "a APPEND INBOX {99999999999}\r\n"), 0);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Invalid literal\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+}
+
+/* A local answer is only put into the server's stream between responses:
+ * inside a literal it would become part of the message. */
+static void
+test_imap_answer_waits_for_server_literal(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, S, "* 1 FETCH (BODY[] {20}\r\n0123456789");
+	TO_CLIENT(s, "* 1 FETCH (BODY[] {20}\r\n0123456789");
+	assert_int_equal(feed(s, C, "a LOGIN u p\r\n"), 13);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	ANSWER(s, "");
+	feed(s, S, "0123456789)\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+
+	feed(s, S, "* 2 FETCH (BODY[] {20}\r\n0123456789");
+	assert_int_equal(feed(s, C, "b STARTTLS\r\n"), 12);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	ANSWER(s, "");
+	feed(s, S, "0123456789)\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "b OK Begin TLS negotiation now\r\n");
+	sess_free(s);
+
+	/* The same holds for the NUL-byte refusal. */
+	s = imap(true, true);
+	feed(s, S, "* 1 FETCH (BODY[] {20}\r\n0123456789");
+	assert_int_equal(feed_n(s, C, "c NOOP\0\r\n", 9), 9);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	ANSWER(s, "");
+	feed(s, S, "0123456789)\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "c BAD NUL byte in command\r\n");
+	sess_free(s);
+}
+
+/* RFC 9051/3501: a tag is one or more ASTRING-CHARs, never "*" or "+".
+ * A line without a valid tag is no command: it must not start TLS, and an
+ * answer to it can only be untagged ("* BAD"); "+ OK ..." or " OK ..." is
+ * not an IMAP response. Fail closed: credentials are still not forwarded. */
+static void
+test_imap_bad_tags(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {
+	        " STARTTLS\r\n",          "* STARTTLS\r\n",          "+ STARTTLS\r\n",
+	        " LOGIN user secret\r\n", "* LOGIN user secret\r\n", "+ LOGIN user secret\r\n",
+	};
+
+	int bad = 0;
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct sess *s = imap(true, true);
+		int len = (int)strlen(lines[i]) - 2;
+		feed(s, C, lines[i]);
+		if (s->final == PV_STARTTLS) {
+			print_error("\"%.*s\" started TLS\n", len, lines[i]);
+			bad++;
+		}
+		if (s->ans.n > 0 && strncmp(s->ans.p, "* ", 2) != 0) {
+			print_error("\"%.*s\" answered \"%.*s\"\n", len, lines[i],
+			            (int)s->ans.n - 2, s->ans.p);
+			bad++;
+		}
+		if (strstr(lines[i], "LOGIN") && s->fwd[C].n > 0) {
+			print_error("\"%.*s\" forwarded before TLS\n", len, lines[i]);
+			bad++;
+		}
+		sess_free(s);
+	}
+	assert_int_equal(bad, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* POP3 */
+
+static const char *const CAPA_BODY = "+OK Capability list follows\r\n"
+                                     "TOP\r\n"
+                                     "USER\r\n"
+                                     "SASL PLAIN LOGIN\r\n"
+                                     "STLS\r\n"
+                                     "UIDL\r\n"
+                                     ".\r\n";
+
+static struct sess *
+pop3(bool require_tls, bool greet)
+{
+	struct sess *s = sess_new(&proto_pop3, require_tls);
+	if (greet) {
+		assert_int_equal(feed(s, S, "+OK POP3 ready\r\n"), 0);
+		TO_CLIENT(s, "+OK POP3 ready\r\n");
+	}
+	return s;
+}
+
+static void
+pop3_stls(struct sess *s)
+{
+	assert_int_equal(feed(s, C, "STLS\r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "+OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+}
+
+static void
+test_pop3_capa(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(true, true);
+
+	feed(s, C, "CAPA\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+	feed(s, S, CAPA_BODY);
+	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n");
+
+	/* A -ERR to CAPA has no body. */
+	feed(s, C, "capa\r\n");
+	feed(s, S, "-ERR unknown\r\nTOP\r\n");
+	TO_CLIENT(s, "-ERR unknown\r\nTOP\r\n");
+	TO_SERVER(s, "capa\r\n");
+
+	/* Split in the middle of lines. */
+	feed(s, C, "CAPA\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+	for (size_t at = 0, len = strlen(CAPA_BODY); at < len; at += 3)
+		feed_n(s, S, CAPA_BODY + at, len - at < 3 ? len - at : 3);
+	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n");
+
+	/* After TLS: STLS is gone, USER and SASL are back. */
+	pop3_stls(s);
+	feed(s, C, "CAPA\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+	feed(s, S, CAPA_BODY);
+	TO_CLIENT(
+	        s,
+	        "+OK Capability list follows\r\nTOP\r\nUSER\r\nSASL PLAIN LOGIN\r\nUIDL\r\n.\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_pop3_capa_optional(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(false, true);
+
+	feed(s, C, "CAPA\r\n");
+	feed(s, S, CAPA_BODY);
+	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUSER\r\nSASL PLAIN LOGIN\r\nUIDL\r\n"
+	             "STLS\r\n.\r\n");
+	feed(s, C, "USER bob\r\n");
+	TO_SERVER(s, "CAPA\r\nUSER bob\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+static void
+test_pop3_auth_refused(void **state)
+{
+	(void)state;
+	static const char *const cmds[] = {
+	        "USER bob\r\n",
+	        "PASS secret\r\n",
+	        "APOP bob c4c9334bac560ecc979e58001b3e22fb\r\n",
+	        "AUTH PLAIN\r\n",
+	        "AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n",
+	        "user bob\r\n",
+	        "AUTH\r\n",
+	        "pass secret\n",
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		struct sess *s = pop3(true, true);
+		assert_int_equal(feed(s, C, cmds[i]), 0);
+		ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+		TO_SERVER(s, "");
+		assert_string_equal(s->event, "plaintext-auth-refused");
+		feed(s, C, "NOOP\r\n");
+		TO_SERVER(s, "NOOP\r\n");
+		sess_free(s);
+	}
+
+	/* After TLS they pass. */
+	struct sess *s = pop3(true, true);
+	pop3_stls(s);
+	feed(s, C, "USER bob\r\n");
+	feed(s, S, "+OK\r\n");
+	feed(s, C, "PASS secret\r\n");
+	TO_SERVER(s, "USER bob\r\nPASS secret\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+static void
+test_pop3_ordering(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(true, true);
+
+	assert_int_equal(feed(s, C, "CAPA\r\nUSER x\r\n"), 8);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "CAPA\r\n");
+	ANSWER(s, "");
+	feed(s, S, "+OK\r\nTOP\r\n");
+	assert_int_equal(drive(s, C), 8);
+	ANSWER(s, "");
+	feed(s, S, ".\r\n");
+	TO_CLIENT(s, "+OK\r\nTOP\r\nSTLS\r\n.\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+
+	/* Several commands in flight; STLS waits for all of them. */
+	assert_int_equal(feed(s, C, "NOOP\r\nSTAT\r\nSTLS\r\n"), 6);
+	TO_SERVER(s, "NOOP\r\nSTAT\r\n");
+	feed(s, S, "+OK\r\n");
+	assert_int_equal(drive(s, C), 6);
+	feed(s, S, "+OK 2 320\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "+OK Begin TLS negotiation now\r\n");
+	sess_free(s);
+}
+
+static void
+test_pop3_stls(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(true, true);
+
+	assert_int_equal(feed(s, C, "stls  \r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "+OK Begin TLS negotiation now\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* S3: pipelined commands after STLS are discarded. */
+	s = pop3(true, true);
+	assert_int_equal(feed(s, C, "STLS\r\nCAPA\r\n"), 6);
+	ANSWER(s, "+OK Begin TLS negotiation now\r\n");
+	TO_SERVER(s, "");
+	tls_start(s);
+	assert_int_equal(s->pend[C].n, 0);
+
+	/* Second STLS inside TLS. */
+	assert_int_equal(feed(s, C, "STLS\r\n"), 0);
+	ANSWER(s, "-ERR TLS is already active\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	s = pop3(true, true);
+	assert_int_equal(feed(s, C, "STLS foo\r\n"), 0);
+	ANSWER(s, "-ERR STLS takes no arguments\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* Before the greeting: waits. */
+	s = pop3(true, false);
+	assert_int_equal(feed(s, C, "STLS\r\n"), 6);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "+OK hi\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	sess_free(s);
+}
+
+static void
+test_pop3_retr_body(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(true, true);
+	const char *body = "+OK 120 octets\r\n"
+	                   "+OK fake\r\n"
+	                   "-ERR fake\r\n"
+	                   "STLS\r\n"
+	                   "USER\r\n"
+	                   "..\r\n"
+	                   ".. \r\n"
+	                   "SASL PLAIN\r\n"
+	                   ".\r\n";
+
+	feed(s, C, "RETR 1\r\n");
+	feed(s, S, body);
+	TO_CLIENT(s, body);
+
+	/* The body ended at its dot: a CAPA response is judged again. */
+	feed(s, C, "CAPA\r\n");
+	feed(s, S, CAPA_BODY);
+	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n");
+
+	/* A local answer waits for the body's end, whatever the body says. */
+	feed(s, C, "TOP 1 10\r\n");
+	feed(s, S, "+OK\r\nline\r\n-ERR fake\r\n+OK fake\r\n");
+	assert_int_equal(feed(s, C, "USER x\r\n"), 8);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, ".\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+
+	/* LIST without an argument is multi-line, with one it is not. */
+	feed(s, C, "LIST\r\n");
+	feed(s, S, "+OK 2 messages\r\n1 120\r\n");
+	assert_int_equal(feed(s, C, "PASS x\r\n"), 8);
+	feed(s, S, "2 200\r\n.\r\n");
+	assert_int_equal(drive(s, C), 0);
+	feed(s, C, "LIST 1\r\n");
+	feed(s, S, "+OK 1 120\r\n");
+	assert_int_equal(feed(s, C, "PASS x\r\n"), 0);
+
+	/* -ERR to RETR: no body. */
+	feed(s, C, "RETR 9\r\n");
+	feed(s, S, "-ERR no such message\r\n");
+	assert_int_equal(feed(s, C, "APOP a b\r\n"), 0);
+	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n"
+	          "-ERR Use STLS first (plaintext authentication is disabled)\r\n"
+	          "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+	TO_SERVER(s, "RETR 1\r\nCAPA\r\nTOP 1 10\r\nLIST\r\nLIST 1\r\nRETR 9\r\n");
+
+	/* Inside TLS, STLS in a body is still data; the second STLS is ours. */
+	pop3_stls(s);
+	str_clear(&s->fwd[S]);
+	feed(s, C, "RETR 2\r\n");
+	feed(s, S, "+OK\r\nSTLS\r\n");
+	assert_int_equal(feed(s, C, "STLS\r\n"), 6);
+	feed(s, S, ".\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "-ERR TLS is already active\r\n");
+	TO_CLIENT(s, "+OK\r\nSTLS\r\n.\r\n");
+	sess_free(s);
+}
+
+static void
+test_pop3_sasl_posttls(void **state)
+{
+	(void)state;
+	struct sess *s = pop3(true, true);
+
+	pop3_stls(s);
+	feed(s, C, "AUTH PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "STLS\r\n"); /* a SASL response, whatever it says */
+	TO_SERVER(s, "AUTH PLAIN\r\nSTLS\r\n");
+	ANSWER(s, "");
+	feed(s, S, "-ERR authentication failed\r\n");
+	feed(s, C, "STLS\r\n");
+	ANSWER(s, "-ERR TLS is already active\r\n");
+	sess_free(s);
+}
+
+static void
+test_pop3_long_line(void **state)
+{
+	(void)state;
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	memset(big, 'x', IN_CAP);
+
+	struct sess *s = pop3(true, true);
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "-ERR Line too long\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	s = pop3(true, true);
+	pop3_stls(s);
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->fwd[C].n, IN_CAP);
+	str_clear(&s->fwd[C]);
+	ANSWER(s, "");
+	sess_free(s);
+	free(big);
+}
+
+/* ------------------------------------------------------------------ */
+/* SMTP */
+
+static const char *const EHLO_REPLY = "250-mx.example.org Hello\r\n"
+                                      "250-PIPELINING\r\n"
+                                      "250-AUTH PLAIN LOGIN\r\n"
+                                      "250-AUTH=PLAIN\r\n"
+                                      "250-STARTTLS\r\n"
+                                      "250-SIZE 10240000\r\n"
+                                      "250 8BITMIME\r\n";
+
+static struct sess *
+smtp(bool require_tls, bool greet)
+{
+	struct sess *s = sess_new(&proto_smtp, require_tls);
+	if (greet) {
+		assert_int_equal(feed(s, S, "220 mx.example.org ESMTP\r\n"), 0);
+		TO_CLIENT(s, "220 mx.example.org ESMTP\r\n");
+	}
+	return s;
+}
+
+/* STARTTLS, the handshake, and the new EHLO. */
+static void
+smtp_tls(struct sess *s, bool ehlo)
+{
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "220 2.0.0 Ready to start TLS\r\n");
+	tls_start(s);
+	if (ehlo) {
+		feed(s, C, "EHLO client\r\n");
+		TO_SERVER(s, "EHLO client\r\n");
+		feed(s, S, EHLO_REPLY);
+		TO_CLIENT(s,
+		          "250-mx.example.org Hello\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n"
+		          "250-AUTH=PLAIN\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n");
+	}
+}
+
+static void
+test_smtp_ehlo_pretls(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	feed(s, C, "EHLO client\r\n");
+	TO_SERVER(s, "EHLO client\r\n");
+	feed(s, S, EHLO_REPLY);
+	TO_CLIENT(s, "250-mx.example.org Hello\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+	             "250-8BITMIME\r\n250 STARTTLS\r\n");
+
+	/* Split: nothing passes until the last line is there. */
+	feed(s, C, "ehlo client\r\n");
+	size_t half = strlen(EHLO_REPLY) / 2;
+	assert_int_equal(feed_n(s, S, EHLO_REPLY, half), half);
+	assert_int_equal(s->stop[S], PV_MORE);
+	TO_CLIENT(s, "");
+	assert_int_equal(feed(s, S, EHLO_REPLY + half), 0);
+	TO_CLIENT(s, "250-mx.example.org Hello\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n"
+	             "250-8BITMIME\r\n250 STARTTLS\r\n");
+
+	/* A one-line reply gets STARTTLS as a second line. */
+	feed(s, C, "EHLO c\r\n");
+	feed(s, S, "250 mx\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 STARTTLS\r\n");
+
+	/* An error reply is not rewritten. */
+	feed(s, C, "EHLO c\r\n");
+	feed(s, S, "501-bad\r\n501 syntax\r\n");
+	TO_CLIENT(s, "501-bad\r\n501 syntax\r\n");
+
+	/* HELO replies are not EHLO replies. */
+	feed(s, C, "HELO c\r\n");
+	feed(s, S, "250 mx\r\n");
+	TO_CLIENT(s, "250 mx\r\n");
+	TO_SERVER(s, "ehlo client\r\nEHLO c\r\nEHLO c\r\nHELO c\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+/* An EHLO reply larger than the buffer still never shows AUTH before TLS,
+ * and is still a well-formed reply. */
+static void
+test_smtp_ehlo_huge_pretls(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+	struct str *r = &tmp;
+	char line[128];
+
+	str_add(r, "250-mx\r\n250-AUTH PLAIN LOGIN\r\n", 30);
+	for (int i = 0; r->n < 2 * IN_CAP; i++) {
+		int k = snprintf(line, sizeof(line), "250-X-EXTENSION-%06d %0100d\r\n", i, 0);
+		str_add(r, line, (size_t)k);
+	}
+	str_add(r, "250-AUTH=LOGIN\r\n250 8BITMIME\r\n", 30);
+	feed(s, C, "EHLO c\r\n");
+	feed_stream(s, S, r->p, r->n);
+	/* A reply that cannot be rewritten whole is refused, never passed
+	 * piecemeal with its AUTH lines. */
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "421 4.3.0 Mail server reply too long\r\n");
+	struct str *out = &s->fwd[S];
+	assert_null(memmem(out->p, out->n, "AUTH", 4));
+	size_t finals = 1;
+	assert_int_equal(finals, 1);
+	sess_free(s);
+}
+
+/* A NUL byte inside an extension line must not let AUTH through: the
+ * rewrite judges and copies the same bytes. */
+static void
+test_smtp_ehlo_nul(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+	static const char reply[] = "250-mx\r\n250-AUTH\0 PLAIN\r\n250 8BITMIME\r\n";
+
+	feed(s, C, "EHLO c\r\n");
+	assert_int_equal(feed_n(s, S, reply, sizeof(reply) - 1), 0);
+	struct str *out = &s->fwd[S];
+	for (size_t at = 0, n; at < out->n; at += n) {
+		n = pu_line_len(out->p + at, out->n - at);
+		assert_true(n >= 6);
+		if (strncasecmp(out->p + at + 4, "AUTH", 4) == 0)
+			fail_msg("AUTH offered before TLS: \"%.*s\"", (int)n - 2, out->p + at);
+	}
+	sess_free(s);
+}
+
+static void
+test_smtp_ehlo_posttls(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls(s, true);
+	feed(s, C, "EHLO again\r\n");
+	feed(s, S, "250 mx\r\n");
+	TO_CLIENT(s, "250 mx\r\n");
+	feed(s, C, "EHLO again\r\n");
+	feed(s, S, "250-mx\r\n250 STARTTLS\r\n");
+	TO_CLIENT(s, "250 mx\r\n");
+	TO_SERVER(s, "EHLO again\r\nEHLO again\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+static void
+test_smtp_refused_pretls(void **state)
+{
+	(void)state;
+	static const char *const cmds[] = {
+	        "MAIL FROM:<a@example.org>\r\n",
+	        "RCPT TO:<b@example.org>\r\n",
+	        "DATA\r\n",
+	        "BDAT 0 LAST\r\n",
+	        "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+	        "AUTH LOGIN\r\n",
+	        "mail from:<a@example.org>\n",
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		struct sess *s = smtp(true, true);
+		assert_int_equal(feed(s, C, cmds[i]), 0);
+		ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+		TO_SERVER(s, "");
+		assert_string_equal(s->event, "plaintext-auth-refused");
+		assert_int_equal(s->final, NO_FINAL);
+		feed(s, C, "NOOP\r\n");
+		TO_SERVER(s, "NOOP\r\n");
+		sess_free(s);
+	}
+
+	/* Without require_tls they pass. */
+	struct sess *s = smtp(false, true);
+	feed(s, C, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
+	TO_SERVER(s, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+static void
+test_smtp_pipelining_order(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	assert_int_equal(feed(s, C, "EHLO x\r\nMAIL FROM:<a>\r\n"), 15);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "EHLO x\r\n");
+	ANSWER(s, "");
+	feed(s, S, "250-mx\r\n");
+	assert_int_equal(drive(s, C), 15);
+	ANSWER(s, "");
+	feed(s, S, "250 AUTH PLAIN\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 STARTTLS\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+
+	/* S12: EHLO and STARTTLS pipelined; STARTTLS waits for the reply. */
+	assert_int_equal(feed(s, C, "EHLO x\r\nSTARTTLS\r\n"), 10);
+	TO_SERVER(s, "EHLO x\r\n");
+	feed(s, S, EHLO_REPLY);
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "220 2.0.0 Ready to start TLS\r\n");
+	sess_free(s);
+
+	/* Before the greeting, STARTTLS waits. */
+	s = smtp(true, false);
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 10);
+	feed(s, S, "220-mx\r\n");
+	assert_int_equal(drive(s, C), 10);
+	feed(s, S, "220 mx\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	sess_free(s);
+}
+
+static void
+test_smtp_starttls(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	assert_int_equal(feed(s, C, "starttls  \r\n"), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	ANSWER(s, "220 2.0.0 Ready to start TLS\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* S1: the injected RSET is not executed. */
+	s = smtp(true, true);
+	assert_int_equal(feed(s, C, "STARTTLS\r\nRSET\r\n"), 6);
+	tls_start(s);
+	assert_int_equal(s->pend[C].n, 0);
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	s = smtp(true, true);
+	assert_int_equal(feed(s, C, "STARTTLS foo\r\n"), 0);
+	ANSWER(s, "501 5.5.4 No parameters allowed\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "");
+
+	smtp_tls(s, false);
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 0);
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+
+	/* S9: a fresh EHLO is needed after TLS. */
+	assert_int_equal(feed(s, C, "MAIL FROM:<a>\r\n"), 0);
+	ANSWER(s, "503 5.5.1 EHLO first\r\n");
+	assert_int_equal(feed(s, C, "AUTH PLAIN AGEAYg==\r\n"), 0);
+	ANSWER(s, "503 5.5.1 EHLO first\r\n");
+	feed(s, C, "NOOP\r\nEHLO c\r\n");
+	feed(s, S, "250 ok\r\n250 mx\r\n");
+	feed(s, C, "MAIL FROM:<a>\r\n");
+	TO_SERVER(s, "NOOP\r\nEHLO c\r\nMAIL FROM:<a>\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+static void
+test_smtp_data(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls(s, true);
+	feed(s, C, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+	TO_SERVER(s, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+	const char *body = "MAIL FROM:<x>\r\nSTARTTLS\r\nQUIT\r\n..\r\n";
+	assert_int_equal(feed(s, C, body), strlen(body));
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "250 ok\r\n250 ok\r\n");
+	assert_int_equal(drive(s, C), strlen(body));
+	feed(s, S, "354 go ahead\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, body);
+	ANSWER(s, "");
+	feed(s, C, "more\r\n.\r\nSTARTTLS\r\n");
+	TO_SERVER(s, "more\r\n.\r\n");
+	feed(s, S, "250 queued\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+
+	/* 554 to DATA: command mode. */
+	feed(s, C, "DATA\r\n");
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 10);
+	feed(s, S, "554 5.5.1 no valid recipients\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+	TO_SERVER(s, "DATA\r\n");
+	sess_free(s);
+
+	/* Before TLS, optional TLS: a body saying STARTTLS is data. */
+	s = smtp(false, true);
+	feed(s, C, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\n");
+	feed(s, S, "250 ok\r\n250 ok\r\n354 go\r\n");
+	assert_int_equal(feed(s, C, "STARTTLS\r\n.\r\n"), 0);
+	assert_int_equal(s->final, NO_FINAL);
+	TO_SERVER(s, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nDATA\r\nSTARTTLS\r\n.\r\n");
+	feed(s, S, "250 ok\r\n");
+	feed(s, C, "DATA\r\nSTARTTLS\r\n");
+	feed(s, S, "554 no\r\n");
+	assert_int_equal(drive(s, C), 0);
+	assert_int_equal(s->final, PV_STARTTLS);
+	sess_free(s);
+}
+
+static void
+test_smtp_bdat(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls(s, true);
+	feed(s, C, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
+	assert_int_equal(feed(s, C, "BDAT 5\r\nQUIT\r"), 0);
+	/* After the chunk: a command again, answered in its turn. */
+	assert_int_equal(feed(s, C, "STARTTLS\r\n"), 10);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\nBDAT 5\r\nQUIT\r");
+	ANSWER(s, "");
+	feed(s, S, "250 ok\r\n250 ok\r\n");
+	assert_int_equal(drive(s, C), 10);
+	feed(s, S, "250 5 octets received\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	s = smtp(true, true);
+	smtp_tls(s, true);
+	/* A chunk split across reads. */
+	feed(s, C, "BDAT 13 LAST\r\nSTART");
+	feed(s, C, "TLS\r\nQ");
+	feed(s, C, "\r\n");
+	TO_SERVER(s, "BDAT 13 LAST\r\nSTARTTLS\r\nQ\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+
+	/* Refused before TLS: the chunk is dropped, not taken for commands. */
+	s = smtp(true, true);
+	assert_int_equal(feed(s, C, "BDAT 10\r\nSTARTTLS\r\nNOOP\r\n"), 0);
+	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+
+	/* ... also when the refusal had to wait for an earlier reply. */
+	assert_int_equal(feed(s, C, "BDAT 10 LAST\r\nSTARTTLS\r\n"), 24);
+	feed(s, S, "250 ok\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	TO_SERVER(s, "");
+	assert_int_equal(s->final, NO_FINAL);
+
+	/* A bad size. */
+	feed(s, C, "BDAT x\r\n");
+	ANSWER(s, "501 5.5.4 Invalid BDAT size\r\n");
+	feed(s, C, "BDAT 99999999999\r\n");
+	ANSWER(s, "501 5.5.4 Invalid BDAT size\r\n");
+	sess_free(s);
+}
+
+static void
+test_smtp_auth_posttls(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls(s, true);
+	feed(s, C, "AUTH LOGIN\r\n");
+	feed(s, S, "334 VXNlcm5hbWU6\r\n");
+	feed(s, C, "STARTTLS\r\n"); /* a SASL response */
+	feed(s, S, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "cGFzcw==\r\n");
+	TO_SERVER(s, "AUTH LOGIN\r\nSTARTTLS\r\ncGFzcw==\r\n");
+	ANSWER(s, "");
+	feed(s, S, "535 5.7.8 failed\r\n");
+	TO_CLIENT(s, "334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n535 5.7.8 failed\r\n");
+	feed(s, C, "STARTTLS\r\n");
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+	sess_free(s);
+}
+
+static void
+test_smtp_malformed(void **state)
+{
+	(void)state;
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	memset(big, 'x', IN_CAP);
+
+	struct sess *s = smtp(true, true);
+	assert_int_equal(feed_n(s, C, "NOOP\0\r\n", 7), 0);
+	ANSWER(s, "500 5.5.2 NUL byte in command\r\n");
+	TO_SERVER(s, "");
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* A long body line is not a command line. */
+	s = smtp(false, true);
+	feed(s, C, "DATA\r\n");
+	feed(s, S, "354 go\r\n");
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->final, NO_FINAL);
+	assert_int_equal(s->fwd[C].n, 6 + IN_CAP);
+	str_clear(&s->fwd[C]);
+	feed(s, C, "\r\n.\r\n");
+	TO_SERVER(s, "\r\n.\r\n");
+	sess_free(s);
+	free(big);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_teardown(test_util_imap_literal, teardown),
+	        cmocka_unit_test_teardown(test_util_caps_rewrite, teardown),
+	        cmocka_unit_test_teardown(test_util_words, teardown),
+	        cmocka_unit_test_teardown(test_imap_caps_pretls, teardown),
+	        cmocka_unit_test_teardown(test_imap_caps_pretls_optional, teardown),
+	        cmocka_unit_test_teardown(test_imap_caps_posttls, teardown),
+	        cmocka_unit_test_teardown(test_imap_login_refused, teardown),
+	        cmocka_unit_test_teardown(test_imap_login_literal_refused, teardown),
+	        cmocka_unit_test_teardown(test_imap_login_optional, teardown),
+	        cmocka_unit_test_teardown(test_imap_starttls, teardown),
+	        cmocka_unit_test_teardown(test_imap_starttls_bad, teardown),
+	        cmocka_unit_test_teardown(test_imap_login_posttls, teardown),
+	        cmocka_unit_test_teardown(test_imap_literal_plus, teardown),
+	        cmocka_unit_test_teardown(test_imap_sync_literal, teardown),
+	        cmocka_unit_test_teardown(test_imap_server_literal, teardown),
+	        cmocka_unit_test_teardown(test_imap_long_line, teardown),
+	        cmocka_unit_test_teardown(test_imap_before_greeting, teardown),
+	        cmocka_unit_test_teardown(test_imap_starttls_order, teardown),
+	        cmocka_unit_test_teardown(test_imap_malformed, teardown),
+	        cmocka_unit_test_teardown(test_imap_answer_waits_for_server_literal, teardown),
+	        cmocka_unit_test_teardown(test_imap_bad_tags, teardown),
+	        cmocka_unit_test_teardown(test_pop3_capa, teardown),
+	        cmocka_unit_test_teardown(test_pop3_capa_optional, teardown),
+	        cmocka_unit_test_teardown(test_pop3_auth_refused, teardown),
+	        cmocka_unit_test_teardown(test_pop3_ordering, teardown),
+	        cmocka_unit_test_teardown(test_pop3_stls, teardown),
+	        cmocka_unit_test_teardown(test_pop3_retr_body, teardown),
+	        cmocka_unit_test_teardown(test_pop3_sasl_posttls, teardown),
+	        cmocka_unit_test_teardown(test_pop3_long_line, teardown),
+	        cmocka_unit_test_teardown(test_smtp_ehlo_pretls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_ehlo_huge_pretls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_ehlo_nul, teardown),
+	        cmocka_unit_test_teardown(test_smtp_ehlo_posttls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_refused_pretls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_pipelining_order, teardown),
+	        cmocka_unit_test_teardown(test_smtp_starttls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_data, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat, teardown),
+	        cmocka_unit_test_teardown(test_smtp_auth_posttls, teardown),
+	        cmocka_unit_test_teardown(test_smtp_malformed, teardown),
+	};
+	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
+}
