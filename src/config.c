@@ -211,7 +211,7 @@ static const struct keydef keys[] = {
         S(backend_sni, config_key_str, backend_sni, NULL, 0, NULL),
         S(helo_name, config_key_str, helo_name, NULL, 0, unsup_always),
         S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, NULL),
-        S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, unsup_always),
+        S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, NULL),
         S(log_commands, config_key_bool, log_commands, NULL, 0, unsup_true),
         S(capture_dir, config_key_str, capture_dir, NULL, 0, unsup_always),
         S(tls_min_version, config_key_enum, tls_min_version, tls_versions, 0, NULL),

@@ -356,6 +356,42 @@ config_parse_cidr(const char *s)
 	return len <= maxlen ? 0 : -1;
 }
 
+bool
+config_cidr_match(const struct strlist *list, const struct sockaddr *sa)
+{
+	const unsigned char *a;
+	int family = sa->sa_family, maxlen;
+
+	if (family == AF_INET)
+		a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+	else if (family == AF_INET6)
+		a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
+	else
+		return false;
+	maxlen = family == AF_INET6 ? 128 : 32;
+	for (size_t i = 0; i < list->n; i++) {
+		char addr[INET6_ADDRSTRLEN];
+		unsigned char net[sizeof(struct in6_addr)];
+		const char *s = list->v[i], *slash = strchr(s, '/');
+		size_t n = slash ? (size_t)(slash - s) : strlen(s);
+		int len = slash ? atoi(slash + 1) : maxlen;
+
+		if (n >= sizeof(addr) || (strchr(s, ':') != NULL) != (family == AF_INET6))
+			continue;
+		memcpy(addr, s, n);
+		addr[n] = '\0';
+		if (inet_pton(family, addr, net) != 1)
+			continue;
+		int full = len / 8, rest = len % 8;
+		if (memcmp(a, net, (size_t)full) != 0)
+			continue;
+		if (rest && ((a[full] ^ net[full]) & (0xff << (8 - rest)) & 0xff))
+			continue;
+		return true;
+	}
+	return false;
+}
+
 int
 config_sockaddr_clash(const struct sockaddr_ex *a, const struct sockaddr_ex *b)
 {

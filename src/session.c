@@ -27,6 +27,7 @@
 #define DRAIN_LINGER 5.0
 
 enum session_state {
+	S_PROXY_HEADER,    /* reading a trusted balancer's PROXY header */
 	S_CLIENT_TLS,      /* client handshake (implicit TLS, or after STARTTLS) */
 	S_BACKEND_CONNECT, /* waiting for the backend's connect */
 	S_BACKEND_TLS,     /* backend handshake and verification (backend_tls) */
@@ -47,6 +48,8 @@ struct session {
 	bool pretls;       /* STARTTLS offered and not yet done */
 	bool client_spoke; /* the client has sent a byte */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
+	char *hdr;      /* PROXY header read so far (accept_proxy_from) */
+	size_t hdr_len;
 	ev_timer timer; /* handshake, connect, idle or drain deadline */
 	ev_tstamp started, last_activity;
 	enum session_state state;
@@ -57,6 +60,8 @@ struct session {
 };
 
 static void session_step(struct session *s);
+static void step_proxy_header(struct session *s);
+static bool start_adapter(struct session *s);
 
 static void
 session_hold(struct session *s)
@@ -67,6 +72,7 @@ session_hold(struct session *s)
 static void
 session_free(struct session *s)
 {
+	free(s->hdr);
 	free(s->proto_state);
 	config_unref(s->cfg);
 	free(s);
@@ -359,14 +365,24 @@ connect_backend(struct session *s)
 	}
 }
 
+/* backend_verify = no is said on every start line, not only at start-up. */
+static const char *
+unverified_note(const struct session *s)
+{
+	return s->svc->backend_tls != TLSMODE_OFF && !s->svc->backend_verify
+	               ? " backend_verify=no WARNING=backend-certificate-not-verified"
+	               : "";
+}
+
 static void
 log_tls_start(struct session *s, const char *what)
 {
 	SSL *ssl = s->client.ssl;
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
-	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s", what, SSL_get_version(ssl),
-	            SSL_get_cipher_name(ssl), sni ? " sni=" : "", sni ? sni : "");
+	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s%s", what, SSL_get_version(ssl),
+	            SSL_get_cipher_name(ssl), sni ? " sni=" : "", sni ? sni : "",
+	            unverified_note(s));
 }
 
 static void
@@ -506,6 +522,9 @@ static void
 session_step(struct session *s)
 {
 	switch (s->state) {
+	case S_PROXY_HEADER:
+		step_proxy_header(s);
+		break;
 	case S_CLIENT_TLS:
 		step_client_tls(s);
 		break;
@@ -545,6 +564,11 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	session_hold(s);
 	switch (s->state) {
+	case S_PROXY_HEADER:
+		log_session(LOG_WARNING, s->who, "no PROXY header within %.0fs: closing",
+		            s->svc->handshake_timeout);
+		session_close(s, "refused");
+		break;
 	case S_CLIENT_TLS:
 	case S_STARTTLS:
 		log_session(LOG_INFO, s->who, "handshake timed out after %.0fs",
@@ -578,6 +602,97 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	}
 	session_release(s);
+}
+
+/* The client is who it is (PROXY header read, if any): TLS or plaintext. */
+static void
+session_begin(struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->tls == TLSMODE_IMPLICIT) {
+		SSL *ssl = tls_server_new(svc);
+		if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
+			SSL_free(ssl);
+			log_session(LOG_ERR, s->who, "cannot create TLS session");
+			session_close(s, "error");
+			return;
+		}
+		SSL_set_accept_state(ssl);
+		s->client.ssl = ssl;
+		s->state = S_CLIENT_TLS;
+		arm_timer(s, svc->handshake_timeout);
+		session_step(s);
+		return;
+	}
+	log_session(LOG_INFO, s->who, "start tls=off%s", unverified_note(s));
+	if (svc->tls == TLSMODE_STARTTLS && !start_adapter(s)) {
+		log_session(LOG_ERR, s->who, "out of memory");
+		session_close(s, "error");
+	} else {
+		connect_backend(s);
+	}
+}
+
+/* Reads the PROXY header of a trusted balancer, exactly: bytes after it
+ * belong to the client (a ClientHello, a command) and stay in the socket. */
+static void
+step_proxy_header(struct session *s)
+{
+	char view[PROXYPROTO_MAX];
+	struct proxyproto_info info;
+	size_t have = s->hdr_len;
+	ssize_t n;
+	int r;
+
+	if (s->hdr == NULL && (s->hdr = malloc(PROXYPROTO_MAX)) == NULL) {
+		session_close(s, "error");
+		return;
+	}
+	memcpy(view, s->hdr, have);
+	n = recv(s->client.fd, view + have, sizeof(view) - have, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+		ep_watch(s->srv->loop, &s->client, true, false);
+		return;
+	}
+	if (n <= 0) {
+		log_session(LOG_INFO, s->who, "closed before its PROXY header");
+		session_close(s, "refused");
+		return;
+	}
+	r = proxyproto_parse(view, have + (size_t)n, &info);
+	if (r == PROXYPROTO_BAD || (r == PROXYPROTO_MORE && have + (size_t)n >= sizeof(view))) {
+		log_session(LOG_WARNING, s->who, "missing or malformed PROXY header: closing");
+		session_close(s, "refused");
+		return;
+	}
+	/* Take what is certainly header: all of it while incomplete. */
+	size_t take = r > 0 ? (size_t)r - have : (size_t)n;
+	if (recv(s->client.fd, s->hdr + have, take, 0) != (ssize_t)take) {
+		session_close(s, "error");
+		return;
+	}
+	s->hdr_len += take;
+	if (r == PROXYPROTO_MORE) {
+		ep_watch(s->srv->loop, &s->client, true, false);
+		return;
+	}
+	free(s->hdr);
+	s->hdr = NULL;
+	ep_watch(s->srv->loop, &s->client, false, false);
+	ev_timer_stop(s->srv->loop, &s->timer);
+	if (!info.local) {
+		char addr[INET6_ADDRSTRLEN + 8], via[INET6_ADDRSTRLEN + 8];
+		session_format_addr((struct sockaddr *)&s->peer, via, sizeof(via));
+		memcpy(&s->peer, &info.src, sizeof(s->peer));
+		memcpy(&s->local, &info.dst, sizeof(s->local));
+		session_format_addr((struct sockaddr *)&s->peer, addr, sizeof(addr));
+		char *hash = strchr(s->who, ' ');
+		if (hash)
+			snprintf(hash + 1, sizeof(s->who) - (size_t)(hash + 1 - s->who), "%s", addr);
+		log_session(LOG_DEBUG, s->who, "client address from PROXY header of %s", via);
+	}
+	session_begin(s);
 }
 
 /* The adapter judges both directions from the first byte on. */
@@ -645,30 +760,15 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	srv->active++;
 	set_nodelay(fd);
 
+	ep_attach(&s->client, fd, NULL);
 	session_hold(s);
-	if (svc->tls == TLSMODE_IMPLICIT) {
-		SSL *ssl = tls_server_new(svc);
-		if (ssl == NULL || !SSL_set_fd(ssl, fd)) {
-			SSL_free(ssl);
-			ep_attach(&s->client, fd, NULL);
-			log_session(LOG_ERR, s->who, "cannot create TLS session");
-			session_close(s, "error");
-		} else {
-			SSL_set_accept_state(ssl);
-			ep_attach(&s->client, fd, ssl);
-			s->state = S_CLIENT_TLS;
-			arm_timer(s, svc->handshake_timeout);
-			session_step(s);
-		}
+	if (svc->accept_proxy_from.n > 0 && config_cidr_match(&svc->accept_proxy_from, peer)) {
+		/* A trusted balancer: its PROXY header comes first, even before TLS. */
+		s->state = S_PROXY_HEADER;
+		arm_timer(s, svc->handshake_timeout);
+		session_step(s);
 	} else {
-		ep_attach(&s->client, fd, NULL);
-		log_session(LOG_INFO, s->who, "start tls=off");
-		if (svc->tls == TLSMODE_STARTTLS && !start_adapter(s)) {
-			log_session(LOG_ERR, s->who, "out of memory");
-			session_close(s, "error");
-		} else {
-			connect_backend(s);
-		}
+		session_begin(s);
 	}
 	session_release(s);
 }

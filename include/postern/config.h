@@ -111,6 +111,8 @@ int config_parse_sockaddr(const char *s, struct sockaddr_ex *out, char **host_ou
 /* Value parsers (src/config_values.c); each returns 0, or -1 on a bad value. */
 int config_parse_bool(const char *s, bool *out);
 int config_parse_cidr(const char *s);
+/* Whether SA lies in one of the CIDR blocks of LIST. */
+bool config_cidr_match(const struct strlist *list, const struct sockaddr *sa);
 
 /* config_parse_sockaddr with restrictions (CONFIG_ADDR_*) and a reason in
  * ERR on failure. "localhost" is always 127.0.0.1; other host names are
