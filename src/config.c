@@ -147,12 +147,6 @@ unsup_true(const void *field)
 }
 
 static bool
-unsup_starttls(const void *field)
-{
-	return *(const int *)field == TLSMODE_STARTTLS;
-}
-
-static bool
 unsup_not_one(const void *field)
 {
 	return *(const int *)field != 1;
@@ -205,11 +199,11 @@ static const struct keydef keys[] = {
         S(cert, config_key_strlist, cert, NULL, F_LIST, NULL),
         S(key, config_key_strlist, key, NULL, F_LIST, NULL),
         S(backend, config_key_backend, backend, NULL, 0, NULL),
-        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, unsup_starttls),
+        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, NULL),
         S(backend_verify, config_key_bool, backend_verify, NULL, 0, NULL),
         S(backend_ca, config_key_str, backend_ca, NULL, 0, NULL),
         S(backend_sni, config_key_str, backend_sni, NULL, 0, NULL),
-        S(helo_name, config_key_str, helo_name, NULL, 0, unsup_always),
+        S(helo_name, config_key_str, helo_name, NULL, 0, NULL),
         S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, NULL),
         S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, NULL),
         S(log_commands, config_key_bool, log_commands, NULL, 0, unsup_true),

@@ -311,6 +311,123 @@ imap_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	                                : server_input(s, p, len, full, act, scratch);
 }
 
+
+/* ---- client role: STARTTLS towards the backend (RFC 2595 3.1) ---- */
+
+enum { UP_GREETING, UP_CAPA, UP_STARTTLS, UP_CAPA_TLS };
+
+struct imap_up {
+	int phase;
+	bool offers_starttls;
+	size_t caps_len; /* capabilities learnt after TLS, in caps */
+	char caps[1024];
+};
+
+static void
+imap_up_start(void *st, const char *helo, struct proto_action *act, char *scratch)
+{
+	(void)helo;
+	(void)scratch;
+	memset(st, 0, sizeof(struct imap_up));
+	act->text = "";
+	act->len = 0;
+}
+
+static void
+imap_up_tls_done(void *st, struct proto_action *act, char *scratch)
+{
+	struct imap_up *u = st;
+
+	(void)scratch;
+	/* C5: nothing learnt in plaintext is kept; ask again inside TLS. */
+	u->phase = UP_CAPA_TLS;
+	u->offers_starttls = false;
+	act->text = "P3 CAPABILITY\r\n";
+	act->len = strlen(act->text);
+}
+
+static enum proto_up
+up_fail(struct proto_action *act, char *scratch, const char *why, const char *line, size_t n)
+{
+	pu_answer(act, PV_CLOSE, 0, scratch, "%s: \"%.*s\"", why, (int)(n < 80 ? n : 80), line);
+	return PU_UP_FAIL;
+}
+
+static enum proto_up
+up_send(struct proto_action *act, size_t consume, const char *text)
+{
+	act->consume = consume;
+	act->text = text;
+	act->len = strlen(text);
+	return PU_UP_SEND;
+}
+
+static enum proto_up
+imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
+              char *scratch)
+{
+	struct imap_up *u = st;
+	size_t n = pu_line_len(p, len);
+
+	if (n == 0)
+		return full ? up_fail(act, scratch, "line too long", p, len) : PU_UP_MORE;
+	size_t body = pu_trim_eol(p, n);
+	const char *q = p, *end = p + body;
+	struct pu_word tag = pu_next_word(&q, end);
+	struct pu_word w = pu_next_word(&q, end);
+	bool untagged = tag.n == 1 && tag.p[0] == '*';
+
+	switch (u->phase) {
+	case UP_GREETING:
+		if (untagged && pu_word_is(w, "OK")) {
+			u->phase = UP_CAPA;
+			return up_send(act, n, "P1 CAPABILITY\r\n");
+		}
+		if (untagged && pu_word_is(w, "PREAUTH")) /* C3: STARTTLS impossible */
+			return up_fail(act, scratch, "PREAUTH greeting, STARTTLS impossible", p, body);
+		return up_fail(act, scratch, "greeting refused", p, body);
+	case UP_CAPA:
+	case UP_CAPA_TLS:
+		if (untagged && pu_word_is(w, "CAPABILITY")) {
+			const char *c = q;
+			while (c < end) {
+				struct pu_word cap = pu_next_word(&c, end);
+				if (pu_word_is(cap, "STARTTLS"))
+					u->offers_starttls = true;
+			}
+			if (u->phase == UP_CAPA_TLS) {
+				static const char *const drop[] = {"STARTTLS", "LOGINDISABLED", NULL};
+				struct pu_caps pc = {drop, NULL, NULL};
+				u->caps_len = pu_caps_rewrite(q, (size_t)(end - q), &pc, u->caps,
+				                              sizeof(u->caps));
+			}
+			return up_send(act, n, "");
+		}
+		if (untagged) /* C5: other untagged data before TLS is ignored */
+			return up_send(act, n, "");
+		if (!pu_word_is(w, "OK"))
+			return up_fail(act, scratch, "CAPABILITY failed", p, body);
+		if (u->phase == UP_CAPA_TLS) {
+			act->consume = n;
+			pu_answer(act, PV_PASS, n, scratch, "* OK [CAPABILITY %.*s] ready\r\n",
+			          (int)u->caps_len, u->caps);
+			return PU_UP_DONE;
+		}
+		if (!u->offers_starttls) /* C1: stripped or absent: never plaintext */
+			return up_fail(act, scratch, "server does not offer STARTTLS", p, body);
+		u->phase = UP_STARTTLS;
+		return up_send(act, n, "P2 STARTTLS\r\n");
+	default: /* UP_STARTTLS */
+		if (untagged)
+			return up_send(act, n, "");
+		if (tag.n == 2 && memcmp(tag.p, "P2", 2) == 0 && pu_word_is(w, "OK")) {
+			act->consume = n;
+			return PU_UP_TLS;
+		}
+		return up_fail(act, scratch, "STARTTLS refused", p, body); /* C2 */
+	}
+}
+
 const struct proto_ops proto_imap = {
 	.name = "imap",
 	.alpn = "imap",
@@ -325,4 +442,8 @@ const struct proto_ops proto_imap = {
 	.init = imap_init,
 	.input = imap_input,
 	.tls_started = imap_tls_started,
+	.up_state_size = sizeof(struct imap_up),
+	.up_start = imap_up_start,
+	.upstream = imap_upstream,
+	.up_tls_done = imap_up_tls_done,
 };

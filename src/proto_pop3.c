@@ -226,6 +226,108 @@ pop3_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	                                : server_input(s, p, len, full, act, scratch);
 }
 
+
+/* ---- client role: STLS towards the backend (RFC 2595 4) ---- */
+
+enum { UP_GREETING, UP_CAPA, UP_CAPA_BODY, UP_STLS, UP_CAPA_TLS, UP_CAPA_TLS_BODY };
+
+struct pop3_up {
+	int phase;
+	bool offers_stls;
+	char stamp[128]; /* the greeting's APOP timestamp, "<...>", or "" */
+};
+
+static void
+pop3_up_start(void *st, const char *helo, struct proto_action *act, char *scratch)
+{
+	(void)helo;
+	(void)scratch;
+	memset(st, 0, sizeof(struct pop3_up));
+	act->text = "";
+	act->len = 0;
+}
+
+static void
+pop3_up_tls_done(void *st, struct proto_action *act, char *scratch)
+{
+	struct pop3_up *u = st;
+
+	(void)scratch;
+	u->phase = UP_CAPA_TLS;
+	act->text = "CAPA\r\n";
+	act->len = 6;
+}
+
+static enum proto_up
+up_result(struct proto_action *act, size_t consume, const char *text, enum proto_up r)
+{
+	act->consume = consume;
+	act->text = text;
+	act->len = strlen(text);
+	return r;
+}
+
+static enum proto_up
+pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
+               char *scratch)
+{
+	struct pop3_up *u = st;
+	size_t n = pu_line_len(p, len);
+
+	if (n == 0) {
+		if (!full)
+			return PU_UP_MORE;
+		return up_result(act, 0, "line too long", PU_UP_FAIL);
+	}
+	size_t body = pu_trim_eol(p, n);
+	bool ok = body >= 3 && memcmp(p, "+OK", 3) == 0;
+	bool dot = body == 1 && p[0] == '.';
+
+	switch (u->phase) {
+	case UP_GREETING: {
+		if (!ok)
+			return up_result(act, n, "greeting refused", PU_UP_FAIL);
+		/* Keep APOP working: the timestamp is all that is kept. */
+		const char *lt = memchr(p, '<', body), *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
+		if (lt && gt && (size_t)(gt - lt) + 1 < sizeof(u->stamp) && !memchr(lt, ' ', (size_t)(gt - lt))) {
+			memcpy(u->stamp, lt, (size_t)(gt - lt) + 1);
+			u->stamp[gt - lt + 1] = '\0';
+		}
+		u->phase = UP_CAPA;
+		return up_result(act, n, "CAPA\r\n", PU_UP_SEND);
+	}
+	case UP_CAPA:
+	case UP_CAPA_TLS:
+		if (!ok)
+			return up_result(act, n, "CAPA refused", PU_UP_FAIL);
+		u->phase = u->phase == UP_CAPA ? UP_CAPA_BODY : UP_CAPA_TLS_BODY;
+		return up_result(act, n, "", PU_UP_SEND);
+	case UP_CAPA_BODY:
+	case UP_CAPA_TLS_BODY:
+		if (!dot) {
+			const char *q = p;
+			if (pu_word_is(pu_next_word(&q, p + body), "STLS"))
+				u->offers_stls = true;
+			return up_result(act, n, "", PU_UP_SEND);
+		}
+		if (u->phase == UP_CAPA_TLS_BODY) {
+			act->consume = n;
+			pu_answer(act, PV_PASS, n, scratch, "+OK ready%s%s\r\n", u->stamp[0] ? " " : "",
+			          u->stamp);
+			return PU_UP_DONE;
+		}
+		if (!u->offers_stls) /* C1 */
+			return up_result(act, n, "server does not offer STLS", PU_UP_FAIL);
+		u->phase = UP_STLS;
+		return up_result(act, n, "STLS\r\n", PU_UP_SEND);
+	default: /* UP_STLS */
+		if (!ok)
+			return up_result(act, n, "STLS refused", PU_UP_FAIL); /* C2 */
+		act->consume = n;
+		return PU_UP_TLS;
+	}
+}
+
 const struct proto_ops proto_pop3 = {
 	.name = "pop3",
 	.alpn = "pop3",
@@ -240,4 +342,8 @@ const struct proto_ops proto_pop3 = {
 	.init = pop3_init,
 	.input = pop3_input,
 	.tls_started = pop3_tls_started,
+	.up_state_size = sizeof(struct pop3_up),
+	.up_start = pop3_up_start,
+	.upstream = pop3_upstream,
+	.up_tls_done = pop3_up_tls_done,
 };

@@ -326,6 +326,96 @@ smtp_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	                                : server_input(s, p, len, full, act, scratch);
 }
 
+
+/* ---- client role: STARTTLS towards the backend (RFC 3207) ---- */
+
+enum { UP_GREETING, UP_EHLO, UP_STARTTLS, UP_EHLO_TLS };
+
+struct smtp_up {
+	int phase;
+	bool offers_starttls;
+	char helo[256];
+};
+
+static enum proto_up
+up_result(struct proto_action *act, size_t consume, const char *text, enum proto_up r)
+{
+	act->consume = consume;
+	act->text = text;
+	act->len = strlen(text);
+	return r;
+}
+
+static void
+smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratch)
+{
+	struct smtp_up *u = st;
+
+	(void)scratch;
+	memset(u, 0, sizeof(*u));
+	snprintf(u->helo, sizeof(u->helo), "%s", helo);
+	up_result(act, 0, "", PU_UP_SEND);
+}
+
+static void
+smtp_up_tls_done(void *st, struct proto_action *act, char *scratch)
+{
+	struct smtp_up *u = st;
+
+	/* RFC 3207 4.2: everything known before TLS is discarded; EHLO again. */
+	u->phase = UP_EHLO_TLS;
+	pu_answer(act, PV_PASS, 0, scratch, "EHLO %s\r\n", u->helo);
+}
+
+static enum proto_up
+smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
+              char *scratch)
+{
+	struct smtp_up *u = st;
+	size_t n = pu_line_len(p, len);
+
+	if (n == 0)
+		return full ? up_result(act, 0, "line too long", PU_UP_FAIL) : PU_UP_MORE;
+	size_t body = pu_trim_eol(p, n);
+	bool more = body >= 4 && p[3] == '-';
+	int code = body >= 3 ? (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0') : 0;
+
+	if (u->phase == UP_EHLO || u->phase == UP_EHLO_TLS) {
+		const char *q = p + (body >= 4 ? 4 : body);
+		if (code == 250 && pu_word_is(pu_next_word(&q, p + body), "STARTTLS"))
+			u->offers_starttls = true;
+	}
+	if (more) /* C11: a reply ends with its last line, in whatever segment */
+		return up_result(act, n, "", PU_UP_SEND);
+	switch (u->phase) {
+	case UP_GREETING:
+		if (code != 220)
+			return up_result(act, n, "greeting refused", PU_UP_FAIL); /* C12 */
+		u->phase = UP_EHLO;
+		act->consume = n;
+		pu_answer(act, PV_PASS, n, scratch, "EHLO %s\r\n", u->helo);
+		return PU_UP_SEND;
+	case UP_EHLO:
+		if (code != 250)
+			return up_result(act, n, "EHLO refused", PU_UP_FAIL);
+		if (!u->offers_starttls) /* C1 */
+			return up_result(act, n, "server does not offer STARTTLS", PU_UP_FAIL);
+		u->phase = UP_STARTTLS;
+		return up_result(act, n, "STARTTLS\r\n", PU_UP_SEND);
+	case UP_STARTTLS:
+		if (code != 220)
+			return up_result(act, n, "STARTTLS refused", PU_UP_FAIL); /* C2 */
+		act->consume = n;
+		return PU_UP_TLS;
+	default: /* UP_EHLO_TLS */
+		if (code != 250)
+			return up_result(act, n, "EHLO after TLS refused", PU_UP_FAIL);
+		act->consume = n;
+		pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
+		return PU_UP_DONE;
+	}
+}
+
 const struct proto_ops proto_smtp = {
 	.name = "smtp",
 	.alpn = "smtp",
@@ -340,4 +430,8 @@ const struct proto_ops proto_smtp = {
 	.init = smtp_init,
 	.input = smtp_input,
 	.tls_started = smtp_tls_started,
+	.up_state_size = sizeof(struct smtp_up),
+	.up_start = smtp_up_start,
+	.upstream = smtp_upstream,
+	.up_tls_done = smtp_up_tls_done,
 };

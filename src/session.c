@@ -30,6 +30,7 @@ enum session_state {
 	S_PROXY_HEADER,    /* reading a trusted balancer's PROXY header */
 	S_CLIENT_TLS,      /* client handshake (implicit TLS, or after STARTTLS) */
 	S_BACKEND_CONNECT, /* waiting for the backend's connect */
+	S_BACKEND_STARTTLS, /* postern's own STARTTLS dialogue with the backend */
 	S_BACKEND_TLS,     /* backend handshake and verification (backend_tls) */
 	S_RELAY,           /* relaying; with STARTTLS offered, plaintext until pretls ends */
 	S_STARTTLS,        /* flushing our STARTTLS answer before the handshake */
@@ -45,6 +46,7 @@ struct session {
 	struct endpoint client, backend;
 	struct relay_dir c2s, s2c;
 	void *proto_state; /* adapter state, when the adapter filters */
+	void *up_state;    /* adapter state of the STARTTLS dialogue with the backend */
 	bool pretls;       /* STARTTLS offered and not yet done */
 	bool client_spoke; /* the client has sent a byte */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
@@ -60,6 +62,8 @@ struct session {
 };
 
 static void session_step(struct session *s);
+static long session_filter(void *arg, struct relay_dir *d);
+static void start_upstream(struct session *s);
 static void step_proxy_header(struct session *s);
 static bool start_adapter(struct session *s);
 
@@ -73,6 +77,7 @@ static void
 session_free(struct session *s)
 {
 	free(s->hdr);
+	free(s->up_state);
 	free(s->proto_state);
 	config_unref(s->cfg);
 	free(s);
@@ -160,7 +165,7 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 	if (text)
 		buf_append_grow(&s->s2c.buf, text, len);
 	arm_timer(s, DRAIN_LINGER);
-	session_step(s);
+	/* No step here: a filter may be calling; its pump goes round again. */
 }
 
 static void
@@ -170,6 +175,7 @@ backend_failed(struct session *s, const char *why)
 
 	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
 	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
+	session_step(s);
 }
 
 static void
@@ -268,6 +274,110 @@ nomem:
 	return -1;
 }
 
+static void backend_tls_failed(struct session *s, const char *why);
+static void start_backend_tls(struct session *s);
+
+/* The client's greeting once the STARTTLS dialogue with the backend is
+ * over; the session then relays as usual. */
+static void
+upstream_done(struct session *s, const char *greeting, size_t len)
+{
+	struct buf *in = &s->s2c.in;
+	relay_filter_fn client_filter = s->proto_state ? session_filter : NULL;
+
+	free(s->up_state);
+	s->up_state = NULL;
+	s->c2s.bytes = 0; /* our own commands are not the client's bytes */
+	s->s2c.filter = client_filter;
+	if (client_filter) {
+		/* The greeting goes through the client-side adapter, first. */
+		struct buf rest = *in;
+		buf_init(in, RELAY_LINE_BUF_SIZE);
+		buf_append_grow(in, greeting, len);
+		if (buf_len(&rest) > 0)
+			buf_append_grow(in, buf_head(&rest), buf_len(&rest));
+		buf_free(&rest);
+	} else {
+		buf_append_grow(&s->s2c.buf, greeting, len);
+		if (buf_len(in) > 0)
+			buf_append_grow(&s->s2c.buf, buf_head(in), buf_len(in));
+		buf_free(in);
+	}
+	s->c2s.paused = s->state == S_STARTTLS;
+	s->state = S_RELAY;
+	s->last_activity = ev_now(s->srv->loop);
+	if (s->pretls)
+		arm_timer(s, s->started + s->svc->handshake_timeout - ev_now(s->srv->loop));
+	else
+		arm_timer(s, s->svc->idle_timeout);
+}
+
+/* Runs the adapter's client role over what the backend sent. */
+static long
+upstream_filter(void *arg, struct relay_dir *d)
+{
+	struct session *s = arg;
+	long consumed = 0;
+
+	while (buf_len(&d->in) > 0) {
+		struct proto_action act = {0};
+		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
+		enum proto_up r = s->proto->upstream(s->up_state, buf_head(&d->in), buf_len(&d->in),
+		                                     full, &act, filter_scratch);
+		if (r == PU_UP_MORE)
+			break;
+		if (r == PU_UP_FAIL) {
+			backend_tls_failed(s, act.text);
+			return -1;
+		}
+		buf_consume(&d->in, act.consume);
+		consumed += (long)act.consume;
+		if (r == PU_UP_SEND) {
+			buf_append_grow(&s->c2s.buf, act.text, act.len);
+		} else if (r == PU_UP_DONE) {
+			upstream_done(s, act.text, act.len);
+			return -1;
+		} else { /* PU_UP_TLS */
+			size_t rest = buf_len(&d->in);
+			/* C4: what the server sent after its OK is not trusted. */
+			if (rest > 0)
+				log_session(LOG_WARNING, s->who,
+				            "discarded %zu bytes the backend sent after its STARTTLS reply",
+				            rest);
+			buf_free(&d->in);
+			start_backend_tls(s);
+			return -1;
+		}
+	}
+	return consumed;
+}
+
+/* backend_tls = starttls: the adapter, in client role, talks to the backend
+ * while the client waits; nothing of the client's is read meanwhile (C8). */
+static void
+start_upstream(struct session *s)
+{
+	struct proto_action act = {0};
+	char host[256] = "localhost";
+	const char *helo = s->svc->helo_name;
+
+	if (helo == NULL && gethostname(host, sizeof(host) - 1) == 0)
+		helo = host;
+	s->up_state = calloc(1, s->proto->up_state_size);
+	if (s->up_state == NULL) {
+		session_close(s, "error");
+		return;
+	}
+	s->proto->up_start(s->up_state, helo ? helo : "localhost", &act, filter_scratch);
+	buf_append_grow(&s->c2s.buf, act.text, act.len);
+	s->c2s.paused = true;
+	s->s2c.filter = upstream_filter;
+	s->s2c.filter_arg = s;
+	s->state = S_BACKEND_STARTTLS;
+	arm_timer(s, s->svc->handshake_timeout);
+	session_step(s);
+}
+
 /* The backend's socket is connected: the PROXY header goes first, raw,
  * before TLS or any client byte; then TLS towards the backend if asked. */
 static void
@@ -285,21 +395,33 @@ backend_connected(struct session *s)
 			return;
 		}
 	}
+	if (svc->backend_tls == TLSMODE_STARTTLS) {
+		start_upstream(s);
+		return;
+	}
 	if (svc->backend_tls == TLSMODE_IMPLICIT) {
-		SSL *ssl = tls_backend_new(svc);
-		if (ssl == NULL || !SSL_set_fd(ssl, s->backend.fd)) {
-			SSL_free(ssl);
-			backend_failed(s, "cannot create TLS session");
-			return;
-		}
-		SSL_set_connect_state(ssl);
-		s->backend.ssl = ssl;
-		s->state = S_BACKEND_TLS;
-		arm_timer(s, svc->handshake_timeout);
+		start_backend_tls(s);
+		if (s->state == S_BACKEND_TLS)
+			arm_timer(s, svc->handshake_timeout);
 		session_step(s);
 		return;
 	}
 	enter_relay(s);
+}
+
+static void
+start_backend_tls(struct session *s)
+{
+	SSL *ssl = tls_backend_new(s->svc);
+
+	if (ssl == NULL || !SSL_set_fd(ssl, s->backend.fd)) {
+		SSL_free(ssl);
+		backend_tls_failed(s, "cannot create TLS session");
+		return;
+	}
+	SSL_set_connect_state(ssl);
+	s->backend.ssl = ssl;
+	s->state = S_BACKEND_TLS;
 }
 
 /* Fails closed: the client gets the protocol's error, nothing it sent has
@@ -310,6 +432,8 @@ backend_tls_failed(struct session *s, const char *why)
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 	long v = s->backend.ssl ? SSL_get_verify_result(s->backend.ssl) : X509_V_OK;
 
+	if (s->up_state != NULL)
+		s->c2s.bytes = 0; /* only postern's own commands went out */
 	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
 	            v != X509_V_OK ? "; certificate: " : "",
 	            v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
@@ -326,9 +450,19 @@ step_backend_tls(struct session *s)
 		ep_watch(s->srv->loop, &s->backend, false, false);
 		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s",
 		            SSL_get_version(s->backend.ssl), SSL_get_cipher_name(s->backend.ssl));
+		if (s->up_state != NULL) {
+			/* Capabilities are asked again inside TLS. */
+			struct proto_action act = {0};
+			s->proto->up_tls_done(s->up_state, &act, filter_scratch);
+			buf_append_grow(&s->c2s.buf, act.text, act.len);
+			s->state = S_BACKEND_STARTTLS;
+			session_step(s);
+			return;
+		}
 		enter_relay(s);
 	} else if (r == EP_ERR) {
 		backend_tls_failed(s, ep_strerror(&s->backend, err, sizeof(err)));
+		session_step(s);
 	} else {
 		ep_watch(s->srv->loop, &s->backend, r == EP_WANT_READ, r == EP_WANT_WRITE);
 	}
@@ -485,12 +619,20 @@ step_relay(struct session *s)
 		if (b == -1)
 			break;
 		if (a == -2 || b == -2) {
-			if (s->state != S_STARTTLS)
-				return; /* the filter took the session elsewhere */
-			a = 0;
-			b = relay_pump(&s->s2c);
-			if (b == -1)
-				break;
+			/* A filter changed the session's course. */
+			if (s->state != S_RELAY && s->state != S_STARTTLS && s->state != S_DRAIN &&
+			    s->state != S_BACKEND_STARTTLS) {
+				session_step(s);
+				return;
+			}
+			a = 1; /* go round again in the new state */
+			continue;
+		}
+		if (s->state == S_BACKEND_STARTTLS && s->s2c.eof) {
+			/* C13: the backend went away mid-dialogue: fail closed. */
+			backend_tls_failed(s, "backend closed the connection");
+			a = 1;
+			continue;
 		}
 		if (s->state == S_STARTTLS && buf_len(&s->s2c.buf) == 0) {
 			start_client_tls(s);
@@ -536,6 +678,7 @@ session_step(struct session *s)
 		break;
 	case S_RELAY:
 	case S_STARTTLS:
+	case S_BACKEND_STARTTLS:
 	case S_DRAIN:
 		step_relay(s);
 		break;
@@ -578,8 +721,10 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case S_BACKEND_CONNECT:
 		backend_failed(s, "connect timed out");
 		break;
+	case S_BACKEND_STARTTLS:
 	case S_BACKEND_TLS:
 		backend_tls_failed(s, "handshake timed out");
+		session_step(s);
 		break;
 	case S_RELAY: {
 		if (s->pretls) {
@@ -587,6 +732,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
 			            s->svc->handshake_timeout);
 			session_drain(s, t, strlen(t), "handshake-failed");
+			session_step(s);
 			break;
 		}
 		/* Activity does not touch the timer; re-arm for what is left. */

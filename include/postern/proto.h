@@ -34,6 +34,14 @@ enum proto_verdict {
 	PV_WAIT      /* undecidable until the other side speaks (ordering) */
 };
 
+enum proto_up {
+	PU_UP_MORE, /* need more bytes from the server */
+	PU_UP_SEND, /* consume; send act->text to the server (len 0: nothing) */
+	PU_UP_TLS,  /* consume; start TLS now, dropping whatever else came */
+	PU_UP_DONE, /* consume; act->text is the greeting the client gets */
+	PU_UP_FAIL  /* act->text says why, for the log */
+};
+
 struct proto_action {
 	size_t consume;
 	const char *text; /* for REPLACE/REPLY/STARTTLS/CLOSE; may point into scratch */
@@ -67,6 +75,16 @@ struct proto_ops {
 	                            bool full, struct proto_action *act, char *scratch);
 	/* The client side is now TLS: forget what was learnt in plaintext. */
 	void (*tls_started)(void *st);
+
+	/* Client role (backend_tls = starttls): postern talks to the backend
+	 * itself before the client sees a byte. up_start gives the first line
+	 * to send (may be empty); upstream judges the server's bytes; after the
+	 * handshake up_tls_done gives the line that re-reads capabilities. */
+	size_t up_state_size;
+	void (*up_start)(void *st, const char *helo, struct proto_action *act, char *scratch);
+	enum proto_up (*upstream)(void *st, const char *p, size_t len, bool full,
+	                          struct proto_action *act, char *scratch);
+	void (*up_tls_done)(void *st, struct proto_action *act, char *scratch);
 };
 
 extern const struct proto_ops proto_imap, proto_pop3, proto_smtp, proto_raw;

@@ -147,15 +147,14 @@ class CommandLine(PosternTestCase):
             "cert = %s\n"
             "key = %s\n"
             "backend = 127.0.0.1:%d\n"
-            "backend_tls = starttls\n"           # 12
-            "log_commands = yes\n"               # 13
-            "capture_dir = /tmp\n"               # 14
+            "log_commands = yes\n"               # 12
+            "capture_dir = /tmp\n"               # 13
         ) % (free_port(), e.cert, e.key, e.imap_port)
         p = self.postern(config_text=text, start=False)
         r = run([POSTERN, "-t", "-c", p.conf], timeout=10)
         err = r.stderr.decode()
         self.assertEqual(r.returncode, 1, err)
-        for line in (2, 3, 12, 13, 14):
+        for line in (2, 3, 12, 13):
             self.assertRegex(err, r"(?m)^%s:%d: .*not supported yet" % (re.escape(p.conf), line), err)
 
     def test_check_long_line(self):
