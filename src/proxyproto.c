@@ -110,9 +110,10 @@ parse_v1(const char *p, size_t len, struct proxyproto_info *info)
 	line[n - 2] = '\0';
 	if (memchr(line, '\0', n - 2) != NULL)
 		return PROXYPROTO_BAD;
-	for (char *t = strtok_r(line, " ", &save); t && nf < 6; t = strtok_r(NULL, " ", &save))
+	char *t = strtok_r(line, " ", &save);
+	for (; t && nf < 6; t = strtok_r(NULL, " ", &save))
 		f[nf++] = t;
-	if (strtok_r(NULL, " ", &save) != NULL || nf < 2 || strcmp(f[0], "PROXY") != 0)
+	if (t != NULL || nf < 2 || strcmp(f[0], "PROXY") != 0) /* t: a seventh field */
 		return PROXYPROTO_BAD;
 	memset(info, 0, sizeof(*info));
 	if (strcmp(f[1], "UNKNOWN") == 0) {

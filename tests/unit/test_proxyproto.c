@@ -1,0 +1,174 @@
+/* PROXY protocol header bytes against the spec, and the parser's verdicts. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <postern/proxyproto.h>
+
+static struct sockaddr_storage
+v4(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	in->sin_family = AF_INET;
+	in->sin_port = htons((uint16_t)port);
+	inet_pton(AF_INET, ip, &in->sin_addr);
+	return ss;
+}
+
+static struct sockaddr_storage
+v6(const char *ip, unsigned port)
+{
+	struct sockaddr_storage ss;
+	struct sockaddr_in6 *in = (struct sockaddr_in6 *)&ss;
+
+	memset(&ss, 0, sizeof(ss));
+	in->sin6_family = AF_INET6;
+	in->sin6_port = htons((uint16_t)port);
+	inet_pton(AF_INET6, ip, &in->sin6_addr);
+	return ss;
+}
+
+static void
+test_v1_tcp4(void **state)
+{
+	struct sockaddr_storage a = v4("192.0.2.7", 51234), b = v4("198.51.100.1", 993);
+	char out[PROXYPROTO_MAX];
+	size_t n;
+
+	(void)state;
+	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, out, sizeof(out));
+	assert_int_equal(n, strlen("PROXY TCP4 192.0.2.7 198.51.100.1 51234 993\r\n"));
+	assert_memory_equal(out, "PROXY TCP4 192.0.2.7 198.51.100.1 51234 993\r\n", n);
+}
+
+static void
+test_v1_tcp6(void **state)
+{
+	struct sockaddr_storage a = v6("2001:db8::1", 5), b = v6("::1", 143);
+	char out[PROXYPROTO_MAX];
+	size_t n;
+
+	(void)state;
+	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, out, sizeof(out));
+	assert_memory_equal(out, "PROXY TCP6 2001:db8::1 ::1 5 143\r\n", n);
+}
+
+static void
+test_v2_tcp4_bytes(void **state)
+{
+	struct sockaddr_storage a = v4("10.1.2.3", 0x1234), b = v4("10.9.8.7", 993);
+	unsigned char out[PROXYPROTO_MAX];
+	static const unsigned char want[28] = {
+		'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n', /* signature */
+		0x21, 0x11, 0x00, 0x0c,                                         /* PROXY, TCP4, 12 */
+		10, 1, 2, 3, 10, 9, 8, 7, 0x12, 0x34, 0x03, 0xe1};
+	size_t n;
+
+	(void)state;
+	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, (char *)out,
+	                     sizeof(out));
+	assert_int_equal(n, 28);
+	assert_memory_equal(out, want, 28);
+}
+
+static void
+test_round_trip(void **state)
+{
+	struct sockaddr_storage pairs[][2] = {{v4("127.0.0.9", 4000), v4("127.0.0.1", 143)},
+	                                      {v6("::1", 1), v6("2001:db8::5", 65535)}};
+	char out[PROXYPROTO_MAX];
+	struct proxyproto_info info;
+
+	(void)state;
+	for (int version = 1; version <= 2; version++) {
+		for (size_t i = 0; i < 2; i++) {
+			size_t n = proxyproto_build(version, (struct sockaddr *)&pairs[i][0],
+			                            (struct sockaddr *)&pairs[i][1], out, sizeof(out));
+			assert_true(n > 0);
+			memcpy(out + n, "a1 NOOP\r\n", 9); /* client bytes follow: not read */
+			assert_int_equal(proxyproto_parse(out, n + 9, &info), (int)n);
+			assert_false(info.local);
+			size_t alen = pairs[i][0].ss_family == AF_INET ? sizeof(struct sockaddr_in)
+			                                                : sizeof(struct sockaddr_in6);
+			assert_memory_equal(&info.src, &pairs[i][0], alen);
+			assert_memory_equal(&info.dst, &pairs[i][1], alen);
+			/* Every proper prefix asks for more. */
+			for (size_t k = 1; k < n; k++)
+				assert_int_equal(proxyproto_parse(out, k, &info), PROXYPROTO_MORE);
+		}
+	}
+}
+
+static void
+test_local_and_unknown(void **state)
+{
+	static const char v2local[16] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q',
+	                                 'U', 'I', 'T', '\n', 0x20, 0x00, 0x00, 0x00};
+	struct proxyproto_info info;
+
+	(void)state;
+	assert_int_equal(proxyproto_parse(v2local, 16, &info), 16);
+	assert_true(info.local);
+	assert_int_equal(proxyproto_parse("PROXY UNKNOWN\r\n", 15, &info), 15);
+	assert_true(info.local);
+}
+
+static void
+test_malformed(void **state)
+{
+	static const char *const bad[] = {
+		"GET / HTTP/1.1\r\n",
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",        /* LF without CR */
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",  /* port out of range */
+		"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",     /* leading zero */
+		"PROXY TCP4 ::1 ::1 1 2\r\n",              /* wrong family */
+		"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",      /* no such protocol */
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",        /* missing field */
+		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",    /* extra field */
+		"a1 LOGIN alice secret\r\n",
+	};
+	struct proxyproto_info info;
+	char longline[200];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(proxyproto_parse(bad[i], strlen(bad[i]), &info), PROXYPROTO_BAD);
+	/* v1 is at most 107 bytes: a longer line without LF is refused. */
+	memset(longline, 'x', sizeof(longline));
+	memcpy(longline, "PROXY ", 6);
+	assert_int_equal(proxyproto_parse(longline, sizeof(longline), &info), PROXYPROTO_BAD);
+	/* v2 with version 1 in the high nibble. */
+	char v2[16] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n', 0x11, 0x11, 0, 12};
+	assert_int_equal(proxyproto_parse(v2, 16, &info), PROXYPROTO_BAD);
+	/* v2 UDP is no mail. */
+	v2[12] = 0x21;
+	v2[13] = 0x12;
+	char full[28];
+	memcpy(full, v2, 16);
+	memset(full + 16, 0, 12);
+	assert_int_equal(proxyproto_parse(full, 28, &info), PROXYPROTO_BAD);
+	/* v2 whose length exceeds what postern accepts. */
+	v2[13] = 0x11;
+	v2[14] = 0x7f;
+	assert_int_equal(proxyproto_parse(v2, 16, &info), PROXYPROTO_BAD);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_v1_tcp4),      cmocka_unit_test(test_v1_tcp6),
+		cmocka_unit_test(test_v2_tcp4_bytes), cmocka_unit_test(test_round_trip),
+		cmocka_unit_test(test_local_and_unknown), cmocka_unit_test(test_malformed),
+	};
+	return cmocka_run_group_tests_name("proxyproto", tests, NULL, NULL);
+}
