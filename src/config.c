@@ -135,12 +135,6 @@ unsup_always(const void *field)
 }
 
 static bool
-unsup_nonzero(const void *field)
-{
-	return *(const int *)field != 0;
-}
-
-static bool
 unsup_true(const void *field)
 {
 	return *(const bool *)field;
@@ -184,13 +178,13 @@ static const struct keydef keys[] = {
         G(workers, config_key_workers, workers, &workers_range, 0, unsup_not_one),
         G(log, config_key_log, log_target, NULL, 0, NULL),
         G(log_level, config_key_enum, log_level, log_levels, 0, NULL),
-        G(log_format, config_key_enum, log_format, log_formats, 0, unsup_nonzero),
+        G(log_format, config_key_enum, log_format, log_formats, 0, NULL),
         G(pidfile, config_key_str, pidfile, NULL, 0, NULL),
         G(max_connections, config_key_int, max_connections, &maxconn_range, 0, NULL),
         G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0, NULL),
         G(metrics, config_key_addr, metrics, NULL, 0, unsup_always),
         G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, unsup_always),
-        G(keylog, config_key_str, keylog, NULL, 0, unsup_always),
+        G(keylog, config_key_str, keylog, NULL, 0, NULL),
 
         S(protocol, config_key_enum, protocol, protocols, 0, NULL),
         S(listen, config_key_listen, listen, NULL, F_LIST, NULL),

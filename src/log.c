@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <postern/log.h>
+#include <postern/log_json.h>
 
 #define LOG_LINE_MAX 4096
 
 static int log_level = LOG_INFO;
+static enum log_format log_format = LOGFMT_TEXT;
 static enum log_target log_target = LOGTO_STDERR;
 static int log_fd = -1; /* file target */
 static char log_path[4096];
@@ -62,6 +64,7 @@ log_configure(const struct config *cfg, char *err, size_t errlen)
 		closelog();
 	log_target = cfg->log_target;
 	log_level = cfg->log_level;
+	log_format = cfg->log_format;
 	return 0;
 }
 
@@ -94,6 +97,15 @@ log_enabled(int level)
 }
 
 static void
+write_all(const char *p, size_t n)
+{
+	int fd = log_target == LOGTO_FILE && log_fd >= 0 ? log_fd : STDERR_FILENO;
+
+	while (write(fd, p, n) < 0 && errno == EINTR)
+		;
+}
+
+static void
 emit(int level, const char *who, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX];
@@ -110,6 +122,7 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 	stamp = n;
 	r = snprintf(line + n, sizeof(line) - n, "%s %s ", level_name(level), who);
 	n += (size_t)r < sizeof(line) - n ? (size_t)r : sizeof(line) - n - 1;
+	size_t msg_at = n - stamp;
 	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
 	if (r < 0)
 		r = 0;
@@ -118,15 +131,28 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 	for (size_t i = stamp; i < n; i++)
 		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
 			line[i] = '?';
+	if (log_format == LOGFMT_JSON) {
+		char json[LOG_LINE_MAX * 2], ts[40];
+		const char *msg = line + stamp + msg_at;
+		memcpy(ts, line, stamp - 1);
+		ts[stamp - 1] = '\0';
+		line[n] = '\0';
+		size_t jn = log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
+		if (log_target == LOGTO_SYSLOG) {
+			syslog(level, "%s", json);
+			return;
+		}
+		json[jn++] = '\n';
+		write_all(json, jn);
+		return;
+	}
 	if (log_target == LOGTO_SYSLOG) {
 		line[n] = '\0';
 		syslog(level, "%s", line + stamp);
 		return;
 	}
 	line[n++] = '\n';
-	int fd = log_target == LOGTO_FILE && log_fd >= 0 ? log_fd : STDERR_FILENO;
-	while (write(fd, line, n) < 0 && errno == EINTR)
-		;
+	write_all(line, n);
 }
 
 void

@@ -61,6 +61,27 @@ load_logged(const char *path)
 	return cfg;
 }
 
+/* Secrets on disk: say so loudly, every time. */
+static void
+open_keylog(const struct config *cfg)
+{
+	if (tls_keylog_open(cfg->keylog) < 0) {
+		log_msg(LOG_ERR, "cannot open keylog %s: %s", cfg->keylog, strerror(errno));
+		return;
+	}
+	for (size_t i = 0; i < cfg->nservices; i++)
+		if (cfg->services[i].backend_tls != TLSMODE_OFF && !cfg->services[i].backend_verify)
+			log_msg(LOG_WARNING,
+			        "WARNING: service %s does not verify its backend's certificate "
+			        "(backend_verify = no): anyone on the path can impersonate it",
+			        cfg->services[i].name);
+	if (cfg->keylog)
+		log_msg(LOG_WARNING,
+		        "WARNING: TLS secrets of every session are written to %s (keylog): "
+		        "anyone who reads it can decrypt the traffic. Debugging only.",
+		        cfg->keylog);
+}
+
 static void
 reload(struct server *srv)
 {
@@ -78,6 +99,7 @@ reload(struct server *srv)
 	}
 	if (log_configure(cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
+	open_keylog(cfg);
 	config_unref(srv->cfg);
 	srv->cfg = cfg;
 	listener_start_all(srv);
@@ -224,6 +246,7 @@ serve(struct config *cfg)
 	ev_init(&srv.shutdown_timer, on_shutdown_timer);
 	srv.shutdown_timer.data = &srv;
 	raise_fd_limit(cfg);
+	open_keylog(cfg);
 	if (listener_apply(&srv, cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		rc = EXIT_RUNTIME;
@@ -255,6 +278,7 @@ out:
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);
 	config_unref(srv.cfg);
+	tls_keylog_open(NULL);
 	ev_loop_destroy(srv.loop);
 	return rc;
 }

@@ -2,6 +2,9 @@
  * identity; pairs with the same names (an RSA and an ECDSA pair for one host)
  * share a context so OpenSSL serves whichever the client supports. */
 #include <errno.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +25,43 @@ struct tls_server {
 	size_t n;
 	const char *alpn; /* the service's ALPN protocol name, NULL for raw */
 };
+
+static int keylog_fd = -1;
+
+int
+tls_keylog_open(const char *path)
+{
+	int fd = -1;
+
+	if (path != NULL) {
+		fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return -1;
+		fchmod(fd, 0600); /* an existing file too: these are secrets */
+	}
+	if (keylog_fd >= 0)
+		close(keylog_fd);
+	keylog_fd = fd;
+	return 0;
+}
+
+/* OpenSSL hands over one line per secret (TLS 1.2 CLIENT_RANDOM, TLS 1.3
+ * handshake and traffic secrets, EXPORTER_SECRET). */
+static void
+on_keylog(const SSL *ssl, const char *line)
+{
+	char buf[1024];
+	size_t n = strlen(line);
+
+	(void)ssl;
+	if (keylog_fd < 0 || n + 1 > sizeof(buf))
+		return;
+	memcpy(buf, line, n);
+	buf[n++] = '\n';
+	if (write(keylog_fd, buf, n) < 0) {
+		/* Nothing to do: a key log is a debugging aid, not worth a session. */
+	}
+}
 
 void
 tls_init(void)
@@ -154,6 +194,7 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	}
 	if (ts->alpn)
 		SSL_CTX_set_alpn_select_cb(ctx, on_alpn, ts);
+	SSL_CTX_set_keylog_callback(ctx, on_keylog);
 	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(ctx, ts);
 	return ctx;
@@ -313,6 +354,7 @@ tls_backend_load(struct service *svc, char *err, size_t errlen)
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	}
+	SSL_CTX_set_keylog_callback(ctx, on_keylog);
 	svc->tls_backend = ctx;
 	return 0;
 }

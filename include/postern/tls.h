@@ -9,6 +9,10 @@
 
 struct service;
 
+/* keylog: appends TLS secrets in NSS key log format to PATH (mode 0600) for
+ * Wireshark; NULL stops. Returns -1 with errno on failure. */
+int tls_keylog_open(const char *path);
+
 /* One-time library setup. */
 void tls_init(void);
 

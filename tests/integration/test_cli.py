@@ -138,7 +138,7 @@ class CommandLine(PosternTestCase):
         text = (
             "[global]\n"
             "workers = 2\n"                      # 2
-            "log_format = json\n"                # 3
+            "ticket_keys = /tmp/k1\n"            # 3
             "\n"
             "[imap]\n"                           # 5
             "protocol = imap\n"

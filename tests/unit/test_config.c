@@ -574,8 +574,8 @@ static void
 test_not_supported_yet(void **state)
 {
 	static const char *const global[] = {"workers = 2",         "workers = auto",
-	                                     "log_format = json",   "metrics = 127.0.0.1:9100",
-	                                     "ticket_keys = /a /b", "keylog = /tmp/keys"};
+	                                     "metrics = 127.0.0.1:9100",
+	                                     "ticket_keys = /a /b"};
 	static const char *const service[] = {"log_commands = yes",
 	                                      "capture_dir = /tmp/cap"};
 	char text[512], want[256];
