@@ -245,6 +245,13 @@ serve(struct config *cfg)
 	listener_init(&srv);
 	ev_init(&srv.shutdown_timer, on_shutdown_timer);
 	srv.shutdown_timer.data = &srv;
+	/* Handlers before the pidfile exists: a SIGHUP sent as soon as it
+	 * appears must reload, not kill. */
+	for (int i = 0; i < 4; i++) {
+		ev_signal_init(&sigs[i], on_signal, signums[i]);
+		sigs[i].data = &srv;
+		ev_signal_start(srv.loop, &sigs[i]);
+	}
 	raise_fd_limit(cfg);
 	open_keylog(cfg);
 	if (listener_apply(&srv, cfg, err, sizeof(err)) < 0) {
@@ -261,11 +268,6 @@ serve(struct config *cfg)
 	if (drop_privileges(cfg) < 0) {
 		rc = EXIT_RUNTIME;
 		goto out;
-	}
-	for (int i = 0; i < 4; i++) {
-		ev_signal_init(&sigs[i], on_signal, signums[i]);
-		sigs[i].data = &srv;
-		ev_signal_start(srv.loop, &sigs[i]);
 	}
 	listener_start_all(&srv);
 	log_msg(LOG_INFO, "postern %s started", POSTERN_VERSION);
