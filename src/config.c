@@ -182,7 +182,7 @@ static const struct keydef keys[] = {
         G(pidfile, config_key_str, pidfile, NULL, 0, NULL),
         G(max_connections, config_key_int, max_connections, &maxconn_range, 0, NULL),
         G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0, NULL),
-        G(metrics, config_key_addr, metrics, NULL, 0, unsup_always),
+        G(metrics, config_key_addr, metrics, NULL, 0, NULL),
         G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, unsup_always),
         G(keylog, config_key_str, keylog, NULL, 0, NULL),
 

@@ -10,6 +10,7 @@
 
 #include <postern/listener.h>
 #include <postern/log.h>
+#include <postern/metrics.h>
 #include <postern/proto.h>
 #include <postern/session.h>
 
@@ -41,6 +42,7 @@ refuse_busy(struct listener *l, int fd, const struct sockaddr *peer)
 	if (l->svc->tls != TLSMODE_IMPLICIT && busy)
 		(void)send(fd, busy, strlen(busy), MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
+	metrics_service(l->svc->name)->refused[MR_MAX_CONNECTIONS]++;
 	session_format_addr(peer, addr, sizeof(addr));
 	snprintf(who, sizeof(who), "%s %s", l->svc->name, addr);
 	log_session(LOG_WARNING, who, "refused reason=max_connections limit=%d",

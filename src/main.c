@@ -16,6 +16,7 @@
 #include <postern/config.h>
 #include <postern/listener.h>
 #include <postern/log.h>
+#include <postern/metrics.h>
 #include <postern/server.h>
 #include <postern/session.h>
 #include <postern/tls.h>
@@ -99,6 +100,8 @@ reload(struct server *srv)
 	}
 	if (log_configure(cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
+	if (metrics_apply(srv->loop, cfg, err, sizeof(err)) < 0)
+		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
 	open_keylog(cfg);
 	config_unref(srv->cfg);
 	srv->cfg = cfg;
@@ -254,7 +257,8 @@ serve(struct config *cfg)
 	}
 	raise_fd_limit(cfg);
 	open_keylog(cfg);
-	if (listener_apply(&srv, cfg, err, sizeof(err)) < 0) {
+	if (listener_apply(&srv, cfg, err, sizeof(err)) < 0 ||
+	    metrics_apply(srv.loop, cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "%s", err);
 		rc = EXIT_RUNTIME;
 		goto out;
@@ -276,6 +280,7 @@ serve(struct config *cfg)
 	log_msg(LOG_INFO, "stopped");
 out:
 	listener_close_all(&srv);
+	metrics_stop(srv.loop);
 	if (pidfile && unlink(pidfile) < 0)
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);

@@ -16,6 +16,7 @@
 
 #include <postern/endpoint.h>
 #include <postern/log.h>
+#include <postern/metrics.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 #include <postern/proxyproto.h>
@@ -43,6 +44,7 @@ struct session {
 	struct config *cfg; /* referenced: svc stays valid across reloads */
 	const struct service *svc;
 	const struct proto_ops *proto;
+	struct metrics_svc *m;
 	struct endpoint client, backend;
 	struct relay_dir c2s, s2c;
 	void *proto_state; /* adapter state, when the adapter filters */
@@ -122,6 +124,9 @@ session_close(struct session *s, const char *reason)
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
 	            ev_now(loop) - s->started, s->reason);
+	s->m->active--;
+	s->m->bytes_in += s->c2s.bytes;
+	s->m->bytes_out += s->s2c.bytes;
 	ev_timer_stop(loop, &s->timer);
 	ep_close(loop, &s->client);
 	ep_close(loop, &s->backend);
@@ -173,6 +178,7 @@ backend_failed(struct session *s, const char *why)
 {
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 
+	s->m->backend_errors[MB_UNREACHABLE]++;
 	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
 	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
 	session_step(s);
@@ -208,6 +214,7 @@ session_filter(void *arg, struct relay_dir *d)
 		/* 0x16 starts a TLS handshake record: a client that speaks TLS
 		 * before STARTTLS is refused at once, never after a timeout. */
 		if (buf_head(&d->in)[0] == 0x16) {
+			s->m->refused[MR_PROTOCOL]++;
 			log_session(LOG_INFO, s->who, "TLS ClientHello on a STARTTLS port: closing");
 			session_close(s, "refused");
 			return -1;
@@ -225,8 +232,10 @@ session_filter(void *arg, struct relay_dir *d)
 		                                       buf_len(&d->in), full, &act, filter_scratch);
 		if (v == PV_MORE || v == PV_WAIT)
 			break;
-		if (act.event)
+		if (act.event) {
+			s->m->plaintext_auth_refused++;
 			log_session(LOG_INFO, s->who, "%s", act.event);
+		}
 		switch (v) {
 		case PV_PASS:
 			if (!buf_append_grow(&d->buf, buf_head(&d->in), act.consume))
@@ -256,6 +265,7 @@ session_filter(void *arg, struct relay_dir *d)
 			return -1;
 		}
 		case PV_CLOSE:
+			s->m->refused[MR_PROTOCOL]++;
 			log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(act.text, act.len),
 			            act.text);
 			session_drain(s, act.text, act.len, "refused");
@@ -432,6 +442,7 @@ backend_tls_failed(struct session *s, const char *why)
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 	long v = s->backend.ssl ? SSL_get_verify_result(s->backend.ssl) : X509_V_OK;
 
+	s->m->backend_errors[MB_TLS]++;
 	if (s->up_state != NULL)
 		s->c2s.bytes = 0; /* only postern's own commands went out */
 	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
@@ -451,6 +462,7 @@ step_backend_tls(struct session *s)
 		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s",
 		            SSL_get_version(s->backend.ssl), SSL_get_cipher_name(s->backend.ssl));
 		if (s->up_state != NULL) {
+			s->m->starttls_backend++;
 			/* Capabilities are asked again inside TLS. */
 			struct proto_action act = {0};
 			s->proto->up_tls_done(s->up_state, &act, filter_scratch);
@@ -528,6 +540,7 @@ step_client_tls(struct session *s)
 	if (r == 1 && s->pretls) {
 		/* STARTTLS done: the adapter forgets the plaintext phase. */
 		s->pretls = false;
+		s->m->starttls_client++;
 		s->proto->tls_started(s->proto_state);
 		log_tls_start(s, "starttls");
 		s->c2s.paused = false;
@@ -538,6 +551,7 @@ step_client_tls(struct session *s)
 		log_tls_start(s, "start");
 		connect_backend(s);
 	} else if (r == EP_ERR) {
+		s->m->handshake_failures[MH_ERROR]++;
 		log_session(LOG_INFO, s->who, "handshake failed: %s",
 		            ep_strerror(&s->client, err, sizeof(err)));
 		session_close(s, "handshake-failed");
@@ -708,12 +722,14 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	session_hold(s);
 	switch (s->state) {
 	case S_PROXY_HEADER:
+		s->m->refused[MR_PROXY_HEADER]++;
 		log_session(LOG_WARNING, s->who, "no PROXY header within %.0fs: closing",
 		            s->svc->handshake_timeout);
 		session_close(s, "refused");
 		break;
 	case S_CLIENT_TLS:
 	case S_STARTTLS:
+		s->m->handshake_failures[MH_TIMEOUT]++;
 		log_session(LOG_INFO, s->who, "handshake timed out after %.0fs",
 		            s->svc->handshake_timeout);
 		session_close(s, "handshake-failed");
@@ -729,6 +745,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case S_RELAY: {
 		if (s->pretls) {
 			const char *t = s->proto->reply[PROTO_REPLY_TIMEOUT];
+			s->m->handshake_failures[MH_TIMEOUT]++;
 			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
 			            s->svc->handshake_timeout);
 			session_drain(s, t, strlen(t), "handshake-failed");
@@ -802,12 +819,14 @@ step_proxy_header(struct session *s)
 		return;
 	}
 	if (n <= 0) {
+		s->m->refused[MR_PROXY_HEADER]++;
 		log_session(LOG_INFO, s->who, "closed before its PROXY header");
 		session_close(s, "refused");
 		return;
 	}
 	r = proxyproto_parse(view, have + (size_t)n, &info);
 	if (r == PROXYPROTO_BAD || (r == PROXYPROTO_MORE && have + (size_t)n >= sizeof(view))) {
+		s->m->refused[MR_PROXY_HEADER]++;
 		log_session(LOG_WARNING, s->who, "missing or malformed PROXY header: closing");
 		session_close(s, "refused");
 		return;
@@ -887,6 +906,9 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->cfg = config_ref(cfg);
 	s->svc = svc;
 	s->proto = proto_get(svc->protocol);
+	s->m = metrics_service(svc->name);
+	s->m->connections++;
+	s->m->active++;
 	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen : sizeof(s->peer));
 	socklen_t llen = sizeof(s->local);
 	getsockname(fd, (struct sockaddr *)&s->local, &llen);

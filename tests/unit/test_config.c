@@ -574,7 +574,7 @@ static void
 test_not_supported_yet(void **state)
 {
 	static const char *const global[] = {"workers = 2",         "workers = auto",
-	                                     "metrics = 127.0.0.1:9100",
+	                                     
 	                                     "ticket_keys = /a /b"};
 	static const char *const service[] = {"log_commands = yes",
 	                                      "capture_dir = /tmp/cap"};

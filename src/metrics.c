@@ -1,0 +1,271 @@
+/* Prometheus counters and the tiny HTTP/1.0 server that exposes them.
+ * Scrapes are rare and small: each connection reads one request, gets one
+ * response, and is closed; a slow or silent scraper is cut off by a timer
+ * so it can never hold the loop or a descriptor for long. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <postern/log.h>
+#include <postern/metrics.h>
+
+#define MAX_SERVICES 256
+#define MAX_CLIENTS 16
+#define REQ_MAX 2048
+#define SCRAPE_TIMEOUT 5.0
+
+static struct metrics_svc services[MAX_SERVICES];
+static struct metrics_svc overflow = {.name = "other"};
+static size_t nservices;
+
+struct scrape {
+	ev_io io;
+	ev_timer timer;
+	int fd;
+	size_t rlen, off, len;
+	char req[REQ_MAX];
+	char *resp;
+};
+
+static struct {
+	int fd;
+	ev_io io;
+	struct sockaddr_ex addr;
+	int clients;
+} http = {.fd = -1};
+
+struct metrics_svc *
+metrics_service(const char *name)
+{
+	for (size_t i = 0; i < nservices; i++)
+		if (strcmp(services[i].name, name) == 0)
+			return &services[i];
+	if (nservices == MAX_SERVICES)
+		return &overflow;
+	snprintf(services[nservices].name, sizeof(services[nservices].name), "%s", name);
+	return &services[nservices++];
+}
+
+struct text {
+	char *p;
+	size_t cap, n;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+emit(struct text *t, const char *fmt, ...)
+{
+	va_list ap;
+	int r;
+
+	if (t->n >= t->cap)
+		return;
+	va_start(ap, fmt);
+	r = vsnprintf(t->p + t->n, t->cap - t->n, fmt, ap);
+	va_end(ap);
+	if (r > 0)
+		t->n = (size_t)r < t->cap - t->n ? t->n + (size_t)r : t->cap;
+}
+
+static void
+family(struct text *t, const char *name, const char *type, const char *help)
+{
+	emit(t, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+size_t
+metrics_render(char *dst, size_t cap)
+{
+	static const char *const hs[MH_COUNT] = {"timeout", "error"};
+	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
+	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol"};
+	struct text t = {dst, cap, 0};
+	size_t i;
+	int k;
+
+#define EACH for (i = 0; i < nservices; i++)
+#define S services[i]
+	family(&t, "postern_connections_total", "counter", "Connections accepted.");
+	EACH emit(&t, "postern_connections_total{service=\"%s\"} %llu\n", S.name,
+	          (unsigned long long)S.connections);
+	family(&t, "postern_connections_active", "gauge", "Sessions open now.");
+	EACH emit(&t, "postern_connections_active{service=\"%s\"} %llu\n", S.name,
+	          (unsigned long long)S.active);
+	family(&t, "postern_handshake_failures_total", "counter", "Client handshakes that failed.");
+	EACH for (k = 0; k < MH_COUNT; k++)
+		emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n",
+		     S.name, hs[k], (unsigned long long)S.handshake_failures[k]);
+	family(&t, "postern_bytes_total", "counter", "Application bytes relayed.");
+	EACH emit(&t,
+	          "postern_bytes_total{service=\"%s\",direction=\"in\"} %llu\n"
+	          "postern_bytes_total{service=\"%s\",direction=\"out\"} %llu\n",
+	          S.name, (unsigned long long)S.bytes_in, S.name, (unsigned long long)S.bytes_out);
+	family(&t, "postern_backend_errors_total", "counter", "Backends unreachable or failing TLS.");
+	EACH for (k = 0; k < MB_COUNT; k++)
+		emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
+		     S.name, be[k], (unsigned long long)S.backend_errors[k]);
+	family(&t, "postern_starttls_total", "counter", "STARTTLS performed.");
+	EACH emit(&t,
+	          "postern_starttls_total{service=\"%s\",side=\"client\"} %llu\n"
+	          "postern_starttls_total{service=\"%s\",side=\"backend\"} %llu\n",
+	          S.name, (unsigned long long)S.starttls_client, S.name,
+	          (unsigned long long)S.starttls_backend);
+	family(&t, "postern_plaintext_auth_refused_total", "counter",
+	       "Credentials refused before TLS.");
+	EACH emit(&t, "postern_plaintext_auth_refused_total{service=\"%s\"} %llu\n", S.name,
+	          (unsigned long long)S.plaintext_auth_refused);
+	family(&t, "postern_refused_total", "counter", "Connections refused.");
+	EACH for (k = 0; k < MR_COUNT; k++)
+		emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
+		     ref[k], (unsigned long long)S.refused[k]);
+#undef EACH
+#undef S
+	return t.n;
+}
+
+static void
+scrape_end(struct ev_loop *loop, struct scrape *c)
+{
+	ev_io_stop(loop, &c->io);
+	ev_timer_stop(loop, &c->timer);
+	close(c->fd);
+	free(c->resp);
+	free(c);
+	http.clients--;
+}
+
+static void
+on_scrape_timeout(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)revents;
+	scrape_end(loop, w->data);
+}
+
+static void
+respond(struct scrape *c)
+{
+	static const char ok[] = "HTTP/1.0 200 OK\r\n"
+	                         "Content-Type: text/plain; version=0.0.4\r\n"
+	                         "Connection: close\r\n\r\n";
+	static const char nf[] = "HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\nnot found\n";
+	size_t cap = 4096 + nservices * 2048;
+
+	c->resp = malloc(cap);
+	if (c->resp == NULL)
+		return;
+	if (strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET /metrics\r", 13) == 0) {
+		memcpy(c->resp, ok, sizeof(ok) - 1);
+		c->len = sizeof(ok) - 1 + metrics_render(c->resp + sizeof(ok) - 1, cap - sizeof(ok));
+	} else {
+		memcpy(c->resp, nf, sizeof(nf) - 1);
+		c->len = sizeof(nf) - 1;
+	}
+}
+
+static void
+on_scrape_io(struct ev_loop *loop, ev_io *w, int revents)
+{
+	struct scrape *c = w->data;
+
+	(void)revents;
+	if (c->resp == NULL) {
+		ssize_t n = recv(c->fd, c->req + c->rlen, sizeof(c->req) - 1 - c->rlen, 0);
+		if (n <= 0) {
+			if (n < 0 && (errno == EAGAIN || errno == EINTR))
+				return;
+			scrape_end(loop, c);
+			return;
+		}
+		c->rlen += (size_t)n;
+		c->req[c->rlen] = '\0';
+		if (strstr(c->req, "\r\n\r\n") == NULL && strstr(c->req, "\n\n") == NULL) {
+			if (c->rlen == sizeof(c->req) - 1)
+				scrape_end(loop, c);
+			return;
+		}
+		respond(c);
+		if (c->resp == NULL) {
+			scrape_end(loop, c);
+			return;
+		}
+		ev_io_stop(loop, &c->io);
+		ev_io_set(&c->io, c->fd, EV_WRITE);
+		ev_io_start(loop, &c->io);
+		return;
+	}
+	ssize_t n = send(c->fd, c->resp + c->off, c->len - c->off, MSG_NOSIGNAL);
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n > 0)
+		c->off += (size_t)n;
+	if (n <= 0 || c->off == c->len)
+		scrape_end(loop, c);
+}
+
+static void
+on_http_accept(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)w;
+	(void)revents;
+	for (;;) {
+		int fd = accept4(http.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct scrape *c;
+
+		if (fd < 0)
+			return;
+		if (http.clients >= MAX_CLIENTS || (c = calloc(1, sizeof(*c))) == NULL) {
+			close(fd);
+			continue;
+		}
+		http.clients++;
+		c->fd = fd;
+		ev_io_init(&c->io, on_scrape_io, fd, EV_READ);
+		c->io.data = c;
+		ev_timer_init(&c->timer, on_scrape_timeout, SCRAPE_TIMEOUT, 0.);
+		c->timer.data = c;
+		ev_io_start(loop, &c->io);
+		ev_timer_start(loop, &c->timer);
+	}
+}
+
+void
+metrics_stop(struct ev_loop *loop)
+{
+	if (http.fd < 0)
+		return;
+	ev_io_stop(loop, &http.io);
+	close(http.fd);
+	http.fd = -1;
+}
+
+int
+metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen)
+{
+	const struct sockaddr_ex *a = &cfg->metrics;
+	int fd, one = 1;
+
+	if (http.fd >= 0 && a->len == http.addr.len && memcmp(&a->ss, &http.addr.ss, a->len) == 0)
+		return 0;
+	if (a->len == 0) {
+		metrics_stop(loop);
+		return 0;
+	}
+	fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+	    bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 || listen(fd, 64) < 0) {
+		snprintf(err, errlen, "cannot serve metrics on %s: %s", a->text, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	metrics_stop(loop);
+	http.fd = fd;
+	http.addr = *a;
+	ev_io_init(&http.io, on_http_accept, fd, EV_READ);
+	ev_io_start(loop, &http.io);
+	log_msg(LOG_INFO, "metrics on http://%s/metrics", a->text);
+	return 0;
+}
