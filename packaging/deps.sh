@@ -12,10 +12,23 @@
 #                           command for the package manager found, exits 1.
 #
 # Needs only bash and coreutils: no sudo, which, lsb_release or python.
+#
+#   --bench   also the peers and tools of `make bench`: stunnel4, hitch,
+#             haproxy, nginx with its stream and mail modules, gnuplot,
+#             taskset (util-linux) and procps; their system services are not
+#             started either.
 set -u
 
 me=${0##*/}
 say() { printf '%s: %s\n' "$me" "$*" >&2; }
+
+bench=""
+for arg in "$@"; do
+	case $arg in
+	--bench) bench=1 ;;
+	*) say "unknown argument: $arg (usage: $me [--bench])"; exit 2 ;;
+	esac
+done
 
 os_id="" os_like="" os_codename=""
 if [[ -r /etc/os-release ]]; then
@@ -63,7 +76,17 @@ deb_wanted() {
 	echo clang
 	rt=$(clang_rt_pkg) && [[ -n $rt ]] && echo "$rt"
 	echo openssl curl ca-certificates python3 python3-aiosmtpd
-	echo dovecot-imapd dovecot-pop3d procps iproute2 valgrind
+	echo dovecot-imapd dovecot-pop3d procps iproute2 valgrind tshark
+	[[ -n $bench ]] && deb_bench_wanted
+	return 0
+}
+
+# With --bench: the peers and tools of `make bench`. Any gnuplot will do;
+# gnuplot-nox (no X11) is the one installed when there is none.
+deb_bench_wanted() {
+	echo stunnel4 hitch haproxy nginx libnginx-mod-stream libnginx-mod-mail
+	echo util-linux procps
+	command -v gnuplot >/dev/null 2>&1 || echo gnuplot-nox
 }
 
 # Prints those of "$@" that dpkg does not list as installed.
@@ -108,15 +131,19 @@ deb_install() {
 			say "(this starts the system Dovecot service; the demo and the tests run"
 			say " their own, so it may be stopped: systemctl disable --now dovecot)"
 		fi
+		if [[ " ${missing[*]} " =~ \ (stunnel4|hitch|haproxy|nginx)\  ]]; then
+			say "(this may start the system's stunnel, hitch, HAProxy or nginx; the"
+			say " benchmark runs its own, so they may be stopped and disabled)"
+		fi
 		exit 1
 	fi
 
 	log=$(mktemp "${TMPDIR:-/tmp}/postern-deps.XXXXXX") || exit 1
 
 	# Keep the packages' maintainer scripts from starting the system Dovecot
-	# (it would bind 110, 143, 993, 995): a policy-rc.d that refuses every
-	# service action, for the duration of the install. An existing one is
-	# left alone.
+	# (it would bind 110, 143, 993, 995), and with --bench nginx, HAProxy,
+	# hitch and stunnel (80, ...): a policy-rc.d that refuses every service
+	# action, for the duration of the install. An existing one is left alone.
 	local policy=/usr/sbin/policy-rc.d
 	trap cleanup EXIT
 	trap 'exit 130' INT
@@ -200,6 +227,15 @@ have_cmd dovecot || [[ -x /usr/sbin/dovecot ]] || lacking+=("Dovecot (IMAP and P
 have_cmd pgrep || lacking+=("procps")
 have_cmd ss || [[ -x /usr/sbin/ss ]] || lacking+=("iproute2 (ss)")
 have_cmd valgrind || lacking+=("valgrind")
+if [[ -n $bench ]]; then
+	have_sbin() { have_cmd "$1" || [[ -x /usr/sbin/$1 || -x /usr/bin/$1 ]]; }
+	have_sbin stunnel || have_sbin stunnel4 || lacking+=("stunnel")
+	have_sbin hitch || lacking+=("hitch")
+	have_sbin haproxy || lacking+=("HAProxy")
+	have_sbin nginx || lacking+=("nginx with the stream and mail modules")
+	have_cmd gnuplot || lacking+=("gnuplot")
+	have_cmd taskset || lacking+=("taskset (util-linux)")
+fi
 
 ((${#lacking[@]})) || exit 0
 
@@ -208,16 +244,26 @@ printf '  - %s\n' "${lacking[@]}" >&2
 
 sudo=""
 [[ $(id -u) != 0 ]] && { have_cmd sudo && sudo="sudo " || sudo="(as root) "; }
-cmd=""
+cmd="" pm=""
 if have_cmd dnf || have_cmd yum; then
 	pm=dnf; have_cmd dnf || pm=yum
 	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps-ng iproute valgrind"
 elif have_cmd zypper; then
+	pm=zypper
 	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps iproute2 valgrind"
 elif have_cmd apk; then
+	pm=apk
 	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d procps iproute2 valgrind"
 elif have_cmd pacman; then
+	pm=pacman
 	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot procps-ng iproute2 valgrind"
+fi
+if [[ -n $cmd && -n $bench ]]; then
+	case $pm in
+	apk) cmd+=" stunnel hitch haproxy nginx nginx-mod-stream nginx-mod-mail gnuplot util-linux" ;;
+	zypper) cmd+=" stunnel hitch haproxy nginx gnuplot util-linux" ;;
+	*) cmd+=" stunnel hitch haproxy nginx nginx-mod-stream nginx-mod-mail gnuplot util-linux" ;;
+	esac
 fi
 if [[ -n $cmd ]]; then
 	say "install them with (package names may differ on ${os_id:-this system}${os_like:+, like $os_like}):"
