@@ -247,6 +247,9 @@ metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t 
 	const struct sockaddr_ex *a = &cfg->metrics;
 	int fd, one = 1;
 
+	/* Every configured service shows its series from the start, at 0. */
+	for (size_t i = 0; i < cfg->nservices; i++)
+		metrics_service(cfg->services[i].name);
 	if (http.fd >= 0 && a->len == http.addr.len && memcmp(&a->ss, &http.addr.ss, a->len) == 0)
 		return 0;
 	if (a->len == 0) {
