@@ -11,7 +11,7 @@
 #define TAG_MAX 64
 
 struct imap_state {
-	bool starttls, require_tls, tls;
+	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	/* client -> server */
 	uint64_t c_literal; /* literal bytes still to pass */
 	bool c_cont;        /* the current command goes on after its literal */
@@ -52,7 +52,9 @@ imap_init(void *st, const struct proto_conf *conf)
 	struct imap_state *s = st;
 
 	memset(s, 0, sizeof(*s));
-	s->starttls = conf->starttls;
+	/* Without STARTTLS offered, the client is TLS or postern's side to
+	 * the backend is: the backend's own STARTTLS is hidden all the same. */
+	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
 }
 
@@ -285,7 +287,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full,
 		s->c_auth = false;
 		s->tag_len = 0;
 	}
-	if (s->s_cont || !s->starttls)
+	if (s->s_cont)
 		return pass(act, n);
 	/* "* CAPABILITY ..." or a [CAPABILITY ...] response code. */
 	struct pu_word w = pu_next_word(&q, end);

@@ -36,7 +36,7 @@ static const struct pu_verb pop3_verbs[] = {
 };
 
 struct pop3_state {
-	bool starttls, require_tls, tls;
+	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	bool c_midline, c_auth, s_midline;
 	bool s_body; /* inside a multi-line body */
 	bool s_capa; /* ... of a CAPA response */
@@ -65,7 +65,9 @@ pop3_init(void *st, const struct proto_conf *conf)
 	struct pop3_state *s = st;
 
 	memset(s, 0, sizeof(*s));
-	s->starttls = conf->starttls;
+	/* Without STARTTLS offered, the client is TLS or postern's side to
+	 * the backend is: the backend's own STARTTLS is hidden all the same. */
+	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
 	push(s, K_SIMPLE); /* the greeting */
 }
@@ -160,12 +162,10 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 	if (body == 1 && p[0] == '.') {
 		s->s_body = s->s_capa = false;
 		pop(s);
-		if (!s->starttls || s->tls)
+		if (s->tls)
 			return PV_PASS;
 		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
 	}
-	if (!s->starttls)
-		return PV_PASS;
 	if (pu_word_is(w, "STLS"))
 		return PV_DROP;
 	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))

@@ -18,7 +18,7 @@ enum smtp_kind {
 };
 
 struct smtp_state {
-	bool starttls, require_tls, tls;
+	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	bool helo_seen;   /* after TLS: the client has said EHLO again */
 	bool c_body;      /* DATA body: lines until "." */
 	bool c_data_wait; /* DATA sent: body or command depends on the reply */
@@ -55,7 +55,9 @@ smtp_init(void *st, const struct proto_conf *conf)
 	struct smtp_state *s = st;
 
 	memset(s, 0, sizeof(*s));
-	s->starttls = conf->starttls;
+	/* Without STARTTLS offered, the client is TLS or postern's side to
+	 * the backend is: the backend's own STARTTLS is hidden all the same. */
+	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
 	push(s, K_SIMPLE); /* the greeting */
 }
@@ -292,7 +294,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full,
 		return PV_PASS; /* unsolicited (e.g. a 421 before closing) */
 	enum smtp_kind k = s->queue[s->head];
 	bool more = n >= 4 && p[3] == '-';
-	if (k == K_EHLO && s->starttls && n >= 3 && strncmp(p, "250", 3) == 0) {
+	if (k == K_EHLO && n >= 3 && strncmp(p, "250", 3) == 0) {
 		size_t total = reply_len(p, len);
 		if (total == 0 && full) /* cannot be rewritten whole: fail closed */
 			return pu_answer(act, PV_CLOSE, len, scratch,

@@ -68,6 +68,7 @@ static long session_filter(void *arg, struct relay_dir *d);
 static void start_upstream(struct session *s);
 static void step_proxy_header(struct session *s);
 static bool start_adapter(struct session *s);
+static bool needs_adapter(const struct service *svc);
 
 static void
 session_hold(struct session *s)
@@ -775,6 +776,11 @@ session_begin(struct session *s)
 
 	if (svc->tls == TLSMODE_IMPLICIT) {
 		SSL *ssl = tls_server_new(svc);
+		if (needs_adapter(svc) && !start_adapter(s)) {
+			SSL_free(ssl);
+			session_close(s, "error");
+			return;
+		}
 		if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
 			SSL_free(ssl);
 			log_session(LOG_ERR, s->who, "cannot create TLS session");
@@ -789,7 +795,7 @@ session_begin(struct session *s)
 		return;
 	}
 	log_session(LOG_INFO, s->who, "start tls=off%s", unverified_note(s));
-	if (svc->tls == TLSMODE_STARTTLS && !start_adapter(s)) {
+	if (needs_adapter(svc) && !start_adapter(s)) {
 		log_session(LOG_ERR, s->who, "out of memory");
 		session_close(s, "error");
 	} else {
@@ -860,17 +866,28 @@ step_proxy_header(struct session *s)
 	session_begin(s);
 }
 
+/* An adapter is needed where TLS is involved: to offer STARTTLS, or to
+ * hide the backend's own STARTTLS, which postern cannot relay. Plaintext on
+ * both sides is relayed untouched. */
+static bool
+needs_adapter(const struct service *svc)
+{
+	return svc->protocol != PROTO_RAW &&
+	       (svc->tls != TLSMODE_OFF || svc->backend_tls != TLSMODE_OFF);
+}
+
 /* The adapter judges both directions from the first byte on. */
 static bool
 start_adapter(struct session *s)
 {
-	struct proto_conf conf = {.starttls = true, .require_tls = s->svc->require_tls};
+	bool offer = s->svc->tls == TLSMODE_STARTTLS;
+	struct proto_conf conf = {.starttls = offer, .require_tls = s->svc->require_tls};
 
 	s->proto_state = calloc(1, s->proto->state_size);
 	if (s->proto_state == NULL)
 		return false;
 	s->proto->init(s->proto_state, &conf);
-	s->pretls = true;
+	s->pretls = offer;
 	s->c2s.filter = s->s2c.filter = session_filter;
 	s->c2s.filter_arg = s->s2c.filter_arg = s;
 	return true;

@@ -51,7 +51,9 @@ struct proto_action {
 
 /* What an adapter is told about its session at start. */
 struct proto_conf {
-	bool starttls;    /* postern offers STARTTLS to the client */
+	bool starttls;    /* postern offers STARTTLS to the client; false: the
+	                   * post-TLS rules from the start (capabilities the
+	                   * backend offers but postern cannot relay are hidden) */
 	bool require_tls; /* refuse credentials before TLS */
 };
 

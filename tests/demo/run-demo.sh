@@ -43,19 +43,19 @@ POSTERN_PID=
 TAIL_PID=
 
 cleanup() {
-	trap - EXIT INT TERM HUP
+	# make passes a SIGTERM on to us a second time: ignore further signals
+	# while cleaning up, or the second one would cut the cleanup short
+	trap - EXIT
+	trap '' INT TERM HUP
 	set +e
 	echo
 	echo "postern demo: stopping"
 	[ -z "$TAIL_PID" ] || kill "$TAIL_PID" 2>/dev/null
-	if [ -n "$POSTERN_PID" ]; then
-		kill -TERM "$POSTERN_PID" 2>/dev/null
-		wait "$POSTERN_PID" 2>/dev/null
-	fi
-	if [ -n "$SERVERS_PID" ]; then
-		kill -TERM "$SERVERS_PID" 2>/dev/null
-		wait "$SERVERS_PID" 2>/dev/null
-	fi
+	# signal postern and the mail servers together, then wait for both
+	[ -z "$POSTERN_PID" ] || kill -TERM "$POSTERN_PID" 2>/dev/null
+	[ -z "$SERVERS_PID" ] || kill -TERM "$SERVERS_PID" 2>/dev/null
+	[ -z "$POSTERN_PID" ] || wait "$POSTERN_PID" 2>/dev/null
+	[ -z "$SERVERS_PID" ] || wait "$SERVERS_PID" 2>/dev/null
 	[ -z "$TAIL_PID" ] || wait "$TAIL_PID" 2>/dev/null
 	rm -rf "$DIR"
 	echo "postern demo: stopped, $DIR removed"
@@ -179,7 +179,7 @@ Try these in another shell:
   curl --cacert $CERT --user demo:demo pop3s://localhost:$POP3S/
   curl --cacert $CERT --user demo:demo pop3s://localhost:$POP3S/2
   curl --cacert $CERT smtps://localhost:$SMTPS --mail-from you@example.test --mail-rcpt demo@example.test --crlf -T $DIR/hello.eml
-  openssl s_client -connect localhost:$IMAPS -CAfile $CERT -crlf
+  openssl s_client -connect 127.0.0.1:$IMAPS -servername localhost -CAfile $CERT -crlf
 
 postern's log follows; press Ctrl-C to stop the demo.
 

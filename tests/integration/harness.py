@@ -618,6 +618,59 @@ def tls_connect(port, host="127.0.0.1", sni="localhost", ctx=None, timeout=10.0,
         raise
 
 
+def client_hello(sni="localhost"):
+    """The bytes of a real TLS ClientHello (from Python's ssl, memory BIOs)."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
+    try:
+        obj.do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return out.read()
+
+
+# The stdlib clients, connecting to 127.0.0.1 but verifying and sending SNI
+# for "localhost": no name resolution needed (a fresh debootstrap root has no
+# /etc/hosts, and "localhost" then does not resolve at all).
+import imaplib  # noqa: E402
+import poplib  # noqa: E402
+import smtplib  # noqa: E402
+
+
+class IMAP4_SSL(imaplib.IMAP4_SSL):
+    def __init__(self, port, ssl_context=None, timeout=10.0, sni="localhost"):
+        self._sni = sni
+        super().__init__("127.0.0.1", port, ssl_context=ssl_context or client_context(), timeout=timeout * SLOW)
+
+    def _create_socket(self, timeout):
+        sock = imaplib.IMAP4._create_socket(self, timeout)
+        return self.ssl_context.wrap_socket(sock, server_hostname=self._sni)
+
+
+class POP3_SSL(poplib.POP3_SSL):
+    def __init__(self, port, context=None, timeout=10.0, sni="localhost"):
+        self._sni = sni
+        super().__init__("127.0.0.1", port, context=context or client_context(), timeout=timeout * SLOW)
+
+    def _create_socket(self, timeout):
+        sock = poplib.POP3._create_socket(self, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self._sni)
+
+
+class SMTP_SSL(smtplib.SMTP_SSL):
+    def __init__(self, port, context=None, timeout=10.0, sni="localhost"):
+        self._sni = sni
+        super().__init__("127.0.0.1", port, local_hostname="client.test", context=context or client_context(),
+                         timeout=timeout * SLOW)
+
+    def _get_socket(self, host, port, timeout):
+        sock = smtplib.SMTP._get_socket(self, host, port, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self._sni)
+
+
 def plain_connect(port, host="127.0.0.1", timeout=10.0, source=None):
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     s = socket.socket(family, socket.SOCK_STREAM)

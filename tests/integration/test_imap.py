@@ -3,11 +3,8 @@ openssl s_client, imaplib, the 20 MB message byte for byte, several listen
 addresses, a unix socket backend, session log lines."""
 
 import hashlib
-import imaplib
 import re
-import socket
 import ssl
-import subprocess
 import time
 
 import harness
@@ -18,7 +15,6 @@ from harness import (
     SLOW,
     USER,
     PosternTestCase,
-    client_context,
     curl,
     env,
     free_port,
@@ -102,7 +98,7 @@ class Imap(PosternTestCase):
 
     def test_imaplib(self):
         p, port = self.start_imaps()
-        c = imaplib.IMAP4_SSL("localhost", port, ssl_context=client_context(), timeout=10 * SLOW)
+        c = harness.IMAP4_SSL(port)
         try:
             typ, _ = c.login(USER, PASSWORD)
             self.assertEqual(typ, "OK")
@@ -197,7 +193,7 @@ class Imap(PosternTestCase):
 
     def test_unix_socket_backend(self):
         p, port = self.start_imaps(backend="unix:" + env().imap_socket)
-        c = imaplib.IMAP4_SSL("localhost", port, ssl_context=client_context(), timeout=10 * SLOW)
+        c = harness.IMAP4_SSL(port)
         c.login(USER, PASSWORD)
         typ, data = c.select("INBOX", readonly=True)
         self.assertEqual((typ, data), ("OK", [b"4"]))

@@ -2,16 +2,15 @@
 poplib.POP3_SSL, the 20 MB message byte for byte."""
 
 import hashlib
-import poplib
+
+import harness
 
 from harness import (
     BIG_MIN,
     BIG_SEQ,
     PASSWORD,
-    SLOW,
     USER,
     PosternTestCase,
-    client_context,
     curl,
     env,
     pop3_retr_raw,
@@ -46,7 +45,7 @@ class Pop3(PosternTestCase):
 
     def test_poplib(self):
         p, port = self.start_pop3s()
-        c = poplib.POP3_SSL("localhost", port, context=client_context(), timeout=10 * SLOW)
+        c = harness.POP3_SSL(port)
         self.assertTrue(c.getwelcome().startswith(b"+OK"))
         c.user(USER)
         c.pass_(PASSWORD)

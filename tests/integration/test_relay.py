@@ -3,7 +3,6 @@ half-close, backpressure, idle and handshake timeouts, max_connections,
 EMFILE, peers that reset."""
 
 import hashlib
-import os
 import random
 import socket
 import ssl
@@ -19,6 +18,7 @@ from harness import (
     PosternTestCase,
     Reader,
     TcpBackend,
+    client_hello,
     closed_by_peer,
     duplex,
     env,
@@ -302,7 +302,9 @@ class Relay(PosternTestCase):
         _, end = self.assertSessionEnd(p, idle_port, reason="idle-timeout")
         self.assertGreater(float(end.fields["duration"]), 1.9, end.raw)
         self.assertLess(float(end.fields["duration"]), 4.5 * SLOW, end.raw)
-        self.assertSessionEnd(p, busy_port, reason="backend-closed")
+        # LOGOUT, then the client closes at once: either side's EOF may come first.
+        _, end = self.assertSessionEnd(p, busy_port)
+        self.assertIn(end.fields["reason"], ("backend-closed", "client-closed"), end.raw)
         self.assertGreater(time.monotonic() - t0, 3.5)
 
     def test_handshake_timeout(self):
@@ -356,16 +358,15 @@ class Relay(PosternTestCase):
                 self.assertTrue(closed_by_peer(s, 3 * SLOW))
                 s.close()
         with self.subTest(service="imaps"):
+            # closed before any handshake: a ClientHello gets no byte back
             raw = plain_connect(p.port("imaps"))
-            raw.sendall(b"")
-            # closed before any handshake: no ServerHello ever arrives
-            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            with self.assertRaises((ssl.SSLError, ConnectionError, OSError)):
-                t = ctx.wrap_socket(raw, server_hostname="localhost")
-                t.recv(100)
+            try:
+                raw.sendall(client_hello())
+                answer = raw.recv(100)
+            except ConnectionError:
+                answer = b""
             raw.close()
+            self.assertEqual(answer, b"", "the refused TLS connection got an answer (a ServerHello?)")
         # logged: "refused" with the client's address (no session id yet)
         refused = p.wait_for(regex=r"\brefused\b", count=4)
         self.assertGreaterEqual(len(refused), 4, refused)

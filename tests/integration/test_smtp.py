@@ -2,10 +2,11 @@
 smtps://, smtplib.SMTP_SSL; the SMTP server receives the mail intact."""
 
 import os
-import smtplib
 import time
 
-from harness import SLOW, PosternTestCase, client_context, curl, env, svc, wait_until
+import harness
+
+from harness import PosternTestCase, curl, env, svc, wait_until
 
 
 def wait_delivery(marker, timeout=10.0):
@@ -48,7 +49,7 @@ class Smtp(PosternTestCase):
         body = ("Grüße, 日本語\r\n".encode() + b".leading dot line\r\n" + (b"x" * 998 + b"\r\n") * 1000 + marker + b"\r\n")
         msg = b"From: s@example.test\r\nTo: r1@example.test, r2@example.test\r\nSubject: smtplib\r\n" \
               b"MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" + body
-        c = smtplib.SMTP_SSL("localhost", port, context=client_context(), timeout=10 * SLOW)
+        c = harness.SMTP_SSL(port)
         code, banner = c.ehlo("client.test")
         self.assertEqual(code, 250)
         local_port = c.sock.getsockname()[1]

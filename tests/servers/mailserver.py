@@ -38,6 +38,20 @@ DEBIAN_PYTHON = "/usr/bin/python3"
 BIG_SIZE = 20 * 1024 * 1024  # body bytes of the big message
 
 
+def die_with_parent(sig=signal.SIGTERM):
+    """For preexec_fn: the child gets `sig` when its parent dies, so that a
+    server in its own session (safe from the terminal's Ctrl-C and SIGHUP,
+    which the supervisor relays) never outlives a supervisor that was
+    SIGKILLed."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port(host="127.0.0.1"):
     """A port that was free a moment ago (bind to port 0, then close)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -203,13 +217,20 @@ def build_maildir(home, messages):
 
 
 def _make_reachable(path):
-    """Dovecot's login and mail processes drop privileges: every directory
-    on the way to `path` must be searchable by others."""
+    """Dovecot's auth and mail processes drop privileges: every directory on
+    the way to `path` must be searchable by others. That includes "/": a
+    chroot made with `mktemp -d` (as /work/shared/tools/fresh-root does) has
+    a 0700 root, where no unprivileged process can even read /etc/passwd."""
     path = os.path.abspath(path)
-    while path != "/":
+    while True:
         st = os.stat(path)
         if not st.st_mode & 0o001:
+            if path == "/":
+                sys.stderr.write("mailserver: making / searchable (mode %o -> %o) for Dovecot's unprivileged "
+                                 "processes\n" % (st.st_mode & 0o7777, (st.st_mode | 0o055) & 0o7777))
             os.chmod(path, st.st_mode | 0o055)
+        if path == "/":
+            break
         path = os.path.dirname(path)
 
 
@@ -251,7 +272,7 @@ service imap-login {{
   inet_listener imaps {{
     port = 0
   }}
-  unix_listener {imap_socket} {{
+  unix_listener imap.sock {{
     mode = 0666
   }}
   service_count = 0
@@ -338,6 +359,7 @@ class Dovecot:
                 stderr=subprocess.STDOUT,
                 close_fds=True,
                 start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
+                preexec_fn=die_with_parent,
             )
             out.close()
             try:
@@ -360,11 +382,20 @@ class Dovecot:
                 pass
         return "".join(out)
 
-    def stop(self, timeout=10.0):
+    def terminate(self):
+        """Send SIGTERM (once) without waiting."""
+        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
+            self.proc.send_signal(signal.SIGTERM)
+            self._termed = True
+
+    def stop(self, timeout=5.0):
+        self.terminate()
         p, self.proc = self.proc, None
+        self._termed = False
         if p is None or p.poll() is not None:
+            if p is not None:
+                p.wait()
             return
-        p.send_signal(signal.SIGTERM)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -403,6 +434,7 @@ class SmtpServer:
             stderr=subprocess.STDOUT,
             close_fds=True,
             start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
+            preexec_fn=die_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout
@@ -431,11 +463,20 @@ class SmtpServer:
                     out.append((meta, f.read()))
         return out
 
-    def stop(self, timeout=10.0):
+    def terminate(self):
+        """Send SIGTERM (once) without waiting."""
+        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
+            self.proc.send_signal(signal.SIGTERM)
+            self._termed = True
+
+    def stop(self, timeout=5.0):
+        self.terminate()
         p, self.proc = self.proc, None
+        self._termed = False
         if p is None or p.poll() is not None:
+            if p is not None:
+                p.wait()
             return
-        p.send_signal(signal.SIGTERM)
         try:
             p.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -463,6 +504,9 @@ class MailServers:
         return self
 
     def stop(self):
+        # signal both first, then wait: Dovecot takes about a second
+        self.smtp.terminate()
+        self.dovecot.terminate()
         self.smtp.stop()
         self.dovecot.stop()
 
@@ -514,7 +558,7 @@ def main():
     s.add_argument("--dir", required=True)
     s.add_argument("--set", default="demo", choices=("demo", "test"))
     s.add_argument("--ready")
-    b = sub.add_parser("bigsha", help="print the sha256 of the big test message file")
+    sub.add_parser("bigsha", help="print the sha256 of the big test message file")
     args = ap.parse_args()
     if args.cmd == "serve":
         return serve(args)
