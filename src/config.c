@@ -697,8 +697,9 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		char err[ERRLEN];
 
 		if (tls_backend_load(svc, err, sizeof(err)) < 0)
-			perr(ps, seen_line(seen, "backend_ca") ? seen_line(seen, "backend_ca")
-			                                       : svc->line,
+			perr(ps,
+			     seen_line(seen, "backend_ca") ? seen_line(seen, "backend_ca")
+			                                   : svc->line,
 			     "%s", err);
 	}
 }

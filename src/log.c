@@ -137,7 +137,8 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 		memcpy(ts, line, stamp - 1);
 		ts[stamp - 1] = '\0';
 		line[n] = '\0';
-		size_t jn = log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
+		size_t jn =
+		        log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
 		if (log_target == LOGTO_SYSLOG) {
 			syslog(level, "%s", json);
 			return;

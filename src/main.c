@@ -184,7 +184,8 @@ drop_privileges(const struct config *cfg)
 
 	if (cfg->user == NULL && cfg->group == NULL) {
 		if (geteuid() == 0)
-			log_msg(LOG_WARNING, "running as root: set user and group to drop privileges");
+			log_msg(LOG_WARNING,
+			        "running as root: set user and group to drop privileges");
 		return 0;
 	}
 	if (cfg->user) {

@@ -55,8 +55,7 @@ struct text {
 	size_t cap, n;
 };
 
-static void __attribute__((format(printf, 2, 3)))
-emit(struct text *t, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) emit(struct text *t, const char *fmt, ...)
 {
 	va_list ap;
 	int r;
@@ -96,17 +95,18 @@ metrics_render(char *dst, size_t cap)
 	          (unsigned long long)S.active);
 	family(&t, "postern_handshake_failures_total", "counter", "Client handshakes that failed.");
 	EACH for (k = 0; k < MH_COUNT; k++)
-		emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n",
-		     S.name, hs[k], (unsigned long long)S.handshake_failures[k]);
+	        emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n",
+	             S.name, hs[k], (unsigned long long)S.handshake_failures[k]);
 	family(&t, "postern_bytes_total", "counter", "Application bytes relayed.");
 	EACH emit(&t,
 	          "postern_bytes_total{service=\"%s\",direction=\"in\"} %llu\n"
 	          "postern_bytes_total{service=\"%s\",direction=\"out\"} %llu\n",
 	          S.name, (unsigned long long)S.bytes_in, S.name, (unsigned long long)S.bytes_out);
-	family(&t, "postern_backend_errors_total", "counter", "Backends unreachable or failing TLS.");
+	family(&t, "postern_backend_errors_total", "counter",
+	       "Backends unreachable or failing TLS.");
 	EACH for (k = 0; k < MB_COUNT; k++)
-		emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
-		     S.name, be[k], (unsigned long long)S.backend_errors[k]);
+	        emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
+	             S.name, be[k], (unsigned long long)S.backend_errors[k]);
 	family(&t, "postern_starttls_total", "counter", "STARTTLS performed.");
 	EACH emit(&t,
 	          "postern_starttls_total{service=\"%s\",side=\"client\"} %llu\n"
@@ -119,8 +119,8 @@ metrics_render(char *dst, size_t cap)
 	          (unsigned long long)S.plaintext_auth_refused);
 	family(&t, "postern_refused_total", "counter", "Connections refused.");
 	EACH for (k = 0; k < MR_COUNT; k++)
-		emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
-		     ref[k], (unsigned long long)S.refused[k]);
+	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
+	             ref[k], (unsigned long long)S.refused[k]);
 #undef EACH
 #undef S
 	return t.n;
@@ -156,9 +156,11 @@ respond(struct scrape *c)
 	c->resp = malloc(cap);
 	if (c->resp == NULL)
 		return;
-	if (strncmp(c->req, "GET /metrics ", 13) == 0 || strncmp(c->req, "GET /metrics\r", 13) == 0) {
+	if (strncmp(c->req, "GET /metrics ", 13) == 0 ||
+	    strncmp(c->req, "GET /metrics\r", 13) == 0) {
 		memcpy(c->resp, ok, sizeof(ok) - 1);
-		c->len = sizeof(ok) - 1 + metrics_render(c->resp + sizeof(ok) - 1, cap - sizeof(ok));
+		c->len =
+		        sizeof(ok) - 1 + metrics_render(c->resp + sizeof(ok) - 1, cap - sizeof(ok));
 	} else {
 		memcpy(c->resp, nf, sizeof(nf) - 1);
 		c->len = sizeof(nf) - 1;

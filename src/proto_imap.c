@@ -21,7 +21,7 @@ struct imap_state {
 	bool c_auth;        /* AUTHENTICATE exchange: lines are SASL responses */
 	bool c_idle;        /* IDLE sent: "DONE" ends it */
 	uint64_t c_sync_len;
-	unsigned inflight;  /* forwarded commands not yet completed */
+	unsigned inflight; /* forwarded commands not yet completed */
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
 	/* server -> client */
@@ -34,11 +34,11 @@ struct imap_state {
 enum { F_IDLE = PU_OWN /* its "DONE" line is no command */ };
 
 static const struct pu_verb imap_verbs[] = {
-	{"STARTTLS", PU_STARTTLS},
-	{"LOGIN", PU_REFUSE_PLAIN},
-	{"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
-	{"IDLE", F_IDLE},
-	{NULL, 0},
+        {"STARTTLS", PU_STARTTLS},
+        {"LOGIN", PU_REFUSE_PLAIN},
+        {"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
+        {"IDLE", F_IDLE},
+        {NULL, 0},
 };
 
 static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
@@ -107,8 +107,8 @@ answer(struct imap_state *s, struct proto_action *act, size_t n, bool lit, bool 
 }
 
 static enum proto_verdict
-client_input(struct imap_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+client_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	if (s->c_literal > 0) {
 		size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
@@ -181,8 +181,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 		/* Replies to earlier commands must arrive in plaintext, before ours. */
 		if (!server_at_boundary(s) || s->inflight > 0)
 			return PV_WAIT;
-		return pu_answer(act, PV_STARTTLS, n, scratch, "%.*s OK Begin TLS negotiation now\r\n",
-		                 (int)tag.n, tag.p);
+		return pu_answer(act, PV_STARTTLS, n, scratch,
+		                 "%.*s OK Begin TLS negotiation now\r\n", (int)tag.n, tag.p);
 	}
 	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
 		act->event = "plaintext-auth-refused";
@@ -210,8 +210,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full,
 
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
 static enum proto_verdict
-rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps,
-             size_t capn, struct proto_action *act, char *scratch)
+rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
+             struct proto_action *act, char *scratch)
 {
 	struct pu_caps pre = {imap_drop_always, imap_auth_prefix,
 	                      s->require_tls ? imap_add_login_disabled : imap_add_starttls};
@@ -230,8 +230,8 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 }
 
 static enum proto_verdict
-server_input(struct imap_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+server_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	if (s->s_literal > 0) {
 		size_t n = len < s->s_literal ? len : (size_t)s->s_literal;
@@ -313,7 +313,6 @@ imap_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	                                : server_input(s, p, len, full, act, scratch);
 }
 
-
 /* ---- client role: STARTTLS towards the backend (RFC 2595 3.1) ---- */
 
 enum { UP_GREETING, UP_CAPA, UP_STARTTLS, UP_CAPA_TLS };
@@ -386,7 +385,8 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			return up_send(act, n, "P1 CAPABILITY\r\n");
 		}
 		if (untagged && pu_word_is(w, "PREAUTH")) /* C3: STARTTLS impossible */
-			return up_fail(act, scratch, "PREAUTH greeting, STARTTLS impossible", p, body);
+			return up_fail(act, scratch, "PREAUTH greeting, STARTTLS impossible", p,
+			               body);
 		return up_fail(act, scratch, "greeting refused", p, body);
 	case UP_CAPA:
 	case UP_CAPA_TLS:
@@ -398,7 +398,8 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 					u->offers_starttls = true;
 			}
 			if (u->phase == UP_CAPA_TLS) {
-				static const char *const drop[] = {"STARTTLS", "LOGINDISABLED", NULL};
+				static const char *const drop[] = {"STARTTLS", "LOGINDISABLED",
+				                                   NULL};
 				struct pu_caps pc = {drop, NULL, NULL};
 				u->caps_len = pu_caps_rewrite(q, (size_t)(end - q), &pc, u->caps,
 				                              sizeof(u->caps));
@@ -431,21 +432,23 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 }
 
 const struct proto_ops proto_imap = {
-	.name = "imap",
-	.alpn = "imap",
-	.reply =
-		{
-			[PROTO_REPLY_BUSY] = "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
-			[PROTO_REPLY_BACKEND_DOWN] = "* BYE [UNAVAILABLE] Mail server unavailable, try again later\r\n",
-			[PROTO_REPLY_SHUTDOWN] = "* BYE [UNAVAILABLE] Server shutting down\r\n",
-			[PROTO_REPLY_TIMEOUT] = "* BYE Timeout: STARTTLS not completed in time\r\n",
-		},
-	.state_size = sizeof(struct imap_state),
-	.init = imap_init,
-	.input = imap_input,
-	.tls_started = imap_tls_started,
-	.up_state_size = sizeof(struct imap_up),
-	.up_start = imap_up_start,
-	.upstream = imap_upstream,
-	.up_tls_done = imap_up_tls_done,
+        .name = "imap",
+        .alpn = "imap",
+        .reply =
+                {
+                        [PROTO_REPLY_BUSY] =
+                                "* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+                        [PROTO_REPLY_BACKEND_DOWN] =
+                                "* BYE [UNAVAILABLE] Mail server unavailable, try again later\r\n",
+                        [PROTO_REPLY_SHUTDOWN] = "* BYE [UNAVAILABLE] Server shutting down\r\n",
+                        [PROTO_REPLY_TIMEOUT] = "* BYE Timeout: STARTTLS not completed in time\r\n",
+                },
+        .state_size = sizeof(struct imap_state),
+        .init = imap_init,
+        .input = imap_input,
+        .tls_started = imap_tls_started,
+        .up_state_size = sizeof(struct imap_up),
+        .up_start = imap_up_start,
+        .upstream = imap_upstream,
+        .up_tls_done = imap_up_tls_done,
 };

@@ -16,23 +16,23 @@ enum pop3_kind {
 };
 
 enum {
-	F_MULTI = PU_OWN,         /* multi-line response */
+	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
 	F_CAPA = PU_OWN << 2
 };
 
 static const struct pu_verb pop3_verbs[] = {
-	{"STLS", PU_STARTTLS},
-	{"USER", PU_REFUSE_PLAIN},
-	{"PASS", PU_REFUSE_PLAIN},
-	{"APOP", PU_REFUSE_PLAIN},
-	{"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS},
-	{"CAPA", F_CAPA},
-	{"RETR", F_MULTI},
-	{"TOP", F_MULTI},
-	{"LIST", F_MULTI_NOARGS},
-	{"UIDL", F_MULTI_NOARGS},
-	{NULL, 0},
+        {"STLS", PU_STARTTLS},
+        {"USER", PU_REFUSE_PLAIN},
+        {"PASS", PU_REFUSE_PLAIN},
+        {"APOP", PU_REFUSE_PLAIN},
+        {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS},
+        {"CAPA", F_CAPA},
+        {"RETR", F_MULTI},
+        {"TOP", F_MULTI},
+        {"LIST", F_MULTI_NOARGS},
+        {"UIDL", F_MULTI_NOARGS},
+        {NULL, 0},
 };
 
 struct pop3_state {
@@ -91,8 +91,8 @@ local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, c
 }
 
 static enum proto_verdict
-client_input(struct pop3_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	size_t n = pu_line_len(p, len);
 
@@ -131,8 +131,9 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full,
 		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
 	}
 	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
-		enum proto_verdict v = local(s, act, n, scratch,
-		                             "-ERR Use STLS first (plaintext authentication is disabled)");
+		enum proto_verdict v =
+		        local(s, act, n, scratch,
+		              "-ERR Use STLS first (plaintext authentication is disabled)");
 		if (v == PV_REPLY)
 			act->event = "plaintext-auth-refused";
 		return v;
@@ -174,8 +175,8 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 }
 
 static enum proto_verdict
-server_input(struct pop3_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	size_t n = pu_line_len(p, len);
 
@@ -226,7 +227,6 @@ pop3_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	                                : server_input(s, p, len, full, act, scratch);
 }
 
-
 /* ---- client role: STLS towards the backend (RFC 2595 4) ---- */
 
 enum { UP_GREETING, UP_CAPA, UP_CAPA_BODY, UP_STLS, UP_CAPA_TLS, UP_CAPA_TLS_BODY };
@@ -269,7 +269,7 @@ up_result(struct proto_action *act, size_t consume, const char *text, enum proto
 
 static enum proto_up
 pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
-               char *scratch)
+              char *scratch)
 {
 	struct pop3_up *u = st;
 	size_t n = pu_line_len(p, len);
@@ -288,8 +288,10 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		if (!ok)
 			return up_result(act, n, "greeting refused", PU_UP_FAIL);
 		/* Keep APOP working: the timestamp is all that is kept. */
-		const char *lt = memchr(p, '<', body), *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
-		if (lt && gt && (size_t)(gt - lt) + 1 < sizeof(u->stamp) && !memchr(lt, ' ', (size_t)(gt - lt))) {
+		const char *lt = memchr(p, '<', body),
+		           *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
+		if (lt && gt && (size_t)(gt - lt) + 1 < sizeof(u->stamp) &&
+		    !memchr(lt, ' ', (size_t)(gt - lt))) {
 			memcpy(u->stamp, lt, (size_t)(gt - lt) + 1);
 			u->stamp[gt - lt + 1] = '\0';
 		}
@@ -312,8 +314,8 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		}
 		if (u->phase == UP_CAPA_TLS_BODY) {
 			act->consume = n;
-			pu_answer(act, PV_PASS, n, scratch, "+OK ready%s%s\r\n", u->stamp[0] ? " " : "",
-			          u->stamp);
+			pu_answer(act, PV_PASS, n, scratch, "+OK ready%s%s\r\n",
+			          u->stamp[0] ? " " : "", u->stamp);
 			return PU_UP_DONE;
 		}
 		if (!u->offers_stls) /* C1 */
@@ -329,21 +331,24 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 }
 
 const struct proto_ops proto_pop3 = {
-	.name = "pop3",
-	.alpn = "pop3",
-	.reply =
-		{
-			[PROTO_REPLY_BUSY] = "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-			[PROTO_REPLY_BACKEND_DOWN] = "-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n",
-			[PROTO_REPLY_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down\r\n",
-			[PROTO_REPLY_TIMEOUT] = "-ERR [SYS/TEMP] Timeout: STLS not completed in time\r\n",
-		},
-	.state_size = sizeof(struct pop3_state),
-	.init = pop3_init,
-	.input = pop3_input,
-	.tls_started = pop3_tls_started,
-	.up_state_size = sizeof(struct pop3_up),
-	.up_start = pop3_up_start,
-	.upstream = pop3_upstream,
-	.up_tls_done = pop3_up_tls_done,
+        .name = "pop3",
+        .alpn = "pop3",
+        .reply =
+                {
+                        [PROTO_REPLY_BUSY] =
+                                "-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+                        [PROTO_REPLY_BACKEND_DOWN] =
+                                "-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n",
+                        [PROTO_REPLY_SHUTDOWN] = "-ERR [SYS/TEMP] Server shutting down\r\n",
+                        [PROTO_REPLY_TIMEOUT] =
+                                "-ERR [SYS/TEMP] Timeout: STLS not completed in time\r\n",
+                },
+        .state_size = sizeof(struct pop3_state),
+        .init = pop3_init,
+        .input = pop3_input,
+        .tls_started = pop3_tls_started,
+        .up_state_size = sizeof(struct pop3_up),
+        .up_start = pop3_up_start,
+        .upstream = pop3_upstream,
+        .up_tls_done = pop3_up_tls_done,
 };

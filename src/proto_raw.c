@@ -2,7 +2,7 @@
 #include <postern/proto.h>
 
 const struct proto_ops proto_raw = {
-	.name = "raw",
-	.alpn = NULL,
-	.reply = {NULL},
+        .name = "raw",
+        .alpn = NULL,
+        .reply = {NULL},
 };

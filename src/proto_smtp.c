@@ -19,11 +19,11 @@ enum smtp_kind {
 
 struct smtp_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool helo_seen;   /* after TLS: the client has said EHLO again */
-	bool c_body;      /* DATA body: lines until "." */
-	bool c_data_wait; /* DATA sent: body or command depends on the reply */
-	bool c_auth;      /* lines are SASL responses */
-	bool c_drop;      /* the BDAT chunk being read is refused */
+	bool helo_seen;        /* after TLS: the client has said EHLO again */
+	bool c_body;           /* DATA body: lines until "." */
+	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
+	bool c_auth;           /* lines are SASL responses */
+	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_midline, s_midline;
 	uint64_t c_chunk; /* BDAT bytes still to come */
 	unsigned char queue[SMTP_QUEUE];
@@ -83,27 +83,27 @@ local(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch, c
 }
 
 enum {
-	F_BEFORE_EHLO = PU_OWN,  /* allowed after TLS before the new EHLO */
-	F_EHLO = PU_OWN << 1,    /* EHLO: its reply is rewritten */
-	F_HELO = PU_OWN << 2,    /* EHLO or HELO: the client has introduced itself */
-	F_DATA = PU_OWN << 3,    /* a body follows if the server says 354 */
-	F_CHUNK = PU_OWN << 4    /* BDAT: a sized chunk follows */
+	F_BEFORE_EHLO = PU_OWN, /* allowed after TLS before the new EHLO */
+	F_EHLO = PU_OWN << 1,   /* EHLO: its reply is rewritten */
+	F_HELO = PU_OWN << 2,   /* EHLO or HELO: the client has introduced itself */
+	F_DATA = PU_OWN << 3,   /* a body follows if the server says 354 */
+	F_CHUNK = PU_OWN << 4   /* BDAT: a sized chunk follows */
 };
 
 static const struct pu_verb smtp_verbs[] = {
-	{"STARTTLS", PU_STARTTLS},
-	{"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO},
-	{"HELO", F_BEFORE_EHLO | F_HELO},
-	{"NOOP", F_BEFORE_EHLO},
-	{"RSET", F_BEFORE_EHLO},
-	{"QUIT", F_BEFORE_EHLO},
-	{"HELP", F_BEFORE_EHLO},
-	{"MAIL", PU_REFUSE_PLAIN},
-	{"RCPT", PU_REFUSE_PLAIN},
-	{"DATA", PU_REFUSE_PLAIN | F_DATA},
-	{"BDAT", PU_REFUSE_PLAIN | F_CHUNK},
-	{"AUTH", PU_REFUSE_PLAIN | PU_SASL},
-	{NULL, 0},
+        {"STARTTLS", PU_STARTTLS},
+        {"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO},
+        {"HELO", F_BEFORE_EHLO | F_HELO},
+        {"NOOP", F_BEFORE_EHLO},
+        {"RSET", F_BEFORE_EHLO},
+        {"QUIT", F_BEFORE_EHLO},
+        {"HELP", F_BEFORE_EHLO},
+        {"MAIL", PU_REFUSE_PLAIN},
+        {"RCPT", PU_REFUSE_PLAIN},
+        {"DATA", PU_REFUSE_PLAIN | F_DATA},
+        {"BDAT", PU_REFUSE_PLAIN | F_CHUNK},
+        {"AUTH", PU_REFUSE_PLAIN | PU_SASL},
+        {NULL, 0},
 };
 
 static enum proto_verdict
@@ -170,8 +170,8 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 }
 
 static enum proto_verdict
-client_input(struct smtp_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	if (s->c_chunk > 0) {
 		size_t n = len < s->c_chunk ? len : (size_t)s->c_chunk;
@@ -191,7 +191,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full,
 		if (!full)
 			return PV_MORE;
 		if (!s->tls && !s->c_body)
-			return pu_answer(act, PV_CLOSE, len, scratch, "500 5.5.2 Line too long\r\n");
+			return pu_answer(act, PV_CLOSE, len, scratch,
+			                 "500 5.5.2 Line too long\r\n");
 		s->c_midline = true;
 		return PV_PASS;
 	}
@@ -274,8 +275,8 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 }
 
 static enum proto_verdict
-server_input(struct smtp_state *s, const char *p, size_t len, bool full,
-             struct proto_action *act, char *scratch)
+server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
 {
 	size_t n = pu_line_len(p, len);
 
@@ -327,7 +328,6 @@ smtp_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
 	                                : server_input(s, p, len, full, act, scratch);
 }
-
 
 /* ---- client role: STARTTLS towards the backend (RFC 3207) ---- */
 
@@ -419,21 +419,23 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 }
 
 const struct proto_ops proto_smtp = {
-	.name = "smtp",
-	.alpn = "smtp",
-	.reply =
-		{
-			[PROTO_REPLY_BUSY] = "421 4.3.2 Too many connections, try again later\r\n",
-			[PROTO_REPLY_BACKEND_DOWN] = "421 4.4.1 Mail server unavailable, try again later\r\n",
-			[PROTO_REPLY_SHUTDOWN] = "421 4.3.2 Server shutting down\r\n",
-			[PROTO_REPLY_TIMEOUT] = "421 4.4.2 Timeout: STARTTLS not completed in time\r\n",
-		},
-	.state_size = sizeof(struct smtp_state),
-	.init = smtp_init,
-	.input = smtp_input,
-	.tls_started = smtp_tls_started,
-	.up_state_size = sizeof(struct smtp_up),
-	.up_start = smtp_up_start,
-	.upstream = smtp_upstream,
-	.up_tls_done = smtp_up_tls_done,
+        .name = "smtp",
+        .alpn = "smtp",
+        .reply =
+                {
+                        [PROTO_REPLY_BUSY] = "421 4.3.2 Too many connections, try again later\r\n",
+                        [PROTO_REPLY_BACKEND_DOWN] =
+                                "421 4.4.1 Mail server unavailable, try again later\r\n",
+                        [PROTO_REPLY_SHUTDOWN] = "421 4.3.2 Server shutting down\r\n",
+                        [PROTO_REPLY_TIMEOUT] =
+                                "421 4.4.2 Timeout: STARTTLS not completed in time\r\n",
+                },
+        .state_size = sizeof(struct smtp_state),
+        .init = smtp_init,
+        .input = smtp_input,
+        .tls_started = smtp_tls_started,
+        .up_state_size = sizeof(struct smtp_up),
+        .up_start = smtp_up_start,
+        .upstream = smtp_upstream,
+        .up_tls_done = smtp_up_tls_done,
 };

@@ -126,8 +126,8 @@ parse_v1(const char *p, size_t len, struct proxyproto_info *info)
 		struct sockaddr_in *s = (void *)&info->src, *d = (void *)&info->dst;
 		s->sin_family = d->sin_family = AF_INET;
 		if (inet_pton(AF_INET, f[2], &s->sin_addr) != 1 ||
-		    inet_pton(AF_INET, f[3], &d->sin_addr) != 1 || !parse_port(f[4], &s->sin_port) ||
-		    !parse_port(f[5], &d->sin_port))
+		    inet_pton(AF_INET, f[3], &d->sin_addr) != 1 ||
+		    !parse_port(f[4], &s->sin_port) || !parse_port(f[5], &d->sin_port))
 			return PROXYPROTO_BAD;
 	} else if (strcmp(f[1], "TCP6") == 0) {
 		struct sockaddr_in6 *s = (void *)&info->src, *d = (void *)&info->dst;

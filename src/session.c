@@ -28,14 +28,14 @@
 #define DRAIN_LINGER 5.0
 
 enum session_state {
-	S_PROXY_HEADER,    /* reading a trusted balancer's PROXY header */
-	S_CLIENT_TLS,      /* client handshake (implicit TLS, or after STARTTLS) */
-	S_BACKEND_CONNECT, /* waiting for the backend's connect */
+	S_PROXY_HEADER,     /* reading a trusted balancer's PROXY header */
+	S_CLIENT_TLS,       /* client handshake (implicit TLS, or after STARTTLS) */
+	S_BACKEND_CONNECT,  /* waiting for the backend's connect */
 	S_BACKEND_STARTTLS, /* postern's own STARTTLS dialogue with the backend */
-	S_BACKEND_TLS,     /* backend handshake and verification (backend_tls) */
-	S_RELAY,           /* relaying; with STARTTLS offered, plaintext until pretls ends */
-	S_STARTTLS,        /* flushing our STARTTLS answer before the handshake */
-	S_DRAIN,           /* flushing a last reply before closing */
+	S_BACKEND_TLS,      /* backend handshake and verification (backend_tls) */
+	S_RELAY,            /* relaying; with STARTTLS offered, plaintext until pretls ends */
+	S_STARTTLS,         /* flushing our STARTTLS answer before the handshake */
+	S_DRAIN,            /* flushing a last reply before closing */
 	S_CLOSED
 };
 
@@ -52,7 +52,7 @@ struct session {
 	bool pretls;       /* STARTTLS offered and not yet done */
 	bool client_spoke; /* the client has sent a byte */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
-	char *hdr;      /* PROXY header read so far (accept_proxy_from) */
+	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
 	ev_timer timer; /* handshake, connect, idle or drain deadline */
 	ev_tstamp started, last_activity;
@@ -216,7 +216,8 @@ session_filter(void *arg, struct relay_dir *d)
 		 * before STARTTLS is refused at once, never after a timeout. */
 		if (buf_head(&d->in)[0] == 0x16) {
 			s->m->refused[MR_PROTOCOL]++;
-			log_session(LOG_INFO, s->who, "TLS ClientHello on a STARTTLS port: closing");
+			log_session(LOG_INFO, s->who,
+			            "TLS ClientHello on a STARTTLS port: closing");
 			session_close(s, "refused");
 			return -1;
 		}
@@ -267,8 +268,8 @@ session_filter(void *arg, struct relay_dir *d)
 		}
 		case PV_CLOSE:
 			s->m->refused[MR_PROTOCOL]++;
-			log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(act.text, act.len),
-			            act.text);
+			log_session(LOG_INFO, s->who, "closing: %.*s",
+			            (int)pu_trim_eol(act.text, act.len), act.text);
 			session_drain(s, act.text, act.len, "refused");
 			return -1;
 		default:
@@ -353,7 +354,8 @@ upstream_filter(void *arg, struct relay_dir *d)
 			/* C4: what the server sent after its OK is not trusted. */
 			if (rest > 0)
 				log_session(LOG_WARNING, s->who,
-				            "discarded %zu bytes the backend sent after its STARTTLS reply",
+				            "discarded %zu bytes the backend sent after its "
+				            "STARTTLS reply",
 				            rest);
 			buf_free(&d->in);
 			start_backend_tls(s);
@@ -860,7 +862,8 @@ step_proxy_header(struct session *s)
 		session_format_addr((struct sockaddr *)&s->peer, addr, sizeof(addr));
 		char *hash = strchr(s->who, ' ');
 		if (hash)
-			snprintf(hash + 1, sizeof(s->who) - (size_t)(hash + 1 - s->who), "%s", addr);
+			snprintf(hash + 1, sizeof(s->who) - (size_t)(hash + 1 - s->who), "%s",
+			         addr);
 		log_session(LOG_DEBUG, s->who, "client address from PROXY header of %s", via);
 	}
 	session_begin(s);

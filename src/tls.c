@@ -3,11 +3,11 @@
  * share a context so OpenSSL serves whichever the client supports. */
 #include <errno.h>
 #include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <arpa/inet.h>
 #include <stdbool.h>
@@ -153,7 +153,8 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	char e[256];
 
 	if (ctx == NULL) {
-		snprintf(err, errlen, "cannot create TLS context: %s", tls_error_string(e, sizeof(e)));
+		snprintf(err, errlen, "cannot create TLS context: %s",
+		         tls_error_string(e, sizeof(e)));
 		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, svc->tls_min_version);
@@ -258,7 +259,8 @@ load_pair(const struct service *svc, struct tls_server *ts, size_t i, char *err,
 		return -1;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		snprintf(err, errlen, "cannot load key %s: %s", key, tls_error_string(e, sizeof(e)));
+		snprintf(err, errlen, "cannot load key %s: %s", key,
+		         tls_error_string(e, sizeof(e)));
 		*bad_line = svc->key.line[i];
 		return -1;
 	}
@@ -333,7 +335,8 @@ tls_backend_load(struct service *svc, char *err, size_t errlen)
 	char e[256];
 
 	if (ctx == NULL) {
-		snprintf(err, errlen, "cannot create TLS context: %s", tls_error_string(e, sizeof(e)));
+		snprintf(err, errlen, "cannot create TLS context: %s",
+		         tls_error_string(e, sizeof(e)));
 		return -1;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);

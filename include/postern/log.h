@@ -27,8 +27,8 @@ void log_msg(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 /* Session event: WHO is "SERVICE#ID CLIENTADDR". */
 void log_session(int level, const char *who, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+        __attribute__((format(printf, 3, 4)));
 void log_vsession(int level, const char *who, const char *fmt, va_list ap)
-	__attribute__((format(printf, 3, 0)));
+        __attribute__((format(printf, 3, 0)));
 
 #endif

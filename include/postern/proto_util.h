@@ -62,6 +62,6 @@ size_t pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *d
 /* Sets ACT to answer with a formatted line built in SCRATCH. */
 enum proto_verdict pu_answer(struct proto_action *act, enum proto_verdict v, size_t consume,
                              char *scratch, const char *fmt, ...)
-	__attribute__((format(printf, 5, 6)));
+        __attribute__((format(printf, 5, 6)));
 
 #endif

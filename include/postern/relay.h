@@ -28,19 +28,19 @@ typedef long (*relay_filter_fn)(void *arg, struct relay_dir *d);
 
 struct relay_dir {
 	struct endpoint *src, *dst;
-	struct buf in;             /* filtered directions: bytes not yet judged */
-	struct buf buf;            /* bytes for dst */
-	uint64_t bytes;            /* delivered to dst */
-	enum relay_wait src_wait;  /* what src needs before we can read again */
-	enum relay_wait dst_wait;  /* what dst needs before we can write again */
-	bool eof;                  /* nothing more will come from src */
-	bool done;                 /* eof, flushed, and dst's write side shut */
-	bool discard;              /* drop what src sends (closing after a reply) */
-	bool paused;               /* do not read src for now */
-	bool held;                 /* do not run the filter for now */
-	relay_filter_fn filter;    /* NULL: unfiltered */
+	struct buf in;            /* filtered directions: bytes not yet judged */
+	struct buf buf;           /* bytes for dst */
+	uint64_t bytes;           /* delivered to dst */
+	enum relay_wait src_wait; /* what src needs before we can read again */
+	enum relay_wait dst_wait; /* what dst needs before we can write again */
+	bool eof;                 /* nothing more will come from src */
+	bool done;                /* eof, flushed, and dst's write side shut */
+	bool discard;             /* drop what src sends (closing after a reply) */
+	bool paused;              /* do not read src for now */
+	bool held;                /* do not run the filter for now */
+	relay_filter_fn filter;   /* NULL: unfiltered */
 	void *filter_arg;
-	struct endpoint *failed;   /* the endpoint that failed, after relay_pump < 0 */
+	struct endpoint *failed; /* the endpoint that failed, after relay_pump < 0 */
 };
 
 void relay_init(struct relay_dir *d, struct endpoint *src, struct endpoint *dst);

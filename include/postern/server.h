@@ -14,12 +14,12 @@ struct session;
 
 struct server {
 	struct ev_loop *loop;
-	struct config *cfg;          /* in force for new connections */
+	struct config *cfg; /* in force for new connections */
 	struct listener *listeners;
-	struct session *sessions;    /* all live sessions, for shutdown */
-	int active;                  /* live sessions, against max_connections */
-	bool stopping;               /* SIGTERM received: no new sessions */
-	ev_timer accept_pause;       /* EMFILE back-off */
+	struct session *sessions; /* all live sessions, for shutdown */
+	int active;               /* live sessions, against max_connections */
+	bool stopping;            /* SIGTERM received: no new sessions */
+	ev_timer accept_pause;    /* EMFILE back-off */
 	ev_timer shutdown_timer;
 };
 

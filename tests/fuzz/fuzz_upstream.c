@@ -68,7 +68,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 				have = 0; /* C4: the rest is discarded */
 				p->up_tls_done(st, &a, scratch);
 				CHECK(a.len > 0);
-			} else { /* PU_UP_DONE */
+			} else {            /* PU_UP_DONE */
 				CHECK(tls); /* never a greeting before TLS */
 				CHECK(a.len > 2 && a.text[a.len - 1] == '\n');
 				CHECK(!memmem(a.text, a.len, "STARTTLS", 8) &&

@@ -84,10 +84,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_lazy_allocation),
-		cmocka_unit_test(test_append_consume),
-		cmocka_unit_test(test_full_buffer_has_no_tail),
-		cmocka_unit_test(test_line_len),
+	        cmocka_unit_test(test_lazy_allocation),
+	        cmocka_unit_test(test_append_consume),
+	        cmocka_unit_test(test_full_buffer_has_no_tail),
+	        cmocka_unit_test(test_line_len),
 	};
 	return cmocka_run_group_tests_name("buf", tests, NULL, NULL);
 }

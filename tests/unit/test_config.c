@@ -573,11 +573,10 @@ test_cross_key_rules(void **state)
 static void
 test_not_supported_yet(void **state)
 {
-	static const char *const global[] = {"workers = 2",         "workers = auto",
-	                                     
+	static const char *const global[] = {"workers = 2", "workers = auto",
+
 	                                     "ticket_keys = /a /b"};
-	static const char *const service[] = {"log_commands = yes",
-	                                      "capture_dir = /tmp/cap"};
+	static const char *const service[] = {"log_commands = yes", "capture_dir = /tmp/cap"};
 	char text[512], want[256];
 
 	(void)state;

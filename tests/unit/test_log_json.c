@@ -60,7 +60,8 @@ test_truncation_is_safe(void **state)
 	char out[40];
 
 	(void)state;
-	size_t n = log_json_format(out, sizeof(out), "ts", "info", "postern", "a very long message");
+	size_t n =
+	        log_json_format(out, sizeof(out), "ts", "info", "postern", "a very long message");
 	assert_true(n < sizeof(out));
 	assert_int_equal(strlen(out), n);
 }
@@ -69,10 +70,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_session_end),
-		cmocka_unit_test(test_prose_and_escaping),
-		cmocka_unit_test(test_not_numbers),
-		cmocka_unit_test(test_truncation_is_safe),
+	        cmocka_unit_test(test_session_end),
+	        cmocka_unit_test(test_prose_and_escaping),
+	        cmocka_unit_test(test_not_numbers),
+	        cmocka_unit_test(test_truncation_is_safe),
 	};
 	return cmocka_run_group_tests_name("log_json", tests, NULL, NULL);
 }

@@ -71,10 +71,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_imap),
-		cmocka_unit_test(test_pop3),
-		cmocka_unit_test(test_smtp),
-		cmocka_unit_test(test_raw),
+	        cmocka_unit_test(test_imap),
+	        cmocka_unit_test(test_pop3),
+	        cmocka_unit_test(test_smtp),
+	        cmocka_unit_test(test_raw),
 	};
 	return cmocka_run_group_tests_name("proto", tests, NULL, NULL);
 }

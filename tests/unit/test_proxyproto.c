@@ -68,9 +68,9 @@ test_v2_tcp4_bytes(void **state)
 	struct sockaddr_storage a = v4("10.1.2.3", 0x1234), b = v4("10.9.8.7", 993);
 	unsigned char out[PROXYPROTO_MAX];
 	static const unsigned char want[28] = {
-		'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n', /* signature */
-		0x21, 0x11, 0x00, 0x0c,                                         /* PROXY, TCP4, 12 */
-		10, 1, 2, 3, 10, 9, 8, 7, 0x12, 0x34, 0x03, 0xe1};
+	        '\r', '\n', '\r', '\n', 0,  '\r', '\n', 'Q', 'U',  'I',  'T',  '\n', /* signature */
+	        0x21, 0x11, 0x00, 0x0c, /* PROXY, TCP4, 12 */
+	        10,   1,    2,    3,    10, 9,    8,    7,   0x12, 0x34, 0x03, 0xe1};
 	size_t n;
 
 	(void)state;
@@ -91,14 +91,16 @@ test_round_trip(void **state)
 	(void)state;
 	for (int version = 1; version <= 2; version++) {
 		for (size_t i = 0; i < 2; i++) {
-			size_t n = proxyproto_build(version, (struct sockaddr *)&pairs[i][0],
-			                            (struct sockaddr *)&pairs[i][1], out, sizeof(out));
+			size_t n =
+			        proxyproto_build(version, (struct sockaddr *)&pairs[i][0],
+			                         (struct sockaddr *)&pairs[i][1], out, sizeof(out));
 			assert_true(n > 0);
 			memcpy(out + n, "a1 NOOP\r\n", 9); /* client bytes follow: not read */
 			assert_int_equal(proxyproto_parse(out, n + 9, &info), (int)n);
 			assert_false(info.local);
-			size_t alen = pairs[i][0].ss_family == AF_INET ? sizeof(struct sockaddr_in)
-			                                                : sizeof(struct sockaddr_in6);
+			size_t alen = pairs[i][0].ss_family == AF_INET
+			                      ? sizeof(struct sockaddr_in)
+			                      : sizeof(struct sockaddr_in6);
 			assert_memory_equal(&info.src, &pairs[i][0], alen);
 			assert_memory_equal(&info.dst, &pairs[i][1], alen);
 			/* Every proper prefix asks for more. */
@@ -111,8 +113,8 @@ test_round_trip(void **state)
 static void
 test_local_and_unknown(void **state)
 {
-	static const char v2local[16] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q',
-	                                 'U', 'I', 'T', '\n', 0x20, 0x00, 0x00, 0x00};
+	static const char v2local[16] = {'\r', '\n', '\r', '\n', 0,    '\r', '\n', 'Q',
+	                                 'U',  'I',  'T',  '\n', 0x20, 0x00, 0x00, 0x00};
 	struct proxyproto_info info;
 
 	(void)state;
@@ -126,15 +128,15 @@ static void
 test_malformed(void **state)
 {
 	static const char *const bad[] = {
-		"GET / HTTP/1.1\r\n",
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",        /* LF without CR */
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n",  /* port out of range */
-		"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",     /* leading zero */
-		"PROXY TCP4 ::1 ::1 1 2\r\n",              /* wrong family */
-		"PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",      /* no such protocol */
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",        /* missing field */
-		"PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",    /* extra field */
-		"a1 LOGIN alice secret\r\n",
+	        "GET / HTTP/1.1\r\n",
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\n",       /* LF without CR */
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", /* port out of range */
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n",    /* leading zero */
+	        "PROXY TCP4 ::1 ::1 1 2\r\n",             /* wrong family */
+	        "PROXY TCP5 1.2.3.4 5.6.7.8 1 2\r\n",     /* no such protocol */
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n",       /* missing field */
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 3\r\n",   /* extra field */
+	        "a1 LOGIN alice secret\r\n",
 	};
 	struct proxyproto_info info;
 	char longline[200];
@@ -147,7 +149,8 @@ test_malformed(void **state)
 	memcpy(longline, "PROXY ", 6);
 	assert_int_equal(proxyproto_parse(longline, sizeof(longline), &info), PROXYPROTO_BAD);
 	/* v2 with version 1 in the high nibble. */
-	char v2[16] = {'\r', '\n', '\r', '\n', 0, '\r', '\n', 'Q', 'U', 'I', 'T', '\n', 0x11, 0x11, 0, 12};
+	char v2[16] = {'\r', '\n', '\r', '\n', 0,    '\r', '\n', 'Q',
+	               'U',  'I',  'T',  '\n', 0x11, 0x11, 0,    12};
 	assert_int_equal(proxyproto_parse(v2, 16, &info), PROXYPROTO_BAD);
 	/* v2 UDP is no mail. */
 	v2[12] = 0x21;
@@ -166,9 +169,9 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_v1_tcp4),      cmocka_unit_test(test_v1_tcp6),
-		cmocka_unit_test(test_v2_tcp4_bytes), cmocka_unit_test(test_round_trip),
-		cmocka_unit_test(test_local_and_unknown), cmocka_unit_test(test_malformed),
+	        cmocka_unit_test(test_v1_tcp4),           cmocka_unit_test(test_v1_tcp6),
+	        cmocka_unit_test(test_v2_tcp4_bytes),     cmocka_unit_test(test_round_trip),
+	        cmocka_unit_test(test_local_and_unknown), cmocka_unit_test(test_malformed),
 	};
 	return cmocka_run_group_tests_name("proxyproto", tests, NULL, NULL);
 }

@@ -158,10 +158,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_bytes_flow),
-		cmocka_unit_test(test_backpressure),
-		cmocka_unit_test(test_half_close),
-		cmocka_unit_test(test_error_names_endpoint),
+	        cmocka_unit_test(test_bytes_flow),
+	        cmocka_unit_test(test_backpressure),
+	        cmocka_unit_test(test_half_close),
+	        cmocka_unit_test(test_error_names_endpoint),
 	};
 	return cmocka_run_group_tests_name("relay", tests, NULL, NULL);
 }
