@@ -355,15 +355,6 @@ up_fail(struct proto_action *act, char *scratch, const char *why, const char *li
 }
 
 static enum proto_up
-up_send(struct proto_action *act, size_t consume, const char *text)
-{
-	act->consume = consume;
-	act->text = text;
-	act->len = strlen(text);
-	return PU_UP_SEND;
-}
-
-static enum proto_up
 imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
               char *scratch)
 {
@@ -382,7 +373,7 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	case UP_GREETING:
 		if (untagged && pu_word_is(w, "OK")) {
 			u->phase = UP_CAPA;
-			return up_send(act, n, "P1 CAPABILITY\r\n");
+			return pu_up(act, n, "P1 CAPABILITY\r\n", PU_UP_SEND);
 		}
 		if (untagged && pu_word_is(w, "PREAUTH")) /* C3: STARTTLS impossible */
 			return up_fail(act, scratch, "PREAUTH greeting, STARTTLS impossible", p,
@@ -404,10 +395,10 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 				u->caps_len = pu_caps_rewrite(q, (size_t)(end - q), &pc, u->caps,
 				                              sizeof(u->caps));
 			}
-			return up_send(act, n, "");
+			return pu_up(act, n, "", PU_UP_SEND);
 		}
 		if (untagged) /* C5: other untagged data before TLS is ignored */
-			return up_send(act, n, "");
+			return pu_up(act, n, "", PU_UP_SEND);
 		if (!pu_word_is(w, "OK"))
 			return up_fail(act, scratch, "CAPABILITY failed", p, body);
 		if (u->phase == UP_CAPA_TLS) {
@@ -419,10 +410,10 @@ imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		if (!u->offers_starttls) /* C1: stripped or absent: never plaintext */
 			return up_fail(act, scratch, "server does not offer STARTTLS", p, body);
 		u->phase = UP_STARTTLS;
-		return up_send(act, n, "P2 STARTTLS\r\n");
+		return pu_up(act, n, "P2 STARTTLS\r\n", PU_UP_SEND);
 	default: /* UP_STARTTLS */
 		if (untagged)
-			return up_send(act, n, "");
+			return pu_up(act, n, "", PU_UP_SEND);
 		if (tag.n == 2 && memcmp(tag.p, "P2", 2) == 0 && pu_word_is(w, "OK")) {
 			act->consume = n;
 			return PU_UP_TLS;

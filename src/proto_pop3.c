@@ -6,8 +6,6 @@
 
 #include <postern/proto_util.h>
 
-#define POP3_QUEUE 32
-
 enum pop3_kind {
 	K_SIMPLE, /* one status line */
 	K_MULTI,  /* status line, then a body ending with "." if +OK */
@@ -38,26 +36,10 @@ static const struct pu_verb pop3_verbs[] = {
 struct pop3_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	bool c_midline, c_auth, s_midline;
-	bool s_body; /* inside a multi-line body */
-	bool s_capa; /* ... of a CAPA response */
-	unsigned char queue[POP3_QUEUE];
-	unsigned head, count;
+	bool s_body;       /* inside a multi-line body */
+	bool s_capa;       /* ... of a CAPA response */
+	struct pu_queue q; /* commands awaiting their reply */
 };
-
-static void
-push(struct pop3_state *s, enum pop3_kind k)
-{
-	s->queue[(s->head + s->count++) % POP3_QUEUE] = (unsigned char)k;
-}
-
-static void
-pop(struct pop3_state *s)
-{
-	if (s->count > 0) {
-		s->head = (s->head + 1) % POP3_QUEUE;
-		s->count--;
-	}
-}
 
 static void
 pop3_init(void *st, const struct proto_conf *conf)
@@ -69,7 +51,7 @@ pop3_init(void *st, const struct proto_conf *conf)
 	 * the backend is: the backend's own STARTTLS is hidden all the same. */
 	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
-	push(s, K_SIMPLE); /* the greeting */
+	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
 static void
@@ -85,7 +67,7 @@ static enum proto_verdict
 local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, const char *text)
 {
 	/* Answer only once every earlier command has its answer. */
-	if (s->count > 0 || s->s_body || s->s_midline)
+	if (s->q.count > 0 || s->s_body || s->s_midline)
 		return PV_WAIT;
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
@@ -111,7 +93,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->c_auth) /* a SASL response, or "*" to cancel */
 		return PV_PASS;
-	if (s->count == POP3_QUEUE)
+	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
 
 	size_t body = pu_trim_eol(p, n);
@@ -126,7 +108,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 			return local(s, act, n, scratch, "-ERR TLS is already active");
 		if (!noargs)
 			return local(s, act, n, scratch, "-ERR STLS takes no arguments");
-		if (s->count > 0 || s->s_body || s->s_midline)
+		if (s->q.count > 0 || s->s_body || s->s_midline)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
 	}
@@ -139,14 +121,14 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		return v;
 	}
 	if (flags & F_CAPA)
-		push(s, K_CAPA);
+		pu_queue_push(&s->q, K_CAPA);
 	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
-		push(s, K_MULTI); /* AUTH alone lists the mechanisms */
+		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
 	else if (flags & PU_SASL) {
-		push(s, K_AUTH);
+		pu_queue_push(&s->q, K_AUTH);
 		s->c_auth = true;
 	} else
-		push(s, K_SIMPLE);
+		pu_queue_push(&s->q, K_SIMPLE);
 	return PV_PASS;
 }
 
@@ -162,7 +144,7 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 	act->consume = n;
 	if (body == 1 && p[0] == '.') {
 		s->s_body = s->s_capa = false;
-		pop(s);
+		pu_queue_pop(&s->q);
 		if (s->tls)
 			return PV_PASS;
 		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
@@ -196,13 +178,13 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	if (s->s_body) {
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
 			s->s_body = false;
-			pop(s);
+			pu_queue_pop(&s->q);
 		}
 		return PV_PASS;
 	}
-	if (s->count == 0)
+	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
-	enum pop3_kind k = s->queue[s->head];
+	enum pop3_kind k = pu_queue_head(&s->q);
 	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O'))
 		return PV_PASS; /* a SASL challenge */
 	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
@@ -212,7 +194,7 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	} else {
 		if (k == K_AUTH)
 			s->c_auth = false;
-		pop(s);
+		pu_queue_pop(&s->q);
 	}
 	return PV_PASS;
 }
@@ -259,15 +241,6 @@ pop3_up_tls_done(void *st, struct proto_action *act, char *scratch)
 }
 
 static enum proto_up
-up_result(struct proto_action *act, size_t consume, const char *text, enum proto_up r)
-{
-	act->consume = consume;
-	act->text = text;
-	act->len = strlen(text);
-	return r;
-}
-
-static enum proto_up
 pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
               char *scratch)
 {
@@ -277,7 +250,7 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	if (n == 0) {
 		if (!full)
 			return PU_UP_MORE;
-		return up_result(act, 0, "line too long", PU_UP_FAIL);
+		return pu_up(act, 0, "line too long", PU_UP_FAIL);
 	}
 	size_t body = pu_trim_eol(p, n);
 	bool ok = body >= 3 && memcmp(p, "+OK", 3) == 0;
@@ -286,7 +259,7 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	switch (u->phase) {
 	case UP_GREETING: {
 		if (!ok)
-			return up_result(act, n, "greeting refused", PU_UP_FAIL);
+			return pu_up(act, n, "greeting refused", PU_UP_FAIL);
 		/* Keep APOP working: the timestamp is all that is kept. */
 		const char *lt = memchr(p, '<', body),
 		           *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
@@ -296,21 +269,21 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			u->stamp[gt - lt + 1] = '\0';
 		}
 		u->phase = UP_CAPA;
-		return up_result(act, n, "CAPA\r\n", PU_UP_SEND);
+		return pu_up(act, n, "CAPA\r\n", PU_UP_SEND);
 	}
 	case UP_CAPA:
 	case UP_CAPA_TLS:
 		if (!ok)
-			return up_result(act, n, "CAPA refused", PU_UP_FAIL);
+			return pu_up(act, n, "CAPA refused", PU_UP_FAIL);
 		u->phase = u->phase == UP_CAPA ? UP_CAPA_BODY : UP_CAPA_TLS_BODY;
-		return up_result(act, n, "", PU_UP_SEND);
+		return pu_up(act, n, "", PU_UP_SEND);
 	case UP_CAPA_BODY:
 	case UP_CAPA_TLS_BODY:
 		if (!dot) {
 			const char *q = p;
 			if (pu_word_is(pu_next_word(&q, p + body), "STLS"))
 				u->offers_stls = true;
-			return up_result(act, n, "", PU_UP_SEND);
+			return pu_up(act, n, "", PU_UP_SEND);
 		}
 		if (u->phase == UP_CAPA_TLS_BODY) {
 			act->consume = n;
@@ -319,12 +292,12 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			return PU_UP_DONE;
 		}
 		if (!u->offers_stls) /* C1 */
-			return up_result(act, n, "server does not offer STLS", PU_UP_FAIL);
+			return pu_up(act, n, "server does not offer STLS", PU_UP_FAIL);
 		u->phase = UP_STLS;
-		return up_result(act, n, "STLS\r\n", PU_UP_SEND);
+		return pu_up(act, n, "STLS\r\n", PU_UP_SEND);
 	default: /* UP_STLS */
 		if (!ok)
-			return up_result(act, n, "STLS refused", PU_UP_FAIL); /* C2 */
+			return pu_up(act, n, "STLS refused", PU_UP_FAIL); /* C2 */
 		act->consume = n;
 		return PU_UP_TLS;
 	}

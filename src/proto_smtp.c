@@ -8,8 +8,6 @@
 
 #include <postern/proto_util.h>
 
-#define SMTP_QUEUE 64
-
 enum smtp_kind {
 	K_SIMPLE,
 	K_EHLO, /* rewritten */
@@ -25,29 +23,13 @@ struct smtp_state {
 	bool c_auth;           /* lines are SASL responses */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_midline, s_midline;
-	uint64_t c_chunk; /* BDAT bytes still to come */
-	unsigned char queue[SMTP_QUEUE];
-	unsigned head, count;
+	uint64_t c_chunk;  /* BDAT bytes still to come */
+	struct pu_queue q; /* commands awaiting their reply */
 };
 
 static const char *const ehlo_drop_always[] = {"STARTTLS", NULL};
 static const char *const ehlo_drop_pretls[] = {"STARTTLS", "AUTH", NULL};
 static const char *const ehlo_auth_prefix[] = {"AUTH=", NULL};
-
-static void
-push(struct smtp_state *s, enum smtp_kind k)
-{
-	s->queue[(s->head + s->count++) % SMTP_QUEUE] = (unsigned char)k;
-}
-
-static void
-pop(struct smtp_state *s)
-{
-	if (s->count > 0) {
-		s->head = (s->head + 1) % SMTP_QUEUE;
-		s->count--;
-	}
-}
 
 static void
 smtp_init(void *st, const struct proto_conf *conf)
@@ -59,7 +41,7 @@ smtp_init(void *st, const struct proto_conf *conf)
 	 * the backend is: the backend's own STARTTLS is hidden all the same. */
 	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
-	push(s, K_SIMPLE); /* the greeting */
+	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
 /* RFC 3207 4.2: everything learnt before TLS is forgotten; EHLO again. */
@@ -77,7 +59,7 @@ smtp_tls_started(void *st)
 static enum proto_verdict
 local(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch, const char *text)
 {
-	if (s->count > 0 || s->s_midline)
+	if (s->q.count > 0 || s->s_midline)
 		return PV_WAIT;
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
@@ -131,7 +113,7 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
 		if (!noargs)
 			return local(s, act, n, scratch, "501 5.5.4 No parameters allowed");
-		if (s->count > 0 || s->s_midline)
+		if (s->q.count > 0 || s->s_midline)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
 	}
@@ -153,15 +135,15 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 	if (flags & F_HELO)
 		s->helo_seen = true;
 	if (flags & F_EHLO) {
-		push(s, K_EHLO);
+		pu_queue_push(&s->q, K_EHLO);
 	} else if (flags & F_DATA) {
-		push(s, K_DATA);
+		pu_queue_push(&s->q, K_DATA);
 		s->c_data_wait = true;
 	} else if (flags & PU_SASL) {
-		push(s, K_AUTH);
+		pu_queue_push(&s->q, K_AUTH);
 		s->c_auth = true;
 	} else {
-		push(s, K_SIMPLE);
+		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
 		s->c_drop = false;
 	}
@@ -199,15 +181,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	if (s->c_body) {
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
 			s->c_body = false;
-			if (s->count == SMTP_QUEUE)
+			if (s->q.count == PU_QUEUE_MAX)
 				return PV_WAIT;
-			push(s, K_SIMPLE); /* the reply to the whole message */
+			pu_queue_push(&s->q, K_SIMPLE); /* the reply to the whole message */
 		}
 		return PV_PASS;
 	}
 	if (s->c_auth)
 		return PV_PASS; /* a SASL response, or "*" to cancel */
-	if (s->count == SMTP_QUEUE)
+	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
 	return client_command(s, p, n, act, scratch);
 }
@@ -291,9 +273,9 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->s_midline = true;
 		return PV_PASS;
 	}
-	if (s->count == 0)
+	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited (e.g. a 421 before closing) */
-	enum smtp_kind k = s->queue[s->head];
+	enum smtp_kind k = pu_queue_head(&s->q);
 	bool more = n >= 4 && p[3] == '-';
 	if (k == K_EHLO && n >= 3 && strncmp(p, "250", 3) == 0) {
 		size_t total = reply_len(p, len);
@@ -302,7 +284,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			                 "421 4.3.0 Mail server reply too long\r\n");
 		if (total == 0)
 			return PV_MORE;
-		pop(s);
+		pu_queue_pop(&s->q);
 		return rewrite_ehlo(s, p, total, act, scratch);
 	}
 	if (more)
@@ -315,7 +297,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (k == K_AUTH)
 		s->c_auth = false;
-	pop(s);
+	pu_queue_pop(&s->q);
 	return PV_PASS;
 }
 
@@ -339,15 +321,6 @@ struct smtp_up {
 	char helo[256];
 };
 
-static enum proto_up
-up_result(struct proto_action *act, size_t consume, const char *text, enum proto_up r)
-{
-	act->consume = consume;
-	act->text = text;
-	act->len = strlen(text);
-	return r;
-}
-
 static void
 smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratch)
 {
@@ -356,7 +329,7 @@ smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 	(void)scratch;
 	memset(u, 0, sizeof(*u));
 	snprintf(u->helo, sizeof(u->helo), "%s", helo);
-	up_result(act, 0, "", PU_UP_SEND);
+	pu_up(act, 0, "", PU_UP_SEND);
 }
 
 static void
@@ -377,7 +350,7 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	size_t n = pu_line_len(p, len);
 
 	if (n == 0)
-		return full ? up_result(act, 0, "line too long", PU_UP_FAIL) : PU_UP_MORE;
+		return full ? pu_up(act, 0, "line too long", PU_UP_FAIL) : PU_UP_MORE;
 	size_t body = pu_trim_eol(p, n);
 	bool more = body >= 4 && p[3] == '-';
 	int code = body >= 3 ? (p[0] - '0') * 100 + (p[1] - '0') * 10 + (p[2] - '0') : 0;
@@ -388,30 +361,30 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			u->offers_starttls = true;
 	}
 	if (more) /* C11: a reply ends with its last line, in whatever segment */
-		return up_result(act, n, "", PU_UP_SEND);
+		return pu_up(act, n, "", PU_UP_SEND);
 	switch (u->phase) {
 	case UP_GREETING:
 		if (code != 220)
-			return up_result(act, n, "greeting refused", PU_UP_FAIL); /* C12 */
+			return pu_up(act, n, "greeting refused", PU_UP_FAIL); /* C12 */
 		u->phase = UP_EHLO;
 		act->consume = n;
 		pu_answer(act, PV_PASS, n, scratch, "EHLO %s\r\n", u->helo);
 		return PU_UP_SEND;
 	case UP_EHLO:
 		if (code != 250)
-			return up_result(act, n, "EHLO refused", PU_UP_FAIL);
+			return pu_up(act, n, "EHLO refused", PU_UP_FAIL);
 		if (!u->offers_starttls) /* C1 */
-			return up_result(act, n, "server does not offer STARTTLS", PU_UP_FAIL);
+			return pu_up(act, n, "server does not offer STARTTLS", PU_UP_FAIL);
 		u->phase = UP_STARTTLS;
-		return up_result(act, n, "STARTTLS\r\n", PU_UP_SEND);
+		return pu_up(act, n, "STARTTLS\r\n", PU_UP_SEND);
 	case UP_STARTTLS:
 		if (code != 220)
-			return up_result(act, n, "STARTTLS refused", PU_UP_FAIL); /* C2 */
+			return pu_up(act, n, "STARTTLS refused", PU_UP_FAIL); /* C2 */
 		act->consume = n;
 		return PU_UP_TLS;
 	default: /* UP_EHLO_TLS */
 		if (code != 250)
-			return up_result(act, n, "EHLO after TLS refused", PU_UP_FAIL);
+			return pu_up(act, n, "EHLO after TLS refused", PU_UP_FAIL);
 		act->consume = n;
 		pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
 		return PU_UP_DONE;

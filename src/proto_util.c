@@ -152,3 +152,28 @@ pu_answer(struct proto_action *act, enum proto_verdict v, size_t consume, char *
 	act->len = n < 0 ? 0 : (size_t)n < PROTO_SCRATCH ? (size_t)n : PROTO_SCRATCH - 1;
 	return v;
 }
+
+void
+pu_queue_push(struct pu_queue *q, int kind)
+{
+	if (q->count < PU_QUEUE_MAX)
+		q->kind[(q->head + q->count++) % PU_QUEUE_MAX] = (unsigned char)kind;
+}
+
+void
+pu_queue_pop(struct pu_queue *q)
+{
+	if (q->count > 0) {
+		q->head = (q->head + 1) % PU_QUEUE_MAX;
+		q->count--;
+	}
+}
+
+enum proto_up
+pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up r)
+{
+	act->consume = consume;
+	act->text = text;
+	act->len = strlen(text);
+	return r;
+}

@@ -59,6 +59,24 @@ bool pu_cap_removed(struct pu_word w, const struct pu_caps *c);
  * Returns the length written. */
 size_t pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *dst, size_t cap);
 
+/* The commands in flight of an untagged protocol (POP3, SMTP): replies come
+ * in order, so the head is the command the next reply answers. */
+#define PU_QUEUE_MAX 64
+struct pu_queue {
+	unsigned char kind[PU_QUEUE_MAX];
+	unsigned head, count;
+};
+void pu_queue_push(struct pu_queue *q, int kind);
+void pu_queue_pop(struct pu_queue *q);
+static inline int
+pu_queue_head(const struct pu_queue *q)
+{
+	return q->kind[q->head];
+}
+
+/* Client role: sets ACT to consume N bytes and send TEXT; returns R. */
+enum proto_up pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up r);
+
 /* Sets ACT to answer with a formatted line built in SCRATCH. */
 enum proto_verdict pu_answer(struct proto_action *act, enum proto_verdict v, size_t consume,
                              char *scratch, const char *fmt, ...)
