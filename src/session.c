@@ -633,6 +633,9 @@ step_relay(struct session *s)
 		b = relay_pump(&s->s2c);
 		if (s->state == S_CLOSED)
 			return;
+		/* The end reason is whichever side closed first, as seen now. */
+		if (s->reason == NULL && (s->c2s.eof || s->s2c.eof))
+			s->reason = s->c2s.eof ? "client-closed" : "backend-closed";
 		if (b == -1)
 			break;
 		if (a == -2 || b == -2) {
@@ -663,8 +666,6 @@ step_relay(struct session *s)
 		session_close(s, failure_reason(s, d->failed));
 		return;
 	}
-	if (s->reason == NULL && (s->c2s.eof || s->s2c.eof))
-		s->reason = s->c2s.eof ? "client-closed" : "backend-closed";
 	if (s->c2s.done && s->s2c.done) {
 		session_close(s, s->reason);
 		return;

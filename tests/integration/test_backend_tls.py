@@ -95,8 +95,7 @@ class ImplicitDovecot(ClientModeCase):
         d = tls_dovecot()
         off = d.log_size()
         if ssl_client:
-            c = imaplib.IMAP4_SSL("localhost", self.port(name), ssl_context=harness.client_context(),
-                                  timeout=10 * SLOW)
+            c = harness.IMAP4_SSL(self.port(name))
         else:
             c = imaplib.IMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)
         local_port = c.sock.getsockname()[1]
@@ -160,7 +159,7 @@ class ImplicitDovecot(ClientModeCase):
         d = tls_dovecot()
         off = d.log_size()
         if ssl_client:
-            c = poplib.POP3_SSL("localhost", self.port(name), context=harness.client_context(), timeout=10 * SLOW)
+            c = harness.POP3_SSL(self.port(name))
         else:
             c = poplib.POP3("127.0.0.1", self.port(name), timeout=10 * SLOW)
         local_port = c.sock.getsockname()[1]

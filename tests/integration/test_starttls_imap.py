@@ -136,7 +136,7 @@ class ImapStarttls(StarttlsCase):
         self.assertRegex(out, r"(?m)^d OK")
 
     def test_imaplib(self):
-        c = imaplib.IMAP4("localhost", self.port("imap"), timeout=10 * SLOW)
+        c = imaplib.IMAP4("127.0.0.1", self.port("imap"), timeout=10 * SLOW)
         try:
             self.assertIn("STARTTLS", c.capabilities)
             self.assertIn("LOGINDISABLED", c.capabilities)

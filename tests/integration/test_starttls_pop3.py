@@ -106,7 +106,7 @@ class Pop3Starttls(StarttlsCase):
         self.assertIn("This is the first message.", out)
 
     def test_poplib(self):
-        c = poplib.POP3("localhost", self.port("pop3"), timeout=10 * SLOW)
+        c = poplib.POP3("127.0.0.1", self.port("pop3"), timeout=10 * SLOW)
         try:
             self.assertTrue(c.getwelcome().startswith(b"+OK"))
             caps = c.capa()

@@ -166,7 +166,7 @@ class SmtpStarttls(StarttlsCase):
     def test_smtplib(self):
         marker = b"smtplib-starttls-%d" % time.monotonic_ns()
         msg = b"From: s@example.test\r\nTo: r@example.test\r\nSubject: smtplib starttls\r\n\r\n" + marker + b"\r\n"
-        s = smtplib.SMTP("localhost", self.port("smtp"), timeout=10 * SLOW)
+        s = smtplib.SMTP("127.0.0.1", self.port("smtp"), timeout=10 * SLOW)
         try:
             code, _ = s.ehlo("client.test")
             self.assertEqual(code, 250)
