@@ -400,6 +400,10 @@ backend_connected(struct session *s)
 
 	if (svc->proxy_protocol) {
 		char hdr[PROXYPROTO_MAX];
+		if (s->local.ss_family == AF_UNSPEC) { /* not from a PROXY header: ask */
+			socklen_t llen = sizeof(s->local);
+			getsockname(s->client.fd, (struct sockaddr *)&s->local, &llen);
+		}
 		size_t n = proxyproto_build(svc->proxy_protocol, (struct sockaddr *)&s->peer,
 		                            (struct sockaddr *)&s->local, hdr, sizeof(hdr));
 		/* A fresh socket's send buffer always takes ~100 bytes at once. */
@@ -931,8 +935,6 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->m->connections++;
 	s->m->active++;
 	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen : sizeof(s->peer));
-	socklen_t llen = sizeof(s->local);
-	getsockname(fd, (struct sockaddr *)&s->local, &llen);
 	session_format_addr(peer, addr, sizeof(addr));
 	snprintf(s->who, sizeof(s->who), "%s#%04x %s", svc->name, next_session_id(), addr);
 	ep_init(&s->client, on_io, s);
