@@ -600,24 +600,33 @@ failure_reason(struct session *s, struct endpoint *ep)
 	return "error";
 }
 
-/* After the STARTTLS answer has left in plaintext: the handshake. */
-static void
-start_client_tls(struct session *s)
+/* Puts a server-side SSL on the client's socket: state CLIENT_TLS, or the
+ * session closed if OpenSSL cannot make one. */
+static bool
+attach_client_tls(struct session *s)
 {
 	SSL *ssl = tls_server_new(s->svc);
 
-	ep_watch(s->srv->loop, &s->client, false, false);
-	ep_watch(s->srv->loop, &s->backend, false, false);
 	if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
 		SSL_free(ssl);
 		log_session(LOG_ERR, s->who, "cannot create TLS session");
 		session_close(s, "error");
-		return;
+		return false;
 	}
 	SSL_set_accept_state(ssl);
 	s->client.ssl = ssl;
 	s->state = S_CLIENT_TLS;
-	step_client_tls(s);
+	return true;
+}
+
+/* After the STARTTLS answer has left in plaintext: the handshake. */
+static void
+start_client_tls(struct session *s)
+{
+	ep_watch(s->srv->loop, &s->client, false, false);
+	ep_watch(s->srv->loop, &s->backend, false, false);
+	if (attach_client_tls(s))
+		step_client_tls(s);
 }
 
 static void
@@ -782,23 +791,14 @@ session_begin(struct session *s)
 	const struct service *svc = s->svc;
 
 	if (svc->tls == TLSMODE_IMPLICIT) {
-		SSL *ssl = tls_server_new(svc);
 		if (needs_adapter(svc) && !start_adapter(s)) {
-			SSL_free(ssl);
 			session_close(s, "error");
 			return;
 		}
-		if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
-			SSL_free(ssl);
-			log_session(LOG_ERR, s->who, "cannot create TLS session");
-			session_close(s, "error");
-			return;
+		if (attach_client_tls(s)) {
+			arm_timer(s, svc->handshake_timeout);
+			session_step(s);
 		}
-		SSL_set_accept_state(ssl);
-		s->client.ssl = ssl;
-		s->state = S_CLIENT_TLS;
-		arm_timer(s, svc->handshake_timeout);
-		session_step(s);
 		return;
 	}
 	log_session(LOG_INFO, s->who, "start tls=off%s", unverified_note(s));
