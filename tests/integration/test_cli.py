@@ -202,3 +202,36 @@ class CommandLine(PosternTestCase):
             self.assertFalse(os.path.exists(p.pidfile), "pidfile left behind after a failed start")
         finally:
             blocker.close()
+
+
+class Install(PosternTestCase):
+    def test_make_install(self):
+        """`make install PREFIX= DESTDIR=` puts the binary, both man pages and
+        the example configuration where SPEC.md says, and the installed binary
+        runs and accepts the example once its certificate paths exist."""
+        import stat
+        import tempfile
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        with tempfile.TemporaryDirectory() as dest:
+            r = run(["make", "-s", "-C", repo, "install", "PREFIX=/opt/pst", "DESTDIR=" + dest],
+                    timeout=300)
+            self.assertEqual(r.returncode, 0, r.stderr.decode())
+            root = dest + "/opt/pst"
+            binary = root + "/sbin/postern"
+            self.assertTrue(os.access(binary, os.X_OK), binary)
+            self.assertEqual(stat.S_IMODE(os.stat(binary).st_mode), 0o755)
+            for f in ("/share/man/man8/postern.8", "/share/man/man5/postern.ini.5",
+                      "/share/doc/postern/examples/postern.ini"):
+                self.assertTrue(os.path.getsize(root + f) > 0, f)
+            v = run([binary, "-V"], timeout=10)
+            self.assertEqual(v.returncode, 0)
+            self.assertRegex(v.stdout.decode(), r"^postern \d+\.\d+\.\d+")
+            # The example, with its certificate paths pointed at the test's.
+            text = open(root + "/share/doc/postern/examples/postern.ini").read()
+            text = text.replace("/etc/postern/cert.pem", env().cert).replace("/etc/postern/key.pem", env().key)
+            conf = os.path.join(dest, "example.ini")
+            with open(conf, "w") as f:
+                f.write(text)
+            t = run([binary, "-t", "-c", conf], timeout=10)
+            self.assertEqual(t.returncode, 0, t.stderr.decode())
+            self.assertIn(b"configuration OK", t.stdout)
