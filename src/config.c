@@ -135,12 +135,6 @@ unsup_always(const void *field)
 }
 
 static bool
-unsup_true(const void *field)
-{
-	return *(const bool *)field;
-}
-
-static bool
 unsup_not_one(const void *field)
 {
 	return *(const int *)field != 1;
@@ -200,8 +194,8 @@ static const struct keydef keys[] = {
         S(helo_name, config_key_str, helo_name, NULL, 0, NULL),
         S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, NULL),
         S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, NULL),
-        S(log_commands, config_key_bool, log_commands, NULL, 0, unsup_true),
-        S(capture_dir, config_key_str, capture_dir, NULL, 0, unsup_always),
+        S(log_commands, config_key_bool, log_commands, NULL, 0, NULL),
+        S(capture_dir, config_key_str, capture_dir, NULL, 0, NULL),
         S(tls_min_version, config_key_enum, tls_min_version, tls_versions, 0, NULL),
         S(ciphers, config_key_str, ciphers, NULL, 0, NULL),
         S(ciphersuites, config_key_str, ciphersuites, NULL, 0, NULL),
@@ -672,6 +666,12 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		if (svc->backend_tls == TLSMODE_STARTTLS)
 			perr(ps, seen_line(seen, "backend_tls"),
 			     "backend_tls = starttls needs protocol imap, pop3 or smtp");
+		/* Opaque bytes have no commands to log or redact. */
+		if (svc->log_commands)
+			perr(ps, seen_line(seen, "log_commands"),
+			     "log_commands needs protocol imap, pop3 or smtp");
+		if ((ln = seen_line(seen, "capture_dir")))
+			perr(ps, ln, "capture_dir needs protocol imap, pop3 or smtp");
 	}
 	if (svc->client_verify != CLIENT_VERIFY_OFF && !svc->client_ca && svc->tls != TLSMODE_OFF)
 		perr(ps, seen_line(seen, "client_verify"), "client_verify needs client_ca");

@@ -10,8 +10,14 @@
 
 #define TAG_MAX 64
 
+/* Where the command being logged stands with respect to a password. */
+enum { SEC_NONE, SEC_NEXT /* the next argument is secret */, SEC_REST /* all the rest is */ };
+
 struct imap_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
+	bool require_tls, tls;  /* tls: the client's side is TLS (post-STARTTLS rules) */
+	bool observe;           /* commands are logged: redact, and refuse COMPRESS */
+	unsigned char c_secret; /* SEC_*, for the continuation lines of a command */
+	bool c_id;              /* an ID command: its literals and lines are scrubbed */
 	/* client -> server */
 	uint64_t c_literal; /* literal bytes still to pass */
 	bool c_cont;        /* the current command goes on after its literal */
@@ -31,18 +37,36 @@ struct imap_state {
 	bool s_greeted; /* the greeting has passed: nothing may precede it */
 };
 
-enum { F_IDLE = PU_OWN /* its "DONE" line is no command */ };
+enum {
+	F_IDLE = PU_OWN,         /* its "DONE" line is no command */
+	F_LOGIN = PU_OWN << 1,   /* LOGIN user password */
+	F_ID = PU_OWN << 2,      /* RFC 2971: may carry forwarding fields */
+	F_COMPRESS = PU_OWN << 3 /* RFC 4978: would blind the command log */
+};
 
 static const struct pu_verb imap_verbs[] = {
         {"STARTTLS", PU_STARTTLS},
-        {"LOGIN", PU_REFUSE_PLAIN},
+        {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN},
         {"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
         {"IDLE", F_IDLE},
+        {"ID", F_ID},
+        {"COMPRESS", F_COMPRESS},
         {NULL, 0},
 };
 
+/* ID fields a backend such as Dovecot believes from trusted proxies: a
+ * client must not be able to claim them through postern (P6). Their names
+ * are defaced in place ("x-" becomes "y-"), which keeps literal sizes
+ * right, so the backend sees unknown fields it ignores. RFC 2971 limits
+ * ID strings to 1024 octets: a literal is scrubbed whole, in one piece. */
+#define ID_LITERAL_MAX 1024
+static const char *const id_forwarding[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
+                                            "x-session-",     "x-forward-",   NULL};
+
 static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
 static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
+static const char *const imap_auth_compress_prefix[] = {"AUTH=", "COMPRESS=", NULL};
+static const char *const imap_compress_prefix[] = {"COMPRESS=", NULL};
 static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
 static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
 
@@ -56,6 +80,7 @@ imap_init(void *st, const struct proto_conf *conf)
 	 * the backend is: the backend's own STARTTLS is hidden all the same. */
 	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
+	s->observe = conf->observe;
 }
 
 static void
@@ -66,6 +91,8 @@ imap_tls_started(void *st)
 	s->tls = true;
 	s->c_literal = 0;
 	s->c_cont = s->c_drop = s->c_midline = s->c_sync = s->c_auth = false;
+	s->c_secret = SEC_NONE;
+	s->c_id = false;
 }
 
 /* The server side is between responses: a local answer may go in here. */
@@ -106,12 +133,127 @@ answer(struct imap_state *s, struct proto_action *act, size_t n, bool lit, bool 
 	return pu_answer(act, PV_REPLY, n, scratch, "%.*s %s\r\n", (int)tagn, tag, text);
 }
 
+/* End of the first argument of LOGIN at Q: an atom, or a quoted string
+ * with its escapes; NULL if it does not end on this line. */
+static const char *
+login_user_end(const char *q, const char *end)
+{
+	if (q < end && *q == '"') {
+		for (q++; q < end; q++) {
+			if (*q == '\\')
+				q++;
+			else if (*q == '"')
+				return q + 1;
+		}
+		return NULL;
+	}
+	const char *sp = memchr(q, ' ', (size_t)(end - q));
+	return sp ? sp : NULL;
+}
+
+/* The command log's view of a command line: the password of LOGIN and
+ * whatever follows the mechanism of AUTHENTICATE become "***", and
+ * c_secret says what to hide of the continuation lines. */
+static void
+log_command(struct imap_state *s, const char *p, size_t body, bool lit, uint64_t lsize,
+            struct proto_action *act, char *scratch)
+{
+	const char *q = p, *end = p + body;
+
+	s->c_secret = SEC_NONE;
+	pu_next_word(&q, end);
+	struct pu_word verb = pu_next_word(&q, end);
+	unsigned flags = pu_verb_flags(imap_verbs, verb);
+	if (memchr(p, '\t', (size_t)(verb.p + verb.n - p))) { /* see pu_log_command */
+		pu_log_begin(act, scratch, lit ? PL_CONT : 0);
+		pu_log_str(act, scratch, PU_SECRET);
+		s->c_secret = SEC_REST;
+		return;
+	}
+	if (!(flags & (F_LOGIN | PU_SASL))) {
+		pu_log_line(act, scratch, p, body, lit, lsize, 0);
+		return;
+	}
+	pu_log_begin(act, scratch, lit ? PL_CONT : 0);
+	pu_log_put(act, scratch, p, (size_t)(q - p)); /* "tag VERB " */
+	s->c_secret = lit ? SEC_REST : SEC_NONE;
+	if (flags & PU_SASL) { /* the mechanism, then an initial response */
+		struct pu_word mech = pu_next_word(&q, end);
+		pu_log_put(act, scratch, mech.p, mech.n);
+		if (q < end)
+			pu_log_str(act, scratch, " " PU_SECRET);
+		return;
+	}
+	const char *user = q;
+	if (lit && (*user == '{' || *user == '~')) { /* the user name is a literal */
+		pu_log_size(act, scratch, lsize);
+		s->c_secret = SEC_NEXT;
+		return;
+	}
+	const char *user_end = login_user_end(user, end);
+	if (user_end)
+		pu_log_put(act, scratch, user, (size_t)(user_end - user));
+	pu_log_str(act, scratch, user_end ? " " PU_SECRET : PU_SECRET);
+}
+
+/* A line that continues a command after its literal, or a SASL response. */
+static void
+log_continuation(struct imap_state *s, const char *p, size_t body, bool lit, uint64_t lsize,
+                 struct proto_action *act, char *scratch)
+{
+	if (s->c_auth && !s->c_cont) {
+		pu_log_sasl(act, scratch, p, body);
+		return;
+	}
+	if (s->c_secret == SEC_NONE) {
+		pu_log_line(act, scratch, p, body, lit, lsize, 0);
+		return;
+	}
+	pu_log_begin(act, scratch, lit ? PL_CONT : 0);
+	if (s->c_secret == SEC_NEXT)
+		pu_log_str(act, scratch, " " PU_SECRET);
+	s->c_secret = lit ? SEC_REST : SEC_NONE;
+}
+
+/* Forwards N bytes of an ID command with forwarding field names defaced. */
+static enum proto_verdict
+scrub_id(const char *p, size_t n, struct proto_action *act, char *scratch)
+{
+	bool hit = false;
+
+	act->consume = n;
+	for (const char *const *f = id_forwarding; *f; f++)
+		hit |= pu_contains_ci(p, n, *f);
+	if (!hit)
+		return PV_PASS;
+	memcpy(scratch, p, n);
+	for (const char *const *f = id_forwarding; *f; f++) {
+		size_t l = strlen(*f);
+		for (size_t i = 0; l <= n && i <= n - l; i++)
+			if (strncasecmp(scratch + i, *f, l) == 0)
+				scratch[i] = 'y';
+	}
+	act->text = scratch;
+	act->len = n;
+	return PV_REPLACE;
+}
+
+static enum proto_verdict command(struct imap_state *s, const char *p, size_t n, size_t body,
+                                  int lit, bool sync, uint64_t lsize, struct proto_action *act,
+                                  char *scratch);
+
 static enum proto_verdict
 client_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
 	if (s->c_literal > 0) {
 		size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
+		if (s->c_id && !s->c_drop) {
+			if (n < s->c_literal && !full)
+				return PV_MORE; /* a key must not hide across reads */
+			s->c_literal -= n;
+			return scrub_id(p, n, act, scratch);
+		}
 		s->c_literal -= n;
 		act->consume = n;
 		return s->c_drop ? PV_DROP : PV_PASS;
@@ -141,6 +283,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (s->c_cont || s->c_auth) {
 		/* The rest of a command after a literal, or a SASL response. */
 		bool drop = s->c_drop;
+		if (s->observe)
+			log_continuation(s, p, body, lit == 1, lsize, act, scratch);
 		if (s->c_cont) {
 			s->c_cont = lit == 1;
 			s->c_drop = s->c_cont && drop;
@@ -152,8 +296,24 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			}
 		}
 		act->consume = n;
+		if (!drop && s->c_id) {
+			if (lit == 1 && lsize > ID_LITERAL_MAX) /* see ID_LITERAL_MAX */
+				return pu_answer(act, PV_CLOSE, n, scratch,
+				                 "* BYE ID string too long\r\n");
+			return scrub_id(p, n, act, scratch);
+		}
 		return drop ? PV_DROP : PV_PASS;
 	}
+	enum proto_verdict v = command(s, p, n, body, lit, sync, lsize, act, scratch);
+	if (s->observe && v != PV_WAIT && v != PV_MORE)
+		log_command(s, p, body, lit == 1, lsize, act, scratch);
+	return v;
+}
+
+static enum proto_verdict
+command(struct imap_state *s, const char *p, size_t n, size_t body, int lit, bool sync,
+        uint64_t lsize, struct proto_action *act, char *scratch)
+{
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
 
@@ -189,11 +349,18 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
 		              "NO [PRIVACYREQUIRED] Use STARTTLS first");
 	}
+	if ((flags & F_COMPRESS) && s->observe)
+		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
+		              "NO COMPRESS is off while commands are logged");
+	if ((flags & F_ID) && lit == 1 && lsize > ID_LITERAL_MAX)
+		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
+		              "BAD ID string too long");
 	if (flags & PU_SASL) {
 		s->c_auth = true;
 		watch_tag(s, tag);
 	}
 	s->c_idle = (flags & F_IDLE) != 0;
+	s->c_id = (flags & F_ID) != 0;
 	s->inflight++;
 	if (lit == 1) {
 		s->c_cont = true;
@@ -205,7 +372,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_literal = lsize;
 		}
 	}
-	return pass(act, n);
+	return s->c_id ? scrub_id(p, n, act, scratch) : pass(act, n);
 }
 
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
@@ -213,9 +380,10 @@ static enum proto_verdict
 rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
              struct proto_action *act, char *scratch)
 {
-	struct pu_caps pre = {imap_drop_always, imap_auth_prefix,
+	struct pu_caps pre = {imap_drop_always,
+	                      s->observe ? imap_auth_compress_prefix : imap_auth_prefix,
 	                      s->require_tls ? imap_add_login_disabled : imap_add_starttls};
-	struct pu_caps post = {imap_drop_always, NULL, NULL};
+	struct pu_caps post = {imap_drop_always, s->observe ? imap_compress_prefix : NULL, NULL};
 	size_t head = (size_t)(caps - line), at;
 
 	memcpy(scratch, line, head);
@@ -262,6 +430,11 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		s->s_cont = true;
 	} else {
 		s->s_cont = false;
+	}
+	if (s->observe) { /* tagged completions matter most; the rest is debug */
+		bool untagged =
+		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
+		pu_log_line(act, scratch, p, body, s->s_cont, lsize, untagged ? PL_DEBUG : 0);
 	}
 	if (was_cont)
 		return pass(act, n);

@@ -22,9 +22,10 @@ enum {
 static const struct pu_verb pop3_verbs[] = {
         {"STLS", PU_STARTTLS},
         {"USER", PU_REFUSE_PLAIN},
-        {"PASS", PU_REFUSE_PLAIN},
-        {"APOP", PU_REFUSE_PLAIN},
-        {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS},
+        {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS},
+        {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG},
+        {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS | PU_HIDE_AFTER_ARG},
+        {"XCLIENT", PU_FORWARDING},
         {"CAPA", F_CAPA},
         {"RETR", F_MULTI},
         {"TOP", F_MULTI},
@@ -35,10 +36,12 @@ static const struct pu_verb pop3_verbs[] = {
 
 struct pop3_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
+	bool observe;          /* commands are logged */
 	bool c_midline, c_auth, s_midline;
-	bool s_body;       /* inside a multi-line body */
-	bool s_capa;       /* ... of a CAPA response */
-	struct pu_queue q; /* commands awaiting their reply */
+	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
+	bool s_body;           /* inside a multi-line body */
+	bool s_capa;           /* ... of a CAPA response */
+	struct pu_queue q;     /* commands awaiting their reply */
 };
 
 static void
@@ -51,6 +54,7 @@ pop3_init(void *st, const struct proto_conf *conf)
 	 * the backend is: the backend's own STARTTLS is hidden all the same. */
 	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
+	s->observe = conf->observe;
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
@@ -72,6 +76,9 @@ local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, c
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
 
+static enum proto_verdict command(struct pop3_state *s, const char *p, size_t n, unsigned flags,
+                                  bool noargs, struct proto_action *act, char *scratch);
+
 static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
@@ -91,15 +98,28 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->c_midline = true;
 		return PV_PASS;
 	}
-	if (s->c_auth) /* a SASL response, or "*" to cancel */
+	size_t body = pu_trim_eol(p, n);
+	if (s->c_auth) { /* a SASL response, or "*" to cancel */
+		if (s->observe)
+			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
+	}
 	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
 
-	size_t body = pu_trim_eol(p, n);
 	const char *q = p, *end = p + body;
 	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_word(&q, end));
-	bool noargs = pu_blank(q, end);
+	enum proto_verdict v = command(s, p, n, flags, pu_blank(q, end), act, scratch);
+	if (s->observe && v != PV_WAIT)
+		pu_log_command(act, scratch, p, body, flags);
+	return v;
+}
+
+static enum proto_verdict
+command(struct pop3_state *s, const char *p, size_t n, unsigned flags, bool noargs,
+        struct proto_action *act, char *scratch)
+{
+	size_t body = pu_trim_eol(p, n);
 
 	if (!s->tls && memchr(p, '\0', body) != NULL)
 		return local(s, act, n, scratch, "-ERR NUL byte in command");
@@ -120,6 +140,8 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 			act->event = "plaintext-auth-refused";
 		return v;
 	}
+	if (flags & PU_FORWARDING)
+		return local(s, act, n, scratch, "-ERR Not relayed: only the proxy may send this");
 	if (flags & F_CAPA)
 		pu_queue_push(&s->q, K_CAPA);
 	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
@@ -130,6 +152,17 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	} else
 		pu_queue_push(&s->q, K_SIMPLE);
 	return PV_PASS;
+}
+
+/* The end of a multi-line body completes its status line in the log. */
+static void
+body_end_log(struct pop3_state *s, struct proto_action *act, char *scratch)
+{
+	if (!s->observe)
+		return;
+	pu_log_begin(act, scratch, 0);
+	pu_log_str(act, scratch, " ");
+	pu_log_size(act, scratch, s->s_body_bytes);
 }
 
 /* One line of a CAPA body: drop what the client must not see, and add STLS
@@ -145,11 +178,13 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 	if (body == 1 && p[0] == '.') {
 		s->s_body = s->s_capa = false;
 		pu_queue_pop(&s->q);
+		body_end_log(s, act, scratch);
 		if (s->tls)
 			return PV_PASS;
 		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
 	}
-	if (pu_word_is(w, "STLS"))
+	s->s_body_bytes += n;
+	if (pu_word_is(w, "STLS") || pu_word_is(w, "XCLIENT"))
 		return PV_DROP;
 	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
 		return PV_DROP;
@@ -179,18 +214,28 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
 			s->s_body = false;
 			pu_queue_pop(&s->q);
+			body_end_log(s, act, scratch);
+		} else {
+			s->s_body_bytes += n;
 		}
 		return PV_PASS;
 	}
+	size_t body = pu_trim_eol(p, n);
+	if (s->observe)
+		pu_log_line(act, scratch, p, body, false, 0, 0);
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);
-	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O'))
+	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O')) {
+		act->log_flags |= PL_DEBUG;
 		return PV_PASS; /* a SASL challenge */
+	}
 	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
 	if (ok && (k == K_MULTI || k == K_CAPA)) {
 		s->s_body = true;
 		s->s_capa = k == K_CAPA;
+		s->s_body_bytes = 0;
+		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
 		if (k == K_AUTH)
 			s->c_auth = false;

@@ -17,7 +17,9 @@ enum smtp_kind {
 
 struct smtp_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
+	bool observe;          /* commands are logged */
 	bool helo_seen;        /* after TLS: the client has said EHLO again */
+	uint64_t c_body_bytes; /* of the DATA body passing, for the log */
 	bool c_body;           /* DATA body: lines until "." */
 	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
 	bool c_auth;           /* lines are SASL responses */
@@ -27,8 +29,9 @@ struct smtp_state {
 	struct pu_queue q; /* commands awaiting their reply */
 };
 
-static const char *const ehlo_drop_always[] = {"STARTTLS", NULL};
-static const char *const ehlo_drop_pretls[] = {"STARTTLS", "AUTH", NULL};
+/* XCLIENT and XFORWARD are for proxies the server trusts, never clients. */
+static const char *const ehlo_drop_always[] = {"STARTTLS", "XCLIENT", "XFORWARD", NULL};
+static const char *const ehlo_drop_pretls[] = {"STARTTLS", "AUTH", "XCLIENT", "XFORWARD", NULL};
 static const char *const ehlo_auth_prefix[] = {"AUTH=", NULL};
 
 static void
@@ -41,6 +44,7 @@ smtp_init(void *st, const struct proto_conf *conf)
 	 * the backend is: the backend's own STARTTLS is hidden all the same. */
 	s->tls = !conf->starttls;
 	s->require_tls = conf->require_tls;
+	s->observe = conf->observe;
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
@@ -84,18 +88,20 @@ static const struct pu_verb smtp_verbs[] = {
         {"RCPT", PU_REFUSE_PLAIN},
         {"DATA", PU_REFUSE_PLAIN | F_DATA},
         {"BDAT", PU_REFUSE_PLAIN | F_CHUNK},
-        {"AUTH", PU_REFUSE_PLAIN | PU_SASL},
+        {"AUTH", PU_REFUSE_PLAIN | PU_SASL | PU_HIDE_AFTER_ARG},
+        {"XCLIENT", PU_FORWARDING},
+        {"XFORWARD", PU_FORWARDING},
         {NULL, 0},
 };
 
 static enum proto_verdict
-client_command(struct smtp_state *s, const char *p, size_t n, struct proto_action *act,
-               char *scratch)
+client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, bool noargs,
+               struct proto_action *act, char *scratch)
 {
 	size_t body = pu_trim_eol(p, n);
 	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_word(&q, end));
-	bool noargs = pu_blank(q, end);
+
+	pu_next_word(&q, end);
 	uint64_t chunk = 0;
 
 	if (flags & F_CHUNK) {
@@ -118,7 +124,10 @@ client_command(struct smtp_state *s, const char *p, size_t n, struct proto_actio
 		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
 	}
 	enum proto_verdict v = PV_PASS;
-	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
+	if (flags & PU_FORWARDING) {
+		v = local(s, act, n, scratch,
+		          "550 5.7.1 Not relayed: only the proxy may send this");
+	} else if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
 		v = local(s, act, n, scratch, "530 5.7.0 Must issue a STARTTLS command first");
 		if (v == PV_REPLY)
 			act->event = "plaintext-auth-refused";
@@ -167,6 +176,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	act->consume = n ? n : len;
 	if (s->c_midline) {
 		s->c_midline = n == 0;
+		if (s->c_body)
+			s->c_body_bytes += act->consume;
 		return PV_PASS;
 	}
 	if (n == 0) {
@@ -180,18 +191,33 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->c_body) {
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
-			s->c_body = false;
 			if (s->q.count == PU_QUEUE_MAX)
 				return PV_WAIT;
+			s->c_body = false;
 			pu_queue_push(&s->q, K_SIMPLE); /* the reply to the whole message */
+			if (s->observe) {               /* the message is shown by its size only */
+				pu_log_begin(act, scratch, 0);
+				pu_log_size(act, scratch, s->c_body_bytes);
+			}
+		} else {
+			s->c_body_bytes += n;
 		}
 		return PV_PASS;
 	}
-	if (s->c_auth)
-		return PV_PASS; /* a SASL response, or "*" to cancel */
+	size_t body = pu_trim_eol(p, n);
+	if (s->c_auth) { /* a SASL response, or "*" to cancel */
+		if (s->observe)
+			pu_log_sasl(act, scratch, p, body);
+		return PV_PASS;
+	}
 	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
-	return client_command(s, p, n, act, scratch);
+	const char *q = p, *end = p + body;
+	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_word(&q, end));
+	enum proto_verdict v = client_command(s, p, n, flags, pu_blank(q, end), act, scratch);
+	if (s->observe && v != PV_WAIT)
+		pu_log_command(act, scratch, p, body, flags);
+	return v;
 }
 
 /* Length of a complete multi-line reply at P ("250-..." lines then one
@@ -208,6 +234,22 @@ reply_len(const char *p, size_t len)
 			return at;
 	}
 	return 0;
+}
+
+/* A whole multi-line reply for the log, its lines separated by '\n'. */
+static void
+log_reply(const char *p, size_t total, struct proto_action *act, char *scratch)
+{
+	size_t at = 0;
+
+	pu_log_begin(act, scratch, 0);
+	while (at < total) {
+		size_t n = pu_line_len(p + at, total - at);
+		if (at > 0)
+			pu_log_str(act, scratch, "\n");
+		pu_log_put(act, scratch, p + at, pu_trim_eol(p + at, n));
+		at += n;
+	}
 }
 
 /* EHLO reply: keep the greeting line and the extensions the client may
@@ -273,10 +315,12 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->s_midline = true;
 		return PV_PASS;
 	}
+	bool more = n >= 4 && p[3] == '-';
+	if (s->observe) /* the last line of a reply matters most */
+		pu_log_line(act, scratch, p, pu_trim_eol(p, n), false, 0, more ? PL_DEBUG : 0);
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited (e.g. a 421 before closing) */
 	enum smtp_kind k = pu_queue_head(&s->q);
-	bool more = n >= 4 && p[3] == '-';
 	if (k == K_EHLO && n >= 3 && strncmp(p, "250", 3) == 0) {
 		size_t total = reply_len(p, len);
 		if (total == 0 && full) /* cannot be rewritten whole: fail closed */
@@ -285,6 +329,8 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		if (total == 0)
 			return PV_MORE;
 		pu_queue_pop(&s->q);
+		if (s->observe)
+			log_reply(p, total, act, scratch);
 		return rewrite_ehlo(s, p, total, act, scratch);
 	}
 	if (more)
@@ -294,6 +340,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	if (k == K_DATA) {
 		s->c_data_wait = false;
 		s->c_body = strncmp(p, "354", 3) == 0;
+		s->c_body_bytes = 0;
 	}
 	if (k == K_AUTH)
 		s->c_auth = false;

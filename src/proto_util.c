@@ -177,3 +177,113 @@ pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up 
 	act->len = strlen(text);
 	return r;
 }
+
+void
+pu_log_begin(struct proto_action *act, char *scratch, unsigned flags)
+{
+	act->log = scratch + PROTO_SCRATCH;
+	act->log_len = 0;
+	act->log_flags = flags;
+}
+
+void
+pu_log_put(struct proto_action *act, char *scratch, const char *p, size_t n)
+{
+	char *log = scratch + PROTO_SCRATCH;
+	size_t room = PROTO_LOG_MAX - act->log_len;
+
+	if (act->log == NULL)
+		pu_log_begin(act, scratch, 0);
+	if (n <= room) {
+		memcpy(log + act->log_len, p, n);
+		act->log_len += n;
+		return;
+	}
+	/* Cut, and say so: a long line is never mistaken for a whole one. */
+	memcpy(log + act->log_len, p, room);
+	memcpy(log + PROTO_LOG_MAX - 3, "...", 3);
+	act->log_len = PROTO_LOG_MAX;
+}
+
+void
+pu_log_str(struct proto_action *act, char *scratch, const char *s)
+{
+	pu_log_put(act, scratch, s, strlen(s));
+}
+
+void
+pu_log_size(struct proto_action *act, char *scratch, uint64_t n)
+{
+	char t[40];
+	int r = snprintf(t, sizeof(t), "{%llu bytes}", (unsigned long long)n);
+
+	pu_log_put(act, scratch, t, (size_t)r);
+}
+
+void
+pu_log_line(struct proto_action *act, char *scratch, const char *p, size_t len, bool lit,
+            uint64_t size, unsigned flags)
+{
+	pu_log_begin(act, scratch, flags);
+	if (lit) {
+		const char *brace = len ? memrchr(p, '{', len) : NULL;
+		if (brace == NULL) /* a caller's mistake: show nothing of it */
+			brace = p;
+		if (brace > p && brace[-1] == '~') /* binary literal, RFC 3516 */
+			brace--;
+		pu_log_put(act, scratch, p, (size_t)(brace - p));
+		pu_log_size(act, scratch, size);
+		act->log_flags |= PL_CONT;
+		return;
+	}
+	pu_log_put(act, scratch, p, len);
+}
+
+bool
+pu_contains_ci(const char *p, size_t n, const char *needle)
+{
+	size_t l = strlen(needle);
+
+	for (size_t i = 0; l <= n && i <= n - l; i++)
+		if (strncasecmp(p + i, needle, l) == 0)
+			return true;
+	return false;
+}
+
+void
+pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t len, unsigned flags)
+{
+	const char *q = p, *end = p + len;
+	const char *sp = memchr(p, ' ', len);
+
+	/* A tab in the verb could hide a verb some server splits on: show
+	 * nothing of such a line. */
+	if (memchr(p, '\t', (size_t)((sp ? sp : end) - p))) {
+		pu_log_begin(act, scratch, 0);
+		pu_log_str(act, scratch, PU_SECRET);
+		return;
+	}
+	if (!(flags & (PU_HIDE_ARGS | PU_HIDE_AFTER_ARG))) {
+		pu_log_line(act, scratch, p, len, false, 0, 0);
+		return;
+	}
+	struct pu_word verb = pu_next_word(&q, end);
+	pu_log_begin(act, scratch, 0);
+	pu_log_put(act, scratch, verb.p, verb.n);
+	if (flags & PU_HIDE_AFTER_ARG) {
+		struct pu_word arg = pu_next_word(&q, end);
+		if (arg.n > 0) {
+			pu_log_str(act, scratch, " ");
+			pu_log_put(act, scratch, arg.p, arg.n);
+		}
+	}
+	if (q < end)
+		pu_log_str(act, scratch, " " PU_SECRET);
+}
+
+void
+pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len)
+{
+	pu_log_begin(act, scratch, 0);
+	pu_log_str(act, scratch, len == 1 && p[0] == '*' ? "*" : PU_SECRET);
+}

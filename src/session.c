@@ -14,6 +14,7 @@
 #include <arpa/inet.h>
 #include <openssl/rand.h>
 
+#include <postern/capture.h>
 #include <postern/endpoint.h>
 #include <postern/log.h>
 #include <postern/metrics.h>
@@ -47,15 +48,17 @@ struct session {
 	struct metrics_svc *m;
 	struct endpoint client, backend;
 	struct relay_dir c2s, s2c;
-	void *proto_state; /* adapter state, when the adapter filters */
-	void *up_state;    /* adapter state of the STARTTLS dialogue with the backend */
-	bool pretls;       /* STARTTLS offered and not yet done */
-	bool client_spoke; /* the client has sent a byte */
+	void *proto_state;   /* adapter state, when the adapter filters */
+	void *up_state;      /* adapter state of the STARTTLS dialogue with the backend */
+	struct observe *obs; /* log_commands / capture_dir, else NULL */
+	bool pretls;         /* STARTTLS offered and not yet done */
+	bool client_spoke;   /* the client has sent a byte */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
 	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
 	ev_timer timer; /* handshake, connect, idle or drain deadline */
 	ev_tstamp started, last_activity;
+	double started_wall; /* for the transcript's name */
 	enum session_state state;
 	const char *reason; /* the end reason, once known */
 	int holds;
@@ -69,6 +72,120 @@ static void start_upstream(struct session *s);
 static void step_proxy_header(struct session *s);
 static bool start_adapter(struct session *s);
 static bool needs_adapter(const struct service *svc);
+
+/* The command log and the transcript of one session. A line may arrive in
+ * pieces (an IMAP command with literals); it is put together per direction
+ * and written once whole. */
+struct obs_line {
+	char text[PROTO_LOG_MAX];
+	size_t len;
+	unsigned flags; /* of the line's first piece */
+	bool open;
+};
+struct observe {
+	struct capture *cap;
+	struct obs_line line[2]; /* by enum proto_dir */
+};
+
+static void
+observe_capture_failed(struct session *s)
+{
+	log_session(LOG_WARNING, s->who, "capture stopped: %s", strerror(errno));
+	capture_close(s->obs->cap, NULL);
+	s->obs->cap = NULL;
+}
+
+/* TEXT may hold several lines separated by '\n' (one multi-line reply):
+ * all but the last are of lesser interest. */
+static void
+observe_emit(struct session *s, char side, const char *text, size_t len, unsigned flags)
+{
+	while (s->obs) {
+		const char *nl = memchr(text, '\n', len);
+		size_t n = nl ? (size_t)(nl - text) : len;
+		int level = nl || (flags & PL_DEBUG) ? LOG_DEBUG : LOG_INFO;
+		if (s->svc->log_commands)
+			log_session(level, s->who, "%c: %.*s", side, (int)n, text);
+		if (s->obs->cap && capture_line(s->obs->cap, side, text, n) < 0)
+			observe_capture_failed(s);
+		if (!nl)
+			break;
+		text += n + 1;
+		len -= n + 1;
+	}
+}
+
+/* An adapter's log piece for what it just judged. */
+static void
+observe_action(struct session *s, enum proto_dir dir, const struct proto_action *act)
+{
+	struct obs_line *l = &s->obs->line[dir];
+	size_t n = act->log_len;
+
+	if (!l->open) {
+		l->open = true;
+		l->len = 0;
+		l->flags = act->log_flags;
+	}
+	if (n > sizeof(l->text) - l->len)
+		n = sizeof(l->text) - l->len;
+	memcpy(l->text + l->len, act->log, n);
+	l->len += n;
+	if (act->log_flags & PL_CONT)
+		return;
+	l->open = false;
+	observe_emit(s, dir == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len, l->flags);
+}
+
+/* postern's own answer to the client, as the client sees it. */
+static void
+observe_reply(struct session *s, const char *text, size_t len)
+{
+	size_t n;
+
+	while (s->obs && (n = pu_line_len(text, len)) > 0) {
+		observe_emit(s, 'S', text, pu_trim_eol(text, n), 0);
+		text += n;
+		len -= n;
+	}
+}
+
+static void
+observe_start(struct session *s)
+{
+	const struct service *svc = s->svc;
+	char err[256];
+
+	if (!svc->log_commands && !svc->capture_dir)
+		return;
+	if ((s->obs = calloc(1, sizeof(*s->obs))) == NULL) {
+		log_session(LOG_ERR, s->who, "out of memory: no command log for this session");
+		return;
+	}
+	if (svc->capture_dir && !(s->obs->cap = capture_open(svc->capture_dir, s->who,
+	                                                     s->started_wall, err, sizeof(err))))
+		log_session(LOG_WARNING, s->who, "no capture: %s", err);
+}
+
+static void
+observe_end(struct session *s)
+{
+	char trailer[128];
+
+	if (s->obs == NULL)
+		return;
+	for (int d = 0; d < 2; d++) /* a line cut by the close is shown as it stands */
+		if (s->obs->line[d].open) {
+			struct obs_line *l = &s->obs->line[d];
+			observe_emit(s, d == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len,
+			             l->flags);
+		}
+	snprintf(trailer, sizeof(trailer), "end reason=%s in=%llu out=%llu", s->reason,
+	         (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes);
+	capture_close(s->obs->cap, trailer);
+	free(s->obs);
+	s->obs = NULL;
+}
 
 static void
 session_hold(struct session *s)
@@ -122,6 +239,7 @@ session_close(struct session *s, const char *reason)
 	if (s->reason == NULL)
 		s->reason = reason;
 	s->state = S_CLOSED;
+	observe_end(s);
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
 	            ev_now(loop) - s->started, s->reason);
@@ -168,8 +286,10 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 	buf_free(&s->c2s.in);
 	buf_free(&s->s2c.in);
 	s->s2c.eof = true;
-	if (text)
+	if (text) {
 		buf_append_grow(&s->s2c.buf, text, len);
+		observe_reply(s, text, len);
+	}
 	arm_timer(s, DRAIN_LINGER);
 	/* No step here: a filter may be calling; its pump goes round again. */
 }
@@ -198,7 +318,7 @@ enter_relay(struct session *s)
 }
 
 /* Scratch space for adapters' replacement text; one loop, one thread. */
-static char filter_scratch[PROTO_SCRATCH];
+static char filter_scratch[PROTO_SCRATCH_ALLOC];
 
 /* Runs the adapter over what waits in D's input buffer and moves the
  * result to the output buffers. Returns bytes consumed, or -1 when the
@@ -234,6 +354,8 @@ session_filter(void *arg, struct relay_dir *d)
 		                                       buf_len(&d->in), full, &act, filter_scratch);
 		if (v == PV_MORE || v == PV_WAIT)
 			break;
+		if (act.log && s->obs)
+			observe_action(s, dir, &act);
 		if (act.event) {
 			s->m->plaintext_auth_refused++;
 			log_session(LOG_INFO, s->who, "%s", act.event);
@@ -250,11 +372,13 @@ session_filter(void *arg, struct relay_dir *d)
 		case PV_REPLY:
 			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
 				goto nomem;
+			observe_reply(s, act.text, act.len);
 			break;
 		case PV_STARTTLS: {
 			size_t rest = buf_len(&d->in) - act.consume;
 			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
 				goto nomem;
+			observe_reply(s, act.text, act.len);
 			/* CVE-2011-0411: what the client pipelined after STARTTLS
 			 * was sent in plaintext; it is dropped, never executed. */
 			if (rest > 0)
@@ -881,7 +1005,8 @@ static bool
 needs_adapter(const struct service *svc)
 {
 	return svc->protocol != PROTO_RAW &&
-	       (svc->tls != TLSMODE_OFF || svc->backend_tls != TLSMODE_OFF);
+	       (svc->tls != TLSMODE_OFF || svc->backend_tls != TLSMODE_OFF || svc->log_commands ||
+	        svc->capture_dir);
 }
 
 /* The adapter judges both directions from the first byte on. */
@@ -894,6 +1019,8 @@ start_adapter(struct session *s)
 	s->proto_state = calloc(1, s->proto->state_size);
 	if (s->proto_state == NULL)
 		return false;
+	observe_start(s);
+	conf.observe = s->obs != NULL;
 	s->proto->init(s->proto_state, &conf);
 	s->pretls = offer;
 	s->c2s.filter = s->s2c.filter = session_filter;
@@ -944,6 +1071,7 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	ev_init(&s->timer, on_timer);
 	s->timer.data = s;
 	s->started = ev_now(srv->loop);
+	s->started_wall = ev_time();
 	s->next = srv->sessions;
 	if (s->next)
 		s->next->prev = s;

@@ -47,6 +47,18 @@ struct proto_action {
 	const char *text; /* for REPLACE/REPLY/STARTTLS/CLOSE; may point into scratch */
 	size_t len;
 	const char *event; /* set when a refusal should be counted/logged */
+	/* Command log (only when proto_conf.observe): the redacted text of
+	 * what was consumed, or NULL. Lines of one multi-line reply are
+	 * separated by '\n'. Built in scratch + PROTO_SCRATCH or pointing
+	 * into the input; never holds a secret. */
+	const char *log;
+	size_t log_len;
+	unsigned log_flags; /* PL_* */
+};
+
+enum {
+	PL_DEBUG = 1 << 0, /* a line of lesser interest (untagged, "250-") */
+	PL_CONT = 1 << 1   /* the line goes on after a literal: more follows */
 };
 
 /* What an adapter is told about its session at start. */
@@ -55,12 +67,18 @@ struct proto_conf {
 	                   * post-TLS rules from the start (capabilities the
 	                   * backend offers but postern cannot relay are hidden) */
 	bool require_tls; /* refuse credentials before TLS */
+	bool observe;     /* log_commands or capture_dir: fill act->log, and
+	                   * hide what would blind the log (COMPRESS) */
 };
 
 /* Size of the scratch buffer an adapter may build replacement text in. */
 #define PROTO_SCRATCH (PROTO_LINE_MAX + 512)
 /* Longest line accepted before TLS (SPEC: 64 KiB). */
 #define PROTO_LINE_MAX 65536
+/* Longest command-log line; the log text lives after the reply text, so
+ * callers allocate PROTO_SCRATCH_ALLOC bytes of scratch. */
+#define PROTO_LOG_MAX 1024
+#define PROTO_SCRATCH_ALLOC (PROTO_SCRATCH + PROTO_LOG_MAX)
 
 struct proto_ops {
 	const char *name; /* "imap", "pop3", "smtp", "raw" */

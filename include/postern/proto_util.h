@@ -25,10 +25,14 @@ struct pu_word pu_next_word(const char **p, const char *end);
 /* Command tables: each adapter lists its verbs with these flags (and its
  * own from PU_OWN up), so policy is data and one routine applies it. */
 enum {
-	PU_STARTTLS = 1 << 0,     /* the STARTTLS/STLS command */
-	PU_REFUSE_PLAIN = 1 << 1, /* refused before TLS when require_tls */
-	PU_SASL = 1 << 2,         /* starts a SASL exchange */
-	PU_OWN = 1 << 8           /* first flag an adapter may define */
+	PU_STARTTLS = 1 << 0,       /* the STARTTLS/STLS command */
+	PU_REFUSE_PLAIN = 1 << 1,   /* refused before TLS when require_tls */
+	PU_SASL = 1 << 2,           /* starts a SASL exchange */
+	PU_HIDE_ARGS = 1 << 3,      /* logged as "VERB ***" (a password) */
+	PU_HIDE_AFTER_ARG = 1 << 4, /* logged as "VERB arg ***" (APOP, a SASL IR) */
+	PU_FORWARDING = 1 << 5,     /* client data a trusting backend would believe:
+	                             * answered by postern, never relayed (P6) */
+	PU_OWN = 1 << 8             /* first flag an adapter may define */
 };
 struct pu_verb {
 	const char *name;
@@ -81,5 +85,29 @@ enum proto_up pu_up(struct proto_action *act, size_t consume, const char *text, 
 enum proto_verdict pu_answer(struct proto_action *act, enum proto_verdict v, size_t consume,
                              char *scratch, const char *fmt, ...)
         __attribute__((format(printf, 5, 6)));
+
+/* Command log. Text is built in scratch + PROTO_SCRATCH, at most
+ * PROTO_LOG_MAX bytes ("..." marks a cut), so a reply built in the scratch
+ * and the log line of the same verdict never overlap. */
+#define PU_SECRET "***"
+void pu_log_begin(struct proto_action *act, char *scratch, unsigned flags);
+void pu_log_put(struct proto_action *act, char *scratch, const char *p, size_t n);
+void pu_log_str(struct proto_action *act, char *scratch, const char *s);
+/* Opaque content (a literal, a message body): "{N bytes}". */
+void pu_log_size(struct proto_action *act, char *scratch, uint64_t n);
+/* A whole line (without EOL) of LEN bytes. With an IMAP literal at its
+ * end (LIT), the marker is shown as "{N bytes}" and PL_CONT is set. */
+void pu_log_line(struct proto_action *act, char *scratch, const char *p, size_t len, bool lit,
+                 uint64_t size, unsigned flags);
+
+/* An untagged command line (POP3, SMTP) for the log, its secrets hidden
+ * as the PU_HIDE_* flags of its verb say. */
+void pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t len,
+                    unsigned flags);
+/* A SASL response line: "*" (a cancel) or "***". */
+void pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len);
+
+/* Case-insensitive search for NEEDLE in [p, p+n). */
+bool pu_contains_ci(const char *p, size_t n, const char *needle);
 
 #endif

@@ -70,7 +70,7 @@ struct sim {
 	struct side side[2];
 	bool tls, closed, starttls_pending;
 	size_t fed;
-	char scratch[PROTO_SCRATCH];
+	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
 static void

@@ -13,7 +13,7 @@ int LLVMFuzzerTestOneInput(const unsigned char *data, size_t size);
 #define CHECK(c) ((c) ? (void)0 : abort())
 #define IN_CAP (65536 + 2)
 
-static char scratch[PROTO_SCRATCH];
+static char scratch[PROTO_SCRATCH_ALLOC];
 static char pending[IN_CAP];
 
 int

@@ -78,8 +78,14 @@ struct sess {
 	int final;                  /* first STARTTLS/CLOSE not yet handled */
 	enum proto_verdict stop[2]; /* why the last drive stopped */
 	const char *event;          /* last act.event */
-	char scratch[PROTO_SCRATCH];
+	struct str log;      /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
+	struct str piece[2]; /* a log line being put together (PL_CONT) */
+	unsigned piece_flags[2];
+	char scratch[PROTO_SCRATCH_ALLOC];
 };
+
+/* The next sess_new observes (log_commands): set by the redaction tests. */
+static bool observe_next;
 
 /* Sessions of the running test, freed by teardown even when it fails. */
 #define LIVE_MAX 16
@@ -91,7 +97,8 @@ static struct sess *
 sess_new(const struct proto_ops *ops, bool require_tls)
 {
 	struct sess *s = calloc(1, sizeof(*s));
-	struct proto_conf conf = {.starttls = true, .require_tls = require_tls};
+	struct proto_conf conf = {
+	        .starttls = true, .require_tls = require_tls, .observe = observe_next};
 	size_t i;
 
 	assert_non_null(s);
@@ -123,8 +130,41 @@ sess_free(struct sess *s)
 		free(s->fwd[d].p);
 	}
 	free(s->ans.p);
+	free(s->log.p);
+	free(s->piece[0].p);
+	free(s->piece[1].p);
 	free(s->st);
 	free(s);
+}
+
+/* The session's observe_action: pieces make a line; a multi-line text is
+ * split, all lines but the last being debug. */
+static void
+log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
+{
+	assert_true(act->log_len <= PROTO_LOG_MAX);
+	if (s->piece[dir].n == 0 && s->piece_flags[dir] == 0)
+		s->piece_flags[dir] = act->log_flags | 0x100; /* 0x100: open */
+	str_add(&s->piece[dir], act->log, act->log_len);
+	if (act->log_flags & PL_CONT)
+		return;
+	const char *p = s->piece[dir].p ? s->piece[dir].p : "";
+	size_t n = s->piece[dir].n;
+	for (;;) {
+		const char *nl = memchr(p, '\n', n);
+		size_t k = nl ? (size_t)(nl - p) : n;
+		if (nl || (s->piece_flags[dir] & PL_DEBUG))
+			str_add(&s->log, "d", 1);
+		str_add(&s->log, dir == C ? "C: " : "S: ", 3);
+		str_add(&s->log, p, k);
+		str_add(&s->log, "\n", 1);
+		if (!nl)
+			break;
+		p += k + 1;
+		n -= k + 1;
+	}
+	str_clear(&s->piece[dir]);
+	s->piece_flags[dir] = 0;
 }
 
 /* session_filter: judges the pending bytes of DIR until MORE/WAIT or until
@@ -154,6 +194,8 @@ drive(struct sess *s, enum proto_dir dir)
 		assert_true(act.consume <= in->n);
 		if (act.event)
 			s->event = act.event;
+		if (act.log)
+			log_piece(s, dir, &act);
 		switch (v) {
 		case PV_PASS:
 			str_add(&s->fwd[dir], in->p, act.consume);
@@ -260,6 +302,7 @@ expect_at(struct str *got, const char *want, size_t n, const char *file, int lin
 #define TO_SERVER(s, w) expect_at(&(s)->fwd[C], (w), strlen(w), __FILE__, __LINE__)
 #define TO_CLIENT(s, w) expect_at(&(s)->fwd[S], (w), strlen(w), __FILE__, __LINE__)
 #define ANSWER(s, w) expect_at(&(s)->ans, (w), strlen(w), __FILE__, __LINE__)
+#define LOGGED(s, w) expect_at(&(s)->log, (w), strlen(w), __FILE__, __LINE__)
 #define NOTHING(s)                                                                                 \
 	do {                                                                                       \
 		TO_SERVER(s, "");                                                                  \
@@ -1681,6 +1724,176 @@ test_smtp_malformed(void **state)
 	free(big);
 }
 
+/* ---- command log: what each adapter says of what it judged ---- */
+
+/* The secrets of these tests all start with "Zs": none may be logged. */
+static void
+assert_no_secret(struct sess *s)
+{
+	if (s->log.p && strstr(s->log.p, "Zs"))
+		fail_msg("secret in the log:\n%s", s->log.p);
+}
+
+static void
+test_imap_log_redaction(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(false, true);
+	observe_next = false;
+
+	LOGGED(s, "dS: * OK ready\n");
+	feed(s, C, "a1 LOGIN alice Zsecret1\r\n");
+	feed(s, C, "a2 LOGIN \"al \\\"ice\" \"Zsecret 2\"\r\n");
+	feed(s, C, "a3 LOGIN {5+}\r\nalice {8+}\r\nZsecret3\r\n");
+	feed(s, C, "a4 login alice Zsecret4 {3+}\r\nZs5\r\n");
+	feed(s, C, "a5 AUTHENTICATE PLAIN AHNlY3JldA==\r\n");
+	assert_no_secret(s);
+	LOGGED(s, "C: a1 LOGIN alice ***\n"
+	          "C: a2 LOGIN \"al \\\"ice\" ***\n"
+	          "C: a3 LOGIN {5 bytes} ***\n"
+	          "C: a4 login alice ***\n"
+	          "C: a5 AUTHENTICATE PLAIN ***\n");
+	feed(s, S, "a5 OK done\r\n");
+	feed(s, C, "a6 AUTHENTICATE PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "AHpzZWNyZXQ2\r\n");
+	feed(s, S, "a6 NO bad\r\n");
+	feed(s, C, "a7 AUTHENTICATE LOGIN\r\n");
+	feed(s, S, "+ VXNlcm5hbWU6\r\n");
+	feed(s, C, "*\r\n");
+	feed(s, S, "a7 BAD cancelled\r\n");
+	LOGGED(s, "S: a5 OK done\n"
+	          "C: a6 AUTHENTICATE PLAIN\n"
+	          "dS: + \n"
+	          "C: ***\n"
+	          "S: a6 NO bad\n"
+	          "C: a7 AUTHENTICATE LOGIN\n"
+	          "dS: + VXNlcm5hbWU6\n"
+	          "C: *\n"
+	          "S: a7 BAD cancelled\n");
+	/* A synchronising literal password, sent after the server's "+". */
+	feed(s, C, "a8 LOGIN alice {8}\r\n");
+	feed(s, S, "+ OK\r\n");
+	feed(s, C, "Zsecret8\r\n");
+	/* A literal's contents are never a command, nor logged. */
+	feed(s, C, "a9 APPEND INBOX {21+}\r\nb1 LOGIN x Zsecret9\r\n\r\n");
+	feed(s, S, "* 1 FETCH (BODY[] {5}\r\nZs123)\r\nb2 OK\r\n");
+	assert_no_secret(s);
+	LOGGED(s, "dS: + OK\n"
+	          "C: a8 LOGIN alice ***\n"
+	          "C: a9 APPEND INBOX {21 bytes}\n"
+	          "dS: * 1 FETCH (BODY[] {5 bytes})\n"
+	          "S: b2 OK\n");
+	/* A tab could make a server see a verb the log does not. */
+	feed(s, C, "c1\tLOGIN alice Zsecret10\r\n");
+	assert_no_secret(s);
+	sess_free(s);
+}
+
+static void
+test_imap_observe_rules(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(false, false);
+	observe_next = false;
+
+	/* COMPRESS would blind the log: hidden, and refused by postern. */
+	feed(s, S, "* OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE] hi\r\n");
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 IDLE STARTTLS] hi\r\n");
+	feed(s, C, "a COMPRESS DEFLATE\r\n");
+	ANSWER(s, "a NO COMPRESS is off while commands are logged\r\n");
+	TO_SERVER(s, "");
+	/* P6: forwarding fields are never relayed from a client. */
+	feed(s, C, "b ID (\"name\" \"x\" \"X-Originating-IP\" \"192.0.2.1\")\r\n");
+	TO_SERVER(s, "b ID (\"name\" \"x\" \"y-Originating-IP\" \"192.0.2.1\")\r\n");
+	/* In literals too, split over reads: a key never slips through. */
+	feed(s, C, "c ID ({16+}\r\nx-orig");
+	feed(s, C, "inating-ip \"1.2.3.4\" \"x-session-id\" {3+}\r\nabc)\r\n");
+	TO_SERVER(s,
+	          "c ID ({16+}\r\ny-originating-ip \"1.2.3.4\" \"y-session-id\" {3+}\r\nabc)\r\n");
+
+	feed(s, C, "d ID (\"name\" \"thunderbird\")\r\n");
+	TO_SERVER(s, "d ID (\"name\" \"thunderbird\")\r\n");
+	feed(s, C, "e ID ({2000+}\r\n");
+	ANSWER(s, "e BAD ID string too long\r\n");
+	sess_free(s);
+}
+
+static void
+test_pop3_log_redaction(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = pop3(false, true);
+	observe_next = false;
+
+	LOGGED(s, "S: +OK POP3 ready\n");
+	feed(s, C, "USER alice\r\nPASS Zsecret 1\r\nAPOP alice Zs0123456789abcdef\r\n");
+	feed(s, S, "+OK\r\n-ERR no\r\n-ERR no\r\n");
+	feed(s, C, "AUTH PLAIN AHNlY3JldA==\r\n");
+	feed(s, S, "-ERR no\r\n");
+	feed(s, C, "AUTH PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "AHpzZWNyZXQ2\r\n");
+	feed(s, S, "+OK in\r\n");
+	feed(s, C, "RETR 1\r\n");
+	feed(s, S, "+OK 12 octets\r\nZsbody\r\n..x\r\n.\r\n");
+	feed(s, C, "XCLIENT ADDR=192.0.2.1\r\n");
+	ANSWER(s, "-ERR Not relayed: only the proxy may send this\r\n");
+	assert_no_secret(s);
+	LOGGED(s, "C: USER alice\nC: PASS ***\nC: APOP alice ***\n"
+	          "S: +OK\nS: -ERR no\nS: -ERR no\n"
+	          "C: AUTH PLAIN ***\nS: -ERR no\n"
+	          "C: AUTH PLAIN\ndS: + \nC: ***\nS: +OK in\n"
+	          "C: RETR 1\nS: +OK 12 octets {13 bytes}\n"
+	          "C: XCLIENT ADDR=192.0.2.1\n"); /* the session logs its own answers */
+	sess_free(s);
+}
+
+static void
+test_smtp_log_redaction(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = sess_new(&proto_smtp, false);
+	observe_next = false;
+
+	feed(s, S, "220 hi\r\n");
+	feed(s, C, "EHLO me\r\n");
+	feed(s, S, "250-hi\r\n250-XCLIENT ADDR NAME\r\n250 AUTH PLAIN LOGIN\r\n");
+	TO_CLIENT(s, "220 hi\r\n250-hi\r\n250 STARTTLS\r\n");
+	feed(s, C, "AUTH PLAIN AHNlY3JldA==\r\n");
+	feed(s, S, "535 no\r\n");
+	feed(s, C, "AUTH LOGIN\r\n");
+	feed(s, S, "334 VXNlcm5hbWU6\r\n");
+	feed(s, C, "Zs-user\r\n");
+	feed(s, S, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "Zs-pass\r\n");
+	feed(s, S, "235 ok\r\n");
+	feed(s, C, "AUTH XOAUTH2 Zs-token\r\n");
+	feed(s, S, "334 eyJ9\r\n");
+	feed(s, C, "*\r\n");
+	feed(s, S, "501 cancelled\r\n");
+	feed(s, C, "XCLIENT ADDR=192.0.2.1\r\n");
+	ANSWER(s, "550 5.7.1 Not relayed: only the proxy may send this\r\n");
+	feed(s, C, "DATA\r\n");
+	feed(s, S, "354 go\r\n");
+	feed(s, C, "Subject: Zs\r\n\r\nAUTH PLAIN Zs\r\n.\r\n");
+	feed(s, S, "250 queued\r\n");
+	assert_no_secret(s);
+	LOGGED(s, "S: 220 hi\nC: EHLO me\ndS: 250-hi\ndS: 250-XCLIENT ADDR NAME\nS: 250 AUTH PLAIN "
+	          "LOGIN\n"
+	          "C: AUTH PLAIN ***\nS: 535 no\n"
+	          "C: AUTH LOGIN\nS: 334 VXNlcm5hbWU6\nC: ***\nS: 334 UGFzc3dvcmQ6\nC: ***\nS: 235 "
+	          "ok\n"
+	          "C: AUTH XOAUTH2 ***\nS: 334 eyJ9\nC: *\nS: 501 cancelled\n"
+	          "C: XCLIENT ADDR=192.0.2.1\n"
+	          "C: DATA\nS: 354 go\nC: {30 bytes}\nS: 250 queued\n");
+	sess_free(s);
+}
+
 int
 main(void)
 {
@@ -1725,6 +1938,10 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat, teardown),
 	        cmocka_unit_test_teardown(test_smtp_auth_posttls, teardown),
 	        cmocka_unit_test_teardown(test_smtp_malformed, teardown),
+	        cmocka_unit_test_teardown(test_imap_log_redaction, teardown),
+	        cmocka_unit_test_teardown(test_imap_observe_rules, teardown),
+	        cmocka_unit_test_teardown(test_pop3_log_redaction, teardown),
+	        cmocka_unit_test_teardown(test_smtp_log_redaction, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

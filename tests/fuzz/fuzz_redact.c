@@ -1,0 +1,234 @@
+/* libFuzzer harness: the command log never shows a credential. Arbitrary
+ * client and server lines are interleaved with credential-bearing commands
+ * in every form the adapters know (IMAP LOGIN with atoms, quoted strings
+ * and literals, AUTHENTICATE with an initial response or continuations,
+ * POP3 PASS/APOP/AUTH, SMTP AUTH PLAIN/LOGIN/XOAUTH2), delivered in
+ * arbitrary segments. Every secret contains a 'Z' and the other bytes
+ * never do, so any 'Z' in the log is a leak.
+ *
+ * Input: byte 0: bits 0-1 protocol (0 IMAP, 1 POP3, 2 SMTP, 3 IMAP),
+ * bit 2 STARTTLS offered (pre-TLS rules), bit 3 require_tls. Then records,
+ * a control byte C and its data:
+ *   C % 4 == 0: a client line of (next byte) bytes;
+ *   C % 4 == 1: a server line of (next byte) bytes;
+ *   C % 4 == 2: credential form (next byte) of the protocol;
+ *   C % 4 == 3: segment size becomes (next byte) + 1. */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <postern/proto.h>
+#include <postern/proto_util.h>
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define PEND_MAX 8192
+
+struct dir {
+	char q[PEND_MAX]; /* queued by the peer */
+	size_t qlen;
+	char in[PEND_MAX]; /* handed to the adapter */
+	size_t inlen;
+};
+
+struct sim {
+	const struct proto_ops *ops;
+	void *st;
+	struct dir d[2];
+	size_t seg;
+	bool over;
+	bool answered; /* postern answered the client itself */
+	char scratch[PROTO_SCRATCH_ALLOC];
+};
+
+static void
+check_log(const struct proto_action *act)
+{
+	if (act->log && memchr(act->log, 'Z', act->log_len)) {
+		fprintf(stderr, "fuzz_redact: secret in the log: [%.*s]\n", (int)act->log_len,
+		        act->log);
+		abort();
+	}
+}
+
+/* Offers queued bytes a segment at a time and applies the verdicts until
+ * nothing moves. */
+static void
+drive(struct sim *s)
+{
+	bool moved = true;
+
+	while (moved && !s->over) {
+		moved = false;
+		for (int k = 0; k < 2 && !s->over; k++) {
+			struct dir *d = &s->d[k];
+			if (d->qlen > 0 && d->inlen < PEND_MAX) {
+				size_t n = d->qlen < s->seg ? d->qlen : s->seg;
+				if (n > PEND_MAX - d->inlen)
+					n = PEND_MAX - d->inlen;
+				memcpy(d->in + d->inlen, d->q, n);
+				d->inlen += n;
+				memmove(d->q, d->q + n, d->qlen - n);
+				d->qlen -= n;
+				moved = true;
+			}
+			while (d->inlen > 0) {
+				struct proto_action act = {0};
+				enum proto_verdict v =
+				        s->ops->input(s->st, (enum proto_dir)k, d->in, d->inlen,
+				                      false, &act, s->scratch);
+				if (v == PV_MORE || v == PV_WAIT)
+					break;
+				check_log(&act);
+				if (v == PV_REPLY)
+					s->answered = true;
+				if (v == PV_STARTTLS) {
+					d->inlen = 0;
+					s->ops->tls_started(s->st);
+					break;
+				}
+				if (v == PV_CLOSE) {
+					s->over = true;
+					break;
+				}
+				memmove(d->in, d->in + act.consume, d->inlen - act.consume);
+				d->inlen -= act.consume;
+				moved = true;
+			}
+		}
+	}
+}
+
+static void
+queue(struct sim *s, int k, const char *p, size_t n)
+{
+	struct dir *d = &s->d[k];
+
+	if (n > PEND_MAX - d->qlen)
+		n = PEND_MAX - d->qlen;
+	memcpy(d->q + d->qlen, p, n);
+	d->qlen += n;
+}
+
+/* An arbitrary line: no 'Z' (that marks secrets), no line ends inside,
+ * and no client literal or BDAT chunk (the bytes after it would not be
+ * commands at all, so no credential could be planted there). */
+static void
+queue_line(struct sim *s, int k, const uint8_t *p, size_t n)
+{
+	char line[258];
+	size_t m = 0;
+
+	for (size_t i = 0; i < n; i++) {
+		char c = (char)p[i];
+		if (c == 'Z' || c == '\r' || c == '\n' || (k == 0 && c == '{'))
+			c = 'x';
+		line[m++] = c;
+	}
+	if (k == 0 && m >= 4 && strncasecmp(line, "BDAT", 4) == 0)
+		line[0] = 'x';
+	line[m++] = '\r';
+	line[m++] = '\n';
+	queue(s, k, line, m);
+	drive(s);
+}
+
+/* Credential forms: NULL-separated pieces alternating client, server. */
+static const char *const imap_forms[][6] = {
+        {"p LOGIN alice ZS1\r\n"},
+        {"p LOGIN \"al\\\"ice\" \"ZS 2\"\r\n"},
+        {"p LOGIN alice {4+}\r\nZS3Z\r\n"},
+        {"p LOGIN {5+}\r\nalice {4+}\r\nZS4Z\r\n"},
+        {"p LOGIN {5+}\r\nalice ZS5\r\n"},
+        {"p AUTHENTICATE PLAIN ZS6ZZ==\r\n"},
+        {"p AUTHENTICATE PLAIN\r\n", "+ \r\n", "ZS7ZZ==\r\n", "p OK\r\n"},
+        {"p LOGIN alice {4}\r\n", "+ go\r\n", "ZS8Z\r\n"},
+        {"p login alice ZS9 more\r\n"},
+        {"p LOGIN ~{5+}\r\nalice ZS10\r\n"},
+};
+static const char *const pop3_forms[][6] = {
+        {"PASS ZS1\r\n"},         {"APOP alice ZS2\r\n"},
+        {"AUTH PLAIN ZS3==\r\n"}, {"AUTH PLAIN\r\n", "+ \r\n", "ZS4==\r\n"},
+        {"pass ZS 5\r\n"},
+};
+static const char *const smtp_forms[][6] = {
+        {"AUTH PLAIN ZS1==\r\n"},
+        {"AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n", "ZS2\r\n", "334 UGFzc3dvcmQ6\r\n", "ZS3\r\n"},
+        {"AUTH LOGIN ZS4==\r\n"},
+        {"AUTH XOAUTH2 ZS5==\r\n"},
+        {"auth plain\r\n", "334 \r\n", "ZS6==\r\n"},
+};
+
+/* The rest of a form is a credential only if its command reached the
+ * server: one that postern answered, or that still waits its turn, is
+ * followed by nothing a real client would send. */
+static void
+queue_form(struct sim *s, const char *const *form)
+{
+	s->answered = false;
+	for (int i = 0; i < 6 && form[i]; i++) {
+		queue(s, i % 2, form[i], strlen(form[i]));
+		drive(s);
+		if (i == 0 && (s->answered || s->d[0].qlen > 0 || s->d[0].inlen > 0))
+			return;
+	}
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	static struct sim sim;
+	struct sim *s = &sim;
+	static const struct proto_ops *const ops[] = {&proto_imap, &proto_pop3, &proto_smtp,
+	                                              &proto_imap};
+
+	if (size < 1)
+		return 0;
+	memset(s->d, 0, sizeof(s->d));
+	s->ops = ops[data[0] & 3];
+	s->seg = 7;
+	s->over = false;
+	struct proto_conf conf = {
+	        .starttls = (data[0] & 4) != 0, .require_tls = (data[0] & 8) != 0, .observe = true};
+	s->st = calloc(1, s->ops->state_size);
+	if (s->st == NULL)
+		return 0;
+	s->ops->init(s->st, &conf);
+	const char *greeting = s->ops == &proto_smtp   ? "220 hi\r\n"
+	                       : s->ops == &proto_pop3 ? "+OK hi\r\n"
+	                                               : "* OK hi\r\n";
+	queue(s, 1, greeting, strlen(greeting));
+	drive(s);
+	for (size_t at = 1; at + 1 < size && !s->over;) {
+		uint8_t c = data[at++], arg = data[at++];
+		switch (c % 4) {
+		case 0:
+		case 1: {
+			size_t n = arg <= size - at ? arg : size - at;
+			queue_line(s, c % 4, data + at, n);
+			at += n;
+			break;
+		}
+		case 2:
+			if (s->ops == &proto_imap)
+				queue_form(s, imap_forms[arg % (sizeof(imap_forms) /
+				                                sizeof(imap_forms[0]))]);
+			else if (s->ops == &proto_pop3)
+				queue_form(s, pop3_forms[arg % (sizeof(pop3_forms) /
+				                                sizeof(pop3_forms[0]))]);
+			else
+				queue_form(s, smtp_forms[arg % (sizeof(smtp_forms) /
+				                                sizeof(smtp_forms[0]))]);
+			break;
+		default:
+			s->seg = (size_t)arg + 1;
+			break;
+		}
+	}
+	free(s->st);
+	return 0;
+}
