@@ -88,6 +88,16 @@ log_json_format(char *dst, size_t cap, const char *ts, const char *level, const 
 		put_field(&o, "service", 7, who, (size_t)(sp - who));
 		put_field(&o, "client", 6, sp + 1, strlen(sp + 1));
 	}
+	/* Command log lines: "C: text" and "S: text" are whole protocol lines,
+	 * never to be split into fields. */
+	if ((msg[0] == 'C' || msg[0] == 'S') && msg[1] == ':' && msg[2] == ' ') {
+		const char *ev = msg[0] == 'C' ? "command" : "reply";
+		put_field(&o, "event", 5, ev, strlen(ev));
+		put_field(&o, "line", 4, msg + 3, strlen(msg + 3));
+		put(&o, "}", 1);
+		dst[o.n] = '\0';
+		return o.n;
+	}
 	/* The first word names the event; key=value words become fields. */
 	const char *p = msg, *end = msg + strlen(msg);
 	const char *w = p, *we = memchr(p, ' ', (size_t)(end - p));

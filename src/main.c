@@ -81,6 +81,19 @@ open_keylog(const struct config *cfg)
 		        "WARNING: TLS secrets of every session are written to %s (keylog): "
 		        "anyone who reads it can decrypt the traffic. Debugging only.",
 		        cfg->keylog);
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		const struct service *svc = &cfg->services[i];
+		if (svc->log_commands)
+			log_msg(LOG_WARNING,
+			        "WARNING: service %s logs every command and reply (log_commands; "
+			        "credentials redacted): mail metadata ends up in the log",
+			        svc->name);
+		if (svc->capture_dir)
+			log_msg(LOG_WARNING,
+			        "WARNING: service %s writes a transcript of every session to %s "
+			        "(capture_dir; credentials redacted, files mode 0600)",
+			        svc->name, svc->capture_dir);
+	}
 }
 
 static void

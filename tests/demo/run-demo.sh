@@ -101,6 +101,8 @@ $PY -c 'import socket; s = socket.socket(socket.AF_INET6); s.bind(("::1", 0))' 2
 IMAPS=$(pick_port 10993 $V6)
 POP3S=$(pick_port 10995 $V6)
 SMTPS=$(pick_port 10465 $V6)
+DEBUG=$(pick_port 10994 no)
+mkdir -m 0700 "$DIR/capture"
 listen() {
 	if [ "$V6" = v6 ] && $PY -c '
 import sys; sys.path.insert(0, sys.argv[2]); import mailserver
@@ -117,6 +119,8 @@ cat >"$DIR/postern.ini" <<EOF
 log_level = info
 shutdown_timeout = 2s
 pidfile = $DIR/postern.pid
+# Debugging: TLS secrets for Wireshark/tshark (postern warns loudly).
+keylog = $DIR/tls-keys.log
 
 [imaps]
 protocol = imap
@@ -138,6 +142,16 @@ listen = $(listen "$SMTPS")
 cert = $CERT
 key = $DIR/tls/key.pem
 backend = 127.0.0.1:$SMTP_PORT
+# The same IMAP server, observed: every command and reply in the log
+# (credentials as ***), and a transcript per session.
+[imaps-debug]
+protocol = imap
+listen = 127.0.0.1:$DEBUG
+cert = $CERT
+key = $DIR/tls/key.pem
+backend = 127.0.0.1:$IMAP_PORT
+log_commands = yes
+capture_dir = $DIR/capture
 EOF
 
 "$POSTERN" -t -c "$DIR/postern.ini" >/dev/null
@@ -180,6 +194,11 @@ Try these in another shell:
   curl --cacert $CERT --user demo:demo pop3s://localhost:$POP3S/2
   curl --cacert $CERT smtps://localhost:$SMTPS --mail-from you@example.test --mail-rcpt demo@example.test --crlf -T $DIR/hello.eml
   openssl s_client -connect 127.0.0.1:$IMAPS -servername localhost -CAfile $CERT -crlf
+Debug a mail client (README, "Debug a mail client"): IMAPS 127.0.0.1:$DEBUG logs commands
+  tshark -i lo -f 'tcp port $DEBUG' -w $DIR/debug.pcapng &
+  curl --cacert $CERT --user demo:demo 'imaps://localhost:$DEBUG/INBOX;MAILINDEX=1'
+  cat $DIR/capture/*.txt
+  tshark -r $DIR/debug.pcapng -d tcp.port==$DEBUG,tls -d tls.port==$DEBUG,imap -o tls.keylog_file:$DIR/tls-keys.log -Y imap
 
 postern's log follows; press Ctrl-C to stop the demo.
 

@@ -30,6 +30,21 @@ test_session_end(void **state)
 	      "\"in\":2310,\"out\":20973056,\"duration\":71.850,\"reason\":\"client-closed\"}");
 }
 
+/* Command log lines stay whole: "x=1" in a command is no field. */
+static void
+test_command_lines(void **state)
+{
+	(void)state;
+	check("imaps#a3f9 198.51.100.7:51234", "C: a1 LOGIN alice ***",
+	      "{\"ts\":\"2026-11-21T22:40:01.123Z\",\"level\":\"info\",\"service\":\"imaps\","
+	      "\"session\":\"a3f9\",\"client\":\"198.51.100.7:51234\",\"event\":\"command\","
+	      "\"line\":\"a1 LOGIN alice ***\"}");
+	check("smtp#1 127.0.0.1:1", "S: 250 size=10 \"ok\"",
+	      "{\"ts\":\"2026-11-21T22:40:01.123Z\",\"level\":\"info\",\"service\":\"smtp\","
+	      "\"session\":\"1\",\"client\":\"127.0.0.1:1\",\"event\":\"reply\","
+	      "\"line\":\"250 size=10 \\\"ok\\\"\"}");
+}
+
 static void
 test_prose_and_escaping(void **state)
 {
@@ -71,6 +86,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_session_end),
+	        cmocka_unit_test(test_command_lines),
 	        cmocka_unit_test(test_prose_and_escaping),
 	        cmocka_unit_test(test_not_numbers),
 	        cmocka_unit_test(test_truncation_is_safe),
