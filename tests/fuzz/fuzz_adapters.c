@@ -8,7 +8,8 @@
  *
  * Input format:
  *   byte 0: bits 0-1 protocol (0 IMAP, 1 POP3, 2 SMTP, 3 IMAP),
- *           bit 2 require_tls, bit 3 call tls_started half-way through the
+ *           bit 2 require_tls, bit 5 observe (command log on), bit 3 call
+ *           tls_started half-way through the
  *           input, bit 4 both peers close (EOF) once the input is used up.
  *   then records, each a control byte C:
  *     C & 1: direction (0 client -> server, 1 server -> client);
@@ -206,13 +207,17 @@ filter(struct sim *s, enum proto_dir dir)
 		}
 		CHECK(act.consume > 0);
 		CHECK(act.consume <= len);
+		CHECK(act.log == NULL ||
+		      (act.log == s->scratch + PROTO_SCRATCH && act.log_len <= PROTO_LOG_MAX));
 		switch (v) {
 		case PV_PASS:
 		case PV_DROP:
 			break;
 		case PV_REPLACE:
 			CHECK(text_ok(s, act.text, act.len));
-			CHECK(act.len > 0 && act.text[act.len - 1] == '\n');
+			/* Whole lines, or an IMAP ID literal scrubbed in place. */
+			CHECK(act.len > 0 && (act.text[act.len - 1] == '\n' ||
+			                      (s->ops == &proto_imap && act.len == act.consume)));
 			if (s->ops == &proto_smtp)
 				check_ehlo(act.text, act.len, s->tls);
 			if (s->ops == &proto_pop3)
@@ -306,7 +311,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	uint8_t flags = data[0];
-	struct proto_conf conf = {.starttls = true, .require_tls = (flags & 4) != 0};
+	struct proto_conf conf = {
+	        .starttls = true, .require_tls = (flags & 4) != 0, .observe = (flags & 32) != 0};
 	bool midway = (flags & 8) != 0, midway_done = false;
 
 	s->ops = protos[flags & 3];
