@@ -188,6 +188,18 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 		return PV_DROP;
 	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
 		return PV_DROP;
+	if (pu_word_is(w, "SASL")) { /* without mechanisms postern cannot relay */
+		static const struct pu_caps mechs = {NULL, NULL, NULL};
+		size_t m = pu_caps_rewrite(q, (size_t)(end - q), &mechs, scratch + 5,
+		                           PROTO_SCRATCH - 7);
+		if (m == 0)
+			return PV_DROP;
+		memcpy(scratch, "SASL ", 5);
+		memcpy(scratch + 5 + m, "\r\n", 2);
+		act->text = scratch;
+		act->len = m + 7;
+		return PV_REPLACE;
+	}
 	return PV_PASS;
 }
 

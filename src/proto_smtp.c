@@ -263,6 +263,9 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 	struct pu_caps pre = {ehlo_drop_pretls, ehlo_auth_prefix, NULL};
 	struct pu_caps post = {ehlo_drop_always, NULL, NULL};
 	const struct pu_caps *c = s->tls ? &post : &pre;
+	static const struct pu_caps mechs = {NULL, NULL, NULL};
+	char auth[1024]; /* AUTH lines with their mechanisms filtered */
+	size_t auth_at = 0;
 
 	while (at < total) {
 		size_t n = pu_line_len(p + at, total - at);
@@ -278,6 +281,16 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 		if (k == 0 || (!pu_cap_removed(w, c) && memchr(p + at, '\0', body) == NULL)) {
 			lines[k] = body > 4 ? p + at + 4 : "";
 			lens[k++] = body > 4 ? body - 4 : 0;
+		}
+		if (k > 1 && lines[k - 1] == w.p && pu_word_is(w, "AUTH") &&
+		    auth_at + 5 + (size_t)(end - q) <= sizeof(auth)) {
+			size_t from = auth_at;
+			memcpy(auth + auth_at, "AUTH ", 5);
+			auth_at += 5;
+			auth_at += pu_caps_rewrite(q, (size_t)(end - q), &mechs, auth + auth_at,
+			                           sizeof(auth) - auth_at);
+			lines[k - 1] = auth + from;
+			lens[k - 1] = auth_at - from;
 		}
 		at += n;
 	}

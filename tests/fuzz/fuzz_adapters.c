@@ -221,7 +221,8 @@ filter(struct sim *s, enum proto_dir dir)
 			if (s->ops == &proto_smtp)
 				check_ehlo(act.text, act.len, s->tls);
 			if (s->ops == &proto_pop3)
-				CHECK(act.len == 9 && memcmp(act.text, "STLS\r\n.\r\n", 9) == 0);
+				CHECK((act.len == 9 && memcmp(act.text, "STLS\r\n.\r\n", 9) == 0) ||
+				      (act.len > 7 && memcmp(act.text, "SASL ", 5) == 0));
 			break;
 		case PV_REPLY:
 		case PV_STARTTLS:

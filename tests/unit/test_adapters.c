@@ -1724,6 +1724,40 @@ test_smtp_malformed(void **state)
 	free(big);
 }
 
+/* P1: channel binding cannot cross postern's TLS: *-PLUS is never shown. */
+static void
+test_channel_binding_hidden(void **state)
+{
+	(void)state;
+	struct sess *s = imap(false, false);
+
+	feed(s, S, "* OK [CAPABILITY IMAP4rev1 AUTH=SCRAM-SHA-256 AUTH=SCRAM-SHA-256-PLUS] hi\r\n");
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 STARTTLS] hi\r\n");
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	feed(s, C, "b CAPABILITY\r\n");
+	feed(s, S, "* CAPABILITY IMAP4rev1 AUTH=SCRAM-SHA-256 AUTH=scram-sha-1-plus\r\nb OK\r\n");
+	TO_CLIENT(s, "* CAPABILITY IMAP4rev1 AUTH=SCRAM-SHA-256\r\nb OK\r\n");
+
+	struct sess *p = pop3(false, true);
+	feed(p, C, "STLS\r\n");
+	tls_start(p);
+	feed(p, C, "CAPA\r\n");
+	feed(p, S, "+OK\r\nSASL PLAIN SCRAM-SHA-256-PLUS\r\nSASL SCRAM-SHA-1-PLUS\r\nTOP\r\n.\r\n");
+	TO_CLIENT(p, "+OK\r\nSASL PLAIN\r\nTOP\r\n.\r\n");
+
+	struct sess *m = sess_new(&proto_smtp, false);
+	feed(m, S, "220 hi\r\n");
+	feed(m, C, "EHLO me\r\n");
+	feed(m, S, "250-hi\r\n250-AUTH PLAIN SCRAM-SHA-256-PLUS LOGIN\r\n250 8BITMIME\r\n");
+	TO_CLIENT(m, "220 hi\r\n250-hi\r\n250-8BITMIME\r\n250 STARTTLS\r\n");
+	feed(m, C, "STARTTLS\r\n");
+	tls_start(m);
+	feed(m, C, "EHLO me\r\n");
+	feed(m, S, "250-hi\r\n250-AUTH PLAIN SCRAM-SHA-256-PLUS LOGIN\r\n250 8BITMIME\r\n");
+	TO_CLIENT(m, "250-hi\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+}
+
 /* ---- command log: what each adapter says of what it judged ---- */
 
 /* The secrets of these tests all start with "Zs": none may be logged. */
@@ -1938,6 +1972,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat, teardown),
 	        cmocka_unit_test_teardown(test_smtp_auth_posttls, teardown),
 	        cmocka_unit_test_teardown(test_smtp_malformed, teardown),
+	        cmocka_unit_test_teardown(test_channel_binding_hidden, teardown),
 	        cmocka_unit_test_teardown(test_imap_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_imap_observe_rules, teardown),
 	        cmocka_unit_test_teardown(test_pop3_log_redaction, teardown),
