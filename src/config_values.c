@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/un.h>
+#include <syslog.h>
 
 #include <postern/config.h>
 
@@ -737,11 +738,18 @@ config_key_timeout(void *base, size_t off, const void *arg, const char *value, i
 	return 0;
 }
 
-/* BASE is the struct config: "stderr", "syslog" or a file path. */
+/* BASE is the struct config: "stderr", "syslog[:FACILITY]" or a file path.
+ * Facilities are those a mail daemon may sensibly log to; mail by default. */
 int
 config_key_log(void *base, size_t off, const void *arg, const char *value, int line, char *err,
                size_t errlen)
 {
+	static const struct config_enum facilities[] = {
+	        {"mail", LOG_MAIL},     {"daemon", LOG_DAEMON}, {"user", LOG_USER},
+	        {"local0", LOG_LOCAL0}, {"local1", LOG_LOCAL1}, {"local2", LOG_LOCAL2},
+	        {"local3", LOG_LOCAL3}, {"local4", LOG_LOCAL4}, {"local5", LOG_LOCAL5},
+	        {"local6", LOG_LOCAL6}, {"local7", LOG_LOCAL7},
+	};
 	struct config *cfg = base;
 
 	(void)off;
@@ -751,6 +759,21 @@ config_key_log(void *base, size_t off, const void *arg, const char *value, int l
 		cfg->log_target = LOGTO_STDERR;
 	} else if (strcmp(value, "syslog") == 0) {
 		cfg->log_target = LOGTO_SYSLOG;
+		cfg->log_facility = LOG_MAIL;
+	} else if (strncmp(value, "syslog:", 7) == 0) {
+		size_t i, n = sizeof(facilities) / sizeof(facilities[0]);
+		char sh[64];
+		for (i = 0; i < n && strcasecmp(value + 7, facilities[i].name) != 0; i++)
+			;
+		if (i == n) {
+			seterr(err, errlen,
+			       "unknown syslog facility '%s' (expected mail, daemon, user or "
+			       "local0 to local7)",
+			       shown(value + 7, sh, sizeof(sh)));
+			return -1;
+		}
+		cfg->log_target = LOGTO_SYSLOG;
+		cfg->log_facility = facilities[i].val;
 	} else {
 		cfg->log_target = LOGTO_FILE;
 		free(cfg->log_file);

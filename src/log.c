@@ -1,23 +1,49 @@
-/* One line per event. Lines are built in a stack buffer and written with a
- * single write(2) so concurrent writers never interleave within a line. */
+/* One line per event. A line is built in a stack buffer and handed on
+ * whole: when nothing is pending it goes out in a single write(2), so
+ * concurrent writers never interleave within a line.
+ *
+ * Logging never blocks the event loop. Once a loop is attached, a pipe or
+ * socket on stderr (or as the log file) is non-blocking; what it cannot take
+ * now waits in a bounded buffer that a write watcher drains, and a line that
+ * does not fit there is dropped whole and counted. syslog goes through our
+ * own non-blocking client of /dev/log for the same reason: syslog(3) blocks
+ * when the daemon's queue is full. */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <ev.h>
+
 #include <postern/log.h>
 #include <postern/log_json.h>
+#include <postern/log_syslog.h>
 
 #define LOG_LINE_MAX 4096
+#define PENDING_MAX (1024 * 1024)
+#define EXIT_FLUSH_SECS 2.0
 
 static int log_level = LOG_INFO;
 static enum log_format log_format = LOGFMT_TEXT;
 static enum log_target log_target = LOGTO_STDERR;
 static int log_fd = -1; /* file target */
 static char log_path[4096];
+static uint64_t dropped;
+
+/* Bytes the output could not take yet: pend.buf[off, off + len). */
+static struct {
+	char buf[PENDING_MAX];
+	size_t off, len;
+} pend;
+
+static struct ev_loop *out_loop;
+static ev_io out_io;
+static double exit_deadline; /* once detached: no waiting after this */
 
 static const char *
 level_name(int level)
@@ -33,6 +59,184 @@ level_name(int level)
 		return "debug";
 	}
 }
+
+static double
+now_mono(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static int
+out_fd(void)
+{
+	return log_target == LOGTO_FILE && log_fd >= 0 ? log_fd : STDERR_FILENO;
+}
+
+/* ---------------------------------------------------------- stderr, file */
+
+static void
+drop_pending(void)
+{
+	/* Count the lines lost; a partly written one counts too. */
+	for (const char *p = pend.buf + pend.off, *end = p + pend.len;
+	     (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
+		dropped++;
+	pend.off = pend.len = 0;
+}
+
+/* Writes what FD takes now. 0 when all is out or FD would block, -1 (and
+ * the pending lines dropped) on an error that waiting will not cure, such as
+ * a reader that went away: retrying would spin. */
+static int
+flush_some(int fd)
+{
+	while (pend.len > 0) {
+		ssize_t w = write(fd, pend.buf + pend.off, pend.len);
+		if (w > 0) {
+			pend.off += (size_t)w;
+			pend.len -= (size_t)w;
+		} else if (w < 0 && errno == EINTR) {
+			continue;
+		} else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			return 0;
+		} else {
+			drop_pending();
+			return -1;
+		}
+	}
+	pend.off = 0;
+	return 0;
+}
+
+/* Blocks in poll to write out what is pending, then drops the rest: for
+ * when no loop runs. At exit all the waiting together is bounded. */
+static void
+flush_wait(int fd)
+{
+	double deadline = exit_deadline > 0 ? exit_deadline : now_mono() + EXIT_FLUSH_SECS;
+
+	while (pend.len > 0 && flush_some(fd) == 0 && pend.len > 0) {
+		struct pollfd p = {.fd = fd, .events = POLLOUT};
+		int left = (int)((deadline - now_mono()) * 1000);
+		if (left <= 0 || (poll(&p, 1, left) < 0 && errno != EINTR)) {
+			drop_pending();
+			return;
+		}
+	}
+}
+
+static void
+on_out(struct ev_loop *loop, ev_io *w, int revents)
+{
+	(void)revents;
+	flush_some(w->fd);
+	if (pend.len == 0)
+		ev_io_stop(loop, w);
+}
+
+static void
+pend_add(const char *p, size_t n)
+{
+	if (pend.off + pend.len + n > sizeof(pend.buf)) {
+		memmove(pend.buf, pend.buf + pend.off, pend.len);
+		pend.off = 0;
+	}
+	memcpy(pend.buf + pend.off + pend.len, p, n);
+	pend.len += n;
+}
+
+static void
+put(const char *p, size_t n)
+{
+	int fd = out_fd();
+
+	if (pend.len == 0) {
+		ssize_t w;
+		while ((w = write(fd, p, n)) < 0 && errno == EINTR)
+			;
+		if (w == (ssize_t)n)
+			return;
+		if (w < 0) {
+			if (errno != EAGAIN && errno != EWOULDBLOCK) {
+				dropped++;
+				return;
+			}
+			w = 0;
+		}
+		/* The rest of a started line always fits: the buffer is empty. */
+		pend_add(p + w, n - (size_t)w);
+	} else if (n > sizeof(pend.buf) - pend.len) {
+		dropped++;
+		return;
+	} else {
+		pend_add(p, n);
+	}
+	if (out_loop)
+		ev_io_start(out_loop, &out_io);
+	else
+		flush_wait(fd);
+}
+
+/* Only pipes and sockets: O_NONBLOCK means nothing to regular files, and
+ * setting it on a terminal would surprise the shell that shares it. */
+static void
+make_nonblocking(int fd)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0 || !(S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)))
+		return;
+	fl = fcntl(fd, F_GETFL);
+	if (fl >= 0 && !(fl & O_NONBLOCK))
+		fcntl(fd, F_SETFL, fl | O_NONBLOCK);
+}
+
+/* After the output descriptor changed (or was reopened under its number). */
+static void
+retarget(void)
+{
+	if (out_loop == NULL)
+		return;
+	ev_io_stop(out_loop, &out_io);
+	if (log_target == LOGTO_SYSLOG)
+		return;
+	make_nonblocking(out_fd());
+	ev_io_set(&out_io, out_fd(), EV_WRITE);
+	if (pend.len > 0)
+		ev_io_start(out_loop, &out_io);
+}
+
+void
+log_attach_loop(struct ev_loop *loop)
+{
+	out_loop = loop;
+	ev_init(&out_io, on_out);
+	retarget();
+}
+
+void
+log_detach_loop(void)
+{
+	if (out_loop)
+		ev_io_stop(out_loop, &out_io);
+	out_loop = NULL;
+	if (exit_deadline == 0)
+		exit_deadline = now_mono() + EXIT_FLUSH_SECS;
+	if (log_target != LOGTO_SYSLOG)
+		flush_wait(out_fd());
+}
+
+uint64_t
+log_dropped(void)
+{
+	return dropped;
+}
+
+/* ------------------------------------------------------------ configure */
 
 static int
 open_log_file(const char *path)
@@ -53,18 +257,24 @@ log_configure(const struct config *cfg, char *err, size_t errlen)
 			return -1;
 		}
 	}
+	/* Pending bytes belong to the old output: when it changes, what it
+	 * takes now goes and the rest is dropped, never sent to the new one. */
+	if (pend.len > 0 && !(log_target == LOGTO_STDERR && cfg->log_target == LOGTO_STDERR)) {
+		flush_some(out_fd());
+		drop_pending();
+	}
 	if (log_fd >= 0)
 		close(log_fd);
 	log_fd = fd;
 	if (fd >= 0)
 		snprintf(log_path, sizeof(log_path), "%s", cfg->log_file);
-	if (cfg->log_target == LOGTO_SYSLOG && log_target != LOGTO_SYSLOG)
-		openlog("postern", LOG_PID | LOG_NDELAY, LOG_DAEMON);
-	else if (cfg->log_target != LOGTO_SYSLOG && log_target == LOGTO_SYSLOG)
-		closelog();
+	/* Connect now, before privileges are dropped. */
+	log_syslog_configure(cfg->log_target == LOGTO_SYSLOG,
+	                     cfg->log_facility ? cfg->log_facility : LOG_MAIL);
 	log_target = cfg->log_target;
 	log_level = cfg->log_level;
 	log_format = cfg->log_format;
+	retarget();
 	return 0;
 }
 
@@ -88,6 +298,8 @@ log_reopen(void)
 	}
 	dup2(fd, log_fd);
 	close(fd);
+	/* Same number, another file: the watcher must be registered again. */
+	retarget();
 }
 
 int
@@ -96,14 +308,7 @@ log_enabled(int level)
 	return level <= log_level;
 }
 
-static void
-write_all(const char *p, size_t n)
-{
-	int fd = log_target == LOGTO_FILE && log_fd >= 0 ? log_fd : STDERR_FILENO;
-
-	while (write(fd, p, n) < 0 && errno == EINTR)
-		;
-}
+/* ---------------------------------------------------------------- lines */
 
 static void
 emit(int level, const char *who, const char *fmt, va_list ap)
@@ -140,20 +345,20 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 		size_t jn =
 		        log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
 		if (log_target == LOGTO_SYSLOG) {
-			syslog(level, "%s", json);
+			dropped += log_syslog_send(level, json) < 0;
 			return;
 		}
 		json[jn++] = '\n';
-		write_all(json, jn);
+		put(json, jn);
 		return;
 	}
 	if (log_target == LOGTO_SYSLOG) {
 		line[n] = '\0';
-		syslog(level, "%s", line + stamp);
+		dropped += log_syslog_send(level, line + stamp) < 0;
 		return;
 	}
 	line[n++] = '\n';
-	write_all(line, n);
+	put(line, n);
 }
 
 void

@@ -259,6 +259,7 @@ serve(struct config *cfg)
 
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
 	srv.cfg = cfg;
+	log_attach_loop(srv.loop);
 	listener_init(&srv);
 	ev_init(&srv.shutdown_timer, on_shutdown_timer);
 	srv.shutdown_timer.data = &srv;
@@ -290,6 +291,9 @@ serve(struct config *cfg)
 	listener_start_all(&srv);
 	log_msg(LOG_INFO, "postern %s started", POSTERN_VERSION);
 	ev_run(srv.loop, 0);
+	/* No loop will flush the log any more: the last lines are written
+	 * directly, waiting a bounded time. */
+	log_detach_loop();
 	session_close_all(&srv);
 	log_msg(LOG_INFO, "stopped");
 out:
@@ -300,6 +304,7 @@ out:
 	free(pidfile);
 	config_unref(srv.cfg);
 	tls_keylog_open(NULL);
+	log_detach_loop();
 	ev_loop_destroy(srv.loop);
 	return rc;
 }

@@ -121,6 +121,9 @@ metrics_render(char *dst, size_t cap)
 	EACH for (k = 0; k < MR_COUNT; k++)
 	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
 	             ref[k], (unsigned long long)S.refused[k]);
+	family(&t, "postern_log_dropped_total", "counter",
+	       "Log lines dropped because the log output could not take them.");
+	emit(&t, "postern_log_dropped_total %llu\n", (unsigned long long)log_dropped());
 #undef EACH
 #undef S
 	return t.n;

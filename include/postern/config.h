@@ -78,6 +78,7 @@ struct config {
 	char *log_file;
 	int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG from <syslog.h> */
 	enum log_format log_format;
+	int log_facility; /* log = syslog:NAME; <syslog.h> LOG_MAIL..., 0 means LOG_MAIL */
 	char *pidfile;
 	int max_connections;
 	double shutdown_timeout;

@@ -1,6 +1,6 @@
-/* Counters per service and a small HTTP/1.0 listener serving them in the
- * Prometheus text format at /metrics. Counting is a few increments; the
- * text is only built when scraped. */
+/* Counters per service, the count of dropped log lines, and a small
+ * HTTP/1.0 listener serving them in the Prometheus text format at /metrics.
+ * Counting is a few increments; the text is only built when scraped. */
 #ifndef POSTERN_METRICS_H
 #define POSTERN_METRICS_H
 
