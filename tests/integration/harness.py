@@ -531,6 +531,24 @@ class Postern:
         return len(os.listdir("/proc/%d/fd" % self.pid))
 
 
+# ------------------------------------------------------------ mount namespaces
+
+# Runs "$@" with /dev/log a symlink to $SYSLOG_SOCK: a fresh tmpfs on /dev
+# with the usual devices bound back in.
+DEV_LOG_SCRIPT = (
+    'set -e; d=$(mktemp -d); mount --rbind /dev "$d"; mount -t tmpfs tmpfs /dev; '
+    'for n in null zero full random urandom; do touch /dev/$n; mount --bind "$d/$n" /dev/$n; done; '
+    'ln -s "$SYSLOG_SOCK" /dev/log; exec "$@"'
+)
+
+
+def private_mount_ns(script):
+    """A Postern.start wrap: SCRIPT (sh, ending in `exec "$@"`) run in a
+    private mount namespace of its own, then postern in its place. Check
+    first with PosternTestCase.require_private_mount_ns()."""
+    return lambda argv: ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"] + list(argv)
+
+
 class PosternTestCase(unittest.TestCase):
     """Base class: self.postern(...) starts a postern that is stopped and
     checked (exit 0, no sanitizer report) when the test ends."""
@@ -566,6 +584,37 @@ class PosternTestCase(unittest.TestCase):
                 rep = p.sanitizer_report()
                 if rep:
                     raise AssertionError("sanitizer report in postern's stderr:\n" + rep[-8000:])
+
+    # --- private mount namespaces
+    def require_private_mount_ns(self):
+        """Skip unless postern can be started in a private mount namespace
+        (root, unshare(1)). Never mount without one: in a chroot, where "/"
+        is no mount point, unshare cannot make it private, and the test is
+        skipped."""
+        if os.getuid() != 0 or not shutil.which("unshare"):
+            self.skipTest("needs root and unshare(1)")
+        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if probe.returncode != 0:
+            self.skipTest("no private mount namespace here: %s" % probe.stderr.decode().strip())
+
+    def postern_with_dev_log(self, services, global_):
+        """A postern started with /dev/log bound to a datagram socket of
+        ours, in a private mount namespace (skips where there is none);
+        (postern, receiving socket, its path)."""
+        self.require_private_mount_ns()
+        p = self.postern(start=False)
+        path = os.path.join(p.dir, "log.sock")
+        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        rx.bind(path)
+        self.addCleanup(rx.close)
+        p.write_config(services, global_)
+        os.environ["SYSLOG_SOCK"] = path
+        try:
+            p.start(wrap=private_mount_ns(DEV_LOG_SCRIPT))
+        finally:
+            del os.environ["SYSLOG_SOCK"]
+        return p, rx, path
 
     # --- assertions on sessions
     def assertSessionEnd(self, p, client_port, reason=None, timeout=5.0, service=None):

@@ -28,11 +28,9 @@ import os
 import poplib
 import re
 import shlex
-import shutil
 import smtplib
 import socket
 import stat
-import subprocess
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -1514,17 +1512,12 @@ class Capture(LogCase):
         """A write error (ENOSPC on a 16 KiB tmpfs, mounted in a private
         mount namespace for postern alone) stops the capture with one warn
         line; the session goes on, the command log too."""
-        if os.getuid() != 0 or not shutil.which("unshare"):
-            self.skipTest("needs root and unshare(1)")
-        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if probe.returncode != 0:
-            self.skipTest("no private mount namespace here: %s" % probe.stderr.decode().strip())
+        self.require_private_mount_ns()
         p = self.start([("imaps", svc("imap"))], level="info", launch=False)
         script = ("set -e; mount -t tmpfs -o size=16k,mode=0755 tmpfs %s; "
                   "dd if=/dev/zero of=%s/fill bs=4096 count=3 2>/dev/null; exec \"$@\""
                   % (shlex.quote(self.capdir), shlex.quote(self.capdir)))
-        p.start(wrap=lambda argv: ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"] + argv)
+        p.start(wrap=harness.private_mount_ns(script))
         c = Conn(p.port("imaps"), True)
         nnoop = 150  # about 9 KB of transcript: more than the one free page
         try:

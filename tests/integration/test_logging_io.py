@@ -7,7 +7,6 @@ and no line is torn."""
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,14 +14,6 @@ import time
 
 import harness
 from harness import LOG_RE, POSTERN, SLOW, PosternTestCase, free_port, run, svc
-
-# Runs "$@" with /dev/log a symlink to $SYSLOG_SOCK: a fresh tmpfs on /dev
-# with the usual devices bound back in (as in test_process.test_log_syslog).
-NS_SCRIPT = (
-    'set -e; d=$(mktemp -d); mount --rbind /dev "$d"; mount -t tmpfs tmpfs /dev; '
-    'for n in null zero full random urandom; do touch /dev/$n; mount --bind "$d/$n" /dev/$n; done; '
-    'ln -s "$SYSLOG_SOCK" /dev/log; exec "$@"'
-)
 
 # glibc's syslog(3) format: "<PRI>Mmm dd hh:mm:ss postern[PID]: MSG"
 DGRAM_RE = re.compile(r"^<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d postern\[(\d+)\]: (.*)$", re.S)
@@ -68,28 +59,9 @@ class Syslog(PosternTestCase):
     def start_syslog(self, log, global_=None):
         """postern with log = LOG and /dev/log bound to a datagram socket of
         ours; (postern, receiving socket, its path)."""
-        if os.getuid() != 0 or not shutil.which("unshare"):
-            self.skipTest("needs root and unshare(1)")
-        # never mount without a private mount namespace (in a chroot, where
-        # "/" is no mount point, unshare cannot make it private: skip)
-        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if probe.returncode != 0:
-            self.skipTest("no private mount namespace here: %s" % probe.stderr.decode().strip())
-        p = self.postern(start=False)
-        path = os.path.join(p.dir, "log.sock")
-        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        rx.bind(path)
-        self.addCleanup(lambda: rx.close())
         g = {"log": log}
         g.update(global_ or {})
-        p.write_config(down_imap(), g)
-        os.environ["SYSLOG_SOCK"] = path
-        try:
-            p.start(wrap=lambda argv: ["unshare", "--mount", "--propagation", "private", "sh", "-c", NS_SCRIPT, "sh"] + argv)
-        finally:
-            del os.environ["SYSLOG_SOCK"]
-        return p, rx, path
+        return self.postern_with_dev_log(down_imap(), g)
 
     def collect(self, rx, want, timeout=5.0):
         """Datagrams until each regex of WANT matched one; (pri, pid, msg) list."""

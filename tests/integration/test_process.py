@@ -7,7 +7,6 @@ import pwd
 import shutil
 import signal
 import socket
-import subprocess
 import time
 
 import harness
@@ -347,30 +346,7 @@ class Process(PosternTestCase):
     def test_log_syslog(self):
         """log = syslog: lines go to /dev/log (a datagram socket of ours,
         mounted as /dev/log in a private mount namespace), not to stderr."""
-        if os.getuid() != 0 or not shutil.which("unshare"):
-            self.skipTest("needs root and unshare(1)")
-        # never mount without a private mount namespace (in a chroot, where
-        # "/" is no mount point, unshare cannot make it private: skip)
-        probe = subprocess.run(["unshare", "--mount", "--propagation", "private", "true"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if probe.returncode != 0:
-            self.skipTest("no private mount namespace here: %s" % probe.stderr.decode().strip())
-        p = self.postern(start=False)
-        sock_path = os.path.join(p.dir, "log.sock")
-        rx = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        rx.bind(sock_path)
-        self.addCleanup(rx.close)
-        p.write_config([("imaps", svc("imap"))], {"log": "syslog"})
-        script = (
-            'set -e; d=$(mktemp -d); mount --rbind /dev "$d"; mount -t tmpfs tmpfs /dev; '
-            'for n in null zero full random urandom; do touch /dev/$n; mount --bind "$d/$n" /dev/$n; done; '
-            'ln -s "$SYSLOG_SOCK" /dev/log; exec "$@"'
-        )
-        os.environ["SYSLOG_SOCK"] = sock_path
-        try:
-            p.start(wrap=lambda argv: ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"] + argv)
-        finally:
-            del os.environ["SYSLOG_SOCK"]
+        p, rx, _ = self.postern_with_dev_log([("imaps", svc("imap"))], {"log": "syslog"})
         self.served(p.port())
         got = []
         rx.settimeout(0.2)
