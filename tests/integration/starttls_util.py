@@ -656,16 +656,7 @@ class FakeBackend:
 
     def _imap(self, c, readline, readn):
         while True:
-            line = readline()
-            # follow literals to the end of the command
-            while True:
-                m = re.search(rb"\{(\d+)(\+?)\}\r?\n$", line)
-                if not m:
-                    break
-                if not m.group(2):
-                    c.send(b"+ go\r\n")
-                line += readn(int(m.group(1)))
-                line += readline()
+            line = read_imap_command(c, readline, readn)
             words = line.split(None, 2)
             if not words:
                 continue
@@ -713,6 +704,21 @@ class FakeBackend:
                 return
             else:
                 c.send(("250 2.0.0 %s ok\r\n" % cmd).encode())
+
+
+def read_imap_command(c, readline, readn):
+    """One IMAP command as a fake backend gets it: a line, followed through
+    its literals to the end of the command ("+ go" sent for each
+    synchronizing {N}, none for a LITERAL+ {N+})."""
+    line = readline()
+    while True:
+        m = re.search(rb"\{(\d+)(\+?)\}\r?\n$", line)
+        if not m:
+            return line
+        if not m.group(2):
+            c.send(b"+ go\r\n")
+        line += readn(int(m.group(1)))
+        line += readline()
 
 
 # ---------------------------------------------------------------- TLS by hand

@@ -37,7 +37,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import harness
 from harness import SLOW, PosternTestCase, Reader, env, plain_connect, svc, tls_connect
-from starttls_util import FakeBackend, complete_lines, imap_cap_lists, smtp_keywords, smtp_reply
+from starttls_util import (FakeBackend, complete_lines, imap_cap_lists, read_imap_command, smtp_keywords,
+                           smtp_reply)
 
 # ---------------------------------------------------------------- secrets
 
@@ -201,15 +202,7 @@ class Fake(FakeBackend):
 
     def _imap(self, c, readline, readn):
         while True:
-            line = readline()
-            while True:
-                m = re.search(rb"\{(\d+)(\+?)\}\r?\n$", line)
-                if not m:
-                    break
-                if not m.group(2):
-                    c.send(b"+ go\r\n")
-                line += readn(int(m.group(1)))
-                line += readline()
+            line = read_imap_command(c, readline, readn)
             words = line.split()
             if not words:
                 continue
