@@ -141,6 +141,15 @@ def imap_bye(c, tag="z"):
     c.drain()
 
 
+def pop_greet(c):
+    expect(c.line(), b"+OK")
+
+
+def pop_quit(c):
+    expect(pop_cmd(c, "QUIT"), b"+OK")
+    c.drain()
+
+
 def pop_cmd(c, cmd):
     c.send(cmd + "\r\n")
     return c.line()
@@ -154,6 +163,16 @@ def pop_multiline(c):
 def smtp_cmd(c, cmd):
     c.send(cmd + "\r\n")
     return smtp_reply(c)
+
+
+def smtp_greet(c):
+    expect(smtp_reply(c)[-1], b"220")
+    expect(smtp_cmd(c, "EHLO client.example")[-1], b"250 ")
+
+
+def smtp_quit(c):
+    expect(smtp_cmd(c, "QUIT")[-1], b"221")
+    c.drain()
 
 
 def imaplib_client(port, tls):
@@ -504,162 +523,52 @@ def F(name, fn, c_lines, s_lines=(), exact=True):
     return dict(name=name, fn=fn, c=c_lines, s=list(s_lines), exact=exact)
 
 
+def dialogue(greet, read, bye):
+    """A protocol's form maker: form(*steps) is an fn(port, tls) -> client
+    port that connects, greet(c)s, runs the steps and bye(c)s.
+
+    A step is (send, want[, then]). send: a str is a command line (CRLF
+    added), bytes go as they are, None sends nothing. want: read(c, want)
+    must start with it; None reads nothing but waits 0.15 s, so that the
+    next send is a TCP segment / TLS record of its own. then(c), if given,
+    reads the rest of the reply (a POP3 multi-line body)."""
+
+    def form(*steps):
+        def fn(port, tls):
+            c = Conn(port, tls)
+            greet(c)
+            for send, want, *then in steps:
+                if send is not None:
+                    c.send(send + "\r\n" if isinstance(send, str) else send)
+                if want is None:
+                    time.sleep(0.15)
+                    continue
+                expect(read(c, want), want)
+                for f in then:
+                    f(c)
+            bye(c)
+            return c.local_port
+        return fn
+    return form
+
+
+def imap_read(c, want):
+    """A continuation request line for want "+...", else the response up to
+    the tagged line of want's tag (that line)."""
+    if want.startswith(b"+"):
+        return c.line()
+    return c.imap(want.split(b" ", 1)[0].decode())[1]
+
+
+imap_form = dialogue(imap_greet, imap_read, imap_bye)
+pop_form = dialogue(pop_greet, lambda c, want: c.line(), pop_quit)
+smtp_form = dialogue(smtp_greet, lambda c, want: smtp_reply(c)[-1], smtp_quit)
+
+
 # IMAP forms: fn(port, tls) -> client port. Dovecot delays failed logins by 2 s
 # (auth_failure_delay) and, per client IP, every later login by a growing
 # penalty: every form runs in its own session, all at once, with at most
 # one failed login each, and the logins that succeed start at once too.
-
-def imap_login_atom(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    expect(c.imap("a1", "LOGIN alice %s" % PW)[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_good(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    expect(c.imap("b1", "LOGIN alice %s" % GOOD_PW)[1], b"b1 OK")
-    expect(c.imap("b2", "NOOP")[1], b"b2 OK")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_quoted(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    expect(c.imap("a1", 'LOGIN alice "%s"' % PW)[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_literal(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a1 LOGIN alice {%d}\r\n" % len(PW))
-    expect(c.line(), b"+")
-    c.send(PW + "\r\n")
-    expect(c.imap("a1")[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_literal_plus_split(port, tls):
-    """LITERAL+, with the length marker and the password each split across
-    TCP segments / TLS records (P7: literals spanning segments)."""
-    c = Conn(port, tls)
-    imap_greet(c)
-    for part in ("a1 LOGIN alice {1", "6+}\r\n" + PW[:7], PW[7:] + "\r\n"):
-        c.send(part)
-        time.sleep(0.15)
-    expect(c.imap("a1")[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_user_literal(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a1 LOGIN {5+}\r\nalice %s\r\n" % PW)
-    expect(c.imap("a1")[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_both_literals(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a1 LOGIN {5}\r\n")
-    expect(c.line(), b"+")
-    c.send("alice {%d}\r\n" % len(PW))
-    expect(c.line(), b"+")
-    c.send(PW + "\r\n")
-    expect(c.imap("a1")[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_auth_plain_ir(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    expect(c.imap("a2", "AUTHENTICATE PLAIN " + PLAIN_BAD)[1], b"a2 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_auth_plain_cont(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a2 AUTHENTICATE PLAIN\r\n")
-    expect(c.line(), b"+")
-    c.send(PLAIN_BAD + "\r\n")
-    expect(c.imap("a2")[1], b"a2 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_auth_login(port, tls):
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a3 AUTHENTICATE LOGIN\r\n")
-    expect(c.line(), b"+ ")
-    c.send(LOGIN_USER + "\r\n")
-    expect(c.line(), b"+ ")
-    c.send(LOGIN_PW + "\r\n")
-    expect(c.imap("a3")[1], b"a3 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_auth_cancel(port, tls):
-    """`*` after the user name; then a real login and a command: the
-    adapter left the continuation state."""
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a3 AUTHENTICATE LOGIN\r\n")
-    expect(c.line(), b"+ ")
-    c.send(LOGIN_USER + "\r\n")
-    expect(c.line(), b"+ ")
-    c.send("*\r\n")
-    expect(c.imap("a3")[1], b"a3 BAD")
-    expect(c.imap("a4", "AUTHENTICATE PLAIN " + PLAIN_GOOD)[1], b"a4 OK")
-    expect(c.imap("a5", "NOOP")[1], b"a5 OK")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_login_quoted_escape(port, tls):
-    """A quoted password with an escaped quote before the secret part: a
-    redactor that ends the string at the first `"` would print the rest."""
-    c = Conn(port, tls)
-    imap_greet(c)
-    expect(c.imap("a1", 'LOGIN alice "pre\\"%s\\\\"' % PW)[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
-
-def imap_lowercase(cmd):
-    def fn(port, tls):
-        c = Conn(port, tls)
-        imap_greet(c)
-        expect(c.imap("a1", cmd)[1], b"a1 NO")
-        imap_bye(c)
-        return c.local_port
-    return fn
-
-
-def imap_pipelined_bare_lf(port, tls):
-    """A command and the LOGIN in one write, the LOGIN ended by a bare LF
-    (Dovecot accepts it)."""
-    c = Conn(port, tls)
-    imap_greet(c)
-    c.send("a0 NOOP\r\na1 LOGIN alice %s\n" % PW)
-    expect(c.imap("a0")[1], b"a0 OK")
-    expect(c.imap("a1")[1], b"a1 NO")
-    imap_bye(c)
-    return c.local_port
-
 
 def imap_imaplib(port, tls):
     m = imaplib_client(port, tls)
@@ -674,94 +583,58 @@ def imap_imaplib(port, tls):
 
 
 IMAP_FORMS = [
-    F("login-atom", imap_login_atom, ["a1 LOGIN alice ***", "z LOGOUT"],
+    F("login-atom", imap_form(("a1 LOGIN alice %s" % PW, b"a1 NO")), ["a1 LOGIN alice ***", "z LOGOUT"],
       [(r"^\* OK .*Dovecot ready", "debug"), (r"^a1 NO ", "info"), (r"^\* BYE", "debug"), (r"^z OK", "info")]),
-    F("login-good", imap_login_good, ["b1 LOGIN alice ***", "b2 NOOP", "z LOGOUT"],
+    F("login-good", imap_form(("b1 LOGIN alice %s" % GOOD_PW, b"b1 OK"), ("b2 NOOP", b"b2 OK")),
+      ["b1 LOGIN alice ***", "b2 NOOP", "z LOGOUT"],
       [(r"^b1 OK ", "info"), (r"^b2 OK", "info")]),
-    F("login-quoted", imap_login_quoted, ["a1 LOGIN alice ***", "z LOGOUT"]),
-    F("login-literal", imap_login_literal, ["a1 LOGIN alice ***", "z LOGOUT"],
+    F("login-quoted", imap_form(('a1 LOGIN alice "%s"' % PW, b"a1 NO")), ["a1 LOGIN alice ***", "z LOGOUT"]),
+    F("login-literal", imap_form(("a1 LOGIN alice {%d}" % len(PW), b"+"), (PW, b"a1 NO")),
+      ["a1 LOGIN alice ***", "z LOGOUT"],
       [(r"^\+", "debug"), (r"^a1 NO", "info")]),
-    F("login-literal+split", imap_login_literal_plus_split, ["a1 LOGIN alice ***", "z LOGOUT"]),
-    F("login-user-literal", imap_login_user_literal, ["a1 LOGIN {5 bytes} ***", "z LOGOUT"]),
-    F("login-both-literals", imap_login_both_literals, ["a1 LOGIN {5 bytes} ***", "z LOGOUT"]),
-    F("authenticate-plain-ir", imap_auth_plain_ir, ["a2 AUTHENTICATE PLAIN ***", "z LOGOUT"]),
-    F("authenticate-plain-cont", imap_auth_plain_cont, ["a2 AUTHENTICATE PLAIN", "***", "z LOGOUT"],
+    # LITERAL+, with the length marker and the password each split across
+    # TCP segments / TLS records (P7: literals spanning segments)
+    F("login-literal+split",
+      imap_form((b"a1 LOGIN alice {1", None), (("6+}\r\n" + PW[:7]).encode(), None), ((PW[7:] + "\r\n").encode(), None),
+                (None, b"a1 NO")),
+      ["a1 LOGIN alice ***", "z LOGOUT"]),
+    F("login-user-literal", imap_form(("a1 LOGIN {5+}\r\nalice %s" % PW, b"a1 NO")),
+      ["a1 LOGIN {5 bytes} ***", "z LOGOUT"]),
+    F("login-both-literals", imap_form(("a1 LOGIN {5}", b"+"), ("alice {%d}" % len(PW), b"+"), (PW, b"a1 NO")),
+      ["a1 LOGIN {5 bytes} ***", "z LOGOUT"]),
+    F("authenticate-plain-ir", imap_form(("a2 AUTHENTICATE PLAIN " + PLAIN_BAD, b"a2 NO")),
+      ["a2 AUTHENTICATE PLAIN ***", "z LOGOUT"]),
+    F("authenticate-plain-cont", imap_form(("a2 AUTHENTICATE PLAIN", b"+"), (PLAIN_BAD, b"a2 NO")),
+      ["a2 AUTHENTICATE PLAIN", "***", "z LOGOUT"],
       [(r"^\+", "debug"), (r"^a2 NO", "info")]),
-    F("authenticate-login", imap_auth_login, ["a3 AUTHENTICATE LOGIN", "***", "***", "z LOGOUT"]),
-    F("authenticate-cancel", imap_auth_cancel,
+    F("authenticate-login",
+      imap_form(("a3 AUTHENTICATE LOGIN", b"+ "), (LOGIN_USER, b"+ "), (LOGIN_PW, b"a3 NO")),
+      ["a3 AUTHENTICATE LOGIN", "***", "***", "z LOGOUT"]),
+    # `*` after the user name; then a real login and a command: the adapter
+    # left the continuation state
+    F("authenticate-cancel",
+      imap_form(("a3 AUTHENTICATE LOGIN", b"+ "), (LOGIN_USER, b"+ "), ("*", b"a3 BAD"),
+                ("a4 AUTHENTICATE PLAIN " + PLAIN_GOOD, b"a4 OK"), ("a5 NOOP", b"a5 OK")),
       ["a3 AUTHENTICATE LOGIN", "***", "*", "a4 AUTHENTICATE PLAIN ***", "a5 NOOP", "z LOGOUT"],
       [(r"^a3 BAD", "info"), (r"^a4 OK", "info")]),
     F("imaplib", imap_imaplib, [re.compile(r"^\w+ LOGIN alice \*\*\*$"), re.compile(r"^\w+ LOGOUT$")],
       exact=False),
-    F("pipelined-bare-lf", imap_pipelined_bare_lf, ["a0 NOOP", "a1 LOGIN alice ***", "z LOGOUT"]),
-    F("login-quoted-escape", imap_login_quoted_escape, ["a1 LOGIN alice ***", "z LOGOUT"]),
-    F("lowercase-login", imap_lowercase("login alice " + PW),
+    # a command and the LOGIN in one write, the LOGIN ended by a bare LF
+    # (Dovecot accepts it)
+    F("pipelined-bare-lf", imap_form((("a0 NOOP\r\na1 LOGIN alice %s\n" % PW).encode(), b"a0 OK"), (None, b"a1 NO")),
+      ["a0 NOOP", "a1 LOGIN alice ***", "z LOGOUT"]),
+    # a quoted password with an escaped quote before the secret part: a
+    # redactor that ends the string at the first `"` would print the rest
+    F("login-quoted-escape", imap_form(('a1 LOGIN alice "pre\\"%s\\\\"' % PW, b"a1 NO")),
+      ["a1 LOGIN alice ***", "z LOGOUT"]),
+    F("lowercase-login", imap_form(("a1 login alice " + PW, b"a1 NO")),
       [re.compile(r"^a1 (?i:login) alice \*\*\*$"), "z LOGOUT"]),
-    F("lowercase-authenticate", imap_lowercase("authenticate plain " + PLAIN_BAD),
+    F("lowercase-authenticate", imap_form(("a1 authenticate plain " + PLAIN_BAD, b"a1 NO")),
       [re.compile(r"^a1 (?i:authenticate plain) \*\*\*$"), "z LOGOUT"]),
 ]
 
 
 # POP3 forms
-
-def pop_greet(c):
-    expect(c.line(), b"+OK")
-
-
-def pop_user_pass(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "USER alice"), b"+OK")
-    expect(pop_cmd(c, "PASS " + PW), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_user_pass_good(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "USER alice"), b"+OK")
-    expect(pop_cmd(c, "PASS " + GOOD_PW), b"+OK")
-    expect(pop_cmd(c, "RETR 1"), b"+OK")
-    pop_multiline(c)
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_pass_spaces_lowercase(port, tls):
-    """PASS takes the rest of the line (RFC 1939 allows spaces in it); the
-    commands in lower case."""
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "user alice"), b"+OK")
-    expect(pop_cmd(c, "pass two words %s" % PW), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_auth_lowercase(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "auth plain " + PLAIN_BAD), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_pipelined(port, tls):
-    """USER and PASS in one write (POP3 PIPELINING), bare LF line ends."""
-    c = Conn(port, tls)
-    pop_greet(c)
-    c.send("USER alice\nPASS %s\n" % PW)
-    expect(c.line(), b"+OK")
-    expect(c.line(), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
 
 def pop_poplib(port, tls):
     m = poplib_client(port, tls)
@@ -776,71 +649,33 @@ def pop_poplib(port, tls):
     return lp
 
 
-def pop_apop(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "APOP alice " + APOP_DIGEST), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_auth_plain_ir(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "AUTH PLAIN " + PLAIN_BAD), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_auth_plain_cont(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "AUTH PLAIN"), b"+")
-    expect(pop_cmd(c, PLAIN_BAD), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_auth_login(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "AUTH LOGIN"), b"+ ")
-    expect(pop_cmd(c, LOGIN_USER), b"+ ")
-    expect(pop_cmd(c, LOGIN_PW), b"-ERR")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
-def pop_auth_cancel(port, tls):
-    c = Conn(port, tls)
-    pop_greet(c)
-    expect(pop_cmd(c, "AUTH LOGIN"), b"+ ")
-    expect(pop_cmd(c, LOGIN_USER), b"+ ")
-    expect(pop_cmd(c, "*"), b"-ERR")
-    expect(pop_cmd(c, "AUTH PLAIN " + PLAIN_GOOD), b"+OK")
-    expect(pop_cmd(c, "STAT"), b"+OK")
-    expect(pop_cmd(c, "QUIT"), b"+OK")
-    c.drain()
-    return c.local_port
-
-
 POP3_FORMS = [
-    F("user-pass", pop_user_pass, ["USER alice", "PASS ***", "QUIT"], [(r"^-ERR", "info")]),
-    F("user-pass-good", pop_user_pass_good, ["USER alice", "PASS ***", "RETR 1", "QUIT"],
+    F("user-pass", pop_form(("USER alice", b"+OK"), ("PASS " + PW, b"-ERR")), ["USER alice", "PASS ***", "QUIT"],
+      [(r"^-ERR", "info")]),
+    F("user-pass-good",
+      pop_form(("USER alice", b"+OK"), ("PASS " + GOOD_PW, b"+OK"), ("RETR 1", b"+OK", pop_multiline)),
+      ["USER alice", "PASS ***", "RETR 1", "QUIT"],
       [(r"^\+OK.* \{\d+ bytes\}$", "info")]),
     F("poplib", pop_poplib, ["USER alice", "PASS ***", "QUIT"], exact=False),
-    F("apop", pop_apop, ["APOP alice ***", "QUIT"], [(r"^-ERR", "info")]),
-    F("auth-plain-ir", pop_auth_plain_ir, ["AUTH PLAIN ***", "QUIT"]),
-    F("auth-plain-cont", pop_auth_plain_cont, ["AUTH PLAIN", "***", "QUIT"], [(r"^\+(?!OK)", "debug")]),
-    F("auth-login", pop_auth_login, ["AUTH LOGIN", "***", "***", "QUIT"]),
-    F("auth-cancel", pop_auth_cancel, ["AUTH LOGIN", "***", "*", "AUTH PLAIN ***", "STAT", "QUIT"]),
-    F("pass-spaces-lowercase", pop_pass_spaces_lowercase, ["user alice", re.compile(r"^(?i:pass) \*\*\*$"), "QUIT"]),
-    F("pipelined", pop_pipelined, ["USER alice", "PASS ***", "QUIT"]),
-    F("auth-lowercase", pop_auth_lowercase, [re.compile(r"^(?i:auth plain) \*\*\*$"), "QUIT"]),
+    F("apop", pop_form(("APOP alice " + APOP_DIGEST, b"-ERR")), ["APOP alice ***", "QUIT"], [(r"^-ERR", "info")]),
+    F("auth-plain-ir", pop_form(("AUTH PLAIN " + PLAIN_BAD, b"-ERR")), ["AUTH PLAIN ***", "QUIT"]),
+    F("auth-plain-cont", pop_form(("AUTH PLAIN", b"+"), (PLAIN_BAD, b"-ERR")), ["AUTH PLAIN", "***", "QUIT"],
+      [(r"^\+(?!OK)", "debug")]),
+    F("auth-login", pop_form(("AUTH LOGIN", b"+ "), (LOGIN_USER, b"+ "), (LOGIN_PW, b"-ERR")),
+      ["AUTH LOGIN", "***", "***", "QUIT"]),
+    F("auth-cancel",
+      pop_form(("AUTH LOGIN", b"+ "), (LOGIN_USER, b"+ "), ("*", b"-ERR"), ("AUTH PLAIN " + PLAIN_GOOD, b"+OK"),
+               ("STAT", b"+OK")),
+      ["AUTH LOGIN", "***", "*", "AUTH PLAIN ***", "STAT", "QUIT"]),
+    # PASS takes the rest of the line (RFC 1939 allows spaces in it); the
+    # commands in lower case
+    F("pass-spaces-lowercase", pop_form(("user alice", b"+OK"), ("pass two words %s" % PW, b"-ERR")),
+      ["user alice", re.compile(r"^(?i:pass) \*\*\*$"), "QUIT"]),
+    # USER and PASS in one write (POP3 PIPELINING), bare LF line ends
+    F("pipelined", pop_form((("USER alice\nPASS %s\n" % PW).encode(), b"+OK"), (None, b"-ERR")),
+      ["USER alice", "PASS ***", "QUIT"]),
+    F("auth-lowercase", pop_form(("auth plain " + PLAIN_BAD, b"-ERR")),
+      [re.compile(r"^(?i:auth plain) \*\*\*$"), "QUIT"]),
 ]
 
 
@@ -863,52 +698,28 @@ def smtp_lib(mech):
     return fn
 
 
-def smtp_pipelined_auth(port, tls):
-    """The AUTH command and its continuation lines in one write, before
-    any 334 (a client that does not wait)."""
-    c = Conn(port, tls)
-    expect(smtp_reply(c)[-1], b"220")
-    expect(smtp_cmd(c, "EHLO client.example")[-1], b"250 ")
-    c.send("AUTH LOGIN\r\n%s\r\n%s\r\nNOOP\r\n" % (LOGIN_USER, LOGIN_PW))
-    for want in (b"334", b"334", b"235", b"250"):
-        expect(smtp_reply(c)[-1], want)
-    expect(smtp_cmd(c, "QUIT")[-1], b"221")
-    c.drain()
-    return c.local_port
-
-
-def smtp_raw(steps):
-    """steps: [(line to send, expected reply prefix)]."""
-    def fn(port, tls):
-        c = Conn(port, tls)
-        expect(smtp_reply(c)[-1], b"220")
-        expect(smtp_cmd(c, "EHLO client.example")[-1], b"250 ")
-        for send, want in steps:
-            expect(smtp_cmd(c, send)[-1], want)
-        expect(smtp_cmd(c, "QUIT")[-1], b"221")
-        c.drain()
-        return c.local_port
-    return fn
-
-
 SMTP_FORMS = [
     # smtplib sends "ehlo" and "quit" in lower case
     F("smtplib-plain-ir", smtp_lib("PLAIN"), ["ehlo client.test", "AUTH PLAIN ***", "quit"],
       [(r"^235 ", "info"), (r"^250-", "debug"), (r"^250 ", "info")]),
     F("smtplib-login-ir", smtp_lib("LOGIN"), ["ehlo client.test", "AUTH LOGIN ***", "***", "quit"]),
     F("smtplib-xoauth2", smtp_lib("XOAUTH2"), ["ehlo client.test", "AUTH XOAUTH2 ***", "quit"]),
-    F("plain-cont", smtp_raw([("AUTH PLAIN", b"334"), (PLAIN_BAD, b"235")]),
+    F("plain-cont", smtp_form(("AUTH PLAIN", b"334"), (PLAIN_BAD, b"235")),
       ["EHLO client.example", "AUTH PLAIN", "***", "QUIT"]),
-    F("login-two-prompts", smtp_raw([("AUTH LOGIN", b"334 VXNlcm5hbWU6"), (LOGIN_USER, b"334 UGFzc3dvcmQ6"),
-                                     (LOGIN_PW, b"235")]),
+    F("login-two-prompts", smtp_form(("AUTH LOGIN", b"334 VXNlcm5hbWU6"), (LOGIN_USER, b"334 UGFzc3dvcmQ6"),
+                                     (LOGIN_PW, b"235")),
       ["EHLO client.example", "AUTH LOGIN", "***", "***", "QUIT"]),
-    F("login-cancel", smtp_raw([("AUTH LOGIN", b"334"), (LOGIN_USER, b"334"), ("*", b"501"), ("NOOP", b"250")]),
+    F("login-cancel", smtp_form(("AUTH LOGIN", b"334"), (LOGIN_USER, b"334"), ("*", b"501"), ("NOOP", b"250")),
       ["EHLO client.example", "AUTH LOGIN", "***", "*", "NOOP", "QUIT"], [(r"^501 ", "info")]),
-    # before the replies postern cannot know where the SASL exchange ends:
-    # redacting the pipelined NOOP as well is the safe side
-    F("pipelined-auth", smtp_pipelined_auth,
+    # the AUTH command and its continuation lines in one write, before any
+    # 334 (a client that does not wait). Before the replies postern cannot
+    # know where the SASL exchange ends: redacting the pipelined NOOP as
+    # well is the safe side
+    F("pipelined-auth",
+      smtp_form((("AUTH LOGIN\r\n%s\r\n%s\r\nNOOP\r\n" % (LOGIN_USER, LOGIN_PW)).encode(), b"334"),
+                (None, b"334"), (None, b"235"), (None, b"250")),
       ["EHLO client.example", "AUTH LOGIN", "***", "***", re.compile(r"^(NOOP|\*\*\*)$"), "QUIT"]),
-    F("lowercase", smtp_raw([("auth plain " + PLAIN_BAD, b"235")]),
+    F("lowercase", smtp_form(("auth plain " + PLAIN_BAD, b"235")),
       ["EHLO client.example", re.compile(r"^(?i:auth plain) \*\*\*$"), "QUIT"]),
 ]
 
