@@ -656,21 +656,27 @@ class FakeBackend:
 
     def _imap(self, c, readline, readn):
         while True:
-            line = read_imap_command(c, readline, readn)
-            words = line.split(None, 2)
+            words = read_imap_command(c, readline, readn).split()
             if not words:
                 continue
             tag = words[0].decode("latin-1")
             cmd = words[1].decode("latin-1").upper() if len(words) > 1 else ""
-            if cmd == "CAPABILITY":
-                c.send(("* CAPABILITY %s\r\n%s OK [CAPABILITY %s] Capability done\r\n" % (self.caps, tag, self.caps)).encode())
-            elif cmd in ("LOGIN", "AUTHENTICATE"):
-                c.send(("%s OK [CAPABILITY %s] Logged in\r\n" % (tag, self.postlogin)).encode())
-            elif cmd == "LOGOUT":
-                c.send(("* BYE fake logging out\r\n%s OK Logout done\r\n" % tag).encode())
+            if self._imap_command(c, tag, cmd, words, readline):
                 return
-            else:
-                c.send(("%s OK %s done\r\n" % (tag, cmd or "?")).encode())
+
+    def _imap_command(self, c, tag, cmd, words, readline):
+        """Answer one IMAP command (words: the whole command, split); True
+        once the session is over (LOGOUT)."""
+        if cmd == "CAPABILITY":
+            c.send(("* CAPABILITY %s\r\n%s OK [CAPABILITY %s] Capability done\r\n" % (self.caps, tag, self.caps)).encode())
+        elif cmd in ("LOGIN", "AUTHENTICATE"):
+            c.send(("%s OK [CAPABILITY %s] Logged in\r\n" % (tag, self.postlogin)).encode())
+        elif cmd == "LOGOUT":
+            c.send(("* BYE fake logging out\r\n%s OK Logout done\r\n" % tag).encode())
+            return True
+        else:
+            c.send(("%s OK %s done\r\n" % (tag, cmd or "?")).encode())
+        return False
 
     def _pop3(self, c, readline, readn):
         while True:

@@ -37,8 +37,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import harness
 from harness import SLOW, PosternTestCase, Reader, env, plain_connect, svc, tls_connect
-from starttls_util import (FakeBackend, complete_lines, imap_cap_lists, read_imap_command, smtp_keywords,
-                           smtp_reply)
+from starttls_util import FakeBackend, complete_lines, imap_cap_lists, smtp_keywords, smtp_reply
 
 # ---------------------------------------------------------------- secrets
 
@@ -219,35 +218,21 @@ class Fake(FakeBackend):
             conns = list(self.conns)
         return b"".join(c.data() for c in conns)
 
-    def _imap(self, c, readline, readn):
-        while True:
-            line = read_imap_command(c, readline, readn)
-            words = line.split()
-            if not words:
-                continue
-            tag = words[0].decode("latin-1")
-            cmd = words[1].decode("latin-1").upper() if len(words) > 1 else ""
-            if cmd == "CAPABILITY":
-                c.send(("* CAPABILITY %s\r\n%s OK [CAPABILITY %s] Capability done\r\n"
-                        % (self.caps, tag, self.caps)).encode())
-            elif cmd == "LOGIN":
-                c.send(("%s OK [CAPABILITY %s] Logged in\r\n" % (tag, self.postlogin)).encode())
-            elif cmd == "AUTHENTICATE":
-                if len(words) < 4:
-                    c.send(b"+ \r\n")
-                    if readline().strip() == b"*":
-                        c.send(("%s BAD Authentication aborted\r\n" % tag).encode())
-                        continue
-                c.send(("%s OK [CAPABILITY %s] Logged in\r\n" % (tag, self.postlogin)).encode())
-            elif cmd == "ID":
-                c.send(('* ID ("name" "fake")\r\n%s OK ID completed\r\n' % tag).encode())
-            elif cmd == "COMPRESS":
-                c.send(("%s OK DEFLATE active (the fake does not really compress)\r\n" % tag).encode())
-            elif cmd == "LOGOUT":
-                c.send(("* BYE fake logging out\r\n%s OK Logout done\r\n" % tag).encode())
-                return
-            else:
-                c.send(("%s OK %s done\r\n" % (tag, cmd or "?")).encode())
+    def _imap_command(self, c, tag, cmd, words, readline):
+        """The base fake's answers, with AUTHENTICATE's continuation (and
+        `*` cancel), ID and COMPRESS."""
+        if cmd == "AUTHENTICATE" and len(words) < 4:
+            c.send(b"+ \r\n")
+            if readline().strip() == b"*":
+                c.send(("%s BAD Authentication aborted\r\n" % tag).encode())
+                return False
+        elif cmd == "ID":
+            c.send(('* ID ("name" "fake")\r\n%s OK ID completed\r\n' % tag).encode())
+            return False
+        elif cmd == "COMPRESS":
+            c.send(("%s OK DEFLATE active (the fake does not really compress)\r\n" % tag).encode())
+            return False
+        return super()._imap_command(c, tag, cmd, words, readline)
 
     def _smtp(self, c, readline, readn):
         def cont():
