@@ -692,24 +692,31 @@ class FakeBackend:
 
     def _smtp(self, c, readline, readn):
         while True:
-            line = readline()
-            cmd = line.split(None, 1)[0].decode("latin-1").upper() if line.strip() else ""
-            if cmd == "EHLO":
-                ext = ["fake.test"] + list(self.ehlo)
-                text = "".join("250%s%s\r\n" % ("-" if i < len(ext) - 1 else " ", x) for i, x in enumerate(ext))
-                c.send(text.encode())
-            elif cmd == "HELO":
-                c.send(b"250 fake.test\r\n")
-            elif cmd == "DATA":
-                c.send(b"354 go ahead\r\n")
-                while readline() not in (b".\r\n", b".\n"):
-                    pass
-                c.send(b"250 2.0.0 queued\r\n")
-            elif cmd == "QUIT":
-                c.send(b"221 2.0.0 fake bye\r\n")
+            words = readline().split()
+            cmd = words[0].decode("latin-1").upper() if words else ""
+            if self._smtp_command(c, cmd, words, readline, readn):
                 return
-            else:
-                c.send(("250 2.0.0 %s ok\r\n" % cmd).encode())
+
+    def _smtp_command(self, c, cmd, words, readline, readn):
+        """Answer one SMTP command (words: the line, split); True once the
+        session is over (QUIT)."""
+        if cmd == "EHLO":
+            ext = ["fake.test"] + list(self.ehlo)
+            text = "".join("250%s%s\r\n" % ("-" if i < len(ext) - 1 else " ", x) for i, x in enumerate(ext))
+            c.send(text.encode())
+        elif cmd == "HELO":
+            c.send(b"250 fake.test\r\n")
+        elif cmd == "DATA":
+            c.send(b"354 go ahead\r\n")
+            while readline() not in (b".\r\n", b".\n"):
+                pass
+            c.send(b"250 2.0.0 queued\r\n")
+        elif cmd == "QUIT":
+            c.send(b"221 2.0.0 fake bye\r\n")
+            return True
+        else:
+            c.send(("250 2.0.0 %s ok\r\n" % cmd).encode())
+        return False
 
 
 def read_imap_command(c, readline, readn):

@@ -234,7 +234,9 @@ class Fake(FakeBackend):
             return False
         return super()._imap_command(c, tag, cmd, words, readline)
 
-    def _smtp(self, c, readline, readn):
+    def _smtp_command(self, c, cmd, words, readline, readn):
+        """The base fake's answers, with AUTH (continuations, `*` cancel),
+        BDAT and XCLIENT."""
         def cont():
             ln = readline()
             if ln.strip() == b"*":
@@ -242,47 +244,32 @@ class Fake(FakeBackend):
                 return False
             return True
 
-        while True:
-            line = readline()
-            words = line.split()
-            cmd = words[0].decode("latin-1").upper() if words else ""
-            if cmd == "EHLO":
-                ext = ["fake.test"] + list(self.ehlo)
-                c.send("".join("250%s%s\r\n" % ("-" if i < len(ext) - 1 else " ", x)
-                               for i, x in enumerate(ext)).encode())
-            elif cmd == "AUTH":
-                mech = words[1].decode().upper() if len(words) > 1 else ""
-                ir = len(words) > 2
-                if mech == "LOGIN":
-                    if not ir:
-                        c.send(b"334 VXNlcm5hbWU6\r\n")
-                        if not cont():
-                            continue
-                    c.send(b"334 UGFzc3dvcmQ6\r\n")
+        if cmd == "AUTH":
+            mech = words[1].decode().upper() if len(words) > 1 else ""
+            ir = len(words) > 2
+            if mech == "LOGIN":
+                if not ir:
+                    c.send(b"334 VXNlcm5hbWU6\r\n")
                     if not cont():
-                        continue
-                elif not ir:
-                    c.send(b"334 \r\n")
-                    if not cont():
-                        continue
-                c.send(b"235 2.7.0 Authentication successful\r\n")
-            elif cmd == "DATA":
-                c.send(b"354 go ahead\r\n")
-                while readline() not in (b".\r\n", b".\n"):
-                    pass
-                c.send(b"250 2.0.0 queued\r\n")
-            elif cmd == "BDAT":
-                n = int(words[1])
-                readn(n)
-                c.send(("250 2.0.0 %d octets received%s\r\n"
-                        % (n, ", message queued" if len(words) > 2 else "")).encode())
-            elif cmd == "XCLIENT":
-                c.send(b"220 fake.test XCLIENT accepted\r\n")
-            elif cmd == "QUIT":
-                c.send(b"221 2.0.0 fake bye\r\n")
-                return
-            else:
-                c.send(("250 2.0.0 %s ok\r\n" % cmd).encode())
+                        return False
+                c.send(b"334 UGFzc3dvcmQ6\r\n")
+                if not cont():
+                    return False
+            elif not ir:
+                c.send(b"334 \r\n")
+                if not cont():
+                    return False
+            c.send(b"235 2.7.0 Authentication successful\r\n")
+        elif cmd == "BDAT":
+            n = int(words[1])
+            readn(n)
+            c.send(("250 2.0.0 %d octets received%s\r\n"
+                    % (n, ", message queued" if len(words) > 2 else "")).encode())
+        elif cmd == "XCLIENT":
+            c.send(b"220 fake.test XCLIENT accepted\r\n")
+        else:
+            return super()._smtp_command(c, cmd, words, readline, readn)
+        return False
 
 
 FAKE_SMTP_EHLO = ["PIPELINING", "AUTH PLAIN LOGIN XOAUTH2", "XCLIENT ADDR NAME HELO PROTO", "8BITMIME",
