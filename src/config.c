@@ -18,6 +18,7 @@
 #include <ini.h>
 
 #include <postern/config.h>
+#include <postern/tickets.h>
 #include <postern/tls.h>
 
 #define SEC_NONE (-1)   /* before any section header */
@@ -128,13 +129,6 @@ shown(const char *s, char *buf, size_t n)
 /* ---- "not supported yet" predicates ---- */
 
 static bool
-unsup_always(const void *field)
-{
-	(void)field;
-	return true;
-}
-
-static bool
 unsup_not_one(const void *field)
 {
 	return *(const int *)field != 1;
@@ -177,7 +171,7 @@ static const struct keydef keys[] = {
         G(max_connections, config_key_int, max_connections, &maxconn_range, 0, NULL),
         G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0, NULL),
         G(metrics, config_key_addr, metrics, NULL, 0, NULL),
-        G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, unsup_always),
+        G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, NULL),
         G(keylog, config_key_str, keylog, NULL, 0, NULL),
 
         S(protocol, config_key_enum, protocol, protocols, 0, NULL),
@@ -717,6 +711,14 @@ validate(struct parse *ps, bool load_tls)
 		if (!ps->meta[i].ignored)
 			check_service(ps, &cfg->services[i], &ps->meta[i], load_tls);
 	}
+	if (load_tls && cfg->ticket_keys.n > 0) {
+		char err[ERRLEN];
+		size_t bad = 0;
+		cfg->tickets = tickets_load(cfg->ticket_keys.v, cfg->ticket_keys.n, err,
+		                            sizeof(err), &bad);
+		if (cfg->tickets == NULL)
+			perr(ps, cfg->ticket_keys.line[bad], "ticket_keys: %s", err);
+	}
 }
 
 /* ---- entry points ---- */
@@ -734,6 +736,7 @@ config_free(struct config *cfg)
 	free(cfg->pidfile);
 	free(cfg->keylog);
 	config_strlist_free(&cfg->ticket_keys);
+	tickets_free(cfg->tickets);
 	free(cfg);
 }
 

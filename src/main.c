@@ -19,6 +19,7 @@
 #include <postern/metrics.h>
 #include <postern/server.h>
 #include <postern/session.h>
+#include <postern/tickets.h>
 #include <postern/tls.h>
 
 #define DEFAULT_CONFIG "/etc/postern/postern.ini"
@@ -116,6 +117,7 @@ reload(struct server *srv)
 	if (metrics_apply(srv->loop, cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
 	open_keylog(cfg);
+	tickets_use(cfg->tickets); /* re-read files; the random key stays */
 	config_unref(srv->cfg);
 	srv->cfg = cfg;
 	listener_start_all(srv);
@@ -259,6 +261,7 @@ serve(struct config *cfg)
 
 	srv.loop = ev_default_loop(EVFLAG_AUTO);
 	srv.cfg = cfg;
+	tickets_use(cfg->tickets);
 	log_attach_loop(srv.loop);
 	listener_init(&srv);
 	ev_init(&srv.shutdown_timer, on_shutdown_timer);
@@ -302,6 +305,7 @@ out:
 	if (pidfile && unlink(pidfile) < 0)
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);
+	tickets_use(NULL);
 	config_unref(srv.cfg);
 	tls_keylog_open(NULL);
 	log_detach_loop();

@@ -17,6 +17,7 @@
 
 #include <postern/config.h>
 #include <postern/proto.h>
+#include <postern/tickets.h>
 #include <postern/tls.h>
 
 struct tls_server {
@@ -169,6 +170,7 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	 * resume one connection at a time, and each ticket costs an encryption
 	 * and a record on every full handshake. */
 	SSL_CTX_set_num_tickets(ctx, 1);
+	tickets_attach(ctx);
 	if (svc->ciphers && !SSL_CTX_set_cipher_list(ctx, svc->ciphers)) {
 		snprintf(err, errlen, "invalid ciphers '%s'", svc->ciphers);
 		*bad_line = svc->line;

@@ -84,6 +84,7 @@ struct config {
 	double shutdown_timeout;
 	struct sockaddr_ex metrics; /* metrics.len == 0 when unset */
 	struct strlist ticket_keys;
+	struct ticket_keys *tickets; /* loaded from ticket_keys (load_tls) */
 	char *keylog;
 
 	struct service *services;

@@ -138,7 +138,7 @@ class CommandLine(PosternTestCase):
         text = (
             "[global]\n"
             "workers = 2\n"                      # 2
-            "ticket_keys = /tmp/k1\n"            # 3
+            "ticket_keys = /nonexistent/k1\n"    # 3: cannot be read
             "\n"
             "[imap]\n"                           # 5
             "protocol = imap\n"
@@ -156,8 +156,8 @@ class CommandLine(PosternTestCase):
         self.assertEqual(r.returncode, 1, err)
         for line in (12, 13):
             self.assertNotRegex(err, r"(?m)^%s:%d: " % (re.escape(p.conf), line), err)
-        for line in (2, 3):
-            self.assertRegex(err, r"(?m)^%s:%d: .*not supported yet" % (re.escape(p.conf), line), err)
+        self.assertRegex(err, r"(?m)^%s:3: ticket_keys: cannot read /nonexistent/k1" % re.escape(p.conf), err)
+        self.assertRegex(err, r"(?m)^%s:2: .*not supported yet" % re.escape(p.conf), err)
 
     def test_check_long_line(self):
         """inih cuts lines at ~200 bytes: a long line must be an error at its

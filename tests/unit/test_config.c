@@ -573,9 +573,7 @@ test_cross_key_rules(void **state)
 static void
 test_not_supported_yet(void **state)
 {
-	static const char *const global[] = {"workers = 2", "workers = auto",
-
-	                                     "ticket_keys = /a /b"};
+	static const char *const global[] = {"workers = 2", "workers = auto"};
 	char text[512], want[256];
 
 	(void)state;

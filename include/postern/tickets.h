@@ -1,0 +1,28 @@
+/* TLS session-ticket keys. ticket_keys files use the 80-byte format nginx
+ * uses (16 bytes key name, 32 bytes HMAC-SHA256 key, 32 bytes AES-256-CBC
+ * key): the first file's key encrypts, all decrypt, so a fleet sharing the
+ * files resumes anywhere. Without them a random key is made at start and
+ * replaced daily, the previous one still decrypting; it survives SIGHUP. */
+#ifndef POSTERN_TICKETS_H
+#define POSTERN_TICKETS_H
+
+#include <stddef.h>
+
+#include <openssl/ssl.h>
+
+struct ticket_keys;
+
+/* Reads the files PATHS[0..n). NULL with a message naming the file in ERR
+ * and its index in *BAD on failure. */
+struct ticket_keys *tickets_load(char *const *paths, size_t n, char *err, size_t errlen,
+                                 size_t *bad);
+void tickets_free(struct ticket_keys *k);
+
+/* Makes K (NULL: the random daily key) the set every context uses from now
+ * on. The caller keeps K alive while it is in use. */
+void tickets_use(const struct ticket_keys *k);
+
+/* Server contexts encrypt and decrypt their tickets with the set in use. */
+void tickets_attach(SSL_CTX *ctx);
+
+#endif

@@ -1,0 +1,171 @@
+/* Session tickets under postern's own keys instead of OpenSSL's per-context
+ * random one: a context made on reload, or for another certificate, must
+ * resume what an earlier one issued, and a fleet needs keys it shares. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <postern/tickets.h>
+
+#define KEY_FILE_SIZE 80
+#define ROTATE_SECS (24 * 3600)
+
+struct ticket_key {
+	unsigned char name[16], hmac[32], aes[32];
+};
+
+struct ticket_keys {
+	size_t n;
+	struct ticket_key key[];
+};
+
+static const struct ticket_keys *in_use; /* from files; NULL: random */
+static struct {
+	struct ticket_key key[2]; /* current, previous */
+	size_t n;
+	time_t born;
+} daily;
+static EVP_CIPHER *aes; /* fetched once, not per ticket */
+
+struct ticket_keys *
+tickets_load(char *const *paths, size_t n, char *err, size_t errlen, size_t *bad)
+{
+	struct ticket_keys *k = calloc(1, sizeof(*k) + n * sizeof(k->key[0]));
+	unsigned char buf[KEY_FILE_SIZE + 1];
+
+	if (k == NULL) {
+		snprintf(err, errlen, "out of memory");
+		*bad = 0;
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++) {
+		FILE *f = fopen(paths[i], "rb");
+		size_t got = f ? fread(buf, 1, sizeof(buf), f) : 0;
+		if (f == NULL || ferror(f) || got != KEY_FILE_SIZE) {
+			if (f == NULL)
+				snprintf(err, errlen, "cannot read %s: %s", paths[i],
+				         strerror(errno));
+			else
+				snprintf(err, errlen,
+				         "%s: a ticket key file must hold exactly %d bytes "
+				         "(e.g. openssl rand 80 > FILE)",
+				         paths[i], KEY_FILE_SIZE);
+			if (f)
+				fclose(f);
+			OPENSSL_cleanse(buf, sizeof(buf));
+			tickets_free(k);
+			*bad = i;
+			return NULL;
+		}
+		fclose(f);
+		memcpy(k->key[i].name, buf, 16);
+		memcpy(k->key[i].hmac, buf + 16, 32);
+		memcpy(k->key[i].aes, buf + 48, 32);
+		OPENSSL_cleanse(buf, sizeof(buf));
+		k->n++;
+	}
+	return k;
+}
+
+void
+tickets_free(struct ticket_keys *k)
+{
+	if (k == NULL)
+		return;
+	OPENSSL_cleanse(k->key, k->n * sizeof(k->key[0]));
+	free(k);
+}
+
+void
+tickets_use(const struct ticket_keys *k)
+{
+	in_use = k && k->n > 0 ? k : NULL;
+}
+
+/* The random key: made on first use, replaced daily; the previous one
+ * keeps decrypting for a day, longer than any ticket lives. */
+static int
+daily_keys(const struct ticket_key **keys, size_t *n)
+{
+	time_t now = time(NULL);
+
+	if (daily.n == 0 || now - daily.born >= ROTATE_SECS) {
+		struct ticket_key fresh;
+		if (RAND_bytes((unsigned char *)&fresh, sizeof(fresh)) != 1)
+			return -1;
+		if (daily.n > 0) {
+			daily.key[1] = daily.key[0];
+			daily.n = 2;
+		} else {
+			daily.n = 1;
+		}
+		daily.key[0] = fresh;
+		OPENSSL_cleanse(&fresh, sizeof(fresh));
+		daily.born = now;
+	}
+	*keys = daily.key;
+	*n = daily.n;
+	return 0;
+}
+
+static int
+init_hmac(EVP_MAC_CTX *hctx, const struct ticket_key *k)
+{
+	OSSL_PARAM params[] = {
+	        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+	        OSSL_PARAM_construct_end(),
+	};
+
+	return EVP_MAC_init(hctx, k->hmac, sizeof(k->hmac), params) == 1 ? 0 : -1;
+}
+
+/* OpenSSL's ticket callback: 1 ticket handled, 2 handled but issue a new
+ * one (decrypted with an older key), 0 unknown key (full handshake), -1
+ * error. */
+static int
+ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
+          EVP_MAC_CTX *hctx, int enc)
+{
+	const struct ticket_key *keys;
+	size_t n;
+
+	(void)ssl;
+	if (in_use) {
+		keys = in_use->key;
+		n = in_use->n;
+	} else if (daily_keys(&keys, &n) < 0) {
+		return -1;
+	}
+	if (aes == NULL && (aes = EVP_CIPHER_fetch(NULL, "AES-256-CBC", NULL)) == NULL)
+		return -1;
+	if (enc) {
+		if (RAND_bytes(iv, EVP_CIPHER_get_iv_length(aes)) != 1 ||
+		    EVP_EncryptInit_ex(cctx, aes, NULL, keys[0].aes, iv) != 1 ||
+		    init_hmac(hctx, &keys[0]) < 0)
+			return -1;
+		memcpy(name, keys[0].name, 16);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (memcmp(name, keys[i].name, 16) != 0)
+			continue;
+		if (init_hmac(hctx, &keys[i]) < 0 ||
+		    EVP_DecryptInit_ex(cctx, aes, NULL, keys[i].aes, iv) != 1)
+			return -1;
+		return i == 0 ? 1 : 2;
+	}
+	return 0;
+}
+
+void
+tickets_attach(SSL_CTX *ctx)
+{
+	SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, ticket_cb);
+}
