@@ -29,6 +29,44 @@ struct tls_server {
 
 static int keylog_fd = -1;
 
+static void on_keylog(const SSL *ssl, const char *line);
+
+/* Every live context, so that the key log callback is installed only while
+ * a key log is open: with a callback, OpenSSL formats each secret of every
+ * handshake into a hex line (five lines for TLS 1.3, a sprintf per byte),
+ * whether the line is then written or not. */
+static SSL_CTX **live_ctx;
+static size_t live_n, live_cap;
+
+static void
+keylog_track(SSL_CTX *ctx)
+{
+	if (live_n == live_cap) {
+		size_t cap = live_cap ? live_cap * 2 : 16;
+		SSL_CTX **n = realloc(live_ctx, cap * sizeof(*n));
+		if (n == NULL) {
+			/* Untracked: the callback stays, it writes only while open. */
+			SSL_CTX_set_keylog_callback(ctx, on_keylog);
+			return;
+		}
+		live_ctx = n;
+		live_cap = cap;
+	}
+	live_ctx[live_n++] = ctx;
+	SSL_CTX_set_keylog_callback(ctx, keylog_fd >= 0 ? on_keylog : NULL);
+}
+
+static void
+keylog_untrack(SSL_CTX *ctx)
+{
+	for (size_t i = 0; i < live_n; i++) {
+		if (live_ctx[i] == ctx) {
+			live_ctx[i] = live_ctx[--live_n];
+			return;
+		}
+	}
+}
+
 int
 tls_keylog_open(const char *path)
 {
@@ -43,6 +81,8 @@ tls_keylog_open(const char *path)
 	if (keylog_fd >= 0)
 		close(keylog_fd);
 	keylog_fd = fd;
+	for (size_t i = 0; i < live_n; i++)
+		SSL_CTX_set_keylog_callback(live_ctx[i], fd >= 0 ? on_keylog : NULL);
 	return 0;
 }
 
@@ -201,7 +241,7 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	}
 	if (ts->alpn)
 		SSL_CTX_set_alpn_select_cb(ctx, on_alpn, ts);
-	SSL_CTX_set_keylog_callback(ctx, on_keylog);
+	keylog_track(ctx);
 	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(ctx, ts);
 	return ctx;
@@ -314,11 +354,14 @@ tls_service_free(struct service *svc)
 {
 	struct tls_server *ts = svc->tls_server;
 
+	if (svc->tls_backend != NULL)
+		keylog_untrack(svc->tls_backend);
 	SSL_CTX_free(svc->tls_backend);
 	svc->tls_backend = NULL;
 	if (ts == NULL)
 		return;
 	for (size_t i = 0; i < ts->n; i++) {
+		keylog_untrack(ts->ctx[i]);
 		SSL_CTX_free(ts->ctx[i]);
 		X509_free(ts->leaf[i]);
 	}
@@ -363,7 +406,7 @@ tls_backend_load(struct service *svc, char *err, size_t errlen)
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	}
-	SSL_CTX_set_keylog_callback(ctx, on_keylog);
+	keylog_track(ctx);
 	svc->tls_backend = ctx;
 	return 0;
 }
