@@ -14,9 +14,13 @@
 #include <postern/proto.h>
 #include <postern/session.h>
 
-/* Connections taken per readiness event: enough to drain a burst, few
- * enough that established sessions still get their turn. */
-#define ACCEPT_BATCH 64
+/* Connections taken per readiness event. Each one's handshake starts at
+ * once (its ClientHello is usually there already), so a batch costs up to
+ * a handshake's CPU per connection while established sessions wait: at 64,
+ * a burst held back other clients' Finished messages, and so their session
+ * tickets and first bytes, for 10-30 ms. A few at a time interleave new
+ * and established sessions; the listener stays ready for the rest. */
+#define ACCEPT_BATCH 4
 /* Pause after running out of descriptors, instead of spinning on a
  * listener that stays readable. */
 #define EMFILE_PAUSE 0.25
