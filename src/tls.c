@@ -205,6 +205,11 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	/* One recv() for whatever the client sent (a flight, several records)
+	 * instead of one for each record's header and one for its body. The
+	 * relay reads until OpenSSL wants the socket, so nothing waits unseen
+	 * in OpenSSL's buffer, which is still released once empty. */
+	SSL_CTX_set_read_ahead(ctx, 1);
 	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"postern", 7);
 	/* One TLS 1.3 ticket per handshake, not OpenSSL's two: mail clients
 	 * resume one connection at a time, and each ticket costs an encryption
@@ -392,6 +397,7 @@ tls_backend_load(struct service *svc, char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
+	SSL_CTX_set_read_ahead(ctx, 1); /* as for clients: one recv() per flight */
 	if (svc->backend_verify) {
 		int ok = svc->backend_ca ? SSL_CTX_load_verify_locations(ctx, svc->backend_ca, NULL)
 		                         : SSL_CTX_set_default_verify_paths(ctx);
