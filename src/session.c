@@ -1077,7 +1077,7 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 		s->next->prev = s;
 	srv->sessions = s;
 	srv->active++;
-	set_nodelay(fd);
+	/* TCP_NODELAY comes from the listening socket (listener.c). */
 
 	ep_attach(&s->client, fd, NULL);
 	session_hold(s);
