@@ -26,6 +26,7 @@ ep_attach(struct endpoint *ep, int fd, SSL *ssl)
 {
 	ep->fd = fd;
 	ep->ssl = ssl;
+	ep->drained = false;
 	ev_io_set(&ep->rio, fd, EV_READ);
 	ev_io_set(&ep->wio, fd, EV_WRITE);
 }
@@ -81,11 +82,20 @@ ssl_result(struct endpoint *ep, int ret)
 ssize_t
 ep_read(struct endpoint *ep, void *dst, size_t len)
 {
+	if (ep->drained)
+		return EP_WANT_READ;
 	if (ep->ssl) {
 		size_t got = 0;
 		ERR_clear_error();
 		int r = SSL_read_ex(ep->ssl, dst, len, &got);
-		return r == 1 ? (ssize_t)got : ssl_result(ep, r);
+		if (r == 1)
+			return (ssize_t)got;
+		r = ssl_result(ep, r);
+		/* OpenSSL retries on its own (SSL_MODE_AUTO_RETRY): wanting to read
+		 * means it holds no whole record and the socket is empty. */
+		if (r == EP_WANT_READ && ep->track_ready)
+			ep->drained = true;
+		return r;
 	}
 	for (;;) {
 		ssize_t n = recv(ep->fd, dst, len, 0);
@@ -95,8 +105,10 @@ ep_read(struct endpoint *ep, void *dst, size_t len)
 			return EP_EOF;
 		if (errno == EINTR)
 			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK)
+		if (errno == EAGAIN || errno == EWOULDBLOCK) {
+			ep->drained = ep->track_ready;
 			return EP_WANT_READ;
+		}
 		ep->sys_errno = errno;
 		return EP_ERR;
 	}
@@ -129,8 +141,10 @@ ep_handshake(struct endpoint *ep)
 {
 	ERR_clear_error();
 	int r = SSL_do_handshake(ep->ssl);
-	if (r == 1)
+	if (r == 1) {
+		ep->drained = false; /* records may wait in OpenSSL's buffer */
 		return 1;
+	}
 	r = ssl_result(ep, r);
 	return r == EP_EOF ? EP_ERR : r;
 }
@@ -171,6 +185,7 @@ ep_close(struct ev_loop *loop, struct endpoint *ep)
 	}
 	close(ep->fd);
 	ep->fd = -1;
+	ep->drained = false;
 }
 
 const char *

@@ -562,6 +562,7 @@ start_backend_tls(struct session *s)
 	}
 	SSL_set_connect_state(ssl);
 	s->backend.ssl = ssl;
+	s->backend.drained = false;
 	s->state = S_BACKEND_TLS;
 }
 
@@ -739,6 +740,7 @@ attach_client_tls(struct session *s)
 	}
 	SSL_set_accept_state(ssl);
 	s->client.ssl = ssl;
+	s->client.drained = false;
 	s->state = S_CLIENT_TLS;
 	return true;
 }
@@ -848,7 +850,13 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 	struct session *s = w->data;
 
 	(void)loop;
-	(void)revents;
+	/* Readable again: ep_read may try the socket once more. */
+	if (revents & EV_READ) {
+		if (w == &s->client.rio)
+			s->client.drained = false;
+		else if (w == &s->backend.rio)
+			s->backend.drained = false;
+	}
 	session_hold(s);
 	session_step(s);
 	session_release(s);
@@ -1066,6 +1074,7 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	snprintf(s->who, sizeof(s->who), "%s#%04x %s", svc->name, next_session_id(), addr);
 	ep_init(&s->client, on_io, s);
 	ep_init(&s->backend, on_io, s);
+	s->client.track_ready = s->backend.track_ready = true;
 	relay_init(&s->c2s, &s->client, &s->backend);
 	relay_init(&s->s2c, &s->backend, &s->client);
 	ev_init(&s->timer, on_timer);

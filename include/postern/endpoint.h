@@ -23,6 +23,13 @@ struct endpoint {
 	ev_io rio, wio;
 	bool ssl_dead; /* a fatal SSL error occurred: SSL_shutdown is forbidden */
 	bool wr_shut;  /* our write side is closed (FIN or close_notify sent) */
+	/* With track_ready (sessions set it; its owner clears drained when the
+	 * read watcher fires), a read that found the socket drained is not
+	 * tried again before the socket is reported readable: ep_read answers
+	 * EP_WANT_READ without a system call, and the caller watches for
+	 * readability as after any EP_WANT_READ. */
+	bool track_ready;
+	bool drained;
 	int sys_errno; /* errno of the last EP_ERR on a syscall, or 0 */
 	unsigned long ssl_err;
 };
