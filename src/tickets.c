@@ -126,9 +126,11 @@ init_hmac(EVP_MAC_CTX *hctx, const struct ticket_key *k)
 	return EVP_MAC_init(hctx, k->hmac, sizeof(k->hmac), params) == 1 ? 0 : -1;
 }
 
-/* OpenSSL's ticket callback: 1 ticket handled, 2 handled but issue a new
- * one (decrypted with an older key), 0 unknown key (full handshake), -1
- * error. */
+/* OpenSSL's ticket callback: 1 ticket handled, 2 handled and a new one is
+ * to be issued, 0 unknown key (full handshake), -1 error. A new ticket is
+ * wanted after a TLS 1.2 resumption under an older key, and after every
+ * TLS 1.3 resumption: a TLS 1.3 client uses a ticket once, and without a
+ * fresh one its next connection would be a full handshake. */
 static int
 ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *cctx,
           EVP_MAC_CTX *hctx, int enc)
@@ -136,7 +138,6 @@ ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *c
 	const struct ticket_key *keys;
 	size_t n;
 
-	(void)ssl;
 	if (in_use) {
 		keys = in_use->key;
 		n = in_use->n;
@@ -159,7 +160,7 @@ ticket_cb(SSL *ssl, unsigned char name[16], unsigned char *iv, EVP_CIPHER_CTX *c
 		if (init_hmac(hctx, &keys[i]) < 0 ||
 		    EVP_DecryptInit_ex(cctx, aes, NULL, keys[i].aes, iv) != 1)
 			return -1;
-		return i == 0 ? 1 : 2;
+		return i == 0 && SSL_version(ssl) != TLS1_3_VERSION ? 1 : 2;
 	}
 	return 0;
 }

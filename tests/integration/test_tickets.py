@@ -54,6 +54,26 @@ class Tickets(PosternTestCase):
                 _, reused = handshake(p.port(), version, sess)
                 self.assertTrue(reused, "%s session not resumed" % name)
 
+    def test_tls13_resumption_brings_a_new_ticket(self):
+        """A TLS 1.3 client uses a ticket once: after resuming it needs a new
+        one, or its next connection is a full handshake (with key files and
+        with the random key)."""
+        for keys in (True, False):
+            with self.subTest(key_files=keys):
+                p = self.postern(start=False)
+                g = {"ticket_keys": key_file(os.path.join(p.dir, "k"), 4)} if keys else {}
+                p.write_config([("imaps", svc("imap"))], g)
+                p.start()
+                sess = os.path.join(p.dir, "sess")
+                base = ["openssl", "s_client", "-tls1_3", "-connect", "127.0.0.1:%d" % p.port(),
+                        "-servername", "localhost", "-ign_eof"]
+                first = run(base + ["-sess_out", sess], input=b"a LOGOUT\r\n", timeout=20)
+                self.assertIn(b"New Session Ticket", first.stdout)
+                again = run(base + ["-sess_in", sess], input=b"a LOGOUT\r\n", timeout=20)
+                self.assertIn(b"Reused, TLSv1.3", again.stdout)
+                self.assertIn(b"New Session Ticket", again.stdout,
+                              "no new ticket after a TLS 1.3 resumption")
+
     def test_fleet_shares_keys(self):
         """A ticket from one instance resumes on another with the same files,
         and not on one with other keys."""
