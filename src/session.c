@@ -121,16 +121,20 @@ observe_action(struct session *s, enum proto_dir dir, const struct proto_action 
 {
 	struct obs_line *l = &s->obs->line[dir];
 	size_t n = act->log_len;
+	bool cut;
 
 	if (!l->open) {
 		l->open = true;
 		l->len = 0;
 		l->flags = act->log_flags;
 	}
-	if (n > sizeof(l->text) - l->len)
+	cut = n > sizeof(l->text) - l->len;
+	if (cut)
 		n = sizeof(l->text) - l->len;
 	memcpy(l->text + l->len, act->log, n);
 	l->len += n;
+	if (cut) /* say so: a cut line is never taken for a whole one */
+		memcpy(l->text + sizeof(l->text) - 3, "...", 3);
 	if (act->log_flags & PL_CONT)
 		return;
 	l->open = false;

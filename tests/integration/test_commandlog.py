@@ -809,6 +809,26 @@ class LogContent(LogCase):
                     self.assertNotIn(b"This is the first message", data, "message body in %s" % name)
                     self.assertNotIn(b"Subject: Hello 1", data, "message header in %s" % name)
 
+    def test_long_command_is_cut_visibly(self):
+        """A command whose log line would pass the limit (here, one with 300
+        literals) is logged cut, ending in "...", and framing holds."""
+        p = self.start([("imaps", svc("imap"))], capture=False)
+        c = Conn(p.port("imaps"), True)
+        imap_greet(c)
+        parts = "".join("x%03d {1+}\r\ny " % i for i in range(300))
+        _, tagged = c.imap("a1", "SEARCH OR " + parts + "ALL")
+        self.assertTrue(tagged.startswith(b"a1 "), tagged)
+        _, tagged = c.imap("a2", "NOOP")
+        self.assertTrue(tagged.startswith(b"a2 OK"), tagged)
+        imap_bye(c)
+        _, lines = self.session(p, "imaps", c.local_port)
+        a1 = [self.text(ln) for ln in lines if re.match(r"^C: a1 ", ln.msg or "")]
+        self.assertEqual(len(a1), 1, [ln.raw for ln in lines])
+        self.assertTrue(a1[0].endswith("..."), a1[0])
+        self.assertLessEqual(len(a1[0]), 1024)
+        self.assertTrue(a1[0].startswith("a1 SEARCH OR x000 {1 bytes} x001 {1 bytes}"), a1[0])
+        self.assertTrue(any(self.text(ln) == "a2 NOOP" for ln in lines if (ln.msg or "").startswith("C: ")))
+
     def test_imap_append_and_fetch_literals(self):
         p = self.start([("imaps", svc("imap"))])
         box = "cmdlog%d" % time.monotonic_ns()
