@@ -52,12 +52,23 @@ def die_with_parent(sig=signal.SIGTERM):
         pass
 
 
+_handed_out = set()
+
+
 def free_port(host="127.0.0.1"):
-    """A port that was free a moment ago (bind to port 0, then close)."""
+    """A port that was free a moment ago (bind to port 0, then close), and
+    never one this process handed out before: the kernel may offer a port
+    again as soon as it is closed, and two services of one configuration
+    must not get the same one before either binds it."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh free port")
 
 
 def port_free(port, host="127.0.0.1"):
