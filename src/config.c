@@ -20,6 +20,7 @@
 #include <postern/config.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
+#include <postern/workers.h>
 
 #define SEC_NONE (-1)   /* before any section header */
 #define SEC_SINK (-2)   /* after a broken header: keys are ignored */
@@ -39,9 +40,6 @@ struct keydef {
 	size_t off;
 	const void *arg;
 	unsigned flags;
-	/* Non-NULL while the feature is not built: says whether the parsed
-	 * value needs it. Lifting a restriction = setting this to NULL. */
-	bool (*unsupported)(const void *field);
 };
 
 struct cfg_err {
@@ -126,14 +124,6 @@ shown(const char *s, char *buf, size_t n)
 	return buf;
 }
 
-/* ---- "not supported yet" predicates ---- */
-
-static bool
-unsup_not_one(const void *field)
-{
-	return *(const int *)field != 1;
-}
-
 /* ---- the key table ---- */
 
 static const struct config_enum protocols[] = {
@@ -150,54 +140,54 @@ static const struct config_enum verify_modes[] = {{"off", CLIENT_VERIFY_OFF},
                                                   {"optional", CLIENT_VERIFY_OPTIONAL},
                                                   {"require", CLIENT_VERIFY_REQUIRE},
                                                   {0}};
-static const struct config_range workers_range = {1, 1024};
+static const struct config_range workers_range = {1, WORKERS_MAX};
 static const struct config_range maxconn_range = {1, 1000000};
 
 /* clang-format off */
-#define G(name, fn, field, arg, flags, unsup) \
-	{#name, K_GLOBAL, fn, offsetof(struct config, field), arg, flags, unsup}
-#define S(name, fn, field, arg, flags, unsup) \
-	{#name, K_SERVICE, fn, offsetof(struct service, field), arg, flags, unsup}
+#define G(name, fn, field, arg, flags) \
+	{#name, K_GLOBAL, fn, offsetof(struct config, field), arg, flags}
+#define S(name, fn, field, arg, flags) \
+	{#name, K_SERVICE, fn, offsetof(struct service, field), arg, flags}
 /* clang-format on */
 
 static const struct keydef keys[] = {
-        G(user, config_key_str, user, NULL, 0, NULL),
-        G(group, config_key_str, group, NULL, 0, NULL),
-        G(workers, config_key_workers, workers, &workers_range, 0, unsup_not_one),
-        G(log, config_key_log, log_target, NULL, 0, NULL),
-        G(log_level, config_key_enum, log_level, log_levels, 0, NULL),
-        G(log_format, config_key_enum, log_format, log_formats, 0, NULL),
-        G(pidfile, config_key_str, pidfile, NULL, 0, NULL),
-        G(max_connections, config_key_int, max_connections, &maxconn_range, 0, NULL),
-        G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0, NULL),
-        G(metrics, config_key_addr, metrics, NULL, 0, NULL),
-        G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST, NULL),
-        G(keylog, config_key_str, keylog, NULL, 0, NULL),
+        G(user, config_key_str, user, NULL, 0),
+        G(group, config_key_str, group, NULL, 0),
+        G(workers, config_key_workers, workers, &workers_range, 0),
+        G(log, config_key_log, log_target, NULL, 0),
+        G(log_level, config_key_enum, log_level, log_levels, 0),
+        G(log_format, config_key_enum, log_format, log_formats, 0),
+        G(pidfile, config_key_str, pidfile, NULL, 0),
+        G(max_connections, config_key_int, max_connections, &maxconn_range, 0),
+        G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0),
+        G(metrics, config_key_addr, metrics, NULL, 0),
+        G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST),
+        G(keylog, config_key_str, keylog, NULL, 0),
 
-        S(protocol, config_key_enum, protocol, protocols, 0, NULL),
-        S(listen, config_key_listen, listen, NULL, F_LIST, NULL),
-        S(tls, config_key_enum, tls, tls_modes, 0, NULL),
-        S(require_tls, config_key_bool, require_tls, NULL, 0, NULL),
-        S(cert, config_key_strlist, cert, NULL, F_LIST, NULL),
-        S(key, config_key_strlist, key, NULL, F_LIST, NULL),
-        S(backend, config_key_backend, backend, NULL, 0, NULL),
-        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0, NULL),
-        S(backend_verify, config_key_bool, backend_verify, NULL, 0, NULL),
-        S(backend_ca, config_key_str, backend_ca, NULL, 0, NULL),
-        S(backend_sni, config_key_str, backend_sni, NULL, 0, NULL),
-        S(helo_name, config_key_str, helo_name, NULL, 0, NULL),
-        S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0, NULL),
-        S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST, NULL),
-        S(log_commands, config_key_bool, log_commands, NULL, 0, NULL),
-        S(capture_dir, config_key_str, capture_dir, NULL, 0, NULL),
-        S(tls_min_version, config_key_enum, tls_min_version, tls_versions, 0, NULL),
-        S(ciphers, config_key_str, ciphers, NULL, 0, NULL),
-        S(ciphersuites, config_key_str, ciphersuites, NULL, 0, NULL),
-        S(client_ca, config_key_str, client_ca, NULL, 0, NULL),
-        S(client_verify, config_key_enum, client_verify, verify_modes, 0, NULL),
-        S(connect_timeout, config_key_timeout, connect_timeout, NULL, 0, NULL),
-        S(handshake_timeout, config_key_timeout, handshake_timeout, NULL, 0, NULL),
-        S(idle_timeout, config_key_timeout, idle_timeout, NULL, 0, NULL),
+        S(protocol, config_key_enum, protocol, protocols, 0),
+        S(listen, config_key_listen, listen, NULL, F_LIST),
+        S(tls, config_key_enum, tls, tls_modes, 0),
+        S(require_tls, config_key_bool, require_tls, NULL, 0),
+        S(cert, config_key_strlist, cert, NULL, F_LIST),
+        S(key, config_key_strlist, key, NULL, F_LIST),
+        S(backend, config_key_backend, backend, NULL, 0),
+        S(backend_tls, config_key_enum, backend_tls, tls_modes, 0),
+        S(backend_verify, config_key_bool, backend_verify, NULL, 0),
+        S(backend_ca, config_key_str, backend_ca, NULL, 0),
+        S(backend_sni, config_key_str, backend_sni, NULL, 0),
+        S(helo_name, config_key_str, helo_name, NULL, 0),
+        S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0),
+        S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST),
+        S(log_commands, config_key_bool, log_commands, NULL, 0),
+        S(capture_dir, config_key_str, capture_dir, NULL, 0),
+        S(tls_min_version, config_key_enum, tls_min_version, tls_versions, 0),
+        S(ciphers, config_key_str, ciphers, NULL, 0),
+        S(ciphersuites, config_key_str, ciphersuites, NULL, 0),
+        S(client_ca, config_key_str, client_ca, NULL, 0),
+        S(client_verify, config_key_enum, client_verify, verify_modes, 0),
+        S(connect_timeout, config_key_timeout, connect_timeout, NULL, 0),
+        S(handshake_timeout, config_key_timeout, handshake_timeout, NULL, 0),
+        S(idle_timeout, config_key_timeout, idle_timeout, NULL, 0),
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -571,9 +561,6 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
 		perr(ps, line, "%s = %s: %s", k->name, shown(value, shv, sizeof(shv)), err);
 		return 1;
 	}
-	if (k->unsupported && k->unsupported((char *)base + k->off))
-		perr(ps, line, "%s = %s: not supported yet", k->name,
-		     shown(value, shv, sizeof(shv)));
 	return 1;
 }
 

@@ -47,7 +47,7 @@ refuse_busy(struct listener *l, int fd, const struct sockaddr *peer)
 	if (l->svc->tls != TLSMODE_IMPLICIT && busy)
 		(void)send(fd, busy, strlen(busy), MSG_NOSIGNAL | MSG_DONTWAIT);
 	close(fd);
-	metrics_service(l->svc->name)->refused[MR_MAX_CONNECTIONS]++;
+	shared_add(&metrics_service(l->svc->name)->refused[MR_MAX_CONNECTIONS], 1);
 	session_format_addr(peer, addr, sizeof(addr));
 	snprintf(who, sizeof(who), "%s %s", l->svc->name, addr);
 	log_session(LOG_WARNING, who, "refused reason=max_connections limit=%d",
@@ -108,7 +108,7 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 }
 
 static int
-open_socket(const struct sockaddr_ex *a, char *err, size_t errlen)
+open_socket(const struct sockaddr_ex *a, bool reuseport, char *err, size_t errlen)
 {
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
@@ -118,6 +118,12 @@ open_socket(const struct sockaddr_ex *a, char *err, size_t errlen)
 		return -1;
 	}
 	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	/* One socket per worker: the kernel spreads connections over them. */
+	if (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) {
+		snprintf(err, errlen, "SO_REUSEPORT for %s: %s", a->text, strerror(errno));
+		close(fd);
+		return -1;
+	}
 	/* Accepted sockets inherit it (Linux): no setsockopt per connection. */
 	if (a->ss.ss_family != AF_UNIX)
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -141,13 +147,15 @@ same_addr(const struct sockaddr_ex *a, const struct sockaddr_ex *b)
 static void
 listener_free(struct server *srv, struct listener *l)
 {
-	ev_io_stop(srv->loop, &l->io);
+	if (ev_is_active(&l->io))
+		ev_io_stop(srv->loop, &l->io);
 	close(l->fd);
 	free(l);
 }
 
 int
-listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen)
+listener_prepare(struct server *srv, struct config *cfg, struct listener **plan, char *err,
+                 size_t errlen)
 {
 	struct listener *fresh = NULL, **tail = &fresh;
 
@@ -166,7 +174,7 @@ listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen)
 				}
 			}
 			if (l == NULL) {
-				int fd = open_socket(a, err, errlen);
+				int fd = open_socket(a, srv->worker, err, errlen);
 				if (fd < 0)
 					goto rollback;
 				l = calloc(1, sizeof(*l));
@@ -186,11 +194,23 @@ listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen)
 			tail = &l->next;
 		}
 	}
+	*plan = fresh;
+	return 0;
+
+rollback:
+	listener_abort(srv, fresh);
+	return -1;
+}
+
+void
+listener_commit(struct server *srv, struct config *cfg, struct listener *fresh)
+{
 	/* What is left in srv->listeners is no longer configured. */
 	while (srv->listeners) {
 		struct listener *l = srv->listeners;
 		srv->listeners = l->next;
-		log_msg(LOG_INFO, "closed listener addr=%s", l->addr.text);
+		if (!srv->quiet)
+			log_msg(LOG_INFO, "closed listener addr=%s", l->addr.text);
 		listener_free(srv, l);
 	}
 	srv->listeners = fresh;
@@ -201,13 +221,15 @@ listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen)
 			for (size_t j = 0; j < cfg->services[i].nlisten; j++)
 				if (same_addr(&cfg->services[i].listen[j], &l->addr))
 					l->svc = &cfg->services[i];
-		if (is_new)
+		if (is_new && !srv->quiet)
 			log_msg(LOG_INFO, "listening service=%s addr=%s", l->svc->name,
 			        l->addr.text);
 	}
-	return 0;
+}
 
-rollback:
+void
+listener_abort(struct server *srv, struct listener *fresh)
+{
 	/* Give reused sockets back, close the new ones. */
 	while (fresh) {
 		struct listener *l = fresh;
@@ -219,7 +241,17 @@ rollback:
 			srv->listeners = l;
 		}
 	}
-	return -1;
+}
+
+int
+listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen)
+{
+	struct listener *plan;
+
+	if (listener_prepare(srv, cfg, &plan, err, errlen) < 0)
+		return -1;
+	listener_commit(srv, cfg, plan);
+	return 0;
 }
 
 void

@@ -23,6 +23,7 @@
 #include <postern/log.h>
 #include <postern/log_json.h>
 #include <postern/log_syslog.h>
+#include <postern/shared.h>
 
 #define LOG_LINE_MAX 4096
 #define PENDING_MAX (1024 * 1024)
@@ -33,7 +34,8 @@ static enum log_format log_format = LOGFMT_TEXT;
 static enum log_target log_target = LOGTO_STDERR;
 static int log_fd = -1; /* file target */
 static char log_path[4096];
-static uint64_t dropped;
+/* Shared with the workers forked after log_configure: one total. */
+static uint64_t local_drops, *drops = &local_drops;
 
 /* Bytes the output could not take yet: pend.buf[off, off + len). */
 static struct {
@@ -83,7 +85,7 @@ drop_pending(void)
 	/* Count the lines lost; a partly written one counts too. */
 	for (const char *p = pend.buf + pend.off, *end = p + pend.len;
 	     (p = memchr(p, '\n', (size_t)(end - p))) != NULL; p++)
-		dropped++;
+		shared_add(drops, 1);
 	pend.off = pend.len = 0;
 }
 
@@ -161,7 +163,7 @@ put(const char *p, size_t n)
 			return;
 		if (w < 0) {
 			if (errno != EAGAIN && errno != EWOULDBLOCK) {
-				dropped++;
+				shared_add(drops, 1);
 				return;
 			}
 			w = 0;
@@ -169,7 +171,7 @@ put(const char *p, size_t n)
 		/* The rest of a started line always fits: the buffer is empty. */
 		pend_add(p + w, n - (size_t)w);
 	} else if (n > sizeof(pend.buf) - pend.len) {
-		dropped++;
+		shared_add(drops, 1);
 		return;
 	} else {
 		pend_add(p, n);
@@ -233,7 +235,7 @@ log_detach_loop(void)
 uint64_t
 log_dropped(void)
 {
-	return dropped;
+	return shared_get(drops);
 }
 
 /* ------------------------------------------------------------ configure */
@@ -249,6 +251,10 @@ log_configure(const struct config *cfg, char *err, size_t errlen)
 {
 	int fd = -1;
 
+	if (drops == &local_drops) {
+		drops = shared_area(sizeof(*drops));
+		*drops = local_drops;
+	}
 	if (cfg->log_target == LOGTO_FILE) {
 		fd = open_log_file(cfg->log_file);
 		if (fd < 0) {
@@ -345,7 +351,8 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 		size_t jn =
 		        log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
 		if (log_target == LOGTO_SYSLOG) {
-			dropped += log_syslog_send(level, json) < 0;
+			if (log_syslog_send(level, json) < 0)
+				shared_add(drops, 1);
 			return;
 		}
 		json[jn++] = '\n';
@@ -354,7 +361,8 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 	}
 	if (log_target == LOGTO_SYSLOG) {
 		line[n] = '\0';
-		dropped += log_syslog_send(level, line + stamp) < 0;
+		if (log_syslog_send(level, line + stamp) < 0)
+			shared_add(drops, 1);
 		return;
 	}
 	line[n++] = '\n';

@@ -18,9 +18,28 @@
 #define REQ_MAX 2048
 #define SCRAPE_TIMEOUT 5.0
 
-static struct metrics_svc services[MAX_SERVICES];
-static struct metrics_svc overflow = {.name = "other"};
-static size_t nservices;
+/* Shared by all workers. svc[MAX_SERVICES] is "other", for names beyond
+ * the table. active[slot][i]: sessions of service i open in the process
+ * using that slot, written by that process only. */
+struct table {
+	uint32_t nservices, slots_used;
+	struct metrics_svc svc[MAX_SERVICES + 1];
+	int32_t active[METRICS_SLOTS][MAX_SERVICES + 1];
+};
+
+static struct table *tab;
+static int my_slot;
+
+static struct table *
+table(void)
+{
+	if (tab == NULL) {
+		tab = shared_area(sizeof(*tab));
+		snprintf(tab->svc[MAX_SERVICES].name, sizeof(tab->svc[0].name), "other");
+		tab->slots_used = 1;
+	}
+	return tab;
+}
 
 struct scrape {
 	ev_io io;
@@ -41,13 +60,56 @@ static struct {
 struct metrics_svc *
 metrics_service(const char *name)
 {
-	for (size_t i = 0; i < nservices; i++)
-		if (strcmp(services[i].name, name) == 0)
-			return &services[i];
-	if (nservices == MAX_SERVICES)
-		return &overflow;
-	snprintf(services[nservices].name, sizeof(services[nservices].name), "%s", name);
-	return &services[nservices++];
+	struct table *t = table();
+	uint32_t n = __atomic_load_n(&t->nservices, __ATOMIC_ACQUIRE);
+
+	for (uint32_t i = 0; i < n; i++)
+		if (strcmp(t->svc[i].name, name) == 0)
+			return &t->svc[i];
+	if (n == MAX_SERVICES)
+		return &t->svc[MAX_SERVICES];
+	snprintf(t->svc[n].name, sizeof(t->svc[n].name), "%s", name);
+	__atomic_store_n(&t->nservices, n + 1, __ATOMIC_RELEASE);
+	return &t->svc[n];
+}
+
+void
+metrics_active(struct metrics_svc *m, int delta)
+{
+	struct table *t = table();
+	int32_t *a = &t->active[my_slot][m - t->svc];
+
+	__atomic_store_n(a, __atomic_load_n(a, __ATOMIC_RELAXED) + delta, __ATOMIC_RELAXED);
+}
+
+void
+metrics_use_slot(int slot)
+{
+	struct table *t = table();
+
+	my_slot = slot;
+	if ((uint32_t)slot >= __atomic_load_n(&t->slots_used, __ATOMIC_RELAXED))
+		__atomic_store_n(&t->slots_used, (uint32_t)slot + 1, __ATOMIC_RELAXED);
+}
+
+void
+metrics_clear_slot(int slot)
+{
+	struct table *t = table();
+
+	for (size_t i = 0; i <= MAX_SERVICES; i++)
+		__atomic_store_n(&t->active[slot][i], 0, __ATOMIC_RELAXED);
+}
+
+static uint64_t
+active_total(const struct table *t, size_t i)
+{
+	uint32_t slots = __atomic_load_n(&t->slots_used, __ATOMIC_RELAXED);
+	int64_t sum = 0;
+
+	for (uint32_t k = 0; k < slots && k < METRICS_SLOTS; k++)
+		sum += __atomic_load_n(&t->active[k][i], __ATOMIC_RELAXED);
+	return sum > 0 ? (uint64_t)sum : 0;
 }
 
 struct text {
@@ -82,50 +144,53 @@ metrics_render(char *dst, size_t cap)
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
 	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol"};
 	struct text t = {dst, cap, 0};
-	size_t i;
+	const struct table *tb = table();
+	size_t i, n = __atomic_load_n(&tb->nservices, __ATOMIC_ACQUIRE);
 	int k;
 
-#define EACH for (i = 0; i < nservices; i++)
-#define S services[i]
+	if (n == MAX_SERVICES)
+		n++; /* and "other" */
+#define EACH for (i = 0; i < n; i++)
+#define S tb->svc[i]
+#define V(x) (unsigned long long)shared_get(&(x))
 	family(&t, "postern_connections_total", "counter", "Connections accepted.");
-	EACH emit(&t, "postern_connections_total{service=\"%s\"} %llu\n", S.name,
-	          (unsigned long long)S.connections);
+	EACH emit(&t, "postern_connections_total{service=\"%s\"} %llu\n", S.name, V(S.connections));
 	family(&t, "postern_connections_active", "gauge", "Sessions open now.");
 	EACH emit(&t, "postern_connections_active{service=\"%s\"} %llu\n", S.name,
-	          (unsigned long long)S.active);
+	          (unsigned long long)active_total(tb, i));
 	family(&t, "postern_handshake_failures_total", "counter", "Client handshakes that failed.");
 	EACH for (k = 0; k < MH_COUNT; k++)
 	        emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n",
-	             S.name, hs[k], (unsigned long long)S.handshake_failures[k]);
+	             S.name, hs[k], V(S.handshake_failures[k]));
 	family(&t, "postern_bytes_total", "counter", "Application bytes relayed.");
 	EACH emit(&t,
 	          "postern_bytes_total{service=\"%s\",direction=\"in\"} %llu\n"
 	          "postern_bytes_total{service=\"%s\",direction=\"out\"} %llu\n",
-	          S.name, (unsigned long long)S.bytes_in, S.name, (unsigned long long)S.bytes_out);
+	          S.name, V(S.bytes_in), S.name, V(S.bytes_out));
 	family(&t, "postern_backend_errors_total", "counter",
 	       "Backends unreachable or failing TLS.");
 	EACH for (k = 0; k < MB_COUNT; k++)
 	        emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
-	             S.name, be[k], (unsigned long long)S.backend_errors[k]);
+	             S.name, be[k], V(S.backend_errors[k]));
 	family(&t, "postern_starttls_total", "counter", "STARTTLS performed.");
 	EACH emit(&t,
 	          "postern_starttls_total{service=\"%s\",side=\"client\"} %llu\n"
 	          "postern_starttls_total{service=\"%s\",side=\"backend\"} %llu\n",
-	          S.name, (unsigned long long)S.starttls_client, S.name,
-	          (unsigned long long)S.starttls_backend);
+	          S.name, V(S.starttls_client), S.name, V(S.starttls_backend));
 	family(&t, "postern_plaintext_auth_refused_total", "counter",
 	       "Credentials refused before TLS.");
 	EACH emit(&t, "postern_plaintext_auth_refused_total{service=\"%s\"} %llu\n", S.name,
-	          (unsigned long long)S.plaintext_auth_refused);
+	          V(S.plaintext_auth_refused));
 	family(&t, "postern_refused_total", "counter", "Connections refused.");
 	EACH for (k = 0; k < MR_COUNT; k++)
 	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
-	             ref[k], (unsigned long long)S.refused[k]);
+	             ref[k], V(S.refused[k]));
 	family(&t, "postern_log_dropped_total", "counter",
 	       "Log lines dropped because the log output could not take them.");
 	emit(&t, "postern_log_dropped_total %llu\n", (unsigned long long)log_dropped());
 #undef EACH
 #undef S
+#undef V
 	return t.n;
 }
 
@@ -154,7 +219,7 @@ respond(struct scrape *c)
 	                         "Content-Type: text/plain; version=0.0.4\r\n"
 	                         "Connection: close\r\n\r\n";
 	static const char nf[] = "HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\nnot found\n";
-	size_t cap = 4096 + nservices * 2048;
+	size_t cap = 4096 + (table()->nservices + 1) * 2048;
 
 	c->resp = malloc(cap);
 	if (c->resp == NULL)
@@ -241,9 +306,17 @@ metrics_stop(struct ev_loop *loop)
 {
 	if (http.fd < 0)
 		return;
-	ev_io_stop(loop, &http.io);
+	if (ev_is_active(&http.io))
+		ev_io_stop(loop, &http.io);
 	close(http.fd);
 	http.fd = -1;
+}
+
+void
+metrics_start(struct ev_loop *loop)
+{
+	if (http.fd >= 0 && !ev_is_active(&http.io))
+		ev_io_start(loop, &http.io);
 }
 
 int
@@ -273,7 +346,8 @@ metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t 
 	http.fd = fd;
 	http.addr = *a;
 	ev_io_init(&http.io, on_http_accept, fd, EV_READ);
-	ev_io_start(loop, &http.io);
+	if (loop)
+		ev_io_start(loop, &http.io);
 	log_msg(LOG_INFO, "metrics on http://%s/metrics", a->text);
 	return 0;
 }

@@ -23,6 +23,7 @@
 #include <postern/proxyproto.h>
 #include <postern/relay.h>
 #include <postern/session.h>
+#include <postern/shared.h>
 #include <postern/tls.h>
 
 /* How long a session may take to deliver its last reply before closing. */
@@ -247,9 +248,9 @@ session_close(struct session *s, const char *reason)
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
 	            ev_now(loop) - s->started, s->reason);
-	s->m->active--;
-	s->m->bytes_in += s->c2s.bytes;
-	s->m->bytes_out += s->s2c.bytes;
+	metrics_active(s->m, -1);
+	shared_add(&s->m->bytes_in, s->c2s.bytes);
+	shared_add(&s->m->bytes_out, s->s2c.bytes);
 	ev_timer_stop(loop, &s->timer);
 	ep_close(loop, &s->client);
 	ep_close(loop, &s->backend);
@@ -303,7 +304,7 @@ backend_failed(struct session *s, const char *why)
 {
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 
-	s->m->backend_errors[MB_UNREACHABLE]++;
+	shared_add(&s->m->backend_errors[MB_UNREACHABLE], 1);
 	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
 	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
 	session_step(s);
@@ -339,7 +340,7 @@ session_filter(void *arg, struct relay_dir *d)
 		/* 0x16 starts a TLS handshake record: a client that speaks TLS
 		 * before STARTTLS is refused at once, never after a timeout. */
 		if (buf_head(&d->in)[0] == 0x16) {
-			s->m->refused[MR_PROTOCOL]++;
+			shared_add(&s->m->refused[MR_PROTOCOL], 1);
 			log_session(LOG_INFO, s->who,
 			            "TLS ClientHello on a STARTTLS port: closing");
 			session_close(s, "refused");
@@ -361,7 +362,7 @@ session_filter(void *arg, struct relay_dir *d)
 		if (act.log && s->obs)
 			observe_action(s, dir, &act);
 		if (act.event) {
-			s->m->plaintext_auth_refused++;
+			shared_add(&s->m->plaintext_auth_refused, 1);
 			log_session(LOG_INFO, s->who, "%s", act.event);
 		}
 		switch (v) {
@@ -395,7 +396,7 @@ session_filter(void *arg, struct relay_dir *d)
 			return -1;
 		}
 		case PV_CLOSE:
-			s->m->refused[MR_PROTOCOL]++;
+			shared_add(&s->m->refused[MR_PROTOCOL], 1);
 			log_session(LOG_INFO, s->who, "closing: %.*s",
 			            (int)pu_trim_eol(act.text, act.len), act.text);
 			session_drain(s, act.text, act.len, "refused");
@@ -578,7 +579,7 @@ backend_tls_failed(struct session *s, const char *why)
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 	long v = s->backend.ssl ? SSL_get_verify_result(s->backend.ssl) : X509_V_OK;
 
-	s->m->backend_errors[MB_TLS]++;
+	shared_add(&s->m->backend_errors[MB_TLS], 1);
 	if (s->up_state != NULL)
 		s->c2s.bytes = 0; /* only postern's own commands went out */
 	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
@@ -598,7 +599,7 @@ step_backend_tls(struct session *s)
 		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s",
 		            SSL_get_version(s->backend.ssl), SSL_get_cipher_name(s->backend.ssl));
 		if (s->up_state != NULL) {
-			s->m->starttls_backend++;
+			shared_add(&s->m->starttls_backend, 1);
 			/* Capabilities are asked again inside TLS. */
 			struct proto_action act = {0};
 			s->proto->up_tls_done(s->up_state, &act, filter_scratch);
@@ -676,7 +677,7 @@ step_client_tls(struct session *s)
 	if (r == 1 && s->pretls) {
 		/* STARTTLS done: the adapter forgets the plaintext phase. */
 		s->pretls = false;
-		s->m->starttls_client++;
+		shared_add(&s->m->starttls_client, 1);
 		s->proto->tls_started(s->proto_state);
 		log_tls_start(s, "starttls");
 		s->c2s.paused = false;
@@ -687,7 +688,7 @@ step_client_tls(struct session *s)
 		log_tls_start(s, "start");
 		connect_backend(s);
 	} else if (r == EP_ERR) {
-		s->m->handshake_failures[MH_ERROR]++;
+		shared_add(&s->m->handshake_failures[MH_ERROR], 1);
 		log_session(LOG_INFO, s->who, "handshake failed: %s",
 		            ep_strerror(&s->client, err, sizeof(err)));
 		session_close(s, "handshake-failed");
@@ -875,14 +876,14 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	session_hold(s);
 	switch (s->state) {
 	case S_PROXY_HEADER:
-		s->m->refused[MR_PROXY_HEADER]++;
+		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
 		log_session(LOG_WARNING, s->who, "no PROXY header within %.0fs: closing",
 		            s->svc->handshake_timeout);
 		session_close(s, "refused");
 		break;
 	case S_CLIENT_TLS:
 	case S_STARTTLS:
-		s->m->handshake_failures[MH_TIMEOUT]++;
+		shared_add(&s->m->handshake_failures[MH_TIMEOUT], 1);
 		log_session(LOG_INFO, s->who, "handshake timed out after %.0fs",
 		            s->svc->handshake_timeout);
 		session_close(s, "handshake-failed");
@@ -898,7 +899,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case S_RELAY: {
 		if (s->pretls) {
 			const char *t = s->proto->reply[PROTO_REPLY_TIMEOUT];
-			s->m->handshake_failures[MH_TIMEOUT]++;
+			shared_add(&s->m->handshake_failures[MH_TIMEOUT], 1);
 			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
 			            s->svc->handshake_timeout);
 			session_drain(s, t, strlen(t), "handshake-failed");
@@ -968,14 +969,14 @@ step_proxy_header(struct session *s)
 		return;
 	}
 	if (n <= 0) {
-		s->m->refused[MR_PROXY_HEADER]++;
+		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
 		log_session(LOG_INFO, s->who, "closed before its PROXY header");
 		session_close(s, "refused");
 		return;
 	}
 	r = proxyproto_parse(view, have + (size_t)n, &info);
 	if (r == PROXYPROTO_BAD || (r == PROXYPROTO_MORE && have + (size_t)n >= sizeof(view))) {
-		s->m->refused[MR_PROXY_HEADER]++;
+		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
 		log_session(LOG_WARNING, s->who, "missing or malformed PROXY header: closing");
 		session_close(s, "refused");
 		return;
@@ -1040,19 +1041,25 @@ start_adapter(struct session *s)
 	return true;
 }
 
+/* One counter for all workers, so ids never repeat across them. */
+static uint32_t *next_id;
+
+void
+session_ids_init(void)
+{
+	if (next_id != NULL)
+		return;
+	next_id = shared_area(sizeof(*next_id));
+	if (RAND_bytes((unsigned char *)next_id, sizeof(*next_id)) != 1)
+		*next_id = (uint32_t)getpid() << 16;
+	*next_id &= 0xffff; /* short ids read better; they grow as needed */
+}
+
 static uint32_t
 next_session_id(void)
 {
-	static uint32_t next;
-	static int seeded;
-
-	if (!seeded) {
-		if (RAND_bytes((unsigned char *)&next, sizeof(next)) != 1)
-			next = (uint32_t)getpid() << 16;
-		next &= 0xffff; /* short ids read better; they grow as needed */
-		seeded = 1;
-	}
-	return next++;
+	session_ids_init();
+	return __atomic_fetch_add(next_id, 1, __ATOMIC_RELAXED);
 }
 
 void
@@ -1071,8 +1078,8 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->svc = svc;
 	s->proto = proto_get(svc->protocol);
 	s->m = metrics_service(svc->name);
-	s->m->connections++;
-	s->m->active++;
+	shared_add(&s->m->connections, 1);
+	metrics_active(s->m, 1);
 	memcpy(&s->peer, peer, peerlen < sizeof(s->peer) ? peerlen : sizeof(s->peer));
 	session_format_addr(peer, addr, sizeof(addr));
 	snprintf(s->who, sizeof(s->who), "%s#%04x %s", svc->name, next_session_id(), addr);

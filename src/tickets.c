@@ -27,11 +27,15 @@ struct ticket_keys {
 };
 
 static const struct ticket_keys *in_use; /* from files; NULL: random */
+/* The random keys are derived from a secret made once, before workers are
+ * forked: every worker computes the same key for the same day without
+ * talking to the others. */
+static unsigned char seed[32];
+static int seeded;
 static struct {
-	struct ticket_key key[2]; /* current, previous */
-	size_t n;
-	time_t born;
-} daily;
+	struct ticket_key key[2]; /* today's, yesterday's */
+	long day;
+} daily = {.day = -1};
 static EVP_CIPHER *aes; /* fetched once, not per ticket */
 
 struct ticket_keys *
@@ -89,29 +93,51 @@ tickets_use(const struct ticket_keys *k)
 	in_use = k && k->n > 0 ? k : NULL;
 }
 
-/* The random key: made on first use, replaced daily; the previous one
- * keeps decrypting for a day, longer than any ticket lives. */
+int
+tickets_init(void)
+{
+	if (!seeded && RAND_priv_bytes(seed, sizeof(seed)) != 1)
+		return -1;
+	seeded = 1;
+	return 0;
+}
+
+/* Key DAY: HMAC-SHA256(seed, label | day | block), blocks cut to size. */
+static int
+derive(long day, struct ticket_key *k)
+{
+	unsigned char out[3 * 32], msg[32];
+	size_t len;
+	int n;
+
+	for (int i = 0; i < 3; i++) {
+		n = snprintf((char *)msg, sizeof(msg), "postern ticket %ld %d", day, i);
+		if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, seed, sizeof(seed), msg,
+		              (size_t)n, out + 32 * i, 32, &len) == NULL)
+			return -1;
+	}
+	memcpy(k->name, out, 16);
+	memcpy(k->hmac, out + 16, 32);
+	memcpy(k->aes, out + 48, 32);
+	OPENSSL_cleanse(out, sizeof(out));
+	return 0;
+}
+
+/* The random keys: today's encrypts, yesterday's still decrypts (longer
+ * than any ticket lives); they change at midnight UTC in every worker. */
 static int
 daily_keys(const struct ticket_key **keys, size_t *n)
 {
-	time_t now = time(NULL);
+	long day = (long)(time(NULL) / ROTATE_SECS);
 
-	if (daily.n == 0 || now - daily.born >= ROTATE_SECS) {
-		struct ticket_key fresh;
-		if (RAND_bytes((unsigned char *)&fresh, sizeof(fresh)) != 1)
+	if (day != daily.day) {
+		if (tickets_init() < 0 || derive(day, &daily.key[0]) < 0 ||
+		    derive(day - 1, &daily.key[1]) < 0)
 			return -1;
-		if (daily.n > 0) {
-			daily.key[1] = daily.key[0];
-			daily.n = 2;
-		} else {
-			daily.n = 1;
-		}
-		daily.key[0] = fresh;
-		OPENSSL_cleanse(&fresh, sizeof(fresh));
-		daily.born = now;
+		daily.day = day;
 	}
 	*keys = daily.key;
-	*n = daily.n;
+	*n = 2;
 	return 0;
 }
 

@@ -14,6 +14,16 @@ void listener_init(struct server *srv);
  * nothing: on failure nothing changes, -1 is returned and ERR says why. */
 int listener_apply(struct server *srv, struct config *cfg, char *err, size_t errlen);
 
+/* listener_apply in two steps, for a master applying one configuration to
+ * the socket sets of all its workers at once: prepare binds what is new
+ * (on failure nothing changes, -1 with ERR); then either commit (closes
+ * what is no longer configured, points each listener at its service) or
+ * abort (closes what prepare bound). */
+int listener_prepare(struct server *srv, struct config *cfg, struct listener **plan, char *err,
+                     size_t errlen);
+void listener_commit(struct server *srv, struct config *cfg, struct listener *plan);
+void listener_abort(struct server *srv, struct listener *plan);
+
 /* Starts accepting on every listener. */
 void listener_start_all(struct server *srv);
 

@@ -1,6 +1,10 @@
 /* Counters per service, the count of dropped log lines, and a small
  * HTTP/1.0 listener serving them in the Prometheus text format at /metrics.
- * Counting is a few increments; the text is only built when scraped. */
+ * Counting is a few increments; the text is only built when scraped. The
+ * counters live in memory shared by all worker processes, so any worker
+ * answers a scrape with the totals; counters only ever grow (shared_add),
+ * and the sessions open now are counted per process, so that those of a
+ * worker that died can be forgotten. */
 #ifndef POSTERN_METRICS_H
 #define POSTERN_METRICS_H
 
@@ -9,6 +13,7 @@
 #include <ev.h>
 
 #include <postern/config.h>
+#include <postern/shared.h>
 
 enum metrics_hs { MH_TIMEOUT, MH_ERROR, MH_COUNT };
 enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
@@ -16,7 +21,7 @@ enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_COUNT };
 
 struct metrics_svc {
 	char name[64];
-	uint64_t connections, active, bytes_in, bytes_out;
+	uint64_t connections, bytes_in, bytes_out;
 	uint64_t handshake_failures[MH_COUNT];
 	uint64_t backend_errors[MB_COUNT];
 	uint64_t starttls_client, starttls_backend;
@@ -24,12 +29,28 @@ struct metrics_svc {
 	uint64_t refused[MR_COUNT];
 };
 
-/* The counters of service NAME; they outlive reloads. Never NULL. */
+/* The counters of service NAME; they outlive reloads. Never NULL. A name
+ * not seen before is added: only the process that forks the workers adds
+ * (metrics_apply, before forking); workers find what it added. */
 struct metrics_svc *metrics_service(const char *name);
 
+/* Sessions of M open in this process: +1 at start, -1 at the end. */
+void metrics_active(struct metrics_svc *m, int delta);
+
+/* Process slots for the open-session gauge: 0 is a single process's; the
+ * master gives each worker its own (1 .. METRICS_SLOTS-1) and clears it
+ * when the worker is gone, whatever it had open. */
+#define METRICS_SLOTS 1024
+void metrics_use_slot(int slot);
+void metrics_clear_slot(int slot);
+
 /* Serves /metrics on CFG's metrics address (or stops serving when unset);
- * keeps the socket when the address is unchanged. -1 with ERR on failure. */
+ * keeps the socket when the address is unchanged. -1 with ERR on failure.
+ * With LOOP NULL (the master of workers) the socket is only bound: each
+ * worker then serves it with metrics_start. */
 int metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t errlen);
+void metrics_start(struct ev_loop *loop);
+/* Stops serving and closes this process's copy of the socket. */
 void metrics_stop(struct ev_loop *loop);
 
 /* The exposition text (for tests); returns its length, written to DST. */

@@ -19,6 +19,9 @@ struct server {
 	struct session *sessions; /* all live sessions, for shutdown */
 	int active;               /* live sessions, against max_connections */
 	bool stopping;            /* SIGTERM received: no new sessions */
+	bool draining;            /* replaced on reload: exit when the last session ends */
+	bool worker;              /* one of several: SO_REUSEPORT sockets, config by the master */
+	bool quiet;               /* another worker's copy: do not log listeners */
 	ev_timer accept_pause;    /* EMFILE back-off */
 	ev_timer shutdown_timer;
 };

@@ -11,6 +11,10 @@
 void session_start(struct server *srv, struct config *cfg, const struct service *svc, int fd,
                    const struct sockaddr *peer, socklen_t peerlen);
 
+/* Makes the session id counter, shared with workers forked afterwards
+ * (otherwise made at the first session). */
+void session_ids_init(void);
+
 /* SIGTERM grace over: closes every live session with reason=shutdown. */
 void session_close_all(struct server *srv);
 

@@ -12,6 +12,11 @@
 
 struct ticket_keys;
 
+/* Makes the secret the random daily keys come from; call before forking
+ * workers so that they share it (otherwise made at the first ticket).
+ * -1 if the RNG fails. */
+int tickets_init(void);
+
 /* Reads the files PATHS[0..n). NULL with a message naming the file in ERR
  * and its index in *BAD on failure. */
 struct ticket_keys *tickets_load(char *const *paths, size_t n, char *err, size_t errlen,

@@ -229,7 +229,7 @@ start_postern() {
 	local d=$TMP/postern stls=""
 	mkdir -p "$d"
 	VERSION[postern]=$("$POSTERN" -V 2>&1 | head -n 1)
-	# STARTTLS: only if this postern accepts it (it is not supported yet in 0.1).
+	# STARTTLS: only if this postern accepts it (older builds did not).
 	alloc_port
 	local sp=$REPLY
 	cat >"$d/probe.ini" <<-EOF

@@ -133,11 +133,11 @@ class CommandLine(PosternTestCase):
         for good in (1, 6, 14, 15, 16, 17, 21, 22, 24):
             self.assertNotIn(good, got, "error reported at good line %d:\n%s" % (good, err))
 
-    def test_check_not_supported_yet(self):
+    def test_check_reports_every_error(self):
         e = env()
         text = (
             "[global]\n"
-            "workers = 2\n"                      # 2
+            "workers = 0\n"                      # 2: out of range
             "ticket_keys = /nonexistent/k1\n"    # 3: cannot be read
             "\n"
             "[imap]\n"                           # 5
@@ -157,7 +157,8 @@ class CommandLine(PosternTestCase):
         for line in (12, 13):
             self.assertNotRegex(err, r"(?m)^%s:%d: " % (re.escape(p.conf), line), err)
         self.assertRegex(err, r"(?m)^%s:3: ticket_keys: cannot read /nonexistent/k1" % re.escape(p.conf), err)
-        self.assertRegex(err, r"(?m)^%s:2: .*not supported yet" % re.escape(p.conf), err)
+        self.assertRegex(err, r"(?m)^%s:2: workers = 0: invalid value" % re.escape(p.conf), err)
+        self.assertNotIn("not supported yet", err)
 
     def test_check_long_line(self):
         """inih cuts lines at ~200 bytes: a long line must be an error at its

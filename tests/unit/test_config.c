@@ -214,7 +214,7 @@ test_global_bad_values(void **state)
 	              "log_format = xml\n"
 	              "shutdown_timeout = -1\n"
 	              "user =\n" SVC,
-	              "t.ini:2: workers = 0: invalid value (expected auto or 1 to 1024)\n"
+	              "t.ini:2: workers = 0: invalid value (expected auto or 1 to 512)\n"
 	              "t.ini:3: max_connections = 0: invalid value (expected an integer from 1 to "
 	              "1000000)\n"
 	              "t.ini:4: log_level = loud: invalid value (expected error, warn, info or "
@@ -226,7 +226,7 @@ test_global_bad_values(void **state)
 	expect_errors("[global]\nmax_connections = 99999999999999999999\nworkers = x\n" SVC,
 	              "t.ini:2: max_connections = 99999999999999999999: invalid value (expected an "
 	              "integer from 1 to 1000000)\n"
-	              "t.ini:3: workers = x: invalid value (expected auto or 1 to 1024)\n");
+	              "t.ini:3: workers = x: invalid value (expected auto or 1 to 512)\n");
 }
 
 static void
@@ -571,17 +571,25 @@ test_cross_key_rules(void **state)
 }
 
 static void
-test_not_supported_yet(void **state)
+test_workers_values(void **state)
 {
-	static const char *const global[] = {"workers = 2", "workers = auto"};
-	char text[512], want[256];
+	struct config *cfg;
 
 	(void)state;
-	for (size_t i = 0; i < sizeof(global) / sizeof(global[0]); i++) {
-		snprintf(text, sizeof(text), "[global]\n%s\n" SVC, global[i]);
-		snprintf(want, sizeof(want), "t.ini:2: %s: not supported yet\n", global[i]);
-		expect_errors(text, want);
-	}
+	cfg = load_ok("[global]\nworkers = 512\n" SVC);
+	assert_int_equal(cfg->workers, 512);
+	config_unref(cfg);
+	cfg = load_ok("[global]\nworkers = auto\n" SVC);
+	assert_int_equal(cfg->workers, 0);
+	config_unref(cfg);
+	expect_errors("[global]\nworkers = 513\n" SVC,
+	              "t.ini:2: workers = 513: invalid value (expected auto or 1 to 512)\n");
+}
+
+static void
+test_keys_needing_others(void **state)
+{
+	(void)state;
 	/* Opaque TCP has no commands to log. */
 	expect_errors("[a]\nprotocol = raw\nlisten = 127.0.0.1:25\nbackend = 127.0.0.1:2525\n"
 	              "tls = off\nlog_commands = yes\ncapture_dir = /tmp/cap\n",
@@ -847,7 +855,8 @@ main(void)
 	        cmocka_unit_test(test_no_services),
 	        cmocka_unit_test(test_missing_required),
 	        cmocka_unit_test(test_cross_key_rules),
-	        cmocka_unit_test(test_not_supported_yet),
+	        cmocka_unit_test(test_workers_values),
+	        cmocka_unit_test(test_keys_needing_others),
 	        cmocka_unit_test(test_duplicate_listen),
 	        cmocka_unit_test(test_line_too_long),
 	        cmocka_unit_test(test_continuation_lines),

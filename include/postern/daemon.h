@@ -1,0 +1,34 @@
+/* The life of a serving process: start-up steps shared by a single process
+ * and the master of workers, and the event loop that serves connections. */
+#ifndef POSTERN_DAEMON_H
+#define POSTERN_DAEMON_H
+
+#include <postern/config.h>
+#include <postern/server.h>
+
+enum { DAEMON_EXIT_CONFIG = 1, DAEMON_EXIT_RUNTIME = 2 };
+
+/* Loads PATH, sending any errors to the log line by line; NULL on errors. */
+struct config *daemon_load(const char *path);
+
+/* Opens CFG's key log and says loudly what it and other debugging keys
+ * expose. */
+void daemon_open_keylog(const struct config *cfg);
+
+/* Raises the descriptor limit to its maximum; warns if max_connections
+ * needs more. */
+void daemon_raise_fd_limit(const struct config *cfg);
+
+int daemon_drop_privileges(const struct config *cfg);
+int daemon_write_pidfile(const char *path);
+
+/* workers = 1: binds, writes the pidfile, drops privileges and serves until
+ * stopped; reloads PATH on SIGHUP. Takes CFG. Returns the exit status. */
+int daemon_serve(struct config *cfg, const char *path);
+
+/* A worker: serves the listeners SRV holds (bound by the master) with
+ * SRV->cfg until SIGTERM, or until its last session ends after SIGUSR2
+ * (replaced on reload). Returns the exit status. */
+int daemon_run_worker(struct server *srv);
+
+#endif

@@ -1,0 +1,22 @@
+/* workers > 1: a master process that binds one SO_REUSEPORT socket per
+ * worker and address, forks the workers, replaces one that dies, and on
+ * SIGHUP starts a new set with the new configuration while the old set
+ * finishes its sessions. */
+#ifndef POSTERN_WORKERS_H
+#define POSTERN_WORKERS_H
+
+#include <postern/config.h>
+
+/* Most workers one configuration may ask for; two sets of them overlap
+ * during a reload. */
+#define WORKERS_MAX 512
+
+/* The number of workers CFG asks for: its count, or for auto the CPUs this
+ * process may run on. */
+int workers_count(const struct config *cfg);
+
+/* Runs the master until SIGTERM/SIGINT and the workers' exit; reloads PATH
+ * on SIGHUP. Takes CFG. Returns the exit status. */
+int workers_run(struct config *cfg, const char *path);
+
+#endif

@@ -1,0 +1,383 @@
+/* The master of workers. It never touches a connection: it binds the
+ * sockets (one set per worker, so that a worker's replacement takes over
+ * what the kernel queued for it), forks, waits for signals with
+ * sigtimedwait (no handlers, no event loop), replaces workers that die and
+ * swaps the whole set on reload. What workers must share (metrics, session
+ * ids, the random ticket key) is made before the first fork. */
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <postern/daemon.h>
+#include <postern/listener.h>
+#include <postern/log.h>
+#include <postern/metrics.h>
+#include <postern/server.h>
+#include <postern/session.h>
+#include <postern/tickets.h>
+#include <postern/tls.h>
+#include <postern/workers.h>
+
+/* A worker that dies this soon after its start is replaced only after as
+ * long again: a worker that cannot run must not become a fork loop. */
+#define RESPAWN_DELAY 1.0
+/* After shutdown_timeout, the workers get this long before SIGKILL. */
+#define KILL_GRACE 10.0
+
+struct proc {
+	pid_t pid; /* 0: slot free */
+	int index; /* its place in its set, from 0 */
+	unsigned gen;
+	double started;
+};
+
+/* Static, so that a worker's copy of it is reachable until it exits. */
+static struct {
+	struct config *cfg;
+	const char *path;
+	unsigned gen; /* bumped by each reload */
+	int n;        /* workers of the current set */
+	int nsets;    /* socket sets bound */
+	struct server sets[WORKERS_MAX];
+	struct proc procs[METRICS_SLOTS]; /* by metrics slot; 0 unused */
+	double respawn_at[WORKERS_MAX];   /* 0: nothing pending */
+	bool stopping;
+	bool pidfile_written;
+	double kill_at;
+	pid_t self;
+	sigset_t sigs;
+} m;
+
+static double
+now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+int
+workers_count(const struct config *cfg)
+{
+	cpu_set_t cpus;
+	long n;
+
+	if (cfg->workers > 0)
+		return cfg->workers;
+	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
+		n = CPU_COUNT(&cpus);
+	else
+		n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (int)n;
+}
+
+static int
+live(void)
+{
+	int n = 0;
+
+	for (int i = 1; i < METRICS_SLOTS; i++)
+		n += m.procs[i].pid != 0;
+	return n;
+}
+
+static void
+signal_all(int sig, bool old_only)
+{
+	for (int i = 1; i < METRICS_SLOTS; i++)
+		if (m.procs[i].pid != 0 && (!old_only || m.procs[i].gen != m.gen))
+			kill(m.procs[i].pid, sig);
+}
+
+static void __attribute__((noreturn)) child(int index, int slot)
+{
+	struct server *srv = &m.sets[index];
+
+	/* Terminal signals go to the master alone, which passes them on. */
+	setpgid(0, 0);
+	/* A master gone (even by SIGKILL) stops its workers. */
+	prctl(PR_SET_PDEATHSIG, SIGTERM);
+	if (getppid() != m.self)
+		_exit(0);
+	metrics_use_slot(slot);
+	for (int j = 0; j < m.nsets; j++)
+		if (j != index)
+			listener_close_all(&m.sets[j]);
+	srv->cfg = m.cfg; /* the worker's own reference now */
+	m.cfg = NULL;
+	exit(daemon_run_worker(srv));
+}
+
+static void
+spawn(int index)
+{
+	int slot = 1;
+	pid_t pid;
+
+	while (slot < METRICS_SLOTS && m.procs[slot].pid != 0)
+		slot++;
+	if (slot == METRICS_SLOTS) {
+		log_msg(LOG_ERR,
+		        "cannot start worker %d: %d worker processes alive; retrying in 1s",
+		        index + 1, METRICS_SLOTS - 1);
+		m.respawn_at[index] = now() + RESPAWN_DELAY;
+		return;
+	}
+	pid = fork();
+	if (pid < 0) {
+		log_msg(LOG_ERR, "cannot start worker %d: %s; retrying in 1s", index + 1,
+		        strerror(errno));
+		m.respawn_at[index] = now() + RESPAWN_DELAY;
+		return;
+	}
+	if (pid == 0)
+		child(index, slot);
+	metrics_clear_slot(slot);
+	m.procs[slot] = (struct proc){pid, index, m.gen, now()};
+	m.respawn_at[index] = 0;
+	log_msg(LOG_INFO, "worker %d started pid=%ld", index + 1, (long)pid);
+}
+
+static void
+reap(void)
+{
+	int st, slot;
+	pid_t pid;
+
+	while ((pid = waitpid(-1, &st, WNOHANG)) > 0) {
+		char how[64];
+		struct proc p;
+
+		for (slot = 1; slot < METRICS_SLOTS && m.procs[slot].pid != pid; slot++)
+			;
+		if (slot == METRICS_SLOTS)
+			continue;
+		p = m.procs[slot];
+		m.procs[slot].pid = 0;
+		/* Its open sessions are gone with it. */
+		metrics_clear_slot(slot);
+		if (p.gen != m.gen) {
+			log_msg(LOG_INFO,
+			        "worker %d pid=%ld of the previous configuration finished",
+			        p.index + 1, (long)pid);
+			continue;
+		}
+		if (m.stopping)
+			continue;
+		if (WIFSIGNALED(st))
+			snprintf(how, sizeof(how), "killed by signal %d", WTERMSIG(st));
+		else
+			snprintf(how, sizeof(how), "exited with status %d", WEXITSTATUS(st));
+		if (now() - p.started < RESPAWN_DELAY) {
+			log_msg(LOG_WARNING, "worker %d pid=%ld %s; starting a new one in 1s",
+			        p.index + 1, (long)pid, how);
+			m.respawn_at[p.index] = now() + RESPAWN_DELAY;
+		} else {
+			log_msg(LOG_WARNING, "worker %d pid=%ld %s; starting a new one",
+			        p.index + 1, (long)pid, how);
+			spawn(p.index);
+		}
+	}
+}
+
+static void
+init_set(int i)
+{
+	memset(&m.sets[i], 0, sizeof(m.sets[i]));
+	m.sets[i].worker = true;
+	m.sets[i].quiet = i > 0;
+}
+
+/* The new configuration gets new workers on the same sockets; the old ones
+ * stop accepting and finish their sessions. All or nothing, as for one
+ * process: a configuration that cannot be applied changes nothing. */
+static void
+reload(void)
+{
+	struct listener *plan[WORKERS_MAX];
+	struct config *cfg = daemon_load(m.path);
+	char err[512];
+	int n, i;
+
+	if (cfg == NULL) {
+		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
+		return;
+	}
+	n = workers_count(cfg);
+	for (i = 0; i < n; i++) {
+		if (i >= m.nsets)
+			init_set(i);
+		if (listener_prepare(&m.sets[i], cfg, &plan[i], err, sizeof(err)) < 0)
+			break;
+	}
+	if (i < n) {
+		while (i-- > 0)
+			listener_abort(&m.sets[i], plan[i]);
+		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
+		config_unref(cfg);
+		return;
+	}
+	for (i = 0; i < n; i++)
+		listener_commit(&m.sets[i], cfg, plan[i]);
+	for (; i < m.nsets; i++)
+		listener_close_all(&m.sets[i]);
+	m.nsets = n;
+	if (log_configure(cfg, err, sizeof(err)) < 0)
+		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
+	if (metrics_apply(NULL, cfg, err, sizeof(err)) < 0)
+		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
+	daemon_open_keylog(cfg);
+	tickets_use(cfg->tickets);
+	config_unref(m.cfg);
+	m.cfg = cfg;
+	m.n = n;
+	m.gen++;
+	for (i = 0; i < WORKERS_MAX; i++)
+		m.respawn_at[i] = 0;
+	for (i = 0; i < n; i++)
+		spawn(i);
+	signal_all(SIGUSR2, true);
+	log_msg(LOG_INFO, "configuration reloaded");
+}
+
+static void
+stop(void)
+{
+	if (!m.stopping) {
+		m.stopping = true;
+		log_msg(LOG_INFO, "shutting down: stopping %d workers", live());
+		for (int i = 0; i < m.nsets; i++)
+			listener_close_all(&m.sets[i]);
+		metrics_stop(NULL);
+		m.kill_at = now() + m.cfg->shutdown_timeout + KILL_GRACE;
+	}
+	/* A second signal reaches the workers as a second one too. */
+	signal_all(SIGTERM, false);
+}
+
+static void
+tick(void)
+{
+	double t = now();
+
+	if (m.stopping) {
+		if (m.kill_at > 0 && t >= m.kill_at && live() > 0) {
+			log_msg(LOG_ERR,
+			        "workers still running after shutdown_timeout: killing them");
+			signal_all(SIGKILL, false);
+			m.kill_at = 0;
+		}
+		return;
+	}
+	for (int i = 0; i < m.n; i++)
+		if (m.respawn_at[i] > 0 && t >= m.respawn_at[i])
+			spawn(i);
+}
+
+static int
+start(void)
+{
+	char err[512];
+
+	daemon_raise_fd_limit(m.cfg);
+	daemon_open_keylog(m.cfg);
+	tickets_use(m.cfg->tickets);
+	if (tickets_init() < 0) {
+		log_msg(LOG_ERR, "cannot make a ticket key: no randomness");
+		return DAEMON_EXIT_RUNTIME;
+	}
+	session_ids_init();
+	for (m.nsets = 0; m.nsets < m.n; m.nsets++) {
+		init_set(m.nsets);
+		if (listener_apply(&m.sets[m.nsets], m.cfg, err, sizeof(err)) < 0) {
+			log_msg(LOG_ERR, "%s", err);
+			return DAEMON_EXIT_RUNTIME;
+		}
+	}
+	if (metrics_apply(NULL, m.cfg, err, sizeof(err)) < 0) {
+		log_msg(LOG_ERR, "%s", err);
+		return DAEMON_EXIT_RUNTIME;
+	}
+	if (m.cfg->pidfile) {
+		if (daemon_write_pidfile(m.cfg->pidfile) < 0)
+			return DAEMON_EXIT_RUNTIME;
+		m.pidfile_written = true;
+	}
+	if (daemon_drop_privileges(m.cfg) < 0)
+		return DAEMON_EXIT_RUNTIME;
+	return 0;
+}
+
+int
+workers_run(struct config *cfg, const char *path)
+{
+	char *pidfile = cfg->pidfile ? strdup(cfg->pidfile) : NULL;
+	int rc;
+
+	m.cfg = cfg;
+	m.path = path;
+	m.self = getpid();
+	m.n = workers_count(cfg);
+	/* Blocked from here on, taken by sigtimedwait; workers unblock them
+	 * once their handlers are in place. */
+	signal(SIGCHLD, SIG_DFL);
+	sigemptyset(&m.sigs);
+	sigaddset(&m.sigs, SIGCHLD);
+	sigaddset(&m.sigs, SIGHUP);
+	sigaddset(&m.sigs, SIGTERM);
+	sigaddset(&m.sigs, SIGINT);
+	sigaddset(&m.sigs, SIGUSR1);
+	sigaddset(&m.sigs, SIGUSR2);
+	sigprocmask(SIG_BLOCK, &m.sigs, NULL);
+	rc = start();
+	if (rc == 0) {
+		log_msg(LOG_INFO, "postern %s started workers=%d", POSTERN_VERSION, m.n);
+		for (int i = 0; i < m.n; i++)
+			spawn(i);
+		while (!m.stopping || live() > 0) {
+			struct timespec wait = {0, 250 * 1000 * 1000};
+			siginfo_t info;
+
+			switch (sigtimedwait(&m.sigs, &info, &wait)) {
+			case SIGHUP:
+				if (!m.stopping)
+					reload();
+				break;
+			case SIGTERM:
+			case SIGINT:
+				stop();
+				break;
+			case SIGUSR1:
+				log_reopen();
+				log_msg(LOG_INFO, "log file reopened");
+				signal_all(SIGUSR1, false);
+				break;
+			default: /* SIGCHLD, a timeout */
+				break;
+			}
+			reap();
+			tick();
+		}
+		log_msg(LOG_INFO, "stopped");
+	}
+	for (int i = 0; i < m.nsets; i++)
+		listener_close_all(&m.sets[i]);
+	metrics_stop(NULL);
+	if (m.pidfile_written && unlink(pidfile) < 0)
+		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
+	free(pidfile);
+	tickets_use(NULL);
+	config_unref(m.cfg);
+	tls_keylog_open(NULL);
+	log_detach_loop();
+	return rc;
+}
