@@ -604,8 +604,9 @@ NOTES=$TMP/notes
 : >"$NOTES"
 
 # Records one value: row name value [proxy-cpu [saturation [extra [busy]]]]
-# (see load_stats); "-1" or "-" when not applicable.
-record() { echo "$3 ${4:--1} ${5:--1} ${6:--} ${7:--1}" >>"$TMP/res/$1.$2"; }
+# (see load_stats); "-1" or "-" when not applicable. The repetition's
+# number ends the line, for the paired ratios.
+record() { echo "$3 ${4:--1} ${5:--1} ${6:--} ${7:--1} ${rep:-0}" >>"$TMP/res/$1.$2"; }
 
 # Runs the load generator against a proxy; prints its result line.
 run_loadgen() { # name logfile seconds args...
@@ -852,6 +853,42 @@ stats() {
 		}' "$1"
 }
 
+# postern against one peer on a row: the median, over the runs in which both
+# were measured, of postern's figure divided by the peer's in the same run
+# ("cpu": per second of proxy CPU). The machine's capacity drifts by tens of
+# percent over minutes, much less between neighbouring measurements of one
+# run, so pairing leaves far less noise in the ratio than dividing medians.
+paired_ratio() { # row peer [cpu]
+	local p=$TMP/res/$1.postern q=$TMP/res/$1.$2
+	[[ -s $p && -s $q ]] || return 1
+	awk -v percpu="${3:-}" '
+		function val(v, c) { return percpu != "" ? (c > 0 ? v / c : -1) : v }
+		NR == FNR { if (NF >= 6) a[$6] = val($1, $2); next }
+		NF >= 6 && ($6 in a) && a[$6] > 0 { x = val($1, $2); if (x > 0) r[++n] = a[$6] / x }
+		END {
+			if (n == 0) exit 1
+			for (i = 2; i <= n; i++) { t = r[i]; for (j = i - 1; j >= 1 && r[j] > t; j--) r[j + 1] = r[j]; r[j + 1] = t }
+			printf "%.2f", (n % 2) ? r[(n + 1) / 2] : (r[n / 2] + r[n / 2 + 1]) / 2
+		}' "$p" "$q"
+}
+
+# The ratio against the toughest peer: the lowest paired ratio in the
+# throughput rows, the highest in the rows where lower is better. Sets
+# REPLY, or fails when no peer was measured with postern.
+ratio_vs_best() { # row [cpu]
+	local name r best=""
+	for name in "${COLS[@]}"; do
+		[[ $name == postern ]] && continue
+		r=$(paired_ratio "$1" "$name" "${2:-}") || continue
+		if [[ -z $best ]] || { lower_is_better "$1" && awk -v a="$r" -v b="$best" 'BEGIN {exit !(a > b)}'; } ||
+			{ ! lower_is_better "$1" && awk -v a="$r" -v b="$best" 'BEGIN {exit !(a < b)}'; }; then
+			best=$r
+		fi
+	done
+	[[ -n $best ]] || return 1
+	REPLY=$best
+}
+
 COLS=("${PROXIES[@]}")
 has_direct=0
 [[ " ${OUT_ROWS[*]} " == *" lat50 "* ]] && has_direct=1
@@ -873,7 +910,6 @@ star=0 dagger=0 ddagger=0
 	printf -- '---:|\n'
 	for row in "${OUT_ROWS[@]}"; do
 		printf '| %s |' "${ROW_LABEL[$row]}"
-		best="" pm=""
 		for name in "${COLS[@]}"; do
 			f=$TMP/res/$row.$name
 			if s=$(stats "$f"); then
@@ -894,12 +930,6 @@ star=0 dagger=0 ddagger=0
 				fi
 				((cnt < REPS_DONE)) && cell+=" ($cnt of $REPS_DONE runs)"
 				printf ' %s |' "$cell"
-				if [[ $name == postern ]]; then
-					pm=$med
-				elif [[ -z $best ]] || { lower_is_better "$row" && awk -v a="$med" -v b="$best" 'BEGIN {exit !(a < b)}'; } ||
-					{ ! lower_is_better "$row" && awk -v a="$med" -v b="$best" 'BEGIN {exit !(a > b)}'; }; then
-					best=$med
-				fi
 			elif [[ $row == stls && $name == postern && -z ${PORT_STLS[postern]:-} && -z ${NA[postern]:-} ]]; then
 				printf ' n/a (not supported yet) |'
 			elif [[ $row == stls && $name != postern && $name != nginx ]]; then
@@ -916,8 +946,8 @@ star=0 dagger=0 ddagger=0
 				printf ' |'
 			fi
 		fi
-		if [[ -n $pm && -n $best ]] && awk -v b="$best" 'BEGIN {exit !(b > 0)}'; then
-			ratio=$(awk -v a="$pm" -v b="$best" 'BEGIN {printf "%.2f", a / b}')
+		if ratio_vs_best "$row"; then
+			ratio=$REPLY
 			printf ' %s |\n' "$ratio"
 			# label, ratio, 1 when the ratio favours postern
 			printf '"%s" %s %d\n' "${ROW_LABEL[$row]}" "$ratio" \
@@ -930,14 +960,16 @@ star=0 dagger=0 ddagger=0
 	echo "Median of $REPS_DONE runs of ${SECS} s each (round trips ${LAT_SECS} s; after ${WARMUP} s of warm-up), (min–max) across runs."
 	echo "Runs interleaved: each repetition measures every row for every proxy in turn (order rotating), so that drift"
 	echo "and other load on the shared machine spread over all proxies alike."
-	echo "Ratios are postern's median divided by the best peer's: above 1 is better for postern in the"
-	echo "throughput rows, below 1 is better in the rows marked \"lower is better\"."
+	echo "Ratios are paired: for each peer, the median over the runs of postern's figure divided by that peer's in the"
+	echo "same run (neighbouring measurements, so that the machine's drift between runs cancels), and of those the one"
+	echo "least favourable to postern. Above 1 is better for postern in the throughput rows, below 1 in the rows marked"
+	echo "\"lower is better\"."
 	((star)) && echo "\\* the proxy was not the bottleneck: its CPU use (utime+stime from /proc/PID/stat over the measured window, as a share of what the hypervisor left of its core, median of the runs) was below ${CPU_OK} %; the load generator's core was the limit, so the figure understates the proxy: compare the per-CPU-second table below."
 	((dagger)) && echo "† fewer than 95 % of the handshakes were resumptions: not a resumption rate."
 	((ddagger)) && echo "‡ a shared machine: in the median run, other processes and the hypervisor (steal) took ${BUSY_MAX} % or more of one of the two cores; the figure is lower than on a quiet machine (and so is every figure measured at the same time)." 
 	echo
 	# Proxy CPU use and per-CPU-second rates for the throughput rows.
-	echo "Proxy CPU use (median, % of one core) and throughput per second of proxy CPU (median rate ÷ CPU use):"
+	echo "Proxy CPU use (median, % of one core) and throughput per second of proxy CPU (median rate ÷ CPU use; ratios paired as above):"
 	echo
 	printf '| measurement |'
 	for name in "${COLS[@]}"; do printf ' %s |' "${LABEL[$name]:-$name}"; done
@@ -947,18 +979,12 @@ star=0 dagger=0 ddagger=0
 	for row in "${OUT_ROWS[@]}"; do
 		[[ $row == lat* || $row == idle* ]] && continue
 		printf '| %s |' "${ROW_LABEL[$row]}"
-		best="" pm=""
 		for name in "${COLS[@]}"; do
 			if s=$(stats "$TMP/res/$row.$name"); then
 				read -r med _ _ cpu _ _ _ <<<"$s"
 				if awk -v c="$cpu" 'BEGIN {exit !(c > 0)}'; then
 					pc=$(awk -v m="$med" -v c="$cpu" 'BEGIN {printf "%.1f", m / (c / 100)}')
 					printf ' %s %% → %s |' "$(fmt_num "$cpu")" "$(fmt_num "$pc")"
-					if [[ $name == postern ]]; then
-						pm=$pc
-					elif [[ -z $best ]] || awk -v a="$pc" -v b="$best" 'BEGIN {exit !(a > b)}'; then
-						best=$pc
-					fi
 				else
 					printf ' ? |'
 				fi
@@ -966,8 +992,8 @@ star=0 dagger=0 ddagger=0
 				printf ' n/a |'
 			fi
 		done
-		if [[ -n $pm && -n $best ]]; then
-			printf ' %s |\n' "$(awk -v a="$pm" -v b="$best" 'BEGIN {printf "%.2f", a / b}')"
+		if ratio_vs_best "$row" cpu; then
+			printf ' %s |\n' "$REPLY"
 		else
 			printf ' n/a |\n'
 		fi
@@ -1023,7 +1049,7 @@ if command -v gnuplot >/dev/null 2>&1 && [[ -s $CHART ]]; then
 	cat >"$TMP/ratios.gp" <<-EOF
 		set terminal svg size 960,$((130 + 36 * n)) dynamic font "sans,12" background rgb "white"
 		set output "$SVG"
-		set title "postern ÷ best peer (median of $REPS_DONE runs)"
+		set title "postern ÷ best peer (paired, median of $REPS_DONE runs)"
 		set label "green: postern ahead, red: behind (rows marked lower is better: below 1 is ahead)" at screen 0.01, screen 0.025 font "sans,10"
 		set bmargin 5
 		set style fill solid 0.85 border -1
