@@ -283,6 +283,24 @@ tick(void)
 			spawn(i);
 }
 
+/* How long the master may sleep: until the next replacement or SIGKILL is
+ * due, else until a signal comes (an hour, then it looks again). */
+static struct timespec
+until_due(void)
+{
+	double t = now(), due = t + 3600;
+
+	for (int i = 0; i < m.n; i++)
+		if (m.respawn_at[i] > 0 && m.respawn_at[i] < due)
+			due = m.respawn_at[i];
+	if (m.stopping && m.kill_at > 0 && m.kill_at < due)
+		due = m.kill_at;
+	due = due > t ? due - t : 0;
+	/* A little late rather than early: no busy loop around the deadline. */
+	due += 0.001;
+	return (struct timespec){(time_t)due, (long)((due - (double)(time_t)due) * 1e9)};
+}
+
 static int
 start(void)
 {
@@ -344,7 +362,7 @@ workers_run(struct config *cfg, const char *path)
 		for (int i = 0; i < m.n; i++)
 			spawn(i);
 		while (!m.stopping || live() > 0) {
-			struct timespec wait = {0, 250 * 1000 * 1000};
+			struct timespec wait = until_due();
 			siginfo_t info;
 
 			switch (sigtimedwait(&m.sigs, &info, &wait)) {
