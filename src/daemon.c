@@ -22,6 +22,7 @@
 #include <postern/session.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
+#include <postern/workers.h>
 
 static const char *config_path;
 
@@ -99,6 +100,12 @@ reload(struct server *srv)
 		config_unref(cfg);
 		return;
 	}
+	/* One process cannot turn into a master of workers in place. */
+	if (workers_count(cfg) > 1)
+		log_msg(LOG_WARNING,
+		        "workers = %d takes effect at the next start; until then one "
+		        "process serves",
+		        workers_count(cfg));
 	if (log_configure(cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
 	if (metrics_apply(srv->loop, cfg, err, sizeof(err)) < 0)

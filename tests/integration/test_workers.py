@@ -738,3 +738,21 @@ class Workers(PosternTestCase):
                     self.assertEqual(children(p.pid), set(), "a single process expected")
                     self.assertFalse(self.matches(p, STARTED_RE), "worker processes with one worker")
                 p.stop()
+
+    def test_single_process_reload_to_workers_warns(self):
+        """A single process cannot become a master in place: a reload asking
+        for workers says it takes effect at the next start, and the one
+        process goes on serving with the rest of the new configuration."""
+        p = self.postern(start=False)
+        p.write_config([("imap", svc("imap", tls="off"))], {"workers": 1})
+        p.start()
+        before = p.pid
+        self.served(p.port())
+        p.write_config([("imap", svc("imap", tls="off", port=p.port()))], {"workers": 2})
+        p.signal(signal.SIGHUP)
+        p.wait_for(contains="configuration reloaded")
+        p.wait_for(level="warn", contains="workers = 2 takes effect at the next start")
+        self.assertEqual(children(before), set(), "a single process turned into a master")
+        self.served(p.port())
+        p.stop()
+
