@@ -136,7 +136,10 @@ stop_accepting(struct server *srv, double grace)
 {
 	srv->stopping = true;
 	listener_close_all(srv);
-	metrics_stop(srv->loop);
+	/* A draining worker leaves /metrics to the new set; a shutdown keeps
+	 * it served while sessions finish. */
+	if (srv->draining)
+		metrics_stop(srv->loop);
 	if (srv->active == 0) {
 		ev_break(srv->loop, EVBREAK_ALL);
 		return;
@@ -170,10 +173,17 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 			stop_accepting(srv, -1);
 		}
 		break;
+	case SIGQUIT:
+		/* A worker's "stop waiting", from its master. */
+		on_shutdown_timer(loop, &srv->shutdown_timer, 0);
+		break;
 	default:
 		if (srv->stopping && !srv->draining) {
-			/* A second signal: stop waiting. */
-			on_shutdown_timer(loop, &srv->shutdown_timer, 0);
+			/* A second signal stops waiting; a worker takes that from
+			 * its master alone (SIGQUIT), so that a SIGTERM sent to
+			 * every process at once is not taken for a second one. */
+			if (!srv->worker)
+				on_shutdown_timer(loop, &srv->shutdown_timer, 0);
 			return;
 		}
 		srv->draining = false;
@@ -270,9 +280,9 @@ daemon_write_pidfile(const char *path)
 static int
 run(struct server *srv, int (*bind)(struct server *))
 {
-	enum { NSIG_HANDLED = 5 };
+	enum { NSIG_HANDLED = 6 };
 	ev_signal sigs[NSIG_HANDLED];
-	const int signums[NSIG_HANDLED] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2};
+	const int signums[NSIG_HANDLED] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGQUIT};
 	sigset_t all;
 	int rc = 0;
 
@@ -286,6 +296,8 @@ run(struct server *srv, int (*bind)(struct server *))
 	 * blocked by its master; what came meanwhile is delivered now. */
 	sigemptyset(&all);
 	for (int i = 0; i < NSIG_HANDLED; i++) {
+		if (signums[i] == SIGQUIT && !srv->worker)
+			continue; /* a single process keeps SIGQUIT's default */
 		ev_signal_init(&sigs[i], on_signal, signums[i]);
 		sigs[i].data = srv;
 		ev_signal_start(srv->loop, &sigs[i]);
@@ -309,6 +321,7 @@ out:
 	listener_close_all(srv);
 	metrics_stop(srv->loop);
 	tickets_use(NULL);
+	tickets_wipe();
 	config_unref(srv->cfg);
 	tls_keylog_open(NULL);
 	log_detach_loop();

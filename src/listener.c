@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/fsuid.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -107,11 +108,26 @@ on_accept(struct ev_loop *loop, ev_io *w, int revents)
 	}
 }
 
+/* Owner of workers' sockets: see listener_set_owner. */
+static uid_t owner = (uid_t)-1;
+
+void
+listener_set_owner(uid_t uid)
+{
+	owner = uid;
+}
+
 static int
 open_socket(const struct sockaddr_ex *a, bool reuseport, char *err, size_t errlen)
 {
+	bool as_owner = reuseport && owner != (uid_t)-1;
+	/* A socket belongs to the file-system uid that makes it. */
+	uid_t prev = as_owner ? (uid_t)setfsuid(owner) : 0;
 	int fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	int one = 1;
+
+	if (as_owner)
+		setfsuid(prev);
 
 	if (fd < 0) {
 		snprintf(err, errlen, "socket for %s: %s", a->text, strerror(errno));

@@ -83,13 +83,20 @@ metrics_active(struct metrics_svc *m, int delta)
 }
 
 void
-metrics_use_slot(int slot)
+metrics_reserve_slot(int slot)
 {
 	struct table *t = table();
 
-	my_slot = slot;
+	metrics_clear_slot(slot);
+	/* Only the master writes it, and before the worker exists. */
 	if ((uint32_t)slot >= __atomic_load_n(&t->slots_used, __ATOMIC_RELAXED))
-		__atomic_store_n(&t->slots_used, (uint32_t)slot + 1, __ATOMIC_RELAXED);
+		__atomic_store_n(&t->slots_used, (uint32_t)slot + 1, __ATOMIC_RELEASE);
+}
+
+void
+metrics_use_slot(int slot)
+{
+	my_slot = slot;
 }
 
 void
@@ -219,7 +226,7 @@ respond(struct scrape *c)
 	                         "Content-Type: text/plain; version=0.0.4\r\n"
 	                         "Connection: close\r\n\r\n";
 	static const char nf[] = "HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\nnot found\n";
-	size_t cap = 4096 + (table()->nservices + 1) * 2048;
+	size_t cap = 4096 + (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 2048;
 
 	c->resp = malloc(cap);
 	if (c->resp == NULL)

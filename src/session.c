@@ -1051,7 +1051,7 @@ session_ids_init(void)
 		return;
 	next_id = shared_area(sizeof(*next_id));
 	if (RAND_bytes((unsigned char *)next_id, sizeof(*next_id)) != 1)
-		*next_id = (uint32_t)getpid() << 16;
+		*next_id = (uint32_t)getpid();
 	*next_id &= 0xffff; /* short ids read better; they grow as needed */
 }
 

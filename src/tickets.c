@@ -27,13 +27,17 @@ struct ticket_keys {
 };
 
 static const struct ticket_keys *in_use; /* from files; NULL: random */
-/* The random keys are derived from a secret made once, before workers are
- * forked: every worker computes the same key for the same day without
- * talking to the others. */
-static unsigned char seed[32];
+/* The random keys come from a secret made once, before workers are forked,
+ * and replaced by a one-way function of itself each day (the old one is
+ * wiped): every worker computes the same key for the same day without
+ * talking to the others, and what is in memory today cannot give back the
+ * keys of tickets older than yesterday. */
+static unsigned char seed[32]; /* the secret of seed_day */
+static long seed_day;
 static int seeded;
 static struct {
 	struct ticket_key key[2]; /* today's, yesterday's */
+	size_t n;
 	long day;
 } daily = {.day = -1};
 static EVP_CIPHER *aes; /* fetched once, not per ticket */
@@ -93,51 +97,115 @@ tickets_use(const struct ticket_keys *k)
 	in_use = k && k->n > 0 ? k : NULL;
 }
 
+static long
+today(void)
+{
+	return (long)(time(NULL) / ROTATE_SECS);
+}
+
 int
 tickets_init(void)
 {
-	if (!seeded && RAND_priv_bytes(seed, sizeof(seed)) != 1)
+	if (seeded)
+		return 0;
+	if (RAND_priv_bytes(seed, sizeof(seed)) != 1)
 		return -1;
+	seed_day = today();
 	seeded = 1;
 	return 0;
 }
 
-/* Key DAY: HMAC-SHA256(seed, label | day | block), blocks cut to size. */
 static int
-derive(long day, struct ticket_key *k)
+hmac_seed(const char *label, unsigned char out[32])
 {
-	unsigned char out[3 * 32], msg[32];
 	size_t len;
-	int n;
 
-	for (int i = 0; i < 3; i++) {
-		n = snprintf((char *)msg, sizeof(msg), "postern ticket %ld %d", day, i);
-		if (EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, seed, sizeof(seed), msg,
-		              (size_t)n, out + 32 * i, 32, &len) == NULL)
-			return -1;
+	return EVP_Q_mac(NULL, "HMAC", NULL, "SHA256", NULL, seed, sizeof(seed),
+	                 (const unsigned char *)label, strlen(label), out, 32, &len) == NULL
+	               ? -1
+	               : 0;
+}
+
+/* The key of seed_day: HMAC-SHA256(seed, label), three blocks cut to size. */
+static int
+derive(struct ticket_key *k)
+{
+	static const char *const labels[3] = {"postern ticket key 0", "postern ticket key 1",
+	                                      "postern ticket key 2"};
+	unsigned char out[3 * 32];
+	int rc = 0;
+
+	for (int i = 0; i < 3 && rc == 0; i++)
+		rc = hmac_seed(labels[i], out + 32 * i);
+	if (rc == 0) {
+		memcpy(k->name, out, 16);
+		memcpy(k->hmac, out + 16, 32);
+		memcpy(k->aes, out + 48, 32);
 	}
-	memcpy(k->name, out, 16);
-	memcpy(k->hmac, out + 16, 32);
-	memcpy(k->aes, out + 48, 32);
 	OPENSSL_cleanse(out, sizeof(out));
+	return rc;
+}
+
+static int
+ratchet(void)
+{
+	unsigned char next[32];
+
+	if (hmac_seed("postern ticket next day", next) < 0)
+		return -1;
+	memcpy(seed, next, sizeof(seed));
+	OPENSSL_cleanse(next, sizeof(next));
+	seed_day++;
 	return 0;
 }
 
-/* The random keys: today's encrypts, yesterday's still decrypts (longer
- * than any ticket lives); they change at midnight UTC in every worker. */
+/* Brings the keys to DAY: today's encrypts, yesterday's still decrypts
+ * (longer than any ticket lives). A clock gone back keeps the keys. */
+static int
+refresh(long day)
+{
+	if (tickets_init() < 0)
+		return -1;
+	if (day == daily.day || day < seed_day)
+		return daily.day < 0 ? -1 : 0;
+	daily.n = 1;
+	while (seed_day < day) {
+		if (seed_day == day - 1) {
+			if (derive(&daily.key[1]) < 0)
+				return -1;
+			daily.n = 2;
+		}
+		if (ratchet() < 0)
+			return -1;
+	}
+	if (derive(&daily.key[0]) < 0)
+		return -1;
+	daily.day = day;
+	return 0;
+}
+
+void
+tickets_tick(void)
+{
+	(void)refresh(today());
+}
+
+void
+tickets_wipe(void)
+{
+	OPENSSL_cleanse(seed, sizeof(seed));
+	OPENSSL_cleanse(&daily, sizeof(daily));
+	daily.day = -1;
+	seeded = 0;
+}
+
 static int
 daily_keys(const struct ticket_key **keys, size_t *n)
 {
-	long day = (long)(time(NULL) / ROTATE_SECS);
-
-	if (day != daily.day) {
-		if (tickets_init() < 0 || derive(day, &daily.key[0]) < 0 ||
-		    derive(day - 1, &daily.key[1]) < 0)
-			return -1;
-		daily.day = day;
-	}
+	if (refresh(today()) < 0)
+		return -1;
 	*keys = daily.key;
-	*n = 2;
+	*n = daily.n;
 	return 0;
 }
 

@@ -5,6 +5,7 @@
  * swaps the whole set on reload. What workers must share (metrics, session
  * ids, the random ticket key) is made before the first fork. */
 #include <errno.h>
+#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -37,6 +38,7 @@ struct proc {
 	int index; /* its place in its set, from 0 */
 	unsigned gen;
 	double started;
+	bool retired; /* of an older set, told to finish (SIGUSR2) */
 };
 
 /* Static, so that a worker's copy of it is reachable until it exits. */
@@ -91,10 +93,10 @@ live(void)
 }
 
 static void
-signal_all(int sig, bool old_only)
+signal_all(int sig)
 {
 	for (int i = 1; i < METRICS_SLOTS; i++)
-		if (m.procs[i].pid != 0 && (!old_only || m.procs[i].gen != m.gen))
+		if (m.procs[i].pid != 0)
 			kill(m.procs[i].pid, sig);
 }
 
@@ -117,6 +119,22 @@ static void __attribute__((noreturn)) child(int index, int slot)
 	exit(daemon_run_worker(srv));
 }
 
+/* Old workers at INDEX (all from INDEX on with ALL_FROM) finish their
+ * sessions and exit. Only once their replacement runs: until then they
+ * keep accepting, so no socket is left without a worker. */
+static void
+retire(int index, bool all_from)
+{
+	for (int i = 1; i < METRICS_SLOTS; i++) {
+		struct proc *p = &m.procs[i];
+		if (p->pid != 0 && p->gen != m.gen && !p->retired &&
+		    (p->index == index || (all_from && p->index > index))) {
+			kill(p->pid, SIGUSR2);
+			p->retired = true;
+		}
+	}
+}
+
 static void
 spawn(int index)
 {
@@ -132,6 +150,7 @@ spawn(int index)
 		m.respawn_at[index] = now() + RESPAWN_DELAY;
 		return;
 	}
+	metrics_reserve_slot(slot);
 	pid = fork();
 	if (pid < 0) {
 		log_msg(LOG_ERR, "cannot start worker %d: %s; retrying in 1s", index + 1,
@@ -141,10 +160,13 @@ spawn(int index)
 	}
 	if (pid == 0)
 		child(index, slot);
-	metrics_clear_slot(slot);
-	m.procs[slot] = (struct proc){pid, index, m.gen, now()};
+	/* Also here: a terminal's signal must not reach it before it has
+	 * left the master's group itself. */
+	setpgid(pid, pid);
+	m.procs[slot] = (struct proc){pid, index, m.gen, now(), false};
 	m.respawn_at[index] = 0;
 	log_msg(LOG_INFO, "worker %d started pid=%ld", index + 1, (long)pid);
+	retire(index, false);
 }
 
 static void
@@ -245,12 +267,17 @@ reload(void)
 		m.respawn_at[i] = 0;
 	for (i = 0; i < n; i++)
 		spawn(i);
-	signal_all(SIGUSR2, true);
+	/* Workers of places the new set does not have: no replacement. */
+	retire(n - 1, true);
 	log_msg(LOG_INFO, "configuration reloaded");
 }
 
+/* SIGTERM/SIGINT: the workers stop accepting and wait for their sessions;
+ * a second one, or SIGQUIT, has them close their sessions at once. That
+ * comes as SIGQUIT: workers ignore a repeated SIGTERM, which a SIGTERM sent
+ * to every process (a cgroup, a list of PIDs) would otherwise be. */
 static void
-stop(void)
+stop(bool at_once)
 {
 	if (!m.stopping) {
 		m.stopping = true;
@@ -259,9 +286,11 @@ stop(void)
 			listener_close_all(&m.sets[i]);
 		metrics_stop(NULL);
 		m.kill_at = now() + m.cfg->shutdown_timeout + KILL_GRACE;
+		signal_all(SIGTERM);
+		if (!at_once)
+			return;
 	}
-	/* A second signal reaches the workers as a second one too. */
-	signal_all(SIGTERM, false);
+	signal_all(SIGQUIT);
 }
 
 static void
@@ -269,11 +298,12 @@ tick(void)
 {
 	double t = now();
 
+	tickets_tick();
 	if (m.stopping) {
 		if (m.kill_at > 0 && t >= m.kill_at && live() > 0) {
 			log_msg(LOG_ERR,
 			        "workers still running after shutdown_timeout: killing them");
-			signal_all(SIGKILL, false);
+			signal_all(SIGKILL);
 			m.kill_at = 0;
 		}
 		return;
@@ -295,10 +325,9 @@ until_due(void)
 			due = m.respawn_at[i];
 	if (m.stopping && m.kill_at > 0 && m.kill_at < due)
 		due = m.kill_at;
-	due = due > t ? due - t : 0;
 	/* A little late rather than early: no busy loop around the deadline. */
-	due += 0.001;
-	return (struct timespec){(time_t)due, (long)((due - (double)(time_t)due) * 1e9)};
+	long long ns = (long long)((due > t ? due - t : 0) * 1e9) + 1000000;
+	return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
 }
 
 static int
@@ -314,6 +343,14 @@ start(void)
 		return DAEMON_EXIT_RUNTIME;
 	}
 	session_ids_init();
+	if (m.cfg->user) {
+		struct passwd *pw = getpwnam(m.cfg->user);
+		if (pw == NULL) {
+			log_msg(LOG_ERR, "unknown user '%s'", m.cfg->user);
+			return DAEMON_EXIT_RUNTIME;
+		}
+		listener_set_owner(pw->pw_uid);
+	}
 	for (m.nsets = 0; m.nsets < m.n; m.nsets++) {
 		init_set(m.nsets);
 		if (listener_apply(&m.sets[m.nsets], m.cfg, err, sizeof(err)) < 0) {
@@ -355,6 +392,7 @@ workers_run(struct config *cfg, const char *path)
 	sigaddset(&m.sigs, SIGINT);
 	sigaddset(&m.sigs, SIGUSR1);
 	sigaddset(&m.sigs, SIGUSR2);
+	sigaddset(&m.sigs, SIGQUIT);
 	sigprocmask(SIG_BLOCK, &m.sigs, NULL);
 	rc = start();
 	if (rc == 0) {
@@ -372,12 +410,15 @@ workers_run(struct config *cfg, const char *path)
 				break;
 			case SIGTERM:
 			case SIGINT:
-				stop();
+				stop(false);
+				break;
+			case SIGQUIT:
+				stop(true);
 				break;
 			case SIGUSR1:
 				log_reopen();
 				log_msg(LOG_INFO, "log file reopened");
-				signal_all(SIGUSR1, false);
+				signal_all(SIGUSR1);
 				break;
 			default: /* SIGCHLD, a timeout */
 				break;
@@ -394,6 +435,7 @@ workers_run(struct config *cfg, const char *path)
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);
 	tickets_use(NULL);
+	tickets_wipe();
 	config_unref(m.cfg);
 	tls_keylog_open(NULL);
 	log_detach_loop();

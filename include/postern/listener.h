@@ -3,6 +3,8 @@
 #ifndef POSTERN_LISTENER_H
 #define POSTERN_LISTENER_H
 
+#include <sys/types.h>
+
 #include <postern/config.h>
 #include <postern/server.h>
 
@@ -23,6 +25,11 @@ int listener_prepare(struct server *srv, struct config *cfg, struct listener **p
                      size_t errlen);
 void listener_commit(struct server *srv, struct config *cfg, struct listener *plan);
 void listener_abort(struct server *srv, struct listener *plan);
+
+/* Workers' sockets (SO_REUSEPORT) are made as UID: the kernel lets only
+ * sockets of one owner share a port, and those bound after privileges are
+ * dropped (a reload adding workers) are the user's. */
+void listener_set_owner(uid_t uid);
 
 /* Starts accepting on every listener. */
 void listener_start_all(struct server *srv);

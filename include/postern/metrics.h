@@ -40,8 +40,12 @@ void metrics_active(struct metrics_svc *m, int delta);
 /* Process slots for the open-session gauge: 0 is a single process's; the
  * master gives each worker its own (1 .. METRICS_SLOTS-1) and clears it
  * when the worker is gone, whatever it had open. */
-#define METRICS_SLOTS 1024
+#define METRICS_SLOTS 2048
+/* The master, before forking the worker that will use SLOT: clears it. */
+void metrics_reserve_slot(int slot);
+/* The worker, from its start. */
 void metrics_use_slot(int slot);
+/* The master, once the worker that used SLOT is gone. */
 void metrics_clear_slot(int slot);
 
 /* Serves /metrics on CFG's metrics address (or stops serving when unset);

@@ -2,7 +2,8 @@
  * uses (16 bytes key name, 32 bytes HMAC-SHA256 key, 32 bytes AES-256-CBC
  * key): the first file's key encrypts, all decrypt, so a fleet sharing the
  * files resumes anywhere. Without them a random key is made at start and
- * replaced daily, the previous one still decrypting; it survives SIGHUP. */
+ * replaced daily, the previous one still decrypting; it survives SIGHUP and
+ * is shared by workers. */
 #ifndef POSTERN_TICKETS_H
 #define POSTERN_TICKETS_H
 
@@ -16,6 +17,14 @@ struct ticket_keys;
  * workers so that they share it (otherwise made at the first ticket).
  * -1 if the RNG fails. */
 int tickets_init(void);
+
+/* The master of workers, at least hourly: moves the random keys on to the
+ * new day (and wipes the old secret) so that workers forked later start
+ * from today's. */
+void tickets_tick(void);
+
+/* At exit: wipes the random keys' secret. */
+void tickets_wipe(void);
 
 /* Reads the files PATHS[0..n). NULL with a message naming the file in ERR
  * and its index in *BAD on failure. */

@@ -13,6 +13,7 @@ port = the client's) among the socket links in /proc/PID/fd."""
 import collections
 import datetime
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -755,4 +756,68 @@ class Workers(PosternTestCase):
         self.assertEqual(children(before), set(), "a single process turned into a master")
         self.served(p.port())
         p.stop()
+
+    def test_sigterm_to_every_process_is_graceful(self):
+        """SIGTERM sent to the master and its workers at once (a cgroup, a
+        list of PIDs) is one graceful stop, not a second signal: sessions
+        go on; a second SIGTERM to the master then closes them at once."""
+        p = self.postern([("imap", svc("imap", tls="off"))], {"workers": 2, "shutdown_timeout": "20s"})
+        w = self.wait_workers(p, 2)
+        sessions = [self.connect(p.port(), login=True) for _ in range(8)]
+        # the workers' signal first, so that two signals cannot merge
+        for pid in w.values():
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.3 * SLOW)
+        os.kill(p.pid, signal.SIGTERM)
+        time.sleep(0.5 * SLOW)
+        self.assertTrue(p.running())
+        for i, (s, r, cp) in enumerate(sessions):
+            imap_cmd(r, "n%d" % i, "NOOP")
+        self.assertFalse(p.find(contains="closing"), "sessions closed early:\n" + p.log_text()[-3000:])
+        p.signal(signal.SIGTERM)
+        self.assertEqual(p.wait_exit(10), 0, p.log_text()[-4000:])
+        for s, r, cp in sessions:
+            self.assertSessionEnd(p, cp, reason="shutdown")
+            s.close()
+
+    def test_reload_adds_workers_after_dropping_privileges(self):
+        """Sockets made after privileges are dropped (a reload raising
+        workers) must join the port's SO_REUSEPORT group: all of the
+        group's sockets belong to the configured user."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to drop privileges")
+        p = self.postern(start=False)
+        p.write_config([("imap", svc("imap", tls="off"))], {"workers": 2, "user": "nobody", "group": "nogroup"})
+        os.chown(p.dir, pwd.getpwnam("nobody").pw_uid, pwd.getpwnam("nobody").pw_gid)
+        p.start()
+        self.wait_workers(p, 2)
+        port = p.port()
+        p.write_config([("imap", svc("imap", tls="off", port=port))],
+                       {"workers": 3, "user": "nobody", "group": "nogroup"})
+        p.signal(signal.SIGHUP)
+        p.wait_for(contains="configuration reloaded", timeout=10 * SLOW)
+        self.assertFalse(p.find(contains="reload refused"), p.log_text()[-3000:])
+        self.wait_workers(p, 3, total=5)
+        for _ in range(6):
+            self.served(port)
+
+    def test_metrics_served_while_stopping(self):
+        """During a graceful stop, while sessions finish, /metrics still
+        answers (one process and workers alike), with the open sessions."""
+        for workers in (1, 2):
+            with self.subTest(workers=workers):
+                mport = free_port()
+                p = self.postern([("imap", svc("imap", tls="off"))],
+                                 {"workers": workers, "metrics": "127.0.0.1:%d" % mport, "shutdown_timeout": "20s"})
+                if workers > 1:
+                    self.wait_workers(p, workers)
+                s, r, cp = self.connect(p.port(), login=True)
+                p.signal(signal.SIGTERM)
+                time.sleep(0.5 * SLOW)
+                got = scrape(mport)
+                self.assertEqual(got.status, 200)
+                self.assertEqual(got.get("postern_connections_active", None, service="imap"), 1, got.text)
+                imap_cmd(r, "z", "LOGOUT")
+                s.close()
+                self.assertEqual(p.wait_exit(10), 0)
 
