@@ -97,10 +97,18 @@ tickets_use(const struct ticket_keys *k)
 	in_use = k && k->n > 0 ? k : NULL;
 }
 
+static time_t (*clock_fn)(time_t *) = time;
+
+void
+tickets_set_clock(time_t (*fn)(time_t *))
+{
+	clock_fn = fn ? fn : time;
+}
+
 static long
 today(void)
 {
-	return (long)(time(NULL) / ROTATE_SECS);
+	return (long)(clock_fn(NULL) / ROTATE_SECS);
 }
 
 int

@@ -8,6 +8,7 @@
 #define POSTERN_TICKETS_H
 
 #include <stddef.h>
+#include <time.h>
 
 #include <openssl/ssl.h>
 
@@ -25,6 +26,9 @@ void tickets_tick(void);
 
 /* At exit: wipes the random keys' secret. */
 void tickets_wipe(void);
+
+/* Tests: the clock that says which day it is (NULL: time). */
+void tickets_set_clock(time_t (*fn)(time_t *));
 
 /* Reads the files PATHS[0..n). NULL with a message naming the file in ERR
  * and its index in *BAD on failure. */
