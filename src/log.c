@@ -10,6 +10,7 @@
  * when the daemon's queue is full. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -92,11 +93,25 @@ drop_pending(void)
 /* Writes what FD takes now. 0 when all is out or FD would block, -1 (and
  * the pending lines dropped) on an error that waiting will not cure, such as
  * a reader that went away: retrying would spin. */
+/* How much of the pending text to write at once: whole lines, at most
+ * PIPE_BUF bytes (a pipe takes those whole or not at all, so lines from
+ * several workers sharing it never mix), or one longer line alone. */
+static size_t
+chunk_len(const char *p, size_t len)
+{
+	const char *nl = memrchr(p, '\n', len < PIPE_BUF ? len : PIPE_BUF);
+
+	if (nl == NULL)
+		nl = memchr(p, '\n', len);
+	return nl ? (size_t)(nl - p) + 1 : len;
+}
+
 static int
 flush_some(int fd)
 {
 	while (pend.len > 0) {
-		ssize_t w = write(fd, pend.buf + pend.off, pend.len);
+		ssize_t w =
+		        write(fd, pend.buf + pend.off, chunk_len(pend.buf + pend.off, pend.len));
 		if (w > 0) {
 			pend.off += (size_t)w;
 			pend.len -= (size_t)w;

@@ -149,8 +149,17 @@ class StderrPipe(PosternTestCase):
         """stderr is a pipe nobody reads and log_level = debug: sessions are
         still served promptly, lines beyond the bounded buffer are dropped and
         counted, and what does reach the pipe is whole lines only."""
+        self.unread_pipe(workers=1)
+
+    def test_unread_stderr_pipe_shared_by_workers(self):
+        """The same with two workers writing to one pipe: when the reader
+        comes, both flush what they hold, and no line is cut into another."""
+        self.unread_pipe(workers=2)
+
+    def unread_pipe(self, workers):
         mport = free_port()
-        p = self.postern(down_imap(), {"log_level": "debug", "metrics": "127.0.0.1:%d" % mport}, start=False)
+        p = self.postern(down_imap(), {"log_level": "debug", "metrics": "127.0.0.1:%d" % mport,
+                                       "workers": workers}, start=False)
         p.proc = subprocess.Popen([POSTERN, "-c", p.conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, preexec_fn=os.setsid, close_fds=True)
         harness._LIVE.add(p)
