@@ -938,14 +938,17 @@ def curl(args, timeout=30.0):
     return run(["curl", "-sS", "--cacert", env().ca, "--max-time", str(int(timeout * SLOW))] + list(args), timeout=timeout + 5)
 
 
-def wait_until(pred, timeout=5.0, interval=0.03, msg="condition"):
+def wait_until(pred, timeout=5.0, interval=0.03, msg="condition", detail=None):
+    """pred()'s first true value within timeout (scaled by SLOW); on time-out
+    an AssertionError naming msg, followed by detail() if given."""
     deadline = time.monotonic() + timeout * SLOW
     while True:
         v = pred()
         if v:
             return v
         if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting for %s" % msg)
+            raise AssertionError("timed out after %.1fs waiting for %s%s"
+                                 % (timeout * SLOW, msg, detail() if detail else ""))
         time.sleep(interval)
 
 

@@ -123,14 +123,7 @@ def owners(pids, port, client_ports):
 
 
 def poll(pred, timeout, what, detail=lambda: ""):
-    deadline = time.monotonic() + timeout * SLOW
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1fs waiting for %s%s" % (timeout * SLOW, what, detail()))
-        time.sleep(0.03)
+    return harness.wait_until(pred, timeout, msg=what, detail=detail)
 
 
 def log_time(line):
