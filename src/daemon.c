@@ -215,11 +215,32 @@ daemon_raise_fd_limit(const struct config *cfg)
 }
 
 int
+daemon_user(const struct config *cfg, uid_t *uid, gid_t *gid, const char **name)
+{
+	struct passwd *pw;
+
+	*uid = getuid();
+	*gid = getgid();
+	*name = NULL;
+	if (cfg->user == NULL)
+		return 0;
+	pw = getpwnam(cfg->user);
+	if (pw == NULL) {
+		log_msg(LOG_ERR, "unknown user '%s'", cfg->user);
+		return -1;
+	}
+	*uid = pw->pw_uid;
+	*gid = pw->pw_gid;
+	*name = pw->pw_name;
+	return 0;
+}
+
+int
 daemon_drop_privileges(const struct config *cfg)
 {
-	uid_t uid = getuid();
-	gid_t gid = getgid();
-	const char *name = NULL;
+	uid_t uid;
+	gid_t gid;
+	const char *name;
 
 	if (cfg->user == NULL && cfg->group == NULL) {
 		if (geteuid() == 0)
@@ -227,16 +248,8 @@ daemon_drop_privileges(const struct config *cfg)
 			        "running as root: set user and group to drop privileges");
 		return 0;
 	}
-	if (cfg->user) {
-		struct passwd *pw = getpwnam(cfg->user);
-		if (pw == NULL) {
-			log_msg(LOG_ERR, "unknown user '%s'", cfg->user);
-			return -1;
-		}
-		uid = pw->pw_uid;
-		gid = pw->pw_gid;
-		name = pw->pw_name;
-	}
+	if (daemon_user(cfg, &uid, &gid, &name) < 0)
+		return -1;
 	if (cfg->group) {
 		struct group *gr = getgrnam(cfg->group);
 		if (gr == NULL) {

@@ -5,7 +5,6 @@
  * swaps the whole set on reload. What workers must share (metrics, session
  * ids, the random ticket key) is made before the first fork. */
 #include <errno.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -344,12 +343,12 @@ start(void)
 	}
 	session_ids_init();
 	if (m.cfg->user) {
-		struct passwd *pw = getpwnam(m.cfg->user);
-		if (pw == NULL) {
-			log_msg(LOG_ERR, "unknown user '%s'", m.cfg->user);
+		uid_t uid;
+		gid_t gid;
+		const char *name;
+		if (daemon_user(m.cfg, &uid, &gid, &name) < 0)
 			return DAEMON_EXIT_RUNTIME;
-		}
-		listener_set_owner(pw->pw_uid);
+		listener_set_owner(uid);
 	}
 	for (m.nsets = 0; m.nsets < m.n; m.nsets++) {
 		init_set(m.nsets);

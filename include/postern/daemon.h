@@ -3,6 +3,8 @@
 #ifndef POSTERN_DAEMON_H
 #define POSTERN_DAEMON_H
 
+#include <sys/types.h>
+
 #include <postern/config.h>
 #include <postern/server.h>
 
@@ -18,6 +20,10 @@ void daemon_open_keylog(const struct config *cfg);
 /* Raises the descriptor limit to its maximum; warns if max_connections
  * needs more. */
 void daemon_raise_fd_limit(const struct config *cfg);
+
+/* The ids of CFG's user (this process's own when unset; NAME then NULL).
+ * -1, logged, for an unknown user. */
+int daemon_user(const struct config *cfg, uid_t *uid, gid_t *gid, const char **name);
 
 int daemon_drop_privileges(const struct config *cfg);
 int daemon_write_pidfile(const char *path);
