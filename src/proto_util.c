@@ -34,6 +34,30 @@ pu_next_word(const char **p, const char *end)
 	return w;
 }
 
+static bool
+is_white(char c)
+{
+	return c == ' ' || c == '\t';
+}
+
+struct pu_word
+pu_next_token(const char **p, const char *end)
+{
+	const char *q = *p;
+	struct pu_word w;
+
+	while (q < end && is_white(*q))
+		q++;
+	w.p = q;
+	while (q < end && !is_white(*q))
+		q++;
+	w.n = (size_t)(q - w.p);
+	while (q < end && is_white(*q))
+		q++;
+	*p = q;
+	return w;
+}
+
 bool
 pu_word_is(struct pu_word w, const char *lit)
 {
@@ -283,6 +307,32 @@ pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t le
 	}
 	if (q < end)
 		pu_log_str(act, scratch, " " PU_SECRET);
+}
+
+void
+pu_log_secret(struct proto_action *act, char *scratch, const char *p, size_t n)
+{
+	pu_log_str(act, scratch, PU_SECRET);
+	if (n > 0) {
+		act->secret = p;
+		act->secret_len = n;
+	}
+}
+
+void
+pu_log_mech(struct proto_action *act, char *scratch, struct pu_word mech)
+{
+	bool ok = mech.n > 0 && mech.n <= 20;
+
+	for (size_t i = 0; ok && i < mech.n; i++) {
+		char c = mech.p[i];
+		ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		     c == '_' || c == '-';
+	}
+	if (ok)
+		pu_log_put(act, scratch, mech.p, mech.n);
+	else
+		pu_log_str(act, scratch, PU_SECRET);
 }
 
 void

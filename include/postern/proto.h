@@ -54,6 +54,11 @@ struct proto_action {
 	const char *log;
 	size_t log_len;
 	unsigned log_flags; /* PL_* */
+	/* Bytes the log hid as "***" (a password, a SASL response), pointing
+	 * into the input: the session remembers them and masks them wherever
+	 * they reappear in its log, in either direction. NULL: none. */
+	const char *secret;
+	size_t secret_len;
 };
 
 enum {

@@ -22,6 +22,12 @@ struct pu_word {
 };
 struct pu_word pu_next_word(const char **p, const char *end);
 
+/* A verb or argument of SMTP and POP3 as the laxest server reads it
+ * (Postfix splits on any white space and skips leading white space):
+ * leading SP/HTAB skipped, the word ends at SP or HTAB, and *P is left
+ * past the white space that follows it. */
+struct pu_word pu_next_token(const char **p, const char *end);
+
 /* Command tables: each adapter lists its verbs with these flags (and its
  * own from PU_OWN up), so policy is data and one routine applies it. */
 enum {
@@ -104,6 +110,12 @@ void pu_log_line(struct proto_action *act, char *scratch, const char *p, size_t 
  * as the PU_HIDE_* flags of its verb say. */
 void pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t len,
                     unsigned flags);
+/* Hides [p, p+n) as "***" and records it in ACT as the secret the
+ * session must mask wherever it reappears. */
+void pu_log_secret(struct proto_action *act, char *scratch, const char *p, size_t n);
+/* A SASL mechanism name: logged as sent when it is one (RFC 4422: at most
+ * 20 of [A-Za-z0-9_-]), "***" otherwise, since it may be a response. */
+void pu_log_mech(struct proto_action *act, char *scratch, struct pu_word mech);
 /* A SASL response line: "*" (a cancel) or "***". */
 void pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len);
 
