@@ -442,8 +442,10 @@ tls_backend_new(const struct service *svc)
 	} else {
 		if (SSL_set_tlsext_host_name(ssl, name) != 1)
 			goto fail;
-		/* RFC 6125: one wildcard, leftmost label only, never partial. */
-		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		/* RFC 6125: one wildcard, leftmost label only, never partial;
+		 * the name is a DNS subjectAltName, never the subject CN (6.4.4). */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+		                               X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 		if (svc->backend_verify && SSL_set1_host(ssl, name) != 1)
 			goto fail;
 	}
