@@ -19,12 +19,16 @@
 #include <postern/proto.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
+#include <postern/tls_binding.h>
 
 struct tls_server {
 	SSL_CTX **ctx;
 	X509 **leaf; /* the first leaf loaded into each context, for SNI matching */
 	size_t n;
 	const char *alpn; /* the service's ALPN protocol name, NULL for raw */
+	/* Shared by all of the service's contexts, whichever SNI picks: a
+	 * session resumes only on the service (and settings) that issued it. */
+	struct tls_binding binding;
 };
 
 static int keylog_fd = -1;
@@ -210,12 +214,16 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	 * relay reads until OpenSSL wants the socket, so nothing waits unseen
 	 * in OpenSSL's buffer, which is still released once empty. */
 	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"postern", 7);
 	/* One TLS 1.3 ticket per handshake, not OpenSSL's two: mail clients
 	 * resume one connection at a time, and each ticket costs an encryption
 	 * and a record on every full handshake. */
 	SSL_CTX_set_num_tickets(ctx, 1);
 	tickets_attach(ctx);
+	if (tls_binding_attach(ctx, &ts->binding) < 0) {
+		snprintf(err, errlen, "cannot bind sessions to the service: %s",
+		         tls_error_string(e, sizeof(e)));
+		goto fail;
+	}
 	if (svc->ciphers && !SSL_CTX_set_cipher_list(ctx, svc->ciphers)) {
 		snprintf(err, errlen, "invalid ciphers '%s'", svc->ciphers);
 		*bad_line = svc->line;
@@ -342,6 +350,10 @@ tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line)
 	svc->tls_server = ts;
 	if (ts->ctx == NULL || ts->leaf == NULL) {
 		snprintf(err, errlen, "out of memory");
+		tls_service_free(svc);
+		return -1;
+	}
+	if (tls_binding_compute(svc, &ts->binding, err, errlen, bad_line) < 0) {
 		tls_service_free(svc);
 		return -1;
 	}
