@@ -74,6 +74,10 @@ class SessionBinding(PosternTestCase):
                                    "control: the session does not even resume on its own service")
                 self.assertRefusedWithoutResuming(s_client(mtls_port, flag, sess_in=sess),
                                                   "an open service's session on the mTLS service")
+                # refusing the session means a full handshake, not a failure
+                out = s_client(mtls_port, flag, sess_in=sess, cert=True)
+                self.assertIn(b"New, " + version.encode(), out, out.decode(errors="replace")[-1500:])
+                self.assertIn(GREETING, out)
                 mine = self.session_file(p, "mtls-" + version)
                 self.assertIn(GREETING, s_client(mtls_port, flag, sess_out=mine, cert=True))
                 self.assertResumed(s_client(mtls_port, flag, sess_in=mine), version,
@@ -113,6 +117,24 @@ class SessionBinding(PosternTestCase):
             with self.subTest(version=version):
                 self.assertRefusedWithoutResuming(s_client(port, flag, sess_in=sessions[version]),
                                                   "a session from before the reload")
+
+    def test_resumption_never_takes_early_data(self):
+        """T3: a resumed TLS 1.3 session carries no 0-RTT allowance, and early
+        data a client sends anyway is not taken as commands."""
+        p = self.postern([("imaps", svc("imap"))])
+        sess = self.session_file(p, "sess")
+        out = s_client(p.port(), "-tls1_3", sess_out=sess)
+        self.assertIn(b"Max Early Data: 0", out, out.decode(errors="replace")[-1500:])
+        early = self.session_file(p, "early")
+        with open(early, "wb") as f:
+            f.write(b"e1 NOOP\r\n")
+        e = env()
+        r = run(["openssl", "s_client", "-tls1_3", "-connect", "127.0.0.1:%d" % p.port(), "-servername",
+                 "localhost", "-CAfile", e.ca, "-ign_eof", "-sess_in", sess, "-early_data", early],
+                input=b"a LOGOUT\r\n", timeout=20)
+        self.assertIn(b"Reused, TLSv1.3", r.stdout, "control: the session did not resume")
+        self.assertNotIn(b"Early data was accepted", r.stdout)
+        self.assertNotIn(b"e1 OK", r.stdout, "early data ran as a command")
 
     def test_python_client_cannot_carry_a_session_to_the_mtls_service(self):
         """Python's ssl module resumes with SSLSocket.session: a session of
