@@ -219,11 +219,6 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	 * and a record on every full handshake. */
 	SSL_CTX_set_num_tickets(ctx, 1);
 	tickets_attach(ctx);
-	if (tls_binding_attach(ctx, &ts->binding) < 0) {
-		snprintf(err, errlen, "cannot bind sessions to the service: %s",
-		         tls_error_string(e, sizeof(e)));
-		goto fail;
-	}
 	if (svc->ciphers && !SSL_CTX_set_cipher_list(ctx, svc->ciphers)) {
 		snprintf(err, errlen, "invalid ciphers '%s'", svc->ciphers);
 		*bad_line = svc->line;
@@ -353,12 +348,24 @@ tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line)
 		tls_service_free(svc);
 		return -1;
 	}
+	for (size_t i = 0; i < n; i++) {
+		if (load_pair(svc, ts, i, err, errlen, bad_line) < 0) {
+			tls_service_free(svc);
+			return -1;
+		}
+	}
+	/* Once the files have loaded (their own errors said first), every
+	 * context of the service gets the same binding. */
 	if (tls_binding_compute(svc, &ts->binding, err, errlen, bad_line) < 0) {
 		tls_service_free(svc);
 		return -1;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (load_pair(svc, ts, i, err, errlen, bad_line) < 0) {
+	for (size_t i = 0; i < ts->n; i++) {
+		if (tls_binding_attach(ts->ctx[i], &ts->binding) < 0) {
+			char e[256];
+			snprintf(err, errlen, "cannot bind sessions to the service: %s",
+			         tls_error_string(e, sizeof(e)));
+			*bad_line = svc->line;
 			tls_service_free(svc);
 			return -1;
 		}
