@@ -674,7 +674,16 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		for (size_t i = 0; i < sizeof(backend_tls_keys) / sizeof(backend_tls_keys[0]); i++)
 			if ((ln = seen_line(seen, backend_tls_keys[i])))
 				perr(ps, ln, "%s needs backend_tls", backend_tls_keys[i]);
-	} else if (load_tls) {
+	} else {
+		/* A unix: backend has no host name: without one, any certificate
+		 * of the CA bundle would pass. */
+		if (svc->backend.ss.ss_family == AF_UNIX && svc->backend_verify &&
+		    !svc->backend_sni)
+			perr(ps, seen_line(seen, "backend_tls"),
+			     "backend_tls to a unix: backend needs backend_sni, the name its "
+			     "certificate must carry");
+	}
+	if (svc->backend_tls != TLSMODE_OFF && load_tls) {
 		char err[ERRLEN];
 
 		if (tls_backend_load(svc, err, sizeof(err)) < 0)

@@ -93,13 +93,33 @@ parse_port(const char *s, uint16_t *port)
 	return true;
 }
 
+/* Cuts LINE at each space into at most MAX fields. The spec puts exactly one
+ * space between fields: an empty field (a run of spaces, a leading or a
+ * trailing one) or a field too many gives -1. */
+static int
+split_fields(char *line, char **f, int max)
+{
+	int nf = 0;
+
+	for (char *p = line;; p++) {
+		char *sp = strchr(p, ' ');
+		if (nf == max || (sp ? sp : p + strlen(p)) == p)
+			return -1;
+		f[nf++] = p;
+		if (sp == NULL)
+			return nf;
+		*sp = '\0';
+		p = sp;
+	}
+}
+
 static int
 parse_v1(const char *p, size_t len, struct proxyproto_info *info)
 {
-	char line[108], *f[6], *save = NULL;
+	char line[108], *f[6];
 	const char *nl = memchr(p, '\n', len < 107 ? len : 107);
 	size_t n;
-	int nf = 0;
+	int nf;
 
 	if (nl == NULL)
 		return len >= 107 ? PROXYPROTO_BAD : PROXYPROTO_MORE;
@@ -110,10 +130,8 @@ parse_v1(const char *p, size_t len, struct proxyproto_info *info)
 	line[n - 2] = '\0';
 	if (memchr(line, '\0', n - 2) != NULL)
 		return PROXYPROTO_BAD;
-	char *t = strtok_r(line, " ", &save);
-	for (; t && nf < 6; t = strtok_r(NULL, " ", &save))
-		f[nf++] = t;
-	if (t != NULL || nf < 2 || strcmp(f[0], "PROXY") != 0) /* t: a seventh field */
+	nf = split_fields(line, f, 6);
+	if (nf < 2 || strcmp(f[0], "PROXY") != 0)
 		return PROXYPROTO_BAD;
 	memset(info, 0, sizeof(*info));
 	if (strcmp(f[1], "UNKNOWN") == 0) {

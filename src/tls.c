@@ -19,12 +19,16 @@
 #include <postern/proto.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
+#include <postern/tls_binding.h>
 
 struct tls_server {
 	SSL_CTX **ctx;
 	X509 **leaf; /* the first leaf loaded into each context, for SNI matching */
 	size_t n;
 	const char *alpn; /* the service's ALPN protocol name, NULL for raw */
+	/* Shared by all of the service's contexts, whichever SNI picks: a
+	 * session resumes only on the service (and settings) that issued it. */
+	struct tls_binding binding;
 };
 
 static int keylog_fd = -1;
@@ -210,7 +214,6 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	 * relay reads until OpenSSL wants the socket, so nothing waits unseen
 	 * in OpenSSL's buffer, which is still released once empty. */
 	SSL_CTX_set_read_ahead(ctx, 1);
-	SSL_CTX_set_session_id_context(ctx, (const unsigned char *)"postern", 7);
 	/* One TLS 1.3 ticket per handshake, not OpenSSL's two: mail clients
 	 * resume one connection at a time, and each ticket costs an encryption
 	 * and a record on every full handshake. */
@@ -351,6 +354,22 @@ tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line)
 			return -1;
 		}
 	}
+	/* Once the files have loaded (their own errors said first), every
+	 * context of the service gets the same binding. */
+	if (tls_binding_compute(svc, &ts->binding, err, errlen, bad_line) < 0) {
+		tls_service_free(svc);
+		return -1;
+	}
+	for (size_t i = 0; i < ts->n; i++) {
+		if (tls_binding_attach(ts->ctx[i], &ts->binding) < 0) {
+			char e[256];
+			snprintf(err, errlen, "cannot bind sessions to the service: %s",
+			         tls_error_string(e, sizeof(e)));
+			*bad_line = svc->line;
+			tls_service_free(svc);
+			return -1;
+		}
+	}
 	return 0;
 }
 
@@ -442,8 +461,10 @@ tls_backend_new(const struct service *svc)
 	} else {
 		if (SSL_set_tlsext_host_name(ssl, name) != 1)
 			goto fail;
-		/* RFC 6125: one wildcard, leftmost label only, never partial. */
-		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+		/* RFC 6125: one wildcard, leftmost label only, never partial;
+		 * the name is a DNS subjectAltName, never the subject CN (6.4.4). */
+		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
+		                               X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
 		if (svc->backend_verify && SSL_set1_host(ssl, name) != 1)
 			goto fail;
 	}

@@ -1,7 +1,8 @@
 /* TLS session-ticket keys. ticket_keys files use the 80-byte format nginx
  * uses (16 bytes key name, 32 bytes HMAC-SHA256 key, 32 bytes AES-256-CBC
  * key): the first file's key encrypts, all decrypt, so a fleet sharing the
- * files resumes anywhere. Without them a random key is made at start and
+ * files resumes anywhere (on the service that issued the ticket: see
+ * tls_binding.h). Without them a random key is made at start and
  * replaced daily, the previous one still decrypting; it survives SIGHUP and
  * is shared by workers. */
 #ifndef POSTERN_TICKETS_H

@@ -104,7 +104,7 @@ class Pki:
     """Certificates under dir. Attributes are paths; pair(name) gives
     (cert, key). ca: the CA given to postern; ca2: one that is not."""
 
-    NAMES = ("good", "wrongname", "wildcard", "partial", "cnip", "expired", "notyet", "untrusted",
+    NAMES = ("good", "wrongname", "wildcard", "partial", "cnip", "cnonly", "expired", "notyet", "untrusted",
              "selfsigned", "viainter", "viainter_chain")
 
     def __init__(self, dir):
@@ -166,6 +166,8 @@ class Pki:
         self._signed("partial", "m*.example.test", LEAF_EXT + "subjectAltName=DNS:m*.example.test\n")
         # the IP only in the subject CN, not as an iPAddress SAN
         self._signed("cnip", "127.0.0.1", LEAF_EXT + "subjectAltName=DNS:localhost\n")
+        # the name only in the subject CN, no subjectAltName at all
+        self._signed("cnonly", "localhost", LEAF_EXT)
         self._dated("expired", "20200101000000Z", "20200102000000Z")
         self._dated("notyet", "20990101000000Z", "20990102000000Z")
         self._signed("untrusted", "localhost", LEAF_EXT + "subjectAltName=" + GOOD_SAN + "\n", ca="ca2")

@@ -216,6 +216,8 @@ CERT_CASES = {
     "wrong_name_host": ("wrongname", "host", {}, "localhost", r"hostname mismatch"),
     "wrong_ip": ("wrongname", "ip", {}, None, r"(IP address|hostname) mismatch"),
     "ip_only_in_cn": ("cnip", "ip", {}, None, r"(IP address|hostname) mismatch"),
+    "cn_only_no_san": ("cnonly", "ip", {"backend_sni": "localhost"}, "localhost", r"hostname mismatch"),
+    "cn_only_no_san_host": ("cnonly", "host", {}, "localhost", r"hostname mismatch"),
     "expired": ("expired", "ip", {"backend_sni": "localhost"}, "localhost", r"certificate: certificate has expired"),
     "not_yet_valid": ("notyet", "ip", {"backend_sni": "localhost"}, "localhost", r"certificate is not yet valid"),
     "untrusted_ca": ("untrusted", "ip", {"backend_sni": "localhost"}, "localhost",
@@ -389,6 +391,12 @@ class BackendCertificates(ClientModeCase):
 
     def test_ip_only_in_subject_cn(self):
         self.check_case("ip_only_in_cn")
+
+    def test_subject_cn_never_names_the_backend(self):
+        """RFC 6125 6.4.4: a certificate without a DNS subjectAltName does
+        not name localhost, though its subject CN is localhost."""
+        self.check_case("cn_only_no_san")
+        self.check_case("cn_only_no_san_host")
 
     # --- C9: chain and dates
     def test_expired(self):
@@ -579,6 +587,29 @@ class BackendTlsConfig(PosternTestCase):
         p, code, out, err = self.check(text)
         self.assertEqual(code, 0, err)
         self.assertIn("postern: configuration OK", out.splitlines())
+
+    def test_unix_backend_tls_needs_a_name(self):
+        """A unix: backend has no host name to check the certificate against:
+        backend_tls with verification needs backend_sni (else any certificate
+        of the CA bundle would do)."""
+        text = (
+            "[imap]\n"                                   # 1
+            "protocol = imap\n"                          # 2
+            "tls = off\n"                                # 3
+            "listen = 127.0.0.1:%d\n"                    # 4
+            "backend = unix:/run/dovecot/imaps\n"        # 5
+            "backend_tls = implicit\n"                   # 6
+            "backend_ca = %s\n"                          # 7
+        ) % (free_port(), pki().ca)
+        p, code, out, err = self.check(text)
+        self.assertEqual(code, 1, err)
+        self.assertNotIn("configuration OK", out)
+        self.assertRegex(err, r"(?m)^%s:6: .*unix.*backend_sni" % re.escape(p.conf), err)
+        for extra in ("backend_sni = mail.example.test\n", "backend_verify = no\n"):
+            with self.subTest(extra=extra):
+                p, code, out, err = self.check(text + extra)
+                self.assertEqual(code, 0, err)
+                self.assertIn("postern: configuration OK", out.splitlines())
 
     def test_backend_ca_unreadable(self):
         text = (

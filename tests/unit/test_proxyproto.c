@@ -165,13 +165,47 @@ test_malformed(void **state)
 	assert_int_equal(proxyproto_parse(v2, 16, &info), PROXYPROTO_BAD);
 }
 
+/* The spec separates v1 fields by exactly one space: a run of spaces, a
+ * leading or a trailing space, or a tab is a malformed header, however lax
+ * a balancer's own parser may be. */
+static void
+test_v1_fields_one_space_apart(void **state)
+{
+	static const char *const bad[] = {
+	        "PROXY  TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+	        "PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n",
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1  2\r\n",
+	        "PROXY TCP4 1.2.3.4 5.6.7.8 1 2 \r\n",
+	        "PROXY\tTCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+	        "PROXY TCP4 1.2.3.4\t5.6.7.8 1 2\r\n",
+	        "PROXY  UNKNOWN\r\n",
+	        "PROXY UNKNOWN \r\n",
+	        " PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n",
+	};
+	struct proxyproto_info info;
+	const char *good = "PROXY TCP4 1.2.3.4 5.6.7.8 1 2\r\n";
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_int_equal(proxyproto_parse(bad[i], strlen(bad[i]), &info), PROXYPROTO_BAD);
+	assert_int_equal(proxyproto_parse(good, strlen(good), &info), (int)strlen(good));
+	/* UNKNOWN may carry addresses, which the receiver ignores. */
+	good = "PROXY UNKNOWN 1.2.3.4 5.6.7.8 1 2\r\n";
+	assert_int_equal(proxyproto_parse(good, strlen(good), &info), (int)strlen(good));
+	assert_true(info.local);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_v1_tcp4),           cmocka_unit_test(test_v1_tcp6),
-	        cmocka_unit_test(test_v2_tcp4_bytes),     cmocka_unit_test(test_round_trip),
-	        cmocka_unit_test(test_local_and_unknown), cmocka_unit_test(test_malformed),
+	        cmocka_unit_test(test_v1_tcp4),
+	        cmocka_unit_test(test_v1_tcp6),
+	        cmocka_unit_test(test_v2_tcp4_bytes),
+	        cmocka_unit_test(test_round_trip),
+	        cmocka_unit_test(test_local_and_unknown),
+	        cmocka_unit_test(test_malformed),
+	        cmocka_unit_test(test_v1_fields_one_space_apart),
 	};
 	return cmocka_run_group_tests_name("proxyproto", tests, NULL, NULL);
 }

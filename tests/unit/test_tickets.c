@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 #include <openssl/x509.h>
 
 #include <postern/tickets.h>
+#include <postern/tls_binding.h>
 
 #define DAY (24 * 3600)
 
@@ -189,12 +191,48 @@ test_forked_processes_agree_after_a_day(void **state)
 	tickets_set_clock(NULL);
 }
 
+/* Tickets carry the binding of the service that issued them: under the
+ * same keys, another service's ticket, or one without a verified client
+ * certificate where the service needs one, gets a full handshake. The
+ * session id contexts of A and NEEDS_PEER are equal, so that only the
+ * ticket check can refuse there. */
+static void
+test_ticket_resumes_only_under_its_binding(void **state)
+{
+	static struct tls_binding a, other, needs_peer;
+	SSL_CTX *sa = server_ctx(), *sother = server_ctx(), *speer = server_ctx(),
+	        *cctx = client_ctx();
+	SSL_SESSION *sess;
+
+	(void)state;
+	memset(&a, 0xa1, sizeof(a));
+	memset(&other, 0xb2, sizeof(other));
+	a.need_peer = other.need_peer = false;
+	needs_peer = a;
+	needs_peer.need_peer = true;
+	assert_int_equal(tls_binding_attach(sa, &a), 0);
+	assert_int_equal(tls_binding_attach(sother, &other), 0);
+	assert_int_equal(tls_binding_attach(speer, &needs_peer), 0);
+	tickets_use(NULL);
+	assert_false(handshake(sa, cctx, NULL, &sess));
+	assert_true(handshake(sa, cctx, sess, NULL)); /* the control */
+	assert_false(handshake(sother, cctx, sess, NULL));
+	assert_false(handshake(speer, cctx, sess, NULL));
+	SSL_SESSION_free(sess);
+	SSL_CTX_free(sa);
+	SSL_CTX_free(sother);
+	SSL_CTX_free(speer);
+	SSL_CTX_free(cctx);
+	tickets_wipe();
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_today_and_yesterday_decrypt),
 	        cmocka_unit_test(test_forked_processes_agree_after_a_day),
+	        cmocka_unit_test(test_ticket_resumes_only_under_its_binding),
 	};
 
 	return cmocka_run_group_tests_name("tickets", tests, NULL, NULL);
