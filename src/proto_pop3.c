@@ -302,7 +302,6 @@ enum { UP_GREETING, UP_CAPA, UP_CAPA_BODY, UP_STLS, UP_CAPA_TLS, UP_CAPA_TLS_BOD
 struct pop3_up {
 	int phase;
 	bool offers_stls;
-	char stamp[128]; /* the greeting's APOP timestamp, "<...>", or "" */
 };
 
 static void
@@ -343,20 +342,11 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	bool dot = body == 1 && p[0] == '.';
 
 	switch (u->phase) {
-	case UP_GREETING: {
+	case UP_GREETING:
 		if (!ok)
 			return pu_up(act, n, "greeting refused", PU_UP_FAIL);
-		/* Keep APOP working: the timestamp is all that is kept. */
-		const char *lt = memchr(p, '<', body),
-		           *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
-		if (lt && gt && (size_t)(gt - lt) + 1 < sizeof(u->stamp) &&
-		    !memchr(lt, ' ', (size_t)(gt - lt))) {
-			memcpy(u->stamp, lt, (size_t)(gt - lt) + 1);
-			u->stamp[gt - lt + 1] = '\0';
-		}
 		u->phase = UP_CAPA;
 		return pu_up(act, n, "CAPA\r\n", PU_UP_SEND);
-	}
 	case UP_CAPA:
 	case UP_CAPA_TLS:
 		if (!ok)
@@ -373,8 +363,10 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		}
 		if (u->phase == UP_CAPA_TLS_BODY) {
 			act->consume = n;
-			pu_answer(act, PV_PASS, n, scratch, "+OK ready%s%s\r\n",
-			          u->stamp[0] ? " " : "", u->stamp);
+			/* postern's own words: the greeting, and with it any APOP
+			 * challenge, came before TLS, where a man in the middle
+			 * could have written it. */
+			pu_answer(act, PV_PASS, n, scratch, "+OK ready\r\n");
 			return PU_UP_DONE;
 		}
 		if (!u->offers_stls) /* C1 */

@@ -2063,6 +2063,44 @@ test_pop3_odd_white_space(void **state)
 	sess_free(s);
 }
 
+/* Client role: the greeting the legacy client gets is postern's own, not
+ * the plaintext greeting a man in the middle could have written (its APOP
+ * challenge or an [ALERT] text). */
+static void
+test_pop3_upstream_greeting_not_from_plaintext(void **state)
+{
+	(void)state;
+	char up[64], scratch[PROTO_SCRATCH_ALLOC];
+	struct proto_action act = {0};
+	static const char *const steps[] = {
+	        "+OK <[ALERT]re-enter-password-at-evil.example> ready\r\n",
+	        "+OK\r\n",
+	        "STLS\r\n",
+	        ".\r\n",
+	        "+OK begin TLS\r\n",
+	};
+
+	assert_true(proto_pop3.up_state_size <= sizeof(up));
+	proto_pop3.up_start(up, "helo", &act, scratch);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		memset(&act, 0, sizeof(act));
+		enum proto_up r =
+		        proto_pop3.upstream(up, steps[i], strlen(steps[i]), false, &act, scratch);
+		assert_int_equal(r,
+		                 i + 1 < sizeof(steps) / sizeof(steps[0]) ? PU_UP_SEND : PU_UP_TLS);
+	}
+	proto_pop3.up_tls_done(up, &act, scratch);
+	static const char *const tls[] = {"+OK\r\n", "STLS\r\n", ".\r\n"};
+	enum proto_up r = PU_UP_MORE;
+	for (size_t i = 0; i < 3; i++) {
+		memset(&act, 0, sizeof(act));
+		r = proto_pop3.upstream(up, tls[i], strlen(tls[i]), false, &act, scratch);
+	}
+	assert_int_equal(r, PU_UP_DONE);
+	assert_int_equal(act.len, strlen("+OK ready\r\n"));
+	assert_memory_equal(act.text, "+OK ready\r\n", act.len);
+}
+
 /* ---- command log: what each adapter says of what it judged ---- */
 
 /* The secrets of these tests all start with "Zs": none may be logged. */
@@ -2306,6 +2344,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_refused_without_chunking, teardown),
 	        cmocka_unit_test_teardown(test_smtp_long_command_posttls_refused, teardown),
 	        cmocka_unit_test_teardown(test_pop3_odd_white_space, teardown),
+	        cmocka_unit_test_teardown(test_pop3_upstream_greeting_not_from_plaintext, teardown),
 	        cmocka_unit_test_teardown(test_channel_binding_hidden, teardown),
 	        cmocka_unit_test_teardown(test_imap_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_imap_observe_rules, teardown),
