@@ -6,7 +6,8 @@
 # it prints nothing and exits 0 at once (one dpkg-query call).
 #
 #   Debian/Ubuntu, as root: apt-get update && apt-get install (missing only);
-#                           the system Dovecot service is not started.
+#                           the system Dovecot and Postfix services are not
+#                           started (the tests run private instances).
 #   Debian/Ubuntu, not root: prints the exact command to run, exits 1.
 #   Other systems:          checks for the tools and libraries, prints the
 #                           command for the package manager found, exits 1.
@@ -76,7 +77,7 @@ deb_wanted() {
 	echo clang
 	rt=$(clang_rt_pkg) && [[ -n $rt ]] && echo "$rt"
 	echo openssl curl ca-certificates python3 python3-aiosmtpd
-	echo dovecot-imapd dovecot-pop3d procps iproute2 valgrind tshark
+	echo dovecot-imapd dovecot-pop3d postfix procps iproute2 valgrind tshark
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }
@@ -127,9 +128,10 @@ deb_install() {
 			printf '  su -c "apt-get update && apt-get install %s %s"\n' \
 				"$apt_opts" "${missing[*]}" >&2
 		fi
-		if [[ " ${missing[*]} " == *" dovecot-"* ]]; then
-			say "(this starts the system Dovecot service; the demo and the tests run"
-			say " their own, so it may be stopped: systemctl disable --now dovecot)"
+		if [[ " ${missing[*]} " =~ \ (dovecot-[a-z0-9]*|postfix)\  ]]; then
+			say "(this starts the system Dovecot or Postfix service; the demo and the"
+			say " tests run their own, so they may be stopped:"
+			say " systemctl disable --now dovecot postfix)"
 		fi
 		if [[ " ${missing[*]} " =~ \ (stunnel4|hitch|haproxy|nginx)\  ]]; then
 			say "(this may start the system's stunnel, hitch, HAProxy or nginx; the"
@@ -141,9 +143,9 @@ deb_install() {
 	log=$(mktemp "${TMPDIR:-/tmp}/postern-deps.XXXXXX") || exit 1
 
 	# Keep the packages' maintainer scripts from starting the system Dovecot
-	# (it would bind 110, 143, 993, 995), and with --bench nginx, HAProxy,
-	# hitch and stunnel (80, ...): a policy-rc.d that refuses every service
-	# action, for the duration of the install. An existing one is left alone.
+	# (it would bind 110, 143, 993, 995) and Postfix (25), and with --bench
+	# nginx, HAProxy, hitch and stunnel (80, ...): a policy-rc.d that
+	# refuses every service action, for the duration of the install. An existing one is left alone.
 	local policy=/usr/sbin/policy-rc.d
 	trap cleanup EXIT
 	trap 'exit 130' INT
@@ -224,6 +226,7 @@ else
 	lacking+=("python3" "python3 aiosmtpd")
 fi
 have_cmd dovecot || [[ -x /usr/sbin/dovecot ]] || lacking+=("Dovecot (IMAP and POP3)")
+have_cmd postfix || [[ -x /usr/sbin/postfix ]] || lacking+=("Postfix")
 have_cmd pgrep || lacking+=("procps")
 have_cmd ss || [[ -x /usr/sbin/ss ]] || lacking+=("iproute2 (ss)")
 have_cmd valgrind || lacking+=("valgrind")
@@ -247,16 +250,16 @@ sudo=""
 cmd="" pm=""
 if have_cmd dnf || have_cmd yum; then
 	pm=dnf; have_cmd dnf || pm=yum
-	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps-ng iproute valgrind"
+	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps-ng iproute valgrind"
 elif have_cmd zypper; then
 	pm=zypper
-	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot procps iproute2 valgrind"
+	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps iproute2 valgrind"
 elif have_cmd apk; then
 	pm=apk
-	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d procps iproute2 valgrind"
+	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d postfix procps iproute2 valgrind"
 elif have_cmd pacman; then
 	pm=pacman
-	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot procps-ng iproute2 valgrind"
+	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot postfix procps-ng iproute2 valgrind"
 fi
 if [[ -n $cmd && -n $bench ]]; then
 	case $pm in

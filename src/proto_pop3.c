@@ -4,6 +4,7 @@
  * until every earlier command has been answered, keeping the order. */
 #include <string.h>
 
+#include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
 enum pop3_kind {
@@ -16,17 +17,20 @@ enum pop3_kind {
 enum {
 	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
-	F_CAPA = PU_OWN << 2
+	F_CAPA = PU_OWN << 2,
+	F_PLAIN = PU_OWN << 3 /* relayed before TLS when require_tls: nothing
+	                       * else is (fail closed) */
 };
 
 static const struct pu_verb pop3_verbs[] = {
-        {"STLS", PU_STARTTLS},
+        {"STLS", PU_STARTTLS | F_PLAIN},
+        {"QUIT", F_PLAIN},
         {"USER", PU_REFUSE_PLAIN},
         {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS},
         {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG},
         {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS | PU_HIDE_AFTER_ARG},
         {"XCLIENT", PU_FORWARDING},
-        {"CAPA", F_CAPA},
+        {"CAPA", F_CAPA | F_PLAIN},
         {"RETR", F_MULTI},
         {"TOP", F_MULTI},
         {"LIST", F_MULTI_NOARGS},
@@ -38,6 +42,7 @@ struct pop3_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	bool observe;          /* commands are logged */
 	bool c_midline, c_auth, s_midline;
+	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
 	bool s_capa;           /* ... of a CAPA response */
@@ -64,7 +69,7 @@ pop3_tls_started(void *st)
 	struct pop3_state *s = st;
 
 	s->tls = true;
-	s->c_midline = s->c_auth = false;
+	s->c_midline = s->c_auth = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -77,12 +82,20 @@ local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, c
 }
 
 static enum proto_verdict command(struct pop3_state *s, const char *p, size_t n, unsigned flags,
-                                  bool noargs, struct proto_action *act, char *scratch);
+                                  const char *args, struct proto_action *act, char *scratch);
 
 static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
+	if (s->c_skip) {
+		size_t n = pc_skip_tail(p, len, act);
+		if (n == 0)
+			return PV_DROP;
+		enum proto_verdict v = local(s, act, n, scratch, "-ERR Line too long");
+		s->c_skip = v == PV_WAIT;
+		return v;
+	}
 	size_t n = pu_line_len(p, len);
 
 	act->consume = n ? n : len;
@@ -93,10 +106,18 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	if (n == 0) {
 		if (!full)
 			return PV_MORE;
+		if (s->c_auth) {
+			s->c_midline = true;
+			return PV_PASS;
+		}
 		if (!s->tls)
 			return pu_answer(act, PV_CLOSE, len, scratch, "-ERR Line too long\r\n");
-		s->c_midline = true;
-		return PV_PASS;
+		/* A command too long to judge is never relayed: dropped, then
+		 * refused once its end has come. */
+		s->c_skip = true;
+		if (s->observe)
+			pc_log_unread(act, scratch, "line too long");
+		return PV_DROP;
 	}
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
@@ -107,22 +128,38 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
 
+	/* The verb as the laxest server reads it: any white space around it. */
 	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_word(&q, end));
-	enum proto_verdict v = command(s, p, n, flags, pu_blank(q, end), act, scratch);
-	if (s->observe && v != PV_WAIT)
-		pu_log_command(act, scratch, p, body, flags);
+	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_token(&q, end));
+	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
+	if (s->observe && v != PV_WAIT) {
+		if (!pc_readable(p, body, !s->tls && s->require_tls))
+			pc_log_unread(act, scratch, "malformed command");
+		else
+			pu_log_command(act, scratch, p, body, flags);
+	}
 	return v;
 }
 
 static enum proto_verdict
-command(struct pop3_state *s, const char *p, size_t n, unsigned flags, bool noargs,
+command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const char *args,
         struct proto_action *act, char *scratch)
 {
 	size_t body = pu_trim_eol(p, n);
+	bool noargs = args == p + body;
 
-	if (!s->tls && memchr(p, '\0', body) != NULL)
-		return local(s, act, n, scratch, "-ERR NUL byte in command");
+	/* Before TLS nothing but a plain command of the short list reaches
+	 * the backend: no word a laxer server could read differently. */
+	if (!s->tls && s->require_tls && (!(flags & F_PLAIN) || !pc_plain_form(p, body))) {
+		enum proto_verdict v =
+		        local(s, act, n, scratch,
+		              "-ERR Use STLS first (plaintext authentication is disabled)");
+		if (v == PV_REPLY && (flags & PU_REFUSE_PLAIN))
+			act->event = "plaintext-auth-refused";
+		return v;
+	}
+	if (pc_has_control(p, body))
+		return local(s, act, n, scratch, "-ERR Invalid character in command");
 	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return local(s, act, n, scratch, "-ERR TLS is already active");
@@ -131,14 +168,6 @@ command(struct pop3_state *s, const char *p, size_t n, unsigned flags, bool noar
 		if (s->q.count > 0 || s->s_body || s->s_midline)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
-	}
-	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
-		enum proto_verdict v =
-		        local(s, act, n, scratch,
-		              "-ERR Use STLS first (plaintext authentication is disabled)");
-		if (v == PV_REPLY)
-			act->event = "plaintext-auth-refused";
-		return v;
 	}
 	if (flags & PU_FORWARDING)
 		return local(s, act, n, scratch, "-ERR Not relayed: only the proxy may send this");
@@ -273,7 +302,6 @@ enum { UP_GREETING, UP_CAPA, UP_CAPA_BODY, UP_STLS, UP_CAPA_TLS, UP_CAPA_TLS_BOD
 struct pop3_up {
 	int phase;
 	bool offers_stls;
-	char stamp[128]; /* the greeting's APOP timestamp, "<...>", or "" */
 };
 
 static void
@@ -314,20 +342,11 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	bool dot = body == 1 && p[0] == '.';
 
 	switch (u->phase) {
-	case UP_GREETING: {
+	case UP_GREETING:
 		if (!ok)
 			return pu_up(act, n, "greeting refused", PU_UP_FAIL);
-		/* Keep APOP working: the timestamp is all that is kept. */
-		const char *lt = memchr(p, '<', body),
-		           *gt = lt ? memchr(lt, '>', (size_t)(p + body - lt)) : NULL;
-		if (lt && gt && (size_t)(gt - lt) + 1 < sizeof(u->stamp) &&
-		    !memchr(lt, ' ', (size_t)(gt - lt))) {
-			memcpy(u->stamp, lt, (size_t)(gt - lt) + 1);
-			u->stamp[gt - lt + 1] = '\0';
-		}
 		u->phase = UP_CAPA;
 		return pu_up(act, n, "CAPA\r\n", PU_UP_SEND);
-	}
 	case UP_CAPA:
 	case UP_CAPA_TLS:
 		if (!ok)
@@ -344,8 +363,10 @@ pop3_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		}
 		if (u->phase == UP_CAPA_TLS_BODY) {
 			act->consume = n;
-			pu_answer(act, PV_PASS, n, scratch, "+OK ready%s%s\r\n",
-			          u->stamp[0] ? " " : "", u->stamp);
+			/* postern's own words: the greeting, and with it any APOP
+			 * challenge, came before TLS, where a man in the middle
+			 * could have written it. */
+			pu_answer(act, PV_PASS, n, scratch, "+OK ready\r\n");
 			return PU_UP_DONE;
 		}
 		if (!u->offers_stls) /* C1 */

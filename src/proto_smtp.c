@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
 enum smtp_kind {
@@ -24,6 +25,8 @@ struct smtp_state {
 	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
 	bool c_auth;           /* lines are SASL responses */
 	bool c_drop;           /* the BDAT chunk being read is refused */
+	bool c_skip;           /* the rest of a command line too long to judge */
+	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
 	uint64_t c_chunk;  /* BDAT bytes still to come */
 	struct pu_queue q; /* commands awaiting their reply */
@@ -57,6 +60,7 @@ smtp_tls_started(void *st)
 	s->tls = true;
 	s->helo_seen = false;
 	s->c_body = s->c_data_wait = s->c_auth = s->c_drop = s->c_midline = false;
+	s->c_skip = s->chunking = false;
 	s->c_chunk = 0;
 }
 
@@ -73,16 +77,18 @@ enum {
 	F_EHLO = PU_OWN << 1,   /* EHLO: its reply is rewritten */
 	F_HELO = PU_OWN << 2,   /* EHLO or HELO: the client has introduced itself */
 	F_DATA = PU_OWN << 3,   /* a body follows if the server says 354 */
-	F_CHUNK = PU_OWN << 4   /* BDAT: a sized chunk follows */
+	F_CHUNK = PU_OWN << 4,  /* BDAT: a sized chunk follows */
+	F_PLAIN = PU_OWN << 5   /* relayed before TLS when require_tls: nothing
+	                         * else is (fail closed) */
 };
 
 static const struct pu_verb smtp_verbs[] = {
-        {"STARTTLS", PU_STARTTLS},
-        {"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO},
-        {"HELO", F_BEFORE_EHLO | F_HELO},
-        {"NOOP", F_BEFORE_EHLO},
-        {"RSET", F_BEFORE_EHLO},
-        {"QUIT", F_BEFORE_EHLO},
+        {"STARTTLS", PU_STARTTLS | F_PLAIN},
+        {"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO | F_PLAIN},
+        {"HELO", F_BEFORE_EHLO | F_HELO | F_PLAIN},
+        {"NOOP", F_BEFORE_EHLO | F_PLAIN},
+        {"RSET", F_BEFORE_EHLO | F_PLAIN},
+        {"QUIT", F_BEFORE_EHLO | F_PLAIN},
         {"HELP", F_BEFORE_EHLO},
         {"MAIL", PU_REFUSE_PLAIN},
         {"RCPT", PU_REFUSE_PLAIN},
@@ -94,55 +100,82 @@ static const struct pu_verb smtp_verbs[] = {
         {NULL, 0},
 };
 
+/* RFC 3030: "BDAT" SP size [SP "LAST"], nothing else. *CHUNK is set
+ * whenever the size is a number, since even a refused chunk follows. */
+static bool
+bdat_args(const char *q, const char *end, uint64_t *chunk)
+{
+	struct pu_word size = pu_next_token(&q, end);
+	uint64_t v = 0;
+	size_t i;
+
+	for (i = 0; i < size.n && i < 10 && size.p[i] >= '0' && size.p[i] <= '9'; i++)
+		v = v * 10 + (uint64_t)(size.p[i] - '0');
+	if (size.n == 0 || i != size.n || v > UINT32_MAX)
+		return false;
+	*chunk = v;
+	if (q == end)
+		return true;
+	return pu_word_is(pu_next_token(&q, end), "LAST") && q == end;
+}
+
+/* Why postern answers the command itself, or NULL to relay it. */
+static const char *
+refusal(struct smtp_state *s, const char *p, size_t body, unsigned flags, bool bdat_ok)
+{
+	/* Before TLS nothing but a plain command of the short list reaches
+	 * the backend: no word a laxer server could read differently. */
+	if (!s->tls && s->require_tls && (!(flags & F_PLAIN) || !pc_plain_form(p, body)))
+		return "530 5.7.0 Must issue a STARTTLS command first";
+	if (pc_has_control(p, body))
+		return "500 5.5.2 Invalid character in command";
+	if (flags & PU_FORWARDING)
+		return "550 5.7.1 Not relayed: only the proxy may send this";
+	if (s->tls && !s->helo_seen && !(flags & (F_BEFORE_EHLO | PU_STARTTLS)))
+		return "503 5.5.1 EHLO first";
+	if ((flags & F_CHUNK) && !bdat_ok)
+		return "501 5.5.4 Syntax: BDAT count [LAST]";
+	/* A server without CHUNKING would run the chunk as commands. */
+	if ((flags & F_CHUNK) && !s->chunking)
+		return "502 5.5.1 BDAT not available: the server did not offer CHUNKING";
+	return NULL;
+}
+
 static enum proto_verdict
-client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, bool noargs,
+client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, const char *args,
                struct proto_action *act, char *scratch)
 {
 	size_t body = pu_trim_eol(p, n);
-	const char *q = p, *end = p + body;
-
-	pu_next_word(&q, end);
+	const char *end = p + body;
 	uint64_t chunk = 0;
+	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
+	const char *why = refusal(s, p, body, flags, bdat_ok);
 
-	if (flags & F_CHUNK) {
-		/* The size is needed even to refuse: the chunk must be skipped. */
-		const char *d = q;
-		while (d < end && *d >= '0' && *d <= '9' && chunk <= UINT32_MAX)
-			chunk = chunk * 10 + (uint64_t)(*d++ - '0');
-		if (d == q || chunk > UINT32_MAX)
-			return local(s, act, n, scratch, "501 5.5.4 Invalid BDAT size");
-	}
-	if (!s->tls && memchr(p, '\0', body) != NULL)
-		return local(s, act, n, scratch, "500 5.5.2 NUL byte in command");
-	if (flags & PU_STARTTLS) {
+	if (why == NULL && (flags & PU_STARTTLS)) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
-		if (!noargs)
+		if (args != end)
 			return local(s, act, n, scratch, "501 5.5.4 No parameters allowed");
 		if (s->q.count > 0 || s->s_midline)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
 	}
-	enum proto_verdict v = PV_PASS;
-	if (flags & PU_FORWARDING) {
-		v = local(s, act, n, scratch,
-		          "550 5.7.1 Not relayed: only the proxy may send this");
-	} else if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
-		v = local(s, act, n, scratch, "530 5.7.0 Must issue a STARTTLS command first");
-		if (v == PV_REPLY)
+	if (why != NULL) {
+		enum proto_verdict v = local(s, act, n, scratch, why);
+		if (v != PV_REPLY)
+			return v;
+		if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN))
 			act->event = "plaintext-auth-refused";
-	} else if (s->tls && !s->helo_seen && !(flags & F_BEFORE_EHLO)) {
-		v = local(s, act, n, scratch, "503 5.5.1 EHLO first");
-	}
-	if (v != PV_PASS) {
-		if (v == PV_REPLY && chunk > 0) {
+		if (chunk > 0) { /* the client sends it all the same: never relayed */
 			s->c_chunk = chunk;
 			s->c_drop = true;
 		}
 		return v;
 	}
-	if (flags & F_HELO)
+	if (flags & F_HELO) {
 		s->helo_seen = true;
+		s->chunking = false; /* until an EHLO reply offers it */
+	}
 	if (flags & F_EHLO) {
 		pu_queue_push(&s->q, K_EHLO);
 	} else if (flags & F_DATA) {
@@ -172,6 +205,14 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->c_data_wait)
 		return PV_WAIT;
+	if (s->c_skip) {
+		size_t n = pc_skip_tail(p, len, act);
+		if (n == 0)
+			return PV_DROP;
+		enum proto_verdict v = local(s, act, n, scratch, "500 5.5.2 Line too long");
+		s->c_skip = v == PV_WAIT;
+		return v;
+	}
 	size_t n = pu_line_len(p, len);
 	act->consume = n ? n : len;
 	if (s->c_midline) {
@@ -183,11 +224,19 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	if (n == 0) {
 		if (!full)
 			return PV_MORE;
-		if (!s->tls && !s->c_body)
+		if (s->c_body || s->c_auth) {
+			s->c_midline = true;
+			return PV_PASS;
+		}
+		if (!s->tls)
 			return pu_answer(act, PV_CLOSE, len, scratch,
 			                 "500 5.5.2 Line too long\r\n");
-		s->c_midline = true;
-		return PV_PASS;
+		/* A command too long to judge is never relayed: dropped, then
+		 * refused once its end has come. */
+		s->c_skip = true;
+		if (s->observe)
+			pc_log_unread(act, scratch, "line too long");
+		return PV_DROP;
 	}
 	if (s->c_body) {
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
@@ -212,11 +261,16 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->q.count == PU_QUEUE_MAX)
 		return PV_WAIT;
+	/* The verb as Postfix reads it: any white space around it. */
 	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_word(&q, end));
-	enum proto_verdict v = client_command(s, p, n, flags, pu_blank(q, end), act, scratch);
-	if (s->observe && v != PV_WAIT)
-		pu_log_command(act, scratch, p, body, flags);
+	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_token(&q, end));
+	enum proto_verdict v = client_command(s, p, n, flags, q, act, scratch);
+	if (s->observe && v != PV_WAIT) {
+		if (!pc_readable(p, body, !s->tls && s->require_tls))
+			pc_log_unread(act, scratch, "malformed command");
+		else
+			pu_log_command(act, scratch, p, body, flags);
+	}
 	return v;
 }
 
@@ -281,6 +335,8 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 		if (k == 0 || (!pu_cap_removed(w, c) && memchr(p + at, '\0', body) == NULL)) {
 			lines[k] = body > 4 ? p + at + 4 : "";
 			lens[k++] = body > 4 ? body - 4 : 0;
+			if (at > 0 && pu_word_is(w, "CHUNKING"))
+				s->chunking = true;
 		}
 		if (k > 1 && lines[k - 1] == w.p && pu_word_is(w, "AUTH") &&
 		    auth_at + 5 + (size_t)(end - q) <= sizeof(auth)) {
@@ -342,6 +398,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		if (total == 0)
 			return PV_MORE;
 		pu_queue_pop(&s->q);
+		s->chunking = false; /* this reply says again what the server offers */
 		if (s->observe)
 			log_reply(p, total, act, scratch);
 		return rewrite_ehlo(s, p, total, act, scratch);

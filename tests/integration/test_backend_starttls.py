@@ -450,16 +450,16 @@ class Pop3BackendStarttls(BackendStarttlsCase):
         "c9_wrongname": ({}, "wrongname", {}),
     }
 
-    def check_ok(self, name, timestamp=b"<1234.5678@fake.test>"):
+    def check_ok(self, name):
         f = self.fakes[name]
         before = f.count()
         c = poplib.POP3("127.0.0.1", self.port(name), timeout=5 * SLOW)
         cport = c.sock.getsockname()[1]
         try:
             welcome = c.getwelcome()
-            self.assertTrue(welcome.startswith(b"+OK"), welcome)
-            if timestamp:
-                self.assertIn(timestamp, welcome, "the APOP timestamp was not kept")
+            # postern's own greeting: nothing of the plaintext one (its APOP
+            # stamp, which a man in the middle could choose) reaches the client
+            self.assertEqual(welcome, b"+OK ready")
             self.assertNoInjected(welcome)
             capa = c.capa()
             self.assertNotIn("STLS", capa, capa)
@@ -482,11 +482,11 @@ class Pop3BackendStarttls(BackendStarttlsCase):
         self.session(cport)
         return fc
 
-    def test_happy_path_apop_timestamp_kept(self):
+    def test_happy_path_plaintext_apop_stamp_not_relayed(self):
         self.check_ok("ok")
 
     def test_greeting_without_timestamp(self):
-        self.check_ok("no_timestamp", timestamp=None)
+        self.check_ok("no_timestamp")
 
     def test_c1_stls_not_offered(self):
         self.check_fails("c1_no_stls")

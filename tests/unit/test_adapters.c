@@ -1105,8 +1105,8 @@ test_pop3_auth_refused(void **state)
 		ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
 		TO_SERVER(s, "");
 		assert_string_equal(s->event, "plaintext-auth-refused");
-		feed(s, C, "NOOP\r\n");
-		TO_SERVER(s, "NOOP\r\n");
+		feed(s, C, "CAPA\r\n");
+		TO_SERVER(s, "CAPA\r\n");
 		sess_free(s);
 	}
 
@@ -1140,6 +1140,8 @@ test_pop3_ordering(void **state)
 	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
 
 	/* Several commands in flight; STLS waits for all of them. */
+	sess_free(s);
+	s = pop3(false, true);
 	assert_int_equal(feed(s, C, "NOOP\r\nSTAT\r\nSTLS\r\n"), 6);
 	TO_SERVER(s, "NOOP\r\nSTAT\r\n");
 	feed(s, S, "+OK\r\n");
@@ -1199,7 +1201,8 @@ static void
 test_pop3_retr_body(void **state)
 {
 	(void)state;
-	struct sess *s = pop3(true, true);
+	/* Optional TLS: what is relayed before TLS is judged the same way. */
+	struct sess *s = pop3(false, true);
 	const char *body = "+OK 120 octets\r\n"
 	                   "+OK fake\r\n"
 	                   "-ERR fake\r\n"
@@ -1217,34 +1220,35 @@ test_pop3_retr_body(void **state)
 	/* The body ended at its dot: a CAPA response is judged again. */
 	feed(s, C, "CAPA\r\n");
 	feed(s, S, CAPA_BODY);
-	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUIDL\r\nSTLS\r\n.\r\n");
+	TO_CLIENT(s, "+OK Capability list follows\r\nTOP\r\nUSER\r\nSASL PLAIN LOGIN\r\nUIDL\r\n"
+	             "STLS\r\n.\r\n");
 
 	/* A local answer waits for the body's end, whatever the body says. */
 	feed(s, C, "TOP 1 10\r\n");
 	feed(s, S, "+OK\r\nline\r\n-ERR fake\r\n+OK fake\r\n");
-	assert_int_equal(feed(s, C, "USER x\r\n"), 8);
+	assert_int_equal(feed(s, C, "XCLIENT a\r\n"), 11);
 	assert_int_equal(s->stop[C], PV_WAIT);
 	feed(s, S, ".\r\n");
 	assert_int_equal(drive(s, C), 0);
-	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+	ANSWER(s, "-ERR Not relayed: only the proxy may send this\r\n");
 
 	/* LIST without an argument is multi-line, with one it is not. */
 	feed(s, C, "LIST\r\n");
 	feed(s, S, "+OK 2 messages\r\n1 120\r\n");
-	assert_int_equal(feed(s, C, "PASS x\r\n"), 8);
+	assert_int_equal(feed(s, C, "XCLIENT a\r\n"), 11);
 	feed(s, S, "2 200\r\n.\r\n");
 	assert_int_equal(drive(s, C), 0);
 	feed(s, C, "LIST 1\r\n");
 	feed(s, S, "+OK 1 120\r\n");
-	assert_int_equal(feed(s, C, "PASS x\r\n"), 0);
+	assert_int_equal(feed(s, C, "XCLIENT a\r\n"), 0);
 
 	/* -ERR to RETR: no body. */
 	feed(s, C, "RETR 9\r\n");
 	feed(s, S, "-ERR no such message\r\n");
-	assert_int_equal(feed(s, C, "APOP a b\r\n"), 0);
-	ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n"
-	          "-ERR Use STLS first (plaintext authentication is disabled)\r\n"
-	          "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+	assert_int_equal(feed(s, C, "XCLIENT a\r\n"), 0);
+	ANSWER(s, "-ERR Not relayed: only the proxy may send this\r\n"
+	          "-ERR Not relayed: only the proxy may send this\r\n"
+	          "-ERR Not relayed: only the proxy may send this\r\n");
 	TO_SERVER(s, "RETR 1\r\nCAPA\r\nTOP 1 10\r\nLIST\r\nLIST 1\r\nRETR 9\r\n");
 
 	/* Inside TLS, STLS in a body is still data; the second STLS is ours. */
@@ -1293,10 +1297,27 @@ test_pop3_long_line(void **state)
 	TO_SERVER(s, "");
 	sess_free(s);
 
+	/* After TLS a command too long to judge is never relayed: dropped
+	 * up to its end, then refused in its turn. */
 	s = pop3(true, true);
 	pop3_stls(s);
+	feed(s, C, "LIST\r\n");
 	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
-	assert_int_equal(s->fwd[C].n, IN_CAP);
+	feed_n(s, C, "AUTH", 4);
+	assert_int_equal(feed(s, C, " PLAIN x\r\nCAPA\r\n"), 16);
+	TO_SERVER(s, "LIST\r\n");
+	ANSWER(s, "");
+	feed(s, S, "+OK\r\n.\r\n");
+	assert_int_equal(drive(s, C), 0);
+	ANSWER(s, "-ERR Line too long\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+
+	/* A SASL response is not a command: a long one goes on. */
+	feed(s, S, "+OK\r\n.\r\n");
+	feed(s, C, "AUTH PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(s->fwd[C].n, 12 + IN_CAP);
 	str_clear(&s->fwd[C]);
 	ANSWER(s, "");
 	sess_free(s);
@@ -1341,6 +1362,17 @@ smtp_tls(struct sess *s, bool ehlo)
 		          "250-mx.example.org Hello\r\n250-PIPELINING\r\n250-AUTH PLAIN LOGIN\r\n"
 		          "250-AUTH=PLAIN\r\n250-SIZE 10240000\r\n250 8BITMIME\r\n");
 	}
+}
+
+/* STARTTLS, and an EHLO whose reply offers CHUNKING. */
+static void
+smtp_tls_chunking(struct sess *s)
+{
+	smtp_tls(s, false);
+	feed(s, C, "EHLO client\r\n");
+	feed(s, S, "250-mx\r\n250 CHUNKING\r\n");
+	TO_SERVER(s, "EHLO client\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 CHUNKING\r\n");
 }
 
 static void
@@ -1622,7 +1654,7 @@ test_smtp_bdat(void **state)
 	(void)state;
 	struct sess *s = smtp(true, true);
 
-	smtp_tls(s, true);
+	smtp_tls_chunking(s);
 	feed(s, C, "MAIL FROM:<a>\r\nRCPT TO:<b>\r\n");
 	assert_int_equal(feed(s, C, "BDAT 5\r\nQUIT\r"), 0);
 	/* After the chunk: a command again, answered in its turn. */
@@ -1639,7 +1671,7 @@ test_smtp_bdat(void **state)
 	sess_free(s);
 
 	s = smtp(true, true);
-	smtp_tls(s, true);
+	smtp_tls_chunking(s);
 	/* A chunk split across reads. */
 	feed(s, C, "BDAT 13 LAST\r\nSTART");
 	feed(s, C, "TLS\r\nQ");
@@ -1663,11 +1695,28 @@ test_smtp_bdat(void **state)
 	TO_SERVER(s, "");
 	assert_int_equal(s->final, NO_FINAL);
 
-	/* A bad size. */
-	feed(s, C, "BDAT x\r\n");
-	ANSWER(s, "501 5.5.4 Invalid BDAT size\r\n");
-	feed(s, C, "BDAT 99999999999\r\n");
-	ANSWER(s, "501 5.5.4 Invalid BDAT size\r\n");
+	sess_free(s);
+
+	/* Anything but "BDAT size [LAST]" is refused: a server that reads
+	 * it otherwise would not skip the chunk postern skips, or would skip
+	 * one postern relays as commands. A well-formed size is still the
+	 * chunk's, which is dropped. */
+	s = smtp(true, true);
+	smtp_tls_chunking(s);
+	static const char *const bad[] = {"BDAT x\r\n",
+	                                  "BDAT 99999999999\r\n",
+	                                  "BDAT 5abc\r\n",
+	                                  "BDAT +5\r\n",
+	                                  "BDAT\r\n",
+	                                  "BDAT -1\r\n",
+	                                  "BDAT 5 LAST x\r\nRSET\n",
+	                                  "BDAT 5 FIRST\r\nRSET\n"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		assert_int_equal(feed(s, C, bad[i]), 0);
+		ANSWER(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+	}
+	feed(s, C, "RSET\r\n");
+	TO_SERVER(s, "RSET\r\n");
 	sess_free(s);
 }
 
@@ -1702,7 +1751,7 @@ test_smtp_malformed(void **state)
 
 	struct sess *s = smtp(true, true);
 	assert_int_equal(feed_n(s, C, "NOOP\0\r\n", 7), 0);
-	ANSWER(s, "500 5.5.2 NUL byte in command\r\n");
+	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
 	TO_SERVER(s, "");
 	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
 	assert_int_equal(s->final, PV_CLOSE);
@@ -1756,6 +1805,300 @@ test_channel_binding_hidden(void **state)
 	feed(m, C, "EHLO me\r\n");
 	feed(m, S, "250-hi\r\n250-AUTH PLAIN SCRAM-SHA-256-PLUS LOGIN\r\n250 8BITMIME\r\n");
 	TO_CLIENT(m, "250-hi\r\n250-AUTH PLAIN LOGIN\r\n250 8BITMIME\r\n");
+}
+
+/* ---- SMTP/POP3 verbs as the laxest server reads them ---- */
+
+/* Postfix splits a command on any white space and skips leading white
+ * space: before TLS a verb in any other form than the plainest is refused
+ * locally, never relayed for a laxer server to run. */
+static void
+test_smtp_pretls_odd_white_space_refused(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		bool credential;
+	} cmds[] = {
+	        {"MAIL\tFROM:<x@example.org>\r\n", true},
+	        {" RCPT TO:<y@example.org>\r\n", true},
+	        {"DATA\t\r\n", true},
+	        {"\tDATA\r\n", true},
+	        {"AUTH\tPLAIN AGFsaWNlAHNlY3JldA==\r\n", true},
+	        {"BDAT\t0 LAST\r\n", true},
+	        /* not on the short list, or not in plain form */
+	        {"VRFY postmaster\r\n", false},
+	        {"HELP\r\n", false},
+	        {"XCLIENT ADDR=6.6.6.6\r\n", false},
+	        {"NOOP\t\r\n", false},
+	        {" EHLO x\r\n", false},
+	        {"EHLO\tx\r\n", false},
+	        {"STARTTLS\t\r\n", false},
+	        {"NOOP\vMAIL\r\n", false},
+	        {"NOOP \x80\r\n", false},
+	        {"NOOP\rDATA\r\n", false},
+	};
+
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		struct sess *s = smtp(true, true);
+		assert_int_equal(feed(s, C, cmds[i].line), 0);
+		ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
+		TO_SERVER(s, "");
+		assert_int_equal(s->final, NO_FINAL);
+		if (cmds[i].credential)
+			assert_string_equal(s->event, "plaintext-auth-refused");
+		else
+			assert_null(s->event);
+		sess_free(s);
+	}
+
+	/* The short list, in plain form, passes. */
+	struct sess *s = smtp(true, true);
+	feed(s, C, "EHLO x\r\nNOOP\r\nRSET\r\nHELO x\r\nquit\r\n");
+	TO_SERVER(s, "EHLO x\r\nNOOP\r\nRSET\r\nHELO x\r\nquit\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+
+	/* require_tls = no: everything may pass, read the same way. */
+	s = smtp(false, true);
+	feed(s, C, "MAIL\tFROM:<x>\r\n");
+	TO_SERVER(s, "MAIL\tFROM:<x>\r\n");
+	feed(s, S, "250 ok\r\n");
+	feed(s, C, " XCLIENT ADDR=6.6.6.6\r\n");
+	ANSWER(s, "550 5.7.1 Not relayed: only the proxy may send this\r\n");
+	feed(s, C, "DATA\t\r\n");
+	feed(s, S, "354 go\r\n");
+	feed(s, C, "STARTTLS\r\n.\r\n"); /* a body: the server said 354 */
+	TO_SERVER(s, "DATA\t\r\nSTARTTLS\r\n.\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	sess_free(s);
+}
+
+/* After TLS the verb is the one Postfix sees: XCLIENT behind a tab or
+ * leading space is still XCLIENT; a control byte a server would read as
+ * white space (VT, FF, CR) or as the end (NUL) makes the line refused. */
+static void
+test_smtp_posttls_verb_any_white_space(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls_chunking(s);
+	static const char *const fwd[] = {
+	        "XCLIENT\tADDR=6.6.6.6 LOGIN=victim\r\n",
+	        " XCLIENT ADDR=6.6.6.6\r\n",
+	        "\txforward\tADDR=6.6.6.6\r\n",
+	};
+	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++) {
+		assert_int_equal(feed(s, C, fwd[i]), 0);
+		ANSWER(s, "550 5.7.1 Not relayed: only the proxy may send this\r\n");
+	}
+	static const char ctl[][32] = {"XCLIENT\vADDR=6.6.6.6\r\n", "XCLIENT\fADDR=6.6.6.6\r\n",
+	                               "DATA\r\r\n", "RSET\rDATA\r\n", "BDAT\v10\r\n"};
+	for (size_t i = 0; i < sizeof(ctl) / sizeof(ctl[0]); i++) {
+		assert_int_equal(feed(s, C, ctl[i]), 0);
+		ANSWER(s, "500 5.5.2 Invalid character in command\r\n");
+	}
+	assert_int_equal(feed_n(s, C, "DATA\0\r\n", 7), 0);
+	ANSWER(s, "500 5.5.2 Invalid character in command\r\n");
+	assert_int_equal(feed(s, C, " STARTTLS\r\n"), 0);
+	ANSWER(s, "503 5.5.1 TLS already active\r\n");
+	TO_SERVER(s, "");
+
+	/* DATA with a tab is DATA: its 354 starts a body. */
+	feed(s, C, "MAIL FROM:<a>\r\nRCPT\tTO:<b>\r\n DATA\t\r\n");
+	assert_int_equal(feed(s, C, "XCLIENT ADDR=1.2.3.4\r\n.\r\n"), 25);
+	feed(s, S, "250 ok\r\n250 ok\r\n354 go\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "MAIL FROM:<a>\r\nRCPT\tTO:<b>\r\n DATA\t\r\nXCLIENT ADDR=1.2.3.4\r\n.\r\n");
+	ANSWER(s, "");
+
+	/* AUTH with a tab is AUTH: its lines are SASL responses. */
+	feed(s, S, "250 queued\r\n");
+	feed(s, C, "AUTH\tLOGIN\r\n");
+	feed(s, S, "334 VXNlcm5hbWU6\r\n");
+	feed(s, C, "STARTTLS\r\n");
+	TO_SERVER(s, "AUTH\tLOGIN\r\nSTARTTLS\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+/* BDAT to a server that did not offer CHUNKING: the server would answer
+ * 500 and run the chunk as commands. postern refuses it and drops the
+ * chunk, whatever the chunk says. */
+static void
+test_smtp_bdat_refused_without_chunking(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+	static const char chunk[] = "XCLIENT ADDR=6.6.6.6\r\nQUIT\r\n"; /* 28 bytes */
+
+	smtp_tls(s, true); /* EHLO_REPLY has no CHUNKING */
+	feed(s, C, "MAIL FROM:<a>\r\n");
+	feed(s, S, "250 ok\r\n");
+	assert_int_equal(feed(s, C, "BDAT 28 LAST\r\n"), 0);
+	assert_int_equal(feed(s, C, chunk), 0);
+	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	TO_SERVER(s, "MAIL FROM:<a>\r\n");
+	feed(s, C, "RSET\r\n");
+	TO_SERVER(s, "RSET\r\n");
+	feed(s, S, "250 ok\r\n");
+
+	/* A new EHLO says again what is offered: CHUNKING now, then not
+	 * after HELO. */
+	feed(s, C, "EHLO c\r\n");
+	feed(s, S, "250-mx\r\n250 CHUNKING\r\n");
+	feed(s, C, "BDAT 4\r\nRSET");
+	TO_SERVER(s, "EHLO c\r\nBDAT 4\r\nRSET");
+	feed(s, S, "250 ok\r\n");
+	feed(s, C, "HELO c\r\n");
+	feed(s, S, "250 mx\r\n");
+	assert_int_equal(feed(s, C, "BDAT 6\r\nRSET\r\n"), 0);
+	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	TO_SERVER(s, "HELO c\r\n");
+
+	/* STARTTLS forgets it (RFC 3207 4.2). */
+	sess_free(s);
+	s = smtp(true, true);
+	feed(s, C, "EHLO c\r\n");
+	feed(s, S, "250-mx\r\n250 CHUNKING\r\n");
+	TO_SERVER(s, "EHLO c\r\n");
+	str_clear(&s->fwd[S]);
+	smtp_tls(s, true);
+	assert_int_equal(feed(s, C, "BDAT 6\r\nRSET\r\n"), 0);
+	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+}
+
+/* After TLS a command line too long to judge is refused, not relayed in
+ * pieces; a body line of that length is data. */
+static void
+test_smtp_long_command_posttls_refused(void **state)
+{
+	(void)state;
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	memcpy(big, "XCLIENT ADDR=6.6.6.6 ", 21);
+	memset(big + 21, 'x', IN_CAP - 21);
+
+	struct sess *s = smtp(true, true);
+	smtp_tls(s, true);
+	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+	assert_int_equal(feed_n(s, C, big, 1000), 0);
+	TO_SERVER(s, "");
+	ANSWER(s, "");
+	assert_int_equal(feed(s, C, "x\r\nNOOP\r\n"), 0);
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+	assert_int_equal(s->final, NO_FINAL);
+	sess_free(s);
+	free(big);
+}
+
+/* POP3: the same rules for USER, PASS, APOP, AUTH and STLS. */
+static void
+test_pop3_odd_white_space(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *line;
+		bool credential;
+	} pre[] = {
+	        {"USER\talice\r\n", true},
+	        {" USER alice\r\n", true},
+	        {"PASS\tsecret\r\n", true},
+	        {"APOP\talice 0123\r\n", true},
+	        {"AUTH\tPLAIN AGEAYg==\r\n", true},
+	        {"NOOP\r\n", false},
+	        {"STAT\r\n", false},
+	        {"STLS\t\r\n", false},
+	        {" CAPA\r\n", false},
+	        {"CAPA\rUSER x\r\n", false},
+	        {"CAPA \xc3\xa9\r\n", false},
+	};
+
+	for (size_t i = 0; i < sizeof(pre) / sizeof(pre[0]); i++) {
+		struct sess *s = pop3(true, true);
+		assert_int_equal(feed(s, C, pre[i].line), 0);
+		ANSWER(s, "-ERR Use STLS first (plaintext authentication is disabled)\r\n");
+		TO_SERVER(s, "");
+		if (pre[i].credential)
+			assert_string_equal(s->event, "plaintext-auth-refused");
+		else
+			assert_null(s->event);
+		sess_free(s);
+	}
+
+	struct sess *s = pop3(true, true);
+	feed(s, C, "CAPA\r\n");
+	feed(s, S, CAPA_BODY);
+	feed(s, C, "QUIT\r\n");
+	TO_SERVER(s, "CAPA\r\nQUIT\r\n");
+	sess_free(s);
+
+	/* After TLS: the verb behind any white space. */
+	s = pop3(true, true);
+	pop3_stls(s);
+	feed(s, C, "XCLIENT\tADDR=6.6.6.6\r\n");
+	feed(s, C, " XCLIENT ADDR=6.6.6.6\r\n");
+	ANSWER(s, "-ERR Not relayed: only the proxy may send this\r\n"
+	          "-ERR Not relayed: only the proxy may send this\r\n");
+	feed(s, C, "\tSTLS\r\n");
+	ANSWER(s, "-ERR TLS is already active\r\n");
+	feed(s, C, "XCLIENT\vADDR=6.6.6.6\r\n");
+	ANSWER(s, "-ERR Invalid character in command\r\n");
+	TO_SERVER(s, "");
+	/* AUTH with a tab starts a SASL exchange; LIST with a tab and no
+	 * argument is multi-line. */
+	feed(s, C, "AUTH\tPLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "STLS\r\n");
+	feed(s, S, "+OK in\r\n");
+	feed(s, C, "LIST\t\r\n");
+	feed(s, S, "+OK\r\n-ERR fake\r\n.\r\n");
+	TO_SERVER(s, "AUTH\tPLAIN\r\nSTLS\r\nLIST\t\r\n");
+	TO_CLIENT(s, "+ \r\n+OK in\r\n+OK\r\n-ERR fake\r\n.\r\n");
+	ANSWER(s, "");
+	sess_free(s);
+}
+
+/* Client role: the greeting the legacy client gets is postern's own, not
+ * the plaintext greeting a man in the middle could have written (its APOP
+ * challenge or an [ALERT] text). */
+static void
+test_pop3_upstream_greeting_not_from_plaintext(void **state)
+{
+	(void)state;
+	char up[64], scratch[PROTO_SCRATCH_ALLOC];
+	struct proto_action act = {0};
+	static const char *const steps[] = {
+	        "+OK <[ALERT]re-enter-password-at-evil.example> ready\r\n",
+	        "+OK\r\n",
+	        "STLS\r\n",
+	        ".\r\n",
+	        "+OK begin TLS\r\n",
+	};
+
+	assert_true(proto_pop3.up_state_size <= sizeof(up));
+	proto_pop3.up_start(up, "helo", &act, scratch);
+	for (size_t i = 0; i < sizeof(steps) / sizeof(steps[0]); i++) {
+		memset(&act, 0, sizeof(act));
+		enum proto_up r =
+		        proto_pop3.upstream(up, steps[i], strlen(steps[i]), false, &act, scratch);
+		assert_int_equal(r,
+		                 i + 1 < sizeof(steps) / sizeof(steps[0]) ? PU_UP_SEND : PU_UP_TLS);
+	}
+	proto_pop3.up_tls_done(up, &act, scratch);
+	static const char *const tls[] = {"+OK\r\n", "STLS\r\n", ".\r\n"};
+	enum proto_up r = PU_UP_MORE;
+	for (size_t i = 0; i < 3; i++) {
+		memset(&act, 0, sizeof(act));
+		r = proto_pop3.upstream(up, tls[i], strlen(tls[i]), false, &act, scratch);
+	}
+	assert_int_equal(r, PU_UP_DONE);
+	assert_int_equal(act.len, strlen("+OK ready\r\n"));
+	assert_memory_equal(act.text, "+OK ready\r\n", act.len);
 }
 
 /* ---- command log: what each adapter says of what it judged ---- */
@@ -1928,6 +2271,30 @@ test_smtp_log_redaction(void **state)
 	sess_free(s);
 }
 
+/* Before TLS a malformed line is refused and never shown: behind a tab
+ * its words are not the ones postern parsed, and may be a SASL response. */
+static void
+test_smtp_pop3_log_hides_malformed_pretls(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	observe_next = false;
+
+	feed(s, C,
+	     "AUTH PLAIN\tZsZWNyZXQ=\r\nAUTH\tPLAIN ZsZWNyZXQ=\r\n AUTH PLAIN ZsZWNyZXQ=\r\n");
+	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n"
+	          "530 5.7.0 Must issue a STARTTLS command first\r\n"
+	          "530 5.7.0 Must issue a STARTTLS command first\r\n");
+	assert_no_secret(s);
+	LOGGED(s, "S: 220 mx.example.org ESMTP\nC: (malformed command)\nC: (malformed command)\n"
+	          "C: (malformed command)\n");
+	feed(p, C, "PASS\tZsecret\r\nAUTH PLAIN\tZsZWNyZXQ=\r\n");
+	assert_no_secret(p);
+	LOGGED(p, "S: +OK POP3 ready\nC: (malformed command)\nC: (malformed command)\n");
+}
+
 int
 main(void)
 {
@@ -1972,11 +2339,18 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat, teardown),
 	        cmocka_unit_test_teardown(test_smtp_auth_posttls, teardown),
 	        cmocka_unit_test_teardown(test_smtp_malformed, teardown),
+	        cmocka_unit_test_teardown(test_smtp_pretls_odd_white_space_refused, teardown),
+	        cmocka_unit_test_teardown(test_smtp_posttls_verb_any_white_space, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_refused_without_chunking, teardown),
+	        cmocka_unit_test_teardown(test_smtp_long_command_posttls_refused, teardown),
+	        cmocka_unit_test_teardown(test_pop3_odd_white_space, teardown),
+	        cmocka_unit_test_teardown(test_pop3_upstream_greeting_not_from_plaintext, teardown),
 	        cmocka_unit_test_teardown(test_channel_binding_hidden, teardown),
 	        cmocka_unit_test_teardown(test_imap_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_imap_observe_rules, teardown),
 	        cmocka_unit_test_teardown(test_pop3_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_smtp_log_redaction, teardown),
+	        cmocka_unit_test_teardown(test_smtp_pop3_log_hides_malformed_pretls, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

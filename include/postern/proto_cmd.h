@@ -1,0 +1,36 @@
+/* Command lines of the untagged protocols (SMTP, POP3): postern relays a
+ * line only when the verb it sees is the verb every server would see.
+ * Postfix splits a command on any isspace() byte (SP, HTAB, VT, FF, CR)
+ * and stops reading at a NUL; stricter servers split on SP only. */
+#ifndef POSTERN_PROTO_CMD_H
+#define POSTERN_PROTO_CMD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <postern/proto.h>
+
+/* Before TLS a command is relayed only in its plainest form: printable
+ * ASCII with the verb at the start of the line. No NUL, 8-bit byte, bare
+ * CR, tab or leading white space (N: the line without its EOL). */
+bool pc_plain_form(const char *p, size_t n);
+
+/* A control byte other than HTAB (NUL, CR, VT, FF, ...) or DEL in the
+ * line: some server would split or cut the command there. */
+bool pc_has_control(const char *p, size_t n);
+
+/* Whether the command log may show the line: no control byte, and in
+ * plain form when PLAIN_ONLY (before TLS with require_tls). */
+bool pc_readable(const char *p, size_t n, bool plain_only);
+
+/* The rest of a command line too long to judge: its bytes are dropped up
+ * to its LF, where the caller refuses the whole line. Returns the length
+ * of the tail up to and including the LF, or 0 when the LEN bytes at P
+ * are all dropped (ACT is then set to consume them). */
+size_t pc_skip_tail(const char *p, size_t len, struct proto_action *act);
+
+/* Log text for a command line postern would not read: the line is never
+ * shown, since its words are not the ones a server would see. */
+void pc_log_unread(struct proto_action *act, char *scratch, const char *why);
+
+#endif
