@@ -121,6 +121,19 @@ remember_decoded(struct secrets *sec, const char *p, size_t n)
 	OPENSSL_cleanse(d, sizeof(d));
 }
 
+/* A command verb or SASL mechanism name: [A-Z0-9_-], 1 to 20 bytes. */
+static bool
+is_verb(const char *p, size_t n)
+{
+	if (n == 0 || n > 20)
+		return false;
+	for (size_t i = 0; i < n; i++)
+		if (!((p[i] >= 'A' && p[i] <= 'Z') || (p[i] >= '0' && p[i] <= '9') || p[i] == '_' ||
+		      p[i] == '-'))
+			return false;
+	return true;
+}
+
 void
 secrets_add(struct secrets *sec, const char *p, size_t n)
 {
@@ -133,6 +146,19 @@ secrets_add(struct secrets *sec, const char *p, size_t n)
 	remember(sec, p, n);
 	remember_unquoted(sec, p, n);
 	remember_decoded(sec, p, n);
+	/* Hidden text of several words ("PLAIN <b64>" after odd white space,
+	 * a command taken for a SASL response): each word may be echoed alone
+	 * or decoded, but a verb or mechanism name alone would deface the log. */
+	for (const char *w = p, *end = p + n; w < end;) {
+		const char *e = w;
+		while (e < end && !is_space(*e))
+			e++;
+		if ((w != p || e != end) && !is_verb(w, (size_t)(e - w))) {
+			remember(sec, w, (size_t)(e - w));
+			remember_decoded(sec, w, (size_t)(e - w));
+		}
+		w = e + 1;
+	}
 }
 
 /* Marks the tail of [in, in+end) that is the start of S (a reappearance

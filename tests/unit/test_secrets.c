@@ -62,6 +62,19 @@ test_sasl_plain_password_masked_decoded(void **state)
 	expect_masked("535 bad password s3cret-pw for alice", "535 bad password *** for alice");
 }
 
+/* A hidden text of several words: each word (but a verb) and its decoded
+ * form are known. */
+static void
+test_words_of_hidden_text_decoded(void **state)
+{
+	(void)state;
+	add("AUTH PLAIN AGFsaWNlAHMzY3JldC1wdw==");
+	expect_masked("-ERR s3cret-pw refused", "-ERR *** refused");
+	add("PASS hunter2pw");
+	expect_masked("-ERR hunter2pw is wrong; PASS and PLAIN stay",
+	              "-ERR *** is wrong; PASS and PLAIN stay");
+}
+
 /* XOAUTH2 "user=alice\1auth=Bearer Tok-123456\1\1": the token. */
 static void
 test_xoauth2_token_masked_decoded(void **state)
@@ -218,6 +231,7 @@ main(void)
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test_setup(test_echoed_password_masked, reset),
 	        cmocka_unit_test_setup(test_sasl_plain_password_masked_decoded, reset),
+	        cmocka_unit_test_setup(test_words_of_hidden_text_decoded, reset),
 	        cmocka_unit_test_setup(test_xoauth2_token_masked_decoded, reset),
 	        cmocka_unit_test_setup(test_quoted_password_masked_unquoted, reset),
 	        cmocka_unit_test_setup(test_secret_cut_by_line_end_masked, reset),
