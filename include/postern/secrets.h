@@ -8,7 +8,9 @@
  * taken the oldest is forgotten. Besides the bytes as sent, a secret adds
  * the forms a server may reflect: the content of an IMAP quoted string, and
  * what base64 decodes to (of SASL PLAIN the password, of XOAUTH2 /
- * OAUTHBEARER the token, else the whole decoded text). Secrets shorter than
+ * OAUTHBEARER the token, else the whole decoded text), and of a hidden text
+ * of several words each word (and its decoding) that is not an upper-case
+ * verb or mechanism name. Secrets shorter than
  * SECRET_LEN_MIN bytes are not remembered: masking them would deface every
  * line. The memory is wiped (OPENSSL_cleanse) by secrets_wipe. */
 #ifndef POSTERN_SECRETS_H
