@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <postern/capture.h>
+#include <postern/log_text.h>
 
-#define CAPTURE_LINE_MAX 2048
+/* A log line of PROTO_LOG_MAX bytes, each escaped as up to 4. */
+#define CAPTURE_LINE_MAX 8192
 
 struct capture {
 	int fd;
@@ -112,13 +114,9 @@ capture_line(struct capture *c, char side, const char *text, size_t len)
 	line[n++] = side;
 	line[n++] = ':';
 	line[n++] = ' ';
-	if (len > sizeof(line) - n - 1)
-		len = sizeof(line) - n - 1;
-	/* A peer's control characters must not forge lines or a terminal. */
-	for (size_t i = 0; i < len; i++) {
-		unsigned char ch = (unsigned char)text[i];
-		line[n++] = ch < 0x20 || ch == 0x7f ? '?' : (char)ch;
-	}
+	/* A peer's bytes must not forge lines or a terminal: escaped as in
+	 * the log (log_text.h), the room for the newline kept. */
+	n += log_text_escape(line + n, sizeof(line) - n - 1, text, len, 0);
 	line[n++] = '\n';
 	return write_whole(c->fd, line, n);
 }

@@ -24,6 +24,7 @@
 #include <postern/log.h>
 #include <postern/log_json.h>
 #include <postern/log_syslog.h>
+#include <postern/log_text.h>
 #include <postern/shared.h>
 
 #define LOG_LINE_MAX 4096
@@ -334,10 +335,10 @@ log_enabled(int level)
 static void
 emit(int level, const char *who, const char *fmt, va_list ap)
 {
-	char line[LOG_LINE_MAX];
+	char line[LOG_LINE_MAX], raw[LOG_LINE_MAX];
 	struct timeval tv;
 	struct tm tm;
-	size_t n, stamp;
+	size_t n, stamp, rn;
 	int r;
 
 	gettimeofday(&tv, NULL);
@@ -346,25 +347,23 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 	r = snprintf(line + n, sizeof(line) - n, ".%03dZ ", (int)(tv.tv_usec / 1000));
 	n += (size_t)r;
 	stamp = n;
-	r = snprintf(line + n, sizeof(line) - n, "%s %s ", level_name(level), who);
-	n += (size_t)r < sizeof(line) - n ? (size_t)r : sizeof(line) - n - 1;
-	size_t msg_at = n - stamp;
-	r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+	r = snprintf(raw, sizeof(raw), "%s %s ", level_name(level), who);
+	rn = (size_t)r < sizeof(raw) ? (size_t)r : sizeof(raw) - 1;
+	size_t msg_at = rn;
+	r = vsnprintf(raw + rn, sizeof(raw) - rn, fmt, ap);
 	if (r < 0)
 		r = 0;
-	n += (size_t)r < sizeof(line) - n ? (size_t)r : sizeof(line) - n - 1;
-	/* Control characters from peers (names, errors) must not forge lines. */
-	for (size_t i = stamp; i < n; i++)
-		if ((unsigned char)line[i] < 0x20 || line[i] == 0x7f)
-			line[i] = '?';
+	rn += (size_t)r < sizeof(raw) - rn ? (size_t)r : sizeof(raw) - rn - 1;
+	/* Peer bytes (names, commands, errors) must not forge lines or make
+	 * the output invalid UTF-8: one escape form for every output. */
+	n += log_text_escape(line + n, sizeof(line) - n - 1, raw, rn, 0);
 	if (log_format == LOGFMT_JSON) {
 		char json[LOG_LINE_MAX * 2], ts[40];
-		const char *msg = line + stamp + msg_at;
 		memcpy(ts, line, stamp - 1);
 		ts[stamp - 1] = '\0';
-		line[n] = '\0';
-		size_t jn =
-		        log_json_format(json, sizeof(json) - 1, ts, level_name(level), who, msg);
+		/* log_json_format escapes each string itself. */
+		size_t jn = log_json_format(json, sizeof(json) - 1, ts, level_name(level), who,
+		                            raw + msg_at);
 		if (log_target == LOGTO_SYSLOG) {
 			if (log_syslog_send(level, json) < 0)
 				shared_add(drops, 1);
@@ -375,7 +374,6 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 		return;
 	}
 	if (log_target == LOGTO_SYSLOG) {
-		line[n] = '\0';
 		if (log_syslog_send(level, line + stamp) < 0)
 			shared_add(drops, 1);
 		return;

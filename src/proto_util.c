@@ -281,32 +281,33 @@ pu_contains_ci(const char *p, size_t n, const char *needle)
 void
 pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t len, unsigned flags)
 {
-	const char *q = p, *end = p + len;
-	const char *sp = memchr(p, ' ', len);
+	const char *q = p, *w = p, *end = p + len;
+	struct pu_word verb = pu_next_token(&q, end), word = pu_next_word(&w, end);
+	/* White space other than one SP after the verb: the caller's flags may
+	 * be those of another verb than the one a lax server reads (Postfix
+	 * splits on any white space), so everything after the verb is hidden. */
+	bool odd = word.p != verb.p || word.n != verb.n || q != w;
 
-	/* A tab in the verb could hide a verb some server splits on: show
-	 * nothing of such a line. */
-	if (memchr(p, '\t', (size_t)((sp ? sp : end) - p))) {
-		pu_log_begin(act, scratch, 0);
-		pu_log_str(act, scratch, PU_SECRET);
-		return;
-	}
-	if (!(flags & (PU_HIDE_ARGS | PU_HIDE_AFTER_ARG))) {
+	if (!odd && !(flags & (PU_HIDE_ARGS | PU_HIDE_AFTER_ARG | PU_SASL))) {
 		pu_log_line(act, scratch, p, len, false, 0, 0);
 		return;
 	}
-	struct pu_word verb = pu_next_word(&q, end);
 	pu_log_begin(act, scratch, 0);
 	pu_log_put(act, scratch, verb.p, verb.n);
-	if (flags & PU_HIDE_AFTER_ARG) {
-		struct pu_word arg = pu_next_word(&q, end);
+	if (flags & (PU_HIDE_AFTER_ARG | PU_SASL)) {
+		struct pu_word arg = pu_next_token(&q, end);
 		if (arg.n > 0) {
 			pu_log_str(act, scratch, " ");
-			pu_log_put(act, scratch, arg.p, arg.n);
+			if (flags & PU_SASL)
+				pu_log_mech(act, scratch, arg);
+			else
+				pu_log_put(act, scratch, arg.p, arg.n);
 		}
 	}
-	if (q < end)
-		pu_log_str(act, scratch, " " PU_SECRET);
+	if (q < end) {
+		pu_log_str(act, scratch, " ");
+		pu_log_secret(act, scratch, q, (size_t)(end - q));
+	}
 }
 
 void
@@ -339,5 +340,8 @@ void
 pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len)
 {
 	pu_log_begin(act, scratch, 0);
-	pu_log_str(act, scratch, len == 1 && p[0] == '*' ? "*" : PU_SECRET);
+	if (len == 1 && p[0] == '*')
+		pu_log_str(act, scratch, "*");
+	else
+		pu_log_secret(act, scratch, p, len);
 }

@@ -17,11 +17,13 @@
 #include <postern/capture.h>
 #include <postern/endpoint.h>
 #include <postern/log.h>
+#include <postern/log_text.h>
 #include <postern/metrics.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 #include <postern/proxyproto.h>
 #include <postern/relay.h>
+#include <postern/secrets.h>
 #include <postern/session.h>
 #include <postern/shared.h>
 #include <postern/tls.h>
@@ -86,6 +88,7 @@ struct obs_line {
 struct observe {
 	struct capture *cap;
 	struct obs_line line[2]; /* by enum proto_dir */
+	struct secrets secrets;  /* what the adapters hid so far: masked for good */
 };
 
 static void
@@ -97,17 +100,22 @@ observe_capture_failed(struct session *s)
 }
 
 /* TEXT may hold several lines separated by '\n' (one multi-line reply):
- * all but the last are of lesser interest. */
+ * all but the last are of lesser interest. Each line has the session's
+ * secrets masked, then its bytes escaped (a NUL no longer cuts it). */
 static void
 observe_emit(struct session *s, char side, const char *text, size_t len, unsigned flags)
 {
+	static char masked[4 * PROTO_LOG_MAX], shown[4 * PROTO_LOG_MAX + 1];
+
 	while (s->obs) {
 		const char *nl = memchr(text, '\n', len);
 		size_t n = nl ? (size_t)(nl - text) : len;
 		int level = nl || (flags & PL_DEBUG) ? LOG_DEBUG : LOG_INFO;
+		size_t m = secrets_mask(&s->obs->secrets, text, n, masked, sizeof(masked));
+		size_t e = log_text_escape(shown, sizeof(shown), masked, m, 0);
 		if (s->svc->log_commands)
-			log_session(level, s->who, "%c: %.*s", side, (int)n, text);
-		if (s->obs->cap && capture_line(s->obs->cap, side, text, n) < 0)
+			log_session(level, s->who, "%c: %s", side, shown);
+		if (s->obs->cap && capture_line(s->obs->cap, side, shown, e) < 0)
 			observe_capture_failed(s);
 		if (!nl)
 			break;
@@ -124,6 +132,8 @@ observe_action(struct session *s, enum proto_dir dir, const struct proto_action 
 	size_t n = act->log_len;
 	bool cut;
 
+	if (act->secret) /* before the line is shown: it may repeat the secret */
+		secrets_add(&s->obs->secrets, act->secret, act->secret_len);
 	if (!l->open) {
 		l->open = true;
 		l->len = 0;
@@ -188,6 +198,7 @@ observe_end(struct session *s)
 	snprintf(trailer, sizeof(trailer), "end reason=%s in=%llu out=%llu", s->reason,
 	         (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes);
 	capture_close(s->obs->cap, trailer);
+	secrets_wipe(&s->obs->secrets);
 	free(s->obs);
 	s->obs = NULL;
 }
@@ -663,6 +674,10 @@ log_tls_start(struct session *s, const char *what)
 	SSL *ssl = s->client.ssl;
 	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
 
+	/* OpenSSL takes any byte but NUL in a host_name: only a valid host
+	 * name is shown, never text that could pass for more fields. */
+	if (sni && !log_hostname_valid(sni))
+		sni = "(invalid)";
 	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s%s", what, SSL_get_version(ssl),
 	            SSL_get_cipher_name(ssl), sni ? " sni=" : "", sni ? sni : "",
 	            unverified_note(s));

@@ -107,7 +107,10 @@ void pu_log_line(struct proto_action *act, char *scratch, const char *p, size_t 
                  uint64_t size, unsigned flags);
 
 /* An untagged command line (POP3, SMTP) for the log, its secrets hidden
- * as the PU_HIDE_* flags of its verb say. */
+ * as the PU_HIDE_* flags of its verb say (a PU_SASL mechanism through
+ * pu_log_mech) and recorded with pu_log_secret. The verb is split as
+ * pu_next_token does; after odd white space around it (a TAB, leading or
+ * doubled spaces) all that follows the verb is hidden. */
 void pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t len,
                     unsigned flags);
 /* Hides [p, p+n) as "***" and records it in ACT as the secret the
@@ -116,7 +119,7 @@ void pu_log_secret(struct proto_action *act, char *scratch, const char *p, size_
 /* A SASL mechanism name: logged as sent when it is one (RFC 4422: at most
  * 20 of [A-Za-z0-9_-]), "***" otherwise, since it may be a response. */
 void pu_log_mech(struct proto_action *act, char *scratch, struct pu_word mech);
-/* A SASL response line: "*" (a cancel) or "***". */
+/* A SASL response line: "*" (a cancel) or "***" (recorded as a secret). */
 void pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len);
 
 /* Case-insensitive search for NEEDLE in [p, p+n). */

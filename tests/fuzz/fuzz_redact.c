@@ -4,7 +4,10 @@
  * and literals, AUTHENTICATE with an initial response or continuations,
  * POP3 PASS/APOP/AUTH, SMTP AUTH PLAIN/LOGIN/XOAUTH2), delivered in
  * arbitrary segments. Every secret contains a 'Z' and the other bytes
- * never do, so any 'Z' in the log is a leak.
+ * never do, so any 'Z' in the log is a leak. The log is checked as the
+ * session shows it: after the session's memory of secrets (secrets.h) has
+ * masked what the adapters hid before, so a server that echoes a password
+ * or a SASL response (plain or decoded) must not show it either.
  *
  * Input: byte 0: bits 0-1 protocol (0 IMAP, 1 POP3, 2 SMTP, 3 IMAP),
  * bit 2 STARTTLS offered (pre-TLS rules), bit 3 require_tls. Then records,
@@ -23,6 +26,7 @@
 
 #include <postern/proto.h>
 #include <postern/proto_util.h>
+#include <postern/secrets.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -43,14 +47,22 @@ struct sim {
 	bool over;
 	bool answered; /* postern answered the client itself */
 	char scratch[PROTO_SCRATCH_ALLOC];
+	struct secrets secrets;
 };
 
 static void
-check_log(const struct proto_action *act)
+check_log(struct sim *s, const struct proto_action *act)
 {
-	if (act->log && memchr(act->log, 'Z', act->log_len)) {
-		fprintf(stderr, "fuzz_redact: secret in the log: [%.*s]\n", (int)act->log_len,
-		        act->log);
+	char shown[PROTO_LOG_MAX];
+	size_t n;
+
+	if (act->secret)
+		secrets_add(&s->secrets, act->secret, act->secret_len);
+	if (act->log == NULL)
+		return;
+	n = secrets_mask(&s->secrets, act->log, act->log_len, shown, sizeof(shown));
+	if (memchr(shown, 'Z', n)) {
+		fprintf(stderr, "fuzz_redact: secret in the log: [%.*s]\n", (int)n, shown);
 		abort();
 	}
 }
@@ -83,7 +95,7 @@ drive(struct sim *s)
 				                      false, &act, s->scratch);
 				if (v == PV_MORE || v == PV_WAIT)
 					break;
-				check_log(&act);
+				check_log(s, &act);
 				if (v == PV_REPLY)
 					s->answered = true;
 				if (v == PV_STARTTLS) {
@@ -151,9 +163,17 @@ static const char *const imap_forms[][6] = {
         {"p LOGIN ~{5+}\r\nalice ZS10\r\n"},
 };
 static const char *const pop3_forms[][6] = {
-        {"PASS ZS1\r\n"},         {"APOP alice ZS2\r\n"},
-        {"AUTH PLAIN ZS3==\r\n"}, {"AUTH PLAIN\r\n", "+ \r\n", "ZS4==\r\n"},
+        {"PASS ZS1\r\n"},
+        {"APOP alice ZS2\r\n"},
+        {"AUTH PLAIN ZS3==\r\n"},
+        {"AUTH PLAIN\r\n", "+ \r\n", "ZS4==\r\n"},
         {"pass ZS 5\r\n"},
+        /* odd white space a lax server splits on */
+        {"AUTH PLAIN\tZS6==\r\n"},
+        {"PASS\tZS7\r\n"},
+        /* servers that echo the secret */
+        {"PASS ZpassZ8\r\n", "-ERR ZpassZ8 is wrong\r\n"},
+        {"AUTH PLAIN AGFsaWNlAFpzZWNacmV0Wg==\r\n", "-ERR ZsecZretZ refused\r\n"},
 };
 static const char *const smtp_forms[][6] = {
         {"AUTH PLAIN ZS1==\r\n"},
@@ -161,6 +181,17 @@ static const char *const smtp_forms[][6] = {
         {"AUTH LOGIN ZS4==\r\n"},
         {"AUTH XOAUTH2 ZS5==\r\n"},
         {"auth plain\r\n", "334 \r\n", "ZS6==\r\n"},
+        /* odd white space a lax server splits on */
+        {"AUTH PLAIN\tZS7==\r\n"},
+        {"AUTH\tPLAIN ZS8==\r\n"},
+        {" AUTH  PLAIN  ZS9==\r\n"},
+        {"AUTH ZS10==\r\n"},
+        /* servers that echo the response, or the password it decodes to */
+        {"AUTH PLAIN AGFsaWNlAFpzZWNacmV0Wg==\r\n",
+         "535 AGFsaWNlAFpzZWNacmV0Wg== ZsecZretZ refused\r\n"},
+        {"AUTH PLAIN\r\n", "334 \r\n", "AGFsaWNlAFpacHda\r\n", "535 ZZpwZ wrong\r\n"},
+        {"AUTH LOGIN\r\n", "334 VXNlcm5hbWU6\r\n", "WnVzZXJaMQ==\r\n",
+         "334 ZuserZ1 UGFzc3dvcmQ6\r\n", "WmxvZ2luUHda\r\n", "535 ZloginPwZ bad\r\n"},
 };
 
 /* The rest of a form is a credential only if its command reached the
@@ -189,6 +220,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	memset(s->d, 0, sizeof(s->d));
+	secrets_wipe(&s->secrets);
 	s->ops = ops[data[0] & 3];
 	s->seg = 7;
 	s->over = false;

@@ -116,6 +116,32 @@ test_syslog_pri_and_format(void **state)
 	close(rx);
 }
 
+/* Peer bytes reach syslog escaped (log_text.h), text and JSON alike: no
+ * line break of any reader, valid UTF-8, one JSON key each. */
+static void
+test_syslog_peer_bytes_escaped(void **state)
+{
+	int rx = bind_dgram();
+	const char *peer = "a\xe2\x80\xa8"
+	                   "b\xc2\x85\xff\n\x1b"
+	                   "c level=error";
+
+	(void)state;
+	log_syslog_path(sock_path);
+	configure(LOGTO_SYSLOG, LOGFMT_TEXT, 0);
+	log_session(LOG_INFO, "imaps#1 192.0.2.1:1", "C: %s", peer);
+	expect_dgram(rx, LOG_MAIL | LOG_INFO,
+	             "info imaps#1 192.0.2.1:1 C: a\\u2028b\\u0085\\xff\\x0a\\x1bc level=error");
+	configure(LOGTO_SYSLOG, LOGFMT_JSON, 0);
+	log_session(LOG_INFO, "imaps#1 192.0.2.1:1", "start tls=off %s", peer);
+	const char *d = recv_dgram(rx);
+	assert_non_null(strstr(d, "\"level\":\"info\",\"service\":\"imaps\",\"session\":\"1\","
+	                          "\"client\":\"192.0.2.1:1\",\"event\":\"start\",\"tls\":\"off\","
+	                          "\"msg\":\"a\\\\u2028b\\\\u0085\\\\xff\\\\x0a\\\\x1bc "
+	                          "level=error\"}"));
+	close(rx);
+}
+
 /* A daemon that stops reading: datagrams beyond its queue are dropped and
  * counted, and logging returns at once. */
 static void
@@ -346,6 +372,7 @@ main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_syslog_pri_and_format),
+	        cmocka_unit_test(test_syslog_peer_bytes_escaped),
 	        cmocka_unit_test(test_syslog_full_queue),
 	        cmocka_unit_test(test_syslog_reconnect),
 	        cmocka_unit_test(test_config_facility),
