@@ -149,7 +149,8 @@ metrics_render(char *dst, size_t cap)
 {
 	static const char *const hs[MH_COUNT] = {"timeout", "error"};
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
-	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol"};
+	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol",
+	                                          "max_handshakes"};
 	struct text t = {dst, cap, 0};
 	const struct table *tb = table();
 	size_t i, n = __atomic_load_n(&tb->nservices, __ATOMIC_ACQUIRE);
