@@ -1,12 +1,13 @@
 """What an attacker who connects and sends little or nothing can cost
-(SECURITY-CHECKLIST T5, issue 11 finding 9):
+(SECURITY-CHECKLIST T5, issue 11 findings 9 and 10):
 
 - a connection that never sends a byte holds no TLS state: its descriptor,
   a small session and a timer, until handshake_timeout closes it;
 - `max_handshakes` caps the client handshakes in progress (an SSL object
   each, made at the client's first byte): beyond it a handshake is refused
   before any TLS work, logged and counted like max_connections, while
-  established sessions carry on and silent connections are not counted.
+  established sessions carry on and silent connections are not counted;
+- silent connections to `metrics` cannot lock out a real scraper.
 """
 
 import socket
@@ -178,3 +179,40 @@ class HandshakeCap(PosternTestCase):
         p.wait_for(contains="refused reason=max_handshakes limit=1")
         self.assertTrue(still_open(first))
 
+
+class MetricsSlots(PosternTestCase):
+    SLOTS = 64  # connections the metrics listener holds (metrics.c MAX_CLIENTS)
+
+    def flood(self, port, n, send=b""):
+        """N connections to the metrics port, each sending SEND (maybe
+        nothing) and no more; returns once postern has taken them all, which
+        the oldest show by being closed to make room."""
+        socks = silent_connections(port, n)
+        self.addCleanup(close_all, socks)
+        for x in socks:
+            if send:
+                x.sendall(send)
+        for x in socks[: n - self.SLOTS]:
+            self.assertEqual(read_to_close(x, 5 * SLOW), b"", "an old connection kept its slot")
+        self.assertTrue(still_open(socks[-1]), "the newest connection was closed")
+        return socks
+
+    def assertScrapeAtOnce(self, port):
+        t0 = time.monotonic()
+        s = scrape(port, timeout=2.0)
+        took = time.monotonic() - t0
+        self.assertEqual(s.status, 200, s.text)
+        self.assertIsNotNone(s.get("postern_connections_total", service="imaps"), s.text)
+        self.assertLess(took, 1.0 * SLOW, "a scrape took %.1fs behind idle connections" % took)
+
+    def test_silent_connections_cannot_blind_metrics(self):
+        """More connections to /metrics than it has slots, silent or with
+        half a request: a scrape still gets its 200 and the metrics at once,
+        the oldest idle connections making room."""
+        mport = free_port()
+        self.postern([("imaps", svc("imap"))], {"metrics": "127.0.0.1:%d" % mport})
+        self.flood(mport, self.SLOTS + 36)
+        self.assertScrapeAtOnce(mport)
+        self.flood(mport, self.SLOTS + 36, send=b"GET /metrics HTTP/1.0\r\n")  # never finished
+        self.assertScrapeAtOnce(mport)
+        self.assertScrapeAtOnce(mport)
