@@ -159,6 +159,7 @@ static const struct keydef keys[] = {
         G(log_format, config_key_enum, log_format, log_formats, 0),
         G(pidfile, config_key_str, pidfile, NULL, 0),
         G(max_connections, config_key_int, max_connections, &maxconn_range, 0),
+        G(max_handshakes, config_key_int, max_handshakes, &maxconn_range, 0),
         G(shutdown_timeout, config_key_duration, shutdown_timeout, NULL, 0),
         G(metrics, config_key_addr, metrics, NULL, 0),
         G(ticket_keys, config_key_strlist, ticket_keys, NULL, F_LIST),
@@ -765,6 +766,7 @@ load(struct parse *ps, bool load_tls, FILE *errs)
 	cfg->log_level = LOG_INFO;
 	cfg->log_format = LOGFMT_TEXT;
 	cfg->max_connections = 10000;
+	cfg->max_handshakes = 1000;
 	cfg->shutdown_timeout = 30;
 
 	/* inih's own return value only repeats what the reader and handler

@@ -1,7 +1,9 @@
 /* Prometheus counters and the tiny HTTP/1.0 server that exposes them.
  * Scrapes are rare and small: each connection reads one request, gets one
  * response, and is closed; a slow or silent scraper is cut off by a timer
- * so it can never hold the loop or a descriptor for long. */
+ * so it can never hold the loop or a descriptor for long. Connections that
+ * send nothing cannot lock the scraper out either: when every slot is
+ * taken, a new connection takes the slot of the oldest one. */
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,7 +16,10 @@
 #include <postern/metrics.h>
 
 #define MAX_SERVICES 256
-#define MAX_CLIENTS 16
+/* Scrape connections held at once, per process. A real scraper sends its
+ * request as soon as it is connected; to evict it before that, a flood
+ * would have to open this many connections within that moment. */
+#define MAX_CLIENTS 64
 #define REQ_MAX 2048
 #define SCRAPE_TIMEOUT 5.0
 
@@ -47,7 +52,8 @@ struct scrape {
 	int fd;
 	size_t rlen, off, len;
 	char req[REQ_MAX];
-	char *resp;
+	char *resp;                 /* NULL while the request is incomplete */
+	struct scrape *prev, *next; /* in the order they were accepted */
 };
 
 static struct {
@@ -55,6 +61,7 @@ static struct {
 	ev_io io;
 	struct sockaddr_ex addr;
 	int clients;
+	struct scrape *oldest, *newest;
 } http = {.fd = -1};
 
 struct metrics_svc *
@@ -149,7 +156,8 @@ metrics_render(char *dst, size_t cap)
 {
 	static const char *const hs[MH_COUNT] = {"timeout", "error"};
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
-	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol"};
+	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol",
+	                                          "max_handshakes"};
 	struct text t = {dst, cap, 0};
 	const struct table *tb = table();
 	size_t i, n = __atomic_load_n(&tb->nservices, __ATOMIC_ACQUIRE);
@@ -208,8 +216,33 @@ scrape_end(struct ev_loop *loop, struct scrape *c)
 	ev_timer_stop(loop, &c->timer);
 	close(c->fd);
 	free(c->resp);
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		http.oldest = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	else
+		http.newest = c->prev;
 	free(c);
 	http.clients--;
+}
+
+/* Every slot is taken: the oldest connection still short of a whole request
+ * makes room, or failing that the oldest of all. So silent or slow clients,
+ * however many, only ever push each other out, and a scraper's connection
+ * lives until MAX_CLIENTS newer ones have come. */
+static void
+evict_one(struct ev_loop *loop)
+{
+	struct scrape *c = http.oldest;
+
+	while (c && c->resp != NULL)
+		c = c->next;
+	if (c == NULL)
+		c = http.oldest;
+	if (c)
+		scrape_end(loop, c);
 }
 
 static void
@@ -293,12 +326,20 @@ on_http_accept(struct ev_loop *loop, ev_io *w, int revents)
 
 		if (fd < 0)
 			return;
-		if (http.clients >= MAX_CLIENTS || (c = calloc(1, sizeof(*c))) == NULL) {
+		if ((c = calloc(1, sizeof(*c))) == NULL) {
 			close(fd);
 			continue;
 		}
+		if (http.clients >= MAX_CLIENTS)
+			evict_one(loop);
 		http.clients++;
 		c->fd = fd;
+		c->prev = http.newest;
+		if (http.newest)
+			http.newest->next = c;
+		else
+			http.oldest = c;
+		http.newest = c;
 		ev_io_init(&c->io, on_scrape_io, fd, EV_READ);
 		c->io.data = c;
 		ev_timer_init(&c->timer, on_scrape_timeout, SCRAPE_TIMEOUT, 0.);

@@ -56,6 +56,7 @@ struct session {
 	struct observe *obs; /* log_commands / capture_dir, else NULL */
 	bool pretls;         /* STARTTLS offered and not yet done */
 	bool client_spoke;   /* the client has sent a byte */
+	bool handshaking;    /* counted in srv->handshakes (max_handshakes) */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
 	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
@@ -244,6 +245,16 @@ session_format_addr(const struct sockaddr *sa, char *dst, size_t len)
 	}
 }
 
+/* The client's handshake no longer counts against max_handshakes. */
+static void
+handshake_over(struct session *s)
+{
+	if (s->handshaking) {
+		s->handshaking = false;
+		s->srv->handshakes--;
+	}
+}
+
 /* The one exit door: idempotent; logs the end line exactly once. */
 static void
 session_close(struct session *s, const char *reason)
@@ -255,6 +266,7 @@ session_close(struct session *s, const char *reason)
 	if (s->reason == NULL)
 		s->reason = reason;
 	s->state = S_CLOSED;
+	handshake_over(s);
 	observe_end(s);
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
@@ -683,14 +695,37 @@ log_tls_start(struct session *s, const char *what)
 	            unverified_note(s));
 }
 
+static bool attach_client_tls(struct session *s);
+
+/* Whether the client's socket has something for the handshake: a byte, an
+ * end or an error. Until then the session holds no TLS state at all. */
+static bool
+client_has_spoken(struct session *s)
+{
+	char c;
+	ssize_t n = recv(s->client.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+
+	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+}
+
 static void
 step_client_tls(struct session *s)
 {
-	int r = ep_handshake(&s->client);
+	int r;
 	char err[256];
 
+	if (s->client.ssl == NULL) {
+		if (!client_has_spoken(s)) {
+			ep_watch(s->srv->loop, &s->client, true, false);
+			return;
+		}
+		if (!attach_client_tls(s))
+			return;
+	}
+	r = ep_handshake(&s->client);
 	if (r == 1 && s->pretls) {
 		/* STARTTLS done: the adapter forgets the plaintext phase. */
+		handshake_over(s);
 		s->pretls = false;
 		shared_add(&s->m->starttls_client, 1);
 		s->proto->tls_started(s->proto_state);
@@ -699,6 +734,7 @@ step_client_tls(struct session *s)
 		s->s2c.held = false;
 		enter_relay(s);
 	} else if (r == 1) {
+		handshake_over(s);
 		ep_watch(s->srv->loop, &s->client, false, false);
 		log_tls_start(s, "start");
 		connect_backend(s);
@@ -745,13 +781,24 @@ failure_reason(struct session *s, struct endpoint *ep)
 	return "error";
 }
 
-/* Puts a server-side SSL on the client's socket: state CLIENT_TLS, or the
- * session closed if OpenSSL cannot make one. */
+/* Puts a server-side SSL on the client's socket once the client has spoken,
+ * if fewer than max_handshakes are in progress; else, or if OpenSSL cannot
+ * make one, the session is closed. */
 static bool
 attach_client_tls(struct session *s)
 {
-	SSL *ssl = tls_server_new(s->svc);
+	int limit = s->srv->cfg->max_handshakes;
+	SSL *ssl;
 
+	if (s->srv->handshakes >= limit) {
+		/* No TLS work at all: the cap bounds the memory and CPU that
+		 * handshakes in progress hold. */
+		shared_add(&s->m->refused[MR_MAX_HANDSHAKES], 1);
+		log_session(LOG_WARNING, s->who, "refused reason=max_handshakes limit=%d", limit);
+		session_close(s, "refused");
+		return false;
+	}
+	ssl = tls_server_new(s->svc);
 	if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
 		SSL_free(ssl);
 		log_session(LOG_ERR, s->who, "cannot create TLS session");
@@ -761,18 +808,21 @@ attach_client_tls(struct session *s)
 	SSL_set_accept_state(ssl);
 	s->client.ssl = ssl;
 	s->client.drained = false;
-	s->state = S_CLIENT_TLS;
+	s->handshaking = true;
+	s->srv->handshakes++;
 	return true;
 }
 
-/* After the STARTTLS answer has left in plaintext: the handshake. */
+/* The client's handshake (implicit TLS, or after the STARTTLS answer has
+ * left in plaintext): its SSL is made when its first byte arrives, so that
+ * a connection that sends nothing costs no TLS state. */
 static void
 start_client_tls(struct session *s)
 {
 	ep_watch(s->srv->loop, &s->client, false, false);
 	ep_watch(s->srv->loop, &s->backend, false, false);
-	if (attach_client_tls(s))
-		step_client_tls(s);
+	s->state = S_CLIENT_TLS;
+	step_client_tls(s);
 }
 
 static void
@@ -947,10 +997,8 @@ session_begin(struct session *s)
 			session_close(s, "error");
 			return;
 		}
-		if (attach_client_tls(s)) {
-			arm_timer(s, svc->handshake_timeout);
-			session_step(s);
-		}
+		arm_timer(s, svc->handshake_timeout);
+		start_client_tls(s);
 		return;
 	}
 	log_session(LOG_INFO, s->who, "start tls=off%s", unverified_note(s));

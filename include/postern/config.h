@@ -81,6 +81,7 @@ struct config {
 	int log_facility; /* log = syslog:NAME; <syslog.h> LOG_MAIL..., 0 means LOG_MAIL */
 	char *pidfile;
 	int max_connections;
+	int max_handshakes; /* client TLS handshakes in progress, per worker */
 	double shutdown_timeout;
 	struct sockaddr_ex metrics; /* metrics.len == 0 when unset */
 	struct strlist ticket_keys;

@@ -17,7 +17,7 @@
 
 enum metrics_hs { MH_TIMEOUT, MH_ERROR, MH_COUNT };
 enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
-enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_COUNT };
+enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_MAX_HANDSHAKES, MR_COUNT };
 
 struct metrics_svc {
 	char name[64];

@@ -18,6 +18,7 @@ struct server {
 	struct listener *listeners;
 	struct session *sessions; /* all live sessions, for shutdown */
 	int active;               /* live sessions, against max_connections */
+	int handshakes;           /* client TLS handshakes in progress, against max_handshakes */
 	bool stopping;            /* SIGTERM received: no new sessions */
 	bool draining;            /* replaced on reload: exit when the last session ends */
 	bool worker;              /* one of several: SO_REUSEPORT sockets, config by the master */

@@ -118,6 +118,7 @@ test_defaults(void **state)
 	assert_int_equal(cfg->log_format, LOGFMT_TEXT);
 	assert_null(cfg->pidfile);
 	assert_int_equal(cfg->max_connections, 10000);
+	assert_int_equal(cfg->max_handshakes, 1000);
 	assert_true(cfg->shutdown_timeout == 30);
 	assert_int_equal(cfg->metrics.len, 0);
 	assert_int_equal(cfg->ticket_keys.n, 0);
@@ -175,23 +176,26 @@ test_global_values(void **state)
 	(void)state;
 	cfg = load_ok("[global]\nuser = mail\ngroup = mail\nworkers = 1\nlog = syslog\n"
 	              "log_level = debug\nlog_format = text\npidfile = /run/p.pid\n"
-	              "max_connections = 5\nshutdown_timeout = 0\n" SVC);
+	              "max_connections = 5\nshutdown_timeout = 0\nmax_handshakes = 3\n" SVC);
 	assert_string_equal(cfg->user, "mail");
 	assert_string_equal(cfg->group, "mail");
 	assert_int_equal(cfg->log_target, LOGTO_SYSLOG);
 	assert_int_equal(cfg->log_level, LOG_DEBUG);
 	assert_string_equal(cfg->pidfile, "/run/p.pid");
 	assert_int_equal(cfg->max_connections, 5);
+	assert_int_equal(cfg->max_handshakes, 3);
 	assert_true(cfg->shutdown_timeout == 0);
-	assert_int_equal(cfg->services[0].line, 11);
+	assert_int_equal(cfg->services[0].line, 12);
 	config_unref(cfg);
 
 	cfg = load_ok("[global]\nlog = /var/log/postern.log\nlog_level = error\n"
-	              "max_connections = 1000000\nshutdown_timeout = 2m\n" SVC);
+	              "max_connections = 1000000\nshutdown_timeout = 2m\n"
+	              "max_handshakes = 1000000\n" SVC);
 	assert_int_equal(cfg->log_target, LOGTO_FILE);
 	assert_string_equal(cfg->log_file, "/var/log/postern.log");
 	assert_int_equal(cfg->log_level, LOG_ERR);
 	assert_true(cfg->shutdown_timeout == 120);
+	assert_int_equal(cfg->max_handshakes, 1000000);
 	config_unref(cfg);
 
 	cfg = load_ok("[global]\nlog = stderr\nlog_level = warn\n" SVC);
@@ -227,6 +231,31 @@ test_global_bad_values(void **state)
 	              "t.ini:2: max_connections = 99999999999999999999: invalid value (expected an "
 	              "integer from 1 to 1000000)\n"
 	              "t.ini:3: workers = x: invalid value (expected auto or 1 to 512)\n");
+}
+
+static void
+test_max_handshakes_bad_values(void **state)
+{
+	static const char *const bad[] = {"0",   "-5",  "1000001",
+	                                  "10k", "1.5", "99999999999999999999"};
+	char text[512], want[256];
+
+	(void)state;
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text),
+		         "[global]\nlog_level = info\nmax_handshakes = %s\n" SVC, bad[i]);
+		snprintf(want, sizeof(want),
+		         "t.ini:3: max_handshakes = %s: invalid value (expected an integer from 1 "
+		         "to 1000000)\n",
+		         bad[i]);
+		expect_errors(text, want);
+	}
+	expect_errors("[global]\nmax_handshakes =\n" SVC,
+	              "t.ini:2: max_handshakes: missing value\n");
+	expect_errors("[global]\nmax_handshakes = 5\nmax_handshakes = 6\n" SVC,
+	              "t.ini:3: duplicate key 'max_handshakes' (first at line 2)\n");
+	expect_errors(SVC "max_handshakes = 5\n",
+	              "t.ini:7: 'max_handshakes' belongs in [global]\n");
 }
 
 static void
@@ -844,6 +873,7 @@ main(void)
 	        cmocka_unit_test(test_defaults),
 	        cmocka_unit_test(test_global_values),
 	        cmocka_unit_test(test_global_bad_values),
+	        cmocka_unit_test(test_max_handshakes_bad_values),
 	        cmocka_unit_test(test_service_values),
 	        cmocka_unit_test(test_service_bad_values),
 	        cmocka_unit_test(test_addresses_in_config),
