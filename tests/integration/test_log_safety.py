@@ -252,8 +252,12 @@ class SecretsMaskedForTheSession(SafeLogCase):
             self.wait_end(p, service, c.local_port)
             ports.append((service, c.local_port))
         p.stop()
+        # After TLS the mechanism is shown; before TLS postern refuses the
+        # malformed line without showing any of it.
+        expected = {"smtps": "AUTH PLAIN ***", "submission": "(malformed command)"}
         for service, port in ports:
             _, lines = self.session(p, service, port)
-            auth = [self.text(ln) for ln in lines if ln.event == "C:" and self.text(ln).upper().startswith("AUTH")]
-            self.assertEqual(auth, ["AUTH PLAIN ***"], lines)
+            auth = [self.text(ln) for ln in lines if ln.event == "C:"
+                    and self.text(ln) not in ("QUIT",) and not self.text(ln).startswith("EHLO")]
+            self.assertEqual(auth, [expected[service]], lines)
         self.no_secret(p)
