@@ -24,7 +24,7 @@ if [[ $(id -u) != 0 ]]; then
 	bad "running as root"; finish
 fi
 for tool in lintian hardening-check dpkg-buildpackage dh unshare; do
-	command -v $tool >/dev/null || { echo "check-deb: $tool missing: packaging/deps.sh --deb" >&2; bad "$tool installed"; }
+	command -v $tool >/dev/null || { echo "check-deb: $tool missing: run packaging/deps.sh (as root)" >&2; bad "$tool installed"; }
 done
 ((fail == 0)) || finish
 

@@ -9,6 +9,8 @@ from harness import POSTERN, PosternTestCase, env, free_port, run
 
 
 class CommandLine(PosternTestCase):
+    NEEDS_SERVERS = False
+
     def test_version(self):
         r = run([POSTERN, "-V"], timeout=10)
         out = (r.stdout + r.stderr).decode()
@@ -208,6 +210,8 @@ class CommandLine(PosternTestCase):
 
 
 class Install(PosternTestCase):
+    NEEDS_SERVERS = False
+
     def test_make_install(self):
         """`make install PREFIX= DESTDIR=` puts the binary, both man pages and
         the example configuration where SPEC.md says, and the installed binary
@@ -224,8 +228,15 @@ class Install(PosternTestCase):
             self.assertTrue(os.access(binary, os.X_OK), binary)
             self.assertEqual(stat.S_IMODE(os.stat(binary).st_mode), 0o755)
             for f in ("/share/man/man8/postern.8", "/share/man/man5/postern.ini.5",
-                      "/share/doc/postern/examples/postern.ini"):
+                      "/share/doc/postern/examples/postern.ini",
+                      "/share/doc/postern/examples/postern-client.ini"):
                 self.assertTrue(os.path.getsize(root + f) > 0, f)
+            # The systemd --user unit, where systemd --user looks
+            # ($XDG_DATA_DIRS/systemd/user), starting the installed binary.
+            with open(root + "/share/systemd/user/postern.service") as f:
+                unit = f.read()
+            self.assertIn("\nExecStart=/opt/pst/sbin/postern -c %E/postern/postern.ini\n", unit)
+            self.assertIn("\nType=notify\n", unit)
             v = run([binary, "-V"], timeout=10)
             self.assertEqual(v.returncode, 0)
             self.assertRegex(v.stdout.decode(), r"^postern \d+\.\d+\.\d+")
