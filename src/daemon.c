@@ -99,6 +99,57 @@ daemon_open_keylog(const struct config *cfg)
 	}
 }
 
+/* The outcome of a reload for systemd's ExecReload, which waits for it:
+ * $RUNTIME_DIRECTORY/reload (RuntimeDirectory=) says "ok" or
+ * "refused: REASON". Written whole (rename), so never read half-done. */
+static void
+write_reload_outcome(const char *refusal)
+{
+	const char *dir = getenv("RUNTIME_DIRECTORY");
+	char path[1024], tmp[1040];
+	size_t dlen;
+	FILE *f;
+
+	if (dir == NULL || *dir != '/')
+		return;
+	dlen = strcspn(dir, ":"); /* several directories: the first */
+	if (dlen + sizeof("/reload") > sizeof(path))
+		return;
+	snprintf(path, sizeof(path), "%.*s/reload", (int)dlen, dir);
+	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+	f = fopen(tmp, "w");
+	if (f == NULL) {
+		log_msg(LOG_WARNING, "cannot write %s: %s", tmp, strerror(errno));
+		return;
+	}
+	if (refusal) {
+		fputs("refused: ", f);
+		for (const char *p = refusal; *p; p++) /* one line */
+			fputc((unsigned char)*p < 0x20 ? '?' : *p, f);
+		fputc('\n', f);
+	} else {
+		fputs("ok\n", f);
+	}
+	if (fclose(f) != 0 || rename(tmp, path) < 0) {
+		log_msg(LOG_WARNING, "cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+void
+daemon_reload_refused(const char *why)
+{
+	sd_notify_status("READY=1", "reload refused: %s", why);
+	write_reload_outcome(why);
+}
+
+void
+daemon_reload_done(const struct config *cfg, int workers)
+{
+	daemon_notify("READY=1", cfg, workers);
+	write_reload_outcome(NULL);
+}
+
 static void
 reload(struct server *srv)
 {
@@ -109,12 +160,12 @@ reload(struct server *srv)
 	cfg = daemon_load(config_path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
-		sd_notify_status("READY=1", "reload refused: configuration has errors");
+		daemon_reload_refused("configuration has errors");
 		return;
 	}
 	if (listener_apply(srv, cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
-		sd_notify_status("READY=1", "reload refused: %s", err);
+		daemon_reload_refused(err);
 		config_unref(cfg);
 		return;
 	}
@@ -134,7 +185,7 @@ reload(struct server *srv)
 	srv->cfg = cfg;
 	listener_start_all(srv);
 	log_msg(LOG_INFO, "configuration reloaded");
-	daemon_notify("READY=1", cfg, 1);
+	daemon_reload_done(cfg, 1);
 }
 
 static void

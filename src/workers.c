@@ -238,7 +238,7 @@ reload(void)
 	cfg = daemon_load(m.path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
-		sd_notify_status("READY=1", "reload refused: configuration has errors");
+		daemon_reload_refused("configuration has errors");
 		return;
 	}
 	n = workers_count(cfg);
@@ -252,7 +252,7 @@ reload(void)
 		while (i-- > 0)
 			listener_abort(&m.sets[i], plan[i]);
 		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
-		sd_notify_status("READY=1", "reload refused: %s", err);
+		daemon_reload_refused(err);
 		config_unref(cfg);
 		return;
 	}
@@ -278,7 +278,7 @@ reload(void)
 	/* Workers of places the new set does not have: no replacement. */
 	retire(n - 1, true);
 	log_msg(LOG_INFO, "configuration reloaded");
-	daemon_notify("READY=1", m.cfg, m.n);
+	daemon_reload_done(m.cfg, m.n);
 }
 
 /* SIGTERM/SIGINT: the workers stop accepting and wait for their sessions;

@@ -35,6 +35,12 @@ int daemon_write_pidfile(const char *path);
  * WORKERS. Nothing without $NOTIFY_SOCKET. */
 void daemon_notify(const char *state, const struct config *cfg, int workers);
 
+/* The end of a reload (after sd_notify's RELOADING=1): READY=1 with the
+ * status, and the outcome for ExecReload in $RUNTIME_DIRECTORY/reload
+ * ("ok" or "refused: WHY") when systemd set that variable. */
+void daemon_reload_done(const struct config *cfg, int workers);
+void daemon_reload_refused(const char *why);
+
 /* workers = 1: binds, writes the pidfile, drops privileges and serves until
  * stopped; reloads PATH on SIGHUP. Takes CFG. Returns the exit status. */
 int daemon_serve(struct config *cfg, const char *path);

@@ -231,3 +231,54 @@ class JournalStream(PosternTestCase):
         for line in lines:
             self.assertRegex(line, STAMP_RE)
             self.assertFalse(line.startswith("<"), line)
+
+
+def exec_reload_of(unit):
+    """The ExecReload= command of UNIT (in packaging/) that signals postern,
+    as systemd would run it: $$ and %% unescaped, split into argv."""
+    import shlex
+
+    with open(os.path.join(harness.ROOT, "packaging", unit)) as f:
+        for line in f:
+            if line.startswith("ExecReload=") and "HUP" in line:
+                cmd = line[len("ExecReload="):].strip().replace("$$", "$").replace("%%", "%")
+                return shlex.split(cmd)
+    raise AssertionError("no ExecReload= that sends SIGHUP in " + unit)
+
+
+class UnitExecReload(PosternTestCase):
+    """The units' ExecReload fails when postern refuses the reload (here: a
+    new address already taken, which postern -t cannot know)."""
+
+    NEEDS_SERVERS = False
+
+    def check_unit(self, unit, workers):
+        argv = exec_reload_of(unit)
+        p = self.postern(start=False)
+        rundir = os.path.join(p.dir, "run")
+        os.mkdir(rundir)
+        p.write_config([("imaps", svc("imap"))], {"workers": workers})
+        p.start(env_extra={"RUNTIME_DIRECTORY": rundir})
+        env = dict(os.environ, MAINPID=str(p.pid), RUNTIME_DIRECTORY=rundir)
+
+        r = harness.run(argv, env_extra=env, timeout=40)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        with open(os.path.join(rundir, "reload")) as f:
+            self.assertEqual(f.read(), "ok\n")
+
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        self.addCleanup(blocker.close)
+        taken = blocker.getsockname()[1]
+        p.write_config([("imaps", svc("imap")), ("new", svc("imap", port=taken))], {"workers": workers})
+        r = harness.run(argv, env_extra=env, timeout=40)
+        self.assertNotEqual(r.returncode, 0, "a refused reload must fail ExecReload")
+        self.assertRegex(r.stderr.decode(), r"postern: refused: .*127\.0\.0\.1:%d" % taken)
+        p.wait_for(contains="reload refused")
+
+    def test_system_unit_reload_fails_when_postern_refuses(self):
+        self.check_unit("postern.service", 1)
+
+    def test_user_unit_reload_fails_when_postern_refuses_with_workers(self):
+        self.check_unit("postern-user.service", 2)
