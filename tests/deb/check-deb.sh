@@ -97,6 +97,12 @@ check "system user postern, no login shell, home /var/lib/postern" \
 check "system group postern" in_root getent group postern
 check "/etc/postern is root:postern 0750" bash -c "[[ \$(chroot '$r' stat -c '%U:%G %a' /etc/postern) == 'root:postern 750' ]]"
 check "the unit verifies (systemd-analyze verify)" in_root systemd-analyze verify "$unit"
+in_root systemd-analyze verify "$unit" 2>&1 | sed 's/^/    verify: /'
+mkdir -p -m 0700 "$r/run/user-check"
+check "the user unit verifies (systemd-analyze verify --user)" \
+	in_root env XDG_RUNTIME_DIR=/run/user-check HOME=/root systemd-analyze verify --user /usr/lib/systemd/user/postern.service
+score=$(in_root systemd-analyze security --offline=true "$unit" 2>&1 | sed -n 's/.*Overall exposure level for postern.service: \([0-9.]*\).*/\1/p')
+check "systemd-analyze security: exposure ${score:-?} <= 2.0" awk -v s="${score:-99}" 'BEGIN { exit !(s <= 2.0) }'
 
 # An admin's first steps: a certificate and key readable by group postern.
 install -m 0644 "$tmp/certs/server.pem" "$r/etc/postern/cert.pem"
