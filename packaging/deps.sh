@@ -78,8 +78,8 @@ deb_wanted() {
 	echo openssl curl ca-certificates python3 python3-aiosmtpd
 	echo dovecot-imapd dovecot-pop3d procps iproute2 valgrind tshark
 	# make deb and make check-deb (.ci/run): the Debian package's build
-	# (dpkg-buildpackage, dh) and its checks (lintian, hardening-check).
-	echo dpkg-dev debhelper lintian devscripts
+	# (dpkg-buildpackage, dh, build-essential) and its checks (lintian, hardening-check).
+	echo build-essential dpkg-dev debhelper lintian devscripts
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }

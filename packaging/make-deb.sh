@@ -11,7 +11,7 @@ me=${0##*/}
 
 for tool in dpkg-buildpackage dh; do
 	if ! command -v "$tool" >/dev/null 2>&1; then
-		echo "$me: $tool is missing: run packaging/deps.sh (as root), or apt-get install dpkg-dev debhelper" >&2
+		echo "$me: $tool is missing: run packaging/deps.sh (as root), or apt-get install build-essential dpkg-dev debhelper" >&2
 		exit 1
 	fi
 done
