@@ -78,6 +78,9 @@ deb_wanted() {
 	rt=$(clang_rt_pkg) && [[ -n $rt ]] && echo "$rt"
 	echo openssl curl ca-certificates python3 python3-aiosmtpd
 	echo dovecot-imapd dovecot-pop3d postfix procps iproute2 valgrind tshark
+	# make deb and make check-deb (.ci/run): the Debian package's build
+	# (dpkg-buildpackage, dh, build-essential) and its checks (lintian, hardening-check).
+	echo build-essential dpkg-dev debhelper lintian devscripts
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }

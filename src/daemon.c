@@ -18,6 +18,7 @@
 #include <postern/listener.h>
 #include <postern/log.h>
 #include <postern/metrics.h>
+#include <postern/sd_notify.h>
 #include <postern/server.h>
 #include <postern/session.h>
 #include <postern/tickets.h>
@@ -25,6 +26,19 @@
 #include <postern/workers.h>
 
 static const char *config_path;
+
+/* How often the service manager's status line (sessions) is refreshed. */
+#define NOTIFY_STATUS_EVERY 10.0
+
+void
+daemon_notify(const char *state, const struct config *cfg, int workers)
+{
+	unsigned long long sessions = metrics_sessions_open();
+
+	sd_notify_status(state, "%zu service%s, %llu session%s, %d worker%s", cfg->nservices,
+	                 cfg->nservices == 1 ? "" : "s", sessions, sessions == 1 ? "" : "s",
+	                 workers, workers == 1 ? "" : "s");
+}
 
 /* Loads the configuration, sending any errors to the log line by line. */
 struct config *
@@ -85,18 +99,73 @@ daemon_open_keylog(const struct config *cfg)
 	}
 }
 
+/* The outcome of a reload for systemd's ExecReload, which waits for it:
+ * $RUNTIME_DIRECTORY/reload (RuntimeDirectory=) says "ok" or
+ * "refused: REASON". Written whole (rename), so never read half-done. */
+static void
+write_reload_outcome(const char *refusal)
+{
+	const char *dir = getenv("RUNTIME_DIRECTORY");
+	char path[1024], tmp[1040];
+	size_t dlen;
+	FILE *f;
+
+	if (dir == NULL || *dir != '/')
+		return;
+	dlen = strcspn(dir, ":"); /* several directories: the first */
+	if (dlen + sizeof("/reload") > sizeof(path))
+		return;
+	snprintf(path, sizeof(path), "%.*s/reload", (int)dlen, dir);
+	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
+	f = fopen(tmp, "w");
+	if (f == NULL) {
+		log_msg(LOG_WARNING, "cannot write %s: %s", tmp, strerror(errno));
+		return;
+	}
+	if (refusal) {
+		fputs("refused: ", f);
+		for (const char *p = refusal; *p; p++) /* one line */
+			fputc((unsigned char)*p < 0x20 ? '?' : *p, f);
+		fputc('\n', f);
+	} else {
+		fputs("ok\n", f);
+	}
+	if (fclose(f) != 0 || rename(tmp, path) < 0) {
+		log_msg(LOG_WARNING, "cannot write %s: %s", path, strerror(errno));
+		unlink(tmp);
+	}
+}
+
+void
+daemon_reload_refused(const char *why)
+{
+	sd_notify_status("READY=1", "reload refused: %s", why);
+	write_reload_outcome(why);
+}
+
+void
+daemon_reload_done(const struct config *cfg, int workers)
+{
+	daemon_notify("READY=1", cfg, workers);
+	write_reload_outcome(NULL);
+}
+
 static void
 reload(struct server *srv)
 {
 	char err[512];
-	struct config *cfg = daemon_load(config_path);
+	struct config *cfg;
 
+	sd_notify_reloading();
+	cfg = daemon_load(config_path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
+		daemon_reload_refused("configuration has errors");
 		return;
 	}
 	if (listener_apply(srv, cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
+		daemon_reload_refused(err);
 		config_unref(cfg);
 		return;
 	}
@@ -116,6 +185,17 @@ reload(struct server *srv)
 	srv->cfg = cfg;
 	listener_start_all(srv);
 	log_msg(LOG_INFO, "configuration reloaded");
+	daemon_reload_done(cfg, 1);
+}
+
+static void
+on_status_timer(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	struct server *srv = w->data;
+
+	(void)loop;
+	(void)revents;
+	daemon_notify(NULL, srv->cfg, 1);
 }
 
 static void
@@ -189,6 +269,8 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		srv->draining = false;
 		log_msg(LOG_INFO, "shutting down: %d sessions, waiting up to %.0fs", srv->active,
 		        srv->cfg->shutdown_timeout);
+		if (!srv->worker)
+			sd_notify_status("STOPPING=1", "shutting down: %d sessions", srv->active);
 		stop_accepting(srv, srv->cfg->shutdown_timeout);
 		break;
 	}
@@ -258,6 +340,12 @@ daemon_drop_privileges(const struct config *cfg)
 		}
 		gid = gr->gr_gid;
 	}
+	/* Started as that user already (systemd's User=): nothing to switch,
+	 * and no capability to switch with. */
+	if (geteuid() != 0 && uid == geteuid() && gid == getegid()) {
+		log_msg(LOG_INFO, "running as uid=%d gid=%d", (int)uid, (int)gid);
+		return 0;
+	}
 	/* The log file must stay writable for SIGUSR1 reopens. */
 	if (log_file_fd() >= 0 && fchown(log_file_fd(), uid, gid) < 0)
 		log_msg(LOG_WARNING, "cannot hand the log file to the user: %s", strerror(errno));
@@ -295,6 +383,7 @@ run(struct server *srv, int (*bind)(struct server *))
 {
 	enum { NSIG_HANDLED = 6 };
 	ev_signal sigs[NSIG_HANDLED];
+	ev_timer status;
 	const int signums[NSIG_HANDLED] = {SIGHUP, SIGTERM, SIGINT, SIGUSR1, SIGUSR2, SIGQUIT};
 	sigset_t all;
 	int rc = 0;
@@ -321,9 +410,19 @@ run(struct server *srv, int (*bind)(struct server *))
 		goto out;
 	listener_start_all(srv);
 	metrics_start(srv->loop);
-	if (!srv->worker)
+	ev_timer_init(&status, on_status_timer, NOTIFY_STATUS_EVERY, NOTIFY_STATUS_EVERY);
+	status.data = srv;
+	if (!srv->worker) {
 		log_msg(LOG_INFO, "postern %s started", POSTERN_VERSION);
+		/* Every listener is bound and privileges are dropped. */
+		daemon_notify("READY=1", srv->cfg, 1);
+		if (sd_notify_wanted())
+			ev_timer_start(srv->loop, &status);
+	} else {
+		sd_notify_forget();
+	}
 	ev_run(srv->loop, 0);
+	ev_timer_stop(srv->loop, &status);
 	/* No loop will flush the log any more: the last lines are written
 	 * directly, waiting a bounded time. */
 	log_detach_loop();
@@ -354,6 +453,7 @@ bind_single(struct server *srv)
 	if (listener_apply(srv, srv->cfg, err, sizeof(err)) < 0 ||
 	    metrics_apply(srv->loop, srv->cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "%s", err);
+		sd_notify_status(NULL, "%s", err); /* systemctl status shows why */
 		return DAEMON_EXIT_RUNTIME;
 	}
 	if (single_pidfile && daemon_write_pidfile(single_pidfile) < 0) {

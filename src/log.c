@@ -12,7 +12,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
@@ -332,6 +334,24 @@ log_enabled(int level)
 
 /* ---------------------------------------------------------------- lines */
 
+/* stderr is the journal's stream: systemd names it in JOURNAL_STREAM as
+ * DEVICE:INODE. The journal stamps each line itself and reads a leading
+ * "<N>" as its syslog priority. */
+static bool
+stderr_is_journal(void)
+{
+	static int known = -1;
+	unsigned long long dev, ino;
+	const char *js = getenv("JOURNAL_STREAM");
+	struct stat st;
+
+	if (known < 0)
+		known = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 &&
+		        fstat(STDERR_FILENO, &st) == 0 && (unsigned long long)st.st_dev == dev &&
+		        (unsigned long long)st.st_ino == ino;
+	return known;
+}
+
 static void
 emit(int level, const char *who, const char *fmt, va_list ap)
 {
@@ -379,6 +399,13 @@ emit(int level, const char *who, const char *fmt, va_list ap)
 		return;
 	}
 	line[n++] = '\n';
+	if (log_target == LOGTO_STDERR && stderr_is_journal()) {
+		/* "<N>" in place of the timestamp (levels are 0-7: one digit). */
+		char *p = line + stamp - 3;
+		p[0] = '<', p[1] = (char)('0' + level), p[2] = '>';
+		put(p, n - (size_t)(p - line));
+		return;
+	}
 	put(line, n);
 }
 

@@ -126,6 +126,17 @@ active_total(const struct table *t, size_t i)
 	return sum > 0 ? (uint64_t)sum : 0;
 }
 
+uint64_t
+metrics_sessions_open(void)
+{
+	const struct table *t = table();
+	uint64_t n = 0;
+
+	for (size_t i = 0; i <= MAX_SERVICES; i++)
+		n += active_total(t, i);
+	return n;
+}
+
 struct text {
 	char *p;
 	size_t cap, n;

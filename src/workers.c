@@ -20,6 +20,7 @@
 #include <postern/listener.h>
 #include <postern/log.h>
 #include <postern/metrics.h>
+#include <postern/sd_notify.h>
 #include <postern/server.h>
 #include <postern/session.h>
 #include <postern/tickets.h>
@@ -31,6 +32,8 @@
 #define RESPAWN_DELAY 1.0
 /* After shutdown_timeout, the workers get this long before SIGKILL. */
 #define KILL_GRACE 10.0
+/* How often the service manager's status line (sessions) is refreshed. */
+#define NOTIFY_STATUS_EVERY 10.0
 
 struct proc {
 	pid_t pid; /* 0: slot free */
@@ -53,6 +56,7 @@ static struct {
 	bool stopping;
 	bool pidfile_written;
 	double kill_at;
+	double status_at; /* next status line for the service manager; 0: none */
 	pid_t self;
 	sigset_t sigs;
 } m;
@@ -105,6 +109,7 @@ static void __attribute__((noreturn)) child(int index, int slot)
 
 	/* Terminal signals go to the master alone, which passes them on. */
 	setpgid(0, 0);
+	sd_notify_forget(); /* the service manager hears the master alone */
 	/* A master gone (even by SIGKILL) stops its workers. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != m.self)
@@ -225,12 +230,15 @@ static void
 reload(void)
 {
 	struct listener *plan[WORKERS_MAX];
-	struct config *cfg = daemon_load(m.path);
+	struct config *cfg;
 	char err[512];
 	int n, i;
 
+	sd_notify_reloading();
+	cfg = daemon_load(m.path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
+		daemon_reload_refused("configuration has errors");
 		return;
 	}
 	n = workers_count(cfg);
@@ -244,6 +252,7 @@ reload(void)
 		while (i-- > 0)
 			listener_abort(&m.sets[i], plan[i]);
 		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
+		daemon_reload_refused(err);
 		config_unref(cfg);
 		return;
 	}
@@ -269,6 +278,7 @@ reload(void)
 	/* Workers of places the new set does not have: no replacement. */
 	retire(n - 1, true);
 	log_msg(LOG_INFO, "configuration reloaded");
+	daemon_reload_done(m.cfg, m.n);
 }
 
 /* SIGTERM/SIGINT: the workers stop accepting and wait for their sessions;
@@ -281,6 +291,7 @@ stop(bool at_once)
 	if (!m.stopping) {
 		m.stopping = true;
 		log_msg(LOG_INFO, "shutting down: stopping %d workers", live());
+		sd_notify_status("STOPPING=1", "shutting down: stopping %d workers", live());
 		for (int i = 0; i < m.nsets; i++)
 			listener_close_all(&m.sets[i]);
 		metrics_stop(NULL);
@@ -298,6 +309,10 @@ tick(void)
 	double t = now();
 
 	tickets_tick();
+	if (m.status_at > 0 && t >= m.status_at && !m.stopping) {
+		daemon_notify(NULL, m.cfg, m.n);
+		m.status_at = t + NOTIFY_STATUS_EVERY;
+	}
 	if (m.stopping) {
 		if (m.kill_at > 0 && t >= m.kill_at && live() > 0) {
 			log_msg(LOG_ERR,
@@ -324,6 +339,8 @@ until_due(void)
 			due = m.respawn_at[i];
 	if (m.stopping && m.kill_at > 0 && m.kill_at < due)
 		due = m.kill_at;
+	if (!m.stopping && m.status_at > 0 && m.status_at < due)
+		due = m.status_at;
 	/* A little late rather than early: no busy loop around the deadline. */
 	long long ns = (long long)((due > t ? due - t : 0) * 1e9) + 1000000;
 	return (struct timespec){(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
@@ -354,11 +371,13 @@ start(void)
 		init_set(m.nsets);
 		if (listener_apply(&m.sets[m.nsets], m.cfg, err, sizeof(err)) < 0) {
 			log_msg(LOG_ERR, "%s", err);
+			sd_notify_status(NULL, "%s", err); /* systemctl status shows why */
 			return DAEMON_EXIT_RUNTIME;
 		}
 	}
 	if (metrics_apply(NULL, m.cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "%s", err);
+		sd_notify_status(NULL, "%s", err);
 		return DAEMON_EXIT_RUNTIME;
 	}
 	if (m.cfg->pidfile) {
@@ -398,6 +417,10 @@ workers_run(struct config *cfg, const char *path)
 		log_msg(LOG_INFO, "postern %s started workers=%d", POSTERN_VERSION, m.n);
 		for (int i = 0; i < m.n; i++)
 			spawn(i);
+		/* Every socket is bound and privileges are dropped. */
+		daemon_notify("READY=1", m.cfg, m.n);
+		if (sd_notify_wanted())
+			m.status_at = now() + NOTIFY_STATUS_EVERY;
 		while (!m.stopping || live() > 0) {
 			struct timespec wait = until_due();
 			siginfo_t info;

@@ -25,8 +25,21 @@ void daemon_raise_fd_limit(const struct config *cfg);
  * -1, logged, for an unknown user. */
 int daemon_user(const struct config *cfg, uid_t *uid, gid_t *gid, const char **name);
 
+/* Switches to CFG's user and group; a process started as them already
+ * (systemd's User=) stays as it is. */
 int daemon_drop_privileges(const struct config *cfg);
 int daemon_write_pidfile(const char *path);
+
+/* Tells the service manager STATE ("READY=1", "RELOADING=1", or NULL for
+ * the status alone) with a status line: services of CFG, sessions open,
+ * WORKERS. Nothing without $NOTIFY_SOCKET. */
+void daemon_notify(const char *state, const struct config *cfg, int workers);
+
+/* The end of a reload (after sd_notify's RELOADING=1): READY=1 with the
+ * status, and the outcome for ExecReload in $RUNTIME_DIRECTORY/reload
+ * ("ok" or "refused: WHY") when systemd set that variable. */
+void daemon_reload_done(const struct config *cfg, int workers);
+void daemon_reload_refused(const char *why);
 
 /* workers = 1: binds, writes the pidfile, drops privileges and serves until
  * stopped; reloads PATH on SIGHUP. Takes CFG. Returns the exit status. */

@@ -37,6 +37,9 @@ struct metrics_svc *metrics_service(const char *name);
 /* Sessions of M open in this process: +1 at start, -1 at the end. */
 void metrics_active(struct metrics_svc *m, int delta);
 
+/* Sessions open now in all processes (for the service manager's status). */
+uint64_t metrics_sessions_open(void);
+
 /* Process slots for the open-session gauge: 0 is a single process's; the
  * master gives each worker its own (1 .. METRICS_SLOTS-1) and clears it
  * when the worker is gone, whatever it had open. */

@@ -149,11 +149,14 @@ def main():
             print("integration: could not start the test servers")
             print("integration: 0 passed, 1 failed")
             return 1
-        print(
-            "integration: dovecot imap=%d pop3=%d unix=%s, smtp=%d (%.1fs)"
-            % (env.imap_port, env.pop3_port, env.imap_socket, env.smtp_port, time.monotonic() - t0),
-            flush=True,
-        )
+        if env.missing:
+            print("integration: OFFLINE, not installed: %s; tests that need them are SKIPPED" % env.missing, flush=True)
+        else:
+            print(
+                "integration: dovecot imap=%d pop3=%d unix=%s, smtp=%d (%.1fs)"
+                % (env.imap_port, env.pop3_port, env.imap_socket, env.smtp_port, time.monotonic() - t0),
+                flush=True,
+            )
         if not harness.have_ipv6():
             print("integration: WARNING: ::1 is not available on this machine; IPv6 tests are SKIPPED", flush=True)
 

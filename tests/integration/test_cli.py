@@ -9,6 +9,8 @@ from harness import POSTERN, PosternTestCase, env, free_port, run
 
 
 class CommandLine(PosternTestCase):
+    NEEDS_SERVERS = False
+
     def test_version(self):
         r = run([POSTERN, "-V"], timeout=10)
         out = (r.stdout + r.stderr).decode()
@@ -208,6 +210,8 @@ class CommandLine(PosternTestCase):
 
 
 class Install(PosternTestCase):
+    NEEDS_SERVERS = False
+
     def test_make_install(self):
         """`make install PREFIX= DESTDIR=` puts the binary, both man pages and
         the example configuration where SPEC.md says, and the installed binary
@@ -224,8 +228,15 @@ class Install(PosternTestCase):
             self.assertTrue(os.access(binary, os.X_OK), binary)
             self.assertEqual(stat.S_IMODE(os.stat(binary).st_mode), 0o755)
             for f in ("/share/man/man8/postern.8", "/share/man/man5/postern.ini.5",
-                      "/share/doc/postern/examples/postern.ini"):
+                      "/share/doc/postern/examples/postern.ini",
+                      "/share/doc/postern/examples/postern-client.ini"):
                 self.assertTrue(os.path.getsize(root + f) > 0, f)
+            # The systemd --user unit, where systemd --user looks
+            # ($XDG_DATA_DIRS/systemd/user), starting the installed binary.
+            with open(root + "/share/systemd/user/postern.service") as f:
+                unit = f.read()
+            self.assertIn("\nExecStart=/opt/pst/sbin/postern -c %E/postern/postern.ini\n", unit)
+            self.assertIn("\nType=notify\n", unit)
             v = run([binary, "-V"], timeout=10)
             self.assertEqual(v.returncode, 0)
             self.assertRegex(v.stdout.decode(), r"^postern \d+\.\d+\.\d+")
@@ -238,3 +249,39 @@ class Install(PosternTestCase):
             t = run([binary, "-t", "-c", conf], timeout=10)
             self.assertEqual(t.returncode, 0, t.stderr.decode())
             self.assertIn(b"configuration OK", t.stdout)
+
+
+class BuildFlags(PosternTestCase):
+    """The build honours the flags a package build sets, for every object,
+    unit test and link; -Werror only when asked (WERROR=1, as CI builds)."""
+
+    NEEDS_SERVERS = False
+
+    def dry_run(self, *args):
+        """The compile and link commands `make -n` would run for postern and
+        one unit test, with ARGS, in an environment without WERROR."""
+        import subprocess
+        import tempfile
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env = {k: v for k, v in os.environ.items() if k not in ("WERROR", "MAKEFLAGS", "MFLAGS")}
+        with tempfile.TemporaryDirectory() as d:
+            r = subprocess.run(["make", "-n", "-B", "-C", repo, "BUILD=" + d, "CC=cc", *args,
+                                "all", d + "/unit/test_buf"], env=env, capture_output=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr.decode())
+            return [ln for ln in r.stdout.decode().splitlines() if ln.startswith("cc ")]
+
+    def test_cppflags_and_ldflags_reach_objects_unit_tests_and_link(self):
+        lines = self.dry_run("CPPFLAGS=-DPKG_CPP_MARK", "LDFLAGS=-Wl,-z,pkgldmark")
+        objects = [ln for ln in lines if " -c " in ln]
+        links = [ln for ln in lines if " -c " not in ln]
+        self.assertTrue(objects and links, lines)
+        for ln in objects:
+            self.assertIn("-DPKG_CPP_MARK", ln)
+        for ln in links:  # build/postern and the unit test
+            self.assertIn("-Wl,-z,pkgldmark", ln)
+        self.assertTrue(any("/unit/test_buf" in ln and "-DPKG_CPP_MARK" in ln for ln in links), links)
+
+    def test_werror_only_with_werror_1(self):
+        self.assertFalse([ln for ln in self.dry_run() if "-Werror " in ln + " "])
+        strict = self.dry_run("WERROR=1")
+        self.assertTrue(strict and all("-Werror" in ln for ln in strict if " -c " in ln), strict)
