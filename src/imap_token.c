@@ -15,6 +15,7 @@ enum {
 	ST_LIT_DIGITS, /* "{" and digits */
 	ST_LIT_PLUS,   /* "{N+" */
 	ST_LIT_END,    /* "{N}": only the end of the line may follow */
+	ST_TRAIL,      /* spaces at the end of the line, which servers skip */
 	ST_TEXT,       /* lenient mode: skipping what did not parse */
 	ST_ERROR
 };
@@ -174,10 +175,20 @@ scan_byte(struct imap_scan *sc, unsigned char c)
 	case ST_ARG_SP:
 		if (c == ' ' && !sc->strict)
 			break;
-		arg_start(sc, c, false);
+		if (c == ' ' && sc->depth == 0)
+			sc->state = ST_TRAIL; /* only the end of the line may follow */
+		else
+			arg_start(sc, c, false);
+		break;
+	case ST_TRAIL:
+		if (c != ' ')
+			fail(sc, "White space other than one SP");
 		break;
 	case ST_ARG_OPEN:
-		arg_start(sc, c, true);
+		if (c == ' ' && !sc->strict)
+			sc->state = ST_ARG_SP;
+		else
+			arg_start(sc, c, true);
 		break;
 	case ST_AFTER:
 		if (c == ' ')
@@ -254,9 +265,9 @@ imap_scan_feed(struct imap_scan *sc, const char *p, size_t n)
 			break;
 		scan_byte(sc, (unsigned char)p[i]);
 		sc->pos++;
+		if (p[i] != ' ' && p[i] != '\t')
+			sc->last = p[i];
 	}
-	if (n > 0)
-		sc->last = p[n - 1];
 }
 
 bool
@@ -272,10 +283,9 @@ imap_scan_end(struct imap_scan *sc)
 			fail(sc, top_is(sc, true) ? "Missing ']'" : "Missing ')'");
 		return false;
 	case ST_ARG_SP:
-		/* A line that is only a tag and verb ends here too. */
-		if (sc->pos > 0)
-			fail(sc, "White space at the end of the line");
-		else if (sc->depth > 0)
+		/* Trailing spaces (Dovecot skips them), or a continuation
+		 * line that is empty. */
+		if (sc->depth > 0)
 			fail(sc, "Missing ')'");
 		return false;
 	case ST_ARG_OPEN:
@@ -335,7 +345,10 @@ imap_cmd_parse(struct imap_cmd *c, struct imap_scan *sc, const char *p, size_t l
 	c->len = len;
 	c->n = pu_trim_eol(p, len);
 	c->args = p;
-	c->ends_in_brace = c->n > 0 && p[c->n - 1] == '}';
+	c->end = p + c->n;
+	while (c->end > p && (c->end[-1] == ' ' || c->end[-1] == '\t'))
+		c->end--;
+	c->ends_in_brace = c->end > p && c->end[-1] == '}';
 	for (size_t i = 0; i < c->n; i++)
 		if ((unsigned char)p[i] >= 0x80)
 			c->eightbit = true;
@@ -355,11 +368,7 @@ imap_cmd_parse(struct imap_cmd *c, struct imap_scan *sc, const char *p, size_t l
 		}
 		if (at < c->n)
 			at++; /* the SP before the arguments */
-		c->args = p + at;
-		if (at == c->n && p[at - 1] == ' ') {
-			c->err = "White space at the end of the line";
-			return;
-		}
+		c->args = p + at < c->end ? p + at : c->end;
 	}
 	if (at < c->n || cont) {
 		imap_scan_feed(sc, p + at, c->n - at);

@@ -39,14 +39,16 @@ struct imap_state {
 	/* client -> server */
 	struct imap_scan c_scan; /* the command's nesting across its literals */
 	struct long_line c_long;
-	uint64_t c_literal;    /* literal bytes still to pass */
-	bool c_cont;           /* the current command goes on after its literal */
-	bool c_drop;           /* the current command is refused: swallow the rest */
-	bool c_sync;           /* a synchronising literal awaits the server's verdict */
-	bool c_auth;           /* AUTHENTICATE exchange: lines are SASL responses */
-	bool c_idle;           /* IDLE sent: "DONE" ends it */
-	bool c_lit_secret;     /* the literal being passed is a password */
-	unsigned char c_login; /* LOGIN being logged: 1 + its arguments so far */
+	uint64_t c_literal;         /* literal bytes still to pass */
+	bool c_cont;                /* the current command goes on after its literal */
+	bool c_drop;                /* the current command is refused: swallow the rest */
+	bool c_sync;                /* a synchronising literal awaits the server's verdict */
+	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
+	bool c_idle;                /* IDLE sent: "DONE" ends it */
+	bool c_lit_secret;          /* the literal being passed is a password */
+	bool c_id;                  /* an ID goes on after its literal: scrubbed */
+	unsigned char c_id_strings; /* strings of that ID so far */
+	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
 	uint64_t c_sync_len;
 	unsigned inflight; /* forwarded commands not yet completed */
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
@@ -88,7 +90,7 @@ static const struct pu_verb imap_verbs[] = {
  * ("x-" becomes "y-"), so the backend sees unknown fields it ignores. */
 static const char *const id_forwarding[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
                                             "x-session-",     "x-forward-",   NULL};
-#define ID_PAIRS_MAX 30    /* RFC 2971 */
+#define ID_STRINGS_MAX 60  /* RFC 2971: 30 pairs */
 #define ID_STRING_MAX 1024 /* RFC 2971 */
 
 static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
@@ -118,7 +120,7 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_lit_secret = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -191,7 +193,7 @@ static void
 log_login_args(struct imap_state *s, const struct imap_cmd *c, const char *q,
                struct proto_action *act, char *scratch)
 {
-	const char *end = c->p + c->n;
+	const char *end = c->end;
 
 	for (;;) {
 		struct imap_tok t = imap_next_tok(&q, end);
@@ -255,7 +257,7 @@ log_command(struct imap_state *s, const struct imap_cmd *c, unsigned flags,
 		s->c_login = 1;
 		log_login_args(s, c, c->args, act, scratch);
 	} else if (flags & PU_SASL) {
-		const char *q = c->args, *end = c->p + c->n;
+		const char *q = c->args, *end = c->end;
 		struct imap_tok mech = imap_next_tok(&q, end);
 		struct imap_tok ir = imap_next_tok(&q, end);
 		pu_log_put(act, scratch, c->p, head);
@@ -343,43 +345,66 @@ find_verb(struct pu_word w)
 	return NULL;
 }
 
-/* ID arguments: NIL, or a list of at most 30 pairs of a quoted key and a
- * quoted or NIL value. Returns the refusal, or NULL with the offsets of
- * the forwarding keys' first letters in AT. */
-static const char *
-id_check(const struct imap_cmd *c, size_t at[ID_PAIRS_MAX], size_t *nat)
+static bool
+is_forwarding(const char *v, size_t n)
 {
-	const char *q = c->args, *end = c->p + c->n;
-	struct imap_tok t = imap_next_tok(&q, end);
-	char key[ID_STRING_MAX];
+	for (const char *const *f = id_forwarding; *f; f++) {
+		size_t l = strlen(*f);
+		if (n >= l && strncasecmp(v, *f, l) == 0)
+			return true;
+	}
+	return false;
+}
+
+/* The strings of an ID list from Q on, in a line that parsed: quoted
+ * strings or NIL, then ")" and the end, or a literal last. COUNT counts
+ * the strings of the whole command. Values are checked like keys: one
+ * named like a field loses nothing by being defaced, and a list's parity
+ * is not trusted. Returns the refusal, or NULL with the offsets of the
+ * forwarding fields' first letters in AT. */
+static const char *
+id_strings(const struct imap_cmd *c, const char *q, unsigned *count, size_t at[ID_STRINGS_MAX],
+           size_t *nat)
+{
+	char v[ID_STRING_MAX];
 
 	*nat = 0;
-	if (c->lit)
-		return "BAD ID strings must be quoted strings";
-	if (word_is_nil(t))
-		return imap_next_tok(&q, end).kind == IT_END ? NULL : "BAD Invalid ID arguments";
-	if (t.kind != IT_OPEN)
-		return "BAD Invalid ID arguments";
-	for (unsigned i = 0;; i++) {
-		t = imap_next_tok(&q, end);
-		if (t.kind == IT_CLOSE && i % 2 == 0)
-			break;
-		if (i >= 2 * ID_PAIRS_MAX)
-			return "BAD Too many ID fields";
-		if (t.kind != IT_QUOTED && !(i % 2 == 1 && word_is_nil(t)))
+	for (;;) {
+		struct imap_tok t = imap_next_tok(&q, c->end);
+		if (t.kind == IT_CLOSE && *count % 2 == 0 &&
+		    imap_next_tok(&q, c->end).kind == IT_END)
+			return NULL;
+		if (t.kind == IT_END || t.kind == IT_CLOSE || t.kind == IT_OPEN)
 			return "BAD Invalid ID arguments";
-		size_t n = imap_tok_value(t, key, sizeof(key));
+		if (++*count > ID_STRINGS_MAX)
+			return "BAD Too many ID fields";
+		if (t.kind == IT_LITERAL) /* scrubbed whole as it passes */
+			return c->lsize <= ID_STRING_MAX ? NULL : "BAD ID string too long";
+		if (word_is_nil(t))
+			continue;
+		if (t.kind != IT_QUOTED)
+			return "BAD Invalid ID arguments";
+		size_t n = imap_tok_value(t, v, sizeof(v));
 		if (n == (size_t)-1)
 			return "BAD ID string too long";
-		for (const char *const *f = id_forwarding; i % 2 == 0 && *f; f++) {
-			size_t l = strlen(*f);
-			if (n >= l && strncasecmp(key, *f, l) == 0) {
-				at[(*nat)++] = (size_t)(t.p + 1 - c->p);
-				break;
-			}
-		}
+		if (is_forwarding(v, n))
+			at[(*nat)++] = (size_t)(t.p + 1 - c->p);
 	}
-	return imap_next_tok(&q, end).kind == IT_END ? NULL : "BAD Invalid ID arguments";
+}
+
+/* ID NIL, or ID ( strings ). */
+static const char *
+id_check(const struct imap_cmd *c, unsigned *count, size_t at[ID_STRINGS_MAX], size_t *nat)
+{
+	const char *q = c->args;
+	struct imap_tok t = imap_next_tok(&q, c->end);
+
+	*nat = 0;
+	if (word_is_nil(t))
+		return imap_next_tok(&q, c->end).kind == IT_END ? NULL : "BAD Invalid ID arguments";
+	if (t.kind != IT_OPEN)
+		return "BAD Invalid ID arguments";
+	return id_strings(c, q, count, at, nat);
 }
 
 /* Forwards an ID command with its forwarding keys defaced. Escapes only
@@ -403,7 +428,7 @@ forward_id(const struct imap_cmd *c, const size_t *at, size_t nat, struct proto_
 static bool
 login_ok(const struct imap_cmd *c)
 {
-	const char *q = c->args, *end = c->p + c->n;
+	const char *q = c->args, *end = c->end;
 	unsigned n = 0;
 
 	for (struct imap_tok t; (t = imap_next_tok(&q, end)).kind != IT_END; n++)
@@ -416,7 +441,7 @@ login_ok(const struct imap_cmd *c)
 static bool
 sasl_ok(const struct imap_cmd *c)
 {
-	const char *q = c->args, *end = c->p + c->n;
+	const char *q = c->args, *end = c->end;
 	unsigned n = 0;
 
 	for (struct imap_tok t; (t = imap_next_tok(&q, end)).kind != IT_END; n++)
@@ -431,7 +456,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	const struct pu_verb *verb = find_verb(c->verb);
 	unsigned flags = verb ? verb->flags : 0;
 	bool gated = !s->tls && s->require_tls; /* only the short list may pass */
-	bool noargs = c->args == c->p + c->n;
+	bool noargs = c->args >= c->end;
 	char why[96];
 
 	if (c->bad_tag)
@@ -440,12 +465,6 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		return answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return answer(s, c, act, scratch, "BAD Tag too long");
-	/* Before TLS nothing malformed passes; after it, nothing postern acts
-	 * on, and nothing a laxer server could read a literal into. */
-	if (c->err && (!s->tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
-		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
-		return answer(s, c, act, scratch, why);
-	}
 	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return answer(s, c, act, scratch, "BAD TLS is already active");
@@ -456,6 +475,12 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, c->len, scratch,
 		                 "%.*s OK Begin TLS negotiation now\r\n", (int)c->tag.n, c->tag.p);
+	}
+	/* Before TLS nothing malformed passes; after it, nothing postern acts
+	 * on, and nothing a laxer server could read a literal into. */
+	if (c->err && (!s->tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
+		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
+		return answer(s, c, act, scratch, why);
 	}
 	if (gated && (flags & PU_REFUSE_PLAIN)) {
 		act->event = "plaintext-auth-refused";
@@ -474,9 +499,10 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	}
 	if ((flags & F_COMPRESS) && s->observe)
 		return answer(s, c, act, scratch, "NO COMPRESS is off while commands are logged");
-	size_t at[ID_PAIRS_MAX], nat = 0;
+	size_t at[ID_STRINGS_MAX], nat = 0;
+	unsigned ids = 0;
 	if (flags & F_ID) {
-		const char *bad = id_check(c, at, &nat);
+		const char *bad = id_check(c, &ids, at, &nat);
 		if (bad == NULL && nat > 0 && gated)
 			bad = "BAD ID forwarding fields are not permitted";
 		if (bad)
@@ -495,6 +521,8 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		watch_tag(s, c->tag.p, c->tag.n);
 	}
 	s->c_idle = (flags & F_IDLE) != 0;
+	s->c_id = (flags & F_ID) && c->lit;
+	s->c_id_strings = (unsigned char)ids;
 	s->inflight++;
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
@@ -511,9 +539,18 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 	/* The command's beginning is at the backend already: a line that
 	 * could end in a literal postern does not see cannot be refused on its
 	 * own, and before TLS nothing malformed may pass at all. */
-	if (!drop && c->err && (!s->tls || c->ends_in_brace))
+	if (!drop && c->err && (!s->tls || c->ends_in_brace || s->c_id))
 		return pu_answer(act, PV_CLOSE, c->len, scratch,
 		                 "* BYE Invalid command syntax\r\n");
+	size_t at[ID_STRINGS_MAX], nat = 0;
+	if (!drop && s->c_id) {
+		unsigned ids = s->c_id_strings;
+		const char *bad = id_strings(c, c->p, &ids, at, &nat);
+		if (bad) /* "BAD why": the command is at the backend already */
+			return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE %s\r\n", bad + 4);
+		s->c_id_strings = (unsigned char)ids;
+		s->c_id = c->lit;
+	}
 	if (s->observe)
 		log_continuation(s, c, act, scratch);
 	s->c_cont = c->lit;
@@ -522,16 +559,33 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 		s->c_literal = c->lsize; /* whatever the client sends of it */
 	else if (c->lit)
 		start_literal(s, c, NULL, 0);
-	act->consume = c->len;
-	return drop ? PV_DROP : PV_PASS;
+	if (drop) {
+		act->consume = c->len;
+		return PV_DROP;
+	}
+	return forward_id(c, at, nat, act, scratch);
 }
 
 static enum proto_verdict
-literal_bytes(struct imap_state *s, const char *p, size_t len, struct proto_action *act,
+literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
               char *scratch)
 {
 	size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
 
+	if (s->c_id && !s->c_drop) {
+		/* An ID string (at most 1024 bytes) is judged whole. */
+		if (n < s->c_literal && !full)
+			return PV_MORE;
+		s->c_literal -= n;
+		act->consume = n;
+		if (!is_forwarding(p, n))
+			return PV_PASS;
+		memcpy(scratch, p, n);
+		scratch[0] = 'y';
+		act->text = scratch;
+		act->len = n;
+		return PV_REPLACE;
+	}
 	s->c_literal -= n;
 	act->consume = n;
 	if (s->observe && s->c_lit_secret) {
@@ -666,7 +720,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
              char *scratch)
 {
 	if (s->c_literal > 0)
-		return literal_bytes(s, p, len, act, scratch);
+		return literal_bytes(s, p, len, full, act, scratch);
 	if (s->c_sync || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);

@@ -29,7 +29,7 @@ struct imap_scan {
 	uint64_t lsize;
 	uint64_t pos;    /* bytes fed since the line began */
 	uint64_t mark;   /* where the last literal marker began ("{" or "~") */
-	char last;       /* last byte fed */
+	char last;       /* last byte fed that is not white space */
 	const char *err; /* first syntax error (strict), or NULL */
 };
 
@@ -54,15 +54,17 @@ struct imap_cmd {
 	size_t len;               /* with its EOL: what the line consumes */
 	size_t n;                 /* without its EOL */
 	struct pu_word tag, verb; /* empty on a continuation line */
-	const char *args;         /* first byte of the arguments (p + n: none) */
+	const char *args;         /* first byte of the arguments (end: none) */
+	const char *end;          /* end of the arguments: trailing spaces excluded */
 	const char *err;          /* first syntax error; NULL: the line parses */
 	bool bad_tag;             /* no usable tag: only an untagged answer fits */
 	bool lit, sync, binary;   /* ends in a literal marker */
 	uint64_t lsize;
 	size_t lit_at;      /* offset of the marker in the line */
 	bool eightbit;      /* a byte >= 0x80 */
-	bool ends_in_brace; /* the body's last byte is "}": a server may see
-	                     * a literal there even when the line is wrong */
+	bool ends_in_brace; /* the last byte but white space is "}": a lax
+	                     * server may see a literal there when the line
+	                     * does not parse */
 };
 
 /* Parses a command line of LEN bytes (EOL included) with SC, which holds

@@ -1871,11 +1871,14 @@ test_imap_observe_rules(void **state)
 	/* P6: forwarding fields are never relayed from a client. */
 	feed(s, C, "b ID (\"name\" \"x\" \"X-Originating-IP\" \"192.0.2.1\")\r\n");
 	TO_SERVER(s, "b ID (\"name\" \"x\" \"y-Originating-IP\" \"192.0.2.1\")\r\n");
-	/* Literals cannot be judged as a whole: refused, and swallowed. */
+	/* In literals too, split over reads: a key never slips through. */
 	feed(s, C, "c ID ({16+}\r\nx-orig");
 	feed(s, C, "inating-ip \"1.2.3.4\" \"x-session-id\" {3+}\r\nabc)\r\n");
-	TO_SERVER(s, "");
-	ANSWER(s, "c BAD ID strings must be quoted strings\r\n");
+	TO_SERVER(s,
+	          "c ID ({16+}\r\ny-originating-ip \"1.2.3.4\" \"y-session-id\" {3+}\r\nabc)\r\n");
+	/* RFC 2971: strings of at most 1024 bytes, so each is judged whole. */
+	feed(s, C, "e1 ID ({2000}\r\n");
+	ANSWER(s, "e1 BAD ID string too long\r\n");
 
 	feed(s, C, "d ID (\"name\" \"thunderbird\")\r\n");
 	TO_SERVER(s, "d ID (\"name\" \"thunderbird\")\r\n");
