@@ -468,7 +468,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return answer(s, c, act, scratch, "BAD TLS is already active");
-		if (!noargs)
+		if (!noargs || c->err)
 			return answer(s, c, act, scratch, "BAD STARTTLS takes no arguments");
 		/* Replies to earlier commands must arrive in plaintext, before ours. */
 		if (!server_at_boundary(s) || s->inflight > 0)
