@@ -621,7 +621,7 @@ long_chunk(const char *p, size_t len, size_t n, bool full)
 {
 	if (n > 0)
 		return n;
-	return len > 1 && p[len - 1] == '\r' && !full ? len - 1 : len;
+	return p[len - 1] == '\r' && !full ? len - 1 : len;
 }
 
 /* The first 64 KiB of a client line with no end in sight (after TLS). */
@@ -689,6 +689,8 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	size_t body = n ? pu_trim_eol(p, n) : k;
 	bool drop = l->drop;
 
+	if (k == 0)
+		return PV_MORE; /* a lone CR: its LF decides */
 	if (!l->sasl)
 		imap_scan_feed(&s->c_scan, p, body);
 	l->bytes += k;
@@ -793,6 +795,8 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 	size_t k = long_chunk(p, len, n, full);
 	size_t body = n ? pu_trim_eol(p, n) : k;
 
+	if (k == 0)
+		return PV_MORE; /* a lone CR: its LF decides */
 	if (!l->on) {
 		memset(l, 0, sizeof(*l));
 		l->on = true;
@@ -828,9 +832,13 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	size_t n = pu_line_len(p, len);
 	if (n == 0 && !full && !s->s_long.on)
 		return PV_MORE;
-	s->s_greeted = true; /* even an over-long greeting counts */
-	if (s->s_long.on || n == 0)
-		return server_long(s, p, len, n, full, act, scratch);
+	if (s->s_long.on || n == 0) {
+		enum proto_verdict v = server_long(s, p, len, n, full, act, scratch);
+		if (v != PV_MORE)
+			s->s_greeted = true; /* even an over-long greeting counts */
+		return v;
+	}
+	s->s_greeted = true;
 
 	size_t body = pu_trim_eol(p, n);
 	bool was_cont = s->s_cont;
