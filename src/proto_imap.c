@@ -631,7 +631,8 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 {
 	struct long_line l = {.on = true};
 	struct imap_scan sc = s->c_scan;
-	size_t chunk = long_chunk(p, len, 0, false);
+	/* FULL, but the CR may still be kept for its LF unless it is all. */
+	size_t chunk = long_chunk(p, len, 0, len == 1);
 	enum proto_verdict v = PV_PASS;
 
 	if (s->c_auth && !s->c_cont) {
