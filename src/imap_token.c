@@ -334,7 +334,7 @@ imap_cmd_head(const char *p, size_t n, struct pu_word *tag, struct pu_word *verb
 	bool tag_ok;
 	size_t at = head(p, n, tag, verb, &tag_ok);
 
-	return at < n ? at + 1 : 0; /* past the SP that must follow */
+	return at > 0 && at < n ? at + 1 : 0; /* past the SP that must follow */
 }
 
 void

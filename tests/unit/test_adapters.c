@@ -869,6 +869,15 @@ test_imap_long_line(void **state)
 		sess_free(s);
 	}
 
+	/* At the end of the input a lone CR after TLS is judged, not kept. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	s->eof[C] = true;
+	assert_int_equal(feed(s, C, "\r"), 0);
+	TO_SERVER(s, "");
+	sess_free(s);
+
 	/* Server lines of any length pass. */
 	s = imap(true, true);
 	assert_int_equal(feed_n(s, S, big, IN_CAP), 0);

@@ -260,6 +260,23 @@ test_pieces_agree_with_the_whole(void **state)
 	}
 }
 
+/* The head of a line too long to hold: only a whole "tag SP verb SP". */
+static void
+test_long_line_head(void **state)
+{
+	(void)state;
+	struct pu_word tag, verb;
+
+	assert_int_equal(imap_cmd_head("a APPEND x", 10, &tag, &verb), 9);
+	assert_int_equal(tag.n, 1);
+	assert_int_equal(verb.n, 6);
+	assert_int_equal(imap_cmd_head("\r", 1, &tag, &verb), 0);
+	assert_int_equal(imap_cmd_head("aaaa", 4, &tag, &verb), 0);
+	assert_int_equal(imap_cmd_head("a APPEND", 8, &tag, &verb), 0);
+	assert_int_equal(imap_cmd_head(" a X y", 6, &tag, &verb), 0);
+	assert_int_equal(imap_cmd_head("a X\ty", 5, &tag, &verb), 0);
+}
+
 int
 main(void)
 {
@@ -271,6 +288,7 @@ main(void)
 	        cmocka_unit_test(test_continuation_lines),
 	        cmocka_unit_test(test_server_lines),
 	        cmocka_unit_test(test_pieces_agree_with_the_whole),
+	        cmocka_unit_test(test_long_line_head),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
