@@ -639,6 +639,9 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		l.sasl = true;
 		memcpy(l.head, PU_SECRET, 3);
 		l.head_len = 3;
+	} else if (s->c_cont && s->c_id && !s->c_drop) {
+		/* ID strings are judged whole; its start is at the backend. */
+		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 	} else if (s->c_cont) {
 		l.drop = s->c_drop;
 		imap_scan_cont(&sc);

@@ -869,6 +869,22 @@ test_imap_long_line(void **state)
 		sess_free(s);
 	}
 
+	/* An ID that goes on after a literal with a line too long to judge:
+	 * its beginning is at the backend, so the session ends. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "b ID (\"name\" {1+}\r\nx");
+	TO_SERVER(s, "b ID (\"name\" {1+}\r\nx");
+	memset(big, 'a', IN_CAP);
+	memcpy(big, " \"x-originating-ip\" \"", 22);
+	feed_n(s, C, big, IN_CAP);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Line too long\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
 	/* At the end of the input a lone CR after TLS is judged, not kept. */
 	s = imap(true, true);
 	feed(s, C, "a STARTTLS\r\n");
