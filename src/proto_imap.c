@@ -221,9 +221,9 @@ log_login_args(struct imap_state *s, const struct imap_cmd *c, const char *q,
 
 /* A line as sent, its literal marker shown as "{N bytes}". */
 static void
-log_plain(const struct imap_cmd *c, size_t from, struct proto_action *act, char *scratch)
+log_plain(const struct imap_cmd *c, struct proto_action *act, char *scratch)
 {
-	pu_log_put(act, scratch, c->p + from, (c->lit ? c->lit_at : c->n) - from);
+	pu_log_put(act, scratch, c->p, c->lit ? c->lit_at : c->n);
 	if (c->lit)
 		pu_log_size(act, scratch, c->lsize);
 }
@@ -270,7 +270,7 @@ log_command(struct imap_state *s, const struct imap_cmd *c, unsigned flags,
 			pu_log_secret(act, scratch, ir.p, (size_t)(end - ir.p));
 		}
 	} else {
-		log_plain(c, 0, act, scratch);
+		log_plain(c, act, scratch);
 	}
 }
 
@@ -286,7 +286,7 @@ log_continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_ac
 	else if (s->c_login)
 		log_login_args(s, c, c->p, act, scratch);
 	else
-		log_plain(c, 0, act, scratch);
+		log_plain(c, act, scratch);
 }
 
 /* A line too long to hold, once it ended: what it began with, and its
