@@ -85,8 +85,10 @@ int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
-	        cmocka_unit_test(test_session_end),        cmocka_unit_test(test_command_lines),
-	        cmocka_unit_test(test_prose_and_escaping), cmocka_unit_test(test_not_numbers),
+	        cmocka_unit_test(test_session_end),
+	        cmocka_unit_test(test_command_lines),
+	        cmocka_unit_test(test_prose_and_escaping),
+	        cmocka_unit_test(test_not_numbers),
 	        cmocka_unit_test(test_truncation_is_safe),
 	};
 	return cmocka_run_group_tests_name("log_json", tests, NULL, NULL);
