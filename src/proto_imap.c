@@ -1,67 +1,97 @@
 /* IMAP (RFC 9051/3501, STARTTLS per RFC 2595). Commands are tagged, so local
- * answers need no ordering against the backend's; what matters is framing:
- * literals ({N}, {N+}) are followed byte for byte so nothing inside one is
- * ever taken for a command, and a synchronising literal is only sent once
- * the server says "+". */
+ * answers need no ordering against the backend's; what matters is framing.
+ * Every line is read by the tokenizer (imap_token.c), which finds literals
+ * ({N}, {N+}, ~{N}) exactly where a strict server does; their bytes are
+ * followed byte for byte, so nothing inside one is ever taken for a
+ * command, and a synchronising literal is only sent once the server says
+ * "+".
+ *
+ * Before TLS (require_tls) only a short list of fully parsed commands
+ * reaches the backend; after TLS the commands postern acts on must parse
+ * strictly, and a line that does not parse but could end in a literal for
+ * a laxer server is answered locally, so postern and the backend always
+ * agree on where each command begins. */
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
 
+#include <postern/imap_token.h>
 #include <postern/proto_util.h>
 
 #define TAG_MAX 64
+#define LONG_HEAD 128
 
-/* Where the command being logged stands with respect to a password. */
-enum { SEC_NONE, SEC_NEXT /* the next argument is secret */, SEC_REST /* all the rest is */ };
+/* The part of a line too long to hold that is still to come. */
+struct long_line {
+	bool on;
+	bool drop; /* refused: swallowed, not passed */
+	bool sasl; /* a SASL response: no syntax, all secret */
+	uint64_t bytes;
+	char head[LONG_HEAD]; /* the log's view of its beginning */
+	size_t head_len;
+	char tag[TAG_MAX]; /* its tag, watched if it ends in a synchronising literal */
+	size_t tag_len;
+};
 
 struct imap_state {
-	bool require_tls, tls;  /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;           /* commands are logged: redact, and refuse COMPRESS */
-	unsigned char c_secret; /* SEC_*, for the continuation lines of a command */
-	bool c_id;              /* an ID command: its literals and lines are scrubbed */
+	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
+	bool observe;          /* commands are logged: redact, and refuse COMPRESS */
 	/* client -> server */
-	uint64_t c_literal; /* literal bytes still to pass */
-	bool c_cont;        /* the current command goes on after its literal */
-	bool c_drop;        /* the current command is refused: swallow the rest */
-	bool c_midline;     /* passing the tail of an over-long line */
-	bool c_sync;        /* a synchronising literal awaits the server's verdict */
-	bool c_auth;        /* AUTHENTICATE exchange: lines are SASL responses */
-	bool c_idle;        /* IDLE sent: "DONE" ends it */
+	struct imap_scan c_scan; /* the command's nesting across its literals */
+	struct long_line c_long;
+	uint64_t c_literal;         /* literal bytes still to pass */
+	bool c_cont;                /* the current command goes on after its literal */
+	bool c_drop;                /* the current command is refused: swallow the rest */
+	bool c_sync;                /* a synchronising literal awaits the server's verdict */
+	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
+	bool c_idle;                /* IDLE sent: "DONE" ends it */
+	bool c_lit_secret;          /* the literal being passed is a password */
+	bool c_id;                  /* an ID goes on after its literal: scrubbed */
+	unsigned char c_id_strings; /* strings of that ID so far */
+	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
 	uint64_t c_sync_len;
 	unsigned inflight; /* forwarded commands not yet completed */
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
 	/* server -> client */
+	struct imap_scan s_scan;
+	struct long_line s_long;
 	uint64_t s_literal;
 	bool s_cont;
-	bool s_midline;
 	bool s_greeted; /* the greeting has passed: nothing may precede it */
 };
 
 enum {
-	F_IDLE = PU_OWN,         /* its "DONE" line is no command */
-	F_LOGIN = PU_OWN << 1,   /* LOGIN user password */
-	F_ID = PU_OWN << 2,      /* RFC 2971: may carry forwarding fields */
-	F_COMPRESS = PU_OWN << 3 /* RFC 4978: would blind the command log */
+	F_IDLE = PU_OWN,            /* its "DONE" line is no command */
+	F_LOGIN = PU_OWN << 1,      /* LOGIN user password */
+	F_ID = PU_OWN << 2,         /* RFC 2971: may carry forwarding fields */
+	F_COMPRESS = PU_OWN << 3,   /* RFC 4978: would blind the command log */
+	F_PRETLS = PU_OWN << 4,     /* may reach the backend before TLS */
+	F_UNDERSTOOD = PU_OWN << 5, /* postern acts on it: must parse strictly */
+	F_NOARGS = PU_OWN << 6
 };
 
 static const struct pu_verb imap_verbs[] = {
-        {"STARTTLS", PU_STARTTLS},
-        {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN},
-        {"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL},
-        {"IDLE", F_IDLE},
-        {"ID", F_ID},
-        {"COMPRESS", F_COMPRESS},
+        {"STARTTLS", PU_STARTTLS | F_UNDERSTOOD | F_NOARGS},
+        {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN | F_UNDERSTOOD},
+        {"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL | F_UNDERSTOOD},
+        {"IDLE", F_IDLE | F_UNDERSTOOD | F_NOARGS},
+        {"ID", F_ID | F_PRETLS | F_UNDERSTOOD},
+        {"COMPRESS", F_COMPRESS | F_UNDERSTOOD},
+        {"CAPABILITY", F_PRETLS | F_NOARGS},
+        {"NOOP", F_PRETLS | F_NOARGS},
+        {"LOGOUT", F_PRETLS | F_NOARGS},
         {NULL, 0},
 };
 
 /* ID fields a backend such as Dovecot believes from trusted proxies: a
- * client must not be able to claim them through postern (P6). Their names
- * are defaced in place ("x-" becomes "y-"), which keeps literal sizes
- * right, so the backend sees unknown fields it ignores. RFC 2971 limits
- * ID strings to 1024 octets: a literal is scrubbed whole, in one piece. */
-#define ID_LITERAL_MAX 1024
+ * client must not be able to claim them through postern (P6). Keys are
+ * compared after unescaping; after TLS their names are defaced in place
+ * ("x-" becomes "y-"), so the backend sees unknown fields it ignores. */
 static const char *const id_forwarding[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
                                             "x-session-",     "x-forward-",   NULL};
+#define ID_STRINGS_MAX 60  /* RFC 2971: 30 pairs */
+#define ID_STRING_MAX 1024 /* RFC 2971 */
 
 static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
 static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
@@ -90,23 +120,23 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_midline = s->c_sync = s->c_auth = false;
-	s->c_secret = SEC_NONE;
-	s->c_id = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_lit_secret = s->c_id = false;
+	s->c_login = 0;
+	memset(&s->c_long, 0, sizeof(s->c_long));
 }
 
 /* The server side is between responses: a local answer may go in here. */
 static bool
 server_at_boundary(const struct imap_state *s)
 {
-	return s->s_literal == 0 && !s->s_cont && !s->s_midline;
+	return s->s_literal == 0 && !s->s_cont && !s->s_long.on;
 }
 
 static void
-watch_tag(struct imap_state *s, struct pu_word tag)
+watch_tag(struct imap_state *s, const char *tag, size_t n)
 {
-	s->tag_len = tag.n < TAG_MAX ? tag.n : 0; /* an absurd tag is never matched */
-	memcpy(s->tag, tag.p, s->tag_len);
+	s->tag_len = n <= TAG_MAX ? n : 0; /* longer tags are refused before */
+	memcpy(s->tag, tag, s->tag_len);
 }
 
 static enum proto_verdict
@@ -116,264 +146,627 @@ pass(struct proto_action *act, size_t n)
 	return PV_PASS;
 }
 
+static bool
+word_is_nil(struct imap_tok t)
+{
+	return t.kind == IT_ATOM && t.n == 3 && strncasecmp(t.p, "NIL", 3) == 0;
+}
+
+/* A literal declared at the end of a command line: the bytes that follow. */
+static void
+start_literal(struct imap_state *s, const struct imap_cmd *c, const char *tag, size_t tagn)
+{
+	s->c_cont = true;
+	if (tagn > 0) /* its completion may refuse a synchronising literal */
+		watch_tag(s, tag, tagn);
+	if (c->sync) {
+		s->c_sync = true;
+		s->c_sync_len = c->lsize;
+	} else {
+		s->c_literal = c->lsize;
+	}
+}
+
 /* Local answer to a client command; swallows its non-synchronising
  * literal, if any (a synchronising one is never sent after a tagged reply). */
 static enum proto_verdict
-answer(struct imap_state *s, struct proto_action *act, size_t n, bool lit, bool sync,
-       uint64_t lsize, char *scratch, const char *tag, size_t tagn, const char *text)
+answer(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch,
+       const char *text)
 {
 	if (!server_at_boundary(s))
 		return PV_WAIT;
-	if (lit && !sync) {
+	if (c->lit && !c->sync) {
 		s->c_drop = s->c_cont = true;
-		s->c_literal = lsize;
+		s->c_literal = c->lsize;
 	}
-	if (tagn == 0) /* no usable tag: untagged */
-		tag = "*", tagn = 1;
-	return pu_answer(act, PV_REPLY, n, scratch, "%.*s %s\r\n", (int)tagn, tag, text);
+	if (c->bad_tag) /* no usable tag: untagged */
+		return pu_answer(act, PV_REPLY, c->len, scratch, "* %s\r\n", text);
+	return pu_answer(act, PV_REPLY, c->len, scratch, "%.*s %s\r\n", (int)c->tag.n, c->tag.p,
+	                 text);
 }
 
-/* End of the first argument of LOGIN at Q: an atom, or a quoted string
- * with its escapes; NULL if it does not end on this line. */
-static const char *
-login_user_end(const char *q, const char *end)
-{
-	if (q < end && *q == '"') {
-		for (q++; q < end; q++) {
-			if (*q == '\\')
-				q++;
-			else if (*q == '"')
-				return q + 1;
-		}
-		return NULL;
-	}
-	const char *sp = memchr(q, ' ', (size_t)(end - q));
-	return sp ? sp : NULL;
-}
+/* ---- command log ---- */
 
-/* The command log's view of a command line: the password of LOGIN and
- * whatever follows the mechanism of AUTHENTICATE become "***", and
- * c_secret says what to hide of the continuation lines. */
+/* The arguments of LOGIN from Q on: the user name as sent, the password
+ * and anything after it hidden and remembered as secrets. */
 static void
-log_command(struct imap_state *s, const char *p, size_t body, bool lit, uint64_t lsize,
+log_login_args(struct imap_state *s, const struct imap_cmd *c, const char *q,
+               struct proto_action *act, char *scratch)
+{
+	const char *end = c->end;
+
+	for (;;) {
+		struct imap_tok t = imap_next_tok(&q, end);
+		if (t.kind == IT_END)
+			break;
+		bool user = s->c_login == 1;
+		if (s->c_login < 255)
+			s->c_login++;
+		pu_log_str(act, scratch, " ");
+		if (t.kind == IT_LITERAL) {
+			if (user)
+				pu_log_size(act, scratch, c->lsize);
+			else
+				pu_log_str(act, scratch, PU_SECRET);
+			s->c_lit_secret = !user;
+		} else if (user && (t.kind == IT_ATOM || t.kind == IT_QUOTED)) {
+			pu_log_put(act, scratch, t.p, t.n);
+		} else if (t.kind == IT_QUOTED && t.n >= 2) {
+			pu_log_secret(act, scratch, t.p + 1, t.n - 2);
+		} else {
+			pu_log_secret(act, scratch, t.p, t.n);
+		}
+	}
+}
+
+/* A line as sent, its literal marker shown as "{N bytes}". */
+static void
+log_plain(const struct imap_cmd *c, struct proto_action *act, char *scratch)
+{
+	pu_log_put(act, scratch, c->p, c->lit ? c->lit_at : c->n);
+	if (c->lit)
+		pu_log_size(act, scratch, c->lsize);
+}
+
+/* The command log's view of a command line: LOGIN's password and
+ * AUTHENTICATE's initial response become "***"; a line that does not
+ * parse shows only its tag and verb, as the rest could be anything. */
+static void
+log_command(struct imap_state *s, const struct imap_cmd *c, unsigned flags,
             struct proto_action *act, char *scratch)
 {
-	const char *q = p, *end = p + body;
-
-	s->c_secret = SEC_NONE;
-	pu_next_word(&q, end);
-	struct pu_word verb = pu_next_word(&q, end);
-	unsigned flags = pu_verb_flags(imap_verbs, verb);
-	if (memchr(p, '\t', (size_t)(verb.p + verb.n - p))) { /* see pu_log_command */
-		pu_log_begin(act, scratch, lit ? PL_CONT : 0);
-		pu_log_str(act, scratch, PU_SECRET);
-		s->c_secret = SEC_REST;
-		return;
-	}
-	if (!(flags & (F_LOGIN | PU_SASL))) {
-		pu_log_line(act, scratch, p, body, lit, lsize, 0);
-		return;
-	}
-	pu_log_begin(act, scratch, lit ? PL_CONT : 0);
-	pu_log_put(act, scratch, p, (size_t)(q - p)); /* "tag VERB " */
-	s->c_secret = lit ? SEC_REST : SEC_NONE;
-	if (flags & PU_SASL) { /* the mechanism, then an initial response */
-		struct pu_word mech = pu_next_word(&q, end);
-		pu_log_put(act, scratch, mech.p, mech.n);
-		if (q < end)
+	s->c_login = 0;
+	s->c_lit_secret = false;
+	pu_log_begin(act, scratch, c->lit ? PL_CONT : 0);
+	if (c->err) {
+		if (c->bad_tag)
+			pu_log_str(act, scratch, PU_SECRET);
+		else
+			pu_log_put(act, scratch, c->tag.p, c->tag.n);
+		if (c->verb.n > 0) {
+			pu_log_str(act, scratch, " ");
+			pu_log_mech(act, scratch, c->verb);
+		}
+		if (c->verb.p + c->verb.n < c->p + c->n)
 			pu_log_str(act, scratch, " " PU_SECRET);
 		return;
 	}
-	const char *user = q;
-	if (lit && (*user == '{' || *user == '~')) { /* the user name is a literal */
-		pu_log_size(act, scratch, lsize);
-		s->c_secret = SEC_NEXT;
-		return;
+	size_t head = (size_t)(c->verb.p + c->verb.n - c->p);
+	if (flags & F_LOGIN) {
+		pu_log_put(act, scratch, c->p, head);
+		s->c_login = 1;
+		log_login_args(s, c, c->args, act, scratch);
+	} else if (flags & PU_SASL) {
+		const char *q = c->args, *end = c->end;
+		struct imap_tok mech = imap_next_tok(&q, end);
+		struct imap_tok ir = imap_next_tok(&q, end);
+		pu_log_put(act, scratch, c->p, head);
+		if (mech.kind != IT_END) {
+			pu_log_str(act, scratch, " ");
+			pu_log_mech(act, scratch, (struct pu_word){mech.p, mech.n});
+		}
+		if (ir.kind != IT_END) {
+			pu_log_str(act, scratch, " ");
+			pu_log_secret(act, scratch, ir.p, (size_t)(end - ir.p));
+		}
+	} else {
+		log_plain(c, act, scratch);
 	}
-	const char *user_end = login_user_end(user, end);
-	if (user_end)
-		pu_log_put(act, scratch, user, (size_t)(user_end - user));
-	pu_log_str(act, scratch, user_end ? " " PU_SECRET : PU_SECRET);
 }
 
-/* A line that continues a command after its literal, or a SASL response. */
+/* A line that continues a command after its literal. */
 static void
-log_continuation(struct imap_state *s, const char *p, size_t body, bool lit, uint64_t lsize,
-                 struct proto_action *act, char *scratch)
+log_continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
+                 char *scratch)
 {
-	if (s->c_auth && !s->c_cont) {
-		pu_log_sasl(act, scratch, p, body);
-		return;
-	}
-	if (s->c_secret == SEC_NONE) {
-		pu_log_line(act, scratch, p, body, lit, lsize, 0);
-		return;
-	}
-	pu_log_begin(act, scratch, lit ? PL_CONT : 0);
-	if (s->c_secret == SEC_NEXT)
+	pu_log_begin(act, scratch, c->lit ? PL_CONT : 0);
+	s->c_lit_secret = false;
+	if (c->err)
 		pu_log_str(act, scratch, " " PU_SECRET);
-	s->c_secret = lit ? SEC_REST : SEC_NONE;
+	else if (s->c_login)
+		log_login_args(s, c, c->p, act, scratch);
+	else
+		log_plain(c, act, scratch);
 }
 
-/* Forwards N bytes of an ID command with forwarding field names defaced. */
-static enum proto_verdict
-scrub_id(const char *p, size_t n, struct proto_action *act, char *scratch)
+/* A line too long to hold, once it ended: what it began with, and its
+ * size, never its contents. */
+static void
+log_long(const struct long_line *l, bool lit, uint64_t lsize, unsigned flags,
+         struct proto_action *act, char *scratch)
 {
-	bool hit = false;
+	char t[64];
+	int k = snprintf(t, sizeof(t), " ... {line too long: %llu bytes}",
+	                 (unsigned long long)l->bytes);
 
-	act->consume = n;
-	for (const char *const *f = id_forwarding; *f; f++)
-		hit |= pu_contains_ci(p, n, *f);
-	if (!hit)
-		return PV_PASS;
-	memcpy(scratch, p, n);
+	pu_log_begin(act, scratch, flags | (lit ? PL_CONT : 0));
+	pu_log_put(act, scratch, l->head, l->head_len);
+	pu_log_put(act, scratch, t, (size_t)k);
+	if (lit) {
+		pu_log_str(act, scratch, " ");
+		pu_log_size(act, scratch, lsize);
+	}
+}
+
+/* What the log shows of an over-long line's beginning: its first two
+ * words where they are plain words, "***" otherwise. */
+static void
+long_head(struct long_line *l, const char *p, size_t n)
+{
+	const char *q = p, *end = p + (n < 256 ? n : 256);
+
+	l->head_len = 0;
+	for (int i = 0; i < 2; i++) {
+		struct pu_word w = pu_next_word(&q, end);
+		bool ok = w.n > 0 && w.n <= 40;
+		for (size_t k = 0; ok && k < w.n; k++)
+			ok = w.p[k] > 0x20 && w.p[k] < 0x7f && w.p[k] != '"' && w.p[k] != '{';
+		const char *text = ok ? w.p : PU_SECRET;
+		size_t len = ok ? w.n : 3;
+		if (l->head_len + len + 1 > sizeof(l->head))
+			break;
+		if (i > 0)
+			l->head[l->head_len++] = ' ';
+		memcpy(l->head + l->head_len, text, len);
+		l->head_len += len;
+		if (!ok)
+			break;
+	}
+}
+
+/* ---- client -> server ---- */
+
+static const struct pu_verb *
+find_verb(struct pu_word w)
+{
+	for (const struct pu_verb *v = imap_verbs; v->name; v++)
+		if (pu_word_is(w, v->name))
+			return v;
+	return NULL;
+}
+
+static bool
+is_forwarding(const char *v, size_t n)
+{
 	for (const char *const *f = id_forwarding; *f; f++) {
 		size_t l = strlen(*f);
-		for (size_t i = 0; l <= n && i <= n - l; i++)
-			if (strncasecmp(scratch + i, *f, l) == 0)
-				scratch[i] = 'y';
+		if (n >= l && strncasecmp(v, *f, l) == 0)
+			return true;
 	}
+	return false;
+}
+
+/* The strings of an ID list from Q on, in a line that parsed: quoted
+ * strings or NIL, then ")" and the end, or a literal last. COUNT counts
+ * the strings of the whole command. Values are checked like keys: one
+ * named like a field loses nothing by being defaced, and a list's parity
+ * is not trusted. Returns the refusal, or NULL with the offsets of the
+ * forwarding fields' first letters in AT. */
+static const char *
+id_strings(const struct imap_cmd *c, const char *q, unsigned *count, size_t at[ID_STRINGS_MAX],
+           size_t *nat)
+{
+	char v[ID_STRING_MAX];
+
+	*nat = 0;
+	for (;;) {
+		struct imap_tok t = imap_next_tok(&q, c->end);
+		if (t.kind == IT_CLOSE && *count % 2 == 0 &&
+		    imap_next_tok(&q, c->end).kind == IT_END)
+			return NULL;
+		if (t.kind == IT_END || t.kind == IT_CLOSE || t.kind == IT_OPEN)
+			return "BAD Invalid ID arguments";
+		if (++*count > ID_STRINGS_MAX)
+			return "BAD Too many ID fields";
+		if (t.kind == IT_LITERAL) /* scrubbed whole as it passes */
+			return c->lsize <= ID_STRING_MAX ? NULL : "BAD ID string too long";
+		if (word_is_nil(t))
+			continue;
+		if (t.kind != IT_QUOTED)
+			return "BAD Invalid ID arguments";
+		size_t n = imap_tok_value(t, v, sizeof(v));
+		if (n == (size_t)-1)
+			return "BAD ID string too long";
+		if (is_forwarding(v, n))
+			at[(*nat)++] = (size_t)(t.p + 1 - c->p);
+	}
+}
+
+/* ID NIL, or ID ( strings ). */
+static const char *
+id_check(const struct imap_cmd *c, unsigned *count, size_t at[ID_STRINGS_MAX], size_t *nat)
+{
+	const char *q = c->args;
+	struct imap_tok t = imap_next_tok(&q, c->end);
+
+	*nat = 0;
+	if (word_is_nil(t))
+		return imap_next_tok(&q, c->end).kind == IT_END ? NULL : "BAD Invalid ID arguments";
+	if (t.kind != IT_OPEN)
+		return "BAD Invalid ID arguments";
+	return id_strings(c, q, count, at, nat);
+}
+
+/* Forwards an ID command with its forwarding keys defaced. Escapes only
+ * make '"' and '\', so a key that matched begins with its 'x' as sent. */
+static enum proto_verdict
+forward_id(const struct imap_cmd *c, const size_t *at, size_t nat, struct proto_action *act,
+           char *scratch)
+{
+	act->consume = c->len;
+	if (nat == 0)
+		return PV_PASS;
+	memcpy(scratch, c->p, c->len);
+	for (size_t i = 0; i < nat; i++)
+		scratch[at[i]] = 'y';
 	act->text = scratch;
-	act->len = n;
+	act->len = c->len;
 	return PV_REPLACE;
 }
 
-static enum proto_verdict command(struct imap_state *s, const char *p, size_t n, size_t body,
-                                  int lit, bool sync, uint64_t lsize, struct proto_action *act,
-                                  char *scratch);
+/* LOGIN SP astring SP astring; with literals, the rest comes later. */
+static bool
+login_ok(const struct imap_cmd *c)
+{
+	const char *q = c->args, *end = c->end;
+	unsigned n = 0;
+
+	for (struct imap_tok t; (t = imap_next_tok(&q, end)).kind != IT_END; n++)
+		if (t.kind != IT_ATOM && t.kind != IT_QUOTED && t.kind != IT_LITERAL)
+			return false;
+	return c->lit ? n <= 2 : n == 2;
+}
+
+/* AUTHENTICATE SP mechanism [SP initial-response], all atoms. */
+static bool
+sasl_ok(const struct imap_cmd *c)
+{
+	const char *q = c->args, *end = c->end;
+	unsigned n = 0;
+
+	for (struct imap_tok t; (t = imap_next_tok(&q, end)).kind != IT_END; n++)
+		if (t.kind != IT_ATOM)
+			return false;
+	return n >= 1 && n <= 2;
+}
+
+static enum proto_verdict
+command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch)
+{
+	const struct pu_verb *verb = find_verb(c->verb);
+	unsigned flags = verb ? verb->flags : 0;
+	bool gated = !s->tls && s->require_tls; /* only the short list may pass */
+	bool noargs = c->args >= c->end;
+	char why[96];
+
+	if (c->bad_tag)
+		return answer(s, c, act, scratch, "BAD Invalid tag");
+	if (!s->tls && memchr(c->p, '\0', c->n))
+		return answer(s, c, act, scratch, "BAD NUL byte in command");
+	if (c->tag.n > TAG_MAX)
+		return answer(s, c, act, scratch, "BAD Tag too long");
+	if (flags & PU_STARTTLS) {
+		if (s->tls)
+			return answer(s, c, act, scratch, "BAD TLS is already active");
+		if (!noargs || c->err)
+			return answer(s, c, act, scratch, "BAD STARTTLS takes no arguments");
+		/* Replies to earlier commands must arrive in plaintext, before ours. */
+		if (!server_at_boundary(s) || s->inflight > 0)
+			return PV_WAIT;
+		return pu_answer(act, PV_STARTTLS, c->len, scratch,
+		                 "%.*s OK Begin TLS negotiation now\r\n", (int)c->tag.n, c->tag.p);
+	}
+	/* Before TLS nothing malformed passes; after it, nothing postern acts
+	 * on, and nothing a laxer server could read a literal into. */
+	if (c->err && (!s->tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
+		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
+		return answer(s, c, act, scratch, why);
+	}
+	if (gated && (flags & PU_REFUSE_PLAIN)) {
+		act->event = "plaintext-auth-refused";
+		return answer(s, c, act, scratch, "NO [PRIVACYREQUIRED] Use STARTTLS first");
+	}
+	if (gated && c->lit)
+		return answer(s, c, act, scratch, "BAD Literals are not permitted before STARTTLS");
+	if (gated && c->eightbit)
+		return answer(s, c, act, scratch,
+		              "BAD 8-bit data is not permitted before STARTTLS");
+	if (gated && !(flags & F_PRETLS))
+		return answer(s, c, act, scratch, "BAD Command not permitted before STARTTLS");
+	if ((flags & F_NOARGS) && !noargs && (gated || (flags & F_UNDERSTOOD))) {
+		snprintf(why, sizeof(why), "BAD %s takes no arguments", verb->name);
+		return answer(s, c, act, scratch, why);
+	}
+	if ((flags & F_COMPRESS) && s->observe)
+		return answer(s, c, act, scratch, "NO COMPRESS is off while commands are logged");
+	size_t at[ID_STRINGS_MAX], nat = 0;
+	unsigned ids = 0;
+	if (flags & F_ID) {
+		const char *bad = id_check(c, &ids, at, &nat);
+		if (bad == NULL && nat > 0 && gated)
+			bad = "BAD ID forwarding fields are not permitted";
+		if (bad)
+			return answer(s, c, act, scratch, bad);
+	}
+	if ((flags & F_LOGIN) && !login_ok(c))
+		return answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+	if (flags & PU_SASL) {
+		if (!sasl_ok(c))
+			return answer(s, c, act, scratch, "BAD Invalid AUTHENTICATE arguments");
+		/* The exchange ends with this tag's completion: earlier commands,
+		 * which may carry the same tag, must have completed first. */
+		if (s->inflight > 0 || !server_at_boundary(s))
+			return PV_WAIT;
+		s->c_auth = true;
+		watch_tag(s, c->tag.p, c->tag.n);
+	}
+	s->c_idle = (flags & F_IDLE) != 0;
+	s->c_id = (flags & F_ID) && c->lit;
+	s->c_id_strings = (unsigned char)ids;
+	s->inflight++;
+	if (c->lit)
+		start_literal(s, c, c->tag.p, c->tag.n);
+	return forward_id(c, at, nat, act, scratch);
+}
+
+/* A line that continues a command after its literal. */
+static enum proto_verdict
+continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
+             char *scratch)
+{
+	bool drop = s->c_drop;
+
+	/* The command's beginning is at the backend already: a line that
+	 * could end in a literal postern does not see cannot be refused on its
+	 * own, and before TLS nothing malformed may pass at all. */
+	if (!drop && c->err && (!s->tls || c->ends_in_brace || s->c_id))
+		return pu_answer(act, PV_CLOSE, c->len, scratch,
+		                 "* BYE Invalid command syntax\r\n");
+	size_t at[ID_STRINGS_MAX], nat = 0;
+	if (!drop && s->c_id) {
+		unsigned ids = s->c_id_strings;
+		const char *bad = id_strings(c, c->p, &ids, at, &nat);
+		if (bad) /* "BAD why": the command is at the backend already */
+			return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE %s\r\n", bad + 4);
+		s->c_id_strings = (unsigned char)ids;
+		s->c_id = c->lit;
+	}
+	if (s->observe)
+		log_continuation(s, c, act, scratch);
+	s->c_cont = c->lit;
+	s->c_drop = c->lit && drop;
+	if (c->lit && drop)
+		s->c_literal = c->lsize; /* whatever the client sends of it */
+	else if (c->lit)
+		start_literal(s, c, NULL, 0);
+	if (drop) {
+		act->consume = c->len;
+		return PV_DROP;
+	}
+	return forward_id(c, at, nat, act, scratch);
+}
+
+static enum proto_verdict
+literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+              char *scratch)
+{
+	size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
+
+	if (s->c_id && !s->c_drop) {
+		/* An ID string (at most 1024 bytes) is judged whole. */
+		if (n < s->c_literal && !full)
+			return PV_MORE;
+		s->c_literal -= n;
+		act->consume = n;
+		if (!is_forwarding(p, n))
+			return PV_PASS;
+		memcpy(scratch, p, n);
+		scratch[0] = 'y';
+		act->text = scratch;
+		act->len = n;
+		return PV_REPLACE;
+	}
+	s->c_literal -= n;
+	act->consume = n;
+	if (s->observe && s->c_lit_secret) {
+		/* A password literal: nothing is logged of it (its line said
+		 * "***"), but the session must remember it to mask echoes. */
+		pu_log_begin(act, scratch, PL_CONT);
+		act->secret = p;
+		act->secret_len = n;
+	}
+	return s->c_drop ? PV_DROP : PV_PASS;
+}
+
+static enum proto_verdict
+sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action *act,
+              char *scratch)
+{
+	size_t body = pu_trim_eol(p, n);
+
+	if (s->observe) {
+		pu_log_begin(act, scratch, 0);
+		if (body == 1 && p[0] == '*')
+			pu_log_str(act, scratch, "*"); /* a cancel */
+		else
+			pu_log_secret(act, scratch, p, body);
+	}
+	return pass(act, n);
+}
+
+/* Bytes of an over-long line to judge now: a CR that may start its EOL
+ * waits for the rest. */
+static size_t
+long_chunk(const char *p, size_t len, size_t n, bool full)
+{
+	if (n > 0)
+		return n;
+	return p[len - 1] == '\r' && !full ? len - 1 : len;
+}
+
+/* The first 64 KiB of a client line with no end in sight (after TLS). */
+static enum proto_verdict
+client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_action *act,
+                 char *scratch)
+{
+	struct long_line l = {.on = true};
+	struct imap_scan sc = s->c_scan;
+	/* FULL, but the CR may still be kept for its LF unless it is all. */
+	size_t chunk = long_chunk(p, len, 0, len == 1);
+	enum proto_verdict v = PV_PASS;
+
+	if (s->c_auth && !s->c_cont) {
+		l.sasl = true;
+		memcpy(l.head, PU_SECRET, 3);
+		l.head_len = 3;
+	} else if (s->c_cont && s->c_id && !s->c_drop) {
+		/* ID strings are judged whole; its start is at the backend. */
+		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
+	} else if (s->c_cont) {
+		l.drop = s->c_drop;
+		imap_scan_cont(&sc);
+		imap_scan_feed(&sc, p, chunk);
+	} else {
+		struct pu_word tag, verb;
+		size_t at = imap_cmd_head(p, chunk, &tag, &verb);
+		const struct pu_verb *known = find_verb(verb);
+		imap_scan_init(&sc, true);
+		long_head(&l, p, chunk);
+		if (at == 0 || tag.n > TAG_MAX || (known && (known->flags & F_UNDERSTOOD))) {
+			/* Too long to judge: refused, and swallowed to its end. */
+			if (!server_at_boundary(s))
+				return PV_WAIT;
+			l.drop = true;
+			if (at == 0)
+				imap_scan_fail(&sc, "Invalid command");
+			else
+				imap_scan_feed(&sc, p + at, chunk - at);
+			if (at == 0 || tag.n > TAG_MAX)
+				pu_answer(act, PV_REPLY, chunk, scratch, "* BAD Line too long\r\n");
+			else
+				pu_answer(act, PV_REPLY, chunk, scratch,
+				          "%.*s BAD Line too long\r\n", (int)tag.n, tag.p);
+			v = PV_REPLY;
+		} else {
+			s->inflight++;
+			s->c_idle = false;
+			memcpy(l.tag, tag.p, tag.n);
+			l.tag_len = tag.n;
+			imap_scan_feed(&sc, p + at, chunk - at);
+		}
+	}
+	l.bytes = chunk;
+	s->c_long = l;
+	s->c_scan = sc;
+	s->c_lit_secret = false;
+	act->consume = chunk;
+	return v != PV_PASS ? v : l.drop ? PV_DROP : PV_PASS;
+}
+
+/* The rest of an over-long client line, up to its end. */
+static enum proto_verdict
+client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool full,
+                 struct proto_action *act, char *scratch)
+{
+	struct long_line *l = &s->c_long;
+	size_t k = long_chunk(p, len, n, full);
+	size_t body = n ? pu_trim_eol(p, n) : k;
+	bool drop = l->drop;
+
+	if (k == 0)
+		return PV_MORE; /* a lone CR: its LF decides */
+	if (!l->sasl)
+		imap_scan_feed(&s->c_scan, p, body);
+	l->bytes += k;
+	act->consume = k;
+	if (n == 0)
+		return drop ? PV_DROP : PV_PASS;
+	l->on = false;
+	bool lit = !l->sasl && imap_scan_end(&s->c_scan);
+	if (s->observe)
+		log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
+	if (!drop && !l->sasl && s->c_scan.err && s->c_scan.last == '}')
+		return pu_answer(act, PV_CLOSE, k, scratch, "* BYE Invalid command syntax\r\n");
+	s->c_cont = lit;
+	s->c_drop = lit && drop;
+	if (lit) {
+		struct imap_cmd c = {.lit = true, .sync = s->c_scan.sync, .lsize = s->c_scan.lsize};
+		if (drop && c.sync)
+			s->c_cont = s->c_drop = false; /* never sent after our BAD */
+		else if (drop)
+			s->c_literal = c.lsize;
+		else
+			start_literal(s, &c, l->tag, l->tag_len);
+	}
+	return drop ? PV_DROP : PV_PASS;
+}
 
 static enum proto_verdict
 client_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	if (s->c_literal > 0) {
-		size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
-		if (s->c_id && !s->c_drop) {
-			if (n < s->c_literal && !full)
-				return PV_MORE; /* a key must not hide across reads */
-			s->c_literal -= n;
-			return scrub_id(p, n, act, scratch);
-		}
-		s->c_literal -= n;
-		act->consume = n;
-		return s->c_drop ? PV_DROP : PV_PASS;
-	}
+	if (s->c_literal > 0)
+		return literal_bytes(s, p, len, full, act, scratch);
 	if (s->c_sync || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
-	if (s->c_midline) {
-		s->c_midline = n == 0;
-		return pass(act, n ? n : len);
-	}
+	if (s->c_long.on)
+		return client_long_tail(s, p, len, n, full, act, scratch);
 	if (n == 0) {
 		if (!full)
 			return PV_MORE;
 		if (!s->tls)
 			return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
-		s->c_midline = true;
-		return pass(act, len);
+		return client_long_head(s, p, len, act, scratch);
 	}
-	size_t body = pu_trim_eol(p, n);
-	uint64_t lsize = 0;
-	bool sync = false;
-	int lit = pu_imap_literal(p, body, &lsize, &sync);
-	if (lit < 0)
-		return pu_answer(act, PV_CLOSE, n, scratch, "* BYE Invalid literal\r\n");
+	if (s->c_auth && !s->c_cont)
+		return sasl_response(s, p, n, act, scratch);
 
-	if (s->c_cont || s->c_auth) {
-		/* The rest of a command after a literal, or a SASL response. */
-		bool drop = s->c_drop;
-		if (s->observe)
-			log_continuation(s, p, body, lit == 1, lsize, act, scratch);
-		if (s->c_cont) {
-			s->c_cont = lit == 1;
-			s->c_drop = s->c_cont && drop;
-			if (lit == 1 && sync && !drop) {
-				s->c_sync = true;
-				s->c_sync_len = lsize;
-			} else if (lit == 1) {
-				s->c_literal = lsize;
-			}
-		}
-		act->consume = n;
-		if (!drop && s->c_id) {
-			if (lit == 1 && lsize > ID_LITERAL_MAX) /* see ID_LITERAL_MAX */
-				return pu_answer(act, PV_CLOSE, n, scratch,
-				                 "* BYE ID string too long\r\n");
-			return scrub_id(p, n, act, scratch);
-		}
-		return drop ? PV_DROP : PV_PASS;
+	struct imap_scan sc = s->c_scan;
+	struct imap_cmd c;
+	imap_cmd_parse(&c, &sc, p, n, s->c_cont);
+	if (s->c_cont) {
+		s->c_scan = sc;
+		return continuation(s, &c, act, scratch);
 	}
-	enum proto_verdict v = command(s, p, n, body, lit, sync, lsize, act, scratch);
-	if (s->observe && v != PV_WAIT && v != PV_MORE)
-		log_command(s, p, body, lit == 1, lsize, act, scratch);
+	if (s->c_idle && c.n == 4 && strncasecmp(p, "DONE", 4) == 0) {
+		s->c_idle = false;
+		if (s->observe)
+			pu_log_line(act, scratch, p, c.n, false, 0, 0);
+		return pass(act, n);
+	}
+	enum proto_verdict v = command(s, &c, act, scratch);
+	if (v == PV_WAIT)
+		return v;
+	s->c_scan = sc;
+	if (s->observe) {
+		const struct pu_verb *verb = find_verb(c.verb);
+		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
+	}
 	return v;
 }
 
-static enum proto_verdict
-command(struct imap_state *s, const char *p, size_t n, size_t body, int lit, bool sync,
-        uint64_t lsize, struct proto_action *act, char *scratch)
-{
-	const char *q = p, *end = p + body;
-	struct pu_word tag = pu_next_word(&q, end);
-
-	if (s->c_idle && pu_word_is(tag, "DONE") && q == end) {
-		s->c_idle = false;
-		return pass(act, n);
-	}
-	/* RFC 9051: a tag is one or more characters, never "*" or "+". */
-	if (tag.n == 0 || memchr(tag.p, '*', tag.n) || memchr(tag.p, '+', tag.n) ||
-	    memchr(tag.p, '\0', tag.n))
-		return answer(s, act, n, lit, sync, lsize, scratch, "*", 1, "BAD Invalid tag");
-	if (!s->tls && memchr(p, '\0', body) != NULL)
-		return answer(s, act, n, lit, sync, lsize, scratch, tag.p,
-		              memchr(tag.p, '\0', tag.n) ? 0 : tag.n, "BAD NUL byte in command");
-	unsigned flags = pu_verb_flags(imap_verbs, pu_next_word(&q, end));
-	bool noargs = pu_blank(q, end);
-
-	if (flags & PU_STARTTLS) {
-		if (s->tls)
-			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
-			              "BAD TLS is already active");
-		if (!noargs || lit)
-			return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
-			              "BAD STARTTLS takes no arguments");
-		/* Replies to earlier commands must arrive in plaintext, before ours. */
-		if (!server_at_boundary(s) || s->inflight > 0)
-			return PV_WAIT;
-		return pu_answer(act, PV_STARTTLS, n, scratch,
-		                 "%.*s OK Begin TLS negotiation now\r\n", (int)tag.n, tag.p);
-	}
-	if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN)) {
-		act->event = "plaintext-auth-refused";
-		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
-		              "NO [PRIVACYREQUIRED] Use STARTTLS first");
-	}
-	if ((flags & F_COMPRESS) && s->observe)
-		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
-		              "NO COMPRESS is off while commands are logged");
-	if ((flags & F_ID) && lit == 1 && lsize > ID_LITERAL_MAX)
-		return answer(s, act, n, lit, sync, lsize, scratch, tag.p, tag.n,
-		              "BAD ID string too long");
-	if (flags & PU_SASL) {
-		s->c_auth = true;
-		watch_tag(s, tag);
-	}
-	s->c_idle = (flags & F_IDLE) != 0;
-	s->c_id = (flags & F_ID) != 0;
-	s->inflight++;
-	if (lit == 1) {
-		s->c_cont = true;
-		if (sync) {
-			s->c_sync = true;
-			s->c_sync_len = lsize;
-			watch_tag(s, tag);
-		} else {
-			s->c_literal = lsize;
-		}
-	}
-	return s->c_id ? scrub_id(p, n, act, scratch) : pass(act, n);
-}
+/* ---- server -> client ---- */
 
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
 static enum proto_verdict
@@ -397,6 +790,40 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 	return PV_REPLACE;
 }
 
+/* A server line too long to hold: passed in pieces, its literal found. */
+static enum proto_verdict
+server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full,
+            struct proto_action *act, char *scratch)
+{
+	struct long_line *l = &s->s_long;
+	size_t k = long_chunk(p, len, n, full);
+	size_t body = n ? pu_trim_eol(p, n) : k;
+
+	if (k == 0)
+		return PV_MORE; /* a lone CR: its LF decides */
+	if (!l->on) {
+		memset(l, 0, sizeof(*l));
+		l->on = true;
+		if (s->s_cont) {
+			imap_scan_cont(&s->s_scan);
+		} else {
+			imap_scan_init(&s->s_scan, false);
+			long_head(l, p, k);
+		}
+	}
+	imap_scan_feed(&s->s_scan, p, body);
+	l->bytes += k;
+	if (n > 0) {
+		l->on = false;
+		s->s_cont = imap_scan_end(&s->s_scan);
+		if (s->s_cont)
+			s->s_literal = s->s_scan.lsize;
+		if (s->observe)
+			log_long(l, s->s_cont, s->s_literal, PL_DEBUG, act, scratch);
+	}
+	return pass(act, k);
+}
+
 static enum proto_verdict
 server_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
@@ -407,34 +834,32 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		return pass(act, n);
 	}
 	size_t n = pu_line_len(p, len);
-	if (n == 0 && !full && !s->s_midline)
+	if (n == 0 && !full && !s->s_long.on)
 		return PV_MORE;
-	s->s_greeted = true; /* even an over-long greeting counts */
-	if (s->s_midline) {
-		s->s_midline = n == 0;
-		return pass(act, n ? n : len);
+	if (s->s_long.on || n == 0) {
+		enum proto_verdict v = server_long(s, p, len, n, full, act, scratch);
+		if (v != PV_MORE)
+			s->s_greeted = true; /* even an over-long greeting counts */
+		return v;
 	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		s->s_midline = true;
-		return pass(act, len);
-	}
+	s->s_greeted = true;
+
 	size_t body = pu_trim_eol(p, n);
-	uint64_t lsize = 0;
-	bool sync = false;
 	bool was_cont = s->s_cont;
 
-	if (pu_imap_literal(p, body, &lsize, &sync) == 1) {
-		s->s_literal = lsize;
-		s->s_cont = true;
-	} else {
-		s->s_cont = false;
-	}
+	if (was_cont)
+		imap_scan_cont(&s->s_scan);
+	else
+		imap_scan_init(&s->s_scan, false);
+	imap_scan_feed(&s->s_scan, p, body);
+	s->s_cont = imap_scan_end(&s->s_scan);
+	if (s->s_cont)
+		s->s_literal = s->s_scan.lsize;
 	if (s->observe) { /* tagged completions matter most; the rest is debug */
 		bool untagged =
 		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
-		pu_log_line(act, scratch, p, body, s->s_cont, lsize, untagged ? PL_DEBUG : 0);
+		pu_log_line(act, scratch, p, body, s->s_cont, s->s_literal,
+		            untagged ? PL_DEBUG : 0);
 	}
 	if (was_cont)
 		return pass(act, n);

@@ -79,6 +79,7 @@ struct sess {
 	enum proto_verdict stop[2]; /* why the last drive stopped */
 	const char *event;          /* last act.event */
 	struct str log;      /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
+	struct str secret;   /* act.secret of each verdict, one a line */
 	struct str piece[2]; /* a log line being put together (PL_CONT) */
 	unsigned piece_flags[2];
 	char scratch[PROTO_SCRATCH_ALLOC];
@@ -131,6 +132,7 @@ sess_free(struct sess *s)
 	}
 	free(s->ans.p);
 	free(s->log.p);
+	free(s->secret.p);
 	free(s->piece[0].p);
 	free(s->piece[1].p);
 	free(s->st);
@@ -196,6 +198,10 @@ drive(struct sess *s, enum proto_dir dir)
 			s->event = act.event;
 		if (act.log)
 			log_piece(s, dir, &act);
+		if (act.secret) {
+			str_add(&s->secret, act.secret, act.secret_len);
+			str_add(&s->secret, "\n", 1);
+		}
 		switch (v) {
 		case PV_PASS:
 			str_add(&s->fwd[dir], in->p, act.consume);
@@ -303,6 +309,7 @@ expect_at(struct str *got, const char *want, size_t n, const char *file, int lin
 #define TO_CLIENT(s, w) expect_at(&(s)->fwd[S], (w), strlen(w), __FILE__, __LINE__)
 #define ANSWER(s, w) expect_at(&(s)->ans, (w), strlen(w), __FILE__, __LINE__)
 #define LOGGED(s, w) expect_at(&(s)->log, (w), strlen(w), __FILE__, __LINE__)
+#define SECRETS(s, w) expect_at(&(s)->secret, (w), strlen(w), __FILE__, __LINE__)
 #define NOTHING(s)                                                                                 \
 	do {                                                                                       \
 		TO_SERVER(s, "");                                                                  \
@@ -577,7 +584,11 @@ test_imap_login_optional(void **state)
 
 	feed(s, C, "a LOGIN user secret\r\n");
 	TO_SERVER(s, "a LOGIN user secret\r\n");
-	feed(s, C, "b AUTHENTICATE PLAIN\r\n");
+	/* An AUTHENTICATE waits for the commands before it to complete. */
+	assert_int_equal(feed(s, C, "b AUTHENTICATE PLAIN\r\n"), 22);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "a NO [AUTHENTICATIONFAILED] no\r\n");
+	assert_int_equal(drive(s, C), 0);
 	TO_SERVER(s, "b AUTHENTICATE PLAIN\r\n");
 	ANSWER(s, "");
 	assert_null(s->event);
@@ -591,7 +602,7 @@ test_imap_starttls(void **state)
 	static const char *const ok[][2] = {
 	        {"a STARTTLS\r\n", "a OK Begin TLS negotiation now\r\n"},
 	        {"x1 starttls\r\n", "x1 OK Begin TLS negotiation now\r\n"},
-	        {"T StartTLS   \r\n", "T OK Begin TLS negotiation now\r\n"},
+	        {"T StartTLS\r\n", "T OK Begin TLS negotiation now\r\n"},
 	        {"a STARTTLS\n", "a OK Begin TLS negotiation now\r\n"},
 	};
 
@@ -669,6 +680,8 @@ test_imap_login_posttls(void **state)
 	feed(s, C, "b LOGIN user secret\r\n");
 	TO_SERVER(s, "b LOGIN user secret\r\n");
 	ANSWER(s, "");
+	feed(s, S, "b NO [AUTHENTICATIONFAILED] no\r\n");
+	TO_CLIENT(s, "b NO [AUTHENTICATIONFAILED] no\r\n");
 
 	/* An AUTHENTICATE exchange: the SASL lines are not commands. */
 	feed(s, C, "c AUTHENTICATE PLAIN\r\n");
@@ -689,14 +702,14 @@ test_imap_literal_plus(void **state)
 	(void)state;
 	struct sess *s = imap(true, true);
 
-	/* Before TLS: STARTTLS inside a literal does not trigger. */
+	/* Before TLS: refused, and STARTTLS inside the literal does not
+	 * trigger. */
 	assert_int_equal(feed(s, C, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n"), 0);
-	TO_SERVER(s, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n");
+	TO_SERVER(s, "");
 	assert_int_equal(s->final, NO_FINAL);
-	ANSWER(s, "");
+	ANSWER(s, "a BAD Literals are not permitted before STARTTLS\r\n");
 
 	/* After TLS: all 8 literal bytes pass, no STARTTLS verdict. */
-	feed(s, S, "a NO [TRYCREATE] no\r\n");
 	feed(s, C, "c STARTTLS\r\n");
 	ANSWER(s, "c OK Begin TLS negotiation now\r\n");
 	tls_start(s);
@@ -706,11 +719,10 @@ test_imap_literal_plus(void **state)
 	assert_int_equal(s->final, NO_FINAL);
 
 	/* A literal split over reads, then a second literal in one command. */
-	feed(s, C, "b APPEND INBOX {6+}\r\nd ST");
+	feed(s, C, "b APPEND INBOX {7+}\r\nd ST");
 	feed(s, C, "ART");
 	feed(s, C, " {4+}\r\nx NO\r\n");
-	TO_SERVER(s, "b APPEND INBOX {6+}\r\nd START {4+}\r\nx NO\r\n");
-	TO_CLIENT(s, "a NO [TRYCREATE] no\r\n");
+	TO_SERVER(s, "b APPEND INBOX {7+}\r\nd START {4+}\r\nx NO\r\n");
 	ANSWER(s, "");
 	feed(s, C, "e STARTTLS\r\n");
 	ANSWER(s, "e BAD TLS is already active\r\n");
@@ -816,7 +828,7 @@ test_imap_long_line(void **state)
 	sess_free(s);
 
 	/* A line of exactly 64 KiB plus CRLF is still a line. */
-	s = imap(true, true);
+	s = imap(false, true);
 	memcpy(big, "a NOOP ", 7);
 	memcpy(big + IN_CAP - 2, "\r\n", 2);
 	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
@@ -830,12 +842,56 @@ test_imap_long_line(void **state)
 	feed(s, C, "a STARTTLS\r\n");
 	tls_start(s);
 	memset(big, 'a', IN_CAP);
+	memcpy(big, "a NOOP ", 7);
 	assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
 	assert_int_equal(s->fwd[C].n, IN_CAP);
 	str_clear(&s->fwd[C]);
 	feed(s, C, "b STARTTLS\r\nc STARTTLS\r\n");
 	TO_SERVER(s, "b STARTTLS\r\n");
 	ANSWER(s, "a OK Begin TLS negotiation now\r\nc BAD TLS is already active\r\n");
+	sess_free(s);
+
+	/* Without a readable "tag verb" head, or for a command postern acts
+	 * on: refused and swallowed up to the line's end. */
+	const char *heads[] = {"", "a ID (", "a LOGIN user "};
+	for (size_t i = 0; i < 3; i++) {
+		s = imap(true, true);
+		feed(s, C, "a STARTTLS\r\n");
+		tls_start(s);
+		ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+		memset(big, 'a', IN_CAP);
+		memcpy(big, heads[i], strlen(heads[i]));
+		assert_int_equal(feed_n(s, C, big, IN_CAP), 0);
+		ANSWER(s, i == 0 ? "* BAD Line too long\r\n" : "a BAD Line too long\r\n");
+		feed(s, C, "b STARTTLS\r\nc NOOP\r\n");
+		TO_SERVER(s, "c NOOP\r\n");
+		ANSWER(s, "");
+		sess_free(s);
+	}
+
+	/* An ID that goes on after a literal with a line too long to judge:
+	 * its beginning is at the backend, so the session ends. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "b ID (\"name\" {1+}\r\nx");
+	TO_SERVER(s, "b ID (\"name\" {1+}\r\nx");
+	memset(big, 'a', IN_CAP);
+	memcpy(big, " \"x-originating-ip\" \"", 22);
+	feed_n(s, C, big, IN_CAP);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Line too long\r\n");
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* At the end of the input a lone CR after TLS is judged, not kept. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	s->eof[C] = true;
+	assert_int_equal(feed(s, C, "\r"), 0);
+	TO_SERVER(s, "");
 	sess_free(s);
 
 	/* Server lines of any length pass. */
@@ -920,8 +976,7 @@ test_imap_malformed(void **state)
 	assert_int_equal(s->final, NO_FINAL);
 
 	assert_int_equal(feed(s, C, "a APPEND INBOX {99999999999}\r\n"), 0);
-	assert_int_equal(s->final, PV_CLOSE);
-	ANSWER(s, "* BYE Invalid literal\r\n");
+	ANSWER(s, "a BAD Syntax error: Literal size too large\r\n");
 	TO_SERVER(s, "");
 	sess_free(s);
 }
@@ -2123,13 +2178,19 @@ test_imap_log_redaction(void **state)
 	feed(s, C, "a1 LOGIN alice Zsecret1\r\n");
 	feed(s, C, "a2 LOGIN \"al \\\"ice\" \"Zsecret 2\"\r\n");
 	feed(s, C, "a3 LOGIN {5+}\r\nalice {8+}\r\nZsecret3\r\n");
+	/* Three arguments: refused, all but the user hidden. */
 	feed(s, C, "a4 login alice Zsecret4 {3+}\r\nZs5\r\n");
+	ANSWER(s, "a4 BAD Invalid LOGIN arguments\r\n");
+	feed(s, S, "a1 NO no\r\na2 NO no\r\na3 NO no\r\n");
 	feed(s, C, "a5 AUTHENTICATE PLAIN AHNlY3JldA==\r\n");
 	assert_no_secret(s);
 	LOGGED(s, "C: a1 LOGIN alice ***\n"
 	          "C: a2 LOGIN \"al \\\"ice\" ***\n"
 	          "C: a3 LOGIN {5 bytes} ***\n"
-	          "C: a4 login alice ***\n"
+	          "C: a4 login alice *** ***\n"
+	          "S: a1 NO no\n"
+	          "S: a2 NO no\n"
+	          "S: a3 NO no\n"
 	          "C: a5 AUTHENTICATE PLAIN ***\n");
 	feed(s, S, "a5 OK done\r\n");
 	feed(s, C, "a6 AUTHENTICATE PLAIN\r\n");
@@ -2190,12 +2251,264 @@ test_imap_observe_rules(void **state)
 	feed(s, C, "inating-ip \"1.2.3.4\" \"x-session-id\" {3+}\r\nabc)\r\n");
 	TO_SERVER(s,
 	          "c ID ({16+}\r\ny-originating-ip \"1.2.3.4\" \"y-session-id\" {3+}\r\nabc)\r\n");
+	/* RFC 2971: strings of at most 1024 bytes, so each is judged whole. */
+	feed(s, C, "e1 ID ({2000}\r\n");
+	ANSWER(s, "e1 BAD ID string too long\r\n");
 
 	feed(s, C, "d ID (\"name\" \"thunderbird\")\r\n");
 	TO_SERVER(s, "d ID (\"name\" \"thunderbird\")\r\n");
-	feed(s, C, "e ID ({2000+}\r\n");
-	ANSWER(s, "e BAD ID string too long\r\n");
+	feed(s, C, "e ID (\"name\" \"thunderbird\"\r\n");
+	ANSWER(s, "e BAD Syntax error: Missing ')'\r\n");
 	sess_free(s);
+}
+
+/* ---- issue 11: framing and the allowlist before TLS ---- */
+
+/* Finding 1: a "{N}" that does not start an argument is no literal; the
+ * bytes after it are commands, judged (and here refused) by postern. */
+static void
+test_imap_brace_after_non_argument_is_no_literal(void **state)
+{
+	(void)state;
+	static const char *const heads[] = {"a NOOP x",      "a NOOP \"x",     "a NOOP (x",
+	                                    "a ID (\"a\" x", "a CAPABILITY x", "a XYZZY x"};
+	static const char hidden[] = "b LOGIN attacker attackerpw\r\n";
+	char line[128];
+
+	for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+		for (int req = 0; req < 2; req++) {
+			struct sess *s = imap(req, true);
+			snprintf(line, sizeof(line), "%s{%zu+}\r\n%s", heads[i], strlen(hidden),
+			         hidden);
+			assert_int_equal(feed(s, C, line), 0);
+			/* Nothing of the "a" line is forwarded; "b" is a command, as
+			 * it is for Dovecot: refused before TLS, or passed whole. */
+			if (s->fwd[C].n != (req ? 0 : strlen(hidden)) ||
+			    (!req && strcmp(s->fwd[C].p, hidden) != 0))
+				fail_msg("\"%s\" (require_tls=%d) forwarded \"%s\"", heads[i], req,
+				         s->fwd[C].p);
+			assert_true(strncmp(s->ans.p, "a BAD ", 6) == 0);
+			if (req)
+				assert_non_null(strstr(s->ans.p, "b NO [PRIVACYREQUIRED]"));
+			sess_free(s);
+		}
+	}
+
+	/* After TLS, the hidden command reaches the backend as a command, and
+	 * one postern acts on is judged: the same framing as Dovecot's. */
+	struct sess *s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "a NOOP x{20+}\r\nb COMPRESS DEFLATE\r\n");
+	ANSWER(s, "a BAD Syntax error: Invalid characters in atom\r\n");
+	TO_SERVER(s, "b COMPRESS DEFLATE\r\n");
+	/* Not parsing and not ending in '}': the backend answers it. */
+	feed(s, C, "c SEARCH \"x\r\n");
+	TO_SERVER(s, "c SEARCH \"x\r\n");
+	/* A malformed continuation that could hide a literal ends the session. */
+	feed(s, C, "d APPEND INBOX {3+}\r\nabc x{5+}\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Invalid command syntax\r\n");
+	sess_free(s);
+}
+
+/* Before TLS with require_tls: the short allowlist, fully parsed. */
+static void
+test_imap_pretls_allowlist(void **state)
+{
+	(void)state;
+	static const char *const ok[] = {"a CAPABILITY\r\n",
+	                                 "a NOOP\r\n",
+	                                 "a LOGOUT\r\n",
+	                                 "a ID NIL\r\n",
+	                                 "a ID (\"name\" \"x\" \"os\" NIL)\r\n",
+	                                 "a noop   \r\n"};
+	static const char *const refused[][2] = {
+	        {"a SELECT INBOX\r\n", "a BAD Command not permitted before STARTTLS\r\n"},
+	        {"a NOOP x\r\n", "a BAD NOOP takes no arguments\r\n"},
+	        {"a LOGIN\tu p\r\n", "a BAD Syntax error: Invalid command name\r\n"},
+	        {"a  LOGIN u p\r\n", "a BAD Syntax error: Invalid command name\r\n"},
+	        {"a LOGIN u  p\r\n", "a BAD Syntax error: White space other than one SP\r\n"},
+	        {" a LOGIN u p\r\n", "* BAD Invalid tag\r\n"},
+	        {"a ID (\"x\" \"caf\xc3\xa9\")\r\n",
+	         "a BAD 8-bit data is not permitted before STARTTLS\r\n"},
+	        {"a ID (\"x-originating-ip\" \"1.2.3.4\")\r\n",
+	         "a BAD ID forwarding fields are not permitted\r\n"},
+	        {"a ID (\"X-Forward-For\" \"1.2.3.4\")\r\n",
+	         "a BAD ID forwarding fields are not permitted\r\n"},
+	        {"a ID (\"x-originat\\ing-ip\" \"1.2.3.4\")\r\n",
+	         "a BAD Syntax error: Invalid escape in quoted string\r\n"},
+	        {"a ID (\"name\")\r\n", "a BAD Invalid ID arguments\r\n"},
+	        {"a ID ({4+}\r\nname \"x\")\r\n",
+	         "a BAD Literals are not permitted before STARTTLS\r\n"},
+	        {"a STARTTLS\t\r\n", "a BAD STARTTLS takes no arguments\r\n"},
+	};
+
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct sess *s = imap(true, true);
+		feed(s, C, ok[i]);
+		TO_SERVER(s, ok[i]);
+		ANSWER(s, "");
+		sess_free(s);
+	}
+	for (size_t i = 0; i < sizeof(refused) / sizeof(refused[0]); i++) {
+		struct sess *s = imap(true, true);
+		feed(s, C, refused[i][0]);
+		TO_SERVER(s, "");
+		ANSWER(s, refused[i][1]);
+		assert_int_equal(s->final, NO_FINAL);
+		sess_free(s);
+	}
+
+	/* require_tls = no: anything that parses passes, literals included;
+	 * what does not parse is refused. */
+	struct sess *s = imap(false, true);
+	feed(s, C, "a SELECT INBOX\r\nb APPEND INBOX {3+}\r\nabc\r\n");
+	TO_SERVER(s, "a SELECT INBOX\r\nb APPEND INBOX {3+}\r\nabc\r\n");
+	feed(s, C, "c LOGIN\tu p\r\n");
+	TO_SERVER(s, "");
+	ANSWER(s, "c BAD Syntax error: Invalid command name\r\n");
+	sess_free(s);
+}
+
+/* Finding 4: keys compared after unescaping; after TLS, defaced keys and
+ * refused what cannot be judged. */
+static void
+test_imap_id_keys_after_tls(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "b ID (\"x-originat\\ing-ip\" \"6.6.6.6\")\r\n");
+	ANSWER(s, "b BAD Syntax error: Invalid escape in quoted string\r\n");
+	feed(s, C, "c ID (\"name\" \"a\\\"b\" \"X-Proxy-TTL\" \"5\")\r\n");
+	TO_SERVER(s, "c ID (\"name\" \"a\\\"b\" \"y-Proxy-TTL\" \"5\")\r\n");
+	feed(s, C, "d ID (\"name\"  \"x\")\r\n");
+	ANSWER(s, "d BAD Syntax error: White space other than one SP\r\n");
+	feed(s, C, "e ID (\"a\" {3+}\r\nx-s \"x-session-id\" \"1\")\r\n");
+	TO_SERVER(s, "e ID (\"a\" {3+}\r\nx-s \"y-session-id\" \"1\")\r\n");
+	NOTHING(s);
+	sess_free(s);
+}
+
+/* Finding 5a: an AUTHENTICATE waits for the commands before it, so the
+ * completion that ends its exchange can only be its own. */
+static void
+test_imap_authenticate_same_tag_pipelined(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(false, true);
+	observe_next = false;
+
+	feed(s, C, "A1 NOOP\r\nA1 AUTHENTICATE PLAIN\r\n");
+	TO_SERVER(s, "A1 NOOP\r\n");
+	feed(s, S, "A1 OK NOOP completed\r\n");
+	drive(s, C);
+	TO_SERVER(s, "A1 AUTHENTICATE PLAIN\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "AHpzZWNyZXQ=\r\n");
+	feed(s, S, "A1 OK Logged in\r\n");
+	feed(s, C, "A2 NOOP\r\n");
+	LOGGED(s, "dS: * OK ready\n"
+	          "C: A1 NOOP\n"
+	          "S: A1 OK NOOP completed\n"
+	          "C: A1 AUTHENTICATE PLAIN\n"
+	          "dS: + \n"
+	          "C: ***\n"
+	          "S: A1 OK Logged in\n"
+	          "C: A2 NOOP\n");
+	SECRETS(s, "AHpzZWNyZXQ=\n");
+	sess_free(s);
+}
+
+/* Finding 5b, 8: mechanisms are logged only when they are names; a long
+ * tag never leaves later commands hidden; every hidden secret is
+ * recorded for the session to mask its echoes. */
+static void
+test_imap_log_secrets_recorded(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(false, true);
+	observe_next = false;
+	char line[200];
+
+	feed(s, C, "c1 AUTHENTICATE PLAIN\tAHpzZWNyZXQ=\r\n");
+	ANSWER(s, "c1 BAD Syntax error: Invalid characters in atom\r\n");
+	feed(s, C, "c2 AUTHENTICATE PLAIN AHpzZWNyZXQ=\r\n");
+	feed(s, S, "c2 NO no\r\n");
+	feed(s, C, "c3 LOGIN alice \"Zs pw\\\"1\"\r\n");
+	feed(s, S, "c3 NO no\r\n");
+	feed(s, C, "c4 LOGIN alice {4+}\r\nZsp2\r\n");
+	feed(s, S, "c4 NO no\r\n");
+	memset(line, 't', 70);
+	snprintf(line + 70, sizeof(line) - 70, " AUTHENTICATE PLAIN\r\n");
+	feed(s, C, line);
+	TO_SERVER(s, "c2 AUTHENTICATE PLAIN AHpzZWNyZXQ=\r\n"
+	             "c3 LOGIN alice \"Zs pw\\\"1\"\r\nc4 LOGIN alice {4+}\r\nZsp2\r\n");
+	assert_true(s->ans.n > 70 && strstr(s->ans.p, " BAD Tag too long\r\n"));
+	str_clear(&s->ans);
+	feed(s, C, "c5 NOOP\r\n");
+	TO_SERVER(s, "c5 NOOP\r\n");
+	assert_no_secret(s);
+	assert_non_null(strstr(s->log.p, "C: c1 AUTHENTICATE ***\n"));
+	assert_non_null(strstr(s->log.p, "C: c2 AUTHENTICATE PLAIN ***\n"));
+	assert_non_null(strstr(s->log.p, "C: c3 LOGIN alice ***\n"));
+	assert_non_null(strstr(s->log.p, "C: c4 LOGIN alice ***\n"));
+	assert_non_null(strstr(s->log.p, "C: c5 NOOP\n"));
+	SECRETS(s, "AHpzZWNyZXQ=\nZs pw\\\"1\nZsp2\n");
+	sess_free(s);
+}
+
+/* Finding 7: a server line over 64 KiB that ends in a literal: the
+ * literal is followed, whatever its contents look like. */
+static void
+test_imap_long_server_line_literal(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(true, true);
+	observe_next = false;
+	static const char body[] = "* CAPABILITY STARTTLS Zsbody\r\n";
+	char tail[64];
+
+	str_add(&tmp, "* 1 FETCH (BODYSTRUCTURE (", 26);
+	while (tmp.n < 70000)
+		str_add(&tmp, "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 2 1) ", 40);
+	snprintf(tail, sizeof(tail), ") BODY[] {%zu}\r\n", strlen(body));
+	str_add(&tmp, tail, strlen(tail));
+	str_add(&tmp, body, strlen(body));
+	str_add(&tmp, ")\r\n", 3);
+	assert_int_equal(feed_stream(s, S, tmp.p, tmp.n), 0);
+	assert_int_equal(s->fwd[S].n, tmp.n);
+	assert_memory_equal(s->fwd[S].p, tmp.p, tmp.n);
+	str_clear(&s->fwd[S]);
+	assert_no_secret(s);
+	assert_non_null(strstr(s->log.p, "dS: * 1 ... {line too long: "));
+	/* The next response is one again. */
+	feed(s, S, "* CAPABILITY AUTH=PLAIN\r\n");
+	TO_CLIENT(s, "* CAPABILITY STARTTLS LOGINDISABLED\r\n");
+
+	/* The same for a client line after TLS, split anywhere. */
+	s = imap(true, true);
+	feed(s, C, "a STARTTLS\r\n");
+	tls_start(s);
+	str_clear(&tmp);
+	str_add(&tmp, "b APPEND INBOX (", 16);
+	while (tmp.n < 70000)
+		str_add(&tmp, "\\Seen ", 6);
+	str_add(&tmp, "\\Seen) {18+}\r\nc STARTTLS\r\nd STA\r\n", 33);
+	assert_int_equal(feed_stream(s, C, tmp.p, tmp.n), 0);
+	assert_int_equal(s->fwd[C].n, tmp.n);
+	str_clear(&s->fwd[C]);
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	feed(s, C, "e STARTTLS\r\n");
+	ANSWER(s, "e BAD TLS is already active\r\n");
 }
 
 static void
@@ -2320,6 +2633,13 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_malformed, teardown),
 	        cmocka_unit_test_teardown(test_imap_answer_waits_for_server_literal, teardown),
 	        cmocka_unit_test_teardown(test_imap_bad_tags, teardown),
+	        cmocka_unit_test_teardown(test_imap_brace_after_non_argument_is_no_literal,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_pretls_allowlist, teardown),
+	        cmocka_unit_test_teardown(test_imap_id_keys_after_tls, teardown),
+	        cmocka_unit_test_teardown(test_imap_authenticate_same_tag_pipelined, teardown),
+	        cmocka_unit_test_teardown(test_imap_log_secrets_recorded, teardown),
+	        cmocka_unit_test_teardown(test_imap_long_server_line_literal, teardown),
 	        cmocka_unit_test_teardown(test_pop3_capa, teardown),
 	        cmocka_unit_test_teardown(test_pop3_capa_optional, teardown),
 	        cmocka_unit_test_teardown(test_pop3_auth_refused, teardown),
