@@ -10,7 +10,8 @@
 
 #include <openssl/ssl.h>
 
-enum proto_kind { PROTO_IMAP, PROTO_POP3, PROTO_SMTP, PROTO_RAW };
+#include <postern/proto_kind.h>
+
 enum tls_mode { TLSMODE_OFF, TLSMODE_IMPLICIT, TLSMODE_STARTTLS };
 enum log_target { LOGTO_STDERR, LOGTO_SYSLOG, LOGTO_FILE };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
