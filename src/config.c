@@ -20,7 +20,6 @@
 #include <postern/config.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
-#include <postern/workers.h>
 
 #define SEC_NONE (-1)   /* before any section header */
 #define SEC_SINK (-2)   /* after a broken header: keys are ignored */

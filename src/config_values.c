@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <strings.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <postern/config.h>
 
@@ -685,7 +687,8 @@ config_key_int(void *base, size_t off, const void *arg, const char *value, int l
 	return 0;
 }
 
-/* A count, or "auto" (stored as 0) = one per CPU. */
+/* A count, or "auto": one per CPU this process may run on, counted now so
+ * that every reader of the configuration sees the same number. */
 int
 config_key_workers(void *base, size_t off, const void *arg, const char *value, int line, char *err,
                    size_t errlen)
@@ -695,7 +698,11 @@ config_key_workers(void *base, size_t off, const void *arg, const char *value, i
 
 	(void)line;
 	if (strcasecmp(value, "auto") == 0) {
-		*FIELD(int) = 0;
+		cpu_set_t cpus;
+		long n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
+		                 ? CPU_COUNT(&cpus)
+		                 : sysconf(_SC_NPROCESSORS_ONLN);
+		*FIELD(int) = n < r->min ? (int)r->min : n > r->max ? (int)r->max : (int)n;
 		return 0;
 	}
 	if (parse_long(value, r, &v) < 0) {

@@ -74,7 +74,7 @@ struct config {
 	int refcount;
 
 	char *user, *group;
-	int workers;
+	int workers; /* 1 to WORKERS_MAX; auto is resolved to the CPU count at load */
 	enum log_target log_target;
 	char *log_file;
 	int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG from <syslog.h> */
@@ -92,6 +92,10 @@ struct config {
 	struct service *services;
 	size_t nservices;
 };
+
+/* Most workers one configuration may ask for; two sets of them overlap
+ * during a reload. */
+#define WORKERS_MAX 512
 
 /* Parses and validates PATH. On success returns a config with refcount 1.
  * On failure returns NULL and has written every error to ERRS as

@@ -7,10 +7,6 @@
 
 #include <postern/config.h>
 
-/* Most workers one configuration may ask for; two sets of them overlap
- * during a reload. */
-#define WORKERS_MAX 512
-
 /* The number of workers CFG asks for: its count, or for auto the CPUs this
  * process may run on. */
 int workers_count(const struct config *cfg);
