@@ -231,7 +231,7 @@ service_defaults(struct service *svc)
 static void
 service_free(struct service *svc)
 {
-	tls_service_free(svc);
+	config_tls_free(svc);
 	free(svc->name);
 	free(svc->listen);
 	config_strlist_free(&svc->cert);
@@ -664,7 +664,7 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		int bad_line = 0;
 
 		err[0] = '\0';
-		if (tls_service_load(svc, err, sizeof(err), &bad_line) < 0)
+		if (config_tls_load(svc, err, sizeof(err), &bad_line) < 0)
 			perr(ps, bad_line > 0 ? bad_line : svc->line, "%s",
 			     err[0] ? err : "cannot load certificates");
 	}
@@ -686,7 +686,7 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 	if (svc->backend_tls != TLSMODE_OFF && load_tls) {
 		char err[ERRLEN];
 
-		if (tls_backend_load(svc, err, sizeof(err)) < 0)
+		if (config_tls_backend_load(svc, err, sizeof(err)) < 0)
 			perr(ps,
 			     seen_line(seen, "backend_ca") ? seen_line(seen, "backend_ca")
 			                                   : svc->line,

@@ -11,6 +11,7 @@
 #include <openssl/ssl.h>
 
 #include <postern/proto_kind.h>
+#include <postern/tls.h>
 
 enum tls_mode { TLSMODE_OFF, TLSMODE_IMPLICIT, TLSMODE_STARTTLS };
 enum log_target { LOGTO_STDERR, LOGTO_SYSLOG, LOGTO_FILE };
@@ -63,9 +64,9 @@ struct service {
 
 	struct strlist accept_proxy_from; /* CIDR strings, syntax checked */
 
-	/* Built by the validation pass (tls_service_load), NULL when tls = off. */
+	/* Built by the validation pass (config_tls_load), NULL when tls = off. */
 	struct tls_server *tls_server;
-	/* Built by tls_backend_load when backend_tls != off. */
+	/* Built by config_tls_backend_load when backend_tls != off. */
 	SSL_CTX *tls_backend;
 };
 
@@ -138,6 +139,20 @@ int config_parse_address(const char *s, int flags, struct sockaddr_ex *out, char
 int config_sockaddr_clash(const struct sockaddr_ex *a, const struct sockaddr_ex *b);
 
 void config_strlist_free(struct strlist *l);
+
+/* TLS of a service (src/config_tls.c). config_tls_conf describes SVC's
+ * server side for tls.c (pointers into SVC). config_tls_load builds
+ * svc->tls_server and config_tls_backend_load svc->tls_backend, returning
+ * -1 with a message in ERR (and the line at fault in *BAD_LINE) on
+ * failure; config_tls_free frees both. tls_server_new gives the SSL of a
+ * connection accepted on SVC, tls_backend_new one towards SVC's backend
+ * with SNI and the name its certificate must match. */
+void config_tls_conf(const struct service *svc, struct tls_server_conf *c);
+int config_tls_load(struct service *svc, char *err, size_t errlen, int *bad_line);
+int config_tls_backend_load(struct service *svc, char *err, size_t errlen);
+void config_tls_free(struct service *svc);
+SSL *tls_server_new(const struct service *svc);
+SSL *tls_backend_new(const struct service *svc);
 
 /* Key parsers for the key table in config.c (src/config_values.c). Each
  * stores VALUE in the field at BASE + OFF (BASE: the struct config or struct
