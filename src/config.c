@@ -244,7 +244,7 @@ service_free(struct service *svc)
 	free(svc->ciphers);
 	free(svc->ciphersuites);
 	free(svc->client_ca);
-	config_strlist_free(&svc->accept_proxy_from);
+	netaddr_cidrs_free(&svc->accept_proxy_from);
 }
 
 static int
@@ -587,7 +587,7 @@ check_listen_clashes(struct parse *ps)
 				if (ps->meta[k].ignored)
 					continue;
 				for (m = 0; m < lim && !c; m++)
-					c = config_sockaddr_clash(a, &o->listen[m]);
+					c = netaddr_clash(a, &o->listen[m]);
 				if (!c)
 					continue;
 				m--;
