@@ -22,7 +22,6 @@
 #include <postern/session.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
-#include <postern/workers.h>
 
 static const char *config_path;
 
@@ -101,11 +100,11 @@ reload(struct server *srv)
 		return;
 	}
 	/* One process cannot turn into a master of workers in place. */
-	if (workers_count(cfg) > 1)
+	if (cfg->workers > 1)
 		log_msg(LOG_WARNING,
 		        "workers = %d takes effect at the next start; until then one "
 		        "process serves",
-		        workers_count(cfg));
+		        cfg->workers);
 	if (log_configure(cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
 	if (metrics_apply(srv->loop, cfg, err, sizeof(err)) < 0)

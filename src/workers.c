@@ -5,7 +5,6 @@
  * swaps the whole set on reload. What workers must share (metrics, session
  * ids, the random ticket key) is made before the first fork. */
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -69,16 +68,7 @@ now(void)
 int
 workers_count(const struct config *cfg)
 {
-	cpu_set_t cpus;
-	long n;
-
-	if (cfg->workers > 0)
-		return cfg->workers;
-	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
-		n = CPU_COUNT(&cpus);
-	else
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (int)n;
+	return cfg->workers;
 }
 
 static int

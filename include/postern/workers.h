@@ -7,8 +7,7 @@
 
 #include <postern/config.h>
 
-/* The number of workers CFG asks for: its count, or for auto the CPUs this
- * process may run on. */
+/* The number of workers CFG asks for (auto is resolved at load). */
 int workers_count(const struct config *cfg);
 
 /* Runs the master until SIGTERM/SIGINT and the workers' exit; reloads PATH
