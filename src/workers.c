@@ -242,12 +242,7 @@ reload(void)
 	for (; i < m.nsets; i++)
 		listener_close_all(&m.sets[i]);
 	m.nsets = n;
-	if (log_configure(cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
-	if (metrics_apply(NULL, cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
-	daemon_open_keylog(cfg);
-	tickets_use(cfg->tickets);
+	daemon_apply_config(NULL, cfg);
 	config_unref(m.cfg);
 	m.cfg = cfg;
 	m.n = n;
@@ -423,10 +418,6 @@ workers_run(struct config *cfg, const char *path)
 	if (m.pidfile_written && unlink(pidfile) < 0)
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);
-	tickets_use(NULL);
-	tickets_wipe();
-	config_unref(m.cfg);
-	tls_keylog_open(NULL);
-	log_detach_loop();
+	daemon_teardown(m.cfg);
 	return rc;
 }
