@@ -20,7 +20,6 @@
 #include <postern/config.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
-#include <postern/workers.h>
 
 #define SEC_NONE (-1)   /* before any section header */
 #define SEC_SINK (-2)   /* after a broken header: keys are ignored */
@@ -232,7 +231,7 @@ service_defaults(struct service *svc)
 static void
 service_free(struct service *svc)
 {
-	tls_service_free(svc);
+	config_tls_free(svc);
 	free(svc->name);
 	free(svc->listen);
 	config_strlist_free(&svc->cert);
@@ -245,7 +244,7 @@ service_free(struct service *svc)
 	free(svc->ciphers);
 	free(svc->ciphersuites);
 	free(svc->client_ca);
-	config_strlist_free(&svc->accept_proxy_from);
+	netaddr_cidrs_free(&svc->accept_proxy_from);
 }
 
 static int
@@ -588,7 +587,7 @@ check_listen_clashes(struct parse *ps)
 				if (ps->meta[k].ignored)
 					continue;
 				for (m = 0; m < lim && !c; m++)
-					c = config_sockaddr_clash(a, &o->listen[m]);
+					c = netaddr_clash(a, &o->listen[m]);
 				if (!c)
 					continue;
 				m--;
@@ -665,7 +664,7 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		int bad_line = 0;
 
 		err[0] = '\0';
-		if (tls_service_load(svc, err, sizeof(err), &bad_line) < 0)
+		if (config_tls_load(svc, err, sizeof(err), &bad_line) < 0)
 			perr(ps, bad_line > 0 ? bad_line : svc->line, "%s",
 			     err[0] ? err : "cannot load certificates");
 	}
@@ -687,7 +686,7 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 	if (svc->backend_tls != TLSMODE_OFF && load_tls) {
 		char err[ERRLEN];
 
-		if (tls_backend_load(svc, err, sizeof(err)) < 0)
+		if (config_tls_backend_load(svc, err, sizeof(err)) < 0)
 			perr(ps,
 			     seen_line(seen, "backend_ca") ? seen_line(seen, "backend_ca")
 			                                   : svc->line,

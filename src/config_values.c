@@ -1,10 +1,12 @@
-/* Value parsers for configuration keys: booleans, durations, socket
- * addresses, CIDR blocks. Pure functions (except host name resolution),
- * shared with other modules and the unit tests. */
+/* Value parsers for configuration keys: booleans, durations, and the key
+ * parsers of config.c's table (addresses and CIDR blocks through
+ * netaddr.c). Pure functions (except host name resolution and counting
+ * CPUs), shared with the unit tests. */
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +14,7 @@
 #include <strings.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <postern/config.h>
 
@@ -97,335 +100,6 @@ config_parse_duration(const char *s, double *out)
 	return 0;
 }
 
-/* 1..65535, decimal digits only. */
-static int
-parse_port(const char *s, in_port_t *out)
-{
-	unsigned long v = 0;
-	size_t n = 0;
-
-	for (; isdigit((unsigned char)s[n]); n++) {
-		v = v * 10 + (unsigned long)(s[n] - '0');
-		if (v > 65535)
-			return -1;
-	}
-	if (n == 0 || s[n] != '\0' || v == 0)
-		return -1;
-	*out = htons((in_port_t)v);
-	return 0;
-}
-
-/* Letters, digits, '-' and '.', not all digits and dots (that would be a
- * bad IPv4 literal, not a name). */
-static bool
-is_hostname(const char *h)
-{
-	bool alpha = false;
-
-	if (*h == '\0' || *h == '-' || *h == '.')
-		return false;
-	for (const char *p = h; *p; p++) {
-		if (isalpha((unsigned char)*p) || *p == '-')
-			alpha = true;
-		else if (!isdigit((unsigned char)*p) && *p != '.')
-			return false;
-		if (*p == '.' && p[1] == '.')
-			return false;
-	}
-	return alpha;
-}
-
-static int
-resolve(const char *host, struct sockaddr_ex *out, char *err, size_t errlen)
-{
-#ifdef POSTERN_FUZZING
-	/* No DNS while fuzzing: every well-formed name is the loopback. */
-	struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-
-	(void)host;
-	(void)err;
-	(void)errlen;
-	sin->sin_family = AF_INET;
-	sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	out->len = sizeof(*sin);
-	return 0;
-#else
-	struct addrinfo hints, *res, *ai, *pick = NULL;
-	int rc;
-
-	memset(&hints, 0, sizeof(hints));
-	hints.ai_family = AF_UNSPEC;
-	hints.ai_socktype = SOCK_STREAM;
-	rc = getaddrinfo(host, NULL, &hints, &res);
-	if (rc != 0) {
-		seterr(err, errlen, "cannot resolve '%s': %s", host, gai_strerror(rc));
-		return -1;
-	}
-	/* Prefer IPv4: mail servers on dual-stack hosts often listen on v4 only. */
-	for (ai = res; ai; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET && !pick)
-			pick = ai;
-	}
-	for (ai = res; ai && !pick; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET6)
-			pick = ai;
-	}
-	if (!pick || pick->ai_addrlen > sizeof(out->ss)) {
-		freeaddrinfo(res);
-		seterr(err, errlen, "cannot resolve '%s': no IPv4 or IPv6 address", host);
-		return -1;
-	}
-	memcpy(&out->ss, pick->ai_addr, pick->ai_addrlen);
-	out->len = pick->ai_addrlen;
-	freeaddrinfo(res);
-	return 0;
-#endif
-}
-
-static int
-parse_unix(const char *path, struct sockaddr_ex *out, char *err, size_t errlen)
-{
-	struct sockaddr_un *sun = (struct sockaddr_un *)&out->ss;
-	size_t n = strlen(path);
-
-	if (path[0] != '/') {
-		seterr(err, errlen, "unix socket path must be absolute");
-		return -1;
-	}
-	if (n >= sizeof(sun->sun_path)) {
-		seterr(err, errlen, "unix socket path too long (max %zu bytes)",
-		       sizeof(sun->sun_path) - 1);
-		return -1;
-	}
-	sun->sun_family = AF_UNIX;
-	memcpy(sun->sun_path, path, n + 1);
-	out->len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + 1);
-	return 0;
-}
-
-static int
-parse_inet(char *host, bool bracketed, int flags, struct sockaddr_ex *out, char *err, size_t errlen)
-{
-	struct sockaddr_in *sin = (struct sockaddr_in *)&out->ss;
-	struct addrinfo hints, *res;
-
-	if (bracketed) {
-		/* getaddrinfo rather than inet_pton: it knows "%scope" suffixes. */
-		memset(&hints, 0, sizeof(hints));
-		hints.ai_family = AF_INET6;
-		hints.ai_socktype = SOCK_STREAM;
-		hints.ai_flags = AI_NUMERICHOST;
-		if (getaddrinfo(host, NULL, &hints, &res) != 0) {
-			seterr(err, errlen, "invalid IPv6 address '%s'", host);
-			return -1;
-		}
-		memcpy(&out->ss, res->ai_addr, res->ai_addrlen);
-		out->len = res->ai_addrlen;
-		freeaddrinfo(res);
-		return 0;
-	}
-	sin->sin_family = AF_INET;
-	out->len = sizeof(*sin);
-	if (strcmp(host, "*") == 0) {
-		if (flags & CONFIG_ADDR_NO_WILDCARD) {
-			seterr(err, errlen, "'*' is not allowed here");
-			return -1;
-		}
-		sin->sin_addr.s_addr = htonl(INADDR_ANY);
-		return 0;
-	}
-	if (strcasecmp(host, "localhost") == 0) {
-		sin->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-		return 0;
-	}
-	if (inet_pton(AF_INET, host, &sin->sin_addr) == 1)
-		return 0;
-	if (!is_hostname(host)) {
-		seterr(err, errlen, "invalid host '%s'", host);
-		return -1;
-	}
-	if (flags & CONFIG_ADDR_NUMERIC) {
-		seterr(err, errlen, "host names are not allowed here, use an IP address");
-		return -1;
-	}
-	memset(&out->ss, 0, sizeof(out->ss));
-	return resolve(host, out, err, errlen);
-}
-
-int
-config_parse_address(const char *s, int flags, struct sockaddr_ex *out, char **host_out, char *err,
-                     size_t errlen)
-{
-	char host[sizeof(out->text)];
-	const char *port, *end;
-	bool bracketed = false;
-	size_t n = strlen(s), hlen;
-	in_port_t nport;
-
-	memset(out, 0, sizeof(*out));
-	if (host_out)
-		*host_out = NULL;
-	if (n == 0 || n >= sizeof(out->text)) {
-		seterr(err, errlen, "address too long (max %zu bytes)", sizeof(out->text) - 1);
-		return -1;
-	}
-	memcpy(out->text, s, n + 1);
-
-	if (strncmp(s, "unix:", 5) == 0) {
-		if (flags & CONFIG_ADDR_NO_UNIX) {
-			seterr(err, errlen, "unix sockets are not allowed here");
-			return -1;
-		}
-		return parse_unix(s + 5, out, err, errlen);
-	}
-	if (s[0] == '[') {
-		end = strchr(s, ']');
-		if (!end || end[1] != ':') {
-			seterr(err, errlen, "invalid address (expected [IPV6]:PORT)");
-			return -1;
-		}
-		bracketed = true;
-		s++;
-		port = end + 2;
-	} else {
-		end = strrchr(s, ':');
-		if (!end || memchr(s, ':', (size_t)(end - s))) {
-			seterr(err, errlen, "invalid address (expected HOST:PORT, [IPV6]:PORT%s)",
-			       (flags & CONFIG_ADDR_NO_UNIX) ? "" : " or unix:/path");
-			return -1;
-		}
-		port = end + 1;
-	}
-	hlen = (size_t)(end - s);
-	if (hlen == 0) {
-		seterr(err, errlen, "missing host");
-		return -1;
-	}
-	memcpy(host, s, hlen);
-	host[hlen] = '\0';
-	if (parse_port(port, &nport) < 0) {
-		seterr(err, errlen, "invalid port '%s' (expected 1 to 65535)", port);
-		return -1;
-	}
-	if (parse_inet(host, bracketed, flags, out, err, errlen) < 0)
-		return -1;
-	/* Both layouts keep the port at the same offset. */
-	if (out->ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&out->ss)->sin_port = nport;
-	else
-		((struct sockaddr_in6 *)&out->ss)->sin6_port = nport;
-	if (host_out && !(*host_out = strdup(host))) {
-		seterr(err, errlen, "out of memory");
-		return -1;
-	}
-	return 0;
-}
-
-int
-config_parse_sockaddr(const char *s, struct sockaddr_ex *out, char **host_out)
-{
-	return config_parse_address(s, 0, out, host_out, NULL, 0);
-}
-
-/* "ADDR" or "ADDR/LEN", IPv4 or IPv6, numeric only. */
-int
-config_parse_cidr(const char *s)
-{
-	char addr[INET6_ADDRSTRLEN];
-	unsigned char buf[sizeof(struct in6_addr)];
-	const char *slash = strchr(s, '/');
-	size_t n = slash ? (size_t)(slash - s) : strlen(s);
-	int family, maxlen, len = 0;
-
-	if (n == 0 || n >= sizeof(addr))
-		return -1;
-	memcpy(addr, s, n);
-	addr[n] = '\0';
-	family = strchr(addr, ':') ? AF_INET6 : AF_INET;
-	maxlen = family == AF_INET6 ? 128 : 32;
-	if (inet_pton(family, addr, buf) != 1)
-		return -1;
-	if (!slash)
-		return 0;
-	if (!slash[1] || strlen(slash + 1) > 3)
-		return -1;
-	for (const char *p = slash + 1; *p; p++) {
-		if (!isdigit((unsigned char)*p))
-			return -1;
-		len = len * 10 + (*p - '0');
-	}
-	return len <= maxlen ? 0 : -1;
-}
-
-bool
-config_cidr_match(const struct strlist *list, const struct sockaddr *sa)
-{
-	const unsigned char *a;
-	int family = sa->sa_family, maxlen;
-
-	if (family == AF_INET)
-		a = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
-	else if (family == AF_INET6)
-		a = (const unsigned char *)&((const struct sockaddr_in6 *)sa)->sin6_addr;
-	else
-		return false;
-	maxlen = family == AF_INET6 ? 128 : 32;
-	for (size_t i = 0; i < list->n; i++) {
-		char addr[INET6_ADDRSTRLEN];
-		unsigned char net[sizeof(struct in6_addr)];
-		const char *s = list->v[i], *slash = strchr(s, '/');
-		size_t n = slash ? (size_t)(slash - s) : strlen(s);
-		int len = slash ? atoi(slash + 1) : maxlen;
-
-		if (n >= sizeof(addr) || (strchr(s, ':') != NULL) != (family == AF_INET6))
-			continue;
-		memcpy(addr, s, n);
-		addr[n] = '\0';
-		if (inet_pton(family, addr, net) != 1)
-			continue;
-		int full = len / 8, rest = len % 8;
-		if (memcmp(a, net, (size_t)full) != 0)
-			continue;
-		if (rest && ((a[full] ^ net[full]) & (0xff << (8 - rest)) & 0xff))
-			continue;
-		return true;
-	}
-	return false;
-}
-
-int
-config_sockaddr_clash(const struct sockaddr_ex *a, const struct sockaddr_ex *b)
-{
-	if (a->ss.ss_family != b->ss.ss_family)
-		return 0;
-	if (a->ss.ss_family == AF_INET) {
-		const struct sockaddr_in *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-
-		if (x->sin_port != y->sin_port)
-			return 0;
-		if (x->sin_addr.s_addr == y->sin_addr.s_addr)
-			return 1;
-		if (x->sin_addr.s_addr == htonl(INADDR_ANY) ||
-		    y->sin_addr.s_addr == htonl(INADDR_ANY))
-			return 2;
-		return 0;
-	}
-	if (a->ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *x = (const void *)&a->ss, *y = (const void *)&b->ss;
-
-		if (x->sin6_port != y->sin6_port)
-			return 0;
-		if (IN6_ARE_ADDR_EQUAL(&x->sin6_addr, &y->sin6_addr) &&
-		    x->sin6_scope_id == y->sin6_scope_id)
-			return 1;
-		if (IN6_IS_ADDR_UNSPECIFIED(&x->sin6_addr) ||
-		    IN6_IS_ADDR_UNSPECIFIED(&y->sin6_addr))
-			return 2;
-		return 0;
-	}
-	return 0;
-}
-
 /* ---- key parsers for config.c's table ---- */
 
 static int
@@ -507,14 +181,20 @@ add_item(void *field, const char *tok, int line, char *err, size_t errlen)
 static int
 add_cidr(void *field, const char *tok, int line, char *err, size_t errlen)
 {
+	struct netaddr_cidr c;
 	char sh[128];
 
-	if (config_parse_cidr(tok) < 0) {
+	(void)line;
+	if (netaddr_parse_cidr(tok, &c) < 0) {
 		seterr(err, errlen, "'%s': invalid address or CIDR block",
 		       shown(tok, sh, sizeof(sh)));
 		return -1;
 	}
-	return add_item(field, tok, line, err, errlen);
+	if (netaddr_cidrs_add(field, &c) < 0) {
+		seterr(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
 }
 
 static int
@@ -524,8 +204,8 @@ add_listen(void *field, const char *tok, int line, char *err, size_t errlen)
 	struct sockaddr_ex sa, *v;
 	char why[256], sh[128];
 
-	if (config_parse_address(tok, CONFIG_ADDR_NO_UNIX | CONFIG_ADDR_NUMERIC, &sa, NULL, why,
-	                         sizeof(why)) < 0) {
+	if (netaddr_parse(tok, NETADDR_NO_UNIX | NETADDR_NUMERIC, &sa, NULL, why, sizeof(why)) <
+	    0) {
 		seterr(err, errlen, "'%s': %s", shown(tok, sh, sizeof(sh)), why);
 		return -1;
 	}
@@ -568,7 +248,7 @@ config_key_cidrs(void *base, size_t off, const void *arg, const char *value, int
                  size_t errlen)
 {
 	(void)arg;
-	return each_token(value, FIELD(struct strlist), add_cidr, line, err, errlen);
+	return each_token(value, FIELD(struct netaddr_cidrs), add_cidr, line, err, errlen);
 }
 
 /* BASE is the struct service: the list and its count go together. */
@@ -590,8 +270,8 @@ config_key_backend(void *base, size_t off, const void *arg, const char *value, i
 
 	(void)off;
 	(void)arg;
-	if (config_parse_address(value, CONFIG_ADDR_NO_WILDCARD, &svc->backend, &svc->backend_host,
-	                         err, errlen) < 0)
+	if (netaddr_parse(value, NETADDR_NO_WILDCARD, &svc->backend, &svc->backend_host, err,
+	                  errlen) < 0)
 		return -1;
 	svc->backend.line = line;
 	return 0;
@@ -603,8 +283,8 @@ config_key_addr(void *base, size_t off, const void *arg, const char *value, int 
                 size_t errlen)
 {
 	(void)arg;
-	if (config_parse_address(value, CONFIG_ADDR_NO_UNIX | CONFIG_ADDR_NUMERIC,
-	                         FIELD(struct sockaddr_ex), NULL, err, errlen) < 0)
+	if (netaddr_parse(value, NETADDR_NO_UNIX | NETADDR_NUMERIC, FIELD(struct sockaddr_ex), NULL,
+	                  err, errlen) < 0)
 		return -1;
 	FIELD(struct sockaddr_ex)->line = line;
 	return 0;
@@ -685,7 +365,8 @@ config_key_int(void *base, size_t off, const void *arg, const char *value, int l
 	return 0;
 }
 
-/* A count, or "auto" (stored as 0) = one per CPU. */
+/* A count, or "auto": one per CPU this process may run on, counted now so
+ * that every reader of the configuration sees the same number. */
 int
 config_key_workers(void *base, size_t off, const void *arg, const char *value, int line, char *err,
                    size_t errlen)
@@ -695,7 +376,11 @@ config_key_workers(void *base, size_t off, const void *arg, const char *value, i
 
 	(void)line;
 	if (strcasecmp(value, "auto") == 0) {
-		*FIELD(int) = 0;
+		cpu_set_t cpus;
+		long n = sched_getaffinity(0, sizeof(cpus), &cpus) == 0
+		                 ? CPU_COUNT(&cpus)
+		                 : sysconf(_SC_NPROCESSORS_ONLN);
+		*FIELD(int) = n < r->min ? (int)r->min : n > r->max ? (int)r->max : (int)n;
 		return 0;
 	}
 	if (parse_long(value, r, &v) < 0) {

@@ -23,7 +23,6 @@
 #include <postern/session.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
-#include <postern/workers.h>
 
 static const char *config_path;
 
@@ -150,6 +149,29 @@ daemon_reload_done(const struct config *cfg, int workers)
 	write_reload_outcome(NULL);
 }
 
+void
+daemon_apply_config(struct ev_loop *loop, const struct config *cfg)
+{
+	char err[512];
+
+	if (log_configure(cfg, err, sizeof(err)) < 0)
+		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
+	if (metrics_apply(loop, cfg, err, sizeof(err)) < 0)
+		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
+	daemon_open_keylog(cfg);
+	tickets_use(cfg->tickets); /* re-read files; the random key stays */
+}
+
+void
+daemon_teardown(struct config *cfg)
+{
+	tickets_use(NULL);
+	tickets_wipe();
+	config_unref(cfg);
+	tls_keylog_open(NULL);
+	log_detach_loop();
+}
+
 static void
 reload(struct server *srv)
 {
@@ -170,17 +192,12 @@ reload(struct server *srv)
 		return;
 	}
 	/* One process cannot turn into a master of workers in place. */
-	if (workers_count(cfg) > 1)
+	if (cfg->workers > 1)
 		log_msg(LOG_WARNING,
 		        "workers = %d takes effect at the next start; until then one "
 		        "process serves",
-		        workers_count(cfg));
-	if (log_configure(cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
-	if (metrics_apply(srv->loop, cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
-	daemon_open_keylog(cfg);
-	tickets_use(cfg->tickets); /* re-read files; the random key stays */
+		        cfg->workers);
+	daemon_apply_config(srv->loop, cfg);
 	config_unref(srv->cfg);
 	srv->cfg = cfg;
 	listener_start_all(srv);
@@ -432,11 +449,7 @@ run(struct server *srv, int (*bind)(struct server *))
 out:
 	listener_close_all(srv);
 	metrics_stop(srv->loop);
-	tickets_use(NULL);
-	tickets_wipe();
-	config_unref(srv->cfg);
-	tls_keylog_open(NULL);
-	log_detach_loop();
+	daemon_teardown(srv->cfg);
 	ev_loop_destroy(srv->loop);
 	return rc;
 }

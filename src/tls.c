@@ -15,8 +15,6 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
-#include <postern/config.h>
-#include <postern/proto.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
 #include <postern/tls_binding.h>
@@ -191,7 +189,7 @@ same_identity(X509 *a, X509 *b)
 }
 
 static SSL_CTX *
-new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size_t errlen,
+new_server_ctx(const struct tls_server_conf *c, struct tls_server *ts, char *err, size_t errlen,
                int *bad_line)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
@@ -202,7 +200,7 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 		         tls_error_string(e, sizeof(e)));
 		return NULL;
 	}
-	SSL_CTX_set_min_proto_version(ctx, svc->tls_min_version);
+	SSL_CTX_set_min_proto_version(ctx, c->min_version);
 	/* No renegotiation (CPU DoS, T1), no compression (CRIME, T2); 0-RTT stays
 	 * off as max_early_data defaults to 0 (T3). */
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
@@ -219,30 +217,30 @@ new_server_ctx(const struct service *svc, struct tls_server *ts, char *err, size
 	 * and a record on every full handshake. */
 	SSL_CTX_set_num_tickets(ctx, 1);
 	tickets_attach(ctx);
-	if (svc->ciphers && !SSL_CTX_set_cipher_list(ctx, svc->ciphers)) {
-		snprintf(err, errlen, "invalid ciphers '%s'", svc->ciphers);
-		*bad_line = svc->line;
+	if (c->ciphers && !SSL_CTX_set_cipher_list(ctx, c->ciphers)) {
+		snprintf(err, errlen, "invalid ciphers '%s'", c->ciphers);
+		*bad_line = c->line;
 		goto fail;
 	}
-	if (svc->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, svc->ciphersuites)) {
-		snprintf(err, errlen, "invalid ciphersuites '%s'", svc->ciphersuites);
-		*bad_line = svc->line;
+	if (c->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, c->ciphersuites)) {
+		snprintf(err, errlen, "invalid ciphersuites '%s'", c->ciphersuites);
+		*bad_line = c->line;
 		goto fail;
 	}
-	if (svc->client_verify != CLIENT_VERIFY_OFF) {
+	if (c->verify != TLS_VERIFY_OFF) {
 		STACK_OF(X509_NAME) *names = NULL;
-		if (svc->client_ca == NULL ||
-		    !SSL_CTX_load_verify_locations(ctx, svc->client_ca, NULL) ||
-		    (names = SSL_load_client_CA_file(svc->client_ca)) == NULL) {
+		if (c->client_ca == NULL ||
+		    !SSL_CTX_load_verify_locations(ctx, c->client_ca, NULL) ||
+		    (names = SSL_load_client_CA_file(c->client_ca)) == NULL) {
 			snprintf(err, errlen, "cannot load client_ca %s: %s",
-			         svc->client_ca ? svc->client_ca : "(unset)",
+			         c->client_ca ? c->client_ca : "(unset)",
 			         tls_error_string(e, sizeof(e)));
-			*bad_line = svc->line;
+			*bad_line = c->line;
 			goto fail;
 		}
 		SSL_CTX_set_client_CA_list(ctx, names);
 		SSL_CTX_set_verify(ctx,
-		                   SSL_VERIFY_PEER | (svc->client_verify == CLIENT_VERIFY_REQUIRE
+		                   SSL_VERIFY_PEER | (c->verify == TLS_VERIFY_REQUIRE
 		                                              ? SSL_VERIFY_FAIL_IF_NO_PEER_CERT
 		                                              : 0),
 		                   NULL);
@@ -278,24 +276,24 @@ read_leaf(const char *path, char *why, size_t whylen)
 
 /* Loads pair I into TS, into the context of a same-named earlier pair if any. */
 static int
-load_pair(const struct service *svc, struct tls_server *ts, size_t i, char *err, size_t errlen,
-          int *bad_line)
+load_pair(const struct tls_server_conf *c, struct tls_server *ts, size_t i, char *err,
+          size_t errlen, int *bad_line)
 {
-	const char *cert = svc->cert.v[i], *key = svc->key.v[i];
+	const char *cert = c->cert[i], *key = c->key[i];
 	char e[256];
 	X509 *leaf = read_leaf(cert, e, sizeof(e));
 	SSL_CTX *ctx = NULL;
 
 	if (leaf == NULL) {
 		snprintf(err, errlen, "cannot load certificate %s: %s", cert, e);
-		*bad_line = svc->cert.line[i];
+		*bad_line = c->cert_line[i];
 		return -1;
 	}
 	for (size_t j = 0; j < ts->n && ctx == NULL; j++)
 		if (same_identity(ts->leaf[j], leaf))
 			ctx = ts->ctx[j];
 	if (ctx == NULL) {
-		ctx = new_server_ctx(svc, ts, err, errlen, bad_line);
+		ctx = new_server_ctx(c, ts, err, errlen, bad_line);
 		if (ctx == NULL) {
 			X509_free(leaf);
 			return -1;
@@ -309,79 +307,72 @@ load_pair(const struct service *svc, struct tls_server *ts, size_t i, char *err,
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		snprintf(err, errlen, "cannot load certificate %s: %s", cert,
 		         tls_error_string(e, sizeof(e)));
-		*bad_line = svc->cert.line[i];
+		*bad_line = c->cert_line[i];
 		return -1;
 	}
 	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
 		snprintf(err, errlen, "cannot load key %s: %s", key,
 		         tls_error_string(e, sizeof(e)));
-		*bad_line = svc->key.line[i];
+		*bad_line = c->key_line[i];
 		return -1;
 	}
 	if (SSL_CTX_check_private_key(ctx) != 1) {
 		snprintf(err, errlen, "key %s does not match certificate %s", key, cert);
 		ERR_clear_error();
-		*bad_line = svc->key.line[i];
+		*bad_line = c->key_line[i];
 		return -1;
 	}
 	return 0;
 }
 
-int
-tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line)
+struct tls_server *
+tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen, int *bad_line)
 {
 	struct tls_server *ts = calloc(1, sizeof(*ts));
-	size_t n = svc->cert.n;
+	size_t n = c->n;
 
-	*bad_line = svc->line;
-	if (ts == NULL || n == 0 || n != svc->key.n) {
-		snprintf(err, errlen, "%s", ts ? "cert and key lists differ" : "out of memory");
+	*bad_line = c->line;
+	if (ts == NULL || n == 0) {
+		snprintf(err, errlen, "%s", ts ? "no certificate" : "out of memory");
 		free(ts);
-		return -1;
+		return NULL;
 	}
 	ts->ctx = calloc(n, sizeof(*ts->ctx));
 	ts->leaf = calloc(n, sizeof(*ts->leaf));
-	ts->alpn = proto_get(svc->protocol)->alpn;
-	svc->tls_server = ts;
+	ts->alpn = c->alpn;
 	if (ts->ctx == NULL || ts->leaf == NULL) {
 		snprintf(err, errlen, "out of memory");
-		tls_service_free(svc);
-		return -1;
+		tls_server_free(ts);
+		return NULL;
 	}
 	for (size_t i = 0; i < n; i++) {
-		if (load_pair(svc, ts, i, err, errlen, bad_line) < 0) {
-			tls_service_free(svc);
-			return -1;
+		if (load_pair(c, ts, i, err, errlen, bad_line) < 0) {
+			tls_server_free(ts);
+			return NULL;
 		}
 	}
 	/* Once the files have loaded (their own errors said first), every
 	 * context of the service gets the same binding. */
-	if (tls_binding_compute(svc, &ts->binding, err, errlen, bad_line) < 0) {
-		tls_service_free(svc);
-		return -1;
+	if (tls_binding_compute(c, &ts->binding, err, errlen, bad_line) < 0) {
+		tls_server_free(ts);
+		return NULL;
 	}
 	for (size_t i = 0; i < ts->n; i++) {
 		if (tls_binding_attach(ts->ctx[i], &ts->binding) < 0) {
 			char e[256];
 			snprintf(err, errlen, "cannot bind sessions to the service: %s",
 			         tls_error_string(e, sizeof(e)));
-			*bad_line = svc->line;
-			tls_service_free(svc);
-			return -1;
+			*bad_line = c->line;
+			tls_server_free(ts);
+			return NULL;
 		}
 	}
-	return 0;
+	return ts;
 }
 
 void
-tls_service_free(struct service *svc)
+tls_server_free(struct tls_server *ts)
 {
-	struct tls_server *ts = svc->tls_server;
-
-	if (svc->tls_backend != NULL)
-		keylog_untrack(svc->tls_backend);
-	SSL_CTX_free(svc->tls_backend);
-	svc->tls_backend = NULL;
 	if (ts == NULL)
 		return;
 	for (size_t i = 0; i < ts->n; i++) {
@@ -392,17 +383,16 @@ tls_service_free(struct service *svc)
 	free(ts->ctx);
 	free(ts->leaf);
 	free(ts);
-	svc->tls_server = NULL;
 }
 
 SSL *
-tls_server_new(const struct service *svc)
+tls_server_ssl(const struct tls_server *ts)
 {
-	return SSL_new(svc->tls_server->ctx[0]);
+	return SSL_new(ts->ctx[0]);
 }
 
-int
-tls_backend_load(struct service *svc, char *err, size_t errlen)
+SSL_CTX *
+tls_client_load(bool verify, const char *ca, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	char e[256];
@@ -410,30 +400,37 @@ tls_backend_load(struct service *svc, char *err, size_t errlen)
 	if (ctx == NULL) {
 		snprintf(err, errlen, "cannot create TLS context: %s",
 		         tls_error_string(e, sizeof(e)));
-		return -1;
+		return NULL;
 	}
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS | SSL_MODE_ENABLE_PARTIAL_WRITE |
 	                              SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	SSL_CTX_set_read_ahead(ctx, 1); /* as for clients: one recv() per flight */
-	if (svc->backend_verify) {
-		int ok = svc->backend_ca ? SSL_CTX_load_verify_locations(ctx, svc->backend_ca, NULL)
-		                         : SSL_CTX_set_default_verify_paths(ctx);
+	if (verify) {
+		int ok = ca ? SSL_CTX_load_verify_locations(ctx, ca, NULL)
+		            : SSL_CTX_set_default_verify_paths(ctx);
 		if (ok != 1) {
 			snprintf(err, errlen, "cannot load backend_ca %s: %s",
-			         svc->backend_ca ? svc->backend_ca : "(system store)",
-			         tls_error_string(e, sizeof(e)));
+			         ca ? ca : "(system store)", tls_error_string(e, sizeof(e)));
 			SSL_CTX_free(ctx);
-			return -1;
+			return NULL;
 		}
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
 	} else {
 		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	}
 	keylog_track(ctx);
-	svc->tls_backend = ctx;
-	return 0;
+	return ctx;
+}
+
+void
+tls_client_free(SSL_CTX *ctx)
+{
+	if (ctx == NULL)
+		return;
+	keylog_untrack(ctx);
+	SSL_CTX_free(ctx);
 }
 
 /* Whether NAME is an IPv4 or IPv6 literal (certificates then carry it as
@@ -447,16 +444,14 @@ is_ip_literal(const char *name)
 }
 
 SSL *
-tls_backend_new(const struct service *svc)
+tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify)
 {
-	SSL *ssl = SSL_new(svc->tls_backend);
-	const char *name = svc->backend_sni ? svc->backend_sni : svc->backend_host;
+	SSL *ssl = SSL_new(ctx);
 
 	if (ssl == NULL || name == NULL)
 		return ssl;
 	if (is_ip_literal(name)) {
-		if (svc->backend_verify &&
-		    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1)
+		if (verify && X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), name) != 1)
 			goto fail;
 	} else {
 		if (SSL_set_tlsext_host_name(ssl, name) != 1)
@@ -465,7 +460,7 @@ tls_backend_new(const struct service *svc)
 		 * the name is a DNS subjectAltName, never the subject CN (6.4.4). */
 		SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS |
 		                               X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
-		if (svc->backend_verify && SSL_set1_host(ssl, name) != 1)
+		if (verify && SSL_set1_host(ssl, name) != 1)
 			goto fail;
 	}
 	return ssl;

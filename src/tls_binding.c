@@ -12,8 +12,8 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
-#include <postern/config.h>
 #include <postern/tls_binding.h>
+#include <postern/tls_conf.h>
 
 #define APPDATA_LEN (TLS_BINDING_LEN + 1) /* id, then a flag byte */
 #define PEER_VERIFIED 0x01
@@ -83,28 +83,28 @@ out:
 }
 
 int
-tls_binding_compute(const struct service *svc, struct tls_binding *b, char *err, size_t errlen,
-                    int *bad_line)
+tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char *err,
+                    size_t errlen, int *bad_line)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned int len = 0;
 	int rc = -1;
 
-	*bad_line = svc->line;
+	*bad_line = c->line;
 	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    feed_str(md, "postern session binding 1") < 0 || feed_str(md, svc->name) < 0 ||
-	    feed_int(md, svc->tls) < 0 || feed_int(md, svc->client_verify) < 0 ||
-	    feed_int(md, svc->tls_min_version) < 0 || feed_str(md, svc->ciphers) < 0 ||
-	    feed_str(md, svc->ciphersuites) < 0) {
+	    feed_str(md, "postern session binding 1") < 0 || feed_str(md, c->name) < 0 ||
+	    feed_int(md, c->mode) < 0 || feed_int(md, c->verify) < 0 ||
+	    feed_int(md, c->min_version) < 0 || feed_str(md, c->ciphers) < 0 ||
+	    feed_str(md, c->ciphersuites) < 0) {
 		snprintf(err, errlen, "cannot digest the TLS settings");
 		goto out;
 	}
-	if (svc->client_verify != CLIENT_VERIFY_OFF && svc->client_ca &&
-	    feed_file(md, svc->client_ca, err, errlen) < 0)
+	if (c->verify != TLS_VERIFY_OFF && c->client_ca &&
+	    feed_file(md, c->client_ca, err, errlen) < 0)
 		goto out;
-	for (size_t i = 0; i < svc->cert.n; i++) {
-		if (feed_file(md, svc->cert.v[i], err, errlen) < 0) {
-			*bad_line = svc->cert.line[i];
+	for (size_t i = 0; i < c->n; i++) {
+		if (feed_file(md, c->cert[i], err, errlen) < 0) {
+			*bad_line = c->cert_line[i];
 			goto out;
 		}
 	}
@@ -112,7 +112,7 @@ tls_binding_compute(const struct service *svc, struct tls_binding *b, char *err,
 		snprintf(err, errlen, "cannot digest the TLS settings");
 		goto out;
 	}
-	b->need_peer = svc->client_verify == CLIENT_VERIFY_REQUIRE;
+	b->need_peer = c->verify == TLS_VERIFY_REQUIRE;
 	rc = 0;
 out:
 	EVP_MD_CTX_free(md);

@@ -5,7 +5,6 @@
  * swaps the whole set on reload. What workers must share (metrics, session
  * ids, the random ticket key) is made before the first fork. */
 #include <errno.h>
-#include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -73,16 +72,7 @@ now(void)
 int
 workers_count(const struct config *cfg)
 {
-	cpu_set_t cpus;
-	long n;
-
-	if (cfg->workers > 0)
-		return cfg->workers;
-	if (sched_getaffinity(0, sizeof(cpus), &cpus) == 0)
-		n = CPU_COUNT(&cpus);
-	else
-		n = sysconf(_SC_NPROCESSORS_ONLN);
-	return n < 1 ? 1 : n > WORKERS_MAX ? WORKERS_MAX : (int)n;
+	return cfg->workers;
 }
 
 static int
@@ -261,12 +251,7 @@ reload(void)
 	for (; i < m.nsets; i++)
 		listener_close_all(&m.sets[i]);
 	m.nsets = n;
-	if (log_configure(cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
-	if (metrics_apply(NULL, cfg, err, sizeof(err)) < 0)
-		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
-	daemon_open_keylog(cfg);
-	tickets_use(cfg->tickets);
+	daemon_apply_config(NULL, cfg);
 	config_unref(m.cfg);
 	m.cfg = cfg;
 	m.n = n;
@@ -456,10 +441,6 @@ workers_run(struct config *cfg, const char *path)
 	if (m.pidfile_written && unlink(pidfile) < 0)
 		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	free(pidfile);
-	tickets_use(NULL);
-	tickets_wipe();
-	config_unref(m.cfg);
-	tls_keylog_open(NULL);
-	log_detach_loop();
+	daemon_teardown(m.cfg);
 	return rc;
 }

@@ -1,6 +1,7 @@
 #!/bin/bash
-# make check: unit and integration tests on the normal build, then both
-# again on an AddressSanitizer + UBSan build, then a libFuzzer smoke run.
+# make check: the layer check of the include graph, unit and integration
+# tests on the normal build, then both again on an AddressSanitizer + UBSan
+# build, then a libFuzzer smoke run.
 # Ends with one line "N passed, M failed" summing every stage.
 set -u
 cd "$(dirname "$0")/.."
@@ -28,6 +29,7 @@ stage() { # NAME COMMAND...: runs a stage, collects its "N passed, M failed" lin
 	fi
 }
 
+stage layers make -s layers
 stage build make -s -j"$jobs" all
 stage unit make -s -j"$jobs" unit
 stage integration make -s integration

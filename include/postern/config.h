@@ -10,7 +10,10 @@
 
 #include <openssl/ssl.h>
 
-enum proto_kind { PROTO_IMAP, PROTO_POP3, PROTO_SMTP, PROTO_RAW };
+#include <postern/netaddr.h>
+#include <postern/proto_kind.h>
+#include <postern/tls.h>
+
 enum tls_mode { TLSMODE_OFF, TLSMODE_IMPLICIT, TLSMODE_STARTTLS };
 enum log_target { LOGTO_STDERR, LOGTO_SYSLOG, LOGTO_FILE };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
@@ -21,14 +24,6 @@ struct strlist {
 	char **v;
 	int *line;
 	size_t n;
-};
-
-/* A socket address parsed from "HOST:PORT", "[V6]:PORT" or "unix:/path". */
-struct sockaddr_ex {
-	struct sockaddr_storage ss;
-	socklen_t len;
-	char text[128]; /* as written, for logs: "127.0.0.1:993" */
-	int line;
 };
 
 struct service {
@@ -60,11 +55,11 @@ struct service {
 
 	double connect_timeout, handshake_timeout, idle_timeout; /* seconds */
 
-	struct strlist accept_proxy_from; /* CIDR strings, syntax checked */
+	struct netaddr_cidrs accept_proxy_from;
 
-	/* Built by the validation pass (tls_service_load), NULL when tls = off. */
+	/* Built by the validation pass (config_tls_load), NULL when tls = off. */
 	struct tls_server *tls_server;
-	/* Built by tls_backend_load when backend_tls != off. */
+	/* Built by config_tls_backend_load when backend_tls != off. */
 	SSL_CTX *tls_backend;
 };
 
@@ -73,7 +68,7 @@ struct config {
 	int refcount;
 
 	char *user, *group;
-	int workers;
+	int workers; /* 1 to WORKERS_MAX; auto is resolved to the CPU count at load */
 	enum log_target log_target;
 	char *log_file;
 	int log_level; /* LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG from <syslog.h> */
@@ -92,6 +87,10 @@ struct config {
 	size_t nservices;
 };
 
+/* Most workers one configuration may ask for; two sets of them overlap
+ * during a reload. */
+#define WORKERS_MAX 512
+
 /* Parses and validates PATH. On success returns a config with refcount 1.
  * On failure returns NULL and has written every error to ERRS as
  * "FILE:LINE: message\n" lines. */
@@ -104,35 +103,34 @@ struct config *config_load_string(const char *name, const char *text, bool load_
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
-/* Helpers shared with other modules and tests. */
 /* config_parse_duration: "30s", "5m", "2h", "1.5m" or plain seconds, from 0
- * to a year. config_parse_sockaddr: "HOST:PORT", "[V6]:PORT", "*:PORT" (any
- * IPv4) or "unix:/path". Both return 0, or -1 on a bad value. */
+ * to a year. config_parse_bool: yes/no, true/false, on/off, 1/0. Both
+ * return 0, or -1 on a bad value (src/config_values.c). */
 int config_parse_duration(const char *s, double *out);
-int config_parse_sockaddr(const char *s, struct sockaddr_ex *out, char **host_out);
-
-/* Value parsers (src/config_values.c); each returns 0, or -1 on a bad value. */
 int config_parse_bool(const char *s, bool *out);
-int config_parse_cidr(const char *s);
-/* Whether SA lies in one of the CIDR blocks of LIST. */
-bool config_cidr_match(const struct strlist *list, const struct sockaddr *sa);
 
-/* config_parse_sockaddr with restrictions (CONFIG_ADDR_*) and a reason in
- * ERR on failure. "localhost" is always 127.0.0.1; other host names are
- * resolved with getaddrinfo (IPv4 preferred) unless CONFIG_ADDR_NUMERIC.
- * HOST_OUT (may be NULL) gets a malloc'ed copy of the host part (NULL for
- * unix:). Returns 0 or -1. */
-#define CONFIG_ADDR_NO_UNIX 0x1     /* reject unix:/path */
-#define CONFIG_ADDR_NO_WILDCARD 0x2 /* reject *:PORT */
-#define CONFIG_ADDR_NUMERIC 0x4     /* IP literals, "*" and localhost only */
-int config_parse_address(const char *s, int flags, struct sockaddr_ex *out, char **host_out,
-                         char *err, size_t errlen);
-
-/* 1 if binding A and B would clash: the same address, 2 if one is the
- * wildcard of the other's family on the same port, else 0. */
-int config_sockaddr_clash(const struct sockaddr_ex *a, const struct sockaddr_ex *b);
+/* Whether SA lies in one of the blocks of LIST (accept_proxy_from). */
+static inline bool
+config_cidr_match(const struct netaddr_cidrs *list, const struct sockaddr *sa)
+{
+	return netaddr_cidr_match(list, sa);
+}
 
 void config_strlist_free(struct strlist *l);
+
+/* TLS of a service (src/config_tls.c). config_tls_conf describes SVC's
+ * server side for tls.c (pointers into SVC). config_tls_load builds
+ * svc->tls_server and config_tls_backend_load svc->tls_backend, returning
+ * -1 with a message in ERR (and the line at fault in *BAD_LINE) on
+ * failure; config_tls_free frees both. tls_server_new gives the SSL of a
+ * connection accepted on SVC, tls_backend_new one towards SVC's backend
+ * with SNI and the name its certificate must match. */
+void config_tls_conf(const struct service *svc, struct tls_server_conf *c);
+int config_tls_load(struct service *svc, char *err, size_t errlen, int *bad_line);
+int config_tls_backend_load(struct service *svc, char *err, size_t errlen);
+void config_tls_free(struct service *svc);
+SSL *tls_server_new(const struct service *svc);
+SSL *tls_backend_new(const struct service *svc);
 
 /* Key parsers for the key table in config.c (src/config_values.c). Each
  * stores VALUE in the field at BASE + OFF (BASE: the struct config or struct

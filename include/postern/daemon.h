@@ -17,6 +17,15 @@ struct config *daemon_load(const char *path);
  * expose. */
 void daemon_open_keylog(const struct config *cfg);
 
+/* The reload tail of both process models, once the listeners follow CFG:
+ * logging, metrics (on LOOP; NULL in a master), the key log and the ticket
+ * keys from CFG. What cannot be applied is logged and stays as it was. */
+void daemon_apply_config(struct ev_loop *loop, const struct config *cfg);
+
+/* The last steps of a process that served, in either model: the ticket
+ * keys wiped, CFG released, the key log closed, the log flushed. */
+void daemon_teardown(struct config *cfg);
+
 /* Raises the descriptor limit to its maximum; warns if max_connections
  * needs more. */
 void daemon_raise_fd_limit(const struct config *cfg);

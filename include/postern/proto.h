@@ -10,7 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
-#include <postern/config.h>
+#include <postern/proto_kind.h>
 
 enum proto_reply {
 	PROTO_REPLY_BUSY,         /* max_connections reached */

@@ -1,13 +1,18 @@
 /* OpenSSL contexts: server side (certificates chosen by SNI, ALPN policy,
- * TLS floor, no renegotiation) and error mapping. */
+ * TLS floor, no renegotiation), client side towards backends, and error
+ * mapping. Inputs are plain values: the caller (the configuration) says
+ * what a service needs, this module knows no configuration or protocol. */
 #ifndef POSTERN_TLS_H
 #define POSTERN_TLS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <openssl/ssl.h>
 
-struct service;
+#include <postern/tls_conf.h>
+
+struct tls_server;
 
 /* keylog: appends TLS secrets in NSS key log format to PATH (mode 0600) for
  * Wireshark; NULL stops. Returns -1 with errno on failure. */
@@ -16,23 +21,26 @@ int tls_keylog_open(const char *path);
 /* One-time library setup. */
 void tls_init(void);
 
-/* Builds the server contexts for SVC from its cert/key lists and TLS keys.
- * On failure returns -1, writes a message to ERR and the config line that is
- * at fault to *BAD_LINE (the key line when a key does not match its cert). */
-int tls_service_load(struct service *svc, char *err, size_t errlen, int *bad_line);
-void tls_service_free(struct service *svc);
+/* Builds the server contexts of C. On failure returns NULL, writes a
+ * message to ERR and the line at fault to *BAD_LINE (the key's line when a
+ * key does not match its certificate). */
+struct tls_server *tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen,
+                                   int *bad_line);
+void tls_server_free(struct tls_server *ts);
 
-/* Builds the client context towards SVC's backend: TLS 1.2 minimum, the
- * chain verified against backend_ca or the system store unless
- * backend_verify = no. Returns -1 with a message in ERR on failure. */
-int tls_backend_load(struct service *svc, char *err, size_t errlen);
+/* A new server-side SSL for an accepted connection. */
+SSL *tls_server_ssl(const struct tls_server *ts);
 
-/* A new client-side SSL towards SVC's backend: SNI and the name (or IP)
- * that the certificate must match are set. */
-SSL *tls_backend_new(const struct service *svc);
+/* The client context towards a backend: TLS 1.2 minimum, the chain
+ * verified against the CA file CA or the system store (CA NULL) unless
+ * VERIFY is false. Returns NULL with a message in ERR on failure. */
+SSL_CTX *tls_client_load(bool verify, const char *ca, char *err, size_t errlen);
+void tls_client_free(SSL_CTX *ctx);
 
-/* A new server-side SSL for an accepted connection on SVC. */
-SSL *tls_server_new(const struct service *svc);
+/* A new client-side SSL of CTX towards the host NAME (a DNS name or an IP
+ * literal; NULL: none): SNI for a DNS name, and with VERIFY the name the
+ * certificate must match. */
+SSL *tls_client_ssl(SSL_CTX *ctx, const char *name, bool verify);
 
 /* Appends the oldest queued OpenSSL error (or "unknown") to BUF; clears the queue. */
 const char *tls_error_string(char *buf, size_t len);

@@ -12,7 +12,7 @@
 
 #include <openssl/ssl.h>
 
-struct service;
+struct tls_server_conf;
 
 #define TLS_BINDING_LEN 32 /* SHA-256; also SSL_MAX_SID_CTX_LENGTH */
 
@@ -25,10 +25,10 @@ struct tls_binding {
 	bool need_peer; /* client_verify = require */
 };
 
-/* Computes SVC's binding into B. On failure (a file that cannot be read)
+/* Computes the binding of the service C describes into B. On failure (a file that cannot be read)
  * returns -1 with a message in ERR and the config line in *BAD_LINE. */
-int tls_binding_compute(const struct service *svc, struct tls_binding *b, char *err, size_t errlen,
-                        int *bad_line);
+int tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char *err,
+                        size_t errlen, int *bad_line);
 
 /* Makes CTX's session id context B's id and checks every ticket it
  * decrypts against B: a ticket of another binding, or without a verified

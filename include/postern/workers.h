@@ -7,12 +7,7 @@
 
 #include <postern/config.h>
 
-/* Most workers one configuration may ask for; two sets of them overlap
- * during a reload. */
-#define WORKERS_MAX 512
-
-/* The number of workers CFG asks for: its count, or for auto the CPUs this
- * process may run on. */
+/* The number of workers CFG asks for (auto is resolved at load). */
 int workers_count(const struct config *cfg);
 
 /* Runs the master until SIGTERM/SIGINT and the workers' exit; reloads PATH

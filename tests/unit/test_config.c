@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <sched.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -434,7 +435,7 @@ test_sockaddr(void **state)
 	char *host = NULL, path[200], err[256];
 
 	(void)state;
-	assert_int_equal(config_parse_sockaddr("127.0.0.1:993", &sa, &host), 0);
+	assert_int_equal(netaddr_parse_sockaddr("127.0.0.1:993", &sa, &host), 0);
 	assert_int_equal(sa.ss.ss_family, AF_INET);
 	assert_int_equal(sa.len, sizeof(struct sockaddr_in));
 	assert_int_equal(port_of(&sa), 993);
@@ -442,7 +443,7 @@ test_sockaddr(void **state)
 	assert_string_equal(host, "127.0.0.1");
 	free(host);
 
-	assert_int_equal(config_parse_sockaddr("[::1]:65535", &sa, &host), 0);
+	assert_int_equal(netaddr_parse_sockaddr("[::1]:65535", &sa, &host), 0);
 	assert_int_equal(sa.ss.ss_family, AF_INET6);
 	assert_int_equal(sa.len, sizeof(struct sockaddr_in6));
 	assert_int_equal(port_of(&sa), 65535);
@@ -451,15 +452,15 @@ test_sockaddr(void **state)
 	assert_string_equal(host, "::1");
 	free(host);
 
-	assert_int_equal(config_parse_sockaddr("[::]:1", &sa, NULL), 0);
+	assert_int_equal(netaddr_parse_sockaddr("[::]:1", &sa, NULL), 0);
 	assert_true(IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&sa.ss)->sin6_addr));
-	assert_int_equal(config_parse_sockaddr("*:25", &sa, NULL), 0);
+	assert_int_equal(netaddr_parse_sockaddr("*:25", &sa, NULL), 0);
 	assert_int_equal(((struct sockaddr_in *)&sa.ss)->sin_addr.s_addr, htonl(INADDR_ANY));
-	assert_int_equal(config_parse_sockaddr("localhost:1", &sa, NULL), 0);
+	assert_int_equal(netaddr_parse_sockaddr("localhost:1", &sa, NULL), 0);
 	assert_int_equal(((struct sockaddr_in *)&sa.ss)->sin_addr.s_addr, htonl(INADDR_LOOPBACK));
 
 	host = (char *)"x";
-	assert_int_equal(config_parse_sockaddr("unix:/run/dovecot/imap", &sa, &host), 0);
+	assert_int_equal(netaddr_parse_sockaddr("unix:/run/dovecot/imap", &sa, &host), 0);
 	assert_null(host);
 	assert_int_equal(sa.ss.ss_family, AF_UNIX);
 	assert_string_equal(((struct sockaddr_un *)&sa.ss)->sun_path, "/run/dovecot/imap");
@@ -469,20 +470,18 @@ test_sockaddr(void **state)
 	memset(path, 'p', sizeof(path));
 	memcpy(path, "unix:/", 6);
 	path[5 + 107] = '\0';
-	assert_int_equal(config_parse_sockaddr(path, &sa, NULL), 0);
+	assert_int_equal(netaddr_parse_sockaddr(path, &sa, NULL), 0);
 	path[5 + 107] = 'p';
 	path[5 + 108] = '\0';
-	assert_int_equal(config_parse_sockaddr(path, &sa, NULL), -1);
+	assert_int_equal(netaddr_parse_sockaddr(path, &sa, NULL), -1);
 
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		if (config_parse_sockaddr(bad[i], &sa, NULL) == 0)
+		if (netaddr_parse_sockaddr(bad[i], &sa, NULL) == 0)
 			fail_msg("address '%s' accepted", bad[i]);
 	}
-	assert_int_equal(config_parse_address("localhost:1", CONFIG_ADDR_NUMERIC, &sa, NULL, err,
-	                                      sizeof(err)),
+	assert_int_equal(netaddr_parse("localhost:1", NETADDR_NUMERIC, &sa, NULL, err, sizeof(err)),
 	                 0);
-	assert_int_equal(config_parse_address("x.example:1", CONFIG_ADDR_NUMERIC, &sa, NULL, err,
-	                                      sizeof(err)),
+	assert_int_equal(netaddr_parse("x.example:1", NETADDR_NUMERIC, &sa, NULL, err, sizeof(err)),
 	                 -1);
 	assert_string_equal(err, "host names are not allowed here, use an IP address");
 }
@@ -499,22 +498,22 @@ test_cidr_and_clash(void **state)
 
 	(void)state;
 	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++)
-		assert_int_equal(config_parse_cidr(ok[i]), 0);
+		assert_int_equal(netaddr_parse_cidr(ok[i], NULL), 0);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		if (config_parse_cidr(bad[i]) == 0)
+		if (netaddr_parse_cidr(bad[i], NULL) == 0)
 			fail_msg("CIDR '%s' accepted", bad[i]);
 	}
-	config_parse_sockaddr("127.0.0.1:1", &a, NULL);
-	config_parse_sockaddr("127.0.0.1:1", &b, NULL);
-	assert_int_equal(config_sockaddr_clash(&a, &b), 1);
-	config_parse_sockaddr("*:1", &b, NULL);
-	assert_int_equal(config_sockaddr_clash(&a, &b), 2);
-	config_parse_sockaddr("*:2", &b, NULL);
-	assert_int_equal(config_sockaddr_clash(&a, &b), 0);
-	config_parse_sockaddr("[::]:1", &b, NULL);
-	assert_int_equal(config_sockaddr_clash(&a, &b), 0);
-	config_parse_sockaddr("[::1]:1", &a, NULL);
-	assert_int_equal(config_sockaddr_clash(&a, &b), 2);
+	netaddr_parse_sockaddr("127.0.0.1:1", &a, NULL);
+	netaddr_parse_sockaddr("127.0.0.1:1", &b, NULL);
+	assert_int_equal(netaddr_clash(&a, &b), 1);
+	netaddr_parse_sockaddr("*:1", &b, NULL);
+	assert_int_equal(netaddr_clash(&a, &b), 2);
+	netaddr_parse_sockaddr("*:2", &b, NULL);
+	assert_int_equal(netaddr_clash(&a, &b), 0);
+	netaddr_parse_sockaddr("[::]:1", &b, NULL);
+	assert_int_equal(netaddr_clash(&a, &b), 0);
+	netaddr_parse_sockaddr("[::1]:1", &a, NULL);
+	assert_int_equal(netaddr_clash(&a, &b), 2);
 }
 
 /* One line per structural error, each at its own line. */
@@ -608,8 +607,12 @@ test_workers_values(void **state)
 	cfg = load_ok("[global]\nworkers = 512\n" SVC);
 	assert_int_equal(cfg->workers, 512);
 	config_unref(cfg);
+	/* auto is resolved at load: one per CPU this process may run on. */
 	cfg = load_ok("[global]\nworkers = auto\n" SVC);
-	assert_int_equal(cfg->workers, 0);
+	cpu_set_t cpus;
+	assert_int_equal(sched_getaffinity(0, sizeof(cpus), &cpus), 0);
+	assert_int_equal(cfg->workers,
+	                 CPU_COUNT(&cpus) > WORKERS_MAX ? WORKERS_MAX : CPU_COUNT(&cpus));
 	config_unref(cfg);
 	expect_errors("[global]\nworkers = 513\n" SVC,
 	              "t.ini:2: workers = 513: invalid value (expected auto or 1 to 512)\n");

@@ -69,6 +69,16 @@ base(struct fixture *f)
 	f->svc.cert.n = 1;
 }
 
+/* The binding of the service as the configuration describes it to tls.c. */
+static int
+compute(const struct service *svc, struct tls_binding *b, char *err, size_t errlen, int *line)
+{
+	struct tls_server_conf c;
+
+	config_tls_conf(svc, &c);
+	return tls_binding_compute(&c, b, err, errlen, line);
+}
+
 static struct tls_binding
 binding_of(struct fixture *f)
 {
@@ -76,7 +86,7 @@ binding_of(struct fixture *f)
 	char err[256];
 	int line = 0;
 
-	assert_int_equal(tls_binding_compute(&f->svc, &b, err, sizeof(err), &line), 0);
+	assert_int_equal(compute(&f->svc, &b, err, sizeof(err), &line), 0);
 	return b;
 }
 
@@ -161,7 +171,7 @@ test_unreadable_file_names_its_line(void **state)
 	(void)state;
 	base(&f);
 	f.cert[0] = "/nonexistent/cert.pem";
-	assert_int_equal(tls_binding_compute(&f.svc, &b, err, sizeof(err), &line), -1);
+	assert_int_equal(compute(&f.svc, &b, err, sizeof(err), &line), -1);
 	assert_int_equal(line, 5);
 	assert_non_null(strstr(err, "/nonexistent/cert.pem"));
 }
