@@ -204,79 +204,16 @@ def pki():
 
 # ---------------------------------------------------------------- TLS Dovecot
 
-TLS_DOVECOT_CONF = """\
-# throwaway TLS Dovecot for postern's client-mode tests; generated
-instance_name = {instance}
-base_dir = {dir}/run
-state_dir = {dir}/state
-protocols = imap pop3
-listen = {listen}
+# Dovecot with TLS required; haproxy listeners trust loopback
+TLS_DOVECOT_SETTINGS = """\
 ssl = required
 ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_dh = </usr/share/dovecot/dh.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
 haproxy_trusted_networks = 127.0.0.0/8 ::1
-haproxy_timeout = 5s
-log_path = {dir}/dovecot.log
-info_log_path = {dir}/dovecot.log
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-first_valid_gid = 1
-login_greeting = Dovecot TLS ready.
-mail_max_userip_connections = 10000
-verbose_proctitle = yes
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {dir}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {dir}/users
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {listen}
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    address = {listen}
-    port = {imaps}
-    ssl = yes
-  }}
-  inet_listener imap_haproxy {{
-    address = 127.0.0.1
-    port = {imap_hap}
-    haproxy = yes
-  }}
-  inet_listener imaps_haproxy {{
-    address = 127.0.0.1
-    port = {imaps_hap}
-    ssl = yes
-    haproxy = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = {listen}
-    port = {pop3}
-  }}
-  inet_listener pop3s {{
-    address = {listen}
-    port = {pop3s}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-}}
-protocol pop3 {{
-  pop3_uidl_format = %08Xu%08Xv
-}}
-"""
+haproxy_timeout = 5s"""
 
 PORT_NAMES = ("imap", "imaps", "imap_hap", "imaps_hap", "pop3", "pop3s")
 
@@ -306,30 +243,29 @@ class TlsDovecot(mailserver.Dovecot):
                 return port
         raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
-    def start(self, timeout=30.0):
-        err = None
-        for attempt in range(3):
-            self.ports = {}
-            for n in PORT_NAMES:
-                self.ports[n] = self._free()
-            with open(self.conf, "w") as f:
-                f.write(TLS_DOVECOT_CONF.format(
-                    instance="postern-cm-%d" % os.getpid(), dir=self.dir,
-                    listen="127.0.0.1, ::1" if self.v6 else "127.0.0.1",
-                    cert=self.cert, key=self.key, **self.ports))
-            out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
-            self.proc = subprocess.Popen(
-                ["dovecot", "-F", "-c", self.conf], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                close_fds=True, start_new_session=True, preexec_fn=mailserver.die_with_parent)
-            out.close()
-            try:
-                mailserver.wait_greeting(("127.0.0.1", self.ports["imap"]), b"* OK", timeout, self.proc)
-                mailserver.wait_greeting(("127.0.0.1", self.ports["pop3"]), b"+OK", timeout, self.proc)
-                return self
-            except RuntimeError as e:
-                err = e
-                self.stop()
-        raise RuntimeError("TLS Dovecot did not start: %s\n%s" % (err, self.log_tail()))
+    what = "TLS Dovecot"
+
+    def config(self):
+        """mailserver's Dovecot template with TLS required and the
+        PORT_NAMES listeners, on fresh ports."""
+        self.ports = {}
+        for n in PORT_NAMES:
+            self.ports[n] = self._free()
+        listen = "127.0.0.1, ::1" if self.v6 else "127.0.0.1"
+        p = self.ports
+        lst = mailserver.dovecot_listener
+        imap = (lst("imap", p["imap"], listen) + lst("imaps", p["imaps"], listen, ssl=True)
+                + lst("imap_haproxy", p["imap_hap"], "127.0.0.1", haproxy=True)
+                + lst("imaps_haproxy", p["imaps_hap"], "127.0.0.1", ssl=True, haproxy=True))
+        pop3 = lst("pop3", p["pop3"], listen) + lst("pop3s", p["pop3s"], listen, ssl=True)
+        return mailserver.DOVECOT_CONF.format(
+            instance="postern-cm-%d" % os.getpid(), dir=self.dir, listen=listen,
+            tls=TLS_DOVECOT_SETTINGS.format(cert=self.cert, key=self.key), greeting="Dovecot TLS ready.",
+            imap_listeners=imap, pop3_listeners=pop3)
+
+    def wait_ready(self, timeout):
+        mailserver.wait_greeting(("127.0.0.1", self.ports["imap"]), b"* OK", timeout, self.proc)
+        mailserver.wait_greeting(("127.0.0.1", self.ports["pop3"]), b"+OK", timeout, self.proc)
 
     def log_size(self):
         try:
@@ -1094,24 +1030,6 @@ class ClientModeCase(StarttlsCase):
         self.assertTrue(any(re.search(why_regex, ln.msg) for ln in warns),
                         "no %r in the TLS failure line(s):\n%s" % (why_regex, "\n".join(ln.raw for ln in warns)))
         return start, end, lines
-
-
-def read_all(sock, timeout=5.0):
-    """Bytes until the peer closes; None if still open after timeout."""
-    deadline = time.monotonic() + timeout * SLOW
-    out = bytearray()
-    sock.settimeout(0.1)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, OSError):
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-    return None
 
 
 def read_for(sock, seconds):

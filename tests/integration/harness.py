@@ -7,6 +7,7 @@ dir through PosternTestCase.postern(), which stops it again (SIGTERM, exit 0
 expected) and, when POSTERN_ASAN=1, fails the test on sanitizer reports.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -667,18 +668,22 @@ def tls_connect(port, host="127.0.0.1", sni="localhost", ctx=None, timeout=10.0,
         raise
 
 
-def client_hello(sni="localhost"):
+def client_hello(sni="localhost", alpn=None):
     """The bytes of a real TLS ClientHello (from Python's ssl, memory BIOs)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname=sni)
     try:
         obj.do_handshake()
     except ssl.SSLWantReadError:
         pass
-    return out.read()
+    data = out.read()
+    assert data[:1] == b"\x16", data[:10]
+    return data
 
 
 # The stdlib clients, connecting to 127.0.0.1 but verifying and sending SNI
@@ -687,6 +692,30 @@ def client_hello(sni="localhost"):
 import imaplib  # noqa: E402
 import poplib  # noqa: E402
 import smtplib  # noqa: E402
+
+
+class SourceIMAP4(imaplib.IMAP4):
+    """Plain imaplib from a chosen source address (127.0.0.9: told apart from
+    other clients in a backend's log)."""
+
+    source = ("127.0.0.9", 0)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=self.source)
+
+
+@contextlib.contextmanager
+def shut_down_after(client):
+    """`with shut_down_after(imaplib/poplib client) as c:` closes the
+    connection on the way out, also after a failed assertion (a LOGOUT that
+    got through has closed it already, which is fine)."""
+    try:
+        yield client
+    finally:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
 
 
 class IMAP4_SSL(imaplib.IMAP4_SSL):
@@ -878,6 +907,13 @@ def imap_fetch_raw(sock, seq):
     return data
 
 
+def literal_of(raw_fetch):
+    """The message bytes of a raw untagged FETCH BODY[] response."""
+    m = re.search(rb"\{(\d+)\}\r\n", raw_fetch)
+    assert m, raw_fetch[:200]
+    return raw_fetch[m.end(): m.end() + int(m.group(1))]
+
+
 def imap_logout(r, tag="z"):
     """LOGOUT and read until the server (or postern) closes: the backend
     closes first, deterministically. Returns what arrived."""
@@ -952,21 +988,41 @@ def wait_until(pred, timeout=5.0, interval=0.03, msg="condition", detail=None):
         time.sleep(interval)
 
 
+def read_to_close(sock, timeout):
+    """All bytes until the peer closes (EOF or reset); None if it stays open
+    for `timeout` seconds (not scaled: callers that wait for postern scale)."""
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    sock.settimeout(0.1)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:  # ConnectionError, ssl.SSLError: a reset is a close
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+    return None
+
+
 def closed_by_peer(sock, timeout):
     """True if the peer closes (EOF or reset) within timeout seconds, reading
     and discarding whatever arrives meanwhile."""
-    deadline = time.monotonic() + timeout
-    sock.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-            if not data:
-                return True
-        except socket.timeout:
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return True
-    return False
+    return read_to_close(sock, timeout) is not None
+
+
+def wait_delivery(marker, timeout=10.0):
+    """(meta, content) of the first message the test SMTP server stored with
+    marker in it, waiting for it to arrive."""
+    def find():
+        for meta, content in env().smtp_messages():
+            if marker in content:
+                return meta, content
+        return None
+
+    return wait_until(find, timeout, msg="delivery of %r" % marker)
 
 
 # ------------------------------------------------------------ fake backends

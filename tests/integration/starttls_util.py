@@ -27,6 +27,8 @@ import time
 
 import harness
 from harness import ASAN, SLOW, Postern, PosternTestCase, Reader, client_context, env, plain_connect, svc
+# client_hello and read_to_close moved to harness; kept importable from here for older imports
+from harness import client_hello, read_to_close  # noqa: F401 (re-exported)
 
 # seconds of silence after which "nothing more comes" (scaled by SLOW)
 QUIET = 0.4
@@ -390,39 +392,6 @@ def pop3_capa(c):
 
 def pop3_capa_names(lines):
     return [ln.split(b" ")[0].decode().upper() for ln in lines]
-
-
-def client_hello(sni="localhost", alpn=None):
-    """The bytes of a real TLS ClientHello (Python's default client)."""
-    ctx = client_context(alpn=alpn)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    data = out.read()
-    assert data[:1] == b"\x16", data[:10]
-    return data
-
-
-def read_to_close(sock, timeout):
-    """All bytes until the peer closes (or resets); None if it stays open
-    for `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    out = bytearray()
-    sock.settimeout(0.1)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, OSError):
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-    return None
 
 
 def sasl_plain(user, password):

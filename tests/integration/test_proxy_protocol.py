@@ -13,14 +13,13 @@
   header from an untrusted address as data.
 """
 
-import imaplib
 import re
 import socket
 import struct
 import time
 
 import harness
-from harness import SLOW, Reader, client_context, svc
+from harness import SLOW, Reader, SourceIMAP4, client_context, client_hello, read_to_close, shut_down_after, svc
 from clientmode_util import (
     PASSWORD,
     USER,
@@ -30,23 +29,12 @@ from clientmode_util import (
     pki,
     proxy_v1,
     proxy_v2,
-    read_all,
     record_script,
     tls_dovecot,
 )
-from starttls_util import client_hello
 
 V6 = harness.have_ipv6()
 FAKE_GREETING = b"* OK fake imap ready\r\n"
-
-
-class SourceIMAP4(imaplib.IMAP4):
-    """imaplib from a chosen source address."""
-
-    source = ("127.0.0.9", 0)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=self.source)
 
 
 def exchange(tc, s, first=b""):
@@ -61,7 +49,7 @@ def exchange(tc, s, first=b""):
     r.send(b"a NOOP\r\n")
     got = greet + r.read_until(b"a OK NOOP done\r\n")
     r.send(b"z LOGOUT\r\n")
-    rest = read_all(s, 5)
+    rest = read_to_close(s, 5 * SLOW)
     tc.assertIsNotNone(rest, "not closed after LOGOUT")
     s.close()
     return got + rest
@@ -214,9 +202,8 @@ class ProxyHeader(ClientModeCase):
     def check_dovecot(self, name):
         d = tls_dovecot()
         off = d.log_size()
-        c = SourceIMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)
-        cport = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(SourceIMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)) as c:
+            cport = c.sock.getsockname()[1]
             self.assertTrue(c.welcome.startswith(b"* OK"), c.welcome)
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             typ, data = c.select("INBOX", readonly=True)
@@ -225,11 +212,6 @@ class ProxyHeader(ClientModeCase):
             self.assertEqual(typ, "OK")
             self.assertIn(b"First message, fetched through TLS.", data[0][1])
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
         m = d.wait_log(off, r"imap-login: Info: Login: user=<alice>, method=PLAIN, rip=127\.0\.0\.9, [^\n]*")
         self.assertIn("lip=127.0.0.1,", m.group(0))
         self.assertRegex(m.group(0), r", TLS(, |$)")
@@ -255,7 +237,7 @@ class ProxyHeader(ClientModeCase):
                 r = Reader(s)
                 self.assertTrue(r.readline().startswith(b"* OK"))
                 r.send(b"z LOGOUT\r\n")
-                self.assertIsNotNone(read_all(s, 5))
+                self.assertIsNotNone(read_to_close(s, 5 * SLOW))
                 s.close()
                 d.wait_log(off, r"imap-login: Info: Disconnected[^\n]*rip=127\.0\.0\.9, lip=127\.0\.0\.1")
                 self.session(cport)
@@ -430,7 +412,7 @@ class AcceptProxy(ClientModeCase):
     # --- refused
     def assertRefused(self, s, cport, f, before, max_wait, min_wait=0.0):
         t0 = time.monotonic()
-        data = read_all(s, max_wait)
+        data = read_to_close(s, max_wait * SLOW)
         took = time.monotonic() - t0
         self.assertIsNotNone(data, "the connection was not closed within %.1fs" % max_wait)
         s.close()

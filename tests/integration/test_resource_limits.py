@@ -24,12 +24,13 @@ from harness import (
     imap_cmd,
     imap_login,
     plain_connect,
+    read_to_close,
     svc,
     tls_connect,
     wait_until,
 )
 from starttls_util import starttls_svc
-from test_observability import read_to_close, scrape
+from test_observability import scrape
 
 # What one silent connection may add to postern's RSS. Before, the SSL
 # object and its read buffer came at accept: ~43 KiB each.

@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 
-from harness import PASSWORD, SLOW, USER, env
+from harness import PASSWORD, SLOW, USER, client_hello, env, read_to_close
 from starttls_util import (
     IMAP_BEGIN,
     POP3_BEGIN,
@@ -28,12 +28,10 @@ from starttls_util import (
     Client,
     StarttlsCase,
     TlsByHand,
-    client_hello,
     imap_lines,
     imap_response,
     imap_tagged,
     mailbox_messages,
-    read_to_close,
     sasl_plain,
     smtp_keywords,
     smtp_reply,

@@ -7,7 +7,7 @@ parser edge cases (S11), pipelined commands keep their order (S12)."""
 import poplib
 import secrets
 
-from harness import PASSWORD, SLOW, USER, client_context, curl, env, run
+from harness import PASSWORD, SLOW, USER, client_context, curl, env, read_to_close, run
 from starttls_util import (
     LONG_LINE,
     POP3_ACTIVE,
@@ -21,7 +21,6 @@ from starttls_util import (
     pop3_capa,
     pop3_capa_names,
     pop3_multiline,
-    read_to_close,
     sasl_plain,
     starttls_svc,
 )

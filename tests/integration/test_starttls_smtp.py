@@ -11,7 +11,7 @@ import smtplib
 import subprocess
 import time
 
-from harness import SLOW, client_context, curl, env, wait_until
+from harness import SLOW, client_context, curl, env, read_to_close, wait_delivery
 from starttls_util import (
     LONG_LINE,
     SMTP_530,
@@ -24,7 +24,6 @@ from starttls_util import (
     StarttlsCase,
     check_smtp_multiline,
     direct_greeting,
-    read_to_close,
     sasl_plain,
     smtp_keywords,
     smtp_reply,
@@ -47,16 +46,6 @@ def aiosmtpd_ehlo():
         finally:
             c.close()
     return _DIRECT["ehlo"]
-
-
-def wait_delivery(marker, timeout=10.0):
-    def find():
-        for meta, content in env().smtp_messages():
-            if marker in content:
-                return meta, content
-        return None
-
-    return wait_until(find, timeout, msg="delivery of %r" % marker)
 
 
 def delivered(marker):

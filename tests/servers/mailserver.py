@@ -247,22 +247,25 @@ def _make_reachable(path):
 
 # ---------------------------------------------------------------- Dovecot
 
+# One template for every throwaway Dovecot of the tests: the plain one the
+# whole run shares (below) and the TLS one of the client-mode tests
+# (tests/integration/clientmode_util.py). What differs is passed in: the
+# listen addresses, the TLS settings, the greeting and the listeners.
 DOVECOT_CONF = """\
 # throwaway Dovecot for postern's tests; generated, do not edit
 instance_name = {instance}
 base_dir = {dir}/run
 state_dir = {dir}/state
 protocols = imap pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+listen = {listen}
+{tls}
 auth_mechanisms = plain login
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
 first_valid_gid = 1
-login_greeting = Dovecot ready.
+login_greeting = {greeting}
 mail_max_userip_connections = 10000
 default_process_limit = 1000
 default_client_limit = 10000
@@ -276,28 +279,11 @@ userdb {{
   args = username_format=%u {dir}/users
 }}
 service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-  unix_listener imap.sock {{
-    mode = 0666
-  }}
-  service_count = 0
+{imap_listeners}  service_count = 0
   process_min_avail = 1
 }}
 service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-  service_count = 0
+{pop3_listeners}  service_count = 0
   process_min_avail = 1
 }}
 service imap {{
@@ -314,6 +300,25 @@ protocol pop3 {{
   pop3_uidl_format = %08Xu%08Xv
 }}
 """
+
+# plaintext logins allowed: postern terminates TLS in front of it
+DOVECOT_NO_TLS = """\
+ssl = no
+disable_plaintext_auth = no"""
+
+
+def dovecot_listener(name, port, address=None, ssl=False, haproxy=False):
+    """An inet_listener block of a Dovecot login service (port 0: disabled)."""
+    lines = ["  inet_listener %s {" % name]
+    if address:
+        lines.append("    address = %s" % address)
+    lines.append("    port = %d" % port)
+    if ssl:
+        lines.append("    ssl = yes")
+    if haproxy:
+        lines.append("    haproxy = yes")
+    lines.append("  }")
+    return "\n".join(lines) + "\n"
 
 
 class Dovecot:
@@ -348,20 +353,29 @@ class Dovecot:
             f.writelines(lines)
         os.chmod(os.path.join(self.dir, "users"), 0o644)
 
+    what = "Dovecot"
+
+    def config(self):
+        """The config text, with fresh ports."""
+        self.imap_port = free_port()
+        self.pop3_port = free_port()
+        imap = (dovecot_listener("imap", self.imap_port, "127.0.0.1") + dovecot_listener("imaps", 0)
+                + "  unix_listener imap.sock {\n    mode = 0666\n  }\n")
+        pop3 = dovecot_listener("pop3", self.pop3_port, "127.0.0.1") + dovecot_listener("pop3s", 0)
+        return DOVECOT_CONF.format(instance="postern-test-%d" % os.getpid(), dir=self.dir, listen="127.0.0.1",
+                                   tls=DOVECOT_NO_TLS, greeting="Dovecot ready.", imap_listeners=imap,
+                                   pop3_listeners=pop3)
+
+    def wait_ready(self, timeout):
+        wait_greeting(("127.0.0.1", self.imap_port), b"* OK", timeout, self.proc)
+        wait_greeting(("127.0.0.1", self.pop3_port), b"+OK", timeout, self.proc)
+        wait_greeting(self.imap_socket, b"* OK", timeout, self.proc, socket.AF_UNIX)
+
     def start(self, timeout=30.0):
+        err = None
         for attempt in range(3):
-            self.imap_port = free_port()
-            self.pop3_port = free_port()
             with open(self.conf, "w") as f:
-                f.write(
-                    DOVECOT_CONF.format(
-                        instance="postern-test-%d" % os.getpid(),
-                        dir=self.dir,
-                        imap_port=self.imap_port,
-                        pop3_port=self.pop3_port,
-                        imap_socket=self.imap_socket,
-                    )
-                )
+                f.write(self.config())
             out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
             self.proc = subprocess.Popen(
                 ["dovecot", "-F", "-c", self.conf],
@@ -374,14 +388,12 @@ class Dovecot:
             )
             out.close()
             try:
-                wait_greeting(("127.0.0.1", self.imap_port), b"* OK", timeout, self.proc)
-                wait_greeting(("127.0.0.1", self.pop3_port), b"+OK", timeout, self.proc)
-                wait_greeting(self.imap_socket, b"* OK", timeout, self.proc, socket.AF_UNIX)
+                self.wait_ready(timeout)
                 return self
             except RuntimeError as e:
                 err = e
                 self.stop()
-        raise RuntimeError("Dovecot did not start: %s\n%s" % (err, self.log_tail()))
+        raise RuntimeError("%s did not start: %s\n%s" % (self.what, err, self.log_tail()))
 
     def log_tail(self, n=30):
         out = []
