@@ -969,6 +969,36 @@ def run(cmd, input=None, timeout=30.0, check=False, env_extra=None, **kw):
     )
 
 
+class PipeWatch:
+    """A child's output pipe read as it comes, so that a test can wait for
+    a line (say, a server's reply printed by openssl s_client) instead of
+    sleeping. self.data holds everything read so far."""
+
+    def __init__(self, pipe):
+        self.fd = pipe.fileno()
+        os.set_blocking(self.fd, False)
+        self.data = bytearray()
+
+    def wait(self, regex, since=0, timeout=10.0):
+        """The first match of the bytes regex (multi-line) in self.data[since:]."""
+        rx = re.compile(regex, re.M)
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            m = rx.search(self.data, since)
+            if m:
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %r within %.1fs in:\n%s" % (regex, timeout * SLOW,
+                                                                     self.data[-3000:].decode("utf-8", "replace")))
+            if select.select([self.fd], [], [], left)[0]:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise AssertionError("output closed before %r:\n%s" % (regex, self.data[-3000:].decode(
+                        "utf-8", "replace")))
+                self.data += chunk
+
+
 def curl(args, timeout=30.0):
     """curl with the test CA; returns CompletedProcess (bytes)."""
     return run(["curl", "-sS", "--cacert", env().ca, "--max-time", str(int(timeout * SLOW))] + list(args), timeout=timeout + 5)

@@ -210,7 +210,7 @@ class BackendStarttlsCase(ClientModeCase):
         if warn:
             self.assertTrue([ln for ln in lines if ln.level in ("warn", "error")],
                             "no warn line for the session:\n%s" % "\n".join(ln.raw for ln in lines))
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a retry leaves no trace until it comes: time for one to show
         c = self.fake_conn(name, before)
         self.assertEqual(credential_bytes(c.raw), [], "credentials reached the backend: %r" % bytes(c.raw[-300:]))
         self.assertNotEqual(c.handshake, "ok", c.log)

@@ -294,7 +294,7 @@ class Metrics(StarttlsCase):
         t_conn = time.monotonic()
         partial.sendall(b"GET /metrics HTTP/1.0\r\n")  # never finished
         try:
-            time.sleep(0.2)
+            time.sleep(0.2)  # postern has read the partial request: the stall under test has begun
             t0 = time.monotonic()
             s = self.scrape()
             took = time.monotonic() - t0
@@ -621,7 +621,7 @@ class Keylog(StarttlsCase):
                 return "Capturing on" in open(errpath, errors="replace").read() and os.path.exists(pcap)
 
             wait_until(capturing, timeout=15.0, interval=0.1, msg="tshark capturing")
-            time.sleep(0.5)
+            time.sleep(0.5)  # "Capturing on" comes a little before packets are taken
             ctx = client_context(min_version=ssl.TLSVersion.TLSv1_3)
             with shut_down_after(harness.IMAP4_SSL(port, ssl_context=ctx)) as c:
                 local_port = c.sock.getsockname()[1]

@@ -286,7 +286,7 @@ class AcceptProxy(ClientModeCase):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i in range(0, len(header), split):
                 s.sendall(header[i: i + split])
-                time.sleep(0.1)
+                time.sleep(0.1)  # separate segments: the split header is what is under test
         else:
             s.sendall(header)
         exchange(self, s)
@@ -418,16 +418,11 @@ class AcceptProxy(ClientModeCase):
         s.close()
         self.assertGreaterEqual(took, min_wait, "closed before handshake_timeout")
         self.assertNotIn(b"* OK", data, "the client got a greeting")
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a backend connection that is not made has no event: time for one to show
         self.assertEqual(f.count(), before, "a backend connection was made")
         addr = "127.0.0.1:%d" % cport
-        deadline = time.monotonic() + 3 * SLOW
-        while True:
-            lines = [ln for ln in harness.parse_log(self.p.log_text()) if addr in ln.raw]
-            if lines or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.assertTrue(lines, "no log line for %s" % addr)
+        lines = harness.wait_until(lambda: [ln for ln in harness.parse_log(self.p.log_text()) if addr in ln.raw],
+                                   3, interval=0.05, msg="a log line for %s" % addr)
         self.assertTrue(any(re.search(r"(?i)proxy", ln.msg) for ln in lines),
                         "no log line about the PROXY header:\n%s" % "\n".join(ln.raw for ln in lines))
         return data, lines
