@@ -19,6 +19,8 @@ protocol, accept_proxy_from, backend STARTTLS).
   ScriptedServers, plus assertions on sessions.
 
 Uses harness.py, starttls_util.py and mailserver.py read-only.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import atexit

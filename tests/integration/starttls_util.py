@@ -14,6 +14,8 @@
   Dovecot log and mailbox helpers.
 
 This module only uses harness.py's public API; it does not change it.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import base64

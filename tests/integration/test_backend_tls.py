@@ -12,6 +12,8 @@ a byte, then relays.
   nothing forwarded (C8), no plaintext retry after a TLS error, reset or
   timeout (C10), SNI on the wire, backend_verify = no.
 - BackendTlsConfig: backend_verify/backend_ca/backend_sni need backend_tls.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import hashlib

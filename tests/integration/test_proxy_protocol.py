@@ -11,6 +11,8 @@
   client's address in logs and in the header it passes on, accepts v2
   LOCAL, closes on a missing, malformed or late header, and treats a
   header from an untrusted address as data.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import re

@@ -12,6 +12,8 @@ CHUNKING): postern's verb must be the server's verb.
 - BDAT: refused by postern when the server did not offer CHUNKING; a BDAT
   Postfix refuses leaves no desync (Postfix skips the chunk, so does the
   reply count).
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import os
