@@ -320,26 +320,27 @@ def verified_context(ca=None):
     return ctx
 
 
-def imap_direct_fetch(seq):
-    """Raw untagged FETCH BODY.PEEK[] of message seq, straight from the TLS
-    Dovecot over imaps (no postern)."""
+def _direct(port_name, fetch, n):
+    """fetch(sock, n) over a verified TLS connection straight to the TLS
+    Dovecot's port_name (no postern)."""
     d = tls_dovecot()
-    raw = socket.create_connection(("127.0.0.1", d.ports["imaps"]), timeout=10 * SLOW)
+    raw = socket.create_connection(("127.0.0.1", d.ports[port_name]), timeout=10 * SLOW)
     s = verified_context().wrap_socket(raw, server_hostname="localhost")
     try:
-        return harness.imap_fetch_raw(s, seq)
+        return fetch(s, n)
     finally:
         s.close()
+
+
+def imap_direct_fetch(seq):
+    """Raw untagged FETCH BODY.PEEK[] of message seq, straight from the TLS
+    Dovecot over imaps."""
+    return _direct("imaps", harness.imap_fetch_raw, seq)
 
 
 def pop3_direct_retr(n):
-    d = tls_dovecot()
-    raw = socket.create_connection(("127.0.0.1", d.ports["pop3s"]), timeout=10 * SLOW)
-    s = verified_context().wrap_socket(raw, server_hostname="localhost")
-    try:
-        return harness.pop3_retr_raw(s, n)
-    finally:
-        s.close()
+    """Raw RETR n, straight from the TLS Dovecot over pop3s."""
+    return _direct("pop3s", harness.pop3_retr_raw, n)
 
 
 # ---------------------------------------------------------------- scripted servers
@@ -559,7 +560,7 @@ class Conn:
             self.closed = True
 
 
-class ScriptedServer:
+class ScriptedServer(harness.FakeServer):
     """Listens on 127.0.0.1 (and ::1 with the same port when hosts says so);
     runs script(conn) in a thread per connection; records conns."""
 
@@ -572,36 +573,7 @@ class ScriptedServer:
         if cert:
             self.ctx = server_context(cert, key)
             self.ctx.sni_callback = self._sni
-        self.socks = []
-        for attempt in range(20):
-            socks = []
-            try:
-                port = 0
-                for h in hosts:
-                    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_STREAM)
-                    socks.append(s)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind((h, port))
-                    port = s.getsockname()[1]
-                    s.listen(128)
-                self.socks = socks
-                self.port = port
-                break
-            except OSError:
-                for s in socks:
-                    s.close()
-        else:
-            raise RuntimeError("cannot bind %r" % (hosts,))
-        h = hosts[0]
-        self.address = "%s:%d" % ("[%s]" % h if ":" in h else h, self.port)
-        self.conns = []
-        self._lock = threading.Lock()
-        self._stop = False
-        self._threads = []
-        for s in self.socks:
-            t = threading.Thread(target=self._accept, args=(s,), daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.listen(hosts)
 
     def _sni(self, obj, name, ctx):
         c = self._by_obj.get(id(obj))
@@ -609,26 +581,10 @@ class ScriptedServer:
             c.sni = name
         return None
 
-    def _accept(self, ls):
-        while not self._stop:
-            try:
-                r, _, _ = select.select([ls], [], [], 0.1)
-                if not r:
-                    continue
-                s, _ = ls.accept()
-            except (OSError, ValueError):
-                return
-            if self._stop:
-                s.close()
-                return
-            c = Conn(s, self)
-            with self._lock:
-                self.conns.append(c)
-            t = threading.Thread(target=self._run, args=(c,), daemon=True)
-            t.start()
-            self._threads.append(t)
+    def make_conn(self, sock):
+        return Conn(sock, self)
 
-    def _run(self, c):
+    def serve(self, c):
         try:
             self.script(c)
         except (EOFError, OSError, TlsFailed, ssl.SSLError) as e:
@@ -637,45 +593,12 @@ class ScriptedServer:
             c.close()
             c.done.set()
 
-    def count(self):
-        with self._lock:
-            return len(self.conns)
-
-    def conn(self, i=0, timeout=5.0):
-        deadline = time.monotonic() + timeout * SLOW
-        while True:
-            with self._lock:
-                if len(self.conns) > i:
-                    return self.conns[i]
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: no connection #%d" % (self.name, i))
-            time.sleep(0.02)
-
-    def last(self, timeout=5.0):
-        """The newest connection (waits for at least one)."""
-        self.conn(0, timeout)
-        with self._lock:
-            return self.conns[-1]
-
-    def stop(self):
-        self._stop = True
-        for t in self._threads[: len(self.socks)]:
-            t.join(2)  # the accept loops see _stop within 0.1 s
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        with self._lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        for t in self._threads:
-            t.join(2)
+    def close_conn(self, c):
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
 
 
 # ---------------------------------------------------------------- fake protocol servers

@@ -998,6 +998,21 @@ class PipeWatch:
                         "utf-8", "replace")))
                 self.data += chunk
 
+    def finish(self, proc, timeout=10.0):
+        """Close proc's input, wait for it to exit (killed after timeout) and
+        return all its output as text."""
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.stdin = None
+        try:
+            out = proc.communicate(timeout=timeout * SLOW)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        return (bytes(self.data) + (out or b"")).decode("utf-8", "replace")
+
 
 def curl(args, timeout=30.0):
     """curl with the test CA; returns CompletedProcess (bytes)."""
@@ -1056,6 +1071,123 @@ def wait_delivery(marker, timeout=10.0):
 
 
 # ------------------------------------------------------------ fake backends
+
+
+class FakeServer:
+    """The base of the tests' scripted fake servers (starttls_util's
+    FakeBackend, clientmode_util's ScriptedServer): listening sockets on
+    loopback (one port on every address of `hosts`), an accept thread per
+    socket, a thread per connection running self.serve(conn), and the
+    connections kept in order for the test to look at. A subclass gives
+    make_conn(sock) and serve(conn), and close_conn(conn) if closing one
+    takes more than closing its socket."""
+
+    name = "fake"
+
+    def listen(self, hosts=("127.0.0.1",)):
+        self.socks = []
+        for attempt in range(20):  # the port of the first address may be taken on another
+            socks = []
+            try:
+                port = 0
+                for h in hosts:
+                    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((h, port))
+                    port = s.getsockname()[1]
+                    s.listen(128)
+                self.socks = socks
+                self.port = port
+                break
+            except OSError:
+                for s in socks:
+                    s.close()
+        else:
+            raise RuntimeError("cannot bind %r" % (hosts,))
+        h = hosts[0]
+        self.address = "%s:%d" % ("[%s]" % h if ":" in h else h, self.port)
+        self.conns = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._threads = []
+        for s in self.socks:
+            t = threading.Thread(target=self._accept, args=(s,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def make_conn(self, sock):
+        raise NotImplementedError
+
+    def serve(self, c):
+        raise NotImplementedError
+
+    def close_conn(self, c):
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self, ls):
+        while not self._stop:
+            try:
+                r, _, _ = select.select([ls], [], [], 0.1)
+                if not r:
+                    continue
+                s, _ = ls.accept()
+            except (OSError, ValueError):
+                return
+            if self._stop:
+                s.close()
+                return
+            c = self.make_conn(s)
+            with self._lock:
+                self.conns.append(c)
+            t = threading.Thread(target=self.serve, args=(c,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    # --- test side
+    def count(self):
+        with self._lock:
+            return len(self.conns)
+
+    def conn(self, i=0, timeout=5.0):
+        """The i-th accepted connection (waits for it)."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            with self._lock:
+                if len(self.conns) > i:
+                    return self.conns[i]
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: no connection #%d" % (self.name, i))
+            time.sleep(0.02)
+
+    def last(self, timeout=5.0):
+        """The newest connection (waits for at least one)."""
+        self.conn(0, timeout)
+        with self._lock:
+            return self.conns[-1]
+
+    def stop(self):
+        self._stop = True
+        for t in self._threads[: len(self.socks)]:
+            t.join(2)  # the accept loops see _stop within 0.1 s
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        with self._lock:
+            conns = list(self.conns)
+        for c in conns:
+            self.close_conn(c)
+        for t in self._threads:
+            t.join(2)
 
 
 class TcpBackend:

@@ -10,7 +10,6 @@ import time
 
 from harness import (
     ASAN,
-    SLOW,
     PipeWatch,
     PosternTestCase,
     Reader,
@@ -157,17 +156,7 @@ class Tls(PosternTestCase):
                 pass
             time.sleep(pause)
         finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.stdin = None
-            try:
-                out = proc.communicate(timeout=10 * SLOW)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0]
-            out = (bytes(watch.data) + out).decode("utf-8", "replace")
+            out = watch.finish(proc)
         self.assertIn("RENEGOTIATING", out, "the client did not try: test invalid\n" + out)
         self.assertEqual(len(re.findall(r"(?m)<<< TLS 1.2, Handshake \[length [0-9a-f]+\], ServerHello$", out)), 1, out)
         self.assertTrue(p.running())
@@ -198,17 +187,7 @@ class Tls(PosternTestCase):
                 proc.stdin.flush()
                 since = watch.wait(done, since).end()
         finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.stdin = None
-            try:
-                out = proc.communicate(timeout=10 * SLOW)[0]
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0]
-            out = (bytes(watch.data) + out).decode("utf-8", "replace")
+            out = watch.finish(proc)
         self.assertIn("KEYUPDATE", out, "the client did not send a KeyUpdate: test invalid\n" + out)
         for tag in ("a", "b", "c", "d"):
             self.assertRegex(out, r"(?m)^%s OK" % tag, out)

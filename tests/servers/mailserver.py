@@ -321,7 +321,47 @@ def dovecot_listener(name, port, address=None, ssl=False, haproxy=False):
     return "\n".join(lines) + "\n"
 
 
-class Dovecot:
+class ServerProcess:
+    """A server child in self.proc, stopped by its PID: SIGTERM, then SIGKILL
+    after a timeout."""
+
+    proc = None
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def spawn(self, argv, log_path):
+        """Start argv with its output appended to log_path, in a session of
+        its own (group signals such as Ctrl-C and HUP are ours to relay) and
+        killed when its parent dies."""
+        out = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     close_fds=True, start_new_session=True, preexec_fn=die_with_parent)
+        out.close()
+
+    def terminate(self):
+        """Send SIGTERM (once) without waiting."""
+        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
+            self.proc.send_signal(signal.SIGTERM)
+            self._termed = True
+
+    def stop(self, timeout=5.0):
+        self.terminate()
+        p, self.proc = self.proc, None
+        self._termed = False
+        if p is None or p.poll() is not None:
+            if p is not None:
+                p.wait()
+            return
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+class Dovecot(ServerProcess):
     """A throwaway Dovecot (IMAP + POP3) in `dir` (created; must be new)."""
 
     def __init__(self, dir, users):
@@ -332,10 +372,6 @@ class Dovecot:
         self.imap_socket = os.path.join(self.dir, "run", "imap.sock")
         self.log = os.path.join(self.dir, "dovecot.log")
         self.conf = os.path.join(self.dir, "dovecot.conf")
-
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
 
     def prepare(self):
         os.makedirs(self.dir, exist_ok=True)
@@ -376,17 +412,7 @@ class Dovecot:
         for attempt in range(3):
             with open(self.conf, "w") as f:
                 f.write(self.config())
-            out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
-            self.proc = subprocess.Popen(
-                ["dovecot", "-F", "-c", self.conf],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
-                preexec_fn=die_with_parent,
-            )
-            out.close()
+            self.spawn(["dovecot", "-F", "-c", self.conf], os.path.join(self.dir, "dovecot.stderr"))
             try:
                 self.wait_ready(timeout)
                 return self
@@ -405,31 +431,10 @@ class Dovecot:
                 pass
         return "".join(out)
 
-    def terminate(self):
-        """Send SIGTERM (once) without waiting."""
-        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
-            self.proc.send_signal(signal.SIGTERM)
-            self._termed = True
-
-    def stop(self, timeout=5.0):
-        self.terminate()
-        p, self.proc = self.proc, None
-        self._termed = False
-        if p is None or p.poll() is not None:
-            if p is not None:
-                p.wait()
-            return
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 # ---------------------------------------------------------------- SMTP
 
 
-class SmtpServer:
+class SmtpServer(ServerProcess):
     """aiosmtpd (smtp_server.py) storing messages in dir/spool."""
 
     def __init__(self, dir, host="127.0.0.1"):
@@ -439,27 +444,13 @@ class SmtpServer:
         self.proc = None
         self.port = None
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
     def start(self, timeout=30.0):
         os.makedirs(self.spool, exist_ok=True)
         ready = os.path.join(self.dir, "smtp.port")
         if os.path.exists(ready):
             os.unlink(ready)
-        log = open(os.path.join(self.dir, "smtp.log"), "ab")
-        self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, os.path.join(HERE, "smtp_server.py"), "--host", self.host,
-             "--port", "0", "--spool", self.spool, "--ready", ready],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        self.spawn([DEBIAN_PYTHON, os.path.join(HERE, "smtp_server.py"), "--host", self.host,
+                    "--port", "0", "--spool", self.spool, "--ready", ready], os.path.join(self.dir, "smtp.log"))
         deadline = time.monotonic() + timeout
         while not os.path.exists(ready):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -485,27 +476,6 @@ class SmtpServer:
                 with open(base + ".eml", "rb") as f:
                     out.append((meta, f.read()))
         return out
-
-    def terminate(self):
-        """Send SIGTERM (once) without waiting."""
-        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
-            self.proc.send_signal(signal.SIGTERM)
-            self._termed = True
-
-    def stop(self, timeout=5.0):
-        self.terminate()
-        p, self.proc = self.proc, None
-        self._termed = False
-        if p is None or p.poll() is not None:
-            if p is not None:
-                p.wait()
-            return
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 class MailServers:
     """Dovecot + SMTP server under one directory; stop() is idempotent."""
