@@ -66,6 +66,7 @@ def have_ipv6():
 
 
 free_port = mailserver.free_port
+recv_until = mailserver.recv_until
 
 
 # ------------------------------------------------------------ environment

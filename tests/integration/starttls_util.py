@@ -29,8 +29,10 @@ import time
 
 import harness
 from harness import ASAN, SLOW, Postern, PosternTestCase, Reader, client_context, env, plain_connect, svc
-# client_hello and read_to_close moved to harness; kept importable from here for older imports
-from harness import client_hello, read_to_close  # noqa: F401 (re-exported)
+
+# moved to harness; still importable from here for imports written before
+client_hello = harness.client_hello
+read_to_close = harness.read_to_close
 
 # seconds of silence after which "nothing more comes" (scaled by SLOW)
 QUIET = 0.4

@@ -16,11 +16,9 @@ CHUNKING): postern's verb must be the server's verb.
 Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
-import os
 import tempfile
-import time
 
-from harness import SLOW, env
+from harness import env
 from postfix_util import Postfix
 from starttls_util import (
     LONG_LINE,

@@ -81,17 +81,22 @@ def port_free(port, host="127.0.0.1"):
         return True
 
 
+def recv_until(sock, marker):
+    """Bytes from sock until marker is among them or the peer closes."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _greeting(addr, family, timeout):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(addr)
-        data = b""
-        while b"\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return recv_until(s, b"\n")
 
 
 def wait_greeting(addr, prefix, timeout=20.0, proc=None, family=socket.AF_INET):
