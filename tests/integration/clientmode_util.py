@@ -19,6 +19,8 @@ protocol, accept_proxy_from, backend STARTTLS).
   ScriptedServers, plus assertions on sessions.
 
 Uses harness.py, starttls_util.py and mailserver.py read-only.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import atexit
@@ -204,79 +206,16 @@ def pki():
 
 # ---------------------------------------------------------------- TLS Dovecot
 
-TLS_DOVECOT_CONF = """\
-# throwaway TLS Dovecot for postern's client-mode tests; generated
-instance_name = {instance}
-base_dir = {dir}/run
-state_dir = {dir}/state
-protocols = imap pop3
-listen = {listen}
+# Dovecot with TLS required; haproxy listeners trust loopback
+TLS_DOVECOT_SETTINGS = """\
 ssl = required
 ssl_cert = <{cert}
 ssl_key = <{key}
 ssl_dh = </usr/share/dovecot/dh.pem
 ssl_min_protocol = TLSv1.2
 disable_plaintext_auth = yes
-auth_mechanisms = plain login
 haproxy_trusted_networks = 127.0.0.0/8 ::1
-haproxy_timeout = 5s
-log_path = {dir}/dovecot.log
-info_log_path = {dir}/dovecot.log
-mail_location = maildir:~/Maildir
-first_valid_uid = 1
-first_valid_gid = 1
-login_greeting = Dovecot TLS ready.
-mail_max_userip_connections = 10000
-verbose_proctitle = yes
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {dir}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {dir}/users
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {listen}
-    port = {imap}
-  }}
-  inet_listener imaps {{
-    address = {listen}
-    port = {imaps}
-    ssl = yes
-  }}
-  inet_listener imap_haproxy {{
-    address = 127.0.0.1
-    port = {imap_hap}
-    haproxy = yes
-  }}
-  inet_listener imaps_haproxy {{
-    address = 127.0.0.1
-    port = {imaps_hap}
-    ssl = yes
-    haproxy = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-}}
-service pop3-login {{
-  inet_listener pop3 {{
-    address = {listen}
-    port = {pop3}
-  }}
-  inet_listener pop3s {{
-    address = {listen}
-    port = {pop3s}
-    ssl = yes
-  }}
-  service_count = 0
-  process_min_avail = 1
-}}
-protocol pop3 {{
-  pop3_uidl_format = %08Xu%08Xv
-}}
-"""
+haproxy_timeout = 5s"""
 
 PORT_NAMES = ("imap", "imaps", "imap_hap", "imaps_hap", "pop3", "pop3s")
 
@@ -306,30 +245,29 @@ class TlsDovecot(mailserver.Dovecot):
                 return port
         raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
-    def start(self, timeout=30.0):
-        err = None
-        for attempt in range(3):
-            self.ports = {}
-            for n in PORT_NAMES:
-                self.ports[n] = self._free()
-            with open(self.conf, "w") as f:
-                f.write(TLS_DOVECOT_CONF.format(
-                    instance="postern-cm-%d" % os.getpid(), dir=self.dir,
-                    listen="127.0.0.1, ::1" if self.v6 else "127.0.0.1",
-                    cert=self.cert, key=self.key, **self.ports))
-            out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
-            self.proc = subprocess.Popen(
-                ["dovecot", "-F", "-c", self.conf], stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                close_fds=True, start_new_session=True, preexec_fn=mailserver.die_with_parent)
-            out.close()
-            try:
-                mailserver.wait_greeting(("127.0.0.1", self.ports["imap"]), b"* OK", timeout, self.proc)
-                mailserver.wait_greeting(("127.0.0.1", self.ports["pop3"]), b"+OK", timeout, self.proc)
-                return self
-            except RuntimeError as e:
-                err = e
-                self.stop()
-        raise RuntimeError("TLS Dovecot did not start: %s\n%s" % (err, self.log_tail()))
+    what = "TLS Dovecot"
+
+    def config(self):
+        """mailserver's Dovecot template with TLS required and the
+        PORT_NAMES listeners, on fresh ports."""
+        self.ports = {}
+        for n in PORT_NAMES:
+            self.ports[n] = self._free()
+        listen = "127.0.0.1, ::1" if self.v6 else "127.0.0.1"
+        p = self.ports
+        lst = mailserver.dovecot_listener
+        imap = (lst("imap", p["imap"], listen) + lst("imaps", p["imaps"], listen, ssl=True)
+                + lst("imap_haproxy", p["imap_hap"], "127.0.0.1", haproxy=True)
+                + lst("imaps_haproxy", p["imaps_hap"], "127.0.0.1", ssl=True, haproxy=True))
+        pop3 = lst("pop3", p["pop3"], listen) + lst("pop3s", p["pop3s"], listen, ssl=True)
+        return mailserver.DOVECOT_CONF.format(
+            instance="postern-cm-%d" % os.getpid(), dir=self.dir, listen=listen,
+            tls=TLS_DOVECOT_SETTINGS.format(cert=self.cert, key=self.key), greeting="Dovecot TLS ready.",
+            imap_listeners=imap, pop3_listeners=pop3)
+
+    def wait_ready(self, timeout):
+        mailserver.wait_greeting(("127.0.0.1", self.ports["imap"]), b"* OK", timeout, self.proc)
+        mailserver.wait_greeting(("127.0.0.1", self.ports["pop3"]), b"+OK", timeout, self.proc)
 
     def log_size(self):
         try:
@@ -382,26 +320,27 @@ def verified_context(ca=None):
     return ctx
 
 
-def imap_direct_fetch(seq):
-    """Raw untagged FETCH BODY.PEEK[] of message seq, straight from the TLS
-    Dovecot over imaps (no postern)."""
+def _direct(port_name, fetch, n):
+    """fetch(sock, n) over a verified TLS connection straight to the TLS
+    Dovecot's port_name (no postern)."""
     d = tls_dovecot()
-    raw = socket.create_connection(("127.0.0.1", d.ports["imaps"]), timeout=10 * SLOW)
+    raw = socket.create_connection(("127.0.0.1", d.ports[port_name]), timeout=10 * SLOW)
     s = verified_context().wrap_socket(raw, server_hostname="localhost")
     try:
-        return harness.imap_fetch_raw(s, seq)
+        return fetch(s, n)
     finally:
         s.close()
+
+
+def imap_direct_fetch(seq):
+    """Raw untagged FETCH BODY.PEEK[] of message seq, straight from the TLS
+    Dovecot over imaps."""
+    return _direct("imaps", harness.imap_fetch_raw, seq)
 
 
 def pop3_direct_retr(n):
-    d = tls_dovecot()
-    raw = socket.create_connection(("127.0.0.1", d.ports["pop3s"]), timeout=10 * SLOW)
-    s = verified_context().wrap_socket(raw, server_hostname="localhost")
-    try:
-        return harness.pop3_retr_raw(s, n)
-    finally:
-        s.close()
+    """Raw RETR n, straight from the TLS Dovecot over pop3s."""
+    return _direct("pop3s", harness.pop3_retr_raw, n)
 
 
 # ---------------------------------------------------------------- scripted servers
@@ -621,7 +560,7 @@ class Conn:
             self.closed = True
 
 
-class ScriptedServer:
+class ScriptedServer(harness.FakeServer):
     """Listens on 127.0.0.1 (and ::1 with the same port when hosts says so);
     runs script(conn) in a thread per connection; records conns."""
 
@@ -634,36 +573,7 @@ class ScriptedServer:
         if cert:
             self.ctx = server_context(cert, key)
             self.ctx.sni_callback = self._sni
-        self.socks = []
-        for attempt in range(20):
-            socks = []
-            try:
-                port = 0
-                for h in hosts:
-                    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_STREAM)
-                    socks.append(s)
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    s.bind((h, port))
-                    port = s.getsockname()[1]
-                    s.listen(128)
-                self.socks = socks
-                self.port = port
-                break
-            except OSError:
-                for s in socks:
-                    s.close()
-        else:
-            raise RuntimeError("cannot bind %r" % (hosts,))
-        h = hosts[0]
-        self.address = "%s:%d" % ("[%s]" % h if ":" in h else h, self.port)
-        self.conns = []
-        self._lock = threading.Lock()
-        self._stop = False
-        self._threads = []
-        for s in self.socks:
-            t = threading.Thread(target=self._accept, args=(s,), daemon=True)
-            t.start()
-            self._threads.append(t)
+        self.listen(hosts)
 
     def _sni(self, obj, name, ctx):
         c = self._by_obj.get(id(obj))
@@ -671,26 +581,10 @@ class ScriptedServer:
             c.sni = name
         return None
 
-    def _accept(self, ls):
-        while not self._stop:
-            try:
-                r, _, _ = select.select([ls], [], [], 0.1)
-                if not r:
-                    continue
-                s, _ = ls.accept()
-            except (OSError, ValueError):
-                return
-            if self._stop:
-                s.close()
-                return
-            c = Conn(s, self)
-            with self._lock:
-                self.conns.append(c)
-            t = threading.Thread(target=self._run, args=(c,), daemon=True)
-            t.start()
-            self._threads.append(t)
+    def make_conn(self, sock):
+        return Conn(sock, self)
 
-    def _run(self, c):
+    def serve(self, c):
         try:
             self.script(c)
         except (EOFError, OSError, TlsFailed, ssl.SSLError) as e:
@@ -699,45 +593,12 @@ class ScriptedServer:
             c.close()
             c.done.set()
 
-    def count(self):
-        with self._lock:
-            return len(self.conns)
-
-    def conn(self, i=0, timeout=5.0):
-        deadline = time.monotonic() + timeout * SLOW
-        while True:
-            with self._lock:
-                if len(self.conns) > i:
-                    return self.conns[i]
-            if time.monotonic() > deadline:
-                raise AssertionError("%s: no connection #%d" % (self.name, i))
-            time.sleep(0.02)
-
-    def last(self, timeout=5.0):
-        """The newest connection (waits for at least one)."""
-        self.conn(0, timeout)
-        with self._lock:
-            return self.conns[-1]
-
-    def stop(self):
-        self._stop = True
-        for t in self._threads[: len(self.socks)]:
-            t.join(2)  # the accept loops see _stop within 0.1 s
-        for s in self.socks:
-            try:
-                s.close()
-            except OSError:
-                pass
-        with self._lock:
-            conns = list(self.conns)
-        for c in conns:
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            c.close()
-        for t in self._threads:
-            t.join(2)
+    def close_conn(self, c):
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        c.close()
 
 
 # ---------------------------------------------------------------- fake protocol servers
@@ -1094,24 +955,6 @@ class ClientModeCase(StarttlsCase):
         self.assertTrue(any(re.search(why_regex, ln.msg) for ln in warns),
                         "no %r in the TLS failure line(s):\n%s" % (why_regex, "\n".join(ln.raw for ln in warns)))
         return start, end, lines
-
-
-def read_all(sock, timeout=5.0):
-    """Bytes until the peer closes; None if still open after timeout."""
-    deadline = time.monotonic() + timeout * SLOW
-    out = bytearray()
-    sock.settimeout(0.1)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, OSError):
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-    return None
 
 
 def read_for(sock, seconds):

@@ -7,6 +7,7 @@ dir through PosternTestCase.postern(), which stops it again (SIGTERM, exit 0
 expected) and, when POSTERN_ASAN=1, fails the test on sanitizer reports.
 """
 
+import contextlib
 import hashlib
 import os
 import re
@@ -69,6 +70,7 @@ def have_ipv6():
 
 
 free_port = mailserver.free_port
+recv_until = mailserver.recv_until
 
 
 # ------------------------------------------------------------ environment
@@ -711,18 +713,22 @@ def tls_connect(port, host="127.0.0.1", sni="localhost", ctx=None, timeout=10.0,
         raise
 
 
-def client_hello(sni="localhost"):
+def client_hello(sni="localhost", alpn=None):
     """The bytes of a real TLS ClientHello (from Python's ssl, memory BIOs)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
     obj = ctx.wrap_bio(inc, out, server_hostname=sni)
     try:
         obj.do_handshake()
     except ssl.SSLWantReadError:
         pass
-    return out.read()
+    data = out.read()
+    assert data[:1] == b"\x16", data[:10]
+    return data
 
 
 # The stdlib clients, connecting to 127.0.0.1 but verifying and sending SNI
@@ -731,6 +737,30 @@ def client_hello(sni="localhost"):
 import imaplib  # noqa: E402
 import poplib  # noqa: E402
 import smtplib  # noqa: E402
+
+
+class SourceIMAP4(imaplib.IMAP4):
+    """Plain imaplib from a chosen source address (127.0.0.9: told apart from
+    other clients in a backend's log)."""
+
+    source = ("127.0.0.9", 0)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=self.source)
+
+
+@contextlib.contextmanager
+def shut_down_after(client):
+    """`with shut_down_after(imaplib/poplib client) as c:` closes the
+    connection on the way out, also after a failed assertion (a LOGOUT that
+    got through has closed it already, which is fine)."""
+    try:
+        yield client
+    finally:
+        try:
+            client.shutdown()
+        except Exception:
+            pass
 
 
 class IMAP4_SSL(imaplib.IMAP4_SSL):
@@ -922,6 +952,13 @@ def imap_fetch_raw(sock, seq):
     return data
 
 
+def literal_of(raw_fetch):
+    """The message bytes of a raw untagged FETCH BODY[] response."""
+    m = re.search(rb"\{(\d+)\}\r\n", raw_fetch)
+    assert m, raw_fetch[:200]
+    return raw_fetch[m.end(): m.end() + int(m.group(1))]
+
+
 def imap_logout(r, tag="z"):
     """LOGOUT and read until the server (or postern) closes: the backend
     closes first, deterministically. Returns what arrived."""
@@ -977,6 +1014,51 @@ def run(cmd, input=None, timeout=30.0, check=False, env_extra=None, **kw):
     )
 
 
+class PipeWatch:
+    """A child's output pipe read as it comes, so that a test can wait for
+    a line (say, a server's reply printed by openssl s_client) instead of
+    sleeping. self.data holds everything read so far."""
+
+    def __init__(self, pipe):
+        self.fd = pipe.fileno()
+        os.set_blocking(self.fd, False)
+        self.data = bytearray()
+
+    def wait(self, regex, since=0, timeout=10.0):
+        """The first match of the bytes regex (multi-line) in self.data[since:]."""
+        rx = re.compile(regex, re.M)
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            m = rx.search(self.data, since)
+            if m:
+                return m
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError("no %r within %.1fs in:\n%s" % (regex, timeout * SLOW,
+                                                                     self.data[-3000:].decode("utf-8", "replace")))
+            if select.select([self.fd], [], [], left)[0]:
+                chunk = os.read(self.fd, 65536)
+                if not chunk:
+                    raise AssertionError("output closed before %r:\n%s" % (regex, self.data[-3000:].decode(
+                        "utf-8", "replace")))
+                self.data += chunk
+
+    def finish(self, proc, timeout=10.0):
+        """Close proc's input, wait for it to exit (killed after timeout) and
+        return all its output as text."""
+        try:
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        proc.stdin = None
+        try:
+            out = proc.communicate(timeout=timeout * SLOW)[0]
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out = proc.communicate()[0]
+        return (bytes(self.data) + (out or b"")).decode("utf-8", "replace")
+
+
 def curl(args, timeout=30.0):
     """curl with the test CA; returns CompletedProcess (bytes)."""
     return run(["curl", "-sS", "--cacert", env().ca, "--max-time", str(int(timeout * SLOW))] + list(args), timeout=timeout + 5)
@@ -996,24 +1078,161 @@ def wait_until(pred, timeout=5.0, interval=0.03, msg="condition", detail=None):
         time.sleep(interval)
 
 
+def read_to_close(sock, timeout):
+    """All bytes until the peer closes (EOF or reset); None if it stays open
+    for `timeout` seconds (not scaled: callers that wait for postern scale)."""
+    deadline = time.monotonic() + timeout
+    out = bytearray()
+    sock.settimeout(0.1)
+    while time.monotonic() < deadline:
+        try:
+            chunk = sock.recv(65536)
+        except (socket.timeout, TimeoutError):
+            continue
+        except OSError:  # ConnectionError, ssl.SSLError: a reset is a close
+            return bytes(out)
+        if not chunk:
+            return bytes(out)
+        out += chunk
+    return None
+
+
 def closed_by_peer(sock, timeout):
     """True if the peer closes (EOF or reset) within timeout seconds, reading
     and discarding whatever arrives meanwhile."""
-    deadline = time.monotonic() + timeout
-    sock.settimeout(0.2)
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-            if not data:
-                return True
-        except socket.timeout:
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return True
-    return False
+    return read_to_close(sock, timeout) is not None
+
+
+def wait_delivery(marker, timeout=10.0):
+    """(meta, content) of the first message the test SMTP server stored with
+    marker in it, waiting for it to arrive."""
+    def find():
+        for meta, content in env().smtp_messages():
+            if marker in content:
+                return meta, content
+        return None
+
+    return wait_until(find, timeout, msg="delivery of %r" % marker)
 
 
 # ------------------------------------------------------------ fake backends
+
+
+class FakeServer:
+    """The base of the tests' scripted fake servers (starttls_util's
+    FakeBackend, clientmode_util's ScriptedServer): listening sockets on
+    loopback (one port on every address of `hosts`), an accept thread per
+    socket, a thread per connection running self.serve(conn), and the
+    connections kept in order for the test to look at. A subclass gives
+    make_conn(sock) and serve(conn), and close_conn(conn) if closing one
+    takes more than closing its socket."""
+
+    name = "fake"
+
+    def listen(self, hosts=("127.0.0.1",)):
+        self.socks = []
+        for attempt in range(20):  # the port of the first address may be taken on another
+            socks = []
+            try:
+                port = 0
+                for h in hosts:
+                    s = socket.socket(socket.AF_INET6 if ":" in h else socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind((h, port))
+                    port = s.getsockname()[1]
+                    s.listen(128)
+                self.socks = socks
+                self.port = port
+                break
+            except OSError:
+                for s in socks:
+                    s.close()
+        else:
+            raise RuntimeError("cannot bind %r" % (hosts,))
+        h = hosts[0]
+        self.address = "%s:%d" % ("[%s]" % h if ":" in h else h, self.port)
+        self.conns = []
+        self._lock = threading.Lock()
+        self._stop = False
+        self._threads = []
+        for s in self.socks:
+            t = threading.Thread(target=self._accept, args=(s,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def make_conn(self, sock):
+        raise NotImplementedError
+
+    def serve(self, c):
+        raise NotImplementedError
+
+    def close_conn(self, c):
+        try:
+            c.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        try:
+            c.sock.close()
+        except OSError:
+            pass
+
+    def _accept(self, ls):
+        while not self._stop:
+            try:
+                r, _, _ = select.select([ls], [], [], 0.1)
+                if not r:
+                    continue
+                s, _ = ls.accept()
+            except (OSError, ValueError):
+                return
+            if self._stop:
+                s.close()
+                return
+            c = self.make_conn(s)
+            with self._lock:
+                self.conns.append(c)
+            t = threading.Thread(target=self.serve, args=(c,), daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    # --- test side
+    def count(self):
+        with self._lock:
+            return len(self.conns)
+
+    def conn(self, i=0, timeout=5.0):
+        """The i-th accepted connection (waits for it)."""
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            with self._lock:
+                if len(self.conns) > i:
+                    return self.conns[i]
+            if time.monotonic() > deadline:
+                raise AssertionError("%s: no connection #%d" % (self.name, i))
+            time.sleep(0.02)
+
+    def last(self, timeout=5.0):
+        """The newest connection (waits for at least one)."""
+        self.conn(0, timeout)
+        with self._lock:
+            return self.conns[-1]
+
+    def stop(self):
+        self._stop = True
+        for t in self._threads[: len(self.socks)]:
+            t.join(2)  # the accept loops see _stop within 0.1 s
+        for s in self.socks:
+            try:
+                s.close()
+            except OSError:
+                pass
+        with self._lock:
+            conns = list(self.conns)
+        for c in conns:
+            self.close_conn(c)
+        for t in self._threads:
+            t.join(2)
 
 
 class TcpBackend:

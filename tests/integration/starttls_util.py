@@ -14,6 +14,8 @@
   Dovecot log and mailbox helpers.
 
 This module only uses harness.py's public API; it does not change it.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import base64
@@ -27,6 +29,10 @@ import time
 
 import harness
 from harness import ASAN, SLOW, Postern, PosternTestCase, Reader, client_context, env, plain_connect, svc
+
+# moved to harness; still importable from here for imports written before
+client_hello = harness.client_hello
+read_to_close = harness.read_to_close
 
 # seconds of silence after which "nothing more comes" (scaled by SLOW)
 QUIET = 0.4
@@ -392,39 +398,6 @@ def pop3_capa_names(lines):
     return [ln.split(b" ")[0].decode().upper() for ln in lines]
 
 
-def client_hello(sni="localhost", alpn=None):
-    """The bytes of a real TLS ClientHello (Python's default client)."""
-    ctx = client_context(alpn=alpn)
-    inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
-    obj = ctx.wrap_bio(inc, out, server_hostname=sni)
-    try:
-        obj.do_handshake()
-    except ssl.SSLWantReadError:
-        pass
-    data = out.read()
-    assert data[:1] == b"\x16", data[:10]
-    return data
-
-
-def read_to_close(sock, timeout):
-    """All bytes until the peer closes (or resets); None if it stays open
-    for `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    out = bytearray()
-    sock.settimeout(0.1)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, OSError):
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-    return None
-
-
 def sasl_plain(user, password):
     return base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
 
@@ -521,7 +494,7 @@ class FakeConn:
                 pass
 
 
-class FakeBackend:
+class FakeBackend(harness.FakeServer):
     """A scripted plaintext mail server on 127.0.0.1 (one thread per
     connection) that records everything it receives.
 
@@ -545,73 +518,18 @@ class FakeBackend:
                 "smtp": "220 fake.test ESMTP fake\r\n",
             }[kind]
         self.greeting = greeting.encode() if isinstance(greeting, str) else greeting
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = self.sock.getsockname()[1]
-        self.address = "127.0.0.1:%d" % self.port
-        self.conns = []
-        self._lock = threading.Lock()
-        self._stop = False
-        self._threads = []
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self._threads.append(t)
+        self.name = "fake %s backend" % kind
+        self.listen()
 
-    # --- test side
-    def count(self):
-        with self._lock:
-            return len(self.conns)
+    def make_conn(self, sock):
+        return FakeConn(sock)
 
-    def conn(self, i, timeout=5.0):
-        """The i-th accepted connection (waits for it)."""
-        deadline = time.monotonic() + timeout * SLOW
-        while True:
-            with self._lock:
-                if len(self.conns) > i:
-                    return self.conns[i]
-            if time.monotonic() > deadline:
-                raise AssertionError("fake %s backend: no connection #%d" % (self.kind, i))
-            time.sleep(0.02)
+    def close_conn(self, c):
+        with c.lock:
+            c.closed = True
+        super().close_conn(c)
 
-    def stop(self):
-        self._stop = True
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-        with self._lock:
-            conns = list(self.conns)
-        for c in conns:
-            with c.lock:
-                c.closed = True
-            try:
-                c.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            try:
-                c.sock.close()
-            except OSError:
-                pass
-        for t in self._threads:
-            t.join(2)
-
-    # --- server side
-    def _accept(self):
-        while not self._stop:
-            try:
-                s, _ = self.sock.accept()
-            except OSError:
-                return
-            c = FakeConn(s)
-            with self._lock:
-                self.conns.append(c)
-            t = threading.Thread(target=self._serve, args=(c,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _serve(self, c):
+    def serve(self, c):
         buf = bytearray()
 
         def fill():

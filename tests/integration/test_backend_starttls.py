@@ -1,4 +1,4 @@
-"""Client mode with `backend_tls = starttls` (checklist C1-C13).
+"""Client mode with `backend_tls = starttls` (docs/security-checklist.md, C1-C13).
 
 postern reads the backend's greeting, asks for its capabilities, sends
 STARTTLS/STLS, discards whatever the server sent after its OK, completes TLS
@@ -18,12 +18,11 @@ import base64
 import hashlib
 import imaplib
 import poplib
-import re
 import smtplib
 import time
 
 import harness
-from harness import SLOW, Reader, svc
+from harness import SLOW, Reader, SourceIMAP4, literal_of, read_to_close, shut_down_after, svc
 from clientmode_util import (
     PASSWORD,
     USER,
@@ -32,7 +31,6 @@ from clientmode_util import (
     imap_direct_fetch,
     pki,
     pop3_direct_retr,
-    read_all,
     split_lines,
     starttls_script,
     tls_dovecot,
@@ -63,22 +61,7 @@ def starttls_keys(**kw):
     return d
 
 
-def literal_of(raw_fetch):
-    m = re.search(rb"\{(\d+)\}\r\n", raw_fetch)
-    assert m, raw_fetch[:200]
-    return raw_fetch[m.end(): m.end() + int(m.group(1))]
-
-
 # ---------------------------------------------------------------- real Dovecot
-
-
-class SourceIMAP4(imaplib.IMAP4):
-    source = ("127.0.0.9", 0)
-
-    def _create_socket(self, timeout):
-        import socket
-
-        return socket.create_connection((self.host, self.port), timeout, source_address=self.source)
 
 
 class DovecotStarttls(ClientModeCase):
@@ -112,17 +95,11 @@ class DovecotStarttls(ClientModeCase):
     def test_imaplib_through_starttls(self):
         d = tls_dovecot()
         off = d.log_size()
-        c = imaplib.IMAP4("127.0.0.1", self.port("dv_imap"), timeout=10 * SLOW)
-        cport = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(imaplib.IMAP4("127.0.0.1", self.port("dv_imap"), timeout=10 * SLOW)) as c:
+            cport = c.sock.getsockname()[1]
             self.assertRegex(c.welcome, rb"^\* OK \[CAPABILITY [^\]]*\]")
             self.assertNotRegex(c.welcome, rb"(?i)STARTTLS|LOGINDISABLED")
             self.imap_session(c)
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
         m = d.wait_log(off, r"imap-login: Info: Login: user=<alice>, method=PLAIN, rip=127\.0\.0\.1, [^\n]*")
         self.assertRegex(m.group(0), r", TLS(, |$)", "Dovecot did not see TLS: " + m.group(0))
         start, end, _ = self.session(cport)
@@ -157,14 +134,8 @@ class DovecotStarttls(ClientModeCase):
         client (127.0.0.9) logs in over TLS, Dovecot logs rip=127.0.0.9."""
         d = tls_dovecot()
         off = d.log_size()
-        c = SourceIMAP4("127.0.0.1", self.port("dv_imap_proxy"), timeout=10 * SLOW)
-        try:
+        with shut_down_after(SourceIMAP4("127.0.0.1", self.port("dv_imap_proxy"), timeout=10 * SLOW)) as c:
             self.imap_session(c)
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
         m = d.wait_log(off, r"imap-login: Info: Login: user=<alice>, method=PLAIN, rip=127\.0\.0\.9, [^\n]*")
         self.assertRegex(m.group(0), r", TLS(, |$)", m.group(0))
 
@@ -227,7 +198,7 @@ class BackendStarttlsCase(ClientModeCase):
         s = self.connect(name)
         cport = s.getsockname()[1]
         s.sendall(EARLY_CREDENTIALS[proto])
-        data = read_all(s, 6)
+        data = read_to_close(s, 6 * SLOW)
         self.assertIsNotNone(data, "postern did not close the client connection")
         s.close()
         self.assertRegex(data, b"^" + (C12_LINE if c12 else ERROR_LINE)[proto] + b"$",
@@ -239,7 +210,7 @@ class BackendStarttlsCase(ClientModeCase):
         if warn:
             self.assertTrue([ln for ln in lines if ln.level in ("warn", "error")],
                             "no warn line for the session:\n%s" % "\n".join(ln.raw for ln in lines))
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a retry leaves no trace until it comes: time for one to show
         c = self.fake_conn(name, before)
         self.assertEqual(credential_bytes(c.raw), [], "credentials reached the backend: %r" % bytes(c.raw[-300:]))
         self.assertNotEqual(c.handshake, "ok", c.log)
@@ -325,7 +296,7 @@ class ImapBackendStarttls(BackendStarttlsCase):
         received += resp
         self.assertRegex(resp, rb"(?m)^a OK")
         r.send(b"z LOGOUT\r\n")
-        rest = read_all(s, 5)
+        rest = read_to_close(s, 5 * SLOW)
         self.assertIsNotNone(rest)
         s.close()
         received += rest

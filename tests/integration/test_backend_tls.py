@@ -12,6 +12,8 @@ a byte, then relays.
   nothing forwarded (C8), no plaintext retry after a TLS error, reset or
   timeout (C10), SNI on the wire, backend_verify = no.
 - BackendTlsConfig: backend_verify/backend_ca/backend_sni need backend_tls.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
 import hashlib
@@ -21,7 +23,19 @@ import re
 import time
 
 import harness
-from harness import SLOW, PosternTestCase, Reader, env, free_port, run, svc, tls_connect
+from harness import (
+    SLOW,
+    PosternTestCase,
+    Reader,
+    env,
+    free_port,
+    literal_of,
+    read_to_close,
+    run,
+    shut_down_after,
+    svc,
+    tls_connect,
+)
 from clientmode_util import (
     GREETING,
     PASSWORD,
@@ -33,7 +47,6 @@ from clientmode_util import (
     pki,
     plaintext_script,
     pop3_direct_retr,
-    read_all,
     read_for,
     rst_script,
     silent_script,
@@ -46,13 +59,6 @@ ERROR_LINE = {
     "pop3": rb"-ERR [^\r\n]*\r\n",
     "smtp": rb"421[ -][^\r\n]*\r\n",
 }
-
-
-def literal_of(raw_fetch):
-    """The message bytes of a raw untagged FETCH BODY[] response."""
-    m = re.search(rb"\{(\d+)\}\r\n", raw_fetch)
-    assert m, raw_fetch[:200]
-    return raw_fetch[m.end(): m.end() + int(m.group(1))]
 
 
 def backend_keys(**kw):
@@ -99,7 +105,7 @@ class ImplicitDovecot(ClientModeCase):
         else:
             c = imaplib.IMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)
         local_port = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(c):
             self.assertTrue(c.welcome.startswith(b"* OK"), c.welcome)
             self.assertIn(b"Dovecot TLS ready.", c.welcome)
             caps = [x.upper() for x in c.capabilities]
@@ -118,11 +124,6 @@ class ImplicitDovecot(ClientModeCase):
                 self.assertEqual(hashlib.sha256(got).hexdigest(), hashlib.sha256(want).hexdigest(),
                                  "message %d differs from the direct fetch" % seq)
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
         start, end, _ = self.session(local_port)
         if not ssl_client:
             self.assertEqual(start.fields.get("tls"), "off", start.raw)
@@ -290,7 +291,7 @@ class BackendCertificates(ClientModeCase):
         r.send("a LOGIN %s %s\r\n" % (USER, PASSWORD))
         self.assertTrue(r.readline().startswith(b"a OK"))
         r.send("z LOGOUT\r\n")
-        rest = read_all(s, 5)
+        rest = read_to_close(s, 5 * SLOW)
         self.assertIsNotNone(rest, "postern did not close after LOGOUT")
         self.assertIn(b"z OK", rest)
         s.close()  # the relay ends when both sides have closed
@@ -323,7 +324,7 @@ class BackendCertificates(ClientModeCase):
             s = self.connect(name)
         port = s.getsockname()[1]
         s.sendall(login.encode())  # before any greeting: must be held, never forwarded (C8)
-        data = read_all(s, timeout + 3)
+        data = read_to_close(s, (timeout + 3) * SLOW)
         self.assertIsNotNone(data, "postern did not close the client connection")
         s.close()  # postern drains what the client sent until it closes
         self.assertRegex(data, b"^" + ERROR_LINE[proto] + b"$", "the client must get exactly the error line")

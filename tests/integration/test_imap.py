@@ -22,6 +22,7 @@ from harness import (
     imap_fetch_raw,
     imap_login,
     run,
+    shut_down_after,
     svc,
     tls_connect,
 )
@@ -98,8 +99,7 @@ class Imap(PosternTestCase):
 
     def test_imaplib(self):
         p, port = self.start_imaps()
-        c = harness.IMAP4_SSL(port)
-        try:
+        with shut_down_after(harness.IMAP4_SSL(port)) as c:
             typ, _ = c.login(USER, PASSWORD)
             self.assertEqual(typ, "OK")
             typ, boxes = c.list()
@@ -117,11 +117,6 @@ class Imap(PosternTestCase):
             self.assertGreater(sizes[2], BIG_MIN)
             local_port = c.sock.getsockname()[1]
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
         # imaplib closes right after LOGOUT's reply: either side may be first
         st, end = self.assertSessionEnd(p, local_port)
         self.assertIn(end.fields["reason"], ("client-closed", "backend-closed"), end.raw)

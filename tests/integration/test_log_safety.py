@@ -17,12 +17,11 @@ TLS: neither the base64 nor the password is in any byte postern wrote.
 
 import base64
 import json
-import os
 import socket
 import ssl
 import subprocess
 
-from harness import SLOW, env, svc
+from harness import SLOW, recv_until, svc
 from test_commandlog import Conn, Fake, LogCase, smtp_cmd, smtp_greet, smtp_quit
 
 FORGED_SNI = "mail.example.com client=203.0.113.66:4444 level=error service=evil"
@@ -104,13 +103,7 @@ class SniNeverForgesFields(SafeLogCase):
             port = raw.getsockname()[1]
             with ctx.wrap_socket(raw, server_hostname=sni) as s:
                 s.sendall(b"a LOGOUT\r\n")
-                data = b""
-                while b"a OK" not in data:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                self.assertIn(b"a OK", data)
+                self.assertIn(b"a OK", recv_until(s, b"a OK"))
         return port
 
     def test_forged_sni_is_invalid_in_text_log(self):

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import harness
-from harness import LOG_RE, POSTERN, SLOW, PosternTestCase, free_port, run, svc
+from harness import LOG_RE, POSTERN, SLOW, PosternTestCase, free_port, recv_until, run, svc
 
 # glibc's syslog(3) format: "<PRI>Mmm dd hh:mm:ss postern[PID]: MSG"
 DGRAM_RE = re.compile(r"^<(\d+)>[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d postern\[(\d+)\]: (.*)$", re.S)
@@ -33,12 +33,7 @@ def bye(port, timeout):
     t0 = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
         s.settimeout(max(0.01, timeout - (time.monotonic() - t0)))
-        data = b""
-        while b"\r\n" not in data:
-            chunk = s.recv(512)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_until(s, b"\r\n")
     if not data.startswith(b"* BYE"):
         raise AssertionError("expected * BYE, got %r" % data)
     return time.monotonic() - t0

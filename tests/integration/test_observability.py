@@ -1,7 +1,7 @@
 """Observability: `metrics` (Prometheus text scraped with the real curl),
 `log_format = json` (stderr and a log file), `keylog` (NSS key log: mode
 0600, the loud warning, TLS 1.3 and 1.2 lines that match the client's own
-secrets, and decryption of a captured session with tshark, SECURITY-CHECKLIST
+secrets, and decryption of a captured session with tshark, docs/security-checklist.md
 L2/L3)."""
 
 import json
@@ -25,7 +25,9 @@ from harness import (
     client_context,
     env,
     free_port,
+    read_to_close,
     run,
+    shut_down_after,
     svc,
     tls_connect,
     wait_until,
@@ -105,24 +107,6 @@ def scrape(port, path="/metrics", timeout=5.0):
         k, _, v = ln.partition(":")
         headers[k.strip().lower()] = v.strip()
     return Scrape(int(m.group(1)), headers, body)
-
-
-def read_to_close(sock, timeout):
-    """Bytes until the peer closes or resets; None if still open at timeout."""
-    deadline = time.monotonic() + timeout
-    out = bytearray()
-    sock.settimeout(0.1)
-    while time.monotonic() < deadline:
-        try:
-            chunk = sock.recv(65536)
-        except (socket.timeout, TimeoutError):
-            continue
-        except (ConnectionError, ssl.SSLError, OSError):
-            return bytes(out)
-        if not chunk:
-            return bytes(out)
-        out += chunk
-    return None
 
 
 # ---------------------------------------------------------------- metrics
@@ -226,8 +210,7 @@ class Metrics(StarttlsCase):
                 self.assertEqual(v, 0, "%s moved for a plain session" % (k,))
 
     def test_active_gauge(self):
-        c = harness.IMAP4_SSL(self.port("active"))
-        try:
+        with shut_down_after(harness.IMAP4_SSL(self.port("active"))) as c:
             local_port = c.sock.getsockname()[1]
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             s = self.scrape()
@@ -237,11 +220,6 @@ class Metrics(StarttlsCase):
             self.assertEqual(c.noop()[0], "OK")
             self.assertEqual(self.metric("postern_connections_active", service="active"), 1)
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
         self.p.wait_session_end(local_port, service="active")
         s = self.scrape()
         self.assertEqual(s.get("postern_connections_active", service="active"), 0, s.text)
@@ -316,7 +294,7 @@ class Metrics(StarttlsCase):
         t_conn = time.monotonic()
         partial.sendall(b"GET /metrics HTTP/1.0\r\n")  # never finished
         try:
-            time.sleep(0.2)
+            time.sleep(0.2)  # postern has read the partial request: the stall under test has begun
             t0 = time.monotonic()
             s = self.scrape()
             took = time.monotonic() - t0
@@ -341,8 +319,7 @@ class MetricsMaxConnections(PosternTestCase):
     def test_refused_max_connections(self):
         mport = free_port()
         p = self.postern([("imaps", svc("imap"))], {"metrics": "127.0.0.1:%d" % mport, "max_connections": 1})
-        c = harness.IMAP4_SSL(p.port("imaps"))
-        try:
+        with shut_down_after(harness.IMAP4_SSL(p.port("imaps"))) as c:
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             s = scrape(mport)
             self.assertEqual(s.get("postern_connections_active", service="imaps"), 1, s.text)
@@ -370,11 +347,6 @@ class MetricsMaxConnections(PosternTestCase):
             # the first session is unharmed
             self.assertEqual(c.noop()[0], "OK")
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
 
 
 # ---------------------------------------------------------------- log_format = json
@@ -402,17 +374,11 @@ def is_num(v):
 
 class JsonLogs(PosternTestCase):
     def session(self, p, port):
-        c = harness.IMAP4_SSL(port)
-        local_port = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(harness.IMAP4_SSL(port)) as c:
+            local_port = c.sock.getsockname()[1]
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             self.assertEqual(c.select("INBOX", readonly=True)[0], "OK")
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
         return local_port
 
     def wait_json(self, read, pred, what, timeout=5.0):
@@ -477,9 +443,8 @@ class JsonLogs(PosternTestCase):
         dead = free_port()  # nobody listens there
         p = self.postern([("imaps", svc("imap")), ("dead", svc("imap", backend="127.0.0.1:%d" % dead))],
                          {"log_format": "json", "max_connections": 1})
-        c = harness.IMAP4_SSL(p.port("imaps"))
-        local_port = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(harness.IMAP4_SSL(p.port("imaps"))) as c:
+            local_port = c.sock.getsockname()[1]
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             # a connection refused before it is a session: service and client, no session
             x = socket.create_connection(("127.0.0.1", p.port("imaps")), timeout=5)
@@ -488,11 +453,6 @@ class JsonLogs(PosternTestCase):
             x.close()
             self.assertEqual(c.select("INBOX", readonly=True)[0], "OK")
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
         objs, st = self.check_session(p.stderr, local_port, "imaps")
         self.check_process_lines(objs, p, 2)
         refused = [o for o in objs if o.get("client") == "127.0.0.1:%d" % x_port]
@@ -584,16 +544,10 @@ class Keylog(StarttlsCase):
         path = os.path.join(self.kdir, "client-%d.log" % time.monotonic_ns())
         ctx = client_context(max_version=max_version, min_version=min_version)
         ctx.keylog_filename = path
-        c = harness.IMAP4_SSL(self.port("imaps"), ssl_context=ctx)
-        local_port = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(harness.IMAP4_SSL(self.port("imaps"), ssl_context=ctx)) as c:
+            local_port = c.sock.getsockname()[1]
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except Exception:
-                pass
         self.p.wait_session_end(local_port)
         return keylog_entries(path)
 
@@ -653,7 +607,7 @@ class Keylog(StarttlsCase):
         tshark = shutil.which("tshark")
         if not tshark:
             self.fail("tshark is not installed (Debian package tshark; packaging/deps.sh installs it): "
-                      "cannot check that the key log decrypts a capture (SECURITY-CHECKLIST L3)")
+                      "cannot check that the key log decrypts a capture (docs/security-checklist.md L3)")
         port = self.port("imaps")
         pcap = os.path.join(self.kdir, "imaps-%d.pcapng" % port)
         errpath = pcap + ".stderr"
@@ -667,21 +621,15 @@ class Keylog(StarttlsCase):
                 return "Capturing on" in open(errpath, errors="replace").read() and os.path.exists(pcap)
 
             wait_until(capturing, timeout=15.0, interval=0.1, msg="tshark capturing")
-            time.sleep(0.5)
+            time.sleep(0.5)  # "Capturing on" comes a little before packets are taken
             ctx = client_context(min_version=ssl.TLSVersion.TLSv1_3)
-            c = harness.IMAP4_SSL(port, ssl_context=ctx)
-            local_port = c.sock.getsockname()[1]
-            try:
+            with shut_down_after(harness.IMAP4_SSL(port, ssl_context=ctx)) as c:
+                local_port = c.sock.getsockname()[1]
                 self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
                 self.assertEqual(c.select("INBOX")[0], "OK")
                 typ, _ = c.xatom("ID", '("name" "postern-l3-probe")')
                 self.assertEqual(typ, "OK")
                 c.logout()
-            finally:
-                try:
-                    c.shutdown()
-                except Exception:
-                    pass
             self.p.wait_session_end(local_port)
             time.sleep(0.5)  # let the last packets reach the capture file
         finally:

@@ -176,16 +176,16 @@ class Process(PosternTestCase):
         p.signal(signal.SIGTERM)
         p.wait_for(who="postern", contains="shutting down")
         # listeners closed at once
-        refused = False
-        for _ in range(20):
+        def refused():
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
             except ConnectionRefusedError:
-                refused = True
-                break
-            time.sleep(0.05)
-        self.assertTrue(refused, "listener still accepting after SIGTERM")
-        # the established session keeps working for a moment
+                return True
+            return False
+
+        harness.wait_until(refused, 1.0, interval=0.05, msg="the listener to refuse after SIGTERM")
+        # the established session keeps working for a moment: the half
+        # second is the drain under test, not a wait for something
         time.sleep(0.5)
         imap_cmd(r, "n", "NOOP")
         resp = imap_cmd(r, "e", "EXAMINE INBOX")
@@ -234,7 +234,10 @@ class Process(PosternTestCase):
                     if time.monotonic() > deadline or p.proc.poll() is not None:
                         self.fail("no pidfile:\n" + p.stderr())
                 p.signal(sig)
-                time.sleep(0.3)
+                # a reload as nobody is refused (the key is root's), which is fine here
+                handled = "reload" if sig == signal.SIGHUP else "log file reopened"
+                harness.wait_until(lambda: not p.running() or p.find(who="postern", contains=handled), 5,
+                                   msg="postern to log %r or die" % handled)
                 if not p.running():
                     p.exit_observed = True  # reported here, not again by the cleanup
                     self.fail("postern died of %s sent right after its pidfile appeared (status %s)"
@@ -254,10 +257,11 @@ class Process(PosternTestCase):
         s = tls_connect(p.port())
         r = imap_login(s)
         imap_cmd(r, "s", "EXAMINE INBOX")
+        local_port = s.getsockname()[1]
         s.sendall(b"f FETCH %d BODY.PEEK[]\r\n" % harness.BIG_SEQ)
         r.read(100000)
         s.close()
-        time.sleep(0.3)
+        p.wait_session_end(local_port)  # the write to the closed socket is behind us
         self.assertTrue(p.running())
         self.served(p.port())
 
@@ -309,7 +313,7 @@ class Process(PosternTestCase):
         Reader(s).readline()
         s.close()
         p.wait_for(level="warn", contains="unreachable")
-        time.sleep(0.2)
+        p.stop()  # every line postern would write is written, shutdown's too
         self.assertFalse([ln for ln in p.lines() if ln.level in ("info", "debug")], p.stderr())
 
     # ---------------------------------------------------------------- privileges

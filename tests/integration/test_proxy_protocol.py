@@ -11,16 +11,17 @@
   client's address in logs and in the header it passes on, accepts v2
   LOCAL, closes on a missing, malformed or late header, and treats a
   header from an untrusted address as data.
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
-import imaplib
 import re
 import socket
 import struct
 import time
 
 import harness
-from harness import SLOW, Reader, client_context, svc
+from harness import SLOW, Reader, SourceIMAP4, client_context, client_hello, read_to_close, shut_down_after, svc
 from clientmode_util import (
     PASSWORD,
     USER,
@@ -30,23 +31,12 @@ from clientmode_util import (
     pki,
     proxy_v1,
     proxy_v2,
-    read_all,
     record_script,
     tls_dovecot,
 )
-from starttls_util import client_hello
 
 V6 = harness.have_ipv6()
 FAKE_GREETING = b"* OK fake imap ready\r\n"
-
-
-class SourceIMAP4(imaplib.IMAP4):
-    """imaplib from a chosen source address."""
-
-    source = ("127.0.0.9", 0)
-
-    def _create_socket(self, timeout):
-        return socket.create_connection((self.host, self.port), timeout, source_address=self.source)
 
 
 def exchange(tc, s, first=b""):
@@ -61,7 +51,7 @@ def exchange(tc, s, first=b""):
     r.send(b"a NOOP\r\n")
     got = greet + r.read_until(b"a OK NOOP done\r\n")
     r.send(b"z LOGOUT\r\n")
-    rest = read_all(s, 5)
+    rest = read_to_close(s, 5 * SLOW)
     tc.assertIsNotNone(rest, "not closed after LOGOUT")
     s.close()
     return got + rest
@@ -214,9 +204,8 @@ class ProxyHeader(ClientModeCase):
     def check_dovecot(self, name):
         d = tls_dovecot()
         off = d.log_size()
-        c = SourceIMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)
-        cport = c.sock.getsockname()[1]
-        try:
+        with shut_down_after(SourceIMAP4("127.0.0.1", self.port(name), timeout=10 * SLOW)) as c:
+            cport = c.sock.getsockname()[1]
             self.assertTrue(c.welcome.startswith(b"* OK"), c.welcome)
             self.assertEqual(c.login(USER, PASSWORD)[0], "OK")
             typ, data = c.select("INBOX", readonly=True)
@@ -225,11 +214,6 @@ class ProxyHeader(ClientModeCase):
             self.assertEqual(typ, "OK")
             self.assertIn(b"First message, fetched through TLS.", data[0][1])
             c.logout()
-        finally:
-            try:
-                c.shutdown()
-            except OSError:
-                pass
         m = d.wait_log(off, r"imap-login: Info: Login: user=<alice>, method=PLAIN, rip=127\.0\.0\.9, [^\n]*")
         self.assertIn("lip=127.0.0.1,", m.group(0))
         self.assertRegex(m.group(0), r", TLS(, |$)")
@@ -255,7 +239,7 @@ class ProxyHeader(ClientModeCase):
                 r = Reader(s)
                 self.assertTrue(r.readline().startswith(b"* OK"))
                 r.send(b"z LOGOUT\r\n")
-                self.assertIsNotNone(read_all(s, 5))
+                self.assertIsNotNone(read_to_close(s, 5 * SLOW))
                 s.close()
                 d.wait_log(off, r"imap-login: Info: Disconnected[^\n]*rip=127\.0\.0\.9, lip=127\.0\.0\.1")
                 self.session(cport)
@@ -304,7 +288,7 @@ class AcceptProxy(ClientModeCase):
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for i in range(0, len(header), split):
                 s.sendall(header[i: i + split])
-                time.sleep(0.1)
+                time.sleep(0.1)  # separate segments: the split header is what is under test
         else:
             s.sendall(header)
         exchange(self, s)
@@ -430,22 +414,17 @@ class AcceptProxy(ClientModeCase):
     # --- refused
     def assertRefused(self, s, cport, f, before, max_wait, min_wait=0.0):
         t0 = time.monotonic()
-        data = read_all(s, max_wait)
+        data = read_to_close(s, max_wait * SLOW)
         took = time.monotonic() - t0
         self.assertIsNotNone(data, "the connection was not closed within %.1fs" % max_wait)
         s.close()
         self.assertGreaterEqual(took, min_wait, "closed before handshake_timeout")
         self.assertNotIn(b"* OK", data, "the client got a greeting")
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a backend connection that is not made has no event: time for one to show
         self.assertEqual(f.count(), before, "a backend connection was made")
         addr = "127.0.0.1:%d" % cport
-        deadline = time.monotonic() + 3 * SLOW
-        while True:
-            lines = [ln for ln in harness.parse_log(self.p.log_text()) if addr in ln.raw]
-            if lines or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-        self.assertTrue(lines, "no log line for %s" % addr)
+        lines = harness.wait_until(lambda: [ln for ln in harness.parse_log(self.p.log_text()) if addr in ln.raw],
+                                   3, interval=0.05, msg="a log line for %s" % addr)
         self.assertTrue(any(re.search(r"(?i)proxy", ln.msg) for ln in lines),
                         "no log line about the PROXY header:\n%s" % "\n".join(ln.raw for ln in lines))
         return data, lines

@@ -216,7 +216,7 @@ class Relay(PosternTestCase):
         s = client_context().wrap_socket(raw, server_hostname="localhost")
         r = imap_login(s)
         imap_cmd(r, "s", "EXAMINE INBOX")
-        time.sleep(0.2)
+        time.sleep(0.2)  # no event says the heap has settled: a pause before the baseline
         base = p.rss_kb()
         s.sendall(b"f FETCH %d BODY.PEEK[]\r\n" % BIG_SEQ)
         peak = base
@@ -246,7 +246,7 @@ class Relay(PosternTestCase):
         p2 = self.postern([("rawtls", svc("raw", backend="127.0.0.1:%d" % never.getsockname()[1],
                                           idle_timeout="3s"))])
         s = tls_connect(p2.port())
-        time.sleep(0.2)
+        time.sleep(0.2)  # no event says the heap has settled: a pause before the baseline
         base = p2.rss_kb()
         sent = [0]
         chunk = b"x" * 65536
@@ -371,8 +371,10 @@ class Relay(PosternTestCase):
         refused = p.wait_for(regex=r"\brefused\b", count=4)
         self.assertGreaterEqual(len(refused), 4, refused)
         # free a slot: a new TLS session works again
-        held.pop().close()
-        time.sleep(0.3 * SLOW)
+        gone = held.pop()
+        gone_port = gone.getsockname()[1]
+        gone.close()
+        p.wait_session_end(gone_port)  # the slot is free once its session ended
         s = tls_connect(p.port("imaps"))
         r = imap_login(s)
         imap_cmd(r, "z", "LOGOUT")
@@ -391,7 +393,7 @@ class Relay(PosternTestCase):
         try:
             for _ in range(limit + 40):
                 clients.append(plain_connect(port, timeout=5))
-            time.sleep(1.0 * SLOW)
+            p.wait_for(level="warn", contains="pausing for")  # out of descriptors
             served = 0
             for c in clients:
                 c.settimeout(0.01)
@@ -404,7 +406,7 @@ class Relay(PosternTestCase):
                             "descriptors (RLIMIT_NOFILE=%d raised?)" % limit)
             self.assertGreater(served, 5, "hardly any connection served")
             cpu0, t0 = p.cpu_seconds(), time.monotonic()
-            time.sleep(2.0)
+            time.sleep(2.0)  # the window the CPU use is measured over
             cpu = (p.cpu_seconds() - cpu0) / (time.monotonic() - t0)
             self.assertLess(cpu, 0.3, "postern used %.0f%% CPU while out of descriptors" % (cpu * 100))
             self.assertTrue(p.running())
@@ -484,7 +486,7 @@ class Relay(PosternTestCase):
                 s.close()
                 _, end = self.assertSessionEnd(p, local_port, service=name)
                 self.assertIn(end.fields["reason"], ("backend-closed", "error"), end.raw)
-                time.sleep(0.1)
+                time.sleep(0.1)  # a crash after the end line would need a moment to show
                 self.assertTrue(p.running(), "postern died after a backend reset:\n" + p.stderr()[-3000:])
         self.assertGreaterEqual(b.resets, 2)
 
@@ -507,7 +509,7 @@ class Relay(PosternTestCase):
                     rst_close(s)
                 _, end = self.assertSessionEnd(p, local_port, service=name)
                 self.assertIn(end.fields["reason"], ("client-closed", "error"), end.raw)
-                time.sleep(0.2)
+                time.sleep(0.2)  # a crash after the end line would need a moment to show
                 self.assertTrue(p.running(), "postern died after a client reset:\n" + p.stderr()[-3000:])
         s = tls_connect(p.port("imaps"))
         r = imap_login(s)

@@ -1,5 +1,5 @@
 """What an attacker who connects and sends little or nothing can cost
-(SECURITY-CHECKLIST T5, issue 11 findings 9 and 10):
+(docs/security-checklist.md T5, issue 11 findings 9 and 10):
 
 - a connection that never sends a byte holds no TLS state: its descriptor,
   a small session and a timer, until handshake_timeout closes it;
@@ -24,12 +24,13 @@ from harness import (
     imap_cmd,
     imap_login,
     plain_connect,
+    read_to_close,
     svc,
     tls_connect,
     wait_until,
 )
 from starttls_util import starttls_svc
-from test_observability import read_to_close, scrape
+from test_observability import scrape
 
 # What one silent connection may add to postern's RSS. Before, the SSL
 # object and its read buffer came at accept: ~43 KiB each.

@@ -6,17 +6,7 @@ import time
 
 import harness
 
-from harness import PosternTestCase, curl, env, svc, wait_until
-
-
-def wait_delivery(marker, timeout=10.0):
-    def find():
-        for meta, content in env().smtp_messages():
-            if marker in content:
-                return meta, content
-        return None
-
-    return wait_until(find, timeout, msg="delivery of %r" % marker)
+from harness import PosternTestCase, curl, svc, wait_delivery
 
 
 class Smtp(PosternTestCase):

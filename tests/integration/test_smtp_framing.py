@@ -12,13 +12,13 @@ CHUNKING): postern's verb must be the server's verb.
 - BDAT: refused by postern when the server did not offer CHUNKING; a BDAT
   Postfix refuses leaves no desync (Postfix skips the chunk, so does the
   reply count).
+
+Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
 """
 
-import os
 import tempfile
-import time
 
-from harness import SLOW, env
+from harness import env
 from postfix_util import Postfix
 from starttls_util import (
     LONG_LINE,

@@ -1,5 +1,5 @@
 """Malicious clients against `tls = starttls` (issue 3), one test per item
-of /work/shared/SECURITY-CHECKLIST.md that needs a live attacker:
+of docs/security-checklist.md that needs a live attacker:
 
 S1-S3  command injection after STARTTLS/STLS in the same segment
 S4     injection in a second segment before the handshake
@@ -20,7 +20,7 @@ import ssl
 import threading
 import time
 
-from harness import PASSWORD, SLOW, USER, env
+from harness import PASSWORD, SLOW, USER, client_hello, env, read_to_close
 from starttls_util import (
     IMAP_BEGIN,
     POP3_BEGIN,
@@ -28,12 +28,10 @@ from starttls_util import (
     Client,
     StarttlsCase,
     TlsByHand,
-    client_hello,
     imap_lines,
     imap_response,
     imap_tagged,
     mailbox_messages,
-    read_to_close,
     sasl_plain,
     smtp_keywords,
     smtp_reply,
@@ -205,7 +203,7 @@ class Attacks(StarttlsCase):
         self.assertEqual(c.cmd(b"QUIT\r\n")[:3], b"221")
         c.close()
         self.assertSessionEnd(self.p, c.local_port)
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a mail that must not arrive has no event: time for one to show
         msgs = env().smtp_messages()
         to_attacker = [m for m, body in msgs if attacker in m["rcpt_tos"] or m["mail_from"] == attacker]
         self.assertEqual(to_attacker, [], "a mail went to the attacker")
@@ -265,7 +263,7 @@ class Attacks(StarttlsCase):
                         c.send(hello)
                     else:
                         self.assertTrue(c.line().startswith(GREETING[proto]))
-                        time.sleep(0.1)
+                        time.sleep(0.1)  # a ClientHello some time after the greeting is the case under test
                         c.send(hello if how == "after-greeting" else hello[:5])
                     t0 = time.monotonic()
                     data = read_to_close(c.sock, 5 * SLOW)
@@ -277,7 +275,7 @@ class Attacks(StarttlsCase):
                     _, end = self.assertSessionEnd(self.p, c.local_port)
                     self.assertIn(end.fields.get("reason"), ("handshake-failed", "refused"), end.raw)
                     if fb:
-                        time.sleep(0.05)
+                        time.sleep(0.05)  # bytes that must not reach the fake have no event: time for them
                         rec = fb.conn(n).data() if fb.count() > n else b""
                         self.assertNotIn(b"\x16\x03", rec, "the ClientHello was forwarded to the backend")
 
@@ -290,7 +288,7 @@ class Attacks(StarttlsCase):
         self.assertEqual(c.cmd(b"A STARTTLS\r\n"), BEGIN["imap"])
         pushed = b"* OK pushed while waiting for the ClientHello\r\n"
         self.fake_conn("imap", n).send(pushed)
-        time.sleep(0.3 * SLOW)
+        time.sleep(0.3 * SLOW)  # raw bytes that must not come have no event: time for them to show
         self.assertEqual(c.raw_pending(), b"", "backend bytes written raw after the STARTTLS OK")
         c.starttls()
         c.send(b"B NOOP\r\n")

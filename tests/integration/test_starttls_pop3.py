@@ -2,12 +2,12 @@
 plaintext Dovecot (and a scripted fake backend): curl, openssl s_client,
 poplib; CAPA rewriting before and after TLS (P1, S9), the greeting (S15),
 USER/PASS/APOP/AUTH refused and not forwarded (S8), second STLS (S10),
-parser edge cases (S11), pipelined commands keep their order (S12)."""
+parser edge cases (S11), pipelined commands keep their order (S12). Item ids: docs/security-checklist.md."""
 
 import poplib
 import secrets
 
-from harness import PASSWORD, SLOW, USER, client_context, curl, env, run
+from harness import PASSWORD, SLOW, USER, client_context, curl, env, read_to_close, run
 from starttls_util import (
     LONG_LINE,
     POP3_ACTIVE,
@@ -21,7 +21,6 @@ from starttls_util import (
     pop3_capa,
     pop3_capa_names,
     pop3_multiline,
-    read_to_close,
     sasl_plain,
     starttls_svc,
 )

@@ -4,14 +4,14 @@ PIPELINING, CHUNKING and their own STARTTLS): curl, openssl s_client,
 smtplib; EHLO rewriting before and after TLS (P1, P2), the greeting (S15),
 MAIL/RCPT/DATA/BDAT/AUTH refused and not forwarded (S8), EHLO required
 again after TLS (S9), second STARTTLS (S10), parser edge cases (S11),
-EHLO+STARTTLS pipelined (S12) and reply order under pipelining."""
+EHLO+STARTTLS pipelined (S12) and reply order under pipelining. Item ids: docs/security-checklist.md."""
 
 import os
 import smtplib
 import subprocess
 import time
 
-from harness import SLOW, client_context, curl, env, wait_until
+from harness import SLOW, PipeWatch, client_context, curl, env, read_to_close, wait_delivery
 from starttls_util import (
     LONG_LINE,
     SMTP_530,
@@ -24,7 +24,6 @@ from starttls_util import (
     StarttlsCase,
     check_smtp_multiline,
     direct_greeting,
-    read_to_close,
     sasl_plain,
     smtp_keywords,
     smtp_reply,
@@ -47,16 +46,6 @@ def aiosmtpd_ehlo():
         finally:
             c.close()
     return _DIRECT["ehlo"]
-
-
-def wait_delivery(marker, timeout=10.0):
-    def find():
-        for meta, content in env().smtp_messages():
-            if marker in content:
-                return meta, content
-        return None
-
-    return wait_until(find, timeout, msg="delivery of %r" % marker)
 
 
 def delivered(marker):
@@ -135,8 +124,10 @@ class SmtpStarttls(StarttlsCase):
     def test_openssl_s_client(self):
         port = self.port("smtp")
         marker = "s-client-starttls-%d" % time.monotonic_ns()
-        lines = ["EHLO client.test", "MAIL FROM:<sc@example.test>", "RCPT TO:<rc@example.test>", "DATA",
-                 "Subject: s_client\n\n%s\n." % marker, "QUIT"]
+        # each command with the reply to wait for: aiosmtpd offers no PIPELINING
+        lines = [("EHLO client.test", rb"^250 "), ("MAIL FROM:<sc@example.test>", rb"^250 "),
+                 ("RCPT TO:<rc@example.test>", rb"^250 "), ("DATA", rb"^354 "),
+                 ("Subject: s_client\n\n%s\n." % marker, rb"^250 "), ("QUIT", rb"^221 ")]
         proc = subprocess.Popen(
             ["openssl", "s_client", "-starttls", "smtp", "-connect", "127.0.0.1:%d" % port,
              "-servername", "localhost", "-CAfile", env().ca, "-verify_return_error",
@@ -144,12 +135,14 @@ class SmtpStarttls(StarttlsCase):
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )
         try:
-            time.sleep(0.3 * SLOW)
-            for ln in lines:  # one command at a time: aiosmtpd offers no PIPELINING
+            watch = PipeWatch(proc.stdout)
+            since = 0  # s_client reads its input only once TLS is up
+            for ln, reply in lines:
                 proc.stdin.write(ln.encode() + b"\n")
                 proc.stdin.flush()
-                time.sleep(0.1 * SLOW)
+                since = watch.wait(reply, since).end()
             out, err = proc.communicate(timeout=20 * SLOW)
+            out = bytes(watch.data) + out
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -256,7 +249,7 @@ class SmtpStarttls(StarttlsCase):
         self.assertEqual(c.cmd(b"QUIT\r\n")[:3], b"221")
         c.close()
         self.assertSessionEnd(self.p, c.local_port)
-        time.sleep(0.2 * SLOW)
+        time.sleep(0.2 * SLOW)  # a delivery that must not happen has no event: time for one to show
         self.assertEqual(delivered(marker), [])
 
     def test_S8_never_forwarded(self):

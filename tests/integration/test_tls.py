@@ -10,7 +10,7 @@ import time
 
 from harness import (
     ASAN,
-    SLOW,
+    PipeWatch,
     PosternTestCase,
     Reader,
     env,
@@ -140,9 +140,12 @@ class Tls(PosternTestCase):
              "-tls1_2", "-msg", "-CAfile", env().ca],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
+        # after the handshake: a second ServerHello that does not come has no
+        # event to wait for, so the pauses after "R" stay
         pause = 0.5 * (2 if ASAN else 1)
+        watch = PipeWatch(proc.stdout)
         try:
-            time.sleep(pause)
+            watch.wait(rb"^\* OK")  # the session is up (s_client's own lines may sit in its buffer)
             proc.stdin.write(b"R\n")
             proc.stdin.flush()
             time.sleep(pause)
@@ -153,16 +156,7 @@ class Tls(PosternTestCase):
                 pass
             time.sleep(pause)
         finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.stdin = None
-            try:
-                out = proc.communicate(timeout=10 * SLOW)[0].decode("utf-8", "replace")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0].decode("utf-8", "replace")
+            out = watch.finish(proc)
         self.assertIn("RENEGOTIATING", out, "the client did not try: test invalid\n" + out)
         self.assertEqual(len(re.findall(r"(?m)<<< TLS 1.2, Handshake \[length [0-9a-f]+\], ServerHello$", out)), 1, out)
         self.assertTrue(p.running())
@@ -180,25 +174,20 @@ class Tls(PosternTestCase):
              "-tls1_3", "-crlf", "-CAfile", env().ca],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
-        pause = 0.4 * (2 if ASAN else 1)
+        watch = PipeWatch(proc.stdout)
         try:
-            for line in (b"a LOGIN alice secret\n", b"K\n", b"b EXAMINE INBOX\n", b"k\n",
-                         b"c FETCH 2 BODY.PEEK[TEXT]\n", b"K\n", b"d LOGOUT\n"):
-                time.sleep(pause)
+            # each line with what s_client prints once it is done: the tagged
+            # reply, or KEYUPDATE when it sent one
+            since = watch.wait(rb"^\* OK").end()
+            for line, done in ((b"a LOGIN alice secret\n", rb"^a OK"), (b"K\n", rb"^KEYUPDATE"),
+                               (b"b EXAMINE INBOX\n", rb"^b OK"), (b"k\n", rb"^KEYUPDATE"),
+                               (b"c FETCH 2 BODY.PEEK[TEXT]\n", rb"^c OK"), (b"K\n", rb"^KEYUPDATE"),
+                               (b"d LOGOUT\n", rb"^d OK")):
                 proc.stdin.write(line)
                 proc.stdin.flush()
-            time.sleep(pause)
+                since = watch.wait(done, since).end()
         finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-            proc.stdin = None
-            try:
-                out = proc.communicate(timeout=10 * SLOW)[0].decode("utf-8", "replace")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                out = proc.communicate()[0].decode("utf-8", "replace")
+            out = watch.finish(proc)
         self.assertIn("KEYUPDATE", out, "the client did not send a KeyUpdate: test invalid\n" + out)
         for tag in ("a", "b", "c", "d"):
             self.assertRegex(out, r"(?m)^%s OK" % tag, out)

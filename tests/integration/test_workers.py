@@ -506,6 +506,8 @@ class Workers(PosternTestCase):
                 p.write_config(services, bad)
                 p.signal(signal.SIGHUP)
                 p.wait_for(level="error", contains="reload refused", count=i + 1)
+                # nothing is logged when nothing changes: give a wrong restart
+                # the time to show
                 time.sleep(0.5 * SLOW)
                 self.assertEqual(children(p.pid), set(w.values()), "workers changed by a refused reload")
                 self.assertEqual(len(self.matches(p, STARTED_RE)), 2, "workers started by a refused reload")
@@ -524,7 +526,7 @@ class Workers(PosternTestCase):
                 s, r, cp = self.connect(p.port(), login=True)
                 n_started = len(self.matches(p, STARTED_RE))
                 p.signal(sig)
-                time.sleep(0.5 * SLOW)
+                p.wait_for(contains="shutting down", count=3)  # the master and both workers
                 # a graceful stop: the established session keeps working
                 self.assertTrue(p.running())
                 imap_cmd(r, "n", "NOOP")
@@ -566,7 +568,8 @@ class Workers(PosternTestCase):
         os.rename(log, log + ".1")
         p.signal(signal.SIGUSR1)
         poll(lambda: os.path.exists(log), 5, "a new log file after SIGUSR1")
-        time.sleep(0.3 * SLOW)  # every worker has had its signal
+        # the master and every worker say so in the new file
+        p.wait_for(contains="log file reopened", count=1 + len(w))
         sessions = self.sessions_on_each(p, w)
         for s, r, cp, _ in sessions:
             s.close()
@@ -760,8 +763,11 @@ class Workers(PosternTestCase):
         # the workers' signal first, so that two signals cannot merge
         for pid in w.values():
             os.kill(pid, signal.SIGTERM)
-        time.sleep(0.3 * SLOW)
+        p.wait_for(contains="shutting down", count=len(w))
         os.kill(p.pid, signal.SIGTERM)
+        p.wait_for(contains="shutting down: stopping")
+        # the master passes its SIGTERM on; a worker that takes it for a
+        # second signal logs nothing before it closes: time for that to show
         time.sleep(0.5 * SLOW)
         self.assertTrue(p.running())
         for i, (s, r, cp) in enumerate(sessions):
@@ -806,7 +812,7 @@ class Workers(PosternTestCase):
                     self.wait_workers(p, workers)
                 s, r, cp = self.connect(p.port(), login=True)
                 p.signal(signal.SIGTERM)
-                time.sleep(0.5 * SLOW)
+                p.wait_for(contains="shutting down", count=1 + workers if workers > 1 else 1)
                 got = scrape(mport)
                 self.assertEqual(got.status, 200)
                 self.assertEqual(got.get("postern_connections_active", None, service="imap"), 1, got.text)

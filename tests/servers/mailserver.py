@@ -81,17 +81,22 @@ def port_free(port, host="127.0.0.1"):
         return True
 
 
+def recv_until(sock, marker):
+    """Bytes from sock until marker is among them or the peer closes."""
+    data = b""
+    while marker not in data:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def _greeting(addr, family, timeout):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(addr)
-        data = b""
-        while b"\n" not in data:
-            chunk = s.recv(4096)
-            if not chunk:
-                break
-            data += chunk
-        return data
+        return recv_until(s, b"\n")
 
 
 def wait_greeting(addr, prefix, timeout=20.0, proc=None, family=socket.AF_INET):
@@ -247,22 +252,25 @@ def _make_reachable(path):
 
 # ---------------------------------------------------------------- Dovecot
 
+# One template for every throwaway Dovecot of the tests: the plain one the
+# whole run shares (below) and the TLS one of the client-mode tests
+# (tests/integration/clientmode_util.py). What differs is passed in: the
+# listen addresses, the TLS settings, the greeting and the listeners.
 DOVECOT_CONF = """\
 # throwaway Dovecot for postern's tests; generated, do not edit
 instance_name = {instance}
 base_dir = {dir}/run
 state_dir = {dir}/state
 protocols = imap pop3
-listen = 127.0.0.1
-ssl = no
-disable_plaintext_auth = no
+listen = {listen}
+{tls}
 auth_mechanisms = plain login
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 mail_location = maildir:~/Maildir
 first_valid_uid = 1
 first_valid_gid = 1
-login_greeting = Dovecot ready.
+login_greeting = {greeting}
 mail_max_userip_connections = 10000
 default_process_limit = 1000
 default_client_limit = 10000
@@ -276,28 +284,11 @@ userdb {{
   args = username_format=%u {dir}/users
 }}
 service imap-login {{
-  inet_listener imap {{
-    address = 127.0.0.1
-    port = {imap_port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-  unix_listener imap.sock {{
-    mode = 0666
-  }}
-  service_count = 0
+{imap_listeners}  service_count = 0
   process_min_avail = 1
 }}
 service pop3-login {{
-  inet_listener pop3 {{
-    address = 127.0.0.1
-    port = {pop3_port}
-  }}
-  inet_listener pop3s {{
-    port = 0
-  }}
-  service_count = 0
+{pop3_listeners}  service_count = 0
   process_min_avail = 1
 }}
 service imap {{
@@ -315,83 +306,44 @@ protocol pop3 {{
 }}
 """
 
+# plaintext logins allowed: postern terminates TLS in front of it
+DOVECOT_NO_TLS = """\
+ssl = no
+disable_plaintext_auth = no"""
 
-class Dovecot:
-    """A throwaway Dovecot (IMAP + POP3) in `dir` (created; must be new)."""
 
-    def __init__(self, dir, users):
-        self.dir = os.path.abspath(dir)
-        self.users = users  # [(name, password, [messages])]
-        self.proc = None
-        self.imap_port = self.pop3_port = None
-        self.imap_socket = os.path.join(self.dir, "run", "imap.sock")
-        self.log = os.path.join(self.dir, "dovecot.log")
-        self.conf = os.path.join(self.dir, "dovecot.conf")
+def dovecot_listener(name, port, address=None, ssl=False, haproxy=False):
+    """An inet_listener block of a Dovecot login service (port 0: disabled)."""
+    lines = ["  inet_listener %s {" % name]
+    if address:
+        lines.append("    address = %s" % address)
+    lines.append("    port = %d" % port)
+    if ssl:
+        lines.append("    ssl = yes")
+    if haproxy:
+        lines.append("    haproxy = yes")
+    lines.append("  }")
+    return "\n".join(lines) + "\n"
+
+
+class ServerProcess:
+    """A server child in self.proc, stopped by its PID: SIGTERM, then SIGKILL
+    after a timeout."""
+
+    proc = None
 
     @property
     def pid(self):
         return self.proc.pid if self.proc else None
 
-    def prepare(self):
-        os.makedirs(self.dir, exist_ok=True)
-        os.chmod(self.dir, 0o755)
-        _make_reachable(self.dir)
-        for sub in ("run", "state", "home"):
-            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
-            os.chmod(os.path.join(self.dir, sub), 0o755)
-        lines = []
-        for name, password, messages in self.users:
-            home = os.path.join(self.dir, "home", name)
-            build_maildir(home, messages)
-            lines.append("%s:{PLAIN}%s:%d:%d::%s::\n" % (name, password, MAIL_UID, MAIL_GID, home))
-        with open(os.path.join(self.dir, "users"), "w") as f:
-            f.writelines(lines)
-        os.chmod(os.path.join(self.dir, "users"), 0o644)
-
-    def start(self, timeout=30.0):
-        for attempt in range(3):
-            self.imap_port = free_port()
-            self.pop3_port = free_port()
-            with open(self.conf, "w") as f:
-                f.write(
-                    DOVECOT_CONF.format(
-                        instance="postern-test-%d" % os.getpid(),
-                        dir=self.dir,
-                        imap_port=self.imap_port,
-                        pop3_port=self.pop3_port,
-                        imap_socket=self.imap_socket,
-                    )
-                )
-            out = open(os.path.join(self.dir, "dovecot.stderr"), "ab")
-            self.proc = subprocess.Popen(
-                ["dovecot", "-F", "-c", self.conf],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                close_fds=True,
-                start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
-                preexec_fn=die_with_parent,
-            )
-            out.close()
-            try:
-                wait_greeting(("127.0.0.1", self.imap_port), b"* OK", timeout, self.proc)
-                wait_greeting(("127.0.0.1", self.pop3_port), b"+OK", timeout, self.proc)
-                wait_greeting(self.imap_socket, b"* OK", timeout, self.proc, socket.AF_UNIX)
-                return self
-            except RuntimeError as e:
-                err = e
-                self.stop()
-        raise RuntimeError("Dovecot did not start: %s\n%s" % (err, self.log_tail()))
-
-    def log_tail(self, n=30):
-        out = []
-        for p in (os.path.join(self.dir, "dovecot.stderr"), self.log):
-            try:
-                with open(p, errors="replace") as f:
-                    out += f.readlines()[-n:]
-            except OSError:
-                pass
-        return "".join(out)
+    def spawn(self, argv, log_path):
+        """Start argv with its output appended to log_path, in a session of
+        its own (group signals such as Ctrl-C and HUP are ours to relay) and
+        killed when its parent dies."""
+        out = open(log_path, "ab")
+        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                     close_fds=True, start_new_session=True, preexec_fn=die_with_parent)
+        out.close()
 
     def terminate(self):
         """Send SIGTERM (once) without waiting."""
@@ -414,10 +366,80 @@ class Dovecot:
             p.wait()
 
 
+class Dovecot(ServerProcess):
+    """A throwaway Dovecot (IMAP + POP3) in `dir` (created; must be new)."""
+
+    def __init__(self, dir, users):
+        self.dir = os.path.abspath(dir)
+        self.users = users  # [(name, password, [messages])]
+        self.proc = None
+        self.imap_port = self.pop3_port = None
+        self.imap_socket = os.path.join(self.dir, "run", "imap.sock")
+        self.log = os.path.join(self.dir, "dovecot.log")
+        self.conf = os.path.join(self.dir, "dovecot.conf")
+
+    def prepare(self):
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        _make_reachable(self.dir)
+        for sub in ("run", "state", "home"):
+            os.makedirs(os.path.join(self.dir, sub), exist_ok=True)
+            os.chmod(os.path.join(self.dir, sub), 0o755)
+        lines = []
+        for name, password, messages in self.users:
+            home = os.path.join(self.dir, "home", name)
+            build_maildir(home, messages)
+            lines.append("%s:{PLAIN}%s:%d:%d::%s::\n" % (name, password, MAIL_UID, MAIL_GID, home))
+        with open(os.path.join(self.dir, "users"), "w") as f:
+            f.writelines(lines)
+        os.chmod(os.path.join(self.dir, "users"), 0o644)
+
+    what = "Dovecot"
+
+    def config(self):
+        """The config text, with fresh ports."""
+        self.imap_port = free_port()
+        self.pop3_port = free_port()
+        imap = (dovecot_listener("imap", self.imap_port, "127.0.0.1") + dovecot_listener("imaps", 0)
+                + "  unix_listener imap.sock {\n    mode = 0666\n  }\n")
+        pop3 = dovecot_listener("pop3", self.pop3_port, "127.0.0.1") + dovecot_listener("pop3s", 0)
+        return DOVECOT_CONF.format(instance="postern-test-%d" % os.getpid(), dir=self.dir, listen="127.0.0.1",
+                                   tls=DOVECOT_NO_TLS, greeting="Dovecot ready.", imap_listeners=imap,
+                                   pop3_listeners=pop3)
+
+    def wait_ready(self, timeout):
+        wait_greeting(("127.0.0.1", self.imap_port), b"* OK", timeout, self.proc)
+        wait_greeting(("127.0.0.1", self.pop3_port), b"+OK", timeout, self.proc)
+        wait_greeting(self.imap_socket, b"* OK", timeout, self.proc, socket.AF_UNIX)
+
+    def start(self, timeout=30.0):
+        err = None
+        for attempt in range(3):
+            with open(self.conf, "w") as f:
+                f.write(self.config())
+            self.spawn(["dovecot", "-F", "-c", self.conf], os.path.join(self.dir, "dovecot.stderr"))
+            try:
+                self.wait_ready(timeout)
+                return self
+            except RuntimeError as e:
+                err = e
+                self.stop()
+        raise RuntimeError("%s did not start: %s\n%s" % (self.what, err, self.log_tail()))
+
+    def log_tail(self, n=30):
+        out = []
+        for p in (os.path.join(self.dir, "dovecot.stderr"), self.log):
+            try:
+                with open(p, errors="replace") as f:
+                    out += f.readlines()[-n:]
+            except OSError:
+                pass
+        return "".join(out)
+
 # ---------------------------------------------------------------- SMTP
 
 
-class SmtpServer:
+class SmtpServer(ServerProcess):
     """aiosmtpd (smtp_server.py) storing messages in dir/spool."""
 
     def __init__(self, dir, host="127.0.0.1"):
@@ -427,27 +449,13 @@ class SmtpServer:
         self.proc = None
         self.port = None
 
-    @property
-    def pid(self):
-        return self.proc.pid if self.proc else None
-
     def start(self, timeout=30.0):
         os.makedirs(self.spool, exist_ok=True)
         ready = os.path.join(self.dir, "smtp.port")
         if os.path.exists(ready):
             os.unlink(ready)
-        log = open(os.path.join(self.dir, "smtp.log"), "ab")
-        self.proc = subprocess.Popen(
-            [DEBIAN_PYTHON, os.path.join(HERE, "smtp_server.py"), "--host", self.host,
-             "--port", "0", "--spool", self.spool, "--ready", ready],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            close_fds=True,
-            start_new_session=True,  # group signals (Ctrl-C, HUP) are ours to relay
-            preexec_fn=die_with_parent,
-        )
-        log.close()
+        self.spawn([DEBIAN_PYTHON, os.path.join(HERE, "smtp_server.py"), "--host", self.host,
+                    "--port", "0", "--spool", self.spool, "--ready", ready], os.path.join(self.dir, "smtp.log"))
         deadline = time.monotonic() + timeout
         while not os.path.exists(ready):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -473,27 +481,6 @@ class SmtpServer:
                 with open(base + ".eml", "rb") as f:
                     out.append((meta, f.read()))
         return out
-
-    def terminate(self):
-        """Send SIGTERM (once) without waiting."""
-        if self.proc is not None and self.proc.poll() is None and not getattr(self, "_termed", False):
-            self.proc.send_signal(signal.SIGTERM)
-            self._termed = True
-
-    def stop(self, timeout=5.0):
-        self.terminate()
-        p, self.proc = self.proc, None
-        self._termed = False
-        if p is None or p.poll() is not None:
-            if p is not None:
-                p.wait()
-            return
-        try:
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
 
 class MailServers:
     """Dovecot + SMTP server under one directory; stop() is idempotent."""
