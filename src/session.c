@@ -14,16 +14,15 @@
 #include <arpa/inet.h>
 #include <openssl/rand.h>
 
-#include <postern/capture.h>
 #include <postern/endpoint.h>
 #include <postern/log.h>
 #include <postern/log_text.h>
 #include <postern/metrics.h>
+#include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 #include <postern/proxyproto.h>
 #include <postern/relay.h>
-#include <postern/secrets.h>
 #include <postern/session.h>
 #include <postern/shared.h>
 #include <postern/tls.h>
@@ -76,133 +75,6 @@ static void start_upstream(struct session *s);
 static void step_proxy_header(struct session *s);
 static bool start_adapter(struct session *s);
 static bool needs_adapter(const struct service *svc);
-
-/* The command log and the transcript of one session. A line may arrive in
- * pieces (an IMAP command with literals); it is put together per direction
- * and written once whole. */
-struct obs_line {
-	char text[PROTO_LOG_MAX];
-	size_t len;
-	unsigned flags; /* of the line's first piece */
-	bool open;
-};
-struct observe {
-	struct capture *cap;
-	struct obs_line line[2]; /* by enum proto_dir */
-	struct secrets secrets;  /* what the adapters hid so far: masked for good */
-};
-
-static void
-observe_capture_failed(struct session *s)
-{
-	log_session(LOG_WARNING, s->who, "capture stopped: %s", strerror(errno));
-	capture_close(s->obs->cap, NULL);
-	s->obs->cap = NULL;
-}
-
-/* TEXT may hold several lines separated by '\n' (one multi-line reply):
- * all but the last are of lesser interest. Each line has the session's
- * secrets masked, then its bytes escaped (a NUL no longer cuts it). */
-static void
-observe_emit(struct session *s, char side, const char *text, size_t len, unsigned flags)
-{
-	static char masked[4 * PROTO_LOG_MAX], shown[4 * PROTO_LOG_MAX + 1];
-
-	while (s->obs) {
-		const char *nl = memchr(text, '\n', len);
-		size_t n = nl ? (size_t)(nl - text) : len;
-		int level = nl || (flags & PL_DEBUG) ? LOG_DEBUG : LOG_INFO;
-		size_t m = secrets_mask(&s->obs->secrets, text, n, masked, sizeof(masked));
-		size_t e = log_text_escape(shown, sizeof(shown), masked, m, 0);
-		if (s->svc->log_commands)
-			log_session(level, s->who, "%c: %s", side, shown);
-		if (s->obs->cap && capture_line(s->obs->cap, side, shown, e) < 0)
-			observe_capture_failed(s);
-		if (!nl)
-			break;
-		text += n + 1;
-		len -= n + 1;
-	}
-}
-
-/* An adapter's log piece for what it just judged. */
-static void
-observe_action(struct session *s, enum proto_dir dir, const struct proto_action *act)
-{
-	struct obs_line *l = &s->obs->line[dir];
-	size_t n = act->log_len;
-	bool cut;
-
-	if (act->secret) /* before the line is shown: it may repeat the secret */
-		secrets_add(&s->obs->secrets, act->secret, act->secret_len);
-	if (!l->open) {
-		l->open = true;
-		l->len = 0;
-		l->flags = act->log_flags;
-	}
-	cut = n > sizeof(l->text) - l->len;
-	if (cut)
-		n = sizeof(l->text) - l->len;
-	memcpy(l->text + l->len, act->log, n);
-	l->len += n;
-	if (cut) /* say so: a cut line is never taken for a whole one */
-		memcpy(l->text + sizeof(l->text) - 3, "...", 3);
-	if (act->log_flags & PL_CONT)
-		return;
-	l->open = false;
-	observe_emit(s, dir == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len, l->flags);
-}
-
-/* postern's own answer to the client, as the client sees it. */
-static void
-observe_reply(struct session *s, const char *text, size_t len)
-{
-	size_t n;
-
-	while (s->obs && (n = pu_line_len(text, len)) > 0) {
-		observe_emit(s, 'S', text, pu_trim_eol(text, n), 0);
-		text += n;
-		len -= n;
-	}
-}
-
-static void
-observe_start(struct session *s)
-{
-	const struct service *svc = s->svc;
-	char err[256];
-
-	if (!svc->log_commands && !svc->capture_dir)
-		return;
-	if ((s->obs = calloc(1, sizeof(*s->obs))) == NULL) {
-		log_session(LOG_ERR, s->who, "out of memory: no command log for this session");
-		return;
-	}
-	if (svc->capture_dir && !(s->obs->cap = capture_open(svc->capture_dir, s->who,
-	                                                     s->started_wall, err, sizeof(err))))
-		log_session(LOG_WARNING, s->who, "no capture: %s", err);
-}
-
-static void
-observe_end(struct session *s)
-{
-	char trailer[128];
-
-	if (s->obs == NULL)
-		return;
-	for (int d = 0; d < 2; d++) /* a line cut by the close is shown as it stands */
-		if (s->obs->line[d].open) {
-			struct obs_line *l = &s->obs->line[d];
-			observe_emit(s, d == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len,
-			             l->flags);
-		}
-	snprintf(trailer, sizeof(trailer), "end reason=%s in=%llu out=%llu", s->reason,
-	         (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes);
-	capture_close(s->obs->cap, trailer);
-	secrets_wipe(&s->obs->secrets);
-	free(s->obs);
-	s->obs = NULL;
-}
 
 static void
 session_hold(struct session *s)
@@ -267,7 +139,8 @@ session_close(struct session *s, const char *reason)
 		s->reason = reason;
 	s->state = S_CLOSED;
 	handshake_over(s);
-	observe_end(s);
+	observe_end(s->obs, s->reason, s->c2s.bytes, s->s2c.bytes);
+	s->obs = NULL;
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
 	            ev_now(loop) - s->started, s->reason);
@@ -316,7 +189,7 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 	s->s2c.eof = true;
 	if (text) {
 		buf_append_grow(&s->s2c.buf, text, len);
-		observe_reply(s, text, len);
+		observe_reply(s->obs, text, len);
 	}
 	arm_timer(s, DRAIN_LINGER);
 	/* No step here: a filter may be calling; its pump goes round again. */
@@ -382,8 +255,8 @@ session_filter(void *arg, struct relay_dir *d)
 		                                       buf_len(&d->in), full, &act, filter_scratch);
 		if (v == PV_MORE || v == PV_WAIT)
 			break;
-		if (act.log && s->obs)
-			observe_action(s, dir, &act);
+		if (act.log)
+			observe_action(s->obs, dir, &act);
 		if (act.event) {
 			shared_add(&s->m->plaintext_auth_refused, 1);
 			log_session(LOG_INFO, s->who, "%s", act.event);
@@ -400,13 +273,13 @@ session_filter(void *arg, struct relay_dir *d)
 		case PV_REPLY:
 			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
 				goto nomem;
-			observe_reply(s, act.text, act.len);
+			observe_reply(s->obs, act.text, act.len);
 			break;
 		case PV_STARTTLS: {
 			size_t rest = buf_len(&d->in) - act.consume;
 			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
 				goto nomem;
-			observe_reply(s, act.text, act.len);
+			observe_reply(s->obs, act.text, act.len);
 			/* CVE-2011-0411: what the client pipelined after STARTTLS
 			 * was sent in plaintext; it is dropped, never executed. */
 			if (rest > 0)
@@ -1095,7 +968,7 @@ start_adapter(struct session *s)
 	s->proto_state = calloc(1, s->proto->state_size);
 	if (s->proto_state == NULL)
 		return false;
-	observe_start(s);
+	s->obs = observe_start(s->svc, s->who, s->started_wall);
 	conf.observe = s->obs != NULL;
 	s->proto->init(s->proto_state, &conf);
 	s->pretls = offer;
