@@ -15,6 +15,7 @@
 #include <openssl/rand.h>
 
 #include <postern/endpoint.h>
+#include <postern/filter.h>
 #include <postern/log.h>
 #include <postern/log_text.h>
 #include <postern/metrics.h>
@@ -54,8 +55,10 @@ struct session {
 	void *up_state;      /* adapter state of the STARTTLS dialogue with the backend */
 	struct observe *obs; /* log_commands / capture_dir, else NULL */
 	bool pretls;         /* STARTTLS offered and not yet done */
-	bool client_spoke;   /* the client has sent a byte */
-	bool handshaking;    /* counted in srv->handshakes (max_handshakes) */
+	struct filter flt;   /* the verdict loop over proto_state */
+	struct filter up;    /* the verdict loop over up_state */
+	struct filter_hooks hooks;
+	bool handshaking;                    /* counted in srv->handshakes (max_handshakes) */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
 	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
@@ -221,94 +224,71 @@ enter_relay(struct session *s)
 /* Scratch space for adapters' replacement text; one loop, one thread. */
 static char filter_scratch[PROTO_SCRATCH_ALLOC];
 
-/* Runs the adapter over what waits in D's input buffer and moves the
- * result to the output buffers. Returns bytes consumed, or -1 when the
- * session changed course (STARTTLS, closing). */
+/* Scratch space for adapters' replacement text; one loop, one thread. */
+static char filter_scratch[PROTO_SCRATCH_ALLOC];
+
+static void
+on_event(void *arg, const char *event)
+{
+	struct session *s = arg;
+
+	shared_add(&s->m->plaintext_auth_refused, 1);
+	log_session(LOG_INFO, s->who, "%s", event);
+}
+
+static void
+on_log(void *arg, enum proto_dir dir, const struct proto_action *act)
+{
+	observe_action(((struct session *)arg)->obs, dir, act);
+}
+
+static void
+on_reply(void *arg, const char *text, size_t len)
+{
+	observe_reply(((struct session *)arg)->obs, text, len);
+}
+
+/* Runs the verdict loop (filter.c) over what waits in D's input buffer.
+ * Returns bytes consumed, or -1 when the session changed course
+ * (STARTTLS, closing). */
 static long
 session_filter(void *arg, struct relay_dir *d)
 {
 	struct session *s = arg;
 	enum proto_dir dir = d == &s->c2s ? PROTO_FROM_CLIENT : PROTO_FROM_SERVER;
-	long consumed = 0;
+	struct filter_result r;
 
-	if (dir == PROTO_FROM_CLIENT && s->pretls && !s->client_spoke) {
-		s->client_spoke = true;
-		/* 0x16 starts a TLS handshake record: a client that speaks TLS
-		 * before STARTTLS is refused at once, never after a timeout. */
-		if (buf_head(&d->in)[0] == 0x16) {
-			shared_add(&s->m->refused[MR_PROTOCOL], 1);
-			log_session(LOG_INFO, s->who,
-			            "TLS ClientHello on a STARTTLS port: closing");
-			session_close(s, "refused");
-			return -1;
-		}
+	filter_input(&s->flt, dir, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
+	switch (r.stop) {
+	case FILTER_IDLE:
+		/* Input is kept while the buffer is needed; output drains on its own. */
+		buf_consume(&d->in, r.consumed);
+		return (long)r.consumed;
+	case FILTER_TLS_HELLO:
+		shared_add(&s->m->refused[MR_PROTOCOL], 1);
+		log_session(LOG_INFO, s->who, "TLS ClientHello on a STARTTLS port: closing");
+		session_close(s, "refused");
+		return -1;
+	case FILTER_STARTTLS:
+		if (r.discarded > 0)
+			log_session(LOG_WARNING, s->who, "discarded %zu bytes sent after STARTTLS",
+			            r.discarded);
+		buf_free(&d->in);
+		s->c2s.paused = true;
+		s->s2c.held = true;
+		s->state = S_STARTTLS;
+		return -1;
+	case FILTER_CLOSE:
+		shared_add(&s->m->refused[MR_PROTOCOL], 1);
+		log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(r.text, r.len),
+		            r.text);
+		session_drain(s, r.text, r.len, "refused");
+		return -1;
+	default:
+		log_session(LOG_ERR, s->who, "out of memory");
+		session_close(s, "error");
+		return -1;
 	}
-	while (buf_len(&d->in) > 0) {
-		struct proto_action act = {0};
-
-		/* Backpressure: judge more only once the output has drained
-		 * (a client's refused commands fill the buffer towards it). */
-		if (buf_len(&d->buf) >= RELAY_BUF_SIZE || buf_len(&s->s2c.buf) >= RELAY_BUF_SIZE)
-			break;
-		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
-		enum proto_verdict v = s->proto->input(s->proto_state, dir, buf_head(&d->in),
-		                                       buf_len(&d->in), full, &act, filter_scratch);
-		if (v == PV_MORE || v == PV_WAIT)
-			break;
-		if (act.log)
-			observe_action(s->obs, dir, &act);
-		if (act.event) {
-			shared_add(&s->m->plaintext_auth_refused, 1);
-			log_session(LOG_INFO, s->who, "%s", act.event);
-		}
-		switch (v) {
-		case PV_PASS:
-			if (!buf_append_grow(&d->buf, buf_head(&d->in), act.consume))
-				goto nomem;
-			break;
-		case PV_REPLACE:
-			if (!buf_append_grow(&d->buf, act.text, act.len))
-				goto nomem;
-			break;
-		case PV_REPLY:
-			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
-				goto nomem;
-			observe_reply(s->obs, act.text, act.len);
-			break;
-		case PV_STARTTLS: {
-			size_t rest = buf_len(&d->in) - act.consume;
-			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
-				goto nomem;
-			observe_reply(s->obs, act.text, act.len);
-			/* CVE-2011-0411: what the client pipelined after STARTTLS
-			 * was sent in plaintext; it is dropped, never executed. */
-			if (rest > 0)
-				log_session(LOG_WARNING, s->who,
-				            "discarded %zu bytes sent after STARTTLS", rest);
-			buf_free(&d->in);
-			s->c2s.paused = true;
-			s->s2c.held = true;
-			s->state = S_STARTTLS;
-			return -1;
-		}
-		case PV_CLOSE:
-			shared_add(&s->m->refused[MR_PROTOCOL], 1);
-			log_session(LOG_INFO, s->who, "closing: %.*s",
-			            (int)pu_trim_eol(act.text, act.len), act.text);
-			session_drain(s, act.text, act.len, "refused");
-			return -1;
-		default:
-			break;
-		}
-		buf_consume(&d->in, act.consume);
-		consumed += (long)act.consume;
-	}
-	/* Input is kept while the buffer is needed; output drains on its own. */
-	return consumed;
-nomem:
-	log_session(LOG_ERR, s->who, "out of memory");
-	session_close(s, "error");
-	return -1;
 }
 
 static void backend_tls_failed(struct session *s, const char *why);
@@ -354,40 +334,30 @@ static long
 upstream_filter(void *arg, struct relay_dir *d)
 {
 	struct session *s = arg;
-	long consumed = 0;
+	struct filter_result r;
 
-	while (buf_len(&d->in) > 0) {
-		struct proto_action act = {0};
-		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
-		enum proto_up r = s->proto->upstream(s->up_state, buf_head(&d->in), buf_len(&d->in),
-		                                     full, &act, filter_scratch);
-		if (r == PU_UP_MORE)
-			break;
-		if (r == PU_UP_FAIL) {
-			backend_tls_failed(s, act.text);
-			return -1;
-		}
-		buf_consume(&d->in, act.consume);
-		consumed += (long)act.consume;
-		if (r == PU_UP_SEND) {
-			buf_append_grow(&s->c2s.buf, act.text, act.len);
-		} else if (r == PU_UP_DONE) {
-			upstream_done(s, act.text, act.len);
-			return -1;
-		} else { /* PU_UP_TLS */
-			size_t rest = buf_len(&d->in);
-			/* C4: what the server sent after its OK is not trusted. */
-			if (rest > 0)
-				log_session(LOG_WARNING, s->who,
-				            "discarded %zu bytes the backend sent after its "
-				            "STARTTLS reply",
-				            rest);
-			buf_free(&d->in);
-			start_backend_tls(s);
-			return -1;
-		}
+	filter_upstream(&s->up, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
+	switch (r.stop) {
+	case FILTER_UP_FAIL:
+		backend_tls_failed(s, r.text);
+		return -1;
+	case FILTER_UP_DONE:
+		buf_consume(&d->in, r.consumed);
+		upstream_done(s, r.text, r.len);
+		return -1;
+	case FILTER_UP_TLS:
+		/* C4: what the server sent after its OK is not trusted. */
+		if (r.discarded > 0)
+			log_session(LOG_WARNING, s->who,
+			            "discarded %zu bytes the backend sent after its STARTTLS reply",
+			            r.discarded);
+		buf_free(&d->in);
+		start_backend_tls(s);
+		return -1;
+	default:
+		buf_consume(&d->in, r.consumed);
+		return (long)r.consumed;
 	}
-	return consumed;
 }
 
 /* backend_tls = starttls: the adapter, in client role, talks to the backend
@@ -406,6 +376,7 @@ start_upstream(struct session *s)
 		session_close(s, "error");
 		return;
 	}
+	s->up.state = s->up_state;
 	s->proto->up_start(s->up_state, helo ? helo : "localhost", &act, filter_scratch);
 	buf_append_grow(&s->c2s.buf, act.text, act.len);
 	s->c2s.paused = true;
@@ -972,6 +943,8 @@ start_adapter(struct session *s)
 	conf.observe = s->obs != NULL;
 	s->proto->init(s->proto_state, &conf);
 	s->pretls = offer;
+	s->flt.state = s->proto_state;
+	s->flt.check_first_byte = offer;
 	s->c2s.filter = s->s2c.filter = session_filter;
 	s->c2s.filter_arg = s->s2c.filter_arg = s;
 	return true;
@@ -1024,6 +997,14 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->client.track_ready = s->backend.track_ready = true;
 	relay_init(&s->c2s, &s->client, &s->backend);
 	relay_init(&s->s2c, &s->backend, &s->client);
+	s->hooks = (struct filter_hooks){
+	        .arg = s, .log = on_log, .reply = on_reply, .event = on_event};
+	s->flt = (struct filter){.proto = s->proto,
+	                         .out = {&s->c2s.buf, &s->s2c.buf},
+	                         .reply = &s->s2c.buf,
+	                         .hooks = &s->hooks,
+	                         .scratch = filter_scratch};
+	s->up = s->flt;
 	ev_init(&s->timer, on_timer);
 	s->timer.data = s;
 	s->started = ev_now(srv->loop);
