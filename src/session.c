@@ -32,8 +32,9 @@
  *
  * Every path out goes through session_close(); the memory is freed only
  * when no callback frame holds the session any more, so no code runs on a
- * freed session. session_backend.c reaches the backend; the adapters'
- * verdicts are applied by filter.c. */
+ * freed session. session_client.c serves the client's side (PROXY header,
+ * TLS), session_backend.c reaches the backend, and filter.c applies the
+ * adapters' verdicts. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,9 +45,7 @@
 #include <openssl/rand.h>
 
 #include <postern/log.h>
-#include <postern/log_text.h>
 #include <postern/proto_util.h>
-#include <postern/proxyproto.h>
 #include <postern/session.h>
 #include <postern/shared.h>
 #include <postern/tls.h>
@@ -198,16 +197,6 @@ session_enter_relay(struct session *s)
 	session_enter(s, starttls_to_come ? S_PLAINTEXT : S_RELAY);
 }
 
-/* The client's handshake no longer counts against max_handshakes. */
-static void
-handshake_over(struct session *s)
-{
-	if (s->handshaking) {
-		s->handshaking = false;
-		s->srv->handshakes--;
-	}
-}
-
 /* The one exit door: idempotent; logs the end line exactly once. */
 void
 session_close(struct session *s, const char *reason)
@@ -219,7 +208,7 @@ session_close(struct session *s, const char *reason)
 	if (s->reason == NULL)
 		s->reason = reason;
 	session_enter(s, S_CLOSED);
-	handshake_over(s);
+	client_handshake_over(s);
 	observe_end(s->obs, s->reason, s->c2s.bytes, s->s2c.bytes);
 	s->obs = NULL;
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
@@ -328,96 +317,6 @@ session_filter(void *arg, struct relay_dir *d)
 	}
 }
 
-static void
-log_tls_start(struct session *s, const char *what)
-{
-	struct ep_tls_info tls;
-
-	ep_tls_summary(&s->client, &tls);
-	/* OpenSSL takes any byte but NUL in a host_name: only a valid host
-	 * name is shown, never text that could pass for more fields. */
-	if (tls.sni && !log_hostname_valid(tls.sni))
-		tls.sni = "(invalid)";
-	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s%s", what, tls.version, tls.cipher,
-	            tls.sni ? " sni=" : "", tls.sni ? tls.sni : "", backend_unverified_note(s));
-}
-
-/* Puts a server-side SSL on the client's socket once the client has spoken,
- * if fewer than max_handshakes are in progress; else, or if OpenSSL cannot
- * make one, the session is closed. */
-static bool
-attach_client_tls(struct session *s)
-{
-	int limit = s->srv->cfg->max_handshakes;
-
-	if (s->srv->handshakes >= limit) {
-		/* No TLS work at all: the cap bounds the memory and CPU that
-		 * handshakes in progress hold. */
-		shared_add(&s->m->refused[MR_MAX_HANDSHAKES], 1);
-		log_session(LOG_WARNING, s->who, "refused reason=max_handshakes limit=%d", limit);
-		session_close(s, "refused");
-		return false;
-	}
-	if (!ep_start_tls(&s->client, tls_server_new(s->svc), true)) {
-		log_session(LOG_ERR, s->who, "cannot create TLS session");
-		session_close(s, "error");
-		return false;
-	}
-	s->handshaking = true;
-	s->srv->handshakes++;
-	return true;
-}
-
-/* CLIENT_TLS and CLIENT_STARTTLS: the client's SSL is made when its first
- * byte (or its end) arrives, so that a connection that sends nothing costs
- * no TLS state. */
-static void
-step_client_tls(struct session *s)
-{
-	int r;
-	char err[256], c;
-
-	if (s->client.ssl == NULL) {
-		if (ep_peek(&s->client, &c, 1) == EP_WANT_READ) {
-			ep_watch(s->srv->loop, &s->client, true, false);
-			return;
-		}
-		if (!attach_client_tls(s))
-			return;
-	}
-	r = ep_handshake(&s->client);
-	if (r == 1 && s->state == S_CLIENT_STARTTLS) {
-		/* STARTTLS done: the adapter forgets the plaintext phase. */
-		handshake_over(s);
-		shared_add(&s->m->starttls_client, 1);
-		s->proto->tls_started(s->proto_state);
-		log_tls_start(s, "starttls");
-		session_enter(s, S_RELAY);
-	} else if (r == 1) {
-		handshake_over(s);
-		ep_watch(s->srv->loop, &s->client, false, false);
-		log_tls_start(s, "start");
-		backend_connect(s);
-	} else if (r == EP_ERR) {
-		shared_add(&s->m->handshake_failures[MH_ERROR], 1);
-		log_session(LOG_INFO, s->who, "handshake failed: %s",
-		            ep_strerror(&s->client, err, sizeof(err)));
-		session_close(s, "handshake-failed");
-	} else {
-		ep_watch(s->srv->loop, &s->client, r == EP_WANT_READ, r == EP_WANT_WRITE);
-	}
-}
-
-/* The client's handshake, implicit or after the STARTTLS answer has left
- * in plaintext. */
-static void
-start_client_tls(struct session *s, enum session_state next)
-{
-	ep_watch(s->srv->loop, &s->client, false, false);
-	ep_watch(s->srv->loop, &s->backend, false, false);
-	session_enter(s, next);
-}
-
 /* Which end a failed I/O makes this: a peer that vanished closed the
  * session; anything else is an error worth its own log line. */
 static const char *
@@ -479,7 +378,7 @@ step_relay(struct session *s)
 			continue;
 		}
 		if (s->state == S_STARTTLS && buf_len(&s->s2c.buf) == 0) {
-			start_client_tls(s, S_CLIENT_STARTTLS);
+			client_start_tls(s, S_CLIENT_STARTTLS);
 			return;
 		}
 		if (a > 0 || b > 0)
@@ -502,8 +401,6 @@ step_relay(struct session *s)
 	ep_watch(s->srv->loop, &s->backend, brd, bwr);
 }
 
-static void step_proxy_header(struct session *s);
-
 /* The dispatcher: runs the current state's handler, and the next state's
  * while a handler enters a state that has work to do at once. */
 static void
@@ -513,11 +410,11 @@ session_run(struct session *s)
 		s->rerun = false;
 		switch (s->state) {
 		case S_PROXY_HEADER:
-			step_proxy_header(s);
+			client_step_proxy_header(s);
 			break;
 		case S_CLIENT_TLS:
 		case S_CLIENT_STARTTLS:
-			step_client_tls(s);
+			client_step_tls(s);
 			break;
 		case S_BACKEND_CONNECT:
 			backend_step_connect(s);
@@ -642,7 +539,7 @@ start_adapter(struct session *s)
 }
 
 /* The client is who it is (PROXY header read, if any): TLS or plaintext. */
-static void
+void
 session_begin(struct session *s)
 {
 	const struct service *svc = s->svc;
@@ -652,7 +549,7 @@ session_begin(struct session *s)
 			session_close(s, "error");
 			return;
 		}
-		start_client_tls(s, S_CLIENT_TLS);
+		client_start_tls(s, S_CLIENT_TLS);
 		return;
 	}
 	log_session(LOG_INFO, s->who, "start tls=off%s", backend_unverified_note(s));
@@ -662,69 +559,6 @@ session_begin(struct session *s)
 	} else {
 		backend_connect(s);
 	}
-}
-
-/* Reads the PROXY header of a trusted balancer, exactly: bytes after it
- * belong to the client (a ClientHello, a command) and stay in the socket. */
-static void
-step_proxy_header(struct session *s)
-{
-	char view[PROXYPROTO_MAX];
-	struct proxyproto_info info;
-	size_t have = s->hdr_len;
-	ssize_t n;
-	int r;
-
-	if (s->hdr == NULL && (s->hdr = malloc(PROXYPROTO_MAX)) == NULL) {
-		session_close(s, "error");
-		return;
-	}
-	memcpy(view, s->hdr, have);
-	n = ep_peek(&s->client, view + have, sizeof(view) - have);
-	if (n == EP_WANT_READ) {
-		ep_watch(s->srv->loop, &s->client, true, false);
-		return;
-	}
-	if (n <= 0) {
-		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
-		log_session(LOG_INFO, s->who, "closed before its PROXY header");
-		session_close(s, "refused");
-		return;
-	}
-	r = proxyproto_parse(view, have + (size_t)n, &info);
-	if (r == PROXYPROTO_BAD || (r == PROXYPROTO_MORE && have + (size_t)n >= sizeof(view))) {
-		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
-		log_session(LOG_WARNING, s->who, "missing or malformed PROXY header: closing");
-		session_close(s, "refused");
-		return;
-	}
-	/* Take what is certainly header: all of it while incomplete. */
-	size_t take = r > 0 ? (size_t)r - have : (size_t)n;
-	if (ep_read(&s->client, s->hdr + have, take) != (ssize_t)take) {
-		session_close(s, "error");
-		return;
-	}
-	s->hdr_len += take;
-	if (r == PROXYPROTO_MORE) {
-		ep_watch(s->srv->loop, &s->client, true, false);
-		return;
-	}
-	free(s->hdr);
-	s->hdr = NULL;
-	ep_watch(s->srv->loop, &s->client, false, false);
-	if (!info.local) {
-		char addr[INET6_ADDRSTRLEN + 8], via[INET6_ADDRSTRLEN + 8];
-		session_format_addr((struct sockaddr *)&s->peer, via, sizeof(via));
-		memcpy(&s->peer, &info.src, sizeof(s->peer));
-		memcpy(&s->local, &info.dst, sizeof(s->local));
-		session_format_addr((struct sockaddr *)&s->peer, addr, sizeof(addr));
-		char *hash = strchr(s->who, ' ');
-		if (hash)
-			snprintf(hash + 1, sizeof(s->who) - (size_t)(hash + 1 - s->who), "%s",
-			         addr);
-		log_session(LOG_DEBUG, s->who, "client address from PROXY header of %s", via);
-	}
-	session_begin(s);
 }
 
 /* One counter for all workers, so ids never repeat across them. */

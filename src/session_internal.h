@@ -1,5 +1,6 @@
-/* What session.c and session_backend.c share: the session itself, its
- * states, and the calls one file makes into the other. Private to them. */
+/* What session.c, session_client.c and session_backend.c share: the
+ * session itself, its states, and the calls one file makes into another.
+ * Private to them. */
 #ifndef POSTERN_SESSION_INTERNAL_H
 #define POSTERN_SESSION_INTERNAL_H
 
@@ -69,8 +70,18 @@ void session_drain(struct session *s, const char *text, size_t len, const char *
 /* PLAINTEXT while the client's STARTTLS is still to come, else RELAY. */
 void session_enter_relay(struct session *s);
 long session_filter(void *arg, struct relay_dir *d);
+/* The client is who it is (PROXY header read, if any): TLS or plaintext. */
+void session_begin(struct session *s);
 /* scratch space for adapters' text; one loop, one thread */
 extern char session_scratch[PROTO_SCRATCH_ALLOC];
+
+/* session_client.c */
+void client_step_proxy_header(struct session *s);
+/* The client's handshake, entering NEXT (CLIENT_TLS or CLIENT_STARTTLS). */
+void client_start_tls(struct session *s, enum session_state next);
+void client_step_tls(struct session *s);
+/* The client's handshake no longer counts against max_handshakes. */
+void client_handshake_over(struct session *s);
 
 /* session_backend.c */
 void backend_connect(struct session *s);
