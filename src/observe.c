@@ -14,19 +14,12 @@
 #include <postern/proto_util.h>
 #include <postern/secrets.h>
 
-struct obs_line {
-	char text[PROTO_LOG_MAX];
-	size_t len;
-	unsigned flags; /* of the line's first piece */
-	bool open;
-};
-
 struct observe {
 	const char *who;
 	bool log_commands;
 	struct capture *cap;
-	struct obs_line line[2]; /* by enum proto_dir */
-	struct secrets secrets;  /* what the adapters hid so far: masked for good */
+	struct observe_line line[2]; /* by enum proto_dir */
+	struct secrets secrets;      /* what the adapters hid so far: masked for good */
 };
 
 static void
@@ -46,34 +39,37 @@ emit(struct observe *o, char side, const char *text, size_t len, unsigned flags)
 	static char masked[4 * PROTO_LOG_MAX], shown[4 * PROTO_LOG_MAX + 1];
 
 	for (;;) {
-		const char *nl = memchr(text, '\n', len);
-		size_t n = nl ? (size_t)(nl - text) : len;
-		int level = nl || (flags & PL_DEBUG) ? LOG_DEBUG : LOG_INFO;
+		bool debug;
+		size_t n = observe_first_line(text, len, flags, &debug);
+		int level = debug ? LOG_DEBUG : LOG_INFO;
 		size_t m = secrets_mask(&o->secrets, text, n, masked, sizeof(masked));
 		size_t e = log_text_escape(shown, sizeof(shown), masked, m, 0);
 		if (o->log_commands)
 			log_session(level, o->who, "%c: %s", side, shown);
 		if (o->cap && capture_line(o->cap, side, shown, e) < 0)
 			capture_failed(o);
-		if (!nl)
+		if (n == len)
 			break;
 		text += n + 1;
 		len -= n + 1;
 	}
 }
 
-void
-observe_action(struct observe *o, enum proto_dir dir, const struct proto_action *act)
+size_t
+observe_first_line(const char *text, size_t len, unsigned flags, bool *debug)
 {
-	struct obs_line *l;
+	const char *nl = memchr(text, '\n', len);
+
+	*debug = nl || (flags & PL_DEBUG);
+	return nl ? (size_t)(nl - text) : len;
+}
+
+bool
+observe_line_add(struct observe_line *l, const struct proto_action *act)
+{
 	size_t n = act->log_len;
 	bool cut;
 
-	if (o == NULL)
-		return;
-	l = &o->line[dir];
-	if (act->secret) /* before the line is shown: it may repeat the secret */
-		secrets_add(&o->secrets, act->secret, act->secret_len);
 	if (!l->open) {
 		l->open = true;
 		l->len = 0;
@@ -87,9 +83,21 @@ observe_action(struct observe *o, enum proto_dir dir, const struct proto_action 
 	if (cut) /* say so: a cut line is never taken for a whole one */
 		memcpy(l->text + sizeof(l->text) - 3, "...", 3);
 	if (act->log_flags & PL_CONT)
-		return;
+		return false;
 	l->open = false;
-	emit(o, dir == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len, l->flags);
+	return true;
+}
+
+void
+observe_action(struct observe *o, enum proto_dir dir, const struct proto_action *act)
+{
+	if (o == NULL)
+		return;
+	if (act->secret) /* before the line is shown: it may repeat the secret */
+		secrets_add(&o->secrets, act->secret, act->secret_len);
+	if (observe_line_add(&o->line[dir], act))
+		emit(o, dir == PROTO_FROM_CLIENT ? 'C' : 'S', o->line[dir].text, o->line[dir].len,
+		     o->line[dir].flags);
 }
 
 void

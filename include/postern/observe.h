@@ -12,7 +12,27 @@
 #include <postern/config.h>
 #include <postern/proto.h>
 
+#include <stdbool.h>
+
 struct observe;
+
+/* A command-log line put together from an adapter's pieces. */
+struct observe_line {
+	char text[PROTO_LOG_MAX];
+	size_t len;
+	unsigned flags; /* of the line's first piece */
+	bool open;
+};
+
+/* Adds ACT's log piece to L. True when the line is whole: L->text then
+ * holds it, cut to PROTO_LOG_MAX with "..." at its end if it was longer.
+ * Pure: shared with the unit tests. */
+bool observe_line_add(struct observe_line *l, const struct proto_action *act);
+
+/* The length of the first of the lines in TEXT (those of one multi-line
+ * reply are separated by '\n'); *DEBUG tells whether it is of lesser
+ * interest: not the last line, or FLAGS has PL_DEBUG. */
+size_t observe_first_line(const char *text, size_t len, unsigned flags, bool *debug);
 
 /* NULL when SVC neither logs commands nor captures (or out of memory,
  * which is logged). WHO must outlive the observer. */

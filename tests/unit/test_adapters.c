@@ -18,6 +18,7 @@
 
 #include <postern/buf.h>
 #include <postern/filter.h>
+#include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 
@@ -81,9 +82,8 @@ struct sess {
 	int final;                  /* first STARTTLS/CLOSE not yet handled */
 	enum proto_verdict stop[2]; /* why the last drive stopped */
 	const char *event;          /* last act.event */
-	struct str log;      /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
-	struct str piece[2]; /* a log line being put together (PL_CONT) */
-	unsigned piece_flags[2];
+	struct str log; /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
+	struct observe_line line[2]; /* a log line being put together (PL_CONT) */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
@@ -134,40 +134,35 @@ sess_free(struct sess *s)
 	}
 	free(s->ans.p);
 	free(s->log.p);
-	free(s->piece[0].p);
-	free(s->piece[1].p);
 	free(s->st);
 	free(s);
 }
 
-/* observe.c's assembly: pieces make a line; a multi-line text is
- * split, all lines but the last being debug. */
+/* observe.c's assembly: pieces make a line; a multi-line text is split,
+ * all lines but the last being debug. */
 static void
 log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
 {
+	struct observe_line *l = &s->line[dir];
+
 	assert_true(act->log_len <= PROTO_LOG_MAX);
-	if (s->piece[dir].n == 0 && s->piece_flags[dir] == 0)
-		s->piece_flags[dir] = act->log_flags | 0x100; /* 0x100: open */
-	str_add(&s->piece[dir], act->log, act->log_len);
-	if (act->log_flags & PL_CONT)
+	if (!observe_line_add(l, act))
 		return;
-	const char *p = s->piece[dir].p ? s->piece[dir].p : "";
-	size_t n = s->piece[dir].n;
+	const char *p = l->text;
+	size_t n = l->len;
 	for (;;) {
-		const char *nl = memchr(p, '\n', n);
-		size_t k = nl ? (size_t)(nl - p) : n;
-		if (nl || (s->piece_flags[dir] & PL_DEBUG))
+		bool debug;
+		size_t k = observe_first_line(p, n, l->flags, &debug);
+		if (debug)
 			str_add(&s->log, "d", 1);
 		str_add(&s->log, dir == C ? "C: " : "S: ", 3);
 		str_add(&s->log, p, k);
 		str_add(&s->log, "\n", 1);
-		if (!nl)
+		if (k == n)
 			break;
 		p += k + 1;
 		n -= k + 1;
 	}
-	str_clear(&s->piece[dir]);
-	s->piece_flags[dir] = 0;
 }
 
 /* The invariants of every verdict, checked as the loop runs. */
