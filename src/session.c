@@ -10,10 +10,11 @@
  *
  *   NEW            -> PROXY_HEADER   accept_proxy_from matches the peer
  *                  -> CLIENT_TLS     implicit TLS
- *                  -> BACKEND_CONNECT, or straight on as from there when
- *                     the connect succeeds at once (plaintext to the client)
+ *                  -> BACKEND_CONNECT (plaintext to the client), or on as
+ *                     from there when the connect ends at once
  *   PROXY_HEADER   -> as NEW, once the header is read (handshake_timeout)
- *   CLIENT_TLS     -> BACKEND_CONNECT (handshake done; handshake_timeout)
+ *   CLIENT_TLS     -> as NEW's plaintext case, once the handshake is done
+ *                     (handshake_timeout)
  *   BACKEND_CONNECT-> BACKEND_TLS | UP_DIALOGUE | PLAINTEXT | RELAY, by
  *                     backend_tls and tls; DRAIN if unreachable
  *                     (connect_timeout)
