@@ -2,6 +2,8 @@
  * cleared before every SSL call so a stale entry from another connection
  * never turns WANT_READ into a fake fatal error. */
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -186,6 +188,93 @@ ep_close(struct ev_loop *loop, struct endpoint *ep)
 	close(ep->fd);
 	ep->fd = -1;
 	ep->drained = false;
+}
+
+int
+ep_connect(struct endpoint *ep, const struct sockaddr *sa, socklen_t len)
+{
+	int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), one = 1;
+
+	if (fd < 0) {
+		ep->sys_errno = errno;
+		return EP_ERR;
+	}
+	if (sa->sa_family != AF_UNIX)
+		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	ep_attach(ep, fd, NULL);
+	if (connect(fd, sa, len) == 0)
+		return 0;
+	if (errno == EINPROGRESS)
+		return EP_WANT_WRITE;
+	ep->sys_errno = errno;
+	return EP_ERR;
+}
+
+int
+ep_connect_result(const struct endpoint *ep)
+{
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (getsockopt(ep->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		err = errno;
+	return err;
+}
+
+ssize_t
+ep_peek(struct endpoint *ep, void *dst, size_t len)
+{
+	ssize_t n = recv(ep->fd, dst, len, MSG_PEEK | MSG_DONTWAIT);
+
+	if (n > 0)
+		return n;
+	if (n == 0)
+		return EP_EOF;
+	if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+		return EP_WANT_READ;
+	ep->sys_errno = errno;
+	return EP_ERR;
+}
+
+void
+ep_local_addr(const struct endpoint *ep, struct sockaddr_storage *ss)
+{
+	socklen_t len = sizeof(*ss);
+
+	getsockname(ep->fd, (struct sockaddr *)ss, &len);
+}
+
+bool
+ep_start_tls(struct endpoint *ep, SSL *ssl, bool server)
+{
+	if (ssl == NULL || !SSL_set_fd(ssl, ep->fd)) {
+		SSL_free(ssl);
+		return false;
+	}
+	if (server)
+		SSL_set_accept_state(ssl);
+	else
+		SSL_set_connect_state(ssl);
+	ep->ssl = ssl;
+	ep->drained = false;
+	return true;
+}
+
+void
+ep_tls_summary(const struct endpoint *ep, struct ep_tls_info *info)
+{
+	info->version = SSL_get_version(ep->ssl);
+	info->cipher = SSL_get_cipher_name(ep->ssl);
+	info->sni = SSL_is_server(ep->ssl) ? SSL_get_servername(ep->ssl, TLSEXT_NAMETYPE_host_name)
+	                                   : NULL;
+}
+
+const char *
+ep_verify_error(const struct endpoint *ep)
+{
+	long v = ep->ssl ? SSL_get_verify_result(ep->ssl) : X509_V_OK;
+
+	return v != X509_V_OK ? X509_verify_cert_error_string(v) : NULL;
 }
 
 const char *

@@ -1,208 +1,79 @@
-/* Session lifecycle: CLIENT_TLS -> BACKEND_CONNECT -> RELAY -> CLOSED, with
- * DRAIN for "say one line, then close". Every path out goes through
- * session_close(); the memory is freed only when no callback frame holds the
- * session any more, so no code runs on a freed session. */
+/* A session: one client <-> backend pair, from accept to the single exit
+ * door, written as a state machine. Each state has one handler (run by the
+ * dispatcher, session_run, whenever the state's sockets are ready) and one
+ * deadline (armed by session_enter, the only place that changes the state,
+ * which also logs every transition at debug level). A handler never calls
+ * another state's handler: it enters the next state and returns, and the
+ * dispatcher runs the new state's handler if that state has work to do at
+ * once. Every state can go to CLOSED (session_close: an error, a refusal,
+ * a timeout); the other transitions are:
+ *
+ *   NEW            -> PROXY_HEADER   accept_proxy_from matches the peer
+ *                  -> CLIENT_TLS     implicit TLS
+ *                  -> BACKEND_CONNECT (plaintext to the client), or on as
+ *                     from there when the connect ends at once
+ *   PROXY_HEADER   -> as NEW, once the header is read (handshake_timeout)
+ *   CLIENT_TLS     -> as NEW's plaintext case, once the handshake is done
+ *                     (handshake_timeout)
+ *   BACKEND_CONNECT-> BACKEND_TLS | UP_DIALOGUE | PLAINTEXT | RELAY, by
+ *                     backend_tls and tls; DRAIN if unreachable
+ *                     (connect_timeout)
+ *   BACKEND_TLS    -> PLAINTEXT | RELAY; DRAIN on failure (handshake_timeout)
+ *   UP_DIALOGUE    -> UP_TLS (the backend said yes to STARTTLS); DRAIN on
+ *                     failure (handshake_timeout, for the whole dialogue)
+ *   UP_TLS         -> UP_CAPA (capabilities asked again); DRAIN on failure
+ *   UP_CAPA        -> PLAINTEXT | RELAY (the client's greeting); DRAIN
+ *   PLAINTEXT      -> STARTTLS (the client asked); DRAIN (refused, or no
+ *                     STARTTLS within handshake_timeout of the start)
+ *   STARTTLS       -> CLIENT_STARTTLS once our answer has left
+ *   CLIENT_STARTTLS-> RELAY (handshake done; same deadline as PLAINTEXT)
+ *   RELAY          -> DRAIN (an adapter refused); CLOSED when both
+ *                     directions are done (idle_timeout)
+ *   DRAIN          -> CLOSED once the last reply has left (5 s at most)
+ *
+ * Every path out goes through session_close(); the memory is freed only
+ * when no callback frame holds the session any more, so no code runs on a
+ * freed session. session_client.c serves the client's side (PROXY header,
+ * TLS), session_backend.c reaches the backend, and filter.c applies the
+ * adapters' verdicts. */
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
 #include <openssl/rand.h>
 
-#include <postern/capture.h>
-#include <postern/endpoint.h>
 #include <postern/log.h>
-#include <postern/log_text.h>
-#include <postern/metrics.h>
-#include <postern/proto.h>
 #include <postern/proto_util.h>
-#include <postern/proxyproto.h>
-#include <postern/relay.h>
-#include <postern/secrets.h>
 #include <postern/session.h>
 #include <postern/shared.h>
 #include <postern/tls.h>
 
+#include "session_internal.h"
+
 /* How long a session may take to deliver its last reply before closing. */
 #define DRAIN_LINGER 5.0
 
-enum session_state {
-	S_PROXY_HEADER,     /* reading a trusted balancer's PROXY header */
-	S_CLIENT_TLS,       /* client handshake (implicit TLS, or after STARTTLS) */
-	S_BACKEND_CONNECT,  /* waiting for the backend's connect */
-	S_BACKEND_STARTTLS, /* postern's own STARTTLS dialogue with the backend */
-	S_BACKEND_TLS,      /* backend handshake and verification (backend_tls) */
-	S_RELAY,            /* relaying; with STARTTLS offered, plaintext until pretls ends */
-	S_STARTTLS,         /* flushing our STARTTLS answer before the handshake */
-	S_DRAIN,            /* flushing a last reply before closing */
-	S_CLOSED
+char session_scratch[PROTO_SCRATCH_ALLOC];
+
+static const char *const state_names[] = {
+        [S_NEW] = "new",
+        [S_PROXY_HEADER] = "proxy-header",
+        [S_CLIENT_TLS] = "client-tls",
+        [S_BACKEND_CONNECT] = "backend-connect",
+        [S_BACKEND_TLS] = "backend-tls",
+        [S_UP_DIALOGUE] = "backend-dialogue",
+        [S_UP_TLS] = "backend-dialogue-tls",
+        [S_UP_CAPA] = "backend-dialogue-capa",
+        [S_PLAINTEXT] = "plaintext",
+        [S_STARTTLS] = "starttls",
+        [S_CLIENT_STARTTLS] = "client-starttls",
+        [S_RELAY] = "relay",
+        [S_DRAIN] = "drain",
+        [S_CLOSED] = "closed",
 };
-
-struct session {
-	struct server *srv;
-	struct config *cfg; /* referenced: svc stays valid across reloads */
-	const struct service *svc;
-	const struct proto_ops *proto;
-	struct metrics_svc *m;
-	struct endpoint client, backend;
-	struct relay_dir c2s, s2c;
-	void *proto_state;   /* adapter state, when the adapter filters */
-	void *up_state;      /* adapter state of the STARTTLS dialogue with the backend */
-	struct observe *obs; /* log_commands / capture_dir, else NULL */
-	bool pretls;         /* STARTTLS offered and not yet done */
-	bool client_spoke;   /* the client has sent a byte */
-	bool handshaking;    /* counted in srv->handshakes (max_handshakes) */
-	struct sockaddr_storage peer, local; /* the client's address and ours */
-	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
-	size_t hdr_len;
-	ev_timer timer; /* handshake, connect, idle or drain deadline */
-	ev_tstamp started, last_activity;
-	double started_wall; /* for the transcript's name */
-	enum session_state state;
-	const char *reason; /* the end reason, once known */
-	int holds;
-	struct session *prev, *next;
-	char who[112]; /* "SERVICE#ID CLIENTADDR" */
-};
-
-static void session_step(struct session *s);
-static long session_filter(void *arg, struct relay_dir *d);
-static void start_upstream(struct session *s);
-static void step_proxy_header(struct session *s);
-static bool start_adapter(struct session *s);
-static bool needs_adapter(const struct service *svc);
-
-/* The command log and the transcript of one session. A line may arrive in
- * pieces (an IMAP command with literals); it is put together per direction
- * and written once whole. */
-struct obs_line {
-	char text[PROTO_LOG_MAX];
-	size_t len;
-	unsigned flags; /* of the line's first piece */
-	bool open;
-};
-struct observe {
-	struct capture *cap;
-	struct obs_line line[2]; /* by enum proto_dir */
-	struct secrets secrets;  /* what the adapters hid so far: masked for good */
-};
-
-static void
-observe_capture_failed(struct session *s)
-{
-	log_session(LOG_WARNING, s->who, "capture stopped: %s", strerror(errno));
-	capture_close(s->obs->cap, NULL);
-	s->obs->cap = NULL;
-}
-
-/* TEXT may hold several lines separated by '\n' (one multi-line reply):
- * all but the last are of lesser interest. Each line has the session's
- * secrets masked, then its bytes escaped (a NUL no longer cuts it). */
-static void
-observe_emit(struct session *s, char side, const char *text, size_t len, unsigned flags)
-{
-	static char masked[4 * PROTO_LOG_MAX], shown[4 * PROTO_LOG_MAX + 1];
-
-	while (s->obs) {
-		const char *nl = memchr(text, '\n', len);
-		size_t n = nl ? (size_t)(nl - text) : len;
-		int level = nl || (flags & PL_DEBUG) ? LOG_DEBUG : LOG_INFO;
-		size_t m = secrets_mask(&s->obs->secrets, text, n, masked, sizeof(masked));
-		size_t e = log_text_escape(shown, sizeof(shown), masked, m, 0);
-		if (s->svc->log_commands)
-			log_session(level, s->who, "%c: %s", side, shown);
-		if (s->obs->cap && capture_line(s->obs->cap, side, shown, e) < 0)
-			observe_capture_failed(s);
-		if (!nl)
-			break;
-		text += n + 1;
-		len -= n + 1;
-	}
-}
-
-/* An adapter's log piece for what it just judged. */
-static void
-observe_action(struct session *s, enum proto_dir dir, const struct proto_action *act)
-{
-	struct obs_line *l = &s->obs->line[dir];
-	size_t n = act->log_len;
-	bool cut;
-
-	if (act->secret) /* before the line is shown: it may repeat the secret */
-		secrets_add(&s->obs->secrets, act->secret, act->secret_len);
-	if (!l->open) {
-		l->open = true;
-		l->len = 0;
-		l->flags = act->log_flags;
-	}
-	cut = n > sizeof(l->text) - l->len;
-	if (cut)
-		n = sizeof(l->text) - l->len;
-	memcpy(l->text + l->len, act->log, n);
-	l->len += n;
-	if (cut) /* say so: a cut line is never taken for a whole one */
-		memcpy(l->text + sizeof(l->text) - 3, "...", 3);
-	if (act->log_flags & PL_CONT)
-		return;
-	l->open = false;
-	observe_emit(s, dir == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len, l->flags);
-}
-
-/* postern's own answer to the client, as the client sees it. */
-static void
-observe_reply(struct session *s, const char *text, size_t len)
-{
-	size_t n;
-
-	while (s->obs && (n = pu_line_len(text, len)) > 0) {
-		observe_emit(s, 'S', text, pu_trim_eol(text, n), 0);
-		text += n;
-		len -= n;
-	}
-}
-
-static void
-observe_start(struct session *s)
-{
-	const struct service *svc = s->svc;
-	char err[256];
-
-	if (!svc->log_commands && !svc->capture_dir)
-		return;
-	if ((s->obs = calloc(1, sizeof(*s->obs))) == NULL) {
-		log_session(LOG_ERR, s->who, "out of memory: no command log for this session");
-		return;
-	}
-	if (svc->capture_dir && !(s->obs->cap = capture_open(svc->capture_dir, s->who,
-	                                                     s->started_wall, err, sizeof(err))))
-		log_session(LOG_WARNING, s->who, "no capture: %s", err);
-}
-
-static void
-observe_end(struct session *s)
-{
-	char trailer[128];
-
-	if (s->obs == NULL)
-		return;
-	for (int d = 0; d < 2; d++) /* a line cut by the close is shown as it stands */
-		if (s->obs->line[d].open) {
-			struct obs_line *l = &s->obs->line[d];
-			observe_emit(s, d == PROTO_FROM_CLIENT ? 'C' : 'S', l->text, l->len,
-			             l->flags);
-		}
-	snprintf(trailer, sizeof(trailer), "end reason=%s in=%llu out=%llu", s->reason,
-	         (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes);
-	capture_close(s->obs->cap, trailer);
-	secrets_wipe(&s->obs->secrets);
-	free(s->obs);
-	s->obs = NULL;
-}
 
 static void
 session_hold(struct session *s)
@@ -245,18 +116,90 @@ session_format_addr(const struct sockaddr *sa, char *dst, size_t len)
 	}
 }
 
-/* The client's handshake no longer counts against max_handshakes. */
-static void
-handshake_over(struct session *s)
+/* The deadline of STATE, in seconds from now (a past one fires at once).
+ * States that go on with a phase keep the phase's deadline. */
+static double
+state_deadline(const struct session *s, enum session_state state)
 {
-	if (s->handshaking) {
-		s->handshaking = false;
-		s->srv->handshakes--;
+	const struct service *svc = s->svc;
+	ev_tstamp now = ev_now(s->srv->loop);
+
+	switch (state) {
+	case S_PROXY_HEADER:
+	case S_CLIENT_TLS:
+	case S_BACKEND_TLS:
+		return svc->handshake_timeout;
+	case S_BACKEND_CONNECT:
+		return svc->connect_timeout;
+	case S_UP_DIALOGUE:
+	case S_UP_TLS:
+	case S_UP_CAPA:
+		return s->up_deadline - now;
+	case S_PLAINTEXT: /* the plaintext phase counts against handshake_timeout */
+	case S_STARTTLS:
+	case S_CLIENT_STARTTLS:
+		return s->started + svc->handshake_timeout - now;
+	case S_RELAY:
+		return svc->idle_timeout;
+	default: /* S_DRAIN */
+		return DRAIN_LINGER;
 	}
 }
 
-/* The one exit door: idempotent; logs the end line exactly once. */
 static void
+arm_timer(struct session *s, double seconds)
+{
+	ev_timer_stop(s->srv->loop, &s->timer);
+	ev_timer_set(&s->timer, seconds, 0.);
+	ev_timer_start(s->srv->loop, &s->timer);
+}
+
+/* The one place the state changes: logs the transition, sets what the
+ * relay may do in the new state, arms its deadline, and asks the
+ * dispatcher to run its handler unless the state waits for an event. */
+void
+session_enter(struct session *s, enum session_state state)
+{
+	if (s->state == S_CLOSED)
+		return;
+	log_session(LOG_DEBUG, s->who, "state %s -> %s", state_names[s->state], state_names[state]);
+	if (state == S_UP_DIALOGUE)
+		s->up_deadline = ev_now(s->srv->loop) + s->svc->handshake_timeout;
+	s->state = state;
+	switch (state) {
+	case S_UP_DIALOGUE: /* nothing of the client's is read meanwhile */
+		s->c2s.paused = true;
+		break;
+	case S_PLAINTEXT:
+	case S_RELAY:
+		s->c2s.paused = false;
+		s->s2c.held = false;
+		s->last_activity = ev_now(s->srv->loop);
+		break;
+	case S_STARTTLS: /* the client's plaintext stops here */
+		s->c2s.paused = true;
+		s->s2c.held = true;
+		break;
+	default:
+		break;
+	}
+	if (state == S_CLOSED)
+		ev_timer_stop(s->srv->loop, &s->timer);
+	else
+		arm_timer(s, state_deadline(s, state));
+	s->rerun = state != S_BACKEND_CONNECT && state != S_CLOSED;
+}
+
+void
+session_enter_relay(struct session *s)
+{
+	bool starttls_to_come = s->proto_state && s->svc->tls == TLSMODE_STARTTLS && !s->client.ssl;
+
+	session_enter(s, starttls_to_come ? S_PLAINTEXT : S_RELAY);
+}
+
+/* The one exit door: idempotent; logs the end line exactly once. */
+void
 session_close(struct session *s, const char *reason)
 {
 	struct ev_loop *loop = s->srv->loop;
@@ -265,9 +208,10 @@ session_close(struct session *s, const char *reason)
 		return;
 	if (s->reason == NULL)
 		s->reason = reason;
-	s->state = S_CLOSED;
-	handshake_over(s);
-	observe_end(s);
+	session_enter(s, S_CLOSED);
+	client_handshake_over(s);
+	observe_end(s->obs, s->reason, s->c2s.bytes, s->s2c.bytes);
+	s->obs = NULL;
 	log_session(LOG_INFO, s->who, "end in=%llu out=%llu duration=%.3f reason=%s",
 	            (unsigned long long)s->c2s.bytes, (unsigned long long)s->s2c.bytes,
 	            ev_now(loop) - s->started, s->reason);
@@ -290,23 +234,15 @@ session_close(struct session *s, const char *reason)
 		ev_break(loop, EVBREAK_ALL);
 }
 
-static void
-arm_timer(struct session *s, double seconds)
-{
-	ev_timer_stop(s->srv->loop, &s->timer);
-	ev_timer_set(&s->timer, seconds, 0.);
-	ev_timer_start(s->srv->loop, &s->timer);
-}
-
 /* Sends TEXT (may be NULL) to the client after what is already queued for
  * it, then closes with REASON. The client's further input is read and
  * dropped so that closing does not turn into a reset that could destroy the
  * reply in flight. */
-static void
+void
 session_drain(struct session *s, const char *text, size_t len, const char *reason)
 {
 	s->reason = reason;
-	s->state = S_DRAIN;
+	session_enter(s, S_DRAIN);
 	ep_close(s->srv->loop, &s->backend);
 	s->c2s.discard = true;
 	s->c2s.paused = false;
@@ -316,453 +252,70 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 	s->s2c.eof = true;
 	if (text) {
 		buf_append_grow(&s->s2c.buf, text, len);
-		observe_reply(s, text, len);
+		observe_reply(s->obs, text, len);
 	}
-	arm_timer(s, DRAIN_LINGER);
-	/* No step here: a filter may be calling; its pump goes round again. */
 }
 
 static void
-backend_failed(struct session *s, const char *why)
+on_event(void *arg, const char *event)
 {
-	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
+	struct session *s = arg;
 
-	shared_add(&s->m->backend_errors[MB_UNREACHABLE], 1);
-	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
-	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
-	session_step(s);
+	shared_add(&s->m->plaintext_auth_refused, 1);
+	log_session(LOG_INFO, s->who, "%s", event);
 }
 
 static void
-enter_relay(struct session *s)
+on_log(void *arg, enum proto_dir dir, const struct proto_action *act)
 {
-	s->state = S_RELAY;
-	s->last_activity = ev_now(s->srv->loop);
-	if (s->pretls) /* the plaintext phase counts against handshake_timeout */
-		arm_timer(s, s->started + s->svc->handshake_timeout - ev_now(s->srv->loop));
-	else
-		arm_timer(s, s->svc->idle_timeout);
-	session_step(s);
+	observe_action(((struct session *)arg)->obs, dir, act);
 }
 
-/* Scratch space for adapters' replacement text; one loop, one thread. */
-static char filter_scratch[PROTO_SCRATCH_ALLOC];
+static void
+on_reply(void *arg, const char *text, size_t len)
+{
+	observe_reply(((struct session *)arg)->obs, text, len);
+}
 
-/* Runs the adapter over what waits in D's input buffer and moves the
- * result to the output buffers. Returns bytes consumed, or -1 when the
- * session changed course (STARTTLS, closing). */
-static long
+/* Runs the verdict loop (filter.c) over what waits in D's input buffer.
+ * Returns bytes consumed, or -1 when the session changed course
+ * (STARTTLS, closing). */
+long
 session_filter(void *arg, struct relay_dir *d)
 {
 	struct session *s = arg;
 	enum proto_dir dir = d == &s->c2s ? PROTO_FROM_CLIENT : PROTO_FROM_SERVER;
-	long consumed = 0;
+	struct filter_result r;
 
-	if (dir == PROTO_FROM_CLIENT && s->pretls && !s->client_spoke) {
-		s->client_spoke = true;
-		/* 0x16 starts a TLS handshake record: a client that speaks TLS
-		 * before STARTTLS is refused at once, never after a timeout. */
-		if (buf_head(&d->in)[0] == 0x16) {
-			shared_add(&s->m->refused[MR_PROTOCOL], 1);
-			log_session(LOG_INFO, s->who,
-			            "TLS ClientHello on a STARTTLS port: closing");
-			session_close(s, "refused");
-			return -1;
-		}
-	}
-	while (buf_len(&d->in) > 0) {
-		struct proto_action act = {0};
-
-		/* Backpressure: judge more only once the output has drained
-		 * (a client's refused commands fill the buffer towards it). */
-		if (buf_len(&d->buf) >= RELAY_BUF_SIZE || buf_len(&s->s2c.buf) >= RELAY_BUF_SIZE)
-			break;
-		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
-		enum proto_verdict v = s->proto->input(s->proto_state, dir, buf_head(&d->in),
-		                                       buf_len(&d->in), full, &act, filter_scratch);
-		if (v == PV_MORE || v == PV_WAIT)
-			break;
-		if (act.log && s->obs)
-			observe_action(s, dir, &act);
-		if (act.event) {
-			shared_add(&s->m->plaintext_auth_refused, 1);
-			log_session(LOG_INFO, s->who, "%s", act.event);
-		}
-		switch (v) {
-		case PV_PASS:
-			if (!buf_append_grow(&d->buf, buf_head(&d->in), act.consume))
-				goto nomem;
-			break;
-		case PV_REPLACE:
-			if (!buf_append_grow(&d->buf, act.text, act.len))
-				goto nomem;
-			break;
-		case PV_REPLY:
-			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
-				goto nomem;
-			observe_reply(s, act.text, act.len);
-			break;
-		case PV_STARTTLS: {
-			size_t rest = buf_len(&d->in) - act.consume;
-			if (!buf_append_grow(&s->s2c.buf, act.text, act.len))
-				goto nomem;
-			observe_reply(s, act.text, act.len);
-			/* CVE-2011-0411: what the client pipelined after STARTTLS
-			 * was sent in plaintext; it is dropped, never executed. */
-			if (rest > 0)
-				log_session(LOG_WARNING, s->who,
-				            "discarded %zu bytes sent after STARTTLS", rest);
-			buf_free(&d->in);
-			s->c2s.paused = true;
-			s->s2c.held = true;
-			s->state = S_STARTTLS;
-			return -1;
-		}
-		case PV_CLOSE:
-			shared_add(&s->m->refused[MR_PROTOCOL], 1);
-			log_session(LOG_INFO, s->who, "closing: %.*s",
-			            (int)pu_trim_eol(act.text, act.len), act.text);
-			session_drain(s, act.text, act.len, "refused");
-			return -1;
-		default:
-			break;
-		}
-		buf_consume(&d->in, act.consume);
-		consumed += (long)act.consume;
-	}
-	/* Input is kept while the buffer is needed; output drains on its own. */
-	return consumed;
-nomem:
-	log_session(LOG_ERR, s->who, "out of memory");
-	session_close(s, "error");
-	return -1;
-}
-
-static void backend_tls_failed(struct session *s, const char *why);
-static void start_backend_tls(struct session *s);
-
-/* The client's greeting once the STARTTLS dialogue with the backend is
- * over; the session then relays as usual. */
-static void
-upstream_done(struct session *s, const char *greeting, size_t len)
-{
-	struct buf *in = &s->s2c.in;
-	relay_filter_fn client_filter = s->proto_state ? session_filter : NULL;
-
-	free(s->up_state);
-	s->up_state = NULL;
-	s->c2s.bytes = 0; /* our own commands are not the client's bytes */
-	s->s2c.filter = client_filter;
-	if (client_filter) {
-		/* The greeting goes through the client-side adapter, first. */
-		struct buf rest = *in;
-		buf_init(in, RELAY_LINE_BUF_SIZE);
-		buf_append_grow(in, greeting, len);
-		if (buf_len(&rest) > 0)
-			buf_append_grow(in, buf_head(&rest), buf_len(&rest));
-		buf_free(&rest);
-	} else {
-		buf_append_grow(&s->s2c.buf, greeting, len);
-		if (buf_len(in) > 0)
-			buf_append_grow(&s->s2c.buf, buf_head(in), buf_len(in));
-		buf_free(in);
-	}
-	s->c2s.paused = s->state == S_STARTTLS;
-	s->state = S_RELAY;
-	s->last_activity = ev_now(s->srv->loop);
-	if (s->pretls)
-		arm_timer(s, s->started + s->svc->handshake_timeout - ev_now(s->srv->loop));
-	else
-		arm_timer(s, s->svc->idle_timeout);
-}
-
-/* Runs the adapter's client role over what the backend sent. */
-static long
-upstream_filter(void *arg, struct relay_dir *d)
-{
-	struct session *s = arg;
-	long consumed = 0;
-
-	while (buf_len(&d->in) > 0) {
-		struct proto_action act = {0};
-		bool full = buf_len(&d->in) >= d->in.cap || d->eof;
-		enum proto_up r = s->proto->upstream(s->up_state, buf_head(&d->in), buf_len(&d->in),
-		                                     full, &act, filter_scratch);
-		if (r == PU_UP_MORE)
-			break;
-		if (r == PU_UP_FAIL) {
-			backend_tls_failed(s, act.text);
-			return -1;
-		}
-		buf_consume(&d->in, act.consume);
-		consumed += (long)act.consume;
-		if (r == PU_UP_SEND) {
-			buf_append_grow(&s->c2s.buf, act.text, act.len);
-		} else if (r == PU_UP_DONE) {
-			upstream_done(s, act.text, act.len);
-			return -1;
-		} else { /* PU_UP_TLS */
-			size_t rest = buf_len(&d->in);
-			/* C4: what the server sent after its OK is not trusted. */
-			if (rest > 0)
-				log_session(LOG_WARNING, s->who,
-				            "discarded %zu bytes the backend sent after its "
-				            "STARTTLS reply",
-				            rest);
-			buf_free(&d->in);
-			start_backend_tls(s);
-			return -1;
-		}
-	}
-	return consumed;
-}
-
-/* backend_tls = starttls: the adapter, in client role, talks to the backend
- * while the client waits; nothing of the client's is read meanwhile (C8). */
-static void
-start_upstream(struct session *s)
-{
-	struct proto_action act = {0};
-	char host[256] = "localhost";
-	const char *helo = s->svc->helo_name;
-
-	if (helo == NULL && gethostname(host, sizeof(host) - 1) == 0)
-		helo = host;
-	s->up_state = calloc(1, s->proto->up_state_size);
-	if (s->up_state == NULL) {
+	filter_input(&s->flt, dir, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
+	switch (r.stop) {
+	case FILTER_IDLE:
+		/* Input is kept while the buffer is needed; output drains on its own. */
+		buf_consume(&d->in, r.consumed);
+		return (long)r.consumed;
+	case FILTER_TLS_HELLO:
+		shared_add(&s->m->refused[MR_PROTOCOL], 1);
+		log_session(LOG_INFO, s->who, "TLS ClientHello on a STARTTLS port: closing");
+		session_close(s, "refused");
+		return -1;
+	case FILTER_STARTTLS:
+		if (r.discarded > 0)
+			log_session(LOG_WARNING, s->who, "discarded %zu bytes sent after STARTTLS",
+			            r.discarded);
+		buf_free(&d->in);
+		session_enter(s, S_STARTTLS);
+		return -1;
+	case FILTER_CLOSE:
+		shared_add(&s->m->refused[MR_PROTOCOL], 1);
+		log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(r.text, r.len),
+		            r.text);
+		session_drain(s, r.text, r.len, "refused");
+		return -1;
+	default:
+		log_session(LOG_ERR, s->who, "out of memory");
 		session_close(s, "error");
-		return;
+		return -1;
 	}
-	s->proto->up_start(s->up_state, helo ? helo : "localhost", &act, filter_scratch);
-	buf_append_grow(&s->c2s.buf, act.text, act.len);
-	s->c2s.paused = true;
-	s->s2c.filter = upstream_filter;
-	s->s2c.filter_arg = s;
-	s->state = S_BACKEND_STARTTLS;
-	arm_timer(s, s->svc->handshake_timeout);
-	session_step(s);
-}
-
-/* The backend's socket is connected: the PROXY header goes first, raw,
- * before TLS or any client byte; then TLS towards the backend if asked. */
-static void
-backend_connected(struct session *s)
-{
-	const struct service *svc = s->svc;
-
-	if (svc->proxy_protocol) {
-		char hdr[PROXYPROTO_MAX];
-		if (s->local.ss_family == AF_UNSPEC) { /* not from a PROXY header: ask */
-			socklen_t llen = sizeof(s->local);
-			getsockname(s->client.fd, (struct sockaddr *)&s->local, &llen);
-		}
-		size_t n = proxyproto_build(svc->proxy_protocol, (struct sockaddr *)&s->peer,
-		                            (struct sockaddr *)&s->local, hdr, sizeof(hdr));
-		/* A fresh socket's send buffer always takes ~100 bytes at once. */
-		if (n == 0 || send(s->backend.fd, hdr, n, MSG_NOSIGNAL) != (ssize_t)n) {
-			backend_failed(s, "cannot send the PROXY header");
-			return;
-		}
-	}
-	if (svc->backend_tls == TLSMODE_STARTTLS) {
-		start_upstream(s);
-		return;
-	}
-	if (svc->backend_tls == TLSMODE_IMPLICIT) {
-		start_backend_tls(s);
-		if (s->state == S_BACKEND_TLS)
-			arm_timer(s, svc->handshake_timeout);
-		session_step(s);
-		return;
-	}
-	enter_relay(s);
-}
-
-static void
-start_backend_tls(struct session *s)
-{
-	SSL *ssl = tls_backend_new(s->svc);
-
-	if (ssl == NULL || !SSL_set_fd(ssl, s->backend.fd)) {
-		SSL_free(ssl);
-		backend_tls_failed(s, "cannot create TLS session");
-		return;
-	}
-	SSL_set_connect_state(ssl);
-	s->backend.ssl = ssl;
-	s->backend.drained = false;
-	s->state = S_BACKEND_TLS;
-}
-
-/* Fails closed: the client gets the protocol's error, nothing it sent has
- * been forwarded, and the log says why. */
-static void
-backend_tls_failed(struct session *s, const char *why)
-{
-	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
-	long v = s->backend.ssl ? SSL_get_verify_result(s->backend.ssl) : X509_V_OK;
-
-	shared_add(&s->m->backend_errors[MB_TLS], 1);
-	if (s->up_state != NULL)
-		s->c2s.bytes = 0; /* only postern's own commands went out */
-	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
-	            v != X509_V_OK ? "; certificate: " : "",
-	            v != X509_V_OK ? X509_verify_cert_error_string(v) : "");
-	session_drain(s, text, text ? strlen(text) : 0, "backend-tls-failed");
-}
-
-static void
-step_backend_tls(struct session *s)
-{
-	int r = ep_handshake(&s->backend);
-	char err[256];
-
-	if (r == 1) {
-		ep_watch(s->srv->loop, &s->backend, false, false);
-		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s",
-		            SSL_get_version(s->backend.ssl), SSL_get_cipher_name(s->backend.ssl));
-		if (s->up_state != NULL) {
-			shared_add(&s->m->starttls_backend, 1);
-			/* Capabilities are asked again inside TLS. */
-			struct proto_action act = {0};
-			s->proto->up_tls_done(s->up_state, &act, filter_scratch);
-			buf_append_grow(&s->c2s.buf, act.text, act.len);
-			s->state = S_BACKEND_STARTTLS;
-			session_step(s);
-			return;
-		}
-		enter_relay(s);
-	} else if (r == EP_ERR) {
-		backend_tls_failed(s, ep_strerror(&s->backend, err, sizeof(err)));
-		session_step(s);
-	} else {
-		ep_watch(s->srv->loop, &s->backend, r == EP_WANT_READ, r == EP_WANT_WRITE);
-	}
-}
-
-static void
-set_nodelay(int fd)
-{
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-}
-
-static void
-connect_backend(struct session *s)
-{
-	const struct sockaddr_ex *b = &s->svc->backend;
-	int fd = socket(b->ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-
-	if (fd < 0) {
-		backend_failed(s, strerror(errno));
-		return;
-	}
-	if (b->ss.ss_family != AF_UNIX)
-		set_nodelay(fd);
-	ep_attach(&s->backend, fd, NULL);
-	if (connect(fd, (const struct sockaddr *)&b->ss, b->len) == 0) {
-		backend_connected(s);
-	} else if (errno == EINPROGRESS) {
-		s->state = S_BACKEND_CONNECT;
-		arm_timer(s, s->svc->connect_timeout);
-		ep_watch(s->srv->loop, &s->backend, false, true);
-	} else {
-		backend_failed(s, strerror(errno));
-	}
-}
-
-/* backend_verify = no is said on every start line, not only at start-up. */
-static const char *
-unverified_note(const struct session *s)
-{
-	return s->svc->backend_tls != TLSMODE_OFF && !s->svc->backend_verify
-	               ? " backend_verify=no WARNING=backend-certificate-not-verified"
-	               : "";
-}
-
-static void
-log_tls_start(struct session *s, const char *what)
-{
-	SSL *ssl = s->client.ssl;
-	const char *sni = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-
-	/* OpenSSL takes any byte but NUL in a host_name: only a valid host
-	 * name is shown, never text that could pass for more fields. */
-	if (sni && !log_hostname_valid(sni))
-		sni = "(invalid)";
-	log_session(LOG_INFO, s->who, "%s tls=%s cipher=%s%s%s%s", what, SSL_get_version(ssl),
-	            SSL_get_cipher_name(ssl), sni ? " sni=" : "", sni ? sni : "",
-	            unverified_note(s));
-}
-
-static bool attach_client_tls(struct session *s);
-
-/* Whether the client's socket has something for the handshake: a byte, an
- * end or an error. Until then the session holds no TLS state at all. */
-static bool
-client_has_spoken(struct session *s)
-{
-	char c;
-	ssize_t n = recv(s->client.fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-
-	return n >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-}
-
-static void
-step_client_tls(struct session *s)
-{
-	int r;
-	char err[256];
-
-	if (s->client.ssl == NULL) {
-		if (!client_has_spoken(s)) {
-			ep_watch(s->srv->loop, &s->client, true, false);
-			return;
-		}
-		if (!attach_client_tls(s))
-			return;
-	}
-	r = ep_handshake(&s->client);
-	if (r == 1 && s->pretls) {
-		/* STARTTLS done: the adapter forgets the plaintext phase. */
-		handshake_over(s);
-		s->pretls = false;
-		shared_add(&s->m->starttls_client, 1);
-		s->proto->tls_started(s->proto_state);
-		log_tls_start(s, "starttls");
-		s->c2s.paused = false;
-		s->s2c.held = false;
-		enter_relay(s);
-	} else if (r == 1) {
-		handshake_over(s);
-		ep_watch(s->srv->loop, &s->client, false, false);
-		log_tls_start(s, "start");
-		connect_backend(s);
-	} else if (r == EP_ERR) {
-		shared_add(&s->m->handshake_failures[MH_ERROR], 1);
-		log_session(LOG_INFO, s->who, "handshake failed: %s",
-		            ep_strerror(&s->client, err, sizeof(err)));
-		session_close(s, "handshake-failed");
-	} else {
-		ep_watch(s->srv->loop, &s->client, r == EP_WANT_READ, r == EP_WANT_WRITE);
-	}
-}
-
-static void
-step_backend_connect(struct session *s)
-{
-	int err = 0;
-	socklen_t len = sizeof(err);
-
-	if (getsockopt(s->backend.fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-		err = errno;
-	if (err == EINPROGRESS || err == EALREADY)
-		return;
-	ep_watch(s->srv->loop, &s->backend, false, false);
-	if (err != 0)
-		backend_failed(s, strerror(err));
-	else
-		backend_connected(s);
 }
 
 /* Which end a failed I/O makes this: a peer that vanished closed the
@@ -781,48 +334,12 @@ failure_reason(struct session *s, struct endpoint *ep)
 	return "error";
 }
 
-/* Puts a server-side SSL on the client's socket once the client has spoken,
- * if fewer than max_handshakes are in progress; else, or if OpenSSL cannot
- * make one, the session is closed. */
+/* The states in which both directions are pumped. */
 static bool
-attach_client_tls(struct session *s)
+relaying(enum session_state state)
 {
-	int limit = s->srv->cfg->max_handshakes;
-	SSL *ssl;
-
-	if (s->srv->handshakes >= limit) {
-		/* No TLS work at all: the cap bounds the memory and CPU that
-		 * handshakes in progress hold. */
-		shared_add(&s->m->refused[MR_MAX_HANDSHAKES], 1);
-		log_session(LOG_WARNING, s->who, "refused reason=max_handshakes limit=%d", limit);
-		session_close(s, "refused");
-		return false;
-	}
-	ssl = tls_server_new(s->svc);
-	if (ssl == NULL || !SSL_set_fd(ssl, s->client.fd)) {
-		SSL_free(ssl);
-		log_session(LOG_ERR, s->who, "cannot create TLS session");
-		session_close(s, "error");
-		return false;
-	}
-	SSL_set_accept_state(ssl);
-	s->client.ssl = ssl;
-	s->client.drained = false;
-	s->handshaking = true;
-	s->srv->handshakes++;
-	return true;
-}
-
-/* The client's handshake (implicit TLS, or after the STARTTLS answer has
- * left in plaintext): its SSL is made when its first byte arrives, so that
- * a connection that sends nothing costs no TLS state. */
-static void
-start_client_tls(struct session *s)
-{
-	ep_watch(s->srv->loop, &s->client, false, false);
-	ep_watch(s->srv->loop, &s->backend, false, false);
-	s->state = S_CLIENT_TLS;
-	step_client_tls(s);
+	return state == S_PLAINTEXT || state == S_RELAY || state == S_STARTTLS ||
+	       state == S_DRAIN || state == S_UP_DIALOGUE || state == S_UP_CAPA;
 }
 
 static void
@@ -835,7 +352,7 @@ step_relay(struct session *s)
 	 * server's reply, a buffer that drained): go round until neither moves. */
 	do {
 		a = s->state == S_STARTTLS ? 0 : relay_pump(&s->c2s);
-		if (s->state == S_CLOSED || s->state == S_CLIENT_TLS)
+		if (!relaying(s->state))
 			return;
 		if (a == -1)
 			break;
@@ -848,23 +365,21 @@ step_relay(struct session *s)
 		if (b == -1)
 			break;
 		if (a == -2 || b == -2) {
-			/* A filter changed the session's course. */
-			if (s->state != S_RELAY && s->state != S_STARTTLS && s->state != S_DRAIN &&
-			    s->state != S_BACKEND_STARTTLS) {
-				session_step(s);
+			/* A filter changed the session's course: go round again
+			 * in the new state, or leave it to its own handler. */
+			if (!relaying(s->state))
 				return;
-			}
-			a = 1; /* go round again in the new state */
+			a = 1;
 			continue;
 		}
-		if (s->state == S_BACKEND_STARTTLS && s->s2c.eof) {
+		if ((s->state == S_UP_DIALOGUE || s->state == S_UP_CAPA) && s->s2c.eof) {
 			/* C13: the backend went away mid-dialogue: fail closed. */
 			backend_tls_failed(s, "backend closed the connection");
 			a = 1;
 			continue;
 		}
 		if (s->state == S_STARTTLS && buf_len(&s->s2c.buf) == 0) {
-			start_client_tls(s);
+			client_start_tls(s, S_CLIENT_STARTTLS);
 			return;
 		}
 		if (a > 0 || b > 0)
@@ -887,30 +402,33 @@ step_relay(struct session *s)
 	ep_watch(s->srv->loop, &s->backend, brd, bwr);
 }
 
+/* The dispatcher: runs the current state's handler, and the next state's
+ * while a handler enters a state that has work to do at once. */
 static void
-session_step(struct session *s)
+session_run(struct session *s)
 {
-	switch (s->state) {
-	case S_PROXY_HEADER:
-		step_proxy_header(s);
-		break;
-	case S_CLIENT_TLS:
-		step_client_tls(s);
-		break;
-	case S_BACKEND_CONNECT:
-		step_backend_connect(s);
-		break;
-	case S_BACKEND_TLS:
-		step_backend_tls(s);
-		break;
-	case S_RELAY:
-	case S_STARTTLS:
-	case S_BACKEND_STARTTLS:
-	case S_DRAIN:
-		step_relay(s);
-		break;
-	case S_CLOSED:
-		break;
+	while (s->rerun && s->state != S_CLOSED) {
+		s->rerun = false;
+		switch (s->state) {
+		case S_PROXY_HEADER:
+			client_step_proxy_header(s);
+			break;
+		case S_CLIENT_TLS:
+		case S_CLIENT_STARTTLS:
+			client_step_tls(s);
+			break;
+		case S_BACKEND_CONNECT:
+			backend_step_connect(s);
+			break;
+		case S_BACKEND_TLS:
+		case S_UP_TLS:
+			backend_step_tls(s);
+			break;
+		default:
+			if (relaying(s->state))
+				step_relay(s);
+			break;
+		}
 	}
 }
 
@@ -928,7 +446,8 @@ on_io(struct ev_loop *loop, ev_io *w, int revents)
 			s->backend.drained = false;
 	}
 	session_hold(s);
-	session_step(s);
+	s->rerun = true;
+	session_run(s);
 	session_release(s);
 }
 
@@ -939,6 +458,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 
 	(void)revents;
 	session_hold(s);
+	s->rerun = false;
 	switch (s->state) {
 	case S_PROXY_HEADER:
 		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
@@ -948,6 +468,7 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		break;
 	case S_CLIENT_TLS:
 	case S_STARTTLS:
+	case S_CLIENT_STARTTLS:
 		shared_add(&s->m->handshake_failures[MH_TIMEOUT], 1);
 		log_session(LOG_INFO, s->who, "handshake timed out after %.0fs",
 		            s->svc->handshake_timeout);
@@ -956,21 +477,21 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 	case S_BACKEND_CONNECT:
 		backend_failed(s, "connect timed out");
 		break;
-	case S_BACKEND_STARTTLS:
 	case S_BACKEND_TLS:
+	case S_UP_DIALOGUE:
+	case S_UP_TLS:
+	case S_UP_CAPA:
 		backend_tls_failed(s, "handshake timed out");
-		session_step(s);
 		break;
+	case S_PLAINTEXT: {
+		const char *t = s->proto->reply[PROTO_REPLY_TIMEOUT];
+		shared_add(&s->m->handshake_failures[MH_TIMEOUT], 1);
+		log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
+		            s->svc->handshake_timeout);
+		session_drain(s, t, strlen(t), "handshake-failed");
+		break;
+	}
 	case S_RELAY: {
-		if (s->pretls) {
-			const char *t = s->proto->reply[PROTO_REPLY_TIMEOUT];
-			shared_add(&s->m->handshake_failures[MH_TIMEOUT], 1);
-			log_session(LOG_INFO, s->who, "no STARTTLS within %.0fs",
-			            s->svc->handshake_timeout);
-			session_drain(s, t, strlen(t), "handshake-failed");
-			session_step(s);
-			break;
-		}
 		/* Activity does not touch the timer; re-arm for what is left. */
 		double left = s->last_activity + s->svc->idle_timeout - ev_now(loop);
 		if (left > 0.001)
@@ -983,95 +504,8 @@ on_timer(struct ev_loop *loop, ev_timer *w, int revents)
 		session_close(s, s->reason);
 		break;
 	}
+	session_run(s);
 	session_release(s);
-}
-
-/* The client is who it is (PROXY header read, if any): TLS or plaintext. */
-static void
-session_begin(struct session *s)
-{
-	const struct service *svc = s->svc;
-
-	if (svc->tls == TLSMODE_IMPLICIT) {
-		if (needs_adapter(svc) && !start_adapter(s)) {
-			session_close(s, "error");
-			return;
-		}
-		arm_timer(s, svc->handshake_timeout);
-		start_client_tls(s);
-		return;
-	}
-	log_session(LOG_INFO, s->who, "start tls=off%s", unverified_note(s));
-	if (needs_adapter(svc) && !start_adapter(s)) {
-		log_session(LOG_ERR, s->who, "out of memory");
-		session_close(s, "error");
-	} else {
-		connect_backend(s);
-	}
-}
-
-/* Reads the PROXY header of a trusted balancer, exactly: bytes after it
- * belong to the client (a ClientHello, a command) and stay in the socket. */
-static void
-step_proxy_header(struct session *s)
-{
-	char view[PROXYPROTO_MAX];
-	struct proxyproto_info info;
-	size_t have = s->hdr_len;
-	ssize_t n;
-	int r;
-
-	if (s->hdr == NULL && (s->hdr = malloc(PROXYPROTO_MAX)) == NULL) {
-		session_close(s, "error");
-		return;
-	}
-	memcpy(view, s->hdr, have);
-	n = recv(s->client.fd, view + have, sizeof(view) - have, MSG_PEEK);
-	if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
-		ep_watch(s->srv->loop, &s->client, true, false);
-		return;
-	}
-	if (n <= 0) {
-		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
-		log_session(LOG_INFO, s->who, "closed before its PROXY header");
-		session_close(s, "refused");
-		return;
-	}
-	r = proxyproto_parse(view, have + (size_t)n, &info);
-	if (r == PROXYPROTO_BAD || (r == PROXYPROTO_MORE && have + (size_t)n >= sizeof(view))) {
-		shared_add(&s->m->refused[MR_PROXY_HEADER], 1);
-		log_session(LOG_WARNING, s->who, "missing or malformed PROXY header: closing");
-		session_close(s, "refused");
-		return;
-	}
-	/* Take what is certainly header: all of it while incomplete. */
-	size_t take = r > 0 ? (size_t)r - have : (size_t)n;
-	if (recv(s->client.fd, s->hdr + have, take, 0) != (ssize_t)take) {
-		session_close(s, "error");
-		return;
-	}
-	s->hdr_len += take;
-	if (r == PROXYPROTO_MORE) {
-		ep_watch(s->srv->loop, &s->client, true, false);
-		return;
-	}
-	free(s->hdr);
-	s->hdr = NULL;
-	ep_watch(s->srv->loop, &s->client, false, false);
-	ev_timer_stop(s->srv->loop, &s->timer);
-	if (!info.local) {
-		char addr[INET6_ADDRSTRLEN + 8], via[INET6_ADDRSTRLEN + 8];
-		session_format_addr((struct sockaddr *)&s->peer, via, sizeof(via));
-		memcpy(&s->peer, &info.src, sizeof(s->peer));
-		memcpy(&s->local, &info.dst, sizeof(s->local));
-		session_format_addr((struct sockaddr *)&s->peer, addr, sizeof(addr));
-		char *hash = strchr(s->who, ' ');
-		if (hash)
-			snprintf(hash + 1, sizeof(s->who) - (size_t)(hash + 1 - s->who), "%s",
-			         addr);
-		log_session(LOG_DEBUG, s->who, "client address from PROXY header of %s", via);
-	}
-	session_begin(s);
 }
 
 /* An adapter is needed where TLS is involved: to offer STARTTLS, or to
@@ -1095,13 +529,37 @@ start_adapter(struct session *s)
 	s->proto_state = calloc(1, s->proto->state_size);
 	if (s->proto_state == NULL)
 		return false;
-	observe_start(s);
+	s->obs = observe_start(s->svc, s->who, s->started_wall);
 	conf.observe = s->obs != NULL;
 	s->proto->init(s->proto_state, &conf);
-	s->pretls = offer;
+	s->flt.state = s->proto_state;
+	s->flt.check_first_byte = offer;
 	s->c2s.filter = s->s2c.filter = session_filter;
 	s->c2s.filter_arg = s->s2c.filter_arg = s;
 	return true;
+}
+
+/* The client is who it is (PROXY header read, if any): TLS or plaintext. */
+void
+session_begin(struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->tls == TLSMODE_IMPLICIT) {
+		if (needs_adapter(svc) && !start_adapter(s)) {
+			session_close(s, "error");
+			return;
+		}
+		client_start_tls(s, S_CLIENT_TLS);
+		return;
+	}
+	log_session(LOG_INFO, s->who, "start tls=off%s", backend_unverified_note(s));
+	if (needs_adapter(svc) && !start_adapter(s)) {
+		log_session(LOG_ERR, s->who, "out of memory");
+		session_close(s, "error");
+	} else {
+		backend_connect(s);
+	}
 }
 
 /* One counter for all workers, so ids never repeat across them. */
@@ -1151,6 +609,14 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	s->client.track_ready = s->backend.track_ready = true;
 	relay_init(&s->c2s, &s->client, &s->backend);
 	relay_init(&s->s2c, &s->backend, &s->client);
+	s->hooks = (struct filter_hooks){
+	        .arg = s, .log = on_log, .reply = on_reply, .event = on_event};
+	s->flt = (struct filter){.proto = s->proto,
+	                         .out = {&s->c2s.buf, &s->s2c.buf},
+	                         .reply = &s->s2c.buf,
+	                         .hooks = &s->hooks,
+	                         .scratch = session_scratch};
+	s->up = s->flt;
 	ev_init(&s->timer, on_timer);
 	s->timer.data = s;
 	s->started = ev_now(srv->loop);
@@ -1166,12 +632,11 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	session_hold(s);
 	if (svc->accept_proxy_from.n > 0 && config_cidr_match(&svc->accept_proxy_from, peer)) {
 		/* A trusted balancer: its PROXY header comes first, even before TLS. */
-		s->state = S_PROXY_HEADER;
-		arm_timer(s, svc->handshake_timeout);
-		session_step(s);
+		session_enter(s, S_PROXY_HEADER);
 	} else {
 		session_begin(s);
 	}
+	session_run(s);
 	session_release(s);
 }
 

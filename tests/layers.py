@@ -32,7 +32,7 @@ LAYERS = [
     ("config", "the configuration and what is set up straight from it",
      ["config", "config_values", "config_keys", "config_tls", "log", "metrics"]),
     ("session", "one connection from accept to close",
-     ["server", "session", "session_backend", "observe", "filter"]),
+     ["server", "session", "session_backend", "session_client", "observe", "filter"]),
     ("process", "listeners, the daemon, its workers, the command line",
      ["listener", "daemon", "workers", "sd_notify", "main"]),
 ]

@@ -5,6 +5,7 @@
 #define POSTERN_ENDPOINT_H
 
 #include <stdbool.h>
+#include <sys/socket.h>
 #include <sys/types.h>
 
 #include <ev.h>
@@ -52,6 +53,37 @@ void ep_shutdown_write(struct endpoint *ep);
 
 /* Stops watchers, sends close_notify once if still healthy, frees SSL, closes. */
 void ep_close(struct ev_loop *loop, struct endpoint *ep);
+
+/* Connects a fresh non-blocking socket to SA (TCP_NODELAY unless a Unix
+ * socket) and attaches it: 0 connected, EP_WANT_WRITE in progress (see
+ * ep_connect_result once writable), EP_ERR (ep->sys_errno) on failure. */
+int ep_connect(struct endpoint *ep, const struct sockaddr *sa, socklen_t len);
+
+/* The outcome of a connect in progress: 0 connected, EINPROGRESS or
+ * EALREADY still going, else the errno it failed with. */
+int ep_connect_result(const struct endpoint *ep);
+
+/* Copies up to LEN waiting bytes without taking them: the count, EP_EOF,
+ * EP_WANT_READ (none yet) or EP_ERR (ep->sys_errno). Plain sockets only. */
+ssize_t ep_peek(struct endpoint *ep, void *dst, size_t len);
+
+/* The local address of the socket (the client's view of us). */
+void ep_local_addr(const struct endpoint *ep, struct sockaddr_storage *ss);
+
+/* Puts SSL (fresh, from tls.c; may be NULL) on the socket, as the server
+ * (SERVER) or the client side, to be driven by ep_handshake. False, with
+ * SSL freed, if it cannot. */
+bool ep_start_tls(struct endpoint *ep, SSL *ssl, bool server);
+
+/* What the log says of an established TLS connection. */
+struct ep_tls_info {
+	const char *version, *cipher;
+	const char *sni; /* the client's server name (server side), or NULL */
+};
+void ep_tls_summary(const struct endpoint *ep, struct ep_tls_info *info);
+
+/* Why the peer's certificate was not accepted, or NULL. */
+const char *ep_verify_error(const struct endpoint *ep);
 
 /* Human-readable cause of the last EP_ERR. */
 const char *ep_strerror(const struct endpoint *ep, char *buf, size_t len);

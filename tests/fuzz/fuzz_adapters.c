@@ -1,5 +1,5 @@
 /* libFuzzer harness: the IMAP, POP3 and SMTP adapters, both directions,
- * driven exactly as session_filter drives them. Whatever the peers send, an
+ * driven by the session's own verdict loop (filter.c). Whatever the peers send, an
  * adapter must never read out of bounds, never claim more bytes than it was
  * given, never stall the session (no zero-byte verdicts, no MORE when the
  * buffer is full), never change its state when it answers MORE or WAIT
@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <postern/filter.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 
@@ -70,7 +71,8 @@ struct sim {
 	void *st, *copy;
 	struct side side[2];
 	bool tls, closed, starttls_pending;
-	size_t fed;
+	size_t fed, iter;
+	struct buf out[2]; /* what the session would write out */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
@@ -175,87 +177,100 @@ starttls_text_ok(const struct sim *s, const char *t, size_t len)
 	return len == sizeof(smtp) - 1 && memcmp(t, smtp, len) == 0;
 }
 
-/* session_filter for one direction. Returns the bytes consumed. */
+/* The invariants of every verdict, checked as the session's loop runs. */
+static void
+judged(void *arg, enum proto_dir dir, int verdict, const struct proto_action *act, const char *p,
+       size_t len, bool full)
+{
+	struct sim *s = arg;
+	enum proto_verdict v = (enum proto_verdict)verdict;
+
+	CHECK(++s->iter <= IN_CAP + 1); /* every verdict below takes a byte */
+	CHECK(v >= PV_PASS && v <= PV_WAIT);
+	TRACE("%c v=%d len=%zu full=%d consume=%zu [%.*s] text=[%.*s]\n", dir ? 'S' : 'C', (int)v,
+	      len, (int)full, act->consume, (int)(act->consume < 80 ? act->consume : 80), p,
+	      (int)(act->text && act->len < 200 ? act->len : 0), act->text ? act->text : "");
+	if (v == PV_MORE || v == PV_WAIT) {
+		CHECK(!(v == PV_MORE && full)); /* the session would stall */
+		/* The same bytes come again: nothing may have been learnt. */
+		CHECK(memcmp(s->copy, s->st, s->ops->state_size) == 0);
+		return;
+	}
+	memcpy(s->copy, s->st, s->ops->state_size);
+	CHECK(act->consume > 0);
+	CHECK(act->consume <= len);
+	CHECK(act->log == NULL ||
+	      (act->log == s->scratch + PROTO_SCRATCH && act->log_len <= PROTO_LOG_MAX));
+	switch (v) {
+	case PV_PASS:
+	case PV_DROP:
+		break;
+	case PV_REPLACE:
+		CHECK(text_ok(s, act->text, act->len));
+		/* Whole lines, or an IMAP ID literal scrubbed in place. */
+		CHECK(act->len > 0 && (act->text[act->len - 1] == '\n' ||
+		                       (s->ops == &proto_imap && act->len == act->consume)));
+		if (s->ops == &proto_smtp)
+			check_ehlo(act->text, act->len, s->tls);
+		if (s->ops == &proto_pop3)
+			CHECK((act->len == 9 && memcmp(act->text, "STLS\r\n.\r\n", 9) == 0) ||
+			      (act->len > 7 && memcmp(act->text, "SASL ", 5) == 0));
+		break;
+	case PV_REPLY:
+	case PV_STARTTLS:
+	case PV_CLOSE:
+		CHECK(dir == PROTO_FROM_CLIENT || v == PV_CLOSE);
+		CHECK(text_ok(s, act->text, act->len));
+		CHECK(act->len >= 3 && act->text[act->len - 2] == '\r' &&
+		      act->text[act->len - 1] == '\n');
+		CHECK(memchr(act->text, '\n', act->len - 1) == NULL); /* one line */
+		if (v == PV_STARTTLS) {
+			CHECK(starttls_text_ok(s, act->text, act->len));
+			CHECK(!s->tls); /* never a second STARTTLS */
+		}
+		break;
+	default:
+		CHECK(0);
+	}
+}
+
+/* The session's verdict loop (filter.c) for one direction, its output
+ * written out at once. Returns the bytes consumed. */
 static size_t
 filter(struct sim *s, enum proto_dir dir)
 {
+	static const struct filter_hooks hooks_proto = {.judged = judged};
 	struct side *d = &s->side[dir];
-	size_t consumed = 0;
-	unsigned iter = 0;
+	struct filter_hooks hooks = hooks_proto;
+	struct filter f = {.proto = s->ops,
+	                   .state = s->st,
+	                   .out = {&s->out[0], &s->out[1]},
+	                   .reply = &s->out[1],
+	                   .hooks = &hooks,
+	                   .scratch = s->scratch};
+	struct filter_result r;
 
 	if (s->closed || (dir == PROTO_FROM_CLIENT && s->starttls_pending))
 		return 0;
-	while (d->end > d->start) {
-		struct proto_action act = {0};
-		size_t len = d->end - d->start;
-		const char *p = d->in + d->start;
-		bool full = len >= IN_CAP || (d->eof && d->qlen == 0);
-
-		CHECK(++iter <= IN_CAP + 1); /* every verdict below takes a byte */
-		memcpy(s->copy, s->st, s->ops->state_size);
-		enum proto_verdict v = s->ops->input(s->st, dir, p, len, full, &act, s->scratch);
-		CHECK(v >= PV_PASS && v <= PV_WAIT);
-		TRACE("%c v=%d len=%zu full=%d consume=%zu [%.*s] text=[%.*s]\n", dir ? 'S' : 'C',
-		      (int)v, len, (int)full, act.consume,
-		      (int)(act.consume < 80 ? act.consume : 80), p,
-		      (int)(act.text && act.len < 200 ? act.len : 0), act.text ? act.text : "");
-		if (v == PV_MORE || v == PV_WAIT) {
-			CHECK(!(v == PV_MORE && full)); /* the session would stall */
-			/* The same bytes come again: nothing may have been learnt. */
-			CHECK(memcmp(s->copy, s->st, s->ops->state_size) == 0);
-			break;
-		}
-		CHECK(act.consume > 0);
-		CHECK(act.consume <= len);
-		CHECK(act.log == NULL ||
-		      (act.log == s->scratch + PROTO_SCRATCH && act.log_len <= PROTO_LOG_MAX));
-		switch (v) {
-		case PV_PASS:
-		case PV_DROP:
-			break;
-		case PV_REPLACE:
-			CHECK(text_ok(s, act.text, act.len));
-			/* Whole lines, or an IMAP ID literal scrubbed in place. */
-			CHECK(act.len > 0 && (act.text[act.len - 1] == '\n' ||
-			                      (s->ops == &proto_imap && act.len == act.consume)));
-			if (s->ops == &proto_smtp)
-				check_ehlo(act.text, act.len, s->tls);
-			if (s->ops == &proto_pop3)
-				CHECK((act.len == 9 && memcmp(act.text, "STLS\r\n.\r\n", 9) == 0) ||
-				      (act.len > 7 && memcmp(act.text, "SASL ", 5) == 0));
-			break;
-		case PV_REPLY:
-		case PV_STARTTLS:
-		case PV_CLOSE:
-			CHECK(dir == PROTO_FROM_CLIENT || v == PV_CLOSE);
-			CHECK(text_ok(s, act.text, act.len));
-			CHECK(act.len >= 3 && act.text[act.len - 2] == '\r' &&
-			      act.text[act.len - 1] == '\n');
-			CHECK(memchr(act.text, '\n', act.len - 1) == NULL); /* one line */
-			if (v == PV_STARTTLS)
-				CHECK(starttls_text_ok(s, act.text, act.len));
-			break;
-		default:
-			CHECK(0);
-		}
-		d->start += act.consume;
-		consumed += act.consume;
-		if (v == PV_CLOSE) {
-			s->closed = true;
-			break;
-		}
-		if (v == PV_STARTTLS) {
-			CHECK(!s->tls); /* S10: never a second STARTTLS */
-			/* CVE-2011-0411: the rest is discarded, never judged. */
-			d->start = d->end = 0;
-			d->qoff = d->qlen = 0;
-			s->starttls_pending = true;
-			break;
-		}
+	hooks.arg = s;
+	s->iter = 0;
+	filter_input(&f, dir, d->in + d->start, d->end - d->start, IN_CAP, d->eof && d->qlen == 0,
+	             &r);
+	buf_free(&s->out[0]);
+	buf_free(&s->out[1]);
+	CHECK(r.stop == FILTER_IDLE || r.stop == FILTER_STARTTLS || r.stop == FILTER_CLOSE);
+	d->start += r.consumed;
+	if (r.stop == FILTER_CLOSE)
+		s->closed = true;
+	if (r.stop == FILTER_STARTTLS) {
+		/* CVE-2011-0411: the rest is discarded, never judged. */
+		d->start = d->end = 0;
+		d->qoff = d->qlen = 0;
+		s->starttls_pending = true;
 	}
 	if (d->start == d->end)
 		d->start = d->end = 0;
-	return consumed;
+	return r.consumed;
 }
 
 static void
@@ -265,6 +280,7 @@ handshake_done(struct sim *s)
 	s->starttls_pending = false;
 	s->tls = true;
 	s->ops->tls_started(s->st);
+	memcpy(s->copy, s->st, s->ops->state_size);
 }
 
 /* Reads and filters both directions until nothing moves. */
@@ -321,6 +337,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s->copy = malloc(s->ops->state_size);
 	CHECK(s->st && s->copy);
 	s->ops->init(s->st, &conf);
+	memcpy(s->copy, s->st, s->ops->state_size);
 	s->tls = s->closed = s->starttls_pending = false;
 	s->fed = 0;
 	for (int i = 0; i < 2; i++) {

@@ -24,6 +24,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include <postern/filter.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 #include <postern/secrets.h>
@@ -51,15 +52,15 @@ struct sim {
 };
 
 static void
-check_log(struct sim *s, const struct proto_action *act)
+check_log(void *arg, enum proto_dir dir, const struct proto_action *act)
 {
+	struct sim *s = arg;
 	char shown[PROTO_LOG_MAX];
 	size_t n;
 
+	(void)dir;
 	if (act->secret)
 		secrets_add(&s->secrets, act->secret, act->secret_len);
-	if (act->log == NULL)
-		return;
 	n = secrets_mask(&s->secrets, act->log, act->log_len, shown, sizeof(shown));
 	if (memchr(shown, 'Z', n)) {
 		fprintf(stderr, "fuzz_redact: secret in the log: [%.*s]\n", (int)n, shown);
@@ -67,17 +68,41 @@ check_log(struct sim *s, const struct proto_action *act)
 	}
 }
 
-/* Offers queued bytes a segment at a time and applies the verdicts until
- * nothing moves. */
+static void
+judged(void *arg, enum proto_dir dir, int v, const struct proto_action *act, const char *p,
+       size_t len, bool full)
+{
+	(void)dir;
+	(void)act;
+	(void)p;
+	(void)len;
+	(void)full;
+	if (v == PV_REPLY)
+		((struct sim *)arg)->answered = true;
+}
+
+/* Offers queued bytes a segment at a time to the session's verdict loop
+ * (filter.c) until nothing moves. */
 static void
 drive(struct sim *s)
 {
+	struct filter_hooks hooks = {.arg = s, .judged = judged, .log = check_log};
+	struct buf out[2];
+	struct filter f = {.proto = s->ops,
+	                   .state = s->st,
+	                   .out = {&out[0], &out[1]},
+	                   .reply = &out[1],
+	                   .hooks = &hooks,
+	                   .scratch = s->scratch};
 	bool moved = true;
 
+	buf_init(&out[0], FILTER_OUT_MAX);
+	buf_init(&out[1], FILTER_OUT_MAX);
 	while (moved && !s->over) {
 		moved = false;
 		for (int k = 0; k < 2 && !s->over; k++) {
 			struct dir *d = &s->d[k];
+			struct filter_result r;
 			if (d->qlen > 0 && d->inlen < PEND_MAX) {
 				size_t n = d->qlen < s->seg ? d->qlen : s->seg;
 				if (n > PEND_MAX - d->inlen)
@@ -88,29 +113,24 @@ drive(struct sim *s)
 				d->qlen -= n;
 				moved = true;
 			}
-			while (d->inlen > 0) {
-				struct proto_action act = {0};
-				enum proto_verdict v =
-				        s->ops->input(s->st, (enum proto_dir)k, d->in, d->inlen,
-				                      false, &act, s->scratch);
-				if (v == PV_MORE || v == PV_WAIT)
-					break;
-				check_log(s, &act);
-				if (v == PV_REPLY)
-					s->answered = true;
-				if (v == PV_STARTTLS) {
-					d->inlen = 0;
-					s->ops->tls_started(s->st);
-					break;
-				}
-				if (v == PV_CLOSE) {
-					s->over = true;
-					break;
-				}
-				memmove(d->in, d->in + act.consume, d->inlen - act.consume);
-				d->inlen -= act.consume;
-				moved = true;
+			if (d->inlen == 0)
+				continue;
+			/* Never full: the adapters' MORE is always an answer here. */
+			filter_input(&f, (enum proto_dir)k, d->in, d->inlen, SIZE_MAX, false, &r);
+			buf_free(&out[0]);
+			buf_free(&out[1]);
+			if (r.stop == FILTER_STARTTLS) {
+				d->inlen = 0;
+				s->ops->tls_started(s->st);
+				continue;
 			}
+			if (r.stop != FILTER_IDLE) {
+				s->over = true;
+				break;
+			}
+			memmove(d->in, d->in + r.consumed, d->inlen - r.consumed);
+			d->inlen -= r.consumed;
+			moved |= r.consumed > 0;
 		}
 	}
 }

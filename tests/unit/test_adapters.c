@@ -1,7 +1,8 @@
-/* The IMAP, POP3 and SMTP adapters, driven the way session_filter drives
- * them: the bytes waiting in one direction are offered to input() again and
- * again, each verdict is applied, act.consume bytes are taken off, and the
- * loop stops on MORE or WAIT (or on STARTTLS/CLOSE, which end plaintext).
+/* The IMAP, POP3 and SMTP adapters, driven by the session's own verdict
+ * loop (filter.c): the bytes waiting in one direction are offered to
+ * input() again and again, each verdict is applied, act.consume bytes are
+ * taken off, and the loop stops on MORE or WAIT (or on STARTTLS/CLOSE,
+ * which end plaintext).
  * What would be forwarded and what would be answered to the client are
  * collected and compared with the exact bytes the protocols require. */
 #include <setjmp.h>
@@ -15,6 +16,9 @@
 
 #include <cmocka.h>
 
+#include <postern/buf.h>
+#include <postern/filter.h>
+#include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
 
@@ -78,10 +82,9 @@ struct sess {
 	int final;                  /* first STARTTLS/CLOSE not yet handled */
 	enum proto_verdict stop[2]; /* why the last drive stopped */
 	const char *event;          /* last act.event */
-	struct str log;      /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
-	struct str secret;   /* act.secret of each verdict, one a line */
-	struct str piece[2]; /* a log line being put together (PL_CONT) */
-	unsigned piece_flags[2];
+	struct str log;    /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
+	struct str secret; /* act.secret of each verdict, one a line */
+	struct observe_line line[2]; /* a log line being put together (PL_CONT) */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
@@ -133,110 +136,148 @@ sess_free(struct sess *s)
 	free(s->ans.p);
 	free(s->log.p);
 	free(s->secret.p);
-	free(s->piece[0].p);
-	free(s->piece[1].p);
 	free(s->st);
 	free(s);
 }
 
-/* The session's observe_action: pieces make a line; a multi-line text is
- * split, all lines but the last being debug. */
+/* observe.c's assembly: pieces make a line; a multi-line text is split,
+ * all lines but the last being debug. */
 static void
 log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
 {
+	struct observe_line *l = &s->line[dir];
+
 	assert_true(act->log_len <= PROTO_LOG_MAX);
-	if (s->piece[dir].n == 0 && s->piece_flags[dir] == 0)
-		s->piece_flags[dir] = act->log_flags | 0x100; /* 0x100: open */
-	str_add(&s->piece[dir], act->log, act->log_len);
-	if (act->log_flags & PL_CONT)
+	if (!observe_line_add(l, act))
 		return;
-	const char *p = s->piece[dir].p ? s->piece[dir].p : "";
-	size_t n = s->piece[dir].n;
+	const char *p = l->text;
+	size_t n = l->len;
 	for (;;) {
-		const char *nl = memchr(p, '\n', n);
-		size_t k = nl ? (size_t)(nl - p) : n;
-		if (nl || (s->piece_flags[dir] & PL_DEBUG))
+		bool debug;
+		size_t k = observe_first_line(p, n, l->flags, &debug);
+		if (debug)
 			str_add(&s->log, "d", 1);
 		str_add(&s->log, dir == C ? "C: " : "S: ", 3);
 		str_add(&s->log, p, k);
 		str_add(&s->log, "\n", 1);
-		if (!nl)
+		if (k == n)
 			break;
 		p += k + 1;
 		n -= k + 1;
 	}
-	str_clear(&s->piece[dir]);
-	s->piece_flags[dir] = 0;
 }
 
-/* session_filter: judges the pending bytes of DIR until MORE/WAIT or until
- * they are all consumed. Returns how many bytes stay unconsumed. On
- * STARTTLS the rest is counted, then discarded as the session does. */
+/* The invariants of every verdict, checked as the loop runs. */
+static void
+drive_judged(void *arg, enum proto_dir dir, int v, const struct proto_action *act, const char *p,
+             size_t len, bool full)
+{
+	struct sess *s = arg;
+
+	(void)p;
+	if (v == PV_MORE || v == PV_WAIT) {
+		assert_false(v == PV_MORE && full); /* MORE is not an answer when full */
+		return;
+	}
+	assert_true(act->consume > 0);
+	assert_true(act->consume <= len);
+	if (act->secret) {
+		str_add(&s->secret, act->secret, act->secret_len);
+		str_add(&s->secret, "\n", 1);
+	}
+	switch (v) {
+	case PV_PASS:
+	case PV_DROP:
+		break;
+	case PV_REPLACE:
+		assert_non_null(act->text);
+		assert_true(act->len <= PROTO_SCRATCH);
+		break;
+	case PV_REPLY:
+	case PV_STARTTLS:
+	case PV_CLOSE:
+		/* Only CLOSE may answer a server's bytes (a reply too long to
+		 * rewrite safely). */
+		assert_true(dir == C || v == PV_CLOSE);
+		assert_non_null(act->text);
+		assert_true(act->len > 0 && act->len <= PROTO_SCRATCH);
+		break;
+	default:
+		fail_msg("unknown verdict %d", v);
+	}
+}
+
+static void
+drive_log(void *arg, enum proto_dir dir, const struct proto_action *act)
+{
+	log_piece(arg, dir, act);
+}
+
+static void
+drive_event(void *arg, const char *event)
+{
+	((struct sess *)arg)->event = event;
+}
+
+/* What the relay writes out: the output buffer's bytes, into DST. */
+static void
+drain_to(struct buf *b, struct str *dst)
+{
+	str_add(dst, buf_head(b), buf_len(b));
+	buf_free(b);
+}
+
+/* The session's verdict loop (filter.c) over the pending bytes of DIR,
+ * run again as its output drains, until MORE/WAIT or until they are all
+ * consumed. Returns how many bytes stay unconsumed. On STARTTLS the rest is
+ * counted, then discarded as the session does. */
 static size_t
 drive(struct sess *s, enum proto_dir dir)
 {
 	struct str *in = &s->pend[dir];
+	struct filter_hooks hooks = {
+	        .arg = s, .judged = drive_judged, .log = drive_log, .event = drive_event};
+	struct buf out[2], ans;
+	struct filter f = {.proto = s->ops,
+	                   .state = s->st,
+	                   .out = {&out[C], &out[S]},
+	                   .reply = &ans,
+	                   .hooks = &hooks,
+	                   .scratch = s->scratch};
+	size_t rest = in->n;
 
 	s->stop[dir] = PV_PASS;
 	if (s->final != NO_FINAL)
 		return in->n; /* CLOSE, or STARTTLS not yet completed */
+	buf_init(&out[C], FILTER_OUT_MAX);
+	buf_init(&out[S], FILTER_OUT_MAX);
+	buf_init(&ans, FILTER_OUT_MAX);
 	for (unsigned iter = 0; in->n > 0; iter++) {
-		struct proto_action act = {0};
-		bool full = in->n >= IN_CAP || s->eof[dir];
+		struct filter_result r;
 
 		assert_true(iter < 10000000);
-		enum proto_verdict v =
-		        s->ops->input(s->st, dir, in->p, in->n, full, &act, s->scratch);
-		if (v == PV_MORE || v == PV_WAIT) {
-			assert_false(v == PV_MORE && full); /* MORE is not an answer when full */
-			s->stop[dir] = v;
-			break;
-		}
-		assert_true(act.consume > 0);
-		assert_true(act.consume <= in->n);
-		if (act.event)
-			s->event = act.event;
-		if (act.log)
-			log_piece(s, dir, &act);
-		if (act.secret) {
-			str_add(&s->secret, act.secret, act.secret_len);
-			str_add(&s->secret, "\n", 1);
-		}
-		switch (v) {
-		case PV_PASS:
-			str_add(&s->fwd[dir], in->p, act.consume);
-			break;
-		case PV_REPLACE:
-			assert_non_null(act.text);
-			assert_true(act.len <= PROTO_SCRATCH);
-			str_add(&s->fwd[dir], act.text, act.len);
-			break;
-		case PV_DROP:
-			break;
-		case PV_REPLY:
-		case PV_STARTTLS:
-		case PV_CLOSE:
-			/* Only CLOSE may answer a server's bytes (a reply too long to
-			 * rewrite safely). */
-			assert_true(dir == C || v == PV_CLOSE);
-			assert_non_null(act.text);
-			assert_true(act.len > 0 && act.len <= PROTO_SCRATCH);
-			str_add(&s->ans, act.text, act.len);
-			break;
-		default:
-			fail_msg("unknown verdict %d", (int)v);
-		}
-		str_consume(in, act.consume);
-		if (v == PV_STARTTLS || v == PV_CLOSE) {
-			size_t rest = in->n;
-			s->final = (int)v;
-			s->stop[dir] = v;
-			if (v == PV_STARTTLS)
+		filter_input(&f, dir, in->p, in->n, IN_CAP, s->eof[dir], &r);
+		drain_to(&out[C], &s->fwd[C]);
+		drain_to(&out[S], &s->fwd[S]);
+		drain_to(&ans, &s->ans);
+		str_consume(in, r.consumed);
+		rest = in->n;
+		if (r.stop == FILTER_CLOSE || r.stop == FILTER_STARTTLS) {
+			s->final = r.stop == FILTER_CLOSE ? PV_CLOSE : PV_STARTTLS;
+			s->stop[dir] = (enum proto_verdict)s->final;
+			if (r.stop == FILTER_CLOSE)
+				str_add(&s->ans, r.text, r.len);
+			else
 				str_clear(in); /* CVE-2011-0411: never executed */
-			return rest;
+			break;
+		}
+		assert_int_equal(r.stop, FILTER_IDLE);
+		if (r.last == PV_MORE || r.last == PV_WAIT) {
+			s->stop[dir] = (enum proto_verdict)r.last;
+			break;
 		}
 	}
-	return in->n;
+	return rest;
 }
 
 static int

@@ -1,0 +1,236 @@
+/* A session's way to its backend: the connect, the outgoing PROXY header,
+ * TLS towards the backend, and postern's own STARTTLS dialogue with it
+ * (backend_tls = starttls, the adapter in its client role). Every way out
+ * fails closed: the client gets the protocol's error and nothing it sent. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <postern/log.h>
+#include <postern/proxyproto.h>
+#include <postern/shared.h>
+#include <postern/tls.h>
+
+#include "session_internal.h"
+
+void
+backend_failed(struct session *s, const char *why)
+{
+	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
+
+	shared_add(&s->m->backend_errors[MB_UNREACHABLE], 1);
+	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
+	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
+}
+
+static bool
+in_dialogue(const struct session *s)
+{
+	return s->state == S_UP_DIALOGUE || s->state == S_UP_TLS || s->state == S_UP_CAPA;
+}
+
+/* Fails closed: the client gets the protocol's error, nothing it sent has
+ * been forwarded, and the log says why. */
+void
+backend_tls_failed(struct session *s, const char *why)
+{
+	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
+	const char *cert = ep_verify_error(&s->backend);
+
+	shared_add(&s->m->backend_errors[MB_TLS], 1);
+	if (in_dialogue(s))
+		s->c2s.bytes = 0; /* only postern's own commands went out */
+	log_session(LOG_WARNING, s->who, "backend %s TLS failed: %s%s%s", s->svc->backend.text, why,
+	            cert ? "; certificate: " : "", cert ? cert : "");
+	session_drain(s, text, text ? strlen(text) : 0, "backend-tls-failed");
+}
+
+const char *
+backend_unverified_note(const struct session *s)
+{
+	return s->svc->backend_tls != TLSMODE_OFF && !s->svc->backend_verify
+	               ? " backend_verify=no WARNING=backend-certificate-not-verified"
+	               : "";
+}
+
+/* TLS towards the backend, entering NEXT (BACKEND_TLS or UP_TLS). */
+static void
+start_backend_tls(struct session *s, enum session_state next)
+{
+	if (!ep_start_tls(&s->backend, tls_backend_new(s->svc), false)) {
+		backend_tls_failed(s, "cannot create TLS session");
+		return;
+	}
+	session_enter(s, next);
+}
+
+/* The client's greeting once the STARTTLS dialogue with the backend is
+ * over; the session then relays as usual. */
+static void
+upstream_done(struct session *s, const char *greeting, size_t len)
+{
+	struct buf *in = &s->s2c.in;
+	relay_filter_fn client_filter = s->proto_state ? session_filter : NULL;
+
+	free(s->up_state);
+	s->up_state = NULL;
+	s->c2s.bytes = 0; /* our own commands are not the client's bytes */
+	s->s2c.filter = client_filter;
+	s->s2c.filter_arg = s;
+	if (client_filter) {
+		/* The greeting goes through the client-side adapter, first. */
+		struct buf rest = *in;
+		buf_init(in, RELAY_LINE_BUF_SIZE);
+		buf_append_grow(in, greeting, len);
+		if (buf_len(&rest) > 0)
+			buf_append_grow(in, buf_head(&rest), buf_len(&rest));
+		buf_free(&rest);
+	} else {
+		buf_append_grow(&s->s2c.buf, greeting, len);
+		if (buf_len(in) > 0)
+			buf_append_grow(&s->s2c.buf, buf_head(in), buf_len(in));
+		buf_free(in);
+	}
+	session_enter_relay(s);
+}
+
+/* Runs the adapter's client role over what the backend sent. */
+static long
+upstream_filter(void *arg, struct relay_dir *d)
+{
+	struct session *s = arg;
+	struct filter_result r;
+
+	filter_upstream(&s->up, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
+	switch (r.stop) {
+	case FILTER_UP_FAIL:
+		backend_tls_failed(s, r.text);
+		return -1;
+	case FILTER_UP_DONE:
+		buf_consume(&d->in, r.consumed);
+		upstream_done(s, r.text, r.len);
+		return -1;
+	case FILTER_UP_TLS:
+		/* C4: what the server sent after its OK is not trusted. */
+		if (r.discarded > 0)
+			log_session(LOG_WARNING, s->who,
+			            "discarded %zu bytes the backend sent after its STARTTLS reply",
+			            r.discarded);
+		buf_free(&d->in);
+		start_backend_tls(s, S_UP_TLS);
+		return -1;
+	default:
+		buf_consume(&d->in, r.consumed);
+		return (long)r.consumed;
+	}
+}
+
+/* backend_tls = starttls: the adapter, in client role, talks to the backend
+ * while the client waits; nothing of the client's is read meanwhile (C8). */
+static void
+start_upstream(struct session *s)
+{
+	struct proto_action act = {0};
+	char host[256] = "localhost";
+	const char *helo = s->svc->helo_name;
+
+	if (helo == NULL && gethostname(host, sizeof(host) - 1) == 0)
+		helo = host;
+	s->up_state = calloc(1, s->proto->up_state_size);
+	if (s->up_state == NULL) {
+		session_close(s, "error");
+		return;
+	}
+	s->up.state = s->up_state;
+	s->proto->up_start(s->up_state, helo ? helo : "localhost", &act, session_scratch);
+	buf_append_grow(&s->c2s.buf, act.text, act.len);
+	s->s2c.filter = upstream_filter;
+	s->s2c.filter_arg = s;
+	session_enter(s, S_UP_DIALOGUE);
+}
+
+/* The backend's socket is connected: the PROXY header goes first, raw,
+ * before TLS or any client byte; then TLS towards the backend if asked. */
+static void
+backend_connected(struct session *s)
+{
+	const struct service *svc = s->svc;
+
+	if (svc->proxy_protocol) {
+		char hdr[PROXYPROTO_MAX];
+		if (s->local.ss_family == AF_UNSPEC) /* not from a PROXY header: ask */
+			ep_local_addr(&s->client, &s->local);
+		size_t n = proxyproto_build(svc->proxy_protocol, (struct sockaddr *)&s->peer,
+		                            (struct sockaddr *)&s->local, hdr, sizeof(hdr));
+		/* A fresh socket's send buffer always takes ~100 bytes at once. */
+		if (n == 0 || ep_write(&s->backend, hdr, n) != (ssize_t)n) {
+			backend_failed(s, "cannot send the PROXY header");
+			return;
+		}
+	}
+	if (svc->backend_tls == TLSMODE_STARTTLS)
+		start_upstream(s);
+	else if (svc->backend_tls == TLSMODE_IMPLICIT)
+		start_backend_tls(s, S_BACKEND_TLS);
+	else
+		session_enter_relay(s);
+}
+
+void
+backend_connect(struct session *s)
+{
+	const struct sockaddr_ex *b = &s->svc->backend;
+	int r = ep_connect(&s->backend, (const struct sockaddr *)&b->ss, b->len);
+
+	if (r == 0) {
+		backend_connected(s);
+	} else if (r == EP_WANT_WRITE) {
+		session_enter(s, S_BACKEND_CONNECT);
+		ep_watch(s->srv->loop, &s->backend, false, true);
+	} else {
+		backend_failed(s, strerror(s->backend.sys_errno));
+	}
+}
+
+void
+backend_step_connect(struct session *s)
+{
+	int err = ep_connect_result(&s->backend);
+
+	if (err == EINPROGRESS || err == EALREADY)
+		return;
+	ep_watch(s->srv->loop, &s->backend, false, false);
+	if (err != 0)
+		backend_failed(s, strerror(err));
+	else
+		backend_connected(s);
+}
+
+void
+backend_step_tls(struct session *s)
+{
+	int r = ep_handshake(&s->backend);
+	char err[256];
+
+	if (r == 1) {
+		struct ep_tls_info tls;
+		ep_watch(s->srv->loop, &s->backend, false, false);
+		ep_tls_summary(&s->backend, &tls);
+		log_session(LOG_DEBUG, s->who, "backend tls=%s cipher=%s", tls.version, tls.cipher);
+		if (s->state == S_UP_TLS) {
+			shared_add(&s->m->starttls_backend, 1);
+			/* Capabilities are asked again inside TLS. */
+			struct proto_action act = {0};
+			s->proto->up_tls_done(s->up_state, &act, session_scratch);
+			buf_append_grow(&s->c2s.buf, act.text, act.len);
+			session_enter(s, S_UP_CAPA);
+			return;
+		}
+		session_enter_relay(s);
+	} else if (r == EP_ERR) {
+		backend_tls_failed(s, ep_strerror(&s->backend, err, sizeof(err)));
+	} else {
+		ep_watch(s->srv->loop, &s->backend, r == EP_WANT_READ, r == EP_WANT_WRITE);
+	}
+}
