@@ -7,13 +7,16 @@
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <grp.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <syslog.h>
+#include <unistd.h>
 
 #include <ini.h>
 
@@ -694,6 +697,40 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 	}
 }
 
+/* user and group must exist, and a process that is not root can become
+ * no one else: both would otherwise stop the start after -t said OK. Files
+ * are read by this very process below, as they are at reload: the master
+ * keeps root when started as root with a user, and a process started as
+ * the user reads them as the user. */
+static void
+check_identity(struct parse *ps)
+{
+	struct config *cfg = ps->cfg;
+	int uline = seen_line(ps->gseen, "user"), gline = seen_line(ps->gseen, "group");
+	struct passwd *pw = NULL;
+	struct group *gr = NULL;
+	char sh[256];
+
+	if (cfg->user && !(pw = getpwnam(cfg->user)))
+		perr(ps, uline, "user: no user '%s' on this system",
+		     shown(cfg->user, sh, sizeof(sh)));
+	if (cfg->group && !(gr = getgrnam(cfg->group)))
+		perr(ps, gline, "group: no group '%s' on this system",
+		     shown(cfg->group, sh, sizeof(sh)));
+	if (geteuid() == 0)
+		return;
+	if (pw && pw->pw_uid != geteuid())
+		perr(ps, uline,
+		     "user: postern runs as uid %d and cannot become '%s' (uid %d): start it as "
+		     "root or as that user",
+		     (int)geteuid(), shown(cfg->user, sh, sizeof(sh)), (int)pw->pw_uid);
+	else if (gr && gr->gr_gid != getegid())
+		perr(ps, gline,
+		     "group: postern runs as gid %d and cannot become '%s' (gid %d): start it as "
+		     "root or with that group",
+		     (int)getegid(), shown(cfg->group, sh, sizeof(sh)), (int)gr->gr_gid);
+}
+
 static void
 validate(struct parse *ps, bool load_tls)
 {
@@ -707,6 +744,8 @@ validate(struct parse *ps, bool load_tls)
 		if (!ps->meta[i].ignored)
 			check_service(ps, &cfg->services[i], &ps->meta[i], load_tls);
 	}
+	if (load_tls)
+		check_identity(ps);
 	if (load_tls && cfg->ticket_keys.n > 0) {
 		char err[ERRLEN];
 		size_t bad = 0;

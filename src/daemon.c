@@ -39,6 +39,17 @@ daemon_notify(const char *state, const struct config *cfg, int workers)
 	                 workers, workers == 1 ? "" : "s");
 }
 
+/* The first error of the last daemon_load, the reason a reload gives. */
+static char load_error[512];
+/* Where a reload's outcome goes besides $RUNTIME_DIRECTORY (postern -s). */
+static char *outcome_path;
+
+const char *
+daemon_load_error(void)
+{
+	return load_error;
+}
+
 /* Loads the configuration, sending any errors to the log line by line. */
 struct config *
 daemon_load(const char *path)
@@ -52,6 +63,8 @@ daemon_load(const char *path)
 		return NULL;
 	cfg = config_load(path, errs);
 	fclose(errs);
+	snprintf(load_error, sizeof(load_error), "configuration has errors: %.*s",
+	         text ? (int)strcspn(text, "\n") : 0, text ? text : "");
 	for (char *line = text, *nl; line && *line; line = nl + 1) {
 		nl = strchr(line, '\n');
 		if (nl)
@@ -98,24 +111,25 @@ daemon_open_keylog(const struct config *cfg)
 	}
 }
 
-/* The outcome of a reload for systemd's ExecReload, which waits for it:
- * $RUNTIME_DIRECTORY/reload (RuntimeDirectory=) says "ok" or
- * "refused: REASON". Written whole (rename), so never read half-done. */
-static void
-write_reload_outcome(const char *refusal)
+void
+daemon_reload_outcome_at(const char *pidfile)
 {
-	const char *dir = getenv("RUNTIME_DIRECTORY");
-	char path[1024], tmp[1040];
-	size_t dlen;
+	free(outcome_path);
+	outcome_path = NULL;
+	if (pidfile && asprintf(&outcome_path, "%s" DAEMON_OUTCOME_SUFFIX, pidfile) < 0)
+		outcome_path = NULL;
+}
+
+/* The outcome of a reload to PATH: "ok" or "refused: REASON". Written
+ * whole (rename), so never read half-done. */
+static void
+write_outcome_file(const char *path, const char *refusal)
+{
+	char tmp[1100];
 	FILE *f;
 
-	if (dir == NULL || *dir != '/')
+	if (snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid()) >= (int)sizeof(tmp))
 		return;
-	dlen = strcspn(dir, ":"); /* several directories: the first */
-	if (dlen + sizeof("/reload") > sizeof(path))
-		return;
-	snprintf(path, sizeof(path), "%.*s/reload", (int)dlen, dir);
-	snprintf(tmp, sizeof(tmp), "%s.%ld", path, (long)getpid());
 	f = fopen(tmp, "w");
 	if (f == NULL) {
 		log_msg(LOG_WARNING, "cannot write %s: %s", tmp, strerror(errno));
@@ -133,6 +147,26 @@ write_reload_outcome(const char *refusal)
 		log_msg(LOG_WARNING, "cannot write %s: %s", path, strerror(errno));
 		unlink(tmp);
 	}
+}
+
+/* For systemd's ExecReload, which waits for it: $RUNTIME_DIRECTORY/reload
+ * (RuntimeDirectory=); for postern -s reload: next to the pidfile. */
+static void
+write_reload_outcome(const char *refusal)
+{
+	const char *dir = getenv("RUNTIME_DIRECTORY");
+	char path[1024];
+	size_t dlen;
+
+	if (outcome_path)
+		write_outcome_file(outcome_path, refusal);
+	if (dir == NULL || *dir != '/')
+		return;
+	dlen = strcspn(dir, ":"); /* several directories: the first */
+	if (dlen + sizeof("/reload") > sizeof(path))
+		return;
+	snprintf(path, sizeof(path), "%.*s/reload", (int)dlen, dir);
+	write_outcome_file(path, refusal);
 }
 
 void
@@ -170,6 +204,7 @@ daemon_teardown(struct config *cfg)
 	config_unref(cfg);
 	tls_keylog_open(NULL);
 	log_detach_loop();
+	daemon_reload_outcome_at(NULL);
 }
 
 static void
@@ -182,7 +217,7 @@ reload(struct server *srv)
 	cfg = daemon_load(config_path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
-		daemon_reload_refused("configuration has errors");
+		daemon_reload_refused(daemon_load_error());
 		return;
 	}
 	if (listener_apply(srv, cfg, err, sizeof(err)) < 0) {
@@ -488,6 +523,7 @@ daemon_serve(struct config *cfg, const char *path)
 	config_path = path;
 	srv.cfg = cfg;
 	single_pidfile = cfg->pidfile ? strdup(cfg->pidfile) : NULL;
+	daemon_reload_outcome_at(cfg->pidfile);
 	tickets_use(cfg->tickets);
 	rc = run(&srv, bind_single);
 	if (single_pidfile && unlink(single_pidfile) < 0)

@@ -5,6 +5,7 @@
 #include <stdio.h>
 
 #include <postern/config.h>
+#include <postern/control.h>
 #include <postern/daemon.h>
 #include <postern/log.h>
 #include <postern/tls.h>
@@ -15,9 +16,10 @@
 static void
 usage(FILE *out)
 {
-	fprintf(out, "usage: postern [-c FILE] [-t] [-V] [-h]\n"
+	fprintf(out, "usage: postern [-c FILE] [-t] [-s reload] [-V] [-h]\n"
 	             "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
 	             "  -t       check the configuration and exit\n"
+	             "  -s reload  reload the running daemon (its pidfile) and say the outcome\n"
 	             "  -V       print the version and exit\n"
 	             "  -h       print this help and exit\n");
 }
@@ -27,17 +29,21 @@ main(int argc, char **argv)
 {
 	const char *config_path = DEFAULT_CONFIG;
 	bool check_only = false;
+	const char *send = NULL;
 	struct config *cfg;
 	char err[512];
 	int c;
 
-	while ((c = getopt(argc, argv, "c:tVh")) != -1) {
+	while ((c = getopt(argc, argv, "c:ts:Vh")) != -1) {
 		switch (c) {
 		case 'c':
 			config_path = optarg;
 			break;
 		case 't':
 			check_only = true;
+			break;
+		case 's':
+			send = optarg;
 			break;
 		case 'V':
 			printf("postern %s\n", POSTERN_VERSION);
@@ -54,6 +60,8 @@ main(int argc, char **argv)
 		usage(stderr);
 		return DAEMON_EXIT_CONFIG;
 	}
+	if (send)
+		return control_send(config_path, send);
 	signal(SIGPIPE, SIG_IGN);
 	tls_init();
 	cfg = config_load(config_path, stderr);
@@ -69,7 +77,7 @@ main(int argc, char **argv)
 		config_unref(cfg);
 		return DAEMON_EXIT_RUNTIME;
 	}
-	if (workers_count(cfg) > 1)
+	if (workers_count(cfg) > 1 || workers_privileged(cfg))
 		return workers_run(cfg, config_path);
 	return daemon_serve(cfg, config_path);
 }

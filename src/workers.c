@@ -54,6 +54,7 @@ static struct {
 	double respawn_at[WORKERS_MAX];   /* 0: nothing pending */
 	bool stopping;
 	bool pidfile_written;
+	bool privileged; /* root with a user: the workers drop, not the master */
 	double kill_at;
 	double status_at; /* next status line for the service manager; 0: none */
 	pid_t self;
@@ -73,6 +74,12 @@ int
 workers_count(const struct config *cfg)
 {
 	return cfg->workers;
+}
+
+bool
+workers_privileged(const struct config *cfg)
+{
+	return geteuid() == 0 && (cfg->user || cfg->group);
 }
 
 static int
@@ -100,6 +107,10 @@ static void __attribute__((noreturn)) child(int index, int slot)
 	/* Terminal signals go to the master alone, which passes them on. */
 	setpgid(0, 0);
 	sd_notify_forget(); /* the service manager hears the master alone */
+	/* Nothing of the network is touched as root. Before PDEATHSIG: a
+	 * change of user clears it. */
+	if (m.privileged && daemon_drop_privileges(m.cfg) < 0)
+		_exit(DAEMON_EXIT_RUNTIME);
 	/* A master gone (even by SIGKILL) stops its workers. */
 	prctl(PR_SET_PDEATHSIG, SIGTERM);
 	if (getppid() != m.self)
@@ -228,7 +239,7 @@ reload(void)
 	cfg = daemon_load(m.path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
-		daemon_reload_refused("configuration has errors");
+		daemon_reload_refused(daemon_load_error());
 		return;
 	}
 	n = workers_count(cfg);
@@ -370,6 +381,14 @@ start(void)
 			return DAEMON_EXIT_RUNTIME;
 		m.pidfile_written = true;
 	}
+	daemon_reload_outcome_at(m.cfg->pidfile);
+	/* Keys that only root may read (certbot's privkey.pem) are read again
+	 * at reload: the master keeps root for that and serves nothing. */
+	if (m.privileged) {
+		log_msg(LOG_INFO, "master keeps root to read keys at reload; workers run as %s",
+		        m.cfg->user ? m.cfg->user : m.cfg->group);
+		return 0;
+	}
 	if (daemon_drop_privileges(m.cfg) < 0)
 		return DAEMON_EXIT_RUNTIME;
 	return 0;
@@ -385,6 +404,7 @@ workers_run(struct config *cfg, const char *path)
 	m.path = path;
 	m.self = getpid();
 	m.n = workers_count(cfg);
+	m.privileged = workers_privileged(cfg);
 	/* Blocked from here on, taken by sigtimedwait; workers unblock them
 	 * once their handlers are in place. */
 	signal(SIGCHLD, SIG_DFL);

@@ -34,7 +34,7 @@ LAYERS = [
     ("session", "one connection from accept to close",
      ["server", "session", "session_backend", "session_client", "observe", "filter"]),
     ("process", "listeners, the daemon, its workers, the command line",
-     ["listener", "daemon", "workers", "sd_notify", "main"]),
+     ["listener", "daemon", "workers", "sd_notify", "control", "main"]),
 ]
 
 # Layers of files not (yet) in LAYERS, by the start of their name.

@@ -10,8 +10,10 @@
 
 enum { DAEMON_EXIT_CONFIG = 1, DAEMON_EXIT_RUNTIME = 2 };
 
-/* Loads PATH, sending any errors to the log line by line; NULL on errors. */
+/* Loads PATH, sending any errors to the log line by line; NULL on errors.
+ * daemon_load_error: the first of them, as a reload's reason. */
 struct config *daemon_load(const char *path);
+const char *daemon_load_error(void);
 
 /* Opens CFG's key log and says loudly what it and other debugging keys
  * expose. */
@@ -49,6 +51,11 @@ void daemon_notify(const char *state, const struct config *cfg, int workers);
  * ("ok" or "refused: WHY") when systemd set that variable. */
 void daemon_reload_done(const struct config *cfg, int workers);
 void daemon_reload_refused(const char *why);
+
+/* The outcome also goes to PIDFILE + DAEMON_OUTCOME_SUFFIX (none: NULL),
+ * where postern -s reload waits for it. */
+#define DAEMON_OUTCOME_SUFFIX ".reload"
+void daemon_reload_outcome_at(const char *pidfile);
 
 /* workers = 1: binds, writes the pidfile, drops privileges and serves until
  * stopped; reloads PATH on SIGHUP. Takes CFG. Returns the exit status. */
