@@ -340,8 +340,7 @@ respond(struct scrape *c)
 	             (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 4096;
 	const char *sp = strchr(c->req, ' ');
 	bool get = strncmp(c->req, "GET ", 4) == 0, head = strncmp(c->req, "HEAD ", 5) == 0;
-	const char *status = "200 OK", *extra = "Content-Type: text/plain; version=0.0.4; "
-	                                        "charset=utf-8\r\n";
+	const char *status = "200 OK", *extra = "Content-Type: text/plain; version=0.0.4\r\n";
 	char hdr[HEAD_ROOM];
 	size_t blen;
 	int hlen;
