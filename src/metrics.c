@@ -466,9 +466,15 @@ metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t 
 	const struct sockaddr_ex *a = &cfg->metrics;
 	int fd, one = 1;
 
-	/* Every configured service shows its series from the start, at 0. */
+	/* Every configured service shows its series from the start, at 0.
+	 * Names are kept since the start (counters outlive reloads): beyond
+	 * MAX_SERVICES of them, the others share the series "other". */
 	for (size_t i = 0; i < cfg->nservices; i++)
-		metrics_service(cfg->services[i].name);
+		if (metrics_service(cfg->services[i].name) == &table()->svc[MAX_SERVICES])
+			log_msg(LOG_WARNING,
+			        "metrics: service %s is counted as service=\"other\": more than %d "
+			        "service names since the start",
+			        cfg->services[i].name, MAX_SERVICES);
 	if (http.fd >= 0 && a->len == http.addr.len && memcmp(&a->ss, &http.addr.ss, a->len) == 0)
 		return 0;
 	if (a->len == 0) {

@@ -105,6 +105,29 @@ test_reload_outcome_shown(void **state)
 	free(text);
 }
 
+/* Last: fills the table. Names beyond it share one series, "other". */
+static void
+test_names_beyond_the_table_share_other(void **state)
+{
+	struct metrics_svc *first = NULL, *m;
+	char name[32];
+	char *text;
+
+	(void)state;
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof(name), "fill%d", i);
+		m = metrics_service(name);
+		if (strcmp(m->name, "other") == 0 && first == NULL)
+			first = m;
+	}
+	assert_non_null(first);
+	assert_ptr_equal(metrics_service("fill299"), first);
+	text = render();
+	assert_int_equal(count(text, "postern_connections_total{service=\"other\"} "), 1);
+	assert_int_equal(count(text, "postern_connections_total{service=\"fill0\"} "), 1);
+	free(text);
+}
+
 int
 main(void)
 {
@@ -113,6 +136,7 @@ main(void)
 	        cmocka_unit_test(test_label_values_escaped),
 	        cmocka_unit_test(test_build_info_names_version_and_openssl),
 	        cmocka_unit_test(test_reload_outcome_shown),
+	        cmocka_unit_test(test_names_beyond_the_table_share_other),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
