@@ -81,6 +81,10 @@ deb_wanted() {
 	# make deb and make check-deb (.ci/run): the Debian package's build
 	# (dpkg-buildpackage, dh, build-essential) and its checks (lintian, hardening-check).
 	echo build-essential dpkg-dev debhelper lintian devscripts
+	# tests/integration/test_metrics_format.py: `promtool check metrics`
+	# validates the metrics text; the policy-rc.d of deb_install keeps the
+	# Prometheus server it brings from starting.
+	echo prometheus
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }

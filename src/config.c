@@ -28,7 +28,7 @@
 #define SEC_SINK (-2)   /* after a broken header: keys are ignored */
 #define SEC_GLOBAL (-3) /* [global] */
 
-#define MAX_SECTION_NAME 64
+#define MAX_SECTION_NAME CONFIG_SERVICE_NAME_MAX
 #define ERRLEN 512
 
 enum seckind { K_GLOBAL, K_SERVICE };

@@ -174,6 +174,7 @@ daemon_reload_refused(const char *why)
 {
 	sd_notify_status("READY=1", "reload refused: %s", why);
 	write_reload_outcome(why);
+	metrics_config_reloaded(false);
 }
 
 void
@@ -181,6 +182,7 @@ daemon_reload_done(const struct config *cfg, int workers)
 {
 	daemon_notify("READY=1", cfg, workers);
 	write_reload_outcome(NULL);
+	metrics_config_reloaded(true);
 }
 
 void

@@ -4,6 +4,10 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include <ev.h>
+#include <openssl/crypto.h>
+#include <openssl/opensslv.h>
+
 #include <postern/config.h>
 #include <postern/control.h>
 #include <postern/daemon.h>
@@ -12,6 +16,23 @@
 #include <postern/workers.h>
 
 #define DEFAULT_CONFIG "/etc/postern/postern.ini"
+/* inih has no version call: the build passes what pkg-config says. */
+#ifndef POSTERN_INIH_VERSION
+#define POSTERN_INIH_VERSION "unknown"
+#endif
+
+/* The libraries too: a bug report needs the OpenSSL running (a library
+ * upgrade changes it without a rebuild) as much as the one built against. */
+static void
+print_versions(void)
+{
+	printf("postern %s\n", POSTERN_VERSION);
+	printf("OpenSSL %s (built with %s)\n", OpenSSL_version(OPENSSL_VERSION_STRING),
+	       OPENSSL_VERSION_STR);
+	printf("libev %d.%d (built with %d.%d)\n", ev_version_major(), ev_version_minor(),
+	       EV_VERSION_MAJOR, EV_VERSION_MINOR);
+	printf("inih (built with %s)\n", POSTERN_INIH_VERSION);
+}
 
 static void
 usage(FILE *out)
@@ -46,7 +67,7 @@ main(int argc, char **argv)
 			send = optarg;
 			break;
 		case 'V':
-			printf("postern %s\n", POSTERN_VERSION);
+			print_versions();
 			return 0;
 		case 'h':
 			usage(stdout);

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
+
+#include <openssl/crypto.h>
 
 #include <postern/log.h>
 #include <postern/metrics.h>
@@ -25,9 +28,11 @@
 
 /* Shared by all workers. svc[MAX_SERVICES] is "other", for names beyond
  * the table. active[slot][i]: sessions of service i open in the process
- * using that slot, written by that process only. */
+ * using that slot, written by that process only. The times are seconds
+ * since the epoch, set by the first process (the master) and on reload. */
 struct table {
 	uint32_t nservices, slots_used;
+	uint64_t start_time, reload_ok, reload_time;
 	struct metrics_svc svc[MAX_SERVICES + 1];
 	int32_t active[METRICS_SLOTS][MAX_SERVICES + 1];
 };
@@ -42,6 +47,8 @@ table(void)
 		tab = shared_area(sizeof(*tab));
 		snprintf(tab->svc[MAX_SERVICES].name, sizeof(tab->svc[0].name), "other");
 		tab->slots_used = 1;
+		tab->start_time = tab->reload_time = (uint64_t)time(NULL);
+		tab->reload_ok = 1;
 	}
 	return tab;
 }
@@ -70,14 +77,26 @@ metrics_service(const char *name)
 	struct table *t = table();
 	uint32_t n = __atomic_load_n(&t->nservices, __ATOMIC_ACQUIRE);
 
+	/* Compared as stored: a name longer than the field (the configuration
+	 * allows none) still finds its one entry instead of adding another. */
 	for (uint32_t i = 0; i < n; i++)
-		if (strcmp(t->svc[i].name, name) == 0)
+		if (strncmp(t->svc[i].name, name, sizeof(t->svc[i].name) - 1) == 0)
 			return &t->svc[i];
 	if (n == MAX_SERVICES)
 		return &t->svc[MAX_SERVICES];
 	snprintf(t->svc[n].name, sizeof(t->svc[n].name), "%s", name);
 	__atomic_store_n(&t->nservices, n + 1, __ATOMIC_RELEASE);
 	return &t->svc[n];
+}
+
+void
+metrics_config_reloaded(bool ok)
+{
+	struct table *t = table();
+
+	__atomic_store_n(&t->reload_ok, ok ? 1 : 0, __ATOMIC_RELAXED);
+	if (ok)
+		__atomic_store_n(&t->reload_time, (uint64_t)time(NULL), __ATOMIC_RELAXED);
 }
 
 void
@@ -156,6 +175,22 @@ static void __attribute__((format(printf, 2, 3))) emit(struct text *t, const cha
 		t->n = (size_t)r < t->cap - t->n ? t->n + (size_t)r : t->cap;
 }
 
+/* V as a label value: the text format escapes backslash, double quote and
+ * line feed; every other byte stands as it is. */
+static const char *
+label_value(char *dst, size_t cap, const char *v)
+{
+	size_t n = 0;
+
+	for (; *v && n + 3 <= cap; v++) {
+		if (*v == '\\' || *v == '"' || *v == '\n')
+			dst[n++] = '\\';
+		dst[n++] = *v == '\n' ? 'n' : *v;
+	}
+	dst[n] = '\0';
+	return dst;
+}
+
 static void
 family(struct text *t, const char *name, const char *type, const char *help)
 {
@@ -172,50 +207,70 @@ metrics_render(char *dst, size_t cap)
 	struct text t = {dst, cap, 0};
 	const struct table *tb = table();
 	size_t i, n = __atomic_load_n(&tb->nservices, __ATOMIC_ACQUIRE);
+	char esc[2 * sizeof(tb->svc[0].name) + 1], ver[2 * sizeof(POSTERN_VERSION) + 1], ossl[128];
 	int k;
 
 	if (n == MAX_SERVICES)
 		n++; /* and "other" */
 #define EACH for (i = 0; i < n; i++)
 #define S tb->svc[i]
+/* The service's name as a label value. */
+#define L label_value(esc, sizeof(esc), S.name)
 #define V(x) (unsigned long long)shared_get(&(x))
 	family(&t, "postern_connections_total", "counter", "Connections accepted.");
-	EACH emit(&t, "postern_connections_total{service=\"%s\"} %llu\n", S.name, V(S.connections));
+	EACH emit(&t, "postern_connections_total{service=\"%s\"} %llu\n", L, V(S.connections));
 	family(&t, "postern_connections_active", "gauge", "Sessions open now.");
-	EACH emit(&t, "postern_connections_active{service=\"%s\"} %llu\n", S.name,
+	EACH emit(&t, "postern_connections_active{service=\"%s\"} %llu\n", L,
 	          (unsigned long long)active_total(tb, i));
 	family(&t, "postern_handshake_failures_total", "counter", "Client handshakes that failed.");
 	EACH for (k = 0; k < MH_COUNT; k++)
-	        emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n",
-	             S.name, hs[k], V(S.handshake_failures[k]));
+	        emit(&t, "postern_handshake_failures_total{service=\"%s\",reason=\"%s\"} %llu\n", L,
+	             hs[k], V(S.handshake_failures[k]));
 	family(&t, "postern_bytes_total", "counter", "Application bytes relayed.");
 	EACH emit(&t,
 	          "postern_bytes_total{service=\"%s\",direction=\"in\"} %llu\n"
 	          "postern_bytes_total{service=\"%s\",direction=\"out\"} %llu\n",
-	          S.name, V(S.bytes_in), S.name, V(S.bytes_out));
+	          L, V(S.bytes_in), L, V(S.bytes_out));
 	family(&t, "postern_backend_errors_total", "counter",
 	       "Backends unreachable or failing TLS.");
 	EACH for (k = 0; k < MB_COUNT; k++)
-	        emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n",
-	             S.name, be[k], V(S.backend_errors[k]));
+	        emit(&t, "postern_backend_errors_total{service=\"%s\",reason=\"%s\"} %llu\n", L,
+	             be[k], V(S.backend_errors[k]));
 	family(&t, "postern_starttls_total", "counter", "STARTTLS performed.");
 	EACH emit(&t,
 	          "postern_starttls_total{service=\"%s\",side=\"client\"} %llu\n"
 	          "postern_starttls_total{service=\"%s\",side=\"backend\"} %llu\n",
-	          S.name, V(S.starttls_client), S.name, V(S.starttls_backend));
+	          L, V(S.starttls_client), L, V(S.starttls_backend));
 	family(&t, "postern_plaintext_auth_refused_total", "counter",
 	       "Credentials refused before TLS.");
-	EACH emit(&t, "postern_plaintext_auth_refused_total{service=\"%s\"} %llu\n", S.name,
+	EACH emit(&t, "postern_plaintext_auth_refused_total{service=\"%s\"} %llu\n", L,
 	          V(S.plaintext_auth_refused));
 	family(&t, "postern_refused_total", "counter", "Connections refused.");
 	EACH for (k = 0; k < MR_COUNT; k++)
-	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", S.name,
-	             ref[k], V(S.refused[k]));
+	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", L, ref[k],
+	             V(S.refused[k]));
+	family(&t, "postern_build_info", "gauge",
+	       "Always 1; the labels say which postern and which OpenSSL (at run time).");
+	emit(&t, "postern_build_info{version=\"%s\",openssl=\"%s\"} 1\n",
+	     label_value(ver, sizeof(ver), POSTERN_VERSION),
+	     label_value(ossl, sizeof(ossl), OpenSSL_version(OPENSSL_VERSION_STRING)));
+	family(&t, "postern_start_time_seconds", "gauge",
+	       "When postern started, in seconds since the epoch.");
+	emit(&t, "postern_start_time_seconds %llu\n", V(tb->start_time));
+	family(&t, "postern_config_reload_success", "gauge",
+	       "1 when the last reload of the configuration succeeded (or none was "
+	       "tried), 0 when it was refused.");
+	emit(&t, "postern_config_reload_success %llu\n", V(tb->reload_ok));
+	family(&t, "postern_config_last_reload_timestamp_seconds", "gauge",
+	       "When the configuration in use was loaded (start or successful reload), "
+	       "in seconds since the epoch.");
+	emit(&t, "postern_config_last_reload_timestamp_seconds %llu\n", V(tb->reload_time));
 	family(&t, "postern_log_dropped_total", "counter",
 	       "Log lines dropped because the log output could not take them.");
 	emit(&t, "postern_log_dropped_total %llu\n", (unsigned long long)log_dropped());
 #undef EACH
 #undef S
+#undef L
 #undef V
 	return t.n;
 }
@@ -263,27 +318,54 @@ on_scrape_timeout(struct ev_loop *loop, ev_timer *w, int revents)
 	scrape_end(loop, w->data);
 }
 
+/* The response is built with HEAD_ROOM bytes free in front of the body, so
+ * the headers, which give the body's length, go just before it once it is
+ * known; sending starts at the headers (c->off). */
+#define HEAD_ROOM 256
+
+/* Whether the request target T is /metrics, with or without a query. */
+static bool
+is_metrics_path(const char *t)
+{
+	return strncmp(t, "/metrics", 8) == 0 && t[8] != '\0' && strchr(" ?#\r\n", t[8]);
+}
+
+/* GET /metrics gets the text; HEAD /metrics the same headers alone, as
+ * HTTP wants; another method there 405; any other path 404. A query string
+ * is ignored, as Prometheus' own exporters do. */
 static void
 respond(struct scrape *c)
 {
-	static const char ok[] = "HTTP/1.0 200 OK\r\n"
-	                         "Content-Type: text/plain; version=0.0.4\r\n"
-	                         "Connection: close\r\n\r\n";
-	static const char nf[] = "HTTP/1.0 404 Not Found\r\nConnection: close\r\n\r\nnot found\n";
-	size_t cap = 4096 + (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 2048;
+	size_t cap = HEAD_ROOM + 4096 +
+	             (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 4096;
+	const char *sp = strchr(c->req, ' ');
+	bool get = strncmp(c->req, "GET ", 4) == 0, head = strncmp(c->req, "HEAD ", 5) == 0;
+	const char *status = "200 OK", *extra = "Content-Type: text/plain; version=0.0.4\r\n";
+	char hdr[HEAD_ROOM];
+	size_t blen;
+	int hlen;
 
 	c->resp = malloc(cap);
 	if (c->resp == NULL)
 		return;
-	if (strncmp(c->req, "GET /metrics ", 13) == 0 ||
-	    strncmp(c->req, "GET /metrics\r", 13) == 0) {
-		memcpy(c->resp, ok, sizeof(ok) - 1);
-		c->len =
-		        sizeof(ok) - 1 + metrics_render(c->resp + sizeof(ok) - 1, cap - sizeof(ok));
+	if (sp == NULL || !is_metrics_path(sp + 1)) {
+		status = "404 Not Found";
+		extra = "Content-Type: text/plain\r\n";
+		blen = (size_t)snprintf(c->resp + HEAD_ROOM, cap - HEAD_ROOM, "not found\n");
+	} else if (!get && !head) {
+		status = "405 Method Not Allowed";
+		extra = "Allow: GET, HEAD\r\nContent-Type: text/plain\r\n";
+		blen = (size_t)snprintf(c->resp + HEAD_ROOM, cap - HEAD_ROOM,
+		                        "method not allowed\n");
 	} else {
-		memcpy(c->resp, nf, sizeof(nf) - 1);
-		c->len = sizeof(nf) - 1;
+		blen = metrics_render(c->resp + HEAD_ROOM, cap - HEAD_ROOM);
 	}
+	hlen = snprintf(hdr, sizeof(hdr),
+	                "HTTP/1.0 %s\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n", status,
+	                extra, blen);
+	memcpy(c->resp + HEAD_ROOM - (size_t)hlen, hdr, (size_t)hlen);
+	c->off = HEAD_ROOM - (size_t)hlen;
+	c->len = head ? HEAD_ROOM : HEAD_ROOM + blen;
 }
 
 static void
@@ -384,9 +466,15 @@ metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t 
 	const struct sockaddr_ex *a = &cfg->metrics;
 	int fd, one = 1;
 
-	/* Every configured service shows its series from the start, at 0. */
+	/* Every configured service shows its series from the start, at 0.
+	 * Names are kept since the start (counters outlive reloads): beyond
+	 * MAX_SERVICES of them, the others share the series "other". */
 	for (size_t i = 0; i < cfg->nservices; i++)
-		metrics_service(cfg->services[i].name);
+		if (metrics_service(cfg->services[i].name) == &table()->svc[MAX_SERVICES])
+			log_msg(LOG_WARNING,
+			        "metrics: service %s is counted as service=\"other\": more than %d "
+			        "service names since the start",
+			        cfg->services[i].name, MAX_SERVICES);
 	if (http.fd >= 0 && a->len == http.addr.len && memcmp(&a->ss, &http.addr.ss, a->len) == 0)
 		return 0;
 	if (a->len == 0) {

@@ -26,6 +26,9 @@ struct strlist {
 	size_t n;
 };
 
+/* The longest service (section) name: logs and metric labels carry it whole. */
+#define CONFIG_SERVICE_NAME_MAX 64
+
 struct service {
 	char *name;
 	int line; /* the section header's line */

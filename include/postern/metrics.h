@@ -8,6 +8,7 @@
 #ifndef POSTERN_METRICS_H
 #define POSTERN_METRICS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include <ev.h>
@@ -20,7 +21,7 @@ enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
 enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_MAX_HANDSHAKES, MR_COUNT };
 
 struct metrics_svc {
-	char name[64];
+	char name[CONFIG_SERVICE_NAME_MAX + 1]; /* whole: series stay one per service */
 	uint64_t connections, bytes_in, bytes_out;
 	uint64_t handshake_failures[MH_COUNT];
 	uint64_t backend_errors[MB_COUNT];
@@ -33,6 +34,12 @@ struct metrics_svc {
  * not seen before is added: only the process that forks the workers adds
  * (metrics_apply, before forking); workers find what it added. */
 struct metrics_svc *metrics_service(const char *name);
+
+/* The outcome of a reload, for postern_config_reload_success and (when OK)
+ * postern_config_last_reload_timestamp_seconds; the start counts as a
+ * successful load. Called by whichever process reloads (the master of
+ * workers): the values are shared, so every worker's scrape shows them. */
+void metrics_config_reloaded(bool ok);
 
 /* Sessions of M open in this process: +1 at start, -1 at the end. */
 void metrics_active(struct metrics_svc *m, int delta);
@@ -60,7 +67,8 @@ void metrics_start(struct ev_loop *loop);
 /* Stops serving and closes this process's copy of the socket. */
 void metrics_stop(struct ev_loop *loop);
 
-/* The exposition text (for tests); returns its length, written to DST. */
+/* The exposition text (for tests); returns its length, written to DST.
+ * Label values are escaped as the text format requires (\\, \", \n). */
 size_t metrics_render(char *dst, size_t cap);
 
 #endif
