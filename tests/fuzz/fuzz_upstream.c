@@ -19,6 +19,23 @@ static char scratch[PROTO_SCRATCH_ALLOC];
 static char pending[IN_CAP];
 static bool sent_starttls, tls;
 
+/* WORD stands alone in [p, p+n): capability lists are words between
+ * spaces, brackets and the line end; "X2STARTTLS" is another capability. */
+static bool
+has_word(const char *p, size_t n, const char *word)
+{
+	size_t l = strlen(word);
+
+	for (const char *q = p; (q = memmem(q, n - (size_t)(q - p), word, l)) != NULL; q++) {
+		bool start = q == p || q[-1] == ' ' || q[-1] == '[';
+		const char *e = q + l;
+		bool end = e == p + n || *e == ' ' || *e == ']' || *e == '\r' || *e == '\n';
+		if (start && end)
+			return true;
+	}
+	return false;
+}
+
 static void
 judged(void *arg, enum proto_dir dir, int r, const struct proto_action *a, const char *p,
        size_t have, bool full)
@@ -45,8 +62,8 @@ judged(void *arg, enum proto_dir dir, int r, const struct proto_action *a, const
 	} else {                              /* PU_UP_DONE */
 		CHECK(tls);                   /* never a greeting before TLS */
 		CHECK(a->len > 2 && a->text[a->len - 1] == '\n');
-		CHECK(!memmem(a->text, a->len, "STARTTLS", 8) &&
-		      !memmem(a->text, a->len, "LOGINDISABLED", 13));
+		CHECK(!has_word(a->text, a->len, "STARTTLS") &&
+		      !has_word(a->text, a->len, "LOGINDISABLED"));
 	}
 }
 
