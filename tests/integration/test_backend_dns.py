@@ -76,6 +76,22 @@ class Dnsmasq:
         self.proc.wait(10)
 
 
+class SilentDns:
+    """A DNS server that never answers: lookups wait for the resolver's
+    time-out (1 s, from the resolv.conf written here)."""
+
+    def __init__(self, directory):
+        self.addr = "127.%d.%d.%d" % (random.randint(100, 250), random.randint(1, 250), random.randint(2, 250))
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.addr, 53))
+        self.resolv = os.path.join(directory, "resolv.conf")
+        with open(self.resolv, "w") as f:
+            f.write("nameserver %s\noptions timeout:1 attempts:1\n" % self.addr)
+
+    def stop(self):
+        self.sock.close()
+
+
 class BackendDnsTest(PosternTestCase):
     NEEDS_SERVERS = False
 
@@ -187,6 +203,37 @@ class BackendDnsTest(PosternTestCase):
         for _ in range(3):
             self.assertEqual(self.greeting(p)[0], b"hello from the backend\r\n")
         self.assertEqual(moved.accepted, 0)
+
+    def test_sessions_that_end_during_their_lookup_leave_nothing_behind(self):
+        d = os.path.join(self.env.tmp, "dns-%d" % random.randint(0, 1 << 30))
+        os.makedirs(d)
+        dns = SilentDns(d)
+        self.addCleanup(dns.stop)
+        p = self.postern(start=False)
+        p.write_config({"dns": svc("imap", tls="off", backend="slow.test:143", connect_timeout="0.3s")})
+        p.start(wrap=private_mount_ns(RESOLV_SCRIPT), env_extra={"RESOLV_CONF": dns.resolv})
+        fds = p.nfds()
+        # One client leaves at once, another waits: both sessions end on
+        # connect_timeout, before the lookups come back.
+        gone = plain_connect(p.port())
+        gone_port = gone.getsockname()[1]
+        gone.close()
+        c = plain_connect(p.port())
+        c.settimeout(5)
+        self.assertTrue(c.recv(256).startswith(b"* BYE"))
+        cport = c.getsockname()[1]
+        c.close()
+        self.assertSessionEnd(p, gone_port, reason="backend-unreachable")
+        self.assertSessionEnd(p, cport, reason="backend-unreachable")
+        p.wait_for(contains="backend slow.test:143 unreachable: connect timed out")
+        # The late answers (time-outs) come back to no one: once the lookups'
+        # own sockets are closed, only the resolver's pipe (2 fds, made on
+        # first use) is left.
+        wait_until(lambda: p.nfds() <= fds + 2, 5, msg="fds back to %d + 2" % fds,
+                   detail=lambda: str([os.readlink("/proc/%d/fd/%s" % (p.pid, f))
+                                       for f in os.listdir("/proc/%d/fd" % p.pid)]))
+        self.assertTrue(p.running())
+        self.assertEqual(len(p.find(contains="slow.test:143 unreachable")), 2)
 
     def test_many_sessions_leak_no_fd_and_no_thread(self):
         dns = self.dns([("127.0.0.2", "mail.test"), ("127.0.0.3", "mail.test")])
