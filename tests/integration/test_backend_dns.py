@@ -110,10 +110,10 @@ class BackendDnsTest(PosternTestCase):
         self.addCleanup(server.stop)
         return server
 
-    def start_postern(self, dns, backend, **kw):
+    def start_postern(self, dns, backend, global_=None, **kw):
         """A raw, plaintext service to BACKEND, in a namespace that asks DNS."""
         p = self.postern(start=False)
-        p.write_config({"dns": svc("raw", tls="off", backend=backend, **kw)})
+        p.write_config({"dns": svc("raw", tls="off", backend=backend, **kw)}, global_)
         p.start(wrap=private_mount_ns(RESOLV_SCRIPT), env_extra={"RESOLV_CONF": dns.resolv})
         return p
 
@@ -143,6 +143,14 @@ class BackendDnsTest(PosternTestCase):
             self.assertSessionEnd(p, cport, reason="client-closed")
         p.wait_for(contains="backend mail.test:%d: 127.0.0.2:%d: Connection refused; "
                             "trying the next address" % (port, port))
+        self.assertEqual(p.find(contains="unreachable"), [])
+
+    def test_each_worker_looks_names_up_itself(self):
+        dns = self.dns([("127.0.0.2", "mail.test"), ("127.0.0.3", "mail.test")])
+        p = self.start_postern(dns, "mail.test:%d" % self.live.port, global_={"workers": 2},
+                               dns_cache_time="0s")
+        for _ in range(8):
+            self.assertEqual(self.greeting(p)[0], b"hello from the backend\r\n")
         self.assertEqual(p.find(contains="unreachable"), [])
 
     def test_an_ipv6_address_is_tried_as_well_as_ipv4(self):
