@@ -85,6 +85,9 @@ deb_wanted() {
 	# validates the metrics text; the policy-rc.d of deb_install keeps the
 	# Prometheus server it brings from starting.
 	echo prometheus
+	# tests/integration/test_backend_dns.py: a throwaway DNS server for
+	# backend names (the binary only: no system service).
+	echo dnsmasq-base
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }

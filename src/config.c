@@ -21,6 +21,7 @@
 #include <ini.h>
 
 #include <postern/config.h>
+#include <postern/resolver.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
 
@@ -79,6 +80,10 @@ struct parse {
 	struct cfg_err *errs;
 	size_t nerrs, errcap;
 	bool oom;
+
+	FILE *warns; /* warnings: shown after the errors, never failing the load */
+	char *warn_text;
+	size_t warn_len;
 };
 
 static void perr(struct parse *ps, int line, const char *fmt, ...)
@@ -189,6 +194,7 @@ static const struct keydef keys[] = {
         S(client_ca, config_key_str, client_ca, NULL, 0),
         S(client_verify, config_key_enum, client_verify, verify_modes, 0),
         S(connect_timeout, config_key_timeout, connect_timeout, NULL, 0),
+        S(dns_cache_time, config_key_duration, dns_cache_time, NULL, 0),
         S(handshake_timeout, config_key_timeout, handshake_timeout, NULL, 0),
         S(idle_timeout, config_key_timeout, idle_timeout, NULL, 0),
 };
@@ -227,6 +233,7 @@ service_defaults(struct service *svc)
 	svc->tls_min_version = TLS1_2_VERSION;
 	svc->client_verify = CLIENT_VERIFY_OFF;
 	svc->connect_timeout = 10;
+	svc->dns_cache_time = 30;
 	svc->handshake_timeout = 30;
 	svc->idle_timeout = 30 * 60;
 }
@@ -686,6 +693,17 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 			     "backend_tls to a unix: backend needs backend_sni, the name its "
 			     "certificate must carry");
 	}
+	/* A name is looked up again for every session (resolver.c): one that
+	 * does not resolve now, on a host still offline, is no reason to stop. */
+	if (load_tls && svc->backend.ss.ss_family == AF_UNSPEC && ps->warns) {
+		char err[ERRLEN];
+
+		if (resolver_check(svc->backend_host, err, sizeof(err)) < 0)
+			fprintf(ps->warns,
+			        "%s:%d: warning: backend: %s; it is looked up again when a session "
+			        "needs it\n",
+			        ps->name, svc->backend.line, err);
+	}
 	if (svc->backend_tls != TLSMODE_OFF && load_tls) {
 		char err[ERRLEN];
 
@@ -798,6 +816,7 @@ load(struct parse *ps, bool load_tls, FILE *errs)
 		goto out;
 	}
 	ps->cfg = cfg;
+	ps->warns = errs ? open_memstream(&ps->warn_text, &ps->warn_len) : NULL;
 	cfg->refcount = 1;
 	cfg->workers = 1;
 	cfg->log_target = LOGTO_STDERR;
@@ -827,6 +846,12 @@ out:
 	}
 	if (ps->oom && errs)
 		fprintf(errs, "%s: out of memory\n", ps->name);
+	if (ps->warns) {
+		fclose(ps->warns);
+		if (ps->warn_len > 0)
+			fputs(ps->warn_text, errs);
+		free(ps->warn_text);
+	}
 	free(ps->errs);
 	for (size_t i = 0; cfg && i < cfg->nservices; i++)
 		free(ps->meta[i].seen);

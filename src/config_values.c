@@ -270,8 +270,9 @@ config_key_backend(void *base, size_t off, const void *arg, const char *value, i
 
 	(void)off;
 	(void)arg;
-	if (netaddr_parse(value, NETADDR_NO_WILDCARD, &svc->backend, &svc->backend_host, err,
-	                  errlen) < 0)
+	/* A name is resolved when a session needs it (resolver.c). */
+	if (netaddr_parse(value, NETADDR_NO_WILDCARD | NETADDR_DEFER_NAMES, &svc->backend,
+	                  &svc->backend_host, err, errlen) < 0)
 		return -1;
 	svc->backend.line = line;
 	return 0;

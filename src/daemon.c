@@ -69,7 +69,7 @@ daemon_load(const char *path)
 		nl = strchr(line, '\n');
 		if (nl)
 			*nl = '\0';
-		log_msg(LOG_ERR, "%s", line);
+		log_msg(strstr(line, ": warning: ") ? LOG_WARNING : LOG_ERR, "%s", line);
 		if (!nl)
 			break;
 	}

@@ -166,6 +166,10 @@ parse_inet(char *host, bool bracketed, int flags, struct sockaddr_ex *out, char 
 		return -1;
 	}
 	memset(&out->ss, 0, sizeof(out->ss));
+	if (flags & NETADDR_DEFER_NAMES) {
+		out->ss.ss_family = AF_UNSPEC;
+		return 0;
+	}
 	return resolve(host, out, err, errlen);
 }
 
@@ -227,7 +231,9 @@ netaddr_parse(const char *s, int flags, struct sockaddr_ex *out, char **host_out
 	if (parse_inet(host, bracketed, flags, out, err, errlen) < 0)
 		return -1;
 	/* Both layouts keep the port at the same offset. */
-	if (out->ss.ss_family == AF_INET)
+	if (out->ss.ss_family == AF_UNSPEC)
+		out->name_port = nport;
+	else if (out->ss.ss_family == AF_INET)
 		((struct sockaddr_in *)&out->ss)->sin_port = nport;
 	else
 		((struct sockaddr_in6 *)&out->ss)->sin6_port = nport;

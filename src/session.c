@@ -219,6 +219,7 @@ session_close(struct session *s, const char *reason)
 	shared_add(&s->m->bytes_in, s->c2s.bytes);
 	shared_add(&s->m->bytes_out, s->s2c.bytes);
 	ev_timer_stop(loop, &s->timer);
+	backend_forget(s);
 	ep_close(loop, &s->client);
 	ep_close(loop, &s->backend);
 	relay_free(&s->c2s);
@@ -430,6 +431,14 @@ session_run(struct session *s)
 			break;
 		}
 	}
+}
+
+void
+session_wake(struct session *s)
+{
+	session_hold(s);
+	session_run(s);
+	session_release(s);
 }
 
 static void

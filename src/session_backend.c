@@ -3,12 +3,17 @@
  * (backend_tls = starttls, the adapter in its client role). Every way out
  * fails closed: the client gets the protocol's error and nothing it sent. */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <postern/log.h>
 #include <postern/proxyproto.h>
+#include <postern/session.h>
 #include <postern/shared.h>
 #include <postern/tls.h>
 
@@ -19,6 +24,7 @@ backend_failed(struct session *s, const char *why)
 {
 	const char *text = s->proto->reply[PROTO_REPLY_BACKEND_DOWN];
 
+	backend_forget(s);
 	shared_add(&s->m->backend_errors[MB_UNREACHABLE], 1);
 	log_session(LOG_WARNING, s->who, "backend %s unreachable: %s", s->svc->backend.text, why);
 	session_drain(s, text, text ? strlen(text) : 0, "backend-unreachable");
@@ -177,34 +183,137 @@ backend_connected(struct session *s)
 		session_enter_relay(s);
 }
 
+/* The I-th address to try: the configured one, or the name's I-th. */
+static bool
+backend_addr(const struct session *s, size_t i, struct sockaddr_storage *ss, socklen_t *len)
+{
+	const struct sockaddr_ex *b = &s->svc->backend;
+
+	if (s->addrs == NULL) {
+		if (i > 0)
+			return false;
+		*ss = b->ss;
+		*len = b->len;
+		return true;
+	}
+	if (i >= s->addrs->n)
+		return false;
+	*ss = s->addrs->v[i].ss;
+	*len = s->addrs->v[i].len;
+	/* Both layouts keep the port at the same offset. */
+	((struct sockaddr_in *)ss)->sin_port = b->name_port;
+	return true;
+}
+
+/* Notes why the address just tried failed: a name's lines say which one,
+ * and that the next is tried. */
+static void
+note_failure(struct session *s, int err)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char addr[INET6_ADDRSTRLEN + 8];
+
+	if (s->addrs == NULL || !backend_addr(s, s->addr_next - 1, &ss, &len)) {
+		snprintf(s->addr_err, sizeof(s->addr_err), "%s", strerror(err));
+		return;
+	}
+	session_format_addr((struct sockaddr *)&ss, addr, sizeof(addr));
+	snprintf(s->addr_err, sizeof(s->addr_err), "%s: %s", addr, strerror(err));
+	if (s->addr_next < s->addrs->n)
+		log_session(LOG_INFO, s->who, "backend %s: %s; trying the next address",
+		            s->svc->backend.text, s->addr_err);
+}
+
+/* Connects to the next address, and on to the one after while they fail
+ * at once; all of it within the one connect_timeout armed on entry. */
+static void
+try_next_addr(struct session *s)
+{
+	struct sockaddr_storage ss;
+	socklen_t len;
+
+	while (backend_addr(s, s->addr_next, &ss, &len)) {
+		s->addr_next++;
+		ep_close(s->srv->loop, &s->backend);
+		int r = ep_connect(&s->backend, (const struct sockaddr *)&ss, len);
+		if (r == 0) {
+			backend_connected(s);
+			return;
+		}
+		if (r == EP_WANT_WRITE) {
+			ep_watch(s->srv->loop, &s->backend, false, true);
+			return;
+		}
+		note_failure(s, s->backend.sys_errno);
+	}
+	backend_failed(s, s->addr_err);
+}
+
+void
+backend_forget(struct session *s)
+{
+	if (s->lookup)
+		resolver_cancel(s->lookup);
+	s->lookup = NULL;
+	free(s->addrs);
+	s->addrs = NULL;
+}
+
+static void
+on_resolved(void *arg, struct resolver_addrs *addrs, const char *error)
+{
+	struct session *s = arg;
+
+	s->lookup = NULL;
+	s->addrs = addrs;
+	if (error)
+		backend_failed(s, error);
+	else
+		try_next_addr(s);
+	session_wake(s);
+}
+
 void
 backend_connect(struct session *s)
 {
-	const struct sockaddr_ex *b = &s->svc->backend;
-	int r = ep_connect(&s->backend, (const struct sockaddr *)&b->ss, b->len);
+	const struct service *svc = s->svc;
+	char err[160];
 
-	if (r == 0) {
-		backend_connected(s);
-	} else if (r == EP_WANT_WRITE) {
-		session_enter(s, S_BACKEND_CONNECT);
-		ep_watch(s->srv->loop, &s->backend, false, true);
-	} else {
-		backend_failed(s, strerror(s->backend.sys_errno));
+	session_enter(s, S_BACKEND_CONNECT);
+	s->addr_next = 0;
+	if (svc->backend.ss.ss_family != AF_UNSPEC) { /* an address, as configured */
+		try_next_addr(s);
+		return;
 	}
+	s->addrs = resolver_cached(s->srv->loop, svc->backend_host, svc->dns_cache_time);
+	if (s->addrs) {
+		try_next_addr(s);
+		return;
+	}
+	s->lookup =
+	        resolver_start(s->srv->loop, svc->backend_host, on_resolved, s, err, sizeof(err));
+	if (s->lookup == NULL)
+		backend_failed(s, err);
 }
 
 void
 backend_step_connect(struct session *s)
 {
-	int err = ep_connect_result(&s->backend);
+	int err;
 
+	if (s->backend.fd < 0) /* still looking the name up */
+		return;
+	err = ep_connect_result(&s->backend);
 	if (err == EINPROGRESS || err == EALREADY)
 		return;
 	ep_watch(s->srv->loop, &s->backend, false, false);
-	if (err != 0)
-		backend_failed(s, strerror(err));
-	else
+	if (err == 0) {
 		backend_connected(s);
+		return;
+	}
+	note_failure(s, err);
+	try_next_addr(s);
 }
 
 void

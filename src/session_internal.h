@@ -13,6 +13,7 @@
 #include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/relay.h>
+#include <postern/resolver.h>
 #include <postern/server.h>
 
 /* The states; session.c's file comment gives their transitions. */
@@ -52,6 +53,12 @@ struct session {
 	struct sockaddr_storage peer, local; /* the client's address and ours */
 	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
+	/* A backend name: its lookup in flight, then its addresses, tried in
+	 * turn from addr_next; what the last one that failed said. */
+	struct resolver_query *lookup;
+	struct resolver_addrs *addrs;
+	size_t addr_next;
+	char addr_err[192];
 	ev_timer timer; /* the current state's deadline */
 	ev_tstamp started, last_activity;
 	ev_tstamp up_deadline; /* of the whole dialogue with the backend */
@@ -72,6 +79,9 @@ void session_enter_relay(struct session *s);
 long session_filter(void *arg, struct relay_dir *d);
 /* The client is who it is (PROXY header read, if any): TLS or plaintext. */
 void session_begin(struct session *s);
+/* After an event that is not the session's own (a finished lookup) moved
+ * it on: runs what the new state has to do, and frees a closed session. */
+void session_wake(struct session *s);
 /* scratch space for adapters' text; one loop, one thread */
 extern char session_scratch[PROTO_SCRATCH_ALLOC];
 
@@ -88,6 +98,8 @@ void backend_connect(struct session *s);
 void backend_step_connect(struct session *s);
 void backend_step_tls(struct session *s);
 void backend_failed(struct session *s, const char *why);
+/* Drops a lookup in flight and the addresses (session_close). */
+void backend_forget(struct session *s);
 void backend_tls_failed(struct session *s, const char *why);
 /* backend_verify = no is said on every start line, not only at start-up. */
 const char *backend_unverified_note(const struct session *s);

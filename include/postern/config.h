@@ -57,6 +57,7 @@ struct service {
 	enum client_verify client_verify;
 
 	double connect_timeout, handshake_timeout, idle_timeout; /* seconds */
+	double dns_cache_time; /* how long a backend name's addresses are reused */
 
 	struct netaddr_cidrs accept_proxy_from;
 

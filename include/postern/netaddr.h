@@ -13,6 +13,9 @@ struct sockaddr_ex {
 	socklen_t len;
 	char text[128]; /* as written, for logs: "127.0.0.1:993" */
 	int line;       /* where it was written, for messages */
+	/* With NETADDR_DEFER_NAMES, a host name is kept unresolved: ss_family
+	 * is AF_UNSPEC and the port (network order) is here. */
+	unsigned short name_port;
 };
 
 /* Parses S into OUT with restrictions (NETADDR_*) and a reason in ERR on
@@ -25,6 +28,7 @@ struct sockaddr_ex {
 #define NETADDR_NO_UNIX 0x1     /* reject unix:/path */
 #define NETADDR_NO_WILDCARD 0x2 /* reject *:PORT */
 #define NETADDR_NUMERIC 0x4     /* IP literals, "*" and localhost only */
+#define NETADDR_DEFER_NAMES 0x8 /* a host name is checked, not resolved */
 int netaddr_parse(const char *s, int flags, struct sockaddr_ex *out, char **host_out, char *err,
                   size_t errlen);
 int netaddr_parse_sockaddr(const char *s, struct sockaddr_ex *out, char **host_out);

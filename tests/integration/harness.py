@@ -1242,7 +1242,7 @@ class TcpBackend:
     one selector loop; stop() closes everything."""
 
     def __init__(self, greeting=b"", echo=True, eof_reply=b"", eof_delay=0.0, host="127.0.0.1", unix_path=None,
-                 rst_after=None):
+                 rst_after=None, port=0):
         if unix_path:
             self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             self.sock.bind(unix_path)
@@ -1250,7 +1250,7 @@ class TcpBackend:
         else:
             self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.sock.bind((host, 0))
+            self.sock.bind((host, port))
             self.port = self.sock.getsockname()[1]
             self.address = "%s:%d" % ("[%s]" % host if ":" in host else host, self.port)
         self.sock.listen(1024)

@@ -101,6 +101,26 @@ port_of(const struct sockaddr_ex *sa)
 	return ntohs(((const struct sockaddr_in6 *)&sa->ss)->sin6_port);
 }
 
+/* A backend name is kept for connect time (resolver.c), unresolved. */
+static void
+test_backend_name_is_not_resolved_at_load(void **state)
+{
+	struct config *cfg =
+	        load_ok("[imaps]\nprotocol = imap\nlisten = 127.0.0.1:993\n"
+	                "backend = nowhere.invalid:143\ncert = /c.pem\nkey = /k.pem\n");
+	const struct service *svc = &cfg->services[0];
+
+	(void)state;
+	assert_int_equal(svc->backend.ss.ss_family, AF_UNSPEC);
+	assert_int_equal(ntohs(svc->backend.name_port), 143);
+	assert_string_equal(svc->backend_host, "nowhere.invalid");
+	assert_true(svc->dns_cache_time == 30);
+	config_unref(cfg);
+	cfg = svc_ok("dns_cache_time = 0");
+	assert_true(cfg->services[0].dns_cache_time == 0);
+	config_unref(cfg);
+}
+
 static void
 test_defaults(void **state)
 {
@@ -896,6 +916,7 @@ main(void)
 	        cmocka_unit_test(test_error_order_and_echo),
 	        cmocka_unit_test(test_comments_bom_crlf),
 	        cmocka_unit_test(test_refcount),
+	        cmocka_unit_test(test_backend_name_is_not_resolved_at_load),
 	        cmocka_unit_test(test_load_file),
 	        cmocka_unit_test(test_tls_load_failure),
 	};
