@@ -134,34 +134,49 @@ pu_cap_removed(struct pu_word w, const struct pu_caps *c)
 	return false;
 }
 
+/* Appends a whole word (after a space unless first) or nothing: a word cut
+ * at the end of DST could become another one ("STARTTLSX" -> "STARTTLS"). */
 static size_t
-put(char *dst, size_t cap, size_t at, const char *p, size_t n)
+put_word(char *dst, size_t cap, size_t at, const char *p, size_t n)
 {
-	if (at + n > cap)
-		n = at < cap ? cap - at : 0;
-	memcpy(dst + at, p, n);
-	return at + n;
+	size_t sep = at > 0;
+
+	if (at + sep + n > cap)
+		return at;
+	memcpy(dst + at, " ", sep);
+	memcpy(dst + at + sep, p, n);
+	return at + sep + n;
+}
+
+/* A capability is printable ASCII: a word with a control, NUL or 8-bit byte
+ * is no capability any client would act on, and a NUL would end the text
+ * early where it is printed with %s. */
+static bool
+printable_word(struct pu_word w)
+{
+	for (size_t i = 0; i < w.n; i++)
+		if ((unsigned char)w.p[i] < 0x21 || (unsigned char)w.p[i] > 0x7e)
+			return false;
+	return true;
 }
 
 size_t
 pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *dst, size_t cap)
 {
 	const char *end = p + n;
-	size_t at = 0;
+	size_t at = 0, reserve = 0;
 
+	/* What postern adds (LOGINDISABLED before TLS) always finds room. */
+	for (const char *const *a = c->add; a && *a; a++)
+		reserve += strlen(*a) + 1;
 	while (p < end) {
 		struct pu_word w = pu_next_word(&p, end);
-		if (w.n == 0 || pu_cap_removed(w, c))
+		if (w.n == 0 || !printable_word(w) || pu_cap_removed(w, c))
 			continue;
-		if (at > 0)
-			at = put(dst, cap, at, " ", 1);
-		at = put(dst, cap, at, w.p, w.n);
+		at = put_word(dst, cap > reserve ? cap - reserve : 0, at, w.p, w.n);
 	}
-	for (const char *const *a = c->add; a && *a; a++) {
-		if (at > 0)
-			at = put(dst, cap, at, " ", 1);
-		at = put(dst, cap, at, *a, strlen(*a));
-	}
+	for (const char *const *a = c->add; a && *a; a++)
+		at = put_word(dst, cap, at, *a, strlen(*a));
 	return at;
 }
 

@@ -446,12 +446,22 @@ test_util_caps_rewrite(void **state)
 	                    sizeof(out));
 	assert_int_equal(n, 0);
 
-	/* The capacity is never exceeded. */
+	/* The capacity is never exceeded, what postern adds comes first, and
+	 * no word is cut into another one. */
 	memset(out, 'Z', sizeof(out));
 	n = pu_caps_rewrite("IMAP4rev1 IDLE NAMESPACE", 24, &c, out, 10);
-	assert_true(n <= 10);
-	assert_memory_equal(out, "IMAP4rev1 ", n);
+	assert_int_equal(n, 8);
+	assert_memory_equal(out, "STARTTLS", n);
 	assert_int_equal(out[10], 'Z');
+	n = pu_caps_rewrite("IMAP4rev1 STARTTLSX", 19, &post, out, 18);
+	assert_int_equal(n, 9);
+	assert_memory_equal(out, "IMAP4rev1", n);
+
+	/* A word with a NUL, a control or an 8-bit byte is no capability: it
+	 * could end the list early where it is printed ("STARTTLS\0..."). */
+	n = pu_caps_rewrite("IDLE STARTTLS\0X \x97 A\rB ID", 24, &post, out, sizeof(out));
+	assert_int_equal(n, 7);
+	assert_memory_equal(out, "IDLE ID", n);
 }
 
 static void
