@@ -163,6 +163,25 @@ class ProxyHeader(ClientModeCase):
         self.assertTrue(c.done.wait(5 * SLOW), c.log)
         self.assertEqual(bytes(c.raw), want + b"a NOOP\r\nz LOGOUT\r\n")
 
+    def test_v2_behind_client_tls_authority_only_for_a_host_name(self):
+        """No SNI, or one that is not a host name: no AUTHORITY TLV."""
+        f = self.fakes["v2_imaps"]
+        for sni in (None, "bad_name.example"):
+            with self.subTest(sni=sni):
+                ctx = client_context()
+                ctx.check_hostname = False
+                s = harness.tls_connect(self.port("v2_imaps"), source="127.0.0.9", timeout=5.0, sni=sni, ctx=ctx)
+                subs = tlv(0x21, s.version().encode()) + tlv(0x23, s.cipher()[0].encode())
+                tlvs = tlv(0x20, b"\x01" + struct.pack("!I", 1) + subs)
+                want = proxy_v2(s.getsockname()[:2], ("127.0.0.1", self.port("v2_imaps")), tlvs)
+                cport = s.getsockname()[1]
+                exchange(self, s)
+                c = f.last()
+                self.assertTrue(c.done.wait(5 * SLOW), c.log)
+                self.assertEqual(c.proxy_header, want)
+                start, _, _ = self.session(cport)
+                self.assertEqual("sni=(invalid)" in start.raw, sni is not None, start.raw)
+
     def test_one_header_per_session(self):
         f = self.fakes["v1"]
         before = f.count()
