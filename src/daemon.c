@@ -14,6 +14,7 @@
 #include <ev.h>
 
 #include <postern/config.h>
+#include <postern/config_advice.h>
 #include <postern/daemon.h>
 #include <postern/listener.h>
 #include <postern/log.h>
@@ -77,6 +78,13 @@ daemon_load(const char *path)
 	return cfg;
 }
 
+static void
+warn_in_log(void *arg, const char *text)
+{
+	(void)arg;
+	log_msg(LOG_WARNING, "WARNING: %s", text);
+}
+
 /* Secrets on disk: say so loudly, every time. */
 void
 daemon_open_keylog(const struct config *cfg)
@@ -109,6 +117,7 @@ daemon_open_keylog(const struct config *cfg)
 			        "(capture_dir; credentials redacted, files mode 0600)",
 			        svc->name, svc->capture_dir);
 	}
+	config_advice(cfg, warn_in_log, NULL);
 }
 
 void

@@ -267,6 +267,9 @@ ep_tls_summary(const struct endpoint *ep, struct ep_tls_info *info)
 	info->cipher = SSL_get_cipher_name(ep->ssl);
 	info->sni = SSL_is_server(ep->ssl) ? SSL_get_servername(ep->ssl, TLSEXT_NAMETYPE_host_name)
 	                                   : NULL;
+	info->peer_cert = SSL_get0_peer_certificate(ep->ssl) != NULL;
+	info->peer_cert_now = info->peer_cert && !SSL_session_reused(ep->ssl);
+	info->peer_verified = info->peer_cert && SSL_get_verify_result(ep->ssl) == X509_V_OK;
 }
 
 const char *

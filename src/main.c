@@ -9,6 +9,7 @@
 #include <openssl/opensslv.h>
 
 #include <postern/config.h>
+#include <postern/config_advice.h>
 #include <postern/control.h>
 #include <postern/daemon.h>
 #include <postern/log.h>
@@ -32,6 +33,13 @@ print_versions(void)
 	printf("libev %d.%d (built with %d.%d)\n", ev_version_major(), ev_version_minor(),
 	       EV_VERSION_MAJOR, EV_VERSION_MINOR);
 	printf("inih (built with %s)\n", POSTERN_INIH_VERSION);
+}
+
+static void
+warn_on_stderr(void *arg, const char *text)
+{
+	(void)arg;
+	fprintf(stderr, "postern: WARNING: %s\n", text);
 }
 
 static void
@@ -89,6 +97,7 @@ main(int argc, char **argv)
 	if (cfg == NULL)
 		return DAEMON_EXIT_CONFIG;
 	if (check_only) {
+		config_advice(cfg, warn_on_stderr, NULL);
 		printf("postern: configuration OK\n");
 		config_unref(cfg);
 		return 0;

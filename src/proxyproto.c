@@ -34,10 +34,65 @@ build_v1(const struct sockaddr *src, const struct sockaddr *dst, char *out, size
 	return n > 0 && (size_t)n < cap ? (size_t)n : 0;
 }
 
-static size_t
-build_v2(const struct sockaddr *src, const struct sockaddr *dst, char *out, size_t cap)
+/* PROXY v2 TLV types and the SSL TLV's client flags (spec, section 2.2). */
+enum {
+	PP2_TYPE_AUTHORITY = 0x02,
+	PP2_TYPE_SSL = 0x20,
+	PP2_SUBTYPE_SSL_VERSION = 0x21,
+	PP2_SUBTYPE_SSL_CIPHER = 0x23,
+	PP2_CLIENT_SSL = 0x01,
+	PP2_CLIENT_CERT_CONN = 0x02,
+	PP2_CLIENT_CERT_SESS = 0x04
+};
+
+/* Appends a TLV of TYPE whose value is LEN bytes at V (NULL: the caller
+ * fills it in) at *AT, if it fits before END. Returns the value's start. */
+static unsigned char *
+put_tlv(unsigned char **at, const unsigned char *end, unsigned type, const void *v, size_t len)
 {
-	unsigned char *o = (unsigned char *)out;
+	unsigned char *p = *at;
+
+	if (len > 0xffff || (size_t)(end - p) < 3 + len)
+		return NULL;
+	p[0] = (unsigned char)type;
+	p[1] = (unsigned char)(len >> 8);
+	p[2] = (unsigned char)len;
+	if (v != NULL)
+		memcpy(p + 3, v, len);
+	*at = p + 3 + len;
+	return p + 3;
+}
+
+/* The SSL TLV: client flags, verify (0 only for a client certificate that
+ * verified, as the spec says), then the version and cipher sub-TLVs. */
+static bool
+put_ssl_tlv(unsigned char **at, const unsigned char *end, const struct proxyproto_tls *tls)
+{
+	size_t vlen = strlen(tls->version), clen = strlen(tls->cipher);
+	unsigned char *v = put_tlv(at, end, PP2_TYPE_SSL, NULL, 5 + 3 + vlen + 3 + clen);
+	unsigned char *sub;
+	uint32_t verify = tls->cert_sess && tls->cert_verified ? 0 : 1;
+
+	if (v == NULL)
+		return false;
+	v[0] = PP2_CLIENT_SSL | (tls->cert_conn ? PP2_CLIENT_CERT_CONN : 0) |
+	       (tls->cert_sess ? PP2_CLIENT_CERT_SESS : 0);
+	v[1] = (unsigned char)(verify >> 24);
+	v[2] = (unsigned char)(verify >> 16);
+	v[3] = (unsigned char)(verify >> 8);
+	v[4] = (unsigned char)verify;
+	sub = v + 5; /* room was reserved above: these cannot fail */
+	put_tlv(&sub, *at, PP2_SUBTYPE_SSL_VERSION, tls->version, vlen);
+	put_tlv(&sub, *at, PP2_SUBTYPE_SSL_CIPHER, tls->cipher, clen);
+	return true;
+}
+
+static size_t
+build_v2(const struct sockaddr *src, const struct sockaddr *dst, const struct proxyproto_tls *tls,
+         char *out, size_t cap)
+{
+	unsigned char *o = (unsigned char *)out, *at;
+	const unsigned char *end = o + cap;
 	size_t alen;
 
 	if (cap < 16 + 36)
@@ -64,17 +119,27 @@ build_v2(const struct sockaddr *src, const struct sockaddr *dst, char *out, size
 		o[12] = 0x20; /* LOCAL */
 		o[13] = 0x00;
 		alen = 0;
+		tls = NULL; /* TLVs describe a proxied client: a LOCAL one has none */
 	}
+	at = o + 16 + alen;
+	if (tls != NULL && tls->version != NULL && tls->cipher != NULL) {
+		if (!put_ssl_tlv(&at, end, tls))
+			return 0;
+		if (tls->authority != NULL &&
+		    !put_tlv(&at, end, PP2_TYPE_AUTHORITY, tls->authority, strlen(tls->authority)))
+			return 0;
+	}
+	alen = (size_t)(at - o) - 16;
 	o[14] = (unsigned char)(alen >> 8);
 	o[15] = (unsigned char)alen;
 	return 16 + alen;
 }
 
 size_t
-proxyproto_build(int version, const struct sockaddr *src, const struct sockaddr *dst, char *out,
-                 size_t cap)
+proxyproto_build(int version, const struct sockaddr *src, const struct sockaddr *dst,
+                 const struct proxyproto_tls *tls, char *out, size_t cap)
 {
-	return version == 1 ? build_v1(src, dst, out, cap) : build_v2(src, dst, out, cap);
+	return version == 1 ? build_v1(src, dst, out, cap) : build_v2(src, dst, tls, out, cap);
 }
 
 /* Parses a decimal port with no leading zeros beyond "0". */

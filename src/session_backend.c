@@ -12,6 +12,7 @@
 #include <netinet/in.h>
 
 #include <postern/log.h>
+#include <postern/log_text.h>
 #include <postern/proxyproto.h>
 #include <postern/session.h>
 #include <postern/shared.h>
@@ -156,6 +157,25 @@ start_upstream(struct session *s)
 	session_enter(s, S_UP_DIALOGUE);
 }
 
+/* What a v2 header says of the client's TLS, or NULL while the client side
+ * is plaintext (always so at connect time for a STARTTLS service). */
+static struct proxyproto_tls *
+client_tls_facts(struct session *s, struct proxyproto_tls *tls)
+{
+	struct ep_tls_info info;
+
+	if (s->client.ssl == NULL || !SSL_is_init_finished(s->client.ssl))
+		return NULL;
+	ep_tls_summary(&s->client, &info);
+	tls->version = info.version;
+	tls->cipher = info.cipher;
+	tls->authority = info.sni && log_hostname_valid(info.sni) ? info.sni : NULL;
+	tls->cert_conn = info.peer_cert_now;
+	tls->cert_sess = info.peer_cert;
+	tls->cert_verified = info.peer_verified;
+	return tls;
+}
+
 /* The backend's socket is connected: the PROXY header goes first, raw,
  * before TLS or any client byte; then TLS towards the backend if asked. */
 static void
@@ -167,8 +187,9 @@ backend_connected(struct session *s)
 		char hdr[PROXYPROTO_MAX];
 		if (s->local.ss_family == AF_UNSPEC) /* not from a PROXY header: ask */
 			ep_local_addr(&s->client, &s->local);
+		struct proxyproto_tls tls, *tlsp = client_tls_facts(s, &tls);
 		size_t n = proxyproto_build(svc->proxy_protocol, (struct sockaddr *)&s->peer,
-		                            (struct sockaddr *)&s->local, hdr, sizeof(hdr));
+		                            (struct sockaddr *)&s->local, tlsp, hdr, sizeof(hdr));
 		/* A fresh socket's send buffer always takes ~100 bytes at once. */
 		if (n == 0 || ep_write(&s->backend, hdr, n) != (ssize_t)n) {
 			backend_failed(s, "cannot send the PROXY header");

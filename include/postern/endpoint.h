@@ -78,7 +78,10 @@ bool ep_start_tls(struct endpoint *ep, SSL *ssl, bool server);
 /* What the log says of an established TLS connection. */
 struct ep_tls_info {
 	const char *version, *cipher;
-	const char *sni; /* the client's server name (server side), or NULL */
+	const char *sni;    /* the client's server name (server side), or NULL */
+	bool peer_cert;     /* the peer presented a certificate (maybe in a resumed session) */
+	bool peer_cert_now; /* ... in this handshake, not a resumed one */
+	bool peer_verified; /* ... and it verified */
 };
 void ep_tls_summary(const struct endpoint *ep, struct ep_tls_info *info);
 

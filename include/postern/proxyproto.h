@@ -12,11 +12,24 @@
  * TCP6 addresses and a bounded TLV area). */
 #define PROXYPROTO_MAX 536
 
+/* What a v2 header tells of the client's TLS (HAProxy's send-proxy-v2-ssl):
+ * a PP2_TYPE_SSL TLV with the version and cipher, and PP2_TYPE_AUTHORITY
+ * with the SNI. Dovecot reads the first to treat the session as secured. */
+struct proxyproto_tls {
+	const char *version, *cipher; /* both set: the client side is TLS */
+	const char *authority;        /* a valid host name (SNI), or NULL */
+	bool cert_conn;               /* a client certificate on this connection */
+	bool cert_sess;               /* one in the session (also when resumed) */
+	bool cert_verified;           /* ... and it verified */
+};
+
 /* Writes a header describing a connection from SRC to DST (both AF_INET or
- * both AF_INET6) into OUT. VERSION is 1 or 2. Returns its length, or 0 if
- * the addresses cannot be described (then v1 says UNKNOWN, v2 LOCAL). */
+ * both AF_INET6) into OUT. VERSION is 1 or 2. TLS (v2 only; NULL when the
+ * client side is not TLS) adds the TLVs above. Returns its length, or 0 if
+ * it does not fit in CAP; addresses that cannot be described give v1's
+ * UNKNOWN or v2's LOCAL. */
 size_t proxyproto_build(int version, const struct sockaddr *src, const struct sockaddr *dst,
-                        char *out, size_t cap);
+                        const struct proxyproto_tls *tls, char *out, size_t cap);
 
 enum proxyproto_result {
 	PROXYPROTO_MORE = 0, /* a valid prefix: read more */

@@ -25,7 +25,7 @@ LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 		if (!info.local) {
 			for (int v = 1; v <= 2; v++) {
 				size_t n = proxyproto_build(v, (struct sockaddr *)&info.src,
-				                            (struct sockaddr *)&info.dst, out,
+				                            (struct sockaddr *)&info.dst, NULL, out,
 				                            sizeof(out));
 				if (n == 0 || proxyproto_parse(out, n, &again) != (int)n ||
 				    again.local || again.src.ss_family != info.src.ss_family)

@@ -99,7 +99,9 @@ class Postfix:
                 continue
             try:
                 self.pid = wait_until(self._master_pid, timeout, msg="Postfix's master.pid")
-                wait_greeting(("127.0.0.1", self.port), b"220", timeout)
+                # an smtpd that reads a PROXY header first greets after one
+                first = b"PROXY TCP4 127.0.0.1 127.0.0.1 1 25\r\n" if "smtpd_upstream_proxy_protocol" in self.smtpd_opts else b""
+                wait_greeting(("127.0.0.1", self.port), b"220", timeout, first=first)
                 return self
             except (AssertionError, RuntimeError) as e:
                 err = str(e)

@@ -183,6 +183,27 @@ class CommandLine(PosternTestCase):
         self.assertRegex(err, r"(?m)^%s:6: " % re.escape(p.conf))
         self.assertNotRegex(err, r"(?m)^%s:7: " % re.escape(p.conf))
 
+    def test_smtp_to_loopback_without_proxy_warns_of_an_open_relay(self):
+        """An smtp service whose backend is on this host and that sends no
+        PROXY header makes every client look local to it: `-t` and the start
+        log say so; with proxy_protocol, or for IMAP, nothing is said."""
+        e = env()
+        base = dict(cert=e.cert, key=e.key, backend="127.0.0.1:%d" % free_port())
+        risky = {"protocol": "smtp", "listen": "127.0.0.1:%d" % free_port(), **base}
+        safe = dict(risky, listen="127.0.0.1:%d" % free_port(), proxy_protocol="v2")
+        imap = dict(risky, protocol="imap", listen="127.0.0.1:%d" % free_port())
+        p = self.postern([("smtps", risky), ("smtps_proxy", safe), ("imaps", imap)], start=False)
+        r = run([POSTERN, "-t", "-c", p.conf], timeout=10)
+        self.assertEqual(r.returncode, 0, r.stderr.decode())
+        warnings = r.stderr.decode().splitlines()
+        self.assertEqual(len(warnings), 1, warnings)
+        self.assertRegex(warnings[0], r"^postern: WARNING: service smtps passes SMTP to 127\.0\.0\.1:\d+ on this "
+                                      r"host without proxy_protocol: every client looks local to the backend.*open relay")
+        p.start()
+        got = p.wait_for(level="warn", contains="without proxy_protocol")
+        self.assertIn("service smtps passes SMTP", got[0].raw)
+        self.assertEqual(p.find(contains="smtps_proxy passes"), [])
+
     def test_missing_config_file(self):
         r = run([POSTERN, "-t", "-c", "/nonexistent/postern.ini"], timeout=10)
         self.assertEqual(r.returncode, 1)

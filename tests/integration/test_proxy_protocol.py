@@ -4,7 +4,8 @@
   the client's address as the very first bytes to the backend, before
   backend TLS, exactly once; the exact bytes for TCP4 (client bound to
   127.0.0.9) and TCP6 (::1); a real Dovecot behind `haproxy = yes` logs the
-  client's address (rip=127.0.0.9); P5: a client that sends its own PROXY
+  client's address (rip=127.0.0.9); behind client-side TLS a v2 header
+  carries the SSL and AUTHORITY TLVs; P5: a client that sends its own PROXY
   line or v2 signature cannot spoof its address.
 - AcceptProxy (`accept_proxy_from`): postern behind a load balancer reads a
   v1/v2 header from trusted addresses (before TLS), uses its source as the
@@ -37,6 +38,11 @@ from clientmode_util import (
 
 V6 = harness.have_ipv6()
 FAKE_GREETING = b"* OK fake imap ready\r\n"
+
+
+def tlv(kind, value):
+    """One PROXY v2 TLV."""
+    return bytes([kind]) + struct.pack("!H", len(value)) + value
 
 
 def exchange(tc, s, first=b""):
@@ -147,11 +153,34 @@ class ProxyHeader(ClientModeCase):
     def test_v2_behind_client_tls(self):
         f = self.fakes["v2_imaps"]
         s = harness.tls_connect(self.port("v2_imaps"), source="127.0.0.9", timeout=5.0)
-        want = proxy_v2(s.getsockname()[:2], ("127.0.0.1", self.port("v2_imaps")))
+        # PP2_TYPE_SSL (client SSL, verify 1: no client certificate; the
+        # version and cipher sub-TLVs) then PP2_TYPE_AUTHORITY: the SNI.
+        subs = tlv(0x21, s.version().encode()) + tlv(0x23, s.cipher()[0].encode())
+        tlvs = tlv(0x20, b"\x01" + struct.pack("!I", 1) + subs) + tlv(0x02, b"localhost")
+        want = proxy_v2(s.getsockname()[:2], ("127.0.0.1", self.port("v2_imaps")), tlvs)
         exchange(self, s)
         c = f.last()
         self.assertTrue(c.done.wait(5 * SLOW), c.log)
         self.assertEqual(bytes(c.raw), want + b"a NOOP\r\nz LOGOUT\r\n")
+
+    def test_v2_behind_client_tls_authority_only_for_a_host_name(self):
+        """No SNI, or one that is not a host name: no AUTHORITY TLV."""
+        f = self.fakes["v2_imaps"]
+        for sni in (None, "bad_name.example"):
+            with self.subTest(sni=sni):
+                ctx = client_context()
+                ctx.check_hostname = False
+                s = harness.tls_connect(self.port("v2_imaps"), source="127.0.0.9", timeout=5.0, sni=sni, ctx=ctx)
+                subs = tlv(0x21, s.version().encode()) + tlv(0x23, s.cipher()[0].encode())
+                tlvs = tlv(0x20, b"\x01" + struct.pack("!I", 1) + subs)
+                want = proxy_v2(s.getsockname()[:2], ("127.0.0.1", self.port("v2_imaps")), tlvs)
+                cport = s.getsockname()[1]
+                exchange(self, s)
+                c = f.last()
+                self.assertTrue(c.done.wait(5 * SLOW), c.log)
+                self.assertEqual(c.proxy_header, want)
+                start, _, _ = self.session(cport)
+                self.assertEqual("sni=(invalid)" in start.raw, sni is not None, start.raw)
 
     def test_one_header_per_session(self):
         f = self.fakes["v1"]

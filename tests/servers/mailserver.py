@@ -92,22 +92,25 @@ def recv_until(sock, marker):
     return data
 
 
-def _greeting(addr, family, timeout):
+def _greeting(addr, family, timeout, first=b""):
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.settimeout(timeout)
         s.connect(addr)
+        if first:
+            s.sendall(first)
         return recv_until(s, b"\n")
 
 
-def wait_greeting(addr, prefix, timeout=20.0, proc=None, family=socket.AF_INET):
-    """Wait until a server at addr answers with a line starting with prefix."""
+def wait_greeting(addr, prefix, timeout=20.0, proc=None, family=socket.AF_INET, first=b""):
+    """Wait until a server at addr answers with a line starting with prefix
+    (first: bytes to send right after connecting, e.g. a PROXY header)."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError("server exited with status %s" % proc.returncode)
         try:
-            data = _greeting(addr, family, 2.0)
+            data = _greeting(addr, family, 2.0, first)
             if data.startswith(prefix):
                 return data
             last = data

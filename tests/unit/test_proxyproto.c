@@ -45,7 +45,8 @@ test_v1_tcp4(void **state)
 	size_t n;
 
 	(void)state;
-	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, out, sizeof(out));
+	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, NULL, out,
+	                     sizeof(out));
 	assert_int_equal(n, strlen("PROXY TCP4 192.0.2.7 198.51.100.1 51234 993\r\n"));
 	assert_memory_equal(out, "PROXY TCP4 192.0.2.7 198.51.100.1 51234 993\r\n", n);
 }
@@ -58,7 +59,8 @@ test_v1_tcp6(void **state)
 	size_t n;
 
 	(void)state;
-	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, out, sizeof(out));
+	n = proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, NULL, out,
+	                     sizeof(out));
 	assert_memory_equal(out, "PROXY TCP6 2001:db8::1 ::1 5 143\r\n", n);
 }
 
@@ -74,10 +76,95 @@ test_v2_tcp4_bytes(void **state)
 	size_t n;
 
 	(void)state;
-	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, (char *)out,
+	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, NULL, (char *)out,
 	                     sizeof(out));
 	assert_int_equal(n, 28);
 	assert_memory_equal(out, want, 28);
+}
+
+/* A TLS client: the SSL TLV (client flags, verify, version and cipher
+ * sub-TLVs) then the SNI as PP2_TYPE_AUTHORITY, byte for byte. */
+static void
+test_v2_tls_tlvs_bytes(void **state)
+{
+	struct sockaddr_storage a = v4("10.1.2.3", 0x1234), b = v4("10.9.8.7", 993);
+	struct proxyproto_tls tls = {.version = "TLSv1.3",
+	                             .cipher = "TLS_AES_256_GCM_SHA384",
+	                             .authority = "mail.example.org"};
+	unsigned char out[PROXYPROTO_MAX];
+	static const unsigned char want[] = {'\r', '\n', '\r', '\n', 0,   '\r', '\n', 'Q', 'U',
+	                                     'I',  'T',  '\n',     /* signature */
+	                                     0x21, 0x11, 0x00, 74, /* PROXY, TCP4, 12 + 43 + 19 */
+	                                     10,   1,    2,    3,    10,  9,    8,    7,   0x12,
+	                                     0x34, 0x03, 0xe1,       /* addresses, ports */
+	                                     0x20, 0x00, 40,         /* PP2_TYPE_SSL */
+	                                     0x01,                   /* PP2_CLIENT_SSL */
+	                                     0x00, 0x00, 0x00, 0x01, /* verify: no certificate */
+	                                     0x21, 0x00, 7,    'T',  'L', 'S',  'v',  '1', '.',
+	                                     '3', /* SSL_VERSION */
+	                                     0x23, 0x00, 22,   'T',  'L', 'S',  '_',  'A', 'E',
+	                                     'S',  '_',  '2',  '5',  '6', '_',  'G',  'C', 'M',
+	                                     '_',  'S',  'H',  'A',  '3', '8',  '4', /* SSL_CIPHER
+	                                                                              */
+	                                     0x02, 0x00, 16,   'm',  'a', 'i',  'l',  '.', 'e',
+	                                     'x',  'a',  'm',  'p',  'l', 'e',  '.',  'o', 'r',
+	                                     'g'}; /* PP2_TYPE_AUTHORITY */
+	struct proxyproto_info info;
+	size_t n;
+
+	(void)state;
+	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls, (char *)out,
+	                     sizeof(out));
+	assert_int_equal(n, sizeof(want));
+	assert_memory_equal(out, want, sizeof(want));
+	/* The TLVs count in the header's length: a reader skips them whole. */
+	assert_int_equal(proxyproto_parse((char *)out, n, &info), (int)n);
+	/* v1 has no TLVs: the same facts change nothing. */
+	assert_int_equal(proxyproto_build(1, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls,
+	                                  (char *)out, sizeof(out)),
+	                 strlen("PROXY TCP4 10.1.2.3 10.9.8.7 4660 993\r\n"));
+}
+
+/* A client certificate: CERT_CONN on a full handshake, CERT_SESS whenever
+ * the session has one; verify is 0 only when it verified. No SNI, no
+ * AUTHORITY TLV. */
+static void
+test_v2_tls_client_certificate_flags(void **state)
+{
+	struct sockaddr_storage a = v4("10.1.2.3", 1), b = v4("10.9.8.7", 2);
+	struct proxyproto_tls tls = {.version = "TLSv1.2", .cipher = "X", .cert_sess = true};
+	unsigned char out[PROXYPROTO_MAX];
+	static const unsigned char verified_now[] = {0x20, 0x00, 19, 0x07, 0, 0, 0, 0};
+	static const unsigned char failed_resumed[] = {0x20, 0x00, 19, 0x05, 0, 0, 0, 1};
+	size_t n;
+
+	(void)state;
+	tls.cert_conn = tls.cert_verified = true;
+	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls, (char *)out,
+	                     sizeof(out));
+	assert_int_equal(n, 16 + 12 + 3 + 19);
+	assert_memory_equal(out + 28, verified_now, sizeof(verified_now));
+	tls.cert_conn = tls.cert_verified = false;
+	n = proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls, (char *)out,
+	                     sizeof(out));
+	assert_memory_equal(out + 28, failed_resumed, sizeof(failed_resumed));
+}
+
+/* A header that cannot hold its TLVs is not sent cut short. */
+static void
+test_v2_tls_does_not_fit(void **state)
+{
+	struct sockaddr_storage a = v6("::1", 1), b = v6("::1", 2);
+	struct proxyproto_tls tls = {.version = "TLSv1.3", .cipher = "TLS_AES_128_GCM_SHA256"};
+	char out[PROXYPROTO_MAX];
+
+	(void)state;
+	assert_int_equal(proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls,
+	                                  out, 16 + 36 + 40),
+	                 0);
+	assert_int_equal(proxyproto_build(2, (struct sockaddr *)&a, (struct sockaddr *)&b, &tls,
+	                                  out, 16 + 36 + 43),
+	                 16 + 36 + 43);
 }
 
 static void
@@ -91,9 +178,9 @@ test_round_trip(void **state)
 	(void)state;
 	for (int version = 1; version <= 2; version++) {
 		for (size_t i = 0; i < 2; i++) {
-			size_t n =
-			        proxyproto_build(version, (struct sockaddr *)&pairs[i][0],
-			                         (struct sockaddr *)&pairs[i][1], out, sizeof(out));
+			size_t n = proxyproto_build(version, (struct sockaddr *)&pairs[i][0],
+			                            (struct sockaddr *)&pairs[i][1], NULL, out,
+			                            sizeof(out));
 			assert_true(n > 0);
 			memcpy(out + n, "a1 NOOP\r\n", 9); /* client bytes follow: not read */
 			assert_int_equal(proxyproto_parse(out, n + 9, &info), (int)n);
@@ -202,6 +289,9 @@ main(void)
 	        cmocka_unit_test(test_v1_tcp4),
 	        cmocka_unit_test(test_v1_tcp6),
 	        cmocka_unit_test(test_v2_tcp4_bytes),
+	        cmocka_unit_test(test_v2_tls_tlvs_bytes),
+	        cmocka_unit_test(test_v2_tls_client_certificate_flags),
+	        cmocka_unit_test(test_v2_tls_does_not_fit),
 	        cmocka_unit_test(test_round_trip),
 	        cmocka_unit_test(test_local_and_unknown),
 	        cmocka_unit_test(test_malformed),
