@@ -34,7 +34,8 @@
  *   then the client's byte stream, in which FF FE n1 n2 b stands for
  *   (n1 * 256 + n2 + 1) * 2 bytes b (lines past the 64 KiB buffer).
  * FUZZ_FRAMING_ONLY=imap, pop3 or smtp in the environment pins the
- * protocol (to hunt in one adapter while another has a known finding).
+ * protocol, and FUZZ_FRAMING_CLEAR=N clears the bits N of byte 0 (e.g. 16:
+ * no command log), to hunt on while a known finding is open.
  * The client waits for STARTTLS to complete: the bytes after a STARTTLS
  * line are its first bytes inside TLS. The server answers at once, and
  * both peers read at once (no backpressure); the client closes once all
@@ -63,7 +64,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #endif
 
 #define IN_CAP (PROTO_LINE_MAX + 2) /* RELAY_LINE_BUF_SIZE */
-#define STREAM_MAX (1u << 20)
+#define STREAM_MAX (1u << 18)
 
 struct bytes {
 	uint8_t *p;
@@ -101,6 +102,7 @@ struct sim {
 	struct ref refc, refs;
 	struct ref_unit *cu;
 	size_t ncu, capcu, ui;
+	struct ref_unit owed; /* a command passed without its log line yet */
 	bool refc_done;
 	char scratch[PROTO_SCRATCH_ALLOC], pscratch[PROTO_SCRATCH_ALLOC];
 	char probe_buf[IN_CAP];
@@ -161,10 +163,11 @@ escaped(const uint8_t *p, size_t n)
 static void
 excerpt(const char *name, const struct bytes *stream, uint64_t a, uint64_t b)
 {
-	uint64_t from = a > 160 ? a - 160 : 0, to = b + 80 < stream->len ? b + 80 : stream->len;
+	uint64_t from = a > 160 ? a - 160 : 0, to;
 
 	if (b - a > 240)
 		b = a + 240;
+	to = b + 80 < stream->len ? b + 80 : stream->len;
 	fprintf(stderr, "  %s bytes %llu..%llu: \"", name, (unsigned long long)from,
 	        (unsigned long long)to);
 	escaped(stream->p + from, a - from);
@@ -274,15 +277,22 @@ logged_verbatim(const struct sim *s, const struct rec *r, const struct ref_unit 
 }
 
 static void
-check_one(const struct sim *s, const struct rec *r, const struct ref_unit *f,
+check_one(struct sim *s, const struct rec *prev, const struct rec *r, const struct ref_unit *f,
           const struct ref_unit *l)
 {
 	bool at_start = r->a == f->start, at_end = r->b == l->end;
 
+	if (s->owed.end > 0 && r->a >= s->owed.end)
+		finding(s, prev, &s->owed, "a forwarded command left no command log line");
+	if (r->log)
+		s->owed.end = 0;
 	if (!at_end && r->b != r->avail)
 		finding(s, r, l, "the adapter's unit ends inside one of the reference");
 	if (r->v == PV_REPLY || r->v == PV_STARTTLS) {
-		if (!at_start || f->kind != RK_CMD)
+		/* An over-long command may be swallowed in pieces, then answered. */
+		bool swallowed =
+		        prev && prev->b > f->start && (prev->v == PV_DROP || prev->v == PV_REPLY);
+		if (f->kind != RK_CMD || !(at_start || swallowed))
 			finding(s, r, f, "postern answered bytes that start no command");
 		if (r->v == PV_STARTTLS && f->verb != RV_STARTTLS)
 			finding(s, r, f, "STARTTLS taken from a line that is no STARTTLS");
@@ -295,8 +305,9 @@ check_one(const struct sim *s, const struct rec *r, const struct ref_unit *f,
 		finding(s, r, f->kind == RK_DATA ? f : l, "literal or chunk data judged as a line");
 	if (!s->conf.observe)
 		return;
+	/* A command passed in pieces may be logged with any of them. */
 	if ((r->v == PV_PASS || r->v == PV_REPLACE) && f->kind == RK_CMD && !f->partial && !r->log)
-		finding(s, r, f, "a forwarded command left no command log line");
+		s->owed = *f;
 	if (r->log && (f->kind == RK_DATA || f->kind == RK_BODY) && logged_verbatim(s, r, f))
 		finding(s, r, f, "data written to the command log as a command");
 }
@@ -325,6 +336,7 @@ check_records(struct sim *s)
 		const struct rec *r = &s->rec[s->checked];
 		if (r->v == PV_CLOSE) { /* a safe local refusal: nothing after counts */
 			s->checked = s->nrec;
+			s->owed.end = 0;
 			return;
 		}
 		while (s->ui < s->ncu && s->cu[s->ui].end <= r->a)
@@ -337,7 +349,7 @@ check_records(struct sim *s)
 				finding(s, r, NULL, "the adapter consumed bytes past the stream");
 			return;
 		}
-		check_one(s, r, &s->cu[s->ui], &s->cu[j]);
+		check_one(s, s->checked ? r - 1 : NULL, r, &s->cu[s->ui], &s->cu[j]);
 		s->checked++;
 	}
 }
@@ -477,6 +489,24 @@ build_stream(struct sim *s, const uint8_t *p, size_t n)
 	}
 }
 
+/* FUZZ_FRAMING_ONLY and FUZZ_FRAMING_CLEAR (see the top). */
+static uint8_t
+hunting(uint8_t flags)
+{
+	static int only = -1, clear;
+
+	if (only < 0) {
+		const char *e = getenv("FUZZ_FRAMING_ONLY"), *c = getenv("FUZZ_FRAMING_CLEAR");
+		only = 4;
+		for (int i = 0; e && i < 3; i++)
+			if (strcmp(e, (const char *[]){"imap", "pop3", "smtp"}[i]) == 0)
+				only = i;
+		clear = c ? atoi(c) & 0xfc : 0;
+	}
+	flags = (uint8_t)(flags & ~clear);
+	return only < 4 ? (uint8_t)((flags & ~3) | only) : flags;
+}
+
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -489,18 +519,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		return 0;
 	uint8_t flags = data[0];
 	size_t at = 1;
-	static int only = -1;
 
-	if (only < 0) {
-		const char *e = getenv("FUZZ_FRAMING_ONLY");
-		only = !e                   ? 4
-		       : !strcmp(e, "imap") ? 0
-		       : !strcmp(e, "pop3") ? 1
-		       : !strcmp(e, "smtp") ? 2
-		                            : 4;
-	}
-	if (only < 4)
-		flags = (uint8_t)((flags & ~3) | only);
+	flags = hunting(flags);
 
 	s->ops = protos[flags & 3];
 	s->conf = (struct proto_conf){.starttls = !(flags & 8),
@@ -518,6 +538,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	s->c_eof = s->closed = s->refc_done = false;
 	s->tls = !s->conf.starttls;
 	s->nrec = s->checked = s->ncu = s->ui = 0;
+	s->owed.end = 0;
 
 	s->st = calloc(1, s->ops->state_size);
 	s->pre = malloc(s->ops->state_size);
@@ -540,6 +561,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	settle(s);
 	if (s->checked < s->nrec)
 		finding(s, &s->rec[s->checked], NULL, "a verdict the reference never reached");
+	if (s->owed.end > 0)
+		finding(s, &s->rec[s->nrec - 1], &s->owed,
+		        "a forwarded command left no command log line");
 
 	free(s->st);
 	free(s->pre);

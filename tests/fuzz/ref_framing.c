@@ -29,7 +29,8 @@ enum {
 	V_RSET,
 	V_QUIT,
 	V_RETR,
-	V_LIST
+	V_LIST,
+	V_ID
 };
 
 struct verb {
@@ -46,6 +47,7 @@ static const struct verb imap_verbs[] = {
         {"COMPRESS", V_COMPRESS, RV_COMPRESS},
         {"CAPABILITY", V_CAPA, RV_OTHER},
         {"LOGOUT", V_QUIT, RV_OTHER},
+        {"ID", V_ID, RV_OTHER},
         {NULL, V_NONE, RV_OTHER},
 };
 
@@ -258,12 +260,33 @@ bad:
 	r->lit = false;
 }
 
+/* RFC 2971 fields a backend believes from a trusted proxy (Dovecot), as
+ * the server reads them: backslash escapes undone. */
+static bool
+id_forwarding(const uint8_t *p, size_t n)
+{
+	static const char *const keys[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
+	                                   "x-session-",     "x-forward-",   NULL};
+	char plain[1024];
+	size_t k = 0;
+
+	for (size_t i = 0; i < n && k < sizeof(plain) - 1; i++)
+		if (p[i] != '\\')
+			plain[k++] = (char)p[i];
+	plain[k] = '\0';
+	for (const char *const *key = keys; *key; key++)
+		for (size_t i = 0; i + strlen(*key) <= k; i++)
+			if (strncasecmp(plain + i, *key, strlen(*key)) == 0)
+				return true;
+	return false;
+}
+
 static void
 imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 {
 	size_t i = 0, c0;
 
-	r->bad = r->lit = r->sync = r->has_arg = r->has_ir = false;
+	r->bad = r->lit = r->sync = r->has_arg = r->has_ir = r->id_forwarding = false;
 	r->depth = r->bdepth = 0;
 	r->verb = V_NONE;
 	while (i < n && tag_char(p[i]))
@@ -283,8 +306,10 @@ imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 		return;
 	}
 	r->verb = lookup(REF_IMAP, p + c0, i - c0)->v;
+	r->id_forwarding = r->verb == V_ID && id_forwarding(p + i, n - i);
 	if (i == n)
 		return;
+
 	r->has_arg = true;
 	imap_args(r, p + i + 1, n - i - 1, false);
 	if (!r->bad && !r->lit && r->verb == V_AUTH) /* AUTHENTICATE mech [initial-response] */
@@ -386,6 +411,7 @@ bdat_size(struct ref *r, const uint8_t *a, size_t n, uint64_t *size, bool *last)
 		return false;
 	*size = v;
 	*last = false;
+	r->has_size = true; /* a client sends that much, whatever follows */
 	if (i == n)
 		return true;
 	if (!white(a[i], r->env.lax) || n - i - 1 != 4 ||
@@ -403,6 +429,7 @@ smtp_line(struct ref *r, const uint8_t *p, size_t n)
 	bool last = false;
 
 	r->verb = split_verb(r, p, n, &a, &an)->v;
+	r->has_size = false;
 	r->lit = r->verb == V_BDAT && bdat_size(r, a, an, &r->lsize, &last);
 	r->sync = last; /* reused: the last chunk */
 }
@@ -415,8 +442,9 @@ smtp_after_line(struct ref *r)
 	bool fwd = r->forwarded;
 
 	r->mode = M_CMD;
-	if (r->verb == V_BDAT && r->lit && (!fwd || r->env.chunking)) {
-		/* RFC 3030: the chunk follows at once, answered or not. */
+	if (r->verb == V_BDAT && (fwd ? r->lit && r->env.chunking : r->has_size)) {
+		/* RFC 3030: the chunk follows at once, answered or not; a server
+		 * without CHUNKING, or refusing the syntax, reads it as commands. */
 		r->mode = M_DATA;
 		r->remain = r->lsize;
 		r->after_data = M_CMD;
@@ -626,6 +654,8 @@ ref_next(struct ref *r, const uint8_t *s, uint64_t len, bool eof, struct ref_uni
 		if (r->proto == REF_IMAP) {
 			imap_first_line(r, p, n);
 			u->verb = r->bad ? RV_OTHER : policy_of(REF_IMAP, r->verb);
+			if (r->id_forwarding) /* Dovecot reads it even from a malformed line */
+				u->verb = RV_FORWARDING;
 		} else if (r->proto == REF_SMTP) {
 			smtp_line(r, p, n);
 			u->verb = policy_of(REF_SMTP, r->verb);

@@ -35,7 +35,8 @@ enum ref_verb {
 	RV_OTHER,
 	RV_STARTTLS,    /* STARTTLS, STLS: postern's own business */
 	RV_CREDENTIALS, /* refused before TLS when require_tls */
-	RV_FORWARDING,  /* XCLIENT, XFORWARD: never from a client */
+	RV_FORWARDING,  /* XCLIENT, XFORWARD, an IMAP ID with x-originating-ip
+	                 * and the like: never from a client */
 	RV_COMPRESS     /* IMAP COMPRESS: never while commands are logged */
 };
 
@@ -72,6 +73,8 @@ struct ref {
 	int verb;             /* V_* of ref_framing.c */
 	bool bad, lit, sync;  /* syntax error; ends in a literal */
 	bool has_arg, has_ir; /* POP3/SMTP/AUTHENTICATE arguments */
+	bool has_size;        /* SMTP BDAT: a size, maybe followed by junk */
+	bool id_forwarding;   /* IMAP ID naming a field only a proxy may set */
 	uint64_t lsize;       /* literal or chunk size */
 	int depth, bdepth;    /* IMAP: open "(" and "[" across literals */
 	char tag[64];
