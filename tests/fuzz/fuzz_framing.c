@@ -27,10 +27,13 @@
  * Input format:
  *   byte 0: bits 0-1 protocol (0 IMAP, 1 POP3, 2 SMTP, 3 IMAP), bit 2
  *           require_tls, bit 3 implicit TLS (no STARTTLS offered: post-TLS
- *           rules from the start), bit 4 observe (command log on), bit 5 the
- *           SMTP server offers CHUNKING, bit 6 the POP3/SMTP server splits
- *           verbs on any white space (Postfix) rather than on SP, bit 7 the
- *           client's bytes arrive in pieces (byte 1: piece size - 1).
+ *           rules from the start), bit 4 observe (command log on), bit 5
+ *           the SMTP server offers CHUNKING / the IMAP session is past
+ *           login (Dovecot's imap process: no literal after an unknown or
+ *           argument-less command, see ref_framing.c), bit 6 the POP3/SMTP
+ *           server splits verbs on any white space (Postfix) rather than on
+ *           SP, bit 7 the client's bytes arrive in pieces (byte 1: piece
+ *           size - 1).
  *   then the client's byte stream, in which FF FE n1 n2 b stands for
  *   (n1 * 256 + n2 + 1) * 2 bytes b (lines past the 64 KiB buffer).
  * FUZZ_FRAMING_ONLY=imap, pop3 or smtp in the environment pins the
@@ -185,7 +188,11 @@ finding(const struct sim *s, const struct rec *r, const struct ref_unit *u, cons
 	fprintf(stderr, "fuzz_framing: FINDING (%s, %s%s%s%s%s%s): %s\n", s->ops->name,
 	        s->conf.starttls ? "starttls" : "implicit tls", s->tls ? ", inside TLS" : "",
 	        s->conf.require_tls ? ", require_tls" : "", s->conf.observe ? ", observe" : "",
-	        s->lax ? ", lax server" : "", s->chunking ? ", CHUNKING" : "", what);
+	        s->lax ? ", lax server" : "",
+	        !s->chunking            ? ""
+	        : s->ops == &proto_imap ? ", logged in"
+	                                : ", CHUNKING",
+	        what);
 	if (r)
 		fprintf(stderr, "  adapter: %s of client bytes [%llu, %llu), judged as %s%s\n",
 		        verdict_names[r->v], (unsigned long long)r->a, (unsigned long long)r->b,
@@ -546,8 +553,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!s->st || !s->pre || !s->probe)
 		abort();
 	s->ops->init(s->st, &s->conf);
-	struct ref_env server = {s->lax, s->chunking, server_says, server_hears_all, s};
-	struct ref_env client = {s->lax, s->chunking, NULL, postern_fate, s};
+	bool imap = s->ops == &proto_imap;
+	struct ref_env server = {s->lax,      s->chunking && !imap, s->chunking && imap,
+	                         server_says, server_hears_all,     s};
+	struct ref_env client = server;
+
+	client.reply = NULL;
+	client.fate = postern_fate;
 	ref_init(&s->refs, refp[flags & 3], &server);
 	ref_init(&s->refc, refp[flags & 3], &client);
 

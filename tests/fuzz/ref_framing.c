@@ -281,6 +281,29 @@ id_forwarding(const uint8_t *p, size_t n)
 	return false;
 }
 
+/* Commands whose arguments Dovecot's imap process reads (literals
+ * included) before it judges them. An unknown command, or one that takes
+ * no arguments, gets its answer and the rest of its line is skipped: a
+ * literal marker there is never honoured, and what the client sends as the
+ * literal is read as commands (env.logged_in). */
+static const char *const imap_with_args[] = {
+        "APPEND",       "AUTHENTICATE", "COPY",       "CREATE",      "DELETE",      "DELETEACL",
+        "ENABLE",       "EXAMINE",      "FETCH",      "GETACL",      "GETMETADATA", "GETQUOTA",
+        "GETQUOTAROOT", "ID",           "LIST",       "LISTRIGHTS",  "LOGIN",       "LSUB",
+        "MOVE",         "MYRIGHTS",     "NOTIFY",     "RENAME",      "SEARCH",      "SELECT",
+        "SETACL",       "SETMETADATA",  "SETQUOTA",   "SORT",        "STATUS",      "STORE",
+        "SUBSCRIBE",    "THREAD",       "UID",        "UNSUBSCRIBE", "COMPRESS",    "REPLACE",
+        "EXPUNGE",      "URLFETCH",     "GENURLAUTH", "RESETKEY",    NULL};
+
+static bool
+imap_takes_args(const uint8_t *w, size_t n)
+{
+	for (const char *const *c = imap_with_args; *c; c++)
+		if (strlen(*c) == n && strncasecmp(*c, (const char *)w, n) == 0)
+			return true;
+	return false;
+}
+
 static void
 imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 {
@@ -311,6 +334,10 @@ imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 		return;
 
 	r->has_arg = true;
+	if (r->env.logged_in && !imap_takes_args(p + c0, i - c0)) { /* see imap_with_args */
+		r->bad = true;
+		return;
+	}
 	imap_args(r, p + i + 1, n - i - 1, false);
 	if (!r->bad && !r->lit && r->verb == V_AUTH) /* AUTHENTICATE mech [initial-response] */
 		r->has_ir = memchr(p + i + 1, ' ', n - i - 1) != NULL;

@@ -53,6 +53,11 @@ struct ref_env {
 	bool lax;      /* POP3/SMTP verbs split on SP or HTAB after leading white
 	                * space (Postfix); else on SP only (RFC, Dovecot, aiosmtpd) */
 	bool chunking; /* the SMTP server offers CHUNKING */
+	/* IMAP: the session is past login, where Dovecot's imap process answers
+	 * an unknown or argument-less command and skips the rest of its line,
+	 * literal marker included; before it, imap-login reads the arguments
+	 * (and literals) of every command. */
+	bool logged_in;
 	void (*reply)(void *arg, const char *text); /* NULL: no answers wanted */
 	/* Did the command starting at OFFSET reach the server? */
 	enum ref_fate (*fate)(void *arg, uint64_t offset);
