@@ -293,7 +293,10 @@ check_one(struct sim *s, const struct rec *prev, const struct rec *r, const stru
 		finding(s, prev, &s->owed, "a forwarded command left no command log line");
 	if (r->log)
 		s->owed.end = 0;
-	if (!at_end && r->b != r->avail)
+	/* Pieces may end where the input did, or hold back a CR that may
+	 * start the line's end; an unfinished last unit splits anywhere. */
+	bool edge = r->b == r->avail || (r->b + 1 == r->avail && s->cs.p[r->b] == '\r');
+	if (!at_end && !edge && !l->partial)
 		finding(s, r, l, "the adapter's unit ends inside one of the reference");
 	if (r->v == PV_REPLY || r->v == PV_STARTTLS) {
 		/* An over-long command may be swallowed in pieces, then answered. */

@@ -247,7 +247,8 @@ imap_args(struct ref *r, const uint8_t *p, size_t n, bool cont)
 			r->lsize = v;
 			return;
 		}
-		if (c == '{' || st == S_END) /* "{" inside an atom, or x"y", )x */
+		if (c == '{' || c >= 0x80 || st == S_END) /* "{" or 8-bit data in an
+		                                           * atom (Dovecot), x"y", )x */
 			goto bad;
 		st = S_ATOM;
 		open = false;
@@ -321,8 +322,8 @@ imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 		r->bad = true;
 		return;
 	}
-	c0 = ++i;
-	while (i < n && ((p[i] | 0x20) >= 'a' && (p[i] | 0x20) <= 'z'))
+	c0 = ++i; /* the command name: an atom (imap-login reads any) */
+	while (i < n && tag_char(p[i]))
 		i++;
 	if (i == c0 || (i < n && p[i] != ' ')) {
 		r->bad = true;
