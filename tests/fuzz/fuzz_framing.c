@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #endif
 
 #define IN_CAP (PROTO_LINE_MAX + 2) /* RELAY_LINE_BUF_SIZE */
-#define STREAM_MAX (1u << 18)
+#define STREAM_MAX (IN_CAP + 32768) /* room for one line past the buffer */
 
 struct bytes {
 	uint8_t *p;
