@@ -44,6 +44,9 @@ struct imap_state {
 	bool c_drop;                /* the current command is refused: swallow the rest */
 	bool c_sync;                /* a synchronising literal awaits the server's verdict */
 	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
+	bool c_auth_wait;           /* a SASL line is out: the next client line is a
+	                             * response after "+", a command after the
+	                             * tagged completion, so it waits for the server */
 	bool c_idle;                /* IDLE sent: "DONE" ends it */
 	bool c_lit_secret;          /* the literal being passed is a password */
 	bool c_id;                  /* an ID goes on after its literal: scrubbed */
@@ -120,7 +123,8 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_lit_secret = s->c_id = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = false;
+	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -517,7 +521,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		 * which may carry the same tag, must have completed first. */
 		if (s->inflight > 0 || !server_at_boundary(s))
 			return PV_WAIT;
-		s->c_auth = true;
+		s->c_auth = s->c_auth_wait = true;
 		watch_tag(s, c->tag.p, c->tag.n);
 	}
 	s->c_idle = (flags & F_IDLE) != 0;
@@ -604,6 +608,7 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 {
 	size_t body = pu_trim_eol(p, n);
 
+	s->c_auth_wait = true;
 	if (s->observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
@@ -702,6 +707,7 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	if (n == 0)
 		return drop ? PV_DROP : PV_PASS;
 	l->on = false;
+	s->c_auth_wait = l->sasl;
 	bool lit = !l->sasl && imap_scan_end(&s->c_scan);
 	if (s->observe)
 		log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
@@ -727,7 +733,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_sync || !s->s_greeted)
+	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
 	if (s->c_long.on)
@@ -871,6 +877,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;
 		}
+		s->c_auth_wait = false; /* a SASL challenge: the client answers */
 		return pass(act, n);
 	}
 	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
@@ -882,7 +889,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_cont = false;
 		}
-		s->c_auth = false;
+		s->c_auth = s->c_auth_wait = false;
 		s->tag_len = 0;
 	}
 	if (s->s_cont)

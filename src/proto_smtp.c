@@ -24,6 +24,9 @@ struct smtp_state {
 	bool c_body;           /* DATA body: lines until "." */
 	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
 	bool c_auth;           /* lines are SASL responses */
+	bool c_auth_wait;      /* a SASL line is out: the next client line is a
+	                        * response after a 334, a command after a final
+	                        * reply, so it waits for the server's answer */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
@@ -59,7 +62,7 @@ smtp_tls_started(void *st)
 
 	s->tls = true;
 	s->helo_seen = false;
-	s->c_body = s->c_data_wait = s->c_auth = s->c_drop = s->c_midline = false;
+	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_drop = s->c_midline = false;
 	s->c_skip = s->chunking = false;
 	s->c_chunk = 0;
 }
@@ -183,7 +186,7 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 		s->c_data_wait = true;
 	} else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = true;
+		s->c_auth = s->c_auth_wait = true;
 	} else {
 		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
@@ -203,7 +206,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return s->c_drop ? PV_DROP : PV_PASS;
 	}
-	if (s->c_data_wait)
+	if (s->c_data_wait || s->c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -219,6 +222,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_midline = n == 0;
 		if (s->c_body)
 			s->c_body_bytes += act->consume;
+		if (s->c_auth && n > 0)
+			s->c_auth_wait = true;
 		return PV_PASS;
 	}
 	if (n == 0) {
@@ -255,6 +260,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
+		s->c_auth_wait = true;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -405,15 +411,17 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (more)
 		return PV_PASS;
-	if (k == K_AUTH && strncmp(p, "334", 3) == 0)
+	if (k == K_AUTH && strncmp(p, "334", 3) == 0) {
+		s->c_auth_wait = false; /* a challenge: the client answers it */
 		return PV_PASS;
+	}
 	if (k == K_DATA) {
 		s->c_data_wait = false;
 		s->c_body = strncmp(p, "354", 3) == 0;
 		s->c_body_bytes = 0;
 	}
 	if (k == K_AUTH)
-		s->c_auth = false;
+		s->c_auth = s->c_auth_wait = false;
 	pu_queue_pop(&s->q);
 	return PV_PASS;
 }

@@ -2608,6 +2608,65 @@ test_smtp_pop3_log_hides_malformed_pretls(void **state)
 	LOGGED(p, "S: +OK POP3 ready\nC: (malformed command)\nC: (malformed command)\n");
 }
 
+/* After a SASL line the client's next line is a response only if the
+ * server challenges; after a final reply it is a command. A line pipelined
+ * behind an initial response waits for the server, then is judged as the
+ * command the server will run (XCLIENT refused, not passed as SASL). */
+static void
+test_sasl_ir_then_pipelined_command_waits_for_reply(void **state)
+{
+	(void)state;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	struct sess *i = imap(true, true);
+
+	smtp_tls(m, true);
+	assert_int_equal(
+	        feed(m, C, "AUTH PLAIN AGZvbwBiYXI=\r\nXCLIENT ADDR=6.6.6.6 LOGIN=victim\r\n"), 35);
+	assert_int_equal(m->stop[C], PV_WAIT);
+	TO_SERVER(m, "AUTH PLAIN AGZvbwBiYXI=\r\n");
+	feed(m, S, "235 2.7.0 Authentication successful\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "");
+	ANSWER(m, "550 5.7.1 Not relayed: only the proxy may send this\r\n");
+	/* A challenge makes the next line a response, and it waits again. */
+	feed(m, C, "AUTH LOGIN\r\nZm9v\r\nYmFy\r\n");
+	TO_SERVER(m, "AUTH LOGIN\r\n");
+	feed(m, S, "334 VXNlcm5hbWU6\r\n");
+	assert_int_equal(drive(m, C), 6);
+	TO_SERVER(m, "Zm9v\r\n");
+	feed(m, S, "334 UGFzc3dvcmQ6\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "YmFy\r\n");
+
+	pop3_stls(p);
+	assert_int_equal(feed(p, C, "AUTH PLAIN AGZvbwBiYXI=\r\nXCLIENT ADDR=6.6.6.6\r\n"), 22);
+	TO_SERVER(p, "AUTH PLAIN AGZvbwBiYXI=\r\n");
+	feed(p, S, "+OK Logged in\r\n");
+	assert_int_equal(drive(p, C), 0);
+	TO_SERVER(p, "");
+	ANSWER(p, "-ERR Not relayed: only the proxy may send this\r\n");
+
+	feed(i, C, "a STARTTLS\r\n");
+	ANSWER(i, "a OK Begin TLS negotiation now\r\n");
+	tls_start(i);
+	assert_int_equal(feed(i, C,
+	                      "a AUTHENTICATE PLAIN AGZvbwBiYXI=\r\n"
+	                      "b ID (\"x-originating-ip\" \"6.6.6.6\")\r\n"),
+	                 37);
+	TO_SERVER(i, "a AUTHENTICATE PLAIN AGZvbwBiYXI=\r\n");
+	feed(i, S, "a OK Logged in\r\n");
+	assert_int_equal(drive(i, C), 0);
+	TO_SERVER(i, "b ID (\"y-originating-ip\" \"6.6.6.6\")\r\n");
+	feed(i, S, "b OK ID completed\r\n");
+	/* "+" makes it a response. */
+	feed(i, C, "c AUTHENTICATE PLAIN\r\nAGZvbwBiYXI=\r\n");
+	TO_SERVER(i, "c AUTHENTICATE PLAIN\r\n");
+	feed(i, S, "+ \r\n");
+	assert_int_equal(drive(i, C), 0);
+	TO_SERVER(i, "AGZvbwBiYXI=\r\n");
+}
+
 int
 main(void)
 {
@@ -2671,6 +2730,8 @@ main(void)
 	        cmocka_unit_test_teardown(test_pop3_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_smtp_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_smtp_pop3_log_hides_malformed_pretls, teardown),
+	        cmocka_unit_test_teardown(test_sasl_ir_then_pipelined_command_waits_for_reply,
+	                                  teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }
