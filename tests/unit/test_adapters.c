@@ -2667,6 +2667,142 @@ test_sasl_ir_then_pipelined_command_waits_for_reply(void **state)
 	TO_SERVER(i, "AGZvbwBiYXI=\r\n");
 }
 
+/* An IMAP session inside TLS, greeted. */
+static struct sess *
+imap_in_tls(void)
+{
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a STARTTLS\r\n");
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+	return s;
+}
+
+/* The server's "+" or tagged refusal for a synchronising literal is known
+ * by its tag: while an earlier command with the same tag is in flight,
+ * its completion ("b OK") must not cancel the literal, so the command
+ * waits for it. */
+static void
+test_imap_sync_literal_waits_for_earlier_same_tag(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "b NOOP\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+	assert_int_equal(feed(s, C, "b APPEND INBOX {5}\r\n12345\r\nc NOOP\r\n"), 35);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "");
+	feed(s, S, "b OK NOOP completed\r\n");
+	assert_int_equal(drive(s, C), 15);
+	TO_SERVER(s, "b APPEND INBOX {5}\r\n");
+	feed(s, S, "+ OK\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "12345\r\nc NOOP\r\n");
+	TO_CLIENT(s, "b OK NOOP completed\r\n+ OK\r\n");
+	NOTHING(s);
+}
+
+/* A literal after a command that takes none (NOOP, an unknown command,
+ * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
+ * does) and runs the "literal" as commands. A synchronising one is refused
+ * (the client never sends it); a non-synchronising one ends the session. */
+static void
+test_imap_literal_only_after_commands_that_take_one(void **state)
+{
+	(void)state;
+	static const char *const closing[] = {
+	        "a NOOP {19+}\r\nb COMPRESS DEFLATE\r\n", "a XFOO {9+}\r\nb NOOP\r\n",
+	        "a UID EXPUNGE {5+}\r\nb ID NIL\r\n", "a IDLE {5+}\r\nDONE\r\n"};
+
+	for (size_t i = 0; i < sizeof(closing) / sizeof(closing[0]); i++) {
+		observe_next = true;
+		struct sess *s = imap_in_tls();
+		observe_next = false;
+		feed(s, C, closing[i]);
+		assert_int_equal(s->final, PV_CLOSE);
+		ANSWER(s, "* BYE This command takes no literal\r\n");
+		TO_SERVER(s, "");
+		sess_free(s);
+	}
+
+	struct sess *s = imap_in_tls();
+	assert_int_equal(feed(s, C, "a XFOO {5}\r\nb NOOP\r\n"), 0);
+	ANSWER(s, "a BAD This command takes no literal\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+	feed(s, S, "b OK\r\n");
+	/* The commands that do take one relay it, UID by its subcommand. */
+	feed(s, C,
+	     "c UID FETCH 1 (BODY[HEADER.FIELDS ({4+}\r\nFROM)])\r\n"
+	     "d SELECT {5+}\r\nINBOX\r\n");
+	TO_SERVER(s, "c UID FETCH 1 (BODY[HEADER.FIELDS ({4+}\r\nFROM)])\r\n"
+	             "d SELECT {5+}\r\nINBOX\r\n");
+	TO_CLIENT(s, "b OK\r\n");
+	NOTHING(s);
+}
+
+/* A line too long to hold whose command takes no literal, ending in one:
+ * its beginning is at the backend already, so the session ends. */
+static void
+test_imap_long_line_literal_after_command_without_one(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	str_add(&tmp, "a XFOO ", 7);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, " {5+}\r\nb NOOP\r\n", 15);
+	feed_stream(s, C, tmp.p, tmp.n);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE This command takes no literal\r\n");
+	assert_null(strstr(s->fwd[C].p, "b NOOP"));
+}
+
+/* A refused command's synchronising literal on a later line is never sent
+ * (the client got the tagged answer instead of "+"): what follows is the
+ * next command, not that many bytes to swallow. */
+static void
+test_imap_refused_command_later_sync_literal_not_swallowed(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	assert_int_equal(feed(s, C, "a LOGIN {4+}\r\nuser {8}\r\nb NOOP\r\n"), 0);
+	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+}
+
+/* During IDLE only DONE is relayed: the server takes any line for the end
+ * of IDLE, so a line postern would judge as a command ends the session.
+ * An IDLE the server refused is over: commands follow. */
+static void
+test_imap_idle_only_done(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "a IDLE\r\n");
+	feed(s, S, "+ idling\r\n");
+	feed(s, C, "b STARTTLS\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Expected DONE\r\n");
+	TO_SERVER(s, "a IDLE\r\n");
+	sess_free(s);
+
+	s = imap_in_tls();
+	feed(s, C, "a NOOP\r\na IDLE\r\n");
+	feed(s, S, "a OK NOOP completed\r\n+ idling\r\n");
+	feed(s, C, "DONE\r\n");
+	feed(s, S, "a OK IDLE completed\r\n");
+	feed(s, C, "b IDLE\r\n");
+	feed(s, S, "b NO not now\r\n");
+	feed(s, C, "c NOOP\r\n");
+	TO_SERVER(s, "a NOOP\r\na IDLE\r\nDONE\r\nb IDLE\r\nc NOOP\r\n");
+	ANSWER(s, "");
+}
+
 int
 main(void)
 {
@@ -2732,6 +2868,15 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_pop3_log_hides_malformed_pretls, teardown),
 	        cmocka_unit_test_teardown(test_sasl_ir_then_pipelined_command_waits_for_reply,
 	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_sync_literal_waits_for_earlier_same_tag,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
+	                                  teardown),
+	        cmocka_unit_test_teardown(
+	                test_imap_refused_command_later_sync_literal_not_swallowed, teardown),
+	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }
