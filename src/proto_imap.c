@@ -609,9 +609,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		return answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return answer(s, c, act, scratch, "BAD Tag too long");
-	/* Before TLS with require_tls no login can have happened: the server
-	 * reads every command's literal, and a refusal swallows it. */
-	if (c->lit && !gated && !takes_literal(c->verb, c->args, c->end))
+	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
 		if (s->tls)

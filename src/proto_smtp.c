@@ -104,7 +104,9 @@ static const struct pu_verb smtp_verbs[] = {
 };
 
 /* RFC 3030: "BDAT" SP size [SP "LAST"], nothing else. *CHUNK is set
- * whenever the size is a number, since even a refused chunk follows. */
+ * whenever the size begins with a number, since even a refused chunk
+ * follows (a server may end the number at a byte postern keeps in the
+ * word, such as a CR). */
 static bool
 bdat_args(const char *q, const char *end, uint64_t *chunk)
 {
@@ -114,9 +116,11 @@ bdat_args(const char *q, const char *end, uint64_t *chunk)
 
 	for (i = 0; i < size.n && i < 10 && size.p[i] >= '0' && size.p[i] <= '9'; i++)
 		v = v * 10 + (uint64_t)(size.p[i] - '0');
-	if (size.n == 0 || i != size.n || v > UINT32_MAX)
+	if (i == 0 || v > UINT32_MAX)
 		return false;
 	*chunk = v;
+	if (i != size.n)
+		return false;
 	if (q == end)
 		return true;
 	return pu_word_is(pu_next_token(&q, end), "LAST") && q == end;

@@ -650,9 +650,9 @@ test_imap_starttls_bad(void **state)
 	assert_int_equal(s->final, NO_FINAL);
 	TO_SERVER(s, "");
 
-	/* With a literal argument: the literal is swallowed. */
-	assert_int_equal(feed(s, C, "b STARTTLS {5+}\r\nhello\r\nc NOOP\r\n"), 0);
-	ANSWER(s, "b BAD STARTTLS takes no arguments\r\n");
+	/* With a literal argument: a synchronising one is never sent. */
+	assert_int_equal(feed(s, C, "b STARTTLS {5}\r\nc NOOP\r\n"), 0);
+	ANSWER(s, "b BAD This command takes no literal\r\n");
 	TO_SERVER(s, "c NOOP\r\n");
 	feed(s, S, "c OK\r\n");
 
@@ -1760,7 +1760,7 @@ test_smtp_bdat(void **state)
 	smtp_tls_chunking(s);
 	static const char *const bad[] = {"BDAT x\r\n",
 	                                  "BDAT 99999999999\r\n",
-	                                  "BDAT 5abc\r\n",
+	                                  "BDAT 5abc\r\nRSET\n",
 	                                  "BDAT +5\r\n",
 	                                  "BDAT\r\n",
 	                                  "BDAT -1\r\n",
@@ -2803,6 +2803,36 @@ test_imap_idle_only_done(void **state)
 	ANSWER(s, "");
 }
 
+/* A BDAT whose size is a number followed by junk (a bare CR, letters) is
+ * refused, and the chunk of that size, which the client sends all the
+ * same, is dropped rather than judged as commands. */
+static void
+test_smtp_bdat_size_then_junk_chunk_dropped(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls_chunking(s);
+	assert_int_equal(feed(s, C, "BDAT 06\r\r\nRSET\r\nNOOP\r\n"), 0);
+	ANSWER(s, "500 5.5.2 Invalid character in command\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+}
+
+/* Before TLS too (a backend that greets with PREAUTH is past login): a
+ * non-synchronising literal after a command that takes none ends the
+ * session. */
+static void
+test_imap_pretls_literal_after_command_without_one(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a NOOP {19+}\r\nb COMPRESS DEFLATE\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE This command takes no literal\r\n");
+	TO_SERVER(s, "");
+}
+
 int
 main(void)
 {
@@ -2877,6 +2907,9 @@ main(void)
 	        cmocka_unit_test_teardown(
 	                test_imap_refused_command_later_sync_literal_not_swallowed, teardown),
 	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
+	                                  teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }
