@@ -35,10 +35,13 @@ is_tag_char(unsigned char c)
 	return is_atom_char(c) && c != '%' && c != '*' && c != '\\' && c != '+';
 }
 
+/* A command name is an atom (RFC 9051), as servers read it: "[" and
+ * "]" may be in one, and the server reads the arguments of a name it does
+ * not know (imap-login does), literals included. */
 static bool
 is_verb_char(unsigned char c)
 {
-	return is_tag_char(c) && c != '+' && c != '[' && c != ']';
+	return is_tag_char(c);
 }
 
 static void

@@ -29,6 +29,7 @@ struct smtp_state {
 	                        * reply, so it waits for the server's answer */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
+	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
 	uint64_t c_chunk;  /* BDAT bytes still to come */
@@ -218,6 +219,10 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return PV_DROP;
 		enum proto_verdict v = local(s, act, n, scratch, "500 5.5.2 Line too long");
 		s->c_skip = v == PV_WAIT;
+		if (v != PV_WAIT && s->c_skip_chunk > 0) { /* never relayed */
+			s->c_chunk = s->c_skip_chunk;
+			s->c_drop = true;
+		}
 		return v;
 	}
 	size_t n = pu_line_len(p, len);
@@ -241,8 +246,12 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return pu_answer(act, PV_CLOSE, len, scratch,
 			                 "500 5.5.2 Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
-		 * refused once its end has come. */
+		 * refused once its end has come (and a BDAT's chunk after it). */
 		s->c_skip = true;
+		s->c_skip_chunk = 0;
+		const char *q = p;
+		if (pu_verb_flags(smtp_verbs, pu_next_token(&q, p + len)) & F_CHUNK)
+			bdat_args(q, p + len, &s->c_skip_chunk);
 		if (s->observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

@@ -2833,6 +2833,24 @@ test_imap_pretls_literal_after_command_without_one(void **state)
 	TO_SERVER(s, "");
 }
 
+/* A BDAT line too long to judge is refused at its end; the chunk its
+ * size announces follows all the same and is dropped, not judged. */
+static void
+test_smtp_long_bdat_line_chunk_dropped(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls_chunking(s);
+	str_add(&tmp, "BDAT 6 ", 7);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\nRSET\r\nNOOP\r\n", 14);
+	feed_stream(s, C, tmp.p, tmp.n);
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+}
+
 int
 main(void)
 {
@@ -2908,6 +2926,7 @@ main(void)
 	                test_imap_refused_command_later_sync_literal_not_swallowed, teardown),
 	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	};

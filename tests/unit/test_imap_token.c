@@ -298,6 +298,19 @@ test_paren_closes_bracket_left_open(void **state)
 	assert_non_null(c.err);
 }
 
+/* A command name is an atom: "[" and "]" may be in it, and an unknown
+ * command's literal is one for a server that reads its arguments. */
+static void
+test_bracket_in_command_name(void **state)
+{
+	(void)state;
+	struct imap_cmd c = parse("paa [OGIN {3+}");
+
+	assert_null(c.err);
+	assert_true(c.lit);
+	assert_int_equal(c.verb.n, 5);
+}
+
 int
 main(void)
 {
@@ -311,6 +324,7 @@ main(void)
 	        cmocka_unit_test(test_pieces_agree_with_the_whole),
 	        cmocka_unit_test(test_long_line_head),
 	        cmocka_unit_test(test_paren_closes_bracket_left_open),
+	        cmocka_unit_test(test_bracket_in_command_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
