@@ -159,6 +159,17 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
 	const char *why = refusal(s, p, body, flags, bdat_ok);
 
+	/* A BDAT with a size, but not at the start or not followed by one
+	 * SP: a server that splits on SP only (RFC 5321) sees no BDAT and no
+	 * chunk, one that splits on any white space (Postfix) sees both.
+	 * Which bytes come next is unknowable: the session ends. (A size
+	 * means at least "BDAT" SP digit: p[5] is in the line.) */
+	if (chunk > 0 && !(p[4] == ' ' && p[5] != ' ' && p[5] != '\t')) {
+		if (s->q.count > 0 || s->s_midline)
+			return PV_WAIT;
+		return pu_answer(act, PV_CLOSE, n, scratch,
+		                 "421 4.7.0 BDAT with odd white space, closing\r\n");
+	}
 	if (why == NULL && (flags & PU_STARTTLS)) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");

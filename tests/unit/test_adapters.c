@@ -2851,6 +2851,26 @@ test_smtp_long_bdat_line_chunk_dropped(void **state)
 	TO_SERVER(s, "NOOP\r\n");
 }
 
+/* A BDAT with a size behind odd white space: a server splitting on SP
+ * sees no chunk, Postfix sees one; the session ends rather than guess. */
+static void
+test_smtp_bdat_odd_white_space_closes(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {" BDAT 3\r\nRSET\r\n", "BDAT\t3\r\nRSET\r\n",
+	                                    "BDAT  3 LAST\r\nRSET\r\n", " BDAT 03\xff\r\nRSET\r\n"};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct sess *s = smtp(true, true);
+		smtp_tls_chunking(s);
+		feed(s, C, lines[i]);
+		assert_int_equal(s->final, PV_CLOSE);
+		ANSWER(s, "421 4.7.0 BDAT with odd white space, closing\r\n");
+		TO_SERVER(s, "");
+		sess_free(s);
+	}
+}
+
 int
 main(void)
 {
@@ -2927,6 +2947,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
 	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	};
