@@ -266,23 +266,32 @@ bad:
 }
 
 /* RFC 2971 fields a backend believes from a trusted proxy (Dovecot), as
- * the server reads them: backslash escapes undone. */
+ * the server reads them: a quoted string whose value, backslash escapes
+ * undone, names one (Dovecot compares the whole key, or its "x-forward-"
+ * prefix; a string that merely contains such a name sets nothing). */
 static bool
 id_forwarding(const uint8_t *p, size_t n)
 {
 	static const char *const keys[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
 	                                   "x-session-",     "x-forward-",   NULL};
-	char plain[1024];
-	size_t k = 0;
 
-	for (size_t i = 0; i < n && k < sizeof(plain) - 1; i++)
-		if (p[i] != '\\')
-			plain[k++] = (char)p[i];
-	plain[k] = '\0';
-	for (const char *const *key = keys; *key; key++)
-		for (size_t i = 0; i + strlen(*key) <= k; i++)
-			if (strncasecmp(plain + i, *key, strlen(*key)) == 0)
+	for (size_t i = 0; i < n; i++) {
+		char plain[1024];
+		size_t k = 0;
+
+		if (p[i] != '"')
+			continue;
+		for (i++; i < n && p[i] != '"'; i++) {
+			if (p[i] == '\\' && i + 1 < n)
+				i++;
+			if (k < sizeof(plain) - 1)
+				plain[k++] = (char)p[i];
+		}
+		plain[k] = '\0';
+		for (const char *const *key = keys; *key; key++)
+			if (strncasecmp(plain, *key, strlen(*key)) == 0)
 				return true;
+	}
 	return false;
 }
 
