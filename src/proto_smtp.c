@@ -122,9 +122,13 @@ bdat_args(const char *q, const char *end, uint64_t *chunk)
 	*chunk = v;
 	if (i != size.n)
 		return false;
-	if (q == end)
+	/* Exactly one SP before LAST and nothing after: trailing white space
+	 * is a syntax error for a strict server. */
+	if (size.p + size.n == end)
 		return true;
-	return pu_word_is(pu_next_token(&q, end), "LAST") && q == end;
+	struct pu_word last = pu_next_token(&q, end);
+	return pu_word_is(last, "LAST") && last.p == size.p + size.n + 1 && size.p[size.n] == ' ' &&
+	       last.p + last.n == end;
 }
 
 /* Why postern answers the command itself, or NULL to relay it. */

@@ -2871,6 +2871,25 @@ test_smtp_bdat_odd_white_space_closes(void **state)
 	}
 }
 
+/* Trailing white space after a BDAT's size or LAST is a syntax error for
+ * a strict server: refused, and the chunk (sent all the same) dropped. */
+static void
+test_smtp_bdat_trailing_space_refused(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {"BDAT 6 \r\nRSET\r\nNOOP\r\n",
+	                                    "BDAT 6 LAST \r\nRSET\r\nNOOP\r\n"};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct sess *s = smtp(true, true);
+		smtp_tls_chunking(s);
+		feed(s, C, lines[i]);
+		ANSWER(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+		TO_SERVER(s, "NOOP\r\n");
+		sess_free(s);
+	}
+}
+
 int
 main(void)
 {
@@ -2948,6 +2967,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
 	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	};
