@@ -170,7 +170,7 @@ enum { S_START, S_ATOM, S_END };
 
 /* The arguments of a command line [p, p+n), or a line after a literal
  * (CONT). A literal is an argument of its own: it starts where an argument
- * may start (after SP, "(" or "[", outside quotes) and its "}" ends the
+ * may start (after SP or "(", outside quotes) and its "}" ends the
  * line. Anything else out of place makes the line a syntax error, which a
  * server answers with BAD without looking for a literal. */
 static void
@@ -212,9 +212,12 @@ imap_args(struct ref *r, const uint8_t *p, size_t n, bool cont)
 		if (c == '[') { /* a section: BODY[HEADER.FIELDS (FROM)] */
 			if (st == S_END)
 				goto bad;
+			/* Part of an atom: Dovecot's parser starts a string,
+			 * literal or list only at an argument's first byte,
+			 * so "BODY[{5}" or "[(" is a syntax error there. */
 			r->bdepth++;
-			st = S_START;
-			open = true;
+			st = S_ATOM;
+			open = false;
 			continue;
 		}
 		if (c == '"') {
