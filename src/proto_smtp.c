@@ -131,6 +131,26 @@ bdat_args(const char *q, const char *end, uint64_t *chunk)
 	       last.p + last.n == end;
 }
 
+/* A BDAT with a size (so at least "BDAT" SP digit: P[5] is in the line),
+ * but not at the start or not followed by one SP: a server that splits on
+ * SP only (RFC 5321) sees no BDAT and no chunk, one that splits on any
+ * white space (Postfix) sees both. */
+static bool
+bdat_odd(const char *p)
+{
+	return !(p[4] == ' ' && p[5] != ' ' && p[5] != '\t');
+}
+
+/* Which bytes come after an odd BDAT is unknowable: the session ends. */
+static enum proto_verdict
+bdat_close(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch)
+{
+	if (s->q.count > 0 || s->s_midline)
+		return PV_WAIT;
+	return pu_answer(act, PV_CLOSE, n, scratch,
+	                 "421 4.7.0 BDAT with odd white space, closing\r\n");
+}
+
 /* Why postern answers the command itself, or NULL to relay it. */
 static const char *
 refusal(struct smtp_state *s, const char *p, size_t body, unsigned flags, bool bdat_ok)
@@ -163,17 +183,8 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
 	const char *why = refusal(s, p, body, flags, bdat_ok);
 
-	/* A BDAT with a size, but not at the start or not followed by one
-	 * SP: a server that splits on SP only (RFC 5321) sees no BDAT and no
-	 * chunk, one that splits on any white space (Postfix) sees both.
-	 * Which bytes come next is unknowable: the session ends. (A size
-	 * means at least "BDAT" SP digit: p[5] is in the line.) */
-	if (chunk > 0 && !(p[4] == ' ' && p[5] != ' ' && p[5] != '\t')) {
-		if (s->q.count > 0 || s->s_midline)
-			return PV_WAIT;
-		return pu_answer(act, PV_CLOSE, n, scratch,
-		                 "421 4.7.0 BDAT with odd white space, closing\r\n");
-	}
+	if (chunk > 0 && bdat_odd(p))
+		return bdat_close(s, act, n, scratch);
 	if (why == NULL && (flags & PU_STARTTLS)) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
@@ -262,11 +273,14 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			                 "500 5.5.2 Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
 		 * refused once its end has come (and a BDAT's chunk after it). */
-		s->c_skip = true;
-		s->c_skip_chunk = 0;
+		uint64_t chunk = 0;
 		const char *q = p;
 		if (pu_verb_flags(smtp_verbs, pu_next_token(&q, p + len)) & F_CHUNK)
-			bdat_args(q, p + len, &s->c_skip_chunk);
+			bdat_args(q, p + len, &chunk);
+		if (chunk > 0 && bdat_odd(p))
+			return bdat_close(s, act, len, scratch);
+		s->c_skip = true;
+		s->c_skip_chunk = chunk;
 		if (s->observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

@@ -2869,6 +2869,17 @@ test_smtp_bdat_odd_white_space_closes(void **state)
 		TO_SERVER(s, "");
 		sess_free(s);
 	}
+	/* So does one too long to judge. */
+	struct sess *s = smtp(true, true);
+	smtp_tls_chunking(s);
+	str_add(&tmp, "BDAT  6 ", 8);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\nRSET\r\nNOOP\r\n", 14);
+	feed_stream(s, C, tmp.p, tmp.n);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "421 4.7.0 BDAT with odd white space, closing\r\n");
+	TO_SERVER(s, "");
 }
 
 /* Trailing white space after a BDAT's size or LAST is a syntax error for
