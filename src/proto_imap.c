@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include <postern/imap_token.h>
+#include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
 #define TAG_MAX 64
@@ -49,6 +50,7 @@ struct imap_state {
 	bool c_auth_wait;           /* a SASL line is out: the next client line is a
 	                             * response after "+", a command after the
 	                             * tagged completion, so it waits for the server */
+	bool c_auth_early;          /* a line came during that wait: not logged */
 	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
@@ -176,7 +178,7 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_early = false;
 	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
@@ -759,6 +761,7 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 	size_t body = pu_trim_eol(p, n);
 
 	s->c_auth_wait = true;
+	s->c_auth_early = false;
 	if (s->observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
@@ -900,6 +903,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
+	if (s->c_auth_wait)
+		s->c_auth_early = true;
 	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
@@ -936,10 +941,18 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->observe) {
+	if (s->observe && s->c_auth_early) {
+		pc_log_early(act, scratch, p, c.n);
+		/* Whatever follows its literal is hidden as LOGIN's password is. */
+		s->c_login = c.lit ? 2 : 0;
+		s->c_lit_secret = c.lit;
+		if (c.lit)
+			act->log_flags |= PL_CONT;
+	} else if (s->observe) {
 		const struct pu_verb *verb = find_verb(c.verb);
 		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
+	s->c_auth_early = false;
 	return v;
 }
 

@@ -45,6 +45,7 @@ struct pop3_state {
 	bool c_auth_wait;      /* a SASL line is out: the next client line is a
 	                        * response after a "+" challenge, a command after a
 	                        * final reply, so it waits for the server's answer */
+	bool c_auth_early;     /* a line came during that wait: not logged */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
@@ -72,7 +73,7 @@ pop3_tls_started(void *st)
 	struct pop3_state *s = st;
 
 	s->tls = true;
-	s->c_midline = s->c_auth = s->c_auth_wait = s->c_skip = false;
+	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_early = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -91,8 +92,10 @@ static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	if (s->c_auth_wait)
+	if (s->c_auth_wait) {
+		s->c_auth_early = true;
 		return PV_WAIT;
+	}
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
 		if (n == 0)
@@ -129,6 +132,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
+		s->c_auth_early = false;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -140,12 +144,15 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	const char *q = p, *end = p + body;
 	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_token(&q, end));
 	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
-	if (s->observe && v != PV_WAIT) {
-		if (!pc_readable(p, body, !s->tls && s->require_tls))
-			pc_log_unread(act, scratch, "malformed command");
-		else
-			pu_log_command(act, scratch, p, body, flags);
-	}
+	if (v == PV_WAIT)
+		return v;
+	if (s->observe && s->c_auth_early)
+		pc_log_early(act, scratch, p, body);
+	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
+		pc_log_unread(act, scratch, "malformed command");
+	else if (s->observe)
+		pu_log_command(act, scratch, p, body, flags);
+	s->c_auth_early = false;
 	return v;
 }
 

@@ -27,6 +27,7 @@ struct smtp_state {
 	bool c_auth_wait;      /* a SASL line is out: the next client line is a
 	                        * response after a 334, a command after a final
 	                        * reply, so it waits for the server's answer */
+	bool c_auth_early;     /* a line came during that wait: not logged */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
@@ -64,7 +65,7 @@ smtp_tls_started(void *st)
 	s->tls = true;
 	s->helo_seen = false;
 	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_drop = s->c_midline = false;
-	s->c_skip = s->chunking = false;
+	s->c_skip = s->chunking = s->c_auth_early = false;
 	s->c_chunk = 0;
 }
 
@@ -237,6 +238,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return s->c_drop ? PV_DROP : PV_PASS;
 	}
+	if (s->c_auth_wait)
+		s->c_auth_early = true;
 	if (s->c_data_wait || s->c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
@@ -303,6 +306,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
+		s->c_auth_early = false;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -313,12 +317,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	const char *q = p, *end = p + body;
 	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_token(&q, end));
 	enum proto_verdict v = client_command(s, p, n, flags, q, act, scratch);
-	if (s->observe && v != PV_WAIT) {
-		if (!pc_readable(p, body, !s->tls && s->require_tls))
-			pc_log_unread(act, scratch, "malformed command");
-		else
-			pu_log_command(act, scratch, p, body, flags);
-	}
+	if (v == PV_WAIT)
+		return v;
+	if (s->observe && s->c_auth_early)
+		pc_log_early(act, scratch, p, body);
+	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
+		pc_log_unread(act, scratch, "malformed command");
+	else if (s->observe)
+		pu_log_command(act, scratch, p, body, flags);
+	s->c_auth_early = false;
 	return v;
 }
 

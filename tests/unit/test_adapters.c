@@ -2901,6 +2901,36 @@ test_smtp_bdat_trailing_space_refused(void **state)
 	}
 }
 
+/* A line the client sent before the server answered its AUTH is judged as
+ * a command once the answer is final, yet it may be a SASL response sent
+ * too early: the log shows "***" and the session remembers it. */
+static void
+test_sasl_line_sent_early_hidden_from_log(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	observe_next = false;
+
+	smtp_tls(m, true);
+	feed(m, C, "AUTH PLAIN\r\nZsecret\r\n");
+	feed(m, S, "504 5.5.4 Unrecognized authentication type\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "AUTH PLAIN\r\nZsecret\r\n");
+	assert_null(strstr(m->log.p, "Zsecret"));
+	assert_non_null(strstr(m->log.p, "C: ***\n"));
+	SECRETS(m, "Zsecret\n");
+
+	pop3_stls(p);
+	feed(p, C, "AUTH PLAIN\r\nZsecret\r\n");
+	feed(p, S, "-ERR no\r\n");
+	assert_int_equal(drive(p, C), 0);
+	TO_SERVER(p, "AUTH PLAIN\r\nZsecret\r\n");
+	assert_null(strstr(p->log.p, "Zsecret"));
+	SECRETS(p, "Zsecret\n");
+}
+
 int
 main(void)
 {
@@ -2979,6 +3009,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
+	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	};
