@@ -50,7 +50,8 @@ struct imap_state {
 	bool c_auth_wait;           /* a SASL line is out: the next client line is a
 	                             * response after "+", a command after the
 	                             * tagged completion, so it waits for the server */
-	bool c_auth_early;          /* a line came during that wait: not logged */
+	bool c_auth_ended;          /* ... with its completion: the next line may
+	                             * be a response the client sent too early */
 	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
@@ -178,7 +179,7 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_early = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
 	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
@@ -761,7 +762,6 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 	size_t body = pu_trim_eol(p, n);
 
 	s->c_auth_wait = true;
-	s->c_auth_early = false;
 	if (s->observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
@@ -903,8 +903,6 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_auth_wait)
-		s->c_auth_early = true;
 	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
@@ -941,7 +939,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->observe && s->c_auth_early) {
+	if (s->observe && s->c_auth_ended && find_verb(c.verb) == NULL) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
@@ -952,7 +950,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		const struct pu_verb *verb = find_verb(c.verb);
 		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->c_auth_early = false;
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -1073,6 +1071,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_cont = false;
 		}
+		s->c_auth_ended = s->c_auth;
 		s->c_auth = s->c_auth_wait = false;
 		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
 			s->c_idle = false;

@@ -45,7 +45,8 @@ struct pop3_state {
 	bool c_auth_wait;      /* a SASL line is out: the next client line is a
 	                        * response after a "+" challenge, a command after a
 	                        * final reply, so it waits for the server's answer */
-	bool c_auth_early;     /* a line came during that wait: not logged */
+	bool c_auth_ended;     /* ... which was final: the next line may still
+	                        * be a response the client sent too early */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
@@ -73,7 +74,7 @@ pop3_tls_started(void *st)
 	struct pop3_state *s = st;
 
 	s->tls = true;
-	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_early = s->c_skip = false;
+	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_ended = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -92,10 +93,8 @@ static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	if (s->c_auth_wait) {
-		s->c_auth_early = true;
+	if (s->c_auth_wait)
 		return PV_WAIT;
-	}
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
 		if (n == 0)
@@ -132,7 +131,6 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
-		s->c_auth_early = false;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -146,13 +144,13 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
 	if (v == PV_WAIT)
 		return v;
-	if (s->observe && s->c_auth_early)
+	if (s->observe && s->c_auth_ended && flags == 0)
 		pc_log_early(act, scratch, p, body);
 	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
 		pc_log_unread(act, scratch, "malformed command");
 	else if (s->observe)
 		pu_log_command(act, scratch, p, body, flags);
-	s->c_auth_early = false;
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -294,8 +292,10 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->s_body_bytes = 0;
 		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
-		if (k == K_AUTH)
+		if (k == K_AUTH) {
 			s->c_auth = s->c_auth_wait = false;
+			s->c_auth_ended = true;
+		}
 		pu_queue_pop(&s->q);
 	}
 	return PV_PASS;

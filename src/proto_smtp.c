@@ -27,7 +27,8 @@ struct smtp_state {
 	bool c_auth_wait;      /* a SASL line is out: the next client line is a
 	                        * response after a 334, a command after a final
 	                        * reply, so it waits for the server's answer */
-	bool c_auth_early;     /* a line came during that wait: not logged */
+	bool c_auth_ended;     /* ... which was final: the next line may still
+	                        * be a response the client sent too early */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
@@ -65,7 +66,7 @@ smtp_tls_started(void *st)
 	s->tls = true;
 	s->helo_seen = false;
 	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_drop = s->c_midline = false;
-	s->c_skip = s->chunking = s->c_auth_early = false;
+	s->c_skip = s->chunking = s->c_auth_ended = false;
 	s->c_chunk = 0;
 }
 
@@ -238,8 +239,6 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return s->c_drop ? PV_DROP : PV_PASS;
 	}
-	if (s->c_auth_wait)
-		s->c_auth_early = true;
 	if (s->c_data_wait || s->c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
@@ -306,7 +305,6 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
-		s->c_auth_early = false;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -319,13 +317,13 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	enum proto_verdict v = client_command(s, p, n, flags, q, act, scratch);
 	if (v == PV_WAIT)
 		return v;
-	if (s->observe && s->c_auth_early)
+	if (s->observe && s->c_auth_ended && flags == 0)
 		pc_log_early(act, scratch, p, body);
 	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
 		pc_log_unread(act, scratch, "malformed command");
 	else if (s->observe)
 		pu_log_command(act, scratch, p, body, flags);
-	s->c_auth_early = false;
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -469,8 +467,10 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_body = strncmp(p, "354", 3) == 0;
 		s->c_body_bytes = 0;
 	}
-	if (k == K_AUTH)
+	if (k == K_AUTH) {
 		s->c_auth = s->c_auth_wait = false;
+		s->c_auth_ended = true;
+	}
 	pu_queue_pop(&s->q);
 	return PV_PASS;
 }
