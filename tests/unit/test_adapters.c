@@ -2901,9 +2901,10 @@ test_smtp_bdat_trailing_space_refused(void **state)
 	}
 }
 
-/* A line the client sent before the server answered its AUTH is judged as
- * a command once the answer is final, yet it may be a SASL response sent
- * too early: the log shows "***" and the session remembers it. */
+/* The line after a SASL exchange that ended with a final reply is judged
+ * as a command, yet it may be a SASL response the client sent too early:
+ * unless its verb is one postern knows, the log shows "***" and the
+ * session remembers it. */
 static void
 test_sasl_line_sent_early_hidden_from_log(void **state)
 {
