@@ -18,8 +18,9 @@ enum {
 	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
 	F_CAPA = PU_OWN << 2,
-	F_PLAIN = PU_OWN << 3 /* relayed before TLS when require_tls: nothing
-	                       * else is (fail closed) */
+	F_PLAIN = PU_OWN << 3, /* relayed before TLS when require_tls: nothing
+	                        * else is (fail closed) */
+	F_KNOWN = PU_OWN << 4  /* nothing special, but a command (RFC 1939) */
 };
 
 static const struct pu_verb pop3_verbs[] = {
@@ -35,6 +36,10 @@ static const struct pu_verb pop3_verbs[] = {
         {"TOP", F_MULTI},
         {"LIST", F_MULTI_NOARGS},
         {"UIDL", F_MULTI_NOARGS},
+        {"STAT", F_KNOWN},
+        {"DELE", F_KNOWN},
+        {"NOOP", F_KNOWN},
+        {"RSET", F_KNOWN},
         {NULL, 0},
 };
 
