@@ -35,10 +35,13 @@ is_tag_char(unsigned char c)
 	return is_atom_char(c) && c != '%' && c != '*' && c != '\\' && c != '+';
 }
 
+/* A command name is an atom (RFC 9051), as servers read it: "[" and
+ * "]" may be in one, and the server reads the arguments of a name it does
+ * not know (imap-login does), literals included. */
 static bool
 is_verb_char(unsigned char c)
 {
-	return is_tag_char(c) && c != '+' && c != '[' && c != ']';
+	return is_tag_char(c);
 }
 
 static void
@@ -100,15 +103,24 @@ top_is(const struct imap_scan *sc, bool bracket)
 	return sc->depth > 0 && ((sc->brackets >> (sc->depth - 1)) & 1) == (bracket ? 1 : 0);
 }
 
-/* ")" ends a list. */
+/* ")" ends a list, and with it a "[" left open inside ("(\\S[x)"): a
+ * server that nests brackets apart from lists (Dovecot) reads on, so the
+ * line may still end in a literal; without one, it lacks its "]" (a later
+ * "]" closes it). */
 static void
 close_list(struct imap_scan *sc)
 {
-	if (!top_is(sc, false)) {
+	unsigned char d = sc->depth;
+
+	while (d > 0 && ((sc->brackets >> (d - 1)) & 1))
+		d--;
+	if (d == 0) {
 		fail(sc, "Unexpected ')'");
 		return;
 	}
-	sc->depth--;
+	for (unsigned char k = d; k < sc->depth && sc->lost < UINT8_MAX; k++)
+		sc->lost++;
+	sc->depth = d - 1;
 	sc->state = ST_AFTER;
 }
 
@@ -126,6 +138,9 @@ atom_byte(struct imap_scan *sc, unsigned char c)
 			sc->state = ST_ATOM;
 	} else if (c == ']' && top_is(sc, true)) {
 		sc->depth--;
+		sc->state = ST_ATOM;
+	} else if (c == ']' && sc->lost > 0) {
+		sc->lost--;
 		sc->state = ST_ATOM;
 	} else if (is_atom_char(c)) {
 		sc->state = ST_ATOM;
@@ -197,6 +212,8 @@ scan_byte(struct imap_scan *sc, unsigned char c)
 			close_list(sc);
 		else if (c == ']' && top_is(sc, true))
 			sc->depth--, sc->state = ST_ATOM;
+		else if (c == ']' && sc->lost > 0)
+			sc->lost--, sc->state = ST_ATOM;
 		else
 			fail(sc, "Missing SP between arguments");
 		break;
@@ -279,13 +296,17 @@ imap_scan_end(struct imap_scan *sc)
 	case ST_ATOM:
 	case ST_AFTER:
 	case ST_TILDE:
-		if (sc->depth > 0)
+		if (sc->lost > 0)
+			fail(sc, "Missing ']'");
+		else if (sc->depth > 0)
 			fail(sc, top_is(sc, true) ? "Missing ']'" : "Missing ')'");
 		return false;
 	case ST_ARG_SP:
 		/* Trailing spaces (Dovecot skips them), or a continuation
 		 * line that is empty. */
-		if (sc->depth > 0)
+		if (sc->lost > 0)
+			fail(sc, "Missing ']'");
+		else if (sc->depth > 0)
 			fail(sc, "Missing ')'");
 		return false;
 	case ST_ARG_OPEN:

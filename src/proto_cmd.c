@@ -49,3 +49,10 @@ pc_log_unread(struct proto_action *act, char *scratch, const char *why)
 	pu_log_str(act, scratch, why);
 	pu_log_str(act, scratch, ")");
 }
+
+void
+pc_log_early(struct proto_action *act, char *scratch, const char *p, size_t n)
+{
+	pu_log_begin(act, scratch, 0);
+	pu_log_secret(act, scratch, p, n);
+}

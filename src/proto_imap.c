@@ -16,9 +16,11 @@
 #include <strings.h>
 
 #include <postern/imap_token.h>
+#include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
 #define TAG_MAX 64
+#define TAGS_MAX 16
 #define LONG_HEAD 128
 
 /* The part of a line too long to hold that is still to come. */
@@ -31,6 +33,7 @@ struct long_line {
 	size_t head_len;
 	char tag[TAG_MAX]; /* its tag, watched if it ends in a synchronising literal */
 	size_t tag_len;
+	bool lit_ok; /* its command takes literal arguments */
 };
 
 struct imap_state {
@@ -44,13 +47,25 @@ struct imap_state {
 	bool c_drop;                /* the current command is refused: swallow the rest */
 	bool c_sync;                /* a synchronising literal awaits the server's verdict */
 	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
-	bool c_idle;                /* IDLE sent: "DONE" ends it */
+	bool c_auth_wait;           /* a SASL line is out: the next client line is a
+	                             * response after "+", a command after the
+	                             * tagged completion, so it waits for the server */
+	bool c_auth_ended;          /* ... with its completion: the next line may
+	                             * be a response the client sent too early */
+	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
+	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
 	bool c_id;                  /* an ID goes on after its literal: scrubbed */
 	unsigned char c_id_strings; /* strings of that ID so far */
 	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
 	uint64_t c_sync_len;
 	unsigned inflight; /* forwarded commands not yet completed */
+	/* Hashes of the tags of the first of them (more: tags_lost), so that
+	 * a synchronising literal knows whether an earlier command shares
+	 * its tag (whose completion would look like the literal's refusal). */
+	uint32_t tags[TAGS_MAX];
+	unsigned char ntags;
+	bool tags_lost;
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
 	/* server -> client */
@@ -68,21 +83,65 @@ enum {
 	F_COMPRESS = PU_OWN << 3,   /* RFC 4978: would blind the command log */
 	F_PRETLS = PU_OWN << 4,     /* may reach the backend before TLS */
 	F_UNDERSTOOD = PU_OWN << 5, /* postern acts on it: must parse strictly */
-	F_NOARGS = PU_OWN << 6
+	F_NOARGS = PU_OWN << 6,
+	F_LITERAL = PU_OWN << 7 /* takes arguments that may be literals */
 };
 
+/* F_LITERAL: commands with an astring, string or nstring argument, where
+ * a literal may stand (RFC 9051; ID RFC 2971, SORT and THREAD RFC 5256,
+ * ACL RFC 4314, METADATA RFC 5464, NOTIFY RFC 5465, URLAUTH RFC 4467,
+ * REPLACE RFC 8508, QUOTA RFC 9208). A server past login may skip the
+ * rest of the line of any other command, literal marker included (Dovecot
+ * does), so postern never relays a literal there. UID is judged by its
+ * subcommand. */
 static const struct pu_verb imap_verbs[] = {
         {"STARTTLS", PU_STARTTLS | F_UNDERSTOOD | F_NOARGS},
-        {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN | F_UNDERSTOOD},
+        {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN | F_UNDERSTOOD | F_LITERAL},
         {"AUTHENTICATE", PU_REFUSE_PLAIN | PU_SASL | F_UNDERSTOOD},
         {"IDLE", F_IDLE | F_UNDERSTOOD | F_NOARGS},
-        {"ID", F_ID | F_PRETLS | F_UNDERSTOOD},
+        {"ID", F_ID | F_PRETLS | F_UNDERSTOOD | F_LITERAL},
         {"COMPRESS", F_COMPRESS | F_UNDERSTOOD},
         {"CAPABILITY", F_PRETLS | F_NOARGS},
         {"NOOP", F_PRETLS | F_NOARGS},
         {"LOGOUT", F_PRETLS | F_NOARGS},
+        {"APPEND", F_LITERAL},
+        {"SELECT", F_LITERAL},
+        {"EXAMINE", F_LITERAL},
+        {"CREATE", F_LITERAL},
+        {"DELETE", F_LITERAL},
+        {"RENAME", F_LITERAL},
+        {"SUBSCRIBE", F_LITERAL},
+        {"UNSUBSCRIBE", F_LITERAL},
+        {"LIST", F_LITERAL},
+        {"LSUB", F_LITERAL},
+        {"STATUS", F_LITERAL},
+        {"SEARCH", F_LITERAL},
+        {"FETCH", F_LITERAL},
+        {"COPY", F_LITERAL},
+        {"MOVE", F_LITERAL},
+        {"SORT", F_LITERAL},
+        {"THREAD", F_LITERAL},
+        {"GETACL", F_LITERAL},
+        {"SETACL", F_LITERAL},
+        {"DELETEACL", F_LITERAL},
+        {"LISTRIGHTS", F_LITERAL},
+        {"MYRIGHTS", F_LITERAL},
+        {"GETMETADATA", F_LITERAL},
+        {"SETMETADATA", F_LITERAL},
+        {"GETQUOTA", F_LITERAL},
+        {"GETQUOTAROOT", F_LITERAL},
+        {"SETQUOTA", F_LITERAL},
+        {"NOTIFY", F_LITERAL},
+        {"REPLACE", F_LITERAL},
+        {"URLFETCH", F_LITERAL},
+        {"GENURLAUTH", F_LITERAL},
+        {"RESETKEY", F_LITERAL},
         {NULL, 0},
 };
+
+/* UID's subcommands that take a literal (the others are sequence sets). */
+static const char *const uid_literal[] = {"FETCH", "SEARCH", "COPY", "MOVE",
+                                          "SORT",  "THREAD", NULL};
 
 /* ID fields a backend such as Dovecot believes from trusted proxies: a
  * client must not be able to claim them through postern (P6). Keys are
@@ -120,7 +179,8 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_lit_secret = s->c_id = false;
+	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
+	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -130,6 +190,59 @@ static bool
 server_at_boundary(const struct imap_state *s)
 {
 	return s->s_literal == 0 && !s->s_cont && !s->s_long.on;
+}
+
+static uint32_t
+tag_hash(const char *p, size_t n)
+{
+	uint32_t h = 2166136261u; /* FNV-1a */
+
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 16777619u;
+	return h;
+}
+
+/* A command was forwarded: it awaits its tagged completion. */
+static void
+tag_sent(struct imap_state *s, const char *tag, size_t n)
+{
+	s->inflight++;
+	if (s->ntags < TAGS_MAX)
+		s->tags[s->ntags++] = tag_hash(tag, n);
+	else
+		s->tags_lost = true;
+}
+
+static void
+tag_completed(struct imap_state *s, const char *tag, size_t n)
+{
+	uint32_t h = tag_hash(tag, n);
+
+	if (s->inflight > 0)
+		s->inflight--;
+	for (unsigned i = 0; i < s->ntags; i++)
+		if (s->tags[i] == h) {
+			s->tags[i] = s->tags[--s->ntags];
+			break;
+		}
+	if (s->inflight == 0) {
+		s->ntags = 0;
+		s->tags_lost = false;
+	}
+}
+
+/* How many commands in flight may carry TAG (an upper bound). */
+static unsigned
+tag_in_flight(const struct imap_state *s, const char *tag, size_t n)
+{
+	uint32_t h = tag_hash(tag, n);
+	unsigned k = 0;
+
+	if (s->tags_lost)
+		return s->inflight;
+	for (unsigned i = 0; i < s->ntags; i++)
+		k += s->tags[i] == h;
+	return k;
 }
 
 static void
@@ -345,6 +458,40 @@ find_verb(struct pu_word w)
 	return NULL;
 }
 
+/* Whether the command VERB, its arguments at [args, end), may carry a
+ * literal: see imap_verbs. */
+static bool
+takes_literal(struct pu_word verb, const char *args, const char *end)
+{
+	const struct pu_verb *v = find_verb(verb);
+
+	if (v != NULL)
+		return (v->flags & F_LITERAL) != 0;
+	if (!pu_word_is(verb, "UID"))
+		return false;
+	struct imap_tok sub = imap_next_tok(&args, end);
+	for (const char *const *u = uid_literal; sub.kind == IT_ATOM && *u; u++)
+		if (pu_word_is((struct pu_word){sub.p, sub.n}, *u))
+			return true;
+	return false;
+}
+
+/* A literal after a command that takes none. The client waits for "+"
+ * before a synchronising one, so a BAD keeps the framing; a
+ * non-synchronising one is on its way, and whether it is a literal
+ * (RFC 7888) or commands (a server that skipped the line) cannot be
+ * known: the session ends. */
+static enum proto_verdict
+refuse_literal(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
+               char *scratch)
+{
+	if (c->sync)
+		return answer(s, c, act, scratch, "BAD This command takes no literal");
+	if (!server_at_boundary(s))
+		return PV_WAIT;
+	return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE This command takes no literal\r\n");
+}
+
 static bool
 is_forwarding(const char *v, size_t n)
 {
@@ -465,6 +612,8 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		return answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return answer(s, c, act, scratch, "BAD Tag too long");
+	if (c->lit && !takes_literal(c->verb, c->args, c->end))
+		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
 		if (s->tls)
 			return answer(s, c, act, scratch, "BAD TLS is already active");
@@ -517,13 +666,19 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		 * which may carry the same tag, must have completed first. */
 		if (s->inflight > 0 || !server_at_boundary(s))
 			return PV_WAIT;
-		s->c_auth = true;
+		s->c_auth = s->c_auth_wait = true;
 		watch_tag(s, c->tag.p, c->tag.n);
 	}
+	/* The server's "+" or tagged refusal for a synchronising literal is
+	 * told by its tag: no earlier command may share it. */
+	if (c->lit && c->sync && tag_in_flight(s, c->tag.p, c->tag.n) > 0)
+		return PV_WAIT;
 	s->c_idle = (flags & F_IDLE) != 0;
+	if (s->c_idle) /* its completion (a refusal) ends it too */
+		watch_tag(s, c->tag.p, c->tag.n);
 	s->c_id = (flags & F_ID) && c->lit;
 	s->c_id_strings = (unsigned char)ids;
-	s->inflight++;
+	tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
 	return forward_id(c, at, nat, act, scratch);
@@ -555,7 +710,9 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 		log_continuation(s, c, act, scratch);
 	s->c_cont = c->lit;
 	s->c_drop = c->lit && drop;
-	if (c->lit && drop)
+	if (c->lit && drop && c->sync)
+		s->c_cont = s->c_drop = false; /* never sent after our answer */
+	else if (c->lit && drop)
 		s->c_literal = c->lsize; /* whatever the client sends of it */
 	else if (c->lit)
 		start_literal(s, c, NULL, 0);
@@ -604,6 +761,7 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 {
 	size_t body = pu_trim_eol(p, n);
 
+	s->c_auth_wait = true;
 	if (s->observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
@@ -624,6 +782,16 @@ long_chunk(const char *p, size_t len, size_t n, bool full)
 	return p[len - 1] == '\r' && !full ? len - 1 : len;
 }
 
+/* A line other than DONE during IDLE: the server reads it as the end of
+ * IDLE (Dovecot answers BAD), a command only for postern. */
+static enum proto_verdict
+idle_not_done(struct imap_state *s, size_t n, struct proto_action *act, char *scratch)
+{
+	if (!server_at_boundary(s))
+		return PV_WAIT;
+	return pu_answer(act, PV_CLOSE, n, scratch, "* BYE Expected DONE\r\n");
+}
+
 /* The first 64 KiB of a client line with no end in sight (after TLS). */
 static enum proto_verdict
 client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_action *act,
@@ -635,7 +803,9 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 	size_t chunk = long_chunk(p, len, 0, len == 1);
 	enum proto_verdict v = PV_PASS;
 
-	if (s->c_auth && !s->c_cont) {
+	if (s->c_idle && !s->c_cont) {
+		return idle_not_done(s, len, act, scratch);
+	} else if (s->c_auth && !s->c_cont) {
 		l.sasl = true;
 		memcpy(l.head, PU_SECRET, 3);
 		l.head_len = 3;
@@ -644,6 +814,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 	} else if (s->c_cont) {
 		l.drop = s->c_drop;
+		l.lit_ok = true; /* the command took one already */
 		imap_scan_cont(&sc);
 		imap_scan_feed(&sc, p, chunk);
 	} else {
@@ -668,10 +839,11 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 				          "%.*s BAD Line too long\r\n", (int)tag.n, tag.p);
 			v = PV_REPLY;
 		} else {
-			s->inflight++;
+			tag_sent(s, tag.p, tag.n);
 			s->c_idle = false;
 			memcpy(l.tag, tag.p, tag.n);
 			l.tag_len = tag.n;
+			l.lit_ok = takes_literal(verb, p + at, p + chunk);
 			imap_scan_feed(&sc, p + at, chunk - at);
 		}
 	}
@@ -702,11 +874,15 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	if (n == 0)
 		return drop ? PV_DROP : PV_PASS;
 	l->on = false;
+	s->c_auth_wait = l->sasl;
 	bool lit = !l->sasl && imap_scan_end(&s->c_scan);
 	if (s->observe)
 		log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
 	if (!drop && !l->sasl && s->c_scan.err && s->c_scan.last == '}')
 		return pu_answer(act, PV_CLOSE, k, scratch, "* BYE Invalid command syntax\r\n");
+	if (!drop && lit && !l->lit_ok) /* its beginning is at the backend */
+		return pu_answer(act, PV_CLOSE, k, scratch,
+		                 "* BYE This command takes no literal\r\n");
 	s->c_cont = lit;
 	s->c_drop = lit && drop;
 	if (lit) {
@@ -727,7 +903,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_sync || !s->s_greeted)
+	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
 	if (s->c_long.on)
@@ -745,6 +921,8 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	struct imap_scan sc = s->c_scan;
 	struct imap_cmd c;
 	imap_cmd_parse(&c, &sc, p, n, s->c_cont);
+	if (s->c_cont && c.lit && c.sync && !s->c_drop && tag_in_flight(s, s->tag, s->tag_len) > 1)
+		return PV_WAIT; /* as in command(): its tag must be its own */
 	if (s->c_cont) {
 		s->c_scan = sc;
 		return continuation(s, &c, act, scratch);
@@ -755,14 +933,24 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			pu_log_line(act, scratch, p, c.n, false, 0, 0);
 		return pass(act, n);
 	}
+	if (s->c_idle) /* not a command: it would end IDLE at the server */
+		return idle_not_done(s, c.len, act, scratch);
 	enum proto_verdict v = command(s, &c, act, scratch);
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->observe) {
+	if (s->observe && s->c_auth_ended && find_verb(c.verb) == NULL) {
+		pc_log_early(act, scratch, p, c.n);
+		/* Whatever follows its literal is hidden as LOGIN's password is. */
+		s->c_login = c.lit ? 2 : 0;
+		s->c_lit_secret = c.lit;
+		if (c.lit)
+			act->log_flags |= PL_CONT;
+	} else if (s->observe) {
 		const struct pu_verb *verb = find_verb(c.verb);
 		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -871,19 +1059,26 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;
 		}
+		s->c_auth_wait = false; /* a SASL challenge: the client answers */
 		return pass(act, n);
 	}
 	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
-	if (tagged && s->inflight > 0)
-		s->inflight--;
+	if (tagged)
+		tag_completed(s, tag.p, tag.n);
 	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
 		if (s->c_sync) {
 			s->c_sync = false;
 			s->c_cont = false;
 		}
-		s->c_auth = false;
-		s->tag_len = 0;
+		s->c_auth_ended = s->c_auth;
+		s->c_auth = s->c_auth_wait = false;
+		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
+			s->c_idle = false;
+		/* While its command is still being sent, the completion may be
+		 * an earlier one's with the same tag: the watch goes on. */
+		if (!s->c_cont && s->c_literal == 0)
+			s->tag_len = 0;
 	}
 	if (s->s_cont)
 		return pass(act, n);

@@ -18,8 +18,9 @@ enum {
 	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
 	F_CAPA = PU_OWN << 2,
-	F_PLAIN = PU_OWN << 3 /* relayed before TLS when require_tls: nothing
-	                       * else is (fail closed) */
+	F_PLAIN = PU_OWN << 3, /* relayed before TLS when require_tls: nothing
+	                        * else is (fail closed) */
+	F_KNOWN = PU_OWN << 4  /* nothing special, but a command (RFC 1939) */
 };
 
 static const struct pu_verb pop3_verbs[] = {
@@ -35,6 +36,10 @@ static const struct pu_verb pop3_verbs[] = {
         {"TOP", F_MULTI},
         {"LIST", F_MULTI_NOARGS},
         {"UIDL", F_MULTI_NOARGS},
+        {"STAT", F_KNOWN},
+        {"DELE", F_KNOWN},
+        {"NOOP", F_KNOWN},
+        {"RSET", F_KNOWN},
         {NULL, 0},
 };
 
@@ -42,6 +47,11 @@ struct pop3_state {
 	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
 	bool observe;          /* commands are logged */
 	bool c_midline, c_auth, s_midline;
+	bool c_auth_wait;      /* a SASL line is out: the next client line is a
+	                        * response after a "+" challenge, a command after a
+	                        * final reply, so it waits for the server's answer */
+	bool c_auth_ended;     /* ... which was final: the next line may still
+	                        * be a response the client sent too early */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
@@ -69,7 +79,7 @@ pop3_tls_started(void *st)
 	struct pop3_state *s = st;
 
 	s->tls = true;
-	s->c_midline = s->c_auth = s->c_skip = false;
+	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_ended = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -88,6 +98,8 @@ static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
+	if (s->c_auth_wait)
+		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
 		if (n == 0)
@@ -101,6 +113,8 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	act->consume = n ? n : len;
 	if (s->c_midline) {
 		s->c_midline = n == 0;
+		if (s->c_auth && n > 0)
+			s->c_auth_wait = true;
 		return PV_PASS;
 	}
 	if (n == 0) {
@@ -121,6 +135,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	}
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
+		s->c_auth_wait = true;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -132,12 +147,15 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	const char *q = p, *end = p + body;
 	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_token(&q, end));
 	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
-	if (s->observe && v != PV_WAIT) {
-		if (!pc_readable(p, body, !s->tls && s->require_tls))
-			pc_log_unread(act, scratch, "malformed command");
-		else
-			pu_log_command(act, scratch, p, body, flags);
-	}
+	if (v == PV_WAIT)
+		return v;
+	if (s->observe && s->c_auth_ended && flags == 0)
+		pc_log_early(act, scratch, p, body);
+	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
+		pc_log_unread(act, scratch, "malformed command");
+	else if (s->observe)
+		pu_log_command(act, scratch, p, body, flags);
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -177,7 +195,7 @@ command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const cha
 		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
 	else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = true;
+		s->c_auth = s->c_auth_wait = true;
 	} else
 		pu_queue_push(&s->q, K_SIMPLE);
 	return PV_PASS;
@@ -269,7 +287,8 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	enum pop3_kind k = pu_queue_head(&s->q);
 	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O')) {
 		act->log_flags |= PL_DEBUG;
-		return PV_PASS; /* a SASL challenge */
+		s->c_auth_wait = false; /* the client answers the challenge */
+		return PV_PASS;
 	}
 	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
 	if (ok && (k == K_MULTI || k == K_CAPA)) {
@@ -278,8 +297,10 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->s_body_bytes = 0;
 		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
-		if (k == K_AUTH)
-			s->c_auth = false;
+		if (k == K_AUTH) {
+			s->c_auth = s->c_auth_wait = false;
+			s->c_auth_ended = true;
+		}
 		pu_queue_pop(&s->q);
 	}
 	return PV_PASS;

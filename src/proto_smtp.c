@@ -24,8 +24,14 @@ struct smtp_state {
 	bool c_body;           /* DATA body: lines until "." */
 	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
 	bool c_auth;           /* lines are SASL responses */
+	bool c_auth_wait;      /* a SASL line is out: the next client line is a
+	                        * response after a 334, a command after a final
+	                        * reply, so it waits for the server's answer */
+	bool c_auth_ended;     /* ... which was final: the next line may still
+	                        * be a response the client sent too early */
 	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
+	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
 	uint64_t c_chunk;  /* BDAT bytes still to come */
@@ -59,8 +65,8 @@ smtp_tls_started(void *st)
 
 	s->tls = true;
 	s->helo_seen = false;
-	s->c_body = s->c_data_wait = s->c_auth = s->c_drop = s->c_midline = false;
-	s->c_skip = s->chunking = false;
+	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_drop = s->c_midline = false;
+	s->c_skip = s->chunking = s->c_auth_ended = false;
 	s->c_chunk = 0;
 }
 
@@ -101,7 +107,9 @@ static const struct pu_verb smtp_verbs[] = {
 };
 
 /* RFC 3030: "BDAT" SP size [SP "LAST"], nothing else. *CHUNK is set
- * whenever the size is a number, since even a refused chunk follows. */
+ * whenever the size begins with a number, since even a refused chunk
+ * follows (a server may end the number at a byte postern keeps in the
+ * word, such as a CR). */
 static bool
 bdat_args(const char *q, const char *end, uint64_t *chunk)
 {
@@ -111,12 +119,38 @@ bdat_args(const char *q, const char *end, uint64_t *chunk)
 
 	for (i = 0; i < size.n && i < 10 && size.p[i] >= '0' && size.p[i] <= '9'; i++)
 		v = v * 10 + (uint64_t)(size.p[i] - '0');
-	if (size.n == 0 || i != size.n || v > UINT32_MAX)
+	if (i == 0 || v > UINT32_MAX)
 		return false;
 	*chunk = v;
-	if (q == end)
+	if (i != size.n)
+		return false;
+	/* Exactly one SP before LAST and nothing after: trailing white space
+	 * is a syntax error for a strict server. */
+	if (size.p + size.n == end)
 		return true;
-	return pu_word_is(pu_next_token(&q, end), "LAST") && q == end;
+	struct pu_word last = pu_next_token(&q, end);
+	return pu_word_is(last, "LAST") && last.p == size.p + size.n + 1 && size.p[size.n] == ' ' &&
+	       last.p + last.n == end;
+}
+
+/* A BDAT with a size (so at least "BDAT" SP digit: P[5] is in the line),
+ * but not at the start or not followed by one SP: a server that splits on
+ * SP only (RFC 5321) sees no BDAT and no chunk, one that splits on any
+ * white space (Postfix) sees both. */
+static bool
+bdat_odd(const char *p)
+{
+	return !(p[4] == ' ' && p[5] != ' ' && p[5] != '\t');
+}
+
+/* Which bytes come after an odd BDAT is unknowable: the session ends. */
+static enum proto_verdict
+bdat_close(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch)
+{
+	if (s->q.count > 0 || s->s_midline)
+		return PV_WAIT;
+	return pu_answer(act, PV_CLOSE, n, scratch,
+	                 "421 4.7.0 BDAT with odd white space, closing\r\n");
 }
 
 /* Why postern answers the command itself, or NULL to relay it. */
@@ -151,6 +185,8 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
 	const char *why = refusal(s, p, body, flags, bdat_ok);
 
+	if (chunk > 0 && bdat_odd(p))
+		return bdat_close(s, act, n, scratch);
 	if (why == NULL && (flags & PU_STARTTLS)) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
@@ -183,7 +219,7 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 		s->c_data_wait = true;
 	} else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = true;
+		s->c_auth = s->c_auth_wait = true;
 	} else {
 		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
@@ -203,7 +239,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return s->c_drop ? PV_DROP : PV_PASS;
 	}
-	if (s->c_data_wait)
+	if (s->c_data_wait || s->c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -211,6 +247,10 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return PV_DROP;
 		enum proto_verdict v = local(s, act, n, scratch, "500 5.5.2 Line too long");
 		s->c_skip = v == PV_WAIT;
+		if (v != PV_WAIT && s->c_skip_chunk > 0) { /* never relayed */
+			s->c_chunk = s->c_skip_chunk;
+			s->c_drop = true;
+		}
 		return v;
 	}
 	size_t n = pu_line_len(p, len);
@@ -219,6 +259,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_midline = n == 0;
 		if (s->c_body)
 			s->c_body_bytes += act->consume;
+		if (s->c_auth && n > 0)
+			s->c_auth_wait = true;
 		return PV_PASS;
 	}
 	if (n == 0) {
@@ -232,8 +274,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return pu_answer(act, PV_CLOSE, len, scratch,
 			                 "500 5.5.2 Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
-		 * refused once its end has come. */
+		 * refused once its end has come (and a BDAT's chunk after it). */
+		uint64_t chunk = 0;
+		const char *q = p;
+		if (pu_verb_flags(smtp_verbs, pu_next_token(&q, p + len)) & F_CHUNK)
+			bdat_args(q, p + len, &chunk);
+		if (chunk > 0 && bdat_odd(p))
+			return bdat_close(s, act, len, scratch);
 		s->c_skip = true;
+		s->c_skip_chunk = chunk;
 		if (s->observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;
@@ -255,6 +304,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
+		s->c_auth_wait = true;
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -265,12 +315,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	const char *q = p, *end = p + body;
 	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_token(&q, end));
 	enum proto_verdict v = client_command(s, p, n, flags, q, act, scratch);
-	if (s->observe && v != PV_WAIT) {
-		if (!pc_readable(p, body, !s->tls && s->require_tls))
-			pc_log_unread(act, scratch, "malformed command");
-		else
-			pu_log_command(act, scratch, p, body, flags);
-	}
+	if (v == PV_WAIT)
+		return v;
+	if (s->observe && s->c_auth_ended && flags == 0)
+		pc_log_early(act, scratch, p, body);
+	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
+		pc_log_unread(act, scratch, "malformed command");
+	else if (s->observe)
+		pu_log_command(act, scratch, p, body, flags);
+	s->c_auth_ended = false;
 	return v;
 }
 
@@ -405,15 +458,19 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (more)
 		return PV_PASS;
-	if (k == K_AUTH && strncmp(p, "334", 3) == 0)
+	if (k == K_AUTH && strncmp(p, "334", 3) == 0) {
+		s->c_auth_wait = false; /* a challenge: the client answers it */
 		return PV_PASS;
+	}
 	if (k == K_DATA) {
 		s->c_data_wait = false;
 		s->c_body = strncmp(p, "354", 3) == 0;
 		s->c_body_bytes = 0;
 	}
-	if (k == K_AUTH)
-		s->c_auth = false;
+	if (k == K_AUTH) {
+		s->c_auth = s->c_auth_wait = false;
+		s->c_auth_ended = true;
+	}
 	pu_queue_pop(&s->q);
 	return PV_PASS;
 }

@@ -24,6 +24,8 @@ struct imap_scan {
 	bool strict;         /* client commands: the first error ends the scan */
 	unsigned char depth; /* open "(" and "[" */
 	uint64_t brackets;   /* bit d: level d was opened by "[" */
+	unsigned char lost;  /* "[" closed by a ")": a later "]" or a literal
+	                      * must end the line */
 	unsigned char ndig;
 	bool sync, binary; /* of the literal marker being read or just read */
 	uint64_t lsize;

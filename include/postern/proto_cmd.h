@@ -33,4 +33,9 @@ size_t pc_skip_tail(const char *p, size_t len, struct proto_action *act);
  * shown, since its words are not the ones a server would see. */
 void pc_log_unread(struct proto_action *act, char *scratch, const char *why);
 
+/* Log text for a line the client sent before the server answered its SASL
+ * line: a command if that answer was final, but perhaps a SASL response
+ * the client sent too early. Shown as "***" and remembered as a secret. */
+void pc_log_early(struct proto_action *act, char *scratch, const char *p, size_t n);
+
 #endif

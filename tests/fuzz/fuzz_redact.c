@@ -226,6 +226,11 @@ queue_form(struct sim *s, const char *const *form)
 		drive(s);
 		if (i == 0 && (s->answered || s->d[0].qlen > 0 || s->d[0].inlen > 0))
 			return;
+		/* A client piece postern still holds (a SASL response waits for
+		 * the server's challenge) has not reached the server, which can
+		 * neither answer nor echo it. */
+		if (i % 2 == 0 && (s->d[0].qlen > 0 || s->d[0].inlen > 0))
+			return;
 	}
 }
 

@@ -5,7 +5,8 @@ must hold no secret however a client frames its lines.
 - a line that merely ends in {N} (after "x", an unterminated quoted string,
   "(x", inside ID, after CAPABILITY or an unknown verb) is no literal: the
   bytes after it are commands, judged by postern, never a plaintext LOGIN
-  hidden from it;
+  hidden from it; a literal after a command that takes none (NOOP) ends
+  the session, since Dovecot past login skips such a line;
 - odd white space (HTAB, double or leading SP) before TLS is refused
   locally, the password never forwarded;
 - ID forwarding keys written with escapes, or in a line over 64 KiB, never
@@ -96,9 +97,22 @@ class ImapFraming(StarttlsCase):
         APPEND that would store the victim's LOGIN never reaches Dovecot."""
         c = self.connect("st")
         append = b"c APPEND INBOX {40+}\r\n"
-        c.send(b"a NOOP {%d+}\r\n" % len(append) + append + b"\r\nd NOOP\r\n")
+        c.send(b"a ID ({%d+}\r\n" % len(append) + append + b")\r\nd NOOP\r\n")
         self.assertTrue(imap_tagged(imap_response(c, "a"), "a").startswith(b"a BAD "))
         self.assertTrue(imap_tagged(imap_response(c, "d"), "d").startswith(b"d OK"))
+
+    def test_literal_after_command_without_one_ends_session(self):
+        """Past login Dovecot skips the rest of a NOOP line, literal marker
+        included, and would run the "literal" (COMPRESS, which blinds the
+        command log) as a command: postern ends the session instead."""
+        c = self.connect("logged")
+        c.send(("a LOGIN %s %s\r\n" % (USER, PASSWORD)).encode())
+        self.assertTrue(imap_tagged(imap_response(c, "a"), "a").startswith(b"a OK"))
+        compress = b"c COMPRESS DEFLATE\r\n"
+        c.send(b"b NOOP {%d+}\r\n" % len(compress) + compress)
+        self.assertEqual(c.line(), b"* BYE This command takes no literal\r\n")
+        self.assertEqual(c.quiet(0.3), b"")
+        self.assertFalse(any("COMPRESS" in ln for ln in self.log_for(c)), self.log_for(c))
 
     # ------------------------------------------------------------ finding 3
     def test_pretls_odd_white_space_refused_locally(self):

@@ -8,7 +8,9 @@ CHUNKING): postern's verb must be the server's verb.
   pre-TLS transaction prefix never makes the victim's post-TLS AUTH the body
   of a mail).
 - After TLS XCLIENT<TAB>... is refused like XCLIENT (Postfix trusts
-  postern's address for XCLIENT here).
+  postern's address for XCLIENT here), and so is an XCLIENT pipelined
+  behind AUTH with an initial response: Postfix answered the AUTH with a
+  final reply, so the next line is a command, not a SASL response.
 - BDAT: refused by postern when the server did not offer CHUNKING; a BDAT
   Postfix refuses leaves no desync (Postfix skips the chunk, so does the
   reply count).
@@ -143,6 +145,22 @@ class SmtpFraming(StarttlsCase):
         c.send(b"QUIT\r\n")
         stats = self.postfix_session(before, c)
         self.assertEqual(stats.split(), ["ehlo=1", "quit=1", "commands=2"], stats)
+        self.assertNotIn("6.6.6.6", self.pf.log_text())
+
+    def test_posttls_xclient_pipelined_after_auth_initial_response_refused(self):
+        """AUTH PLAIN <ir> gets a final reply (503: this Postfix has no
+        SASL), so the pipelined XCLIENT is a command Postfix would run;
+        postern waits for that reply and refuses XCLIENT itself."""
+        before = len(self.pf.sessions())
+        c = self.connect()
+        self.starttls(c)
+        self.ehlo(c)
+        c.send(b"AUTH PLAIN " + VICTIM_B64.encode() + b"\r\nXCLIENT ADDR=6.6.6.6 LOGIN=victim\r\n")
+        self.assertEqual(smtp_reply(c)[-1][:3], b"503")
+        self.assertEqual(c.line(), SMTP_NOT_RELAYED + b"\r\n")
+        c.send(b"QUIT\r\n")
+        stats = self.postfix_session(before, c)
+        self.assertNotIn("xclient", stats)
         self.assertNotIn("6.6.6.6", self.pf.log_text())
 
     def test_posttls_overlong_command_refused_session_goes_on(self):

@@ -701,9 +701,9 @@ test_imap_starttls_bad(void **state)
 	assert_int_equal(s->final, NO_FINAL);
 	TO_SERVER(s, "");
 
-	/* With a literal argument: the literal is swallowed. */
-	assert_int_equal(feed(s, C, "b STARTTLS {5+}\r\nhello\r\nc NOOP\r\n"), 0);
-	ANSWER(s, "b BAD STARTTLS takes no arguments\r\n");
+	/* With a literal argument: a synchronising one is never sent. */
+	assert_int_equal(feed(s, C, "b STARTTLS {5}\r\nc NOOP\r\n"), 0);
+	ANSWER(s, "b BAD This command takes no literal\r\n");
 	TO_SERVER(s, "c NOOP\r\n");
 	feed(s, S, "c OK\r\n");
 
@@ -1811,7 +1811,7 @@ test_smtp_bdat(void **state)
 	smtp_tls_chunking(s);
 	static const char *const bad[] = {"BDAT x\r\n",
 	                                  "BDAT 99999999999\r\n",
-	                                  "BDAT 5abc\r\n",
+	                                  "BDAT 5abc\r\nRSET\n",
 	                                  "BDAT +5\r\n",
 	                                  "BDAT\r\n",
 	                                  "BDAT -1\r\n",
@@ -2659,6 +2659,330 @@ test_smtp_pop3_log_hides_malformed_pretls(void **state)
 	LOGGED(p, "S: +OK POP3 ready\nC: (malformed command)\nC: (malformed command)\n");
 }
 
+/* After a SASL line the client's next line is a response only if the
+ * server challenges; after a final reply it is a command. A line pipelined
+ * behind an initial response waits for the server, then is judged as the
+ * command the server will run (XCLIENT refused, not passed as SASL). */
+static void
+test_sasl_ir_then_pipelined_command_waits_for_reply(void **state)
+{
+	(void)state;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	struct sess *i = imap(true, true);
+
+	smtp_tls(m, true);
+	assert_int_equal(
+	        feed(m, C, "AUTH PLAIN AGZvbwBiYXI=\r\nXCLIENT ADDR=6.6.6.6 LOGIN=victim\r\n"), 35);
+	assert_int_equal(m->stop[C], PV_WAIT);
+	TO_SERVER(m, "AUTH PLAIN AGZvbwBiYXI=\r\n");
+	feed(m, S, "235 2.7.0 Authentication successful\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "");
+	ANSWER(m, "550 5.7.1 Not relayed: only the proxy may send this\r\n");
+	/* A challenge makes the next line a response, and it waits again. */
+	feed(m, C, "AUTH LOGIN\r\nZm9v\r\nYmFy\r\n");
+	TO_SERVER(m, "AUTH LOGIN\r\n");
+	feed(m, S, "334 VXNlcm5hbWU6\r\n");
+	assert_int_equal(drive(m, C), 6);
+	TO_SERVER(m, "Zm9v\r\n");
+	feed(m, S, "334 UGFzc3dvcmQ6\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "YmFy\r\n");
+
+	pop3_stls(p);
+	assert_int_equal(feed(p, C, "AUTH PLAIN AGZvbwBiYXI=\r\nXCLIENT ADDR=6.6.6.6\r\n"), 22);
+	TO_SERVER(p, "AUTH PLAIN AGZvbwBiYXI=\r\n");
+	feed(p, S, "+OK Logged in\r\n");
+	assert_int_equal(drive(p, C), 0);
+	TO_SERVER(p, "");
+	ANSWER(p, "-ERR Not relayed: only the proxy may send this\r\n");
+
+	feed(i, C, "a STARTTLS\r\n");
+	ANSWER(i, "a OK Begin TLS negotiation now\r\n");
+	tls_start(i);
+	assert_int_equal(feed(i, C,
+	                      "a AUTHENTICATE PLAIN AGZvbwBiYXI=\r\n"
+	                      "b ID (\"x-originating-ip\" \"6.6.6.6\")\r\n"),
+	                 37);
+	TO_SERVER(i, "a AUTHENTICATE PLAIN AGZvbwBiYXI=\r\n");
+	feed(i, S, "a OK Logged in\r\n");
+	assert_int_equal(drive(i, C), 0);
+	TO_SERVER(i, "b ID (\"y-originating-ip\" \"6.6.6.6\")\r\n");
+	feed(i, S, "b OK ID completed\r\n");
+	/* "+" makes it a response. */
+	feed(i, C, "c AUTHENTICATE PLAIN\r\nAGZvbwBiYXI=\r\n");
+	TO_SERVER(i, "c AUTHENTICATE PLAIN\r\n");
+	feed(i, S, "+ \r\n");
+	assert_int_equal(drive(i, C), 0);
+	TO_SERVER(i, "AGZvbwBiYXI=\r\n");
+}
+
+/* An IMAP session inside TLS, greeted. */
+static struct sess *
+imap_in_tls(void)
+{
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a STARTTLS\r\n");
+	ANSWER(s, "a OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+	return s;
+}
+
+/* The server's "+" or tagged refusal for a synchronising literal is known
+ * by its tag: while an earlier command with the same tag is in flight,
+ * its completion ("b OK") must not cancel the literal, so the command
+ * waits for it. */
+static void
+test_imap_sync_literal_waits_for_earlier_same_tag(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "b NOOP\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+	assert_int_equal(feed(s, C, "b APPEND INBOX {5}\r\n12345\r\nc NOOP\r\n"), 35);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "");
+	feed(s, S, "b OK NOOP completed\r\n");
+	assert_int_equal(drive(s, C), 15);
+	TO_SERVER(s, "b APPEND INBOX {5}\r\n");
+	feed(s, S, "+ OK\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "12345\r\nc NOOP\r\n");
+	TO_CLIENT(s, "b OK NOOP completed\r\n+ OK\r\n");
+	NOTHING(s);
+}
+
+/* A literal after a command that takes none (NOOP, an unknown command,
+ * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
+ * does) and runs the "literal" as commands. A synchronising one is refused
+ * (the client never sends it); a non-synchronising one ends the session. */
+static void
+test_imap_literal_only_after_commands_that_take_one(void **state)
+{
+	(void)state;
+	static const char *const closing[] = {
+	        "a NOOP {19+}\r\nb COMPRESS DEFLATE\r\n", "a XFOO {9+}\r\nb NOOP\r\n",
+	        "a UID EXPUNGE {5+}\r\nb ID NIL\r\n", "a IDLE {5+}\r\nDONE\r\n"};
+
+	for (size_t i = 0; i < sizeof(closing) / sizeof(closing[0]); i++) {
+		observe_next = true;
+		struct sess *s = imap_in_tls();
+		observe_next = false;
+		feed(s, C, closing[i]);
+		assert_int_equal(s->final, PV_CLOSE);
+		ANSWER(s, "* BYE This command takes no literal\r\n");
+		TO_SERVER(s, "");
+		sess_free(s);
+	}
+
+	struct sess *s = imap_in_tls();
+	assert_int_equal(feed(s, C, "a XFOO {5}\r\nb NOOP\r\n"), 0);
+	ANSWER(s, "a BAD This command takes no literal\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+	feed(s, S, "b OK\r\n");
+	/* The commands that do take one relay it, UID by its subcommand. */
+	feed(s, C,
+	     "c UID FETCH 1 (BODY[HEADER.FIELDS ({4+}\r\nFROM)])\r\n"
+	     "d SELECT {5+}\r\nINBOX\r\n");
+	TO_SERVER(s, "c UID FETCH 1 (BODY[HEADER.FIELDS ({4+}\r\nFROM)])\r\n"
+	             "d SELECT {5+}\r\nINBOX\r\n");
+	TO_CLIENT(s, "b OK\r\n");
+	NOTHING(s);
+}
+
+/* A line too long to hold whose command takes no literal, ending in one:
+ * its beginning is at the backend already, so the session ends. */
+static void
+test_imap_long_line_literal_after_command_without_one(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	str_add(&tmp, "a XFOO ", 7);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, " {5+}\r\nb NOOP\r\n", 15);
+	feed_stream(s, C, tmp.p, tmp.n);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE This command takes no literal\r\n");
+	assert_null(strstr(s->fwd[C].p, "b NOOP"));
+}
+
+/* A refused command's synchronising literal on a later line is never sent
+ * (the client got the tagged answer instead of "+"): what follows is the
+ * next command, not that many bytes to swallow. */
+static void
+test_imap_refused_command_later_sync_literal_not_swallowed(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	assert_int_equal(feed(s, C, "a LOGIN {4+}\r\nuser {8}\r\nb NOOP\r\n"), 0);
+	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+}
+
+/* During IDLE only DONE is relayed: the server takes any line for the end
+ * of IDLE, so a line postern would judge as a command ends the session.
+ * An IDLE the server refused is over: commands follow. */
+static void
+test_imap_idle_only_done(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "a IDLE\r\n");
+	feed(s, S, "+ idling\r\n");
+	feed(s, C, "b STARTTLS\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Expected DONE\r\n");
+	TO_SERVER(s, "a IDLE\r\n");
+	sess_free(s);
+
+	s = imap_in_tls();
+	feed(s, C, "a NOOP\r\na IDLE\r\n");
+	feed(s, S, "a OK NOOP completed\r\n+ idling\r\n");
+	feed(s, C, "DONE\r\n");
+	feed(s, S, "a OK IDLE completed\r\n");
+	feed(s, C, "b IDLE\r\n");
+	feed(s, S, "b NO not now\r\n");
+	feed(s, C, "c NOOP\r\n");
+	TO_SERVER(s, "a NOOP\r\na IDLE\r\nDONE\r\nb IDLE\r\nc NOOP\r\n");
+	ANSWER(s, "");
+}
+
+/* A BDAT whose size is a number followed by junk (a bare CR, letters) is
+ * refused, and the chunk of that size, which the client sends all the
+ * same, is dropped rather than judged as commands. */
+static void
+test_smtp_bdat_size_then_junk_chunk_dropped(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls_chunking(s);
+	assert_int_equal(feed(s, C, "BDAT 06\r\r\nRSET\r\nNOOP\r\n"), 0);
+	ANSWER(s, "500 5.5.2 Invalid character in command\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+}
+
+/* Before TLS too (a backend that greets with PREAUTH is past login): a
+ * non-synchronising literal after a command that takes none ends the
+ * session. */
+static void
+test_imap_pretls_literal_after_command_without_one(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a NOOP {19+}\r\nb COMPRESS DEFLATE\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE This command takes no literal\r\n");
+	TO_SERVER(s, "");
+}
+
+/* A BDAT line too long to judge is refused at its end; the chunk its
+ * size announces follows all the same and is dropped, not judged. */
+static void
+test_smtp_long_bdat_line_chunk_dropped(void **state)
+{
+	(void)state;
+	struct sess *s = smtp(true, true);
+
+	smtp_tls_chunking(s);
+	str_add(&tmp, "BDAT 6 ", 7);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\nRSET\r\nNOOP\r\n", 14);
+	feed_stream(s, C, tmp.p, tmp.n);
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+}
+
+/* A BDAT with a size behind odd white space: a server splitting on SP
+ * sees no chunk, Postfix sees one; the session ends rather than guess. */
+static void
+test_smtp_bdat_odd_white_space_closes(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {" BDAT 3\r\nRSET\r\n", "BDAT\t3\r\nRSET\r\n",
+	                                    "BDAT  3 LAST\r\nRSET\r\n", " BDAT 03\xff\r\nRSET\r\n"};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct sess *s = smtp(true, true);
+		smtp_tls_chunking(s);
+		feed(s, C, lines[i]);
+		assert_int_equal(s->final, PV_CLOSE);
+		ANSWER(s, "421 4.7.0 BDAT with odd white space, closing\r\n");
+		TO_SERVER(s, "");
+		sess_free(s);
+	}
+	/* So does one too long to judge. */
+	struct sess *s = smtp(true, true);
+	smtp_tls_chunking(s);
+	str_add(&tmp, "BDAT  6 ", 8);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\nRSET\r\nNOOP\r\n", 14);
+	feed_stream(s, C, tmp.p, tmp.n);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "421 4.7.0 BDAT with odd white space, closing\r\n");
+	TO_SERVER(s, "");
+}
+
+/* Trailing white space after a BDAT's size or LAST is a syntax error for
+ * a strict server: refused, and the chunk (sent all the same) dropped. */
+static void
+test_smtp_bdat_trailing_space_refused(void **state)
+{
+	(void)state;
+	static const char *const lines[] = {"BDAT 6 \r\nRSET\r\nNOOP\r\n",
+	                                    "BDAT 6 LAST \r\nRSET\r\nNOOP\r\n"};
+
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+		struct sess *s = smtp(true, true);
+		smtp_tls_chunking(s);
+		feed(s, C, lines[i]);
+		ANSWER(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
+		TO_SERVER(s, "NOOP\r\n");
+		sess_free(s);
+	}
+}
+
+/* The line after a SASL exchange that ended with a final reply is judged
+ * as a command, yet it may be a SASL response the client sent too early:
+ * unless its verb is one postern knows, the log shows "***" and the
+ * session remembers it. */
+static void
+test_sasl_line_sent_early_hidden_from_log(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	observe_next = false;
+
+	smtp_tls(m, true);
+	feed(m, C, "AUTH PLAIN\r\nZsecret\r\n");
+	feed(m, S, "504 5.5.4 Unrecognized authentication type\r\n");
+	assert_int_equal(drive(m, C), 0);
+	TO_SERVER(m, "AUTH PLAIN\r\nZsecret\r\n");
+	assert_null(strstr(m->log.p, "Zsecret"));
+	assert_non_null(strstr(m->log.p, "C: ***\n"));
+	SECRETS(m, "Zsecret\n");
+
+	pop3_stls(p);
+	feed(p, C, "AUTH PLAIN\r\nZsecret\r\n");
+	feed(p, S, "-ERR no\r\n");
+	assert_int_equal(drive(p, C), 0);
+	TO_SERVER(p, "AUTH PLAIN\r\nZsecret\r\n");
+	assert_null(strstr(p->log.p, "Zsecret"));
+	SECRETS(p, "Zsecret\n");
+}
+
 int
 main(void)
 {
@@ -2722,6 +3046,24 @@ main(void)
 	        cmocka_unit_test_teardown(test_pop3_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_smtp_log_redaction, teardown),
 	        cmocka_unit_test_teardown(test_smtp_pop3_log_hides_malformed_pretls, teardown),
+	        cmocka_unit_test_teardown(test_sasl_ir_then_pipelined_command_waits_for_reply,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_sync_literal_waits_for_earlier_same_tag,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
+	                                  teardown),
+	        cmocka_unit_test_teardown(
+	                test_imap_refused_command_later_sync_literal_not_swallowed, teardown),
+	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
+	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
+	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
+	                                  teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

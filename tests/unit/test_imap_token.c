@@ -277,6 +277,40 @@ test_long_line_head(void **state)
 	assert_int_equal(imap_cmd_head("a X\ty", 5, &tag, &verb), 0);
 }
 
+/* "(\S[ein) {12+}": the ")" ends the list and the "[" inside it, as for
+ * Dovecot, so the literal is one; without a literal the "]" is missing. */
+static void
+test_paren_closes_bracket_left_open(void **state)
+{
+	(void)state;
+	struct imap_cmd c = parse("b APPEND INBOX (\\S[ein) {12+}");
+
+	assert_null(c.err);
+	assert_true(c.lit);
+	assert_false(c.sync);
+	assert_int_equal(c.lsize, 12);
+	c = parse("b APPEND INBOX (\\S[ein) x");
+	assert_non_null(c.err);
+	c = parse("b X (a[b) c]");
+	assert_null(c.err);
+	assert_false(c.lit);
+	c = parse("b X a[b)");
+	assert_non_null(c.err);
+}
+
+/* A command name is an atom: "[" and "]" may be in it, and an unknown
+ * command's literal is one for a server that reads its arguments. */
+static void
+test_bracket_in_command_name(void **state)
+{
+	(void)state;
+	struct imap_cmd c = parse("paa [OGIN {3+}");
+
+	assert_null(c.err);
+	assert_true(c.lit);
+	assert_int_equal(c.verb.n, 5);
+}
+
 int
 main(void)
 {
@@ -289,6 +323,8 @@ main(void)
 	        cmocka_unit_test(test_server_lines),
 	        cmocka_unit_test(test_pieces_agree_with_the_whole),
 	        cmocka_unit_test(test_long_line_head),
+	        cmocka_unit_test(test_paren_closes_bracket_left_open),
+	        cmocka_unit_test(test_bracket_in_command_name),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
