@@ -347,7 +347,12 @@ imap_first_line(struct ref *r, const uint8_t *p, size_t n)
 	}
 	r->verb = lookup(REF_IMAP, p + c0, i - c0)->v;
 	r->id_forwarding = r->verb == V_ID && id_forwarding(p + i, n - i);
-	if (i == n)
+	/* Dovecot skips spaces after a command name that ends the line
+	 * ("b STARTTLS "): that is a command without arguments. */
+	size_t rest = i;
+	while (rest < n && p[rest] == ' ')
+		rest++;
+	if (rest == n)
 		return;
 
 	r->has_arg = true;
