@@ -148,15 +148,19 @@ put_word(char *dst, size_t cap, size_t at, const char *p, size_t n)
 	return at + sep + n;
 }
 
-/* A capability is printable ASCII: a word with a control, NUL or 8-bit byte
- * is no capability any client would act on, and a NUL would end the text
- * early where it is printed with %s. */
+/* A capability (IMAP capability, SASL mechanism) is an atom: a word with a
+ * control, NUL, 8-bit byte or atom-special is no capability any client
+ * would act on; a NUL would end the text early where it is printed with
+ * %s, and a "]" would close a [CAPABILITY ...] response code early and
+ * make what follows it read as capabilities. */
 static bool
-printable_word(struct pu_word w)
+atom_word(struct pu_word w)
 {
-	for (size_t i = 0; i < w.n; i++)
-		if ((unsigned char)w.p[i] < 0x21 || (unsigned char)w.p[i] > 0x7e)
+	for (size_t i = 0; i < w.n; i++) {
+		unsigned char c = (unsigned char)w.p[i];
+		if (c < 0x21 || c > 0x7e || strchr("()[]{}%*\"\\", c))
 			return false;
+	}
 	return true;
 }
 
@@ -171,7 +175,7 @@ pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *dst, siz
 		reserve += strlen(*a) + 1;
 	while (p < end) {
 		struct pu_word w = pu_next_word(&p, end);
-		if (w.n == 0 || !printable_word(w) || pu_cap_removed(w, c))
+		if (w.n == 0 || !atom_word(w) || pu_cap_removed(w, c))
 			continue;
 		at = put_word(dst, cap > reserve ? cap - reserve : 0, at, w.p, w.n);
 	}

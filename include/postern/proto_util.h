@@ -66,8 +66,9 @@ struct pu_caps {
 bool pu_cap_removed(struct pu_word w, const struct pu_caps *c);
 
 /* Rewrites the space-separated list in [p, p+n) into DST (cap bytes):
- * whole printable words only (one that does not fit, or holds a control or
- * 8-bit byte, is left out), the added ones always. Returns the length. */
+ * whole atoms only (a word that does not fit, or holds a control, an 8-bit
+ * byte or an atom-special such as "]", is left out), the added ones
+ * always. Returns the length. */
 size_t pu_caps_rewrite(const char *p, size_t n, const struct pu_caps *c, char *dst, size_t cap);
 
 /* The commands in flight of an untagged protocol (POP3, SMTP): replies come

@@ -462,6 +462,12 @@ test_util_caps_rewrite(void **state)
 	n = pu_caps_rewrite("IDLE STARTTLS\0X \x97 A\rB ID", 24, &post, out, sizeof(out));
 	assert_int_equal(n, 7);
 	assert_memory_equal(out, "IDLE ID", n);
+
+	/* Nor is a word with an atom-special: "X]" would close the greeting's
+	 * [CAPABILITY ...] code and what follows would read as capabilities. */
+	n = pu_caps_rewrite("IDLE X]STARTTLS (A) \"Q\" ID", 26, &post, out, sizeof(out));
+	assert_int_equal(n, 7);
+	assert_memory_equal(out, "IDLE ID", n);
 }
 
 static void
