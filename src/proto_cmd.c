@@ -56,3 +56,15 @@ pc_log_early(struct proto_action *act, char *scratch, const char *p, size_t n)
 	pu_log_begin(act, scratch, 0);
 	pu_log_secret(act, scratch, p, n);
 }
+
+void
+pc_log_command(struct proto_action *act, char *scratch, const char *p, size_t n, unsigned flags,
+               bool after_auth, bool plain_only)
+{
+	if (after_auth && flags == 0)
+		pc_log_early(act, scratch, p, n);
+	else if (!pc_readable(p, n, plain_only))
+		pc_log_unread(act, scratch, "malformed command");
+	else
+		pu_log_command(act, scratch, p, n, flags);
+}

@@ -149,12 +149,9 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
 	if (v == PV_WAIT)
 		return v;
-	if (s->observe && s->c_auth_ended && flags == 0)
-		pc_log_early(act, scratch, p, body);
-	else if (s->observe && !pc_readable(p, body, !s->tls && s->require_tls))
-		pc_log_unread(act, scratch, "malformed command");
-	else if (s->observe)
-		pu_log_command(act, scratch, p, body, flags);
+	if (s->observe)
+		pc_log_command(act, scratch, p, body, flags, s->c_auth_ended,
+		               !s->tls && s->require_tls);
 	s->c_auth_ended = false;
 	return v;
 }

@@ -38,4 +38,11 @@ void pc_log_unread(struct proto_action *act, char *scratch, const char *why);
  * the client sent too early. Shown as "***" and remembered as a secret. */
 void pc_log_early(struct proto_action *act, char *scratch, const char *p, size_t n);
 
+/* The command log's view of a POP3 or SMTP command line of N bytes (no
+ * EOL) whose verb has FLAGS: hidden after a SASL exchange that just ended
+ * (AFTER_AUTH) unless postern knows the verb, unread when it is malformed
+ * (in plain form only when PLAIN_ONLY), else with its PU_HIDE_* secrets. */
+void pc_log_command(struct proto_action *act, char *scratch, const char *p, size_t n,
+                    unsigned flags, bool after_auth, bool plain_only);
+
 #endif
