@@ -50,8 +50,9 @@ struct imap_state {
 	bool c_auth_wait;           /* a SASL line is out: the next client line is a
 	                             * response after "+", a command after the
 	                             * tagged completion, so it waits for the server */
-	bool c_auth_ended;          /* ... with its completion: the next line may
-	                             * be a response the client sent too early */
+	bool c_auth_ended;          /* ... with its completion, or the server sent a
+	                             * continuation nothing asked for: the next line
+	                             * may be a response, hidden from the log */
 	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
@@ -1055,6 +1056,11 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
 	if (tag.n == 1 && tag.p[0] == '+') {
+		/* A continuation nothing postern saw asks for: the server reads
+		 * the client's next line as a response (a SASL one, perhaps), so
+		 * the log hides it as it hides a response sent too early. */
+		if (!s->c_sync && !s->c_auth && !s->c_idle)
+			s->c_auth_ended = true;
 		if (s->c_sync) { /* the server accepts the literal */
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;

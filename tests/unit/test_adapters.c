@@ -2989,6 +2989,31 @@ test_sasl_line_sent_early_hidden_from_log(void **state)
 	SECRETS(p, "Zsecret\n");
 }
 
+/* A continuation nothing postern saw asks for ("+" after a command whose
+ * literal already passed): the server reads the next line as a response,
+ * so the log hides it and remembers it, as a SASL response. */
+static void
+test_imap_unasked_continuation_hides_next_line(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = imap(true, true);
+	observe_next = false;
+
+	tls_start(s);
+	feed(s, C, "a NOOP\r\n");
+	TO_SERVER(s, "a NOOP\r\n");
+	feed(s, S, "+ \r\n");
+	feed(s, C, "Zsecret==\r\n");
+	TO_SERVER(s, "Zsecret==\r\n");
+	assert_null(strstr(s->log.p, "Zsecret"));
+	assert_non_null(strstr(s->log.p, "C: ***\n"));
+	SECRETS(s, "Zsecret==\n");
+	/* Only the one line: what follows is logged again. */
+	feed(s, C, "b NOOP\r\n");
+	assert_non_null(strstr(s->log.p, "C: b NOOP\n"));
+}
+
 int
 main(void)
 {
@@ -3068,6 +3093,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
+	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	};
