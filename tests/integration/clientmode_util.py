@@ -20,7 +20,7 @@ protocol, accept_proxy_from, backend STARTTLS).
 
 Uses harness.py, starttls_util.py and mailserver.py read-only.
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import atexit

@@ -15,7 +15,7 @@
 
 This module only uses harness.py's public API; it does not change it.
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import base64

@@ -1,4 +1,4 @@
-"""Client mode with `backend_tls = starttls` (docs/security-checklist.md, C1-C13).
+"""Client mode with `backend_tls = starttls` (tests/security-checklist.md, C1-C13).
 
 postern reads the backend's greeting, asks for its capabilities, sends
 STARTTLS/STLS, discards whatever the server sent after its OK, completes TLS

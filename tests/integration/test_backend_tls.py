@@ -13,7 +13,7 @@ a byte, then relays.
   timeout (C10), SNI on the wire, backend_verify = no.
 - BackendTlsConfig: backend_verify/backend_ca/backend_sni need backend_tls.
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import hashlib

@@ -1,5 +1,5 @@
 """The command log and session capture (`log_commands`, `capture_dir`), and
-the forwarding rules that come with them (docs/security-checklist.md P6-P9, L1-L2).
+the forwarding rules that come with them (tests/security-checklist.md P6-P9, L1-L2).
 
 The formats are those of the command-log note (C:/S: lines, `{N bytes}`,
 `***`, capture files SERVICE-ID-YYYYMMDDTHHMMSSZ.txt). Every test drives

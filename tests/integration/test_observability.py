@@ -1,7 +1,7 @@
 """Observability: `metrics` (Prometheus text scraped with the real curl),
 `log_format = json` (stderr and a log file), `keylog` (NSS key log: mode
 0600, the loud warning, TLS 1.3 and 1.2 lines that match the client's own
-secrets, and decryption of a captured session with tshark, docs/security-checklist.md
+secrets, and decryption of a captured session with tshark, tests/security-checklist.md
 L2/L3)."""
 
 import json
@@ -607,7 +607,7 @@ class Keylog(StarttlsCase):
         tshark = shutil.which("tshark")
         if not tshark:
             self.fail("tshark is not installed (Debian package tshark; packaging/deps.sh installs it): "
-                      "cannot check that the key log decrypts a capture (docs/security-checklist.md L3)")
+                      "cannot check that the key log decrypts a capture (tests/security-checklist.md L3)")
         port = self.port("imaps")
         pcap = os.path.join(self.kdir, "imaps-%d.pcapng" % port)
         errpath = pcap + ".stderr"

@@ -13,7 +13,7 @@
   LOCAL, closes on a missing, malformed or late header, and treats a
   header from an untrusted address as data.
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import re

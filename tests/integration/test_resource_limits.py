@@ -1,5 +1,5 @@
 """What an attacker who connects and sends little or nothing can cost
-(docs/security-checklist.md T5, issue 11 findings 9 and 10):
+(tests/security-checklist.md T5, issue 11 findings 9 and 10):
 
 - a connection that never sends a byte holds no TLS state: its descriptor,
   a small session and a timer, until handshake_timeout closes it;

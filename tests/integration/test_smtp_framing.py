@@ -15,7 +15,7 @@ CHUNKING): postern's verb must be the server's verb.
   Postfix refuses leaves no desync (Postfix skips the chunk, so does the
   reply count).
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import tempfile

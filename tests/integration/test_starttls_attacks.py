@@ -1,5 +1,5 @@
 """Malicious clients against `tls = starttls` (issue 3), one test per item
-of docs/security-checklist.md that needs a live attacker:
+of tests/security-checklist.md that needs a live attacker:
 
 S1-S3  command injection after STARTTLS/STLS in the same segment
 S4     injection in a second segment before the handshake

@@ -3,7 +3,7 @@ a plaintext Dovecot (and a scripted fake backend for what Dovecot does not
 show): real clients (curl, openssl s_client, imaplib), capability rewriting
 before and after TLS (P1, P2, S9), the greeting (S15), plaintext LOGIN and
 AUTHENTICATE refused and not forwarded (S8), second STARTTLS (S10), parser
-edge cases (S11) and pipelining (S12). Item ids: docs/security-checklist.md."""
+edge cases (S11) and pipelining (S12). Item ids: tests/security-checklist.md."""
 
 import imaplib
 import re

@@ -2,7 +2,7 @@
 plaintext Dovecot (and a scripted fake backend): curl, openssl s_client,
 poplib; CAPA rewriting before and after TLS (P1, S9), the greeting (S15),
 USER/PASS/APOP/AUTH refused and not forwarded (S8), second STLS (S10),
-parser edge cases (S11), pipelined commands keep their order (S12). Item ids: docs/security-checklist.md."""
+parser edge cases (S11), pipelined commands keep their order (S12). Item ids: tests/security-checklist.md."""
 
 import poplib
 import secrets

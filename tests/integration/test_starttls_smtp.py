@@ -4,7 +4,7 @@ PIPELINING, CHUNKING and their own STARTTLS): curl, openssl s_client,
 smtplib; EHLO rewriting before and after TLS (P1, P2), the greeting (S15),
 MAIL/RCPT/DATA/BDAT/AUTH refused and not forwarded (S8), EHLO required
 again after TLS (S9), second STARTTLS (S10), parser edge cases (S11),
-EHLO+STARTTLS pipelined (S12) and reply order under pipelining. Item ids: docs/security-checklist.md."""
+EHLO+STARTTLS pipelined (S12) and reply order under pipelining. Item ids: tests/security-checklist.md."""
 
 import os
 import smtplib

@@ -12,7 +12,7 @@ really resume, so that "not resumed" means something.
 Real clients: openssl s_client (-sess_out/-sess_in, "Reused" or "New") and
 Python's ssl module (SSLSocket.session).
 
-Item ids (S8, C9, P5, ...) are those of docs/security-checklist.md.
+Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import os
