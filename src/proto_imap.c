@@ -22,6 +22,7 @@
 #define TAG_MAX 64
 #define TAGS_MAX 16
 #define LONG_HEAD 128
+#define REFUSED_LITERAL "; the literal of a refused command cannot be skipped"
 
 /* The part of a line too long to hold that is still to come. */
 struct long_line {
@@ -44,7 +45,6 @@ struct imap_state {
 	struct long_line c_long;
 	uint64_t c_literal;         /* literal bytes still to pass */
 	bool c_cont;                /* the current command goes on after its literal */
-	bool c_drop;                /* the current command is refused: swallow the rest */
 	bool c_sync;                /* a synchronising literal awaits the server's verdict */
 	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
 	bool c_auth_wait;           /* a SASL line is out: the next client line is a
@@ -180,7 +180,7 @@ imap_tls_started(void *st)
 
 	s->tls = true;
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
+	s->c_cont = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
 	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
@@ -281,18 +281,20 @@ start_literal(struct imap_state *s, const struct imap_cmd *c, const char *tag, s
 	}
 }
 
-/* Local answer to a client command; swallows its non-synchronising
- * literal, if any (a synchronising one is never sent after a tagged reply). */
+/* Local answer to a client command ("BAD why"). A synchronising literal
+ * is never sent after a tagged reply. A non-synchronising one ends the
+ * session: servers disagree on whether a refused command's literal is
+ * read (a server that rejects the tag skips the line and reads the
+ * literal's bytes as commands), so no framing of what follows is safe. */
 static enum proto_verdict
 answer(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch,
        const char *text)
 {
 	if (!server_at_boundary(s))
 		return PV_WAIT;
-	if (c->lit && !c->sync) {
-		s->c_drop = s->c_cont = true;
-		s->c_literal = c->lsize;
-	}
+	if (c->lit && !c->sync)
+		return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE %s" REFUSED_LITERAL "\r\n",
+		                 strchr(text, ' ') + 1);
 	if (c->bad_tag) /* no usable tag: untagged */
 		return pu_answer(act, PV_REPLY, c->len, scratch, "* %s\r\n", text);
 	return pu_answer(act, PV_REPLY, c->len, scratch, "%.*s %s\r\n", (int)c->tag.n, c->tag.p,
@@ -690,16 +692,14 @@ static enum proto_verdict
 continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
              char *scratch)
 {
-	bool drop = s->c_drop;
-
 	/* The command's beginning is at the backend already: a line that
 	 * could end in a literal postern does not see cannot be refused on its
 	 * own, and before TLS nothing malformed may pass at all. */
-	if (!drop && c->err && (!s->tls || c->ends_in_brace || s->c_id))
+	if (c->err && (!s->tls || c->ends_in_brace || s->c_id))
 		return pu_answer(act, PV_CLOSE, c->len, scratch,
 		                 "* BYE Invalid command syntax\r\n");
 	size_t at[ID_STRINGS_MAX], nat = 0;
-	if (!drop && s->c_id) {
+	if (s->c_id) {
 		unsigned ids = s->c_id_strings;
 		const char *bad = id_strings(c, c->p, &ids, at, &nat);
 		if (bad) /* "BAD why": the command is at the backend already */
@@ -710,17 +710,8 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 	if (s->observe)
 		log_continuation(s, c, act, scratch);
 	s->c_cont = c->lit;
-	s->c_drop = c->lit && drop;
-	if (c->lit && drop && c->sync)
-		s->c_cont = s->c_drop = false; /* never sent after our answer */
-	else if (c->lit && drop)
-		s->c_literal = c->lsize; /* whatever the client sends of it */
-	else if (c->lit)
+	if (c->lit)
 		start_literal(s, c, NULL, 0);
-	if (drop) {
-		act->consume = c->len;
-		return PV_DROP;
-	}
 	return forward_id(c, at, nat, act, scratch);
 }
 
@@ -730,7 +721,7 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 {
 	size_t n = len < s->c_literal ? len : (size_t)s->c_literal;
 
-	if (s->c_id && !s->c_drop) {
+	if (s->c_id) {
 		/* An ID string (at most 1024 bytes) is judged whole. */
 		if (n < s->c_literal && !full)
 			return PV_MORE;
@@ -753,7 +744,7 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 		act->secret = p;
 		act->secret_len = n;
 	}
-	return s->c_drop ? PV_DROP : PV_PASS;
+	return PV_PASS;
 }
 
 static enum proto_verdict
@@ -810,11 +801,10 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		l.sasl = true;
 		memcpy(l.head, PU_SECRET, 3);
 		l.head_len = 3;
-	} else if (s->c_cont && s->c_id && !s->c_drop) {
+	} else if (s->c_cont && s->c_id) {
 		/* ID strings are judged whole; its start is at the backend. */
 		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 	} else if (s->c_cont) {
-		l.drop = s->c_drop;
 		l.lit_ok = true; /* the command took one already */
 		imap_scan_cont(&sc);
 		imap_scan_feed(&sc, p, chunk);
@@ -884,16 +874,13 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	if (!drop && lit && !l->lit_ok) /* its beginning is at the backend */
 		return pu_answer(act, PV_CLOSE, k, scratch,
 		                 "* BYE This command takes no literal\r\n");
-	s->c_cont = lit;
-	s->c_drop = lit && drop;
-	if (lit) {
+	if (drop && lit && !s->c_scan.sync) /* as answer(): no safe framing after */
+		return pu_answer(act, PV_CLOSE, k, scratch,
+		                 "* BYE Line too long" REFUSED_LITERAL "\r\n");
+	s->c_cont = lit && !drop;
+	if (s->c_cont) {
 		struct imap_cmd c = {.lit = true, .sync = s->c_scan.sync, .lsize = s->c_scan.lsize};
-		if (drop && c.sync)
-			s->c_cont = s->c_drop = false; /* never sent after our BAD */
-		else if (drop)
-			s->c_literal = c.lsize;
-		else
-			start_literal(s, &c, l->tag, l->tag_len);
+		start_literal(s, &c, l->tag, l->tag_len);
 	}
 	return drop ? PV_DROP : PV_PASS;
 }
@@ -922,7 +909,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	struct imap_scan sc = s->c_scan;
 	struct imap_cmd c;
 	imap_cmd_parse(&c, &sc, p, n, s->c_cont);
-	if (s->c_cont && c.lit && c.sync && !s->c_drop && tag_in_flight(s, s->tag, s->tag_len) > 1)
+	if (s->c_cont && c.lit && c.sync && tag_in_flight(s, s->tag, s->tag_len) > 1)
 		return PV_WAIT; /* as in command(): its tag must be its own */
 	if (s->c_cont) {
 		s->c_scan = sc;

@@ -29,9 +29,7 @@ struct smtp_state {
 	                        * reply, so it waits for the server's answer */
 	bool c_auth_ended;     /* ... which was final: the next line may still
 	                        * be a response the client sent too early */
-	bool c_drop;           /* the BDAT chunk being read is refused */
 	bool c_skip;           /* the rest of a command line too long to judge */
-	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
 	uint64_t c_chunk;  /* BDAT bytes still to come */
@@ -65,7 +63,7 @@ smtp_tls_started(void *st)
 
 	s->tls = true;
 	s->helo_seen = false;
-	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_drop = s->c_midline = false;
+	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_midline = false;
 	s->c_skip = s->chunking = s->c_auth_ended = false;
 	s->c_chunk = 0;
 }
@@ -143,14 +141,21 @@ bdat_odd(const char *p)
 	return !(p[4] == ' ' && p[5] != ' ' && p[5] != '\t');
 }
 
-/* Which bytes come after an odd BDAT is unknowable: the session ends. */
+/* Which bytes come after an odd BDAT is unknowable, and so are those
+ * after a BDAT postern refuses: a server that refuses its syntax (Postfix)
+ * reads the chunk as commands, one that refuses it in a transaction reads
+ * it as data. The session ends. WHY is the refusal, or NULL. */
 static enum proto_verdict
-bdat_close(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch)
+bdat_close(struct smtp_state *s, struct proto_action *act, size_t n, char *scratch, const char *why)
 {
 	if (s->q.count > 0 || s->s_midline)
 		return PV_WAIT;
-	return pu_answer(act, PV_CLOSE, n, scratch,
-	                 "421 4.7.0 BDAT with odd white space, closing\r\n");
+	if (why == NULL)
+		return pu_answer(act, PV_CLOSE, n, scratch,
+		                 "421 4.7.0 BDAT with odd white space, closing\r\n");
+	/* Every refusal starts with its code and enhanced code. */
+	return pu_answer(act, PV_CLOSE, n, scratch, "421 4.7.0 BDAT refused (%s), closing\r\n",
+	                 why + sizeof("500 5.5.2 ") - 1);
 }
 
 /* Why postern answers the command itself, or NULL to relay it. */
@@ -185,8 +190,11 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
 	const char *why = refusal(s, p, body, flags, bdat_ok);
 
-	if (chunk > 0 && bdat_odd(p))
-		return bdat_close(s, act, n, scratch);
+	if (chunk > 0 && (bdat_odd(p) || why != NULL)) {
+		if (!s->tls && s->require_tls)
+			act->event = "plaintext-auth-refused";
+		return bdat_close(s, act, n, scratch, bdat_odd(p) ? NULL : why);
+	}
 	if (why == NULL && (flags & PU_STARTTLS)) {
 		if (s->tls)
 			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
@@ -202,10 +210,6 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 			return v;
 		if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN))
 			act->event = "plaintext-auth-refused";
-		if (chunk > 0) { /* the client sends it all the same: never relayed */
-			s->c_chunk = chunk;
-			s->c_drop = true;
-		}
 		return v;
 	}
 	if (flags & F_HELO) {
@@ -223,7 +227,6 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	} else {
 		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
-		s->c_drop = false;
 	}
 	act->consume = n;
 	return PV_PASS;
@@ -237,7 +240,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		size_t n = len < s->c_chunk ? len : (size_t)s->c_chunk;
 		s->c_chunk -= n;
 		act->consume = n;
-		return s->c_drop ? PV_DROP : PV_PASS;
+		return PV_PASS;
 	}
 	if (s->c_data_wait || s->c_auth_wait)
 		return PV_WAIT;
@@ -247,10 +250,6 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return PV_DROP;
 		enum proto_verdict v = local(s, act, n, scratch, "500 5.5.2 Line too long");
 		s->c_skip = v == PV_WAIT;
-		if (v != PV_WAIT && s->c_skip_chunk > 0) { /* never relayed */
-			s->c_chunk = s->c_skip_chunk;
-			s->c_drop = true;
-		}
 		return v;
 	}
 	size_t n = pu_line_len(p, len);
@@ -274,15 +273,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return pu_answer(act, PV_CLOSE, len, scratch,
 			                 "500 5.5.2 Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
-		 * refused once its end has come (and a BDAT's chunk after it). */
+		 * refused once its end has come. A BDAT's chunk would follow. */
 		uint64_t chunk = 0;
 		const char *q = p;
 		if (pu_verb_flags(smtp_verbs, pu_next_token(&q, p + len)) & F_CHUNK)
 			bdat_args(q, p + len, &chunk);
-		if (chunk > 0 && bdat_odd(p))
-			return bdat_close(s, act, len, scratch);
+		if (chunk > 0)
+			return bdat_close(s, act, len, scratch,
+			                  bdat_odd(p) ? NULL : "500 5.5.2 Line too long");
 		s->c_skip = true;
-		s->c_skip_chunk = chunk;
 		if (s->observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

@@ -329,11 +329,7 @@ check_one(struct sim *s, const struct rec *prev, const struct rec *r, const stru
 	}
 	if (!at_start)
 		return;
-	/* The literal of a command postern refused itself is dropped as the
-	 * client declared it: the server sees neither, so however the server
-	 * would have framed it, nothing of it runs there. */
-	bool refused_literal = r->v == PV_DROP && prev && prev->v == PV_REPLY;
-	if (r->cls == CL_COUNTED && !refused_literal && (f->kind != RK_DATA || l->kind != RK_DATA))
+	if (r->cls == CL_COUNTED && (f->kind != RK_DATA || l->kind != RK_DATA))
 		finding(s, r, f->kind != RK_DATA ? f : l, "a line passed as literal or chunk data");
 	if (r->cls == CL_LINE && (f->kind == RK_DATA || l->kind == RK_DATA))
 		finding(s, r, f->kind == RK_DATA ? f : l, "literal or chunk data judged as a line");

@@ -27,6 +27,7 @@
 
 /* What the session can hold in one direction (RELAY_LINE_BUF_SIZE). */
 #define IN_CAP (PROTO_LINE_MAX + 2)
+#define REFUSED_LITERAL "; the literal of a refused command cannot be skipped\r\n"
 #define NO_FINAL (-1)
 
 /* A growable byte string, always NUL-terminated for printing. */
@@ -613,23 +614,20 @@ test_imap_login_literal_refused(void **state)
 	(void)state;
 	struct sess *s = imap(true, true);
 
-	/* Non-synchronising literals: the credentials are swallowed too. */
-	assert_int_equal(feed(s, C, "a LOGIN {4+}\r\nuser {6+}\r\nsecret\r\nb NOOP\r\n"), 0);
-	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
-	TO_SERVER(s, "b NOOP\r\n");
-
 	/* A synchronising literal: refused at once; the client never sends it. */
 	assert_int_equal(feed(s, C, "c LOGIN {4}\r\n"), 0);
 	ANSWER(s, "c NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
 	TO_SERVER(s, "");
+	assert_int_equal(s->final, NO_FINAL);
+	sess_free(s);
 
-	/* Literal spanning reads. */
-	assert_int_equal(feed(s, C, "d LOGIN user {9+}\r\nsec"), 0);
-	ANSWER(s, "d NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
-	feed(s, C, "ret123");
-	feed(s, C, "\r\ne NOOP\r\n");
-	TO_SERVER(s, "e NOOP\r\n");
-	NOTHING(s);
+	/* Non-synchronising literals: refused, and the session ends, since
+	 * the literal's bytes have no framing every server agrees on. */
+	s = imap(true, true);
+	feed(s, C, "a LOGIN {4+}\r\nuser {6+}\r\nsecret\r\nb NOOP\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE [PRIVACYREQUIRED] Use STARTTLS first" REFUSED_LITERAL);
+	TO_SERVER(s, "");
 	sess_free(s);
 }
 
@@ -759,14 +757,16 @@ test_imap_literal_plus(void **state)
 	(void)state;
 	struct sess *s = imap(true, true);
 
-	/* Before TLS: refused, and STARTTLS inside the literal does not
-	 * trigger. */
-	assert_int_equal(feed(s, C, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n"), 0);
+	/* Before TLS: refused and closed; STARTTLS inside the literal does
+	 * not trigger. */
+	feed(s, C, "a APPEND INBOX {10+}\r\nb STARTTLS\r\n");
 	TO_SERVER(s, "");
-	assert_int_equal(s->final, NO_FINAL);
-	ANSWER(s, "a BAD Literals are not permitted before STARTTLS\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Literals are not permitted before STARTTLS" REFUSED_LITERAL);
+	sess_free(s);
 
 	/* After TLS: all 8 literal bytes pass, no STARTTLS verdict. */
+	s = imap(true, true);
 	feed(s, C, "c STARTTLS\r\n");
 	ANSWER(s, "c OK Begin TLS negotiation now\r\n");
 	tls_start(s);
@@ -1760,6 +1760,24 @@ test_smtp_data(void **state)
 	sess_free(s);
 }
 
+/* A refused BDAT whose size parsed ends the session: servers disagree on
+ * whether its chunk is read (Postfix reads it as commands after a syntax
+ * error), so nothing after it may be judged. */
+static void
+assert_bdat_closed(const char *chunk_line, const char *why)
+{
+	struct sess *s = smtp(true, true);
+	char want[160];
+
+	smtp_tls_chunking(s);
+	feed(s, C, chunk_line);
+	snprintf(want, sizeof(want), "421 4.7.0 BDAT refused (%s), closing\r\n", why);
+	ANSWER(s, want);
+	TO_SERVER(s, "");
+	assert_int_equal(s->final, PV_CLOSE);
+	sess_free(s);
+}
+
 static void
 test_smtp_bdat(void **state)
 {
@@ -1792,37 +1810,33 @@ test_smtp_bdat(void **state)
 	ANSWER(s, "");
 	sess_free(s);
 
-	/* Refused before TLS: the chunk is dropped, not taken for commands. */
+	/* Refused before TLS: closed, the chunk never taken for commands. */
 	s = smtp(true, true);
-	assert_int_equal(feed(s, C, "BDAT 10\r\nSTARTTLS\r\nNOOP\r\n"), 0);
-	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
-	TO_SERVER(s, "NOOP\r\n");
-	assert_int_equal(s->final, NO_FINAL);
+	feed(s, C, "BDAT 10\r\nSTARTTLS\r\nNOOP\r\n");
+	ANSWER(s, "421 4.7.0 BDAT refused (Must issue a STARTTLS command first), closing\r\n");
+	TO_SERVER(s, "");
+	assert_int_equal(s->final, PV_CLOSE);
+	sess_free(s);
 
 	/* ... also when the refusal had to wait for an earlier reply. */
+	s = smtp(true, true);
+	feed(s, C, "NOOP\r\n");
 	assert_int_equal(feed(s, C, "BDAT 10 LAST\r\nSTARTTLS\r\n"), 24);
 	feed(s, S, "250 ok\r\n");
-	assert_int_equal(drive(s, C), 0);
-	ANSWER(s, "530 5.7.0 Must issue a STARTTLS command first\r\n");
-	TO_SERVER(s, "");
-	assert_int_equal(s->final, NO_FINAL);
-
+	drive(s, C);
+	ANSWER(s, "421 4.7.0 BDAT refused (Must issue a STARTTLS command first), closing\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
 	sess_free(s);
 
 	/* Anything but "BDAT size [LAST]" is refused: a server that reads
 	 * it otherwise would not skip the chunk postern skips, or would skip
-	 * one postern relays as commands. A well-formed size is still the
-	 * chunk's, which is dropped. */
+	 * one postern relays as commands. Without a size there is no chunk:
+	 * refused, and the session goes on. */
 	s = smtp(true, true);
 	smtp_tls_chunking(s);
-	static const char *const bad[] = {"BDAT x\r\n",
-	                                  "BDAT 99999999999\r\n",
-	                                  "BDAT 5abc\r\nRSET\n",
-	                                  "BDAT +5\r\n",
-	                                  "BDAT\r\n",
-	                                  "BDAT -1\r\n",
-	                                  "BDAT 5 LAST x\r\nRSET\n",
-	                                  "BDAT 5 FIRST\r\nRSET\n"};
+	static const char *const bad[] = {"BDAT x\r\n", "BDAT 99999999999\r\n", "BDAT +5\r\n",
+	                                  "BDAT\r\n", "BDAT -1\r\n"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		assert_int_equal(feed(s, C, bad[i]), 0);
 		ANSWER(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
@@ -1830,6 +1844,12 @@ test_smtp_bdat(void **state)
 	feed(s, C, "RSET\r\n");
 	TO_SERVER(s, "RSET\r\n");
 	sess_free(s);
+
+	/* With a size: closed. */
+	static const char *const sized[] = {"BDAT 5abc\r\nRSET\n", "BDAT 5 LAST x\r\nRSET\n",
+	                                    "BDAT 5 FIRST\r\nRSET\n"};
+	for (size_t i = 0; i < sizeof(sized) / sizeof(sized[0]); i++)
+		assert_bdat_closed(sized[i], "Syntax: BDAT count [LAST]");
 }
 
 static void
@@ -2036,8 +2056,12 @@ test_smtp_posttls_verb_any_white_space(void **state)
 }
 
 /* BDAT to a server that did not offer CHUNKING: the server would answer
- * 500 and run the chunk as commands. postern refuses it and drops the
- * chunk, whatever the chunk says. */
+ * 500 and run the chunk as commands. postern refuses it and ends the
+ * session, whatever the chunk says. */
+#define NO_CHUNKING_CLOSE                                                                          \
+	"421 4.7.0 BDAT refused (BDAT not available: the server did not offer CHUNKING), "         \
+	"closing\r\n"
+
 static void
 test_smtp_bdat_refused_without_chunking(void **state)
 {
@@ -2048,13 +2072,16 @@ test_smtp_bdat_refused_without_chunking(void **state)
 	smtp_tls(s, true); /* EHLO_REPLY has no CHUNKING */
 	feed(s, C, "MAIL FROM:<a>\r\n");
 	feed(s, S, "250 ok\r\n");
-	assert_int_equal(feed(s, C, "BDAT 28 LAST\r\n"), 0);
-	assert_int_equal(feed(s, C, chunk), 0);
-	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	feed(s, C, "BDAT 28 LAST\r\n");
+	feed(s, C, chunk);
+	ANSWER(s, NO_CHUNKING_CLOSE);
 	TO_SERVER(s, "MAIL FROM:<a>\r\n");
-	feed(s, C, "RSET\r\n");
-	TO_SERVER(s, "RSET\r\n");
-	feed(s, S, "250 ok\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	sess_free(s);
+
+	s = smtp(true, true);
+	smtp_tls(s, true);
+	str_clear(&s->fwd[C]);
 
 	/* A new EHLO says again what is offered: CHUNKING now, then not
 	 * after HELO. */
@@ -2065,8 +2092,9 @@ test_smtp_bdat_refused_without_chunking(void **state)
 	feed(s, S, "250 ok\r\n");
 	feed(s, C, "HELO c\r\n");
 	feed(s, S, "250 mx\r\n");
-	assert_int_equal(feed(s, C, "BDAT 6\r\nRSET\r\n"), 0);
-	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	feed(s, C, "BDAT 6\r\nRSET\r\n");
+	ANSWER(s, NO_CHUNKING_CLOSE);
+	assert_int_equal(s->final, PV_CLOSE);
 	TO_SERVER(s, "HELO c\r\n");
 
 	/* STARTTLS forgets it (RFC 3207 4.2). */
@@ -2077,8 +2105,9 @@ test_smtp_bdat_refused_without_chunking(void **state)
 	TO_SERVER(s, "EHLO c\r\n");
 	str_clear(&s->fwd[S]);
 	smtp_tls(s, true);
-	assert_int_equal(feed(s, C, "BDAT 6\r\nRSET\r\n"), 0);
-	ANSWER(s, "502 5.5.1 BDAT not available: the server did not offer CHUNKING\r\n");
+	feed(s, C, "BDAT 6\r\nRSET\r\n");
+	ANSWER(s, NO_CHUNKING_CLOSE);
+	assert_int_equal(s->final, PV_CLOSE);
 	TO_SERVER(s, "");
 	sess_free(s);
 }
@@ -2236,7 +2265,7 @@ test_imap_log_redaction(void **state)
 	feed(s, C, "a2 LOGIN \"al \\\"ice\" \"Zsecret 2\"\r\n");
 	feed(s, C, "a3 LOGIN {5+}\r\nalice {8+}\r\nZsecret3\r\n");
 	/* Three arguments: refused, all but the user hidden. */
-	feed(s, C, "a4 login alice Zsecret4 {3+}\r\nZs5\r\n");
+	feed(s, C, "a4 login alice Zsecret4 Zs5\r\n");
 	ANSWER(s, "a4 BAD Invalid LOGIN arguments\r\n");
 	feed(s, S, "a1 NO no\r\na2 NO no\r\na3 NO no\r\n");
 	feed(s, C, "a5 AUTHENTICATE PLAIN AHNlY3JldA==\r\n");
@@ -2397,8 +2426,7 @@ test_imap_pretls_allowlist(void **state)
 	        {"a ID (\"x-originat\\ing-ip\" \"1.2.3.4\")\r\n",
 	         "a BAD Syntax error: Invalid escape in quoted string\r\n"},
 	        {"a ID (\"name\")\r\n", "a BAD Invalid ID arguments\r\n"},
-	        {"a ID ({4+}\r\nname \"x\")\r\n",
-	         "a BAD Literals are not permitted before STARTTLS\r\n"},
+	        {"a ID ({4}\r\n", "a BAD Literals are not permitted before STARTTLS\r\n"},
 	        {"a STARTTLS\t\r\n", "a BAD STARTTLS takes no arguments\r\n"},
 	};
 
@@ -2817,18 +2845,39 @@ test_imap_long_line_literal_after_command_without_one(void **state)
 	assert_null(strstr(s->fwd[C].p, "b NOOP"));
 }
 
-/* A refused command's synchronising literal on a later line is never sent
- * (the client got the tagged answer instead of "+"): what follows is the
- * next command, not that many bytes to swallow. */
+/* A command postern refuses itself never reaches the server, but servers
+ * disagree on its literal: one that rejects the tag skips the line and
+ * reads the literal's bytes as commands, one that parses on reads them as
+ * data. A refused command with a {N+} literal therefore ends the session,
+ * before and after TLS, on a short or an over-long line. */
 static void
-test_imap_refused_command_later_sync_literal_not_swallowed(void **state)
+test_imap_refused_command_with_nonsync_literal_closes(void **state)
 {
 	(void)state;
-	struct sess *s = imap(true, true);
+	char tag[80 + 1];
+	memset(tag, ':', 80);
+	tag[80] = 0;
+	char line[256];
+	snprintf(line, sizeof(line), "%s NOOP {38+}\r\nb COMP\r\nc NOOP\r\n", tag);
 
-	assert_int_equal(feed(s, C, "a LOGIN {4+}\r\nuser {8}\r\nb NOOP\r\n"), 0);
-	ANSWER(s, "a NO [PRIVACYREQUIRED] Use STARTTLS first\r\n");
-	TO_SERVER(s, "b NOOP\r\n");
+	struct sess *s = imap(false, true);
+	feed(s, C, line);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Tag too long" REFUSED_LITERAL);
+	TO_SERVER(s, "");
+	sess_free(s);
+
+	/* Over 64 KiB, after TLS: swallowed to the line's end, then closed. */
+	s = imap_in_tls();
+	str_add(&tmp, tag, 80);
+	str_add(&tmp, " NOOP ", 6);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, " {3+}\r\nabcd NOOP\r\n", 20);
+	feed_stream(s, C, tmp.p, tmp.n);
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BAD Line too long\r\n* BYE Line too long" REFUSED_LITERAL);
+	assert_null(strstr(s->fwd[C].p, "NOOP"));
 }
 
 /* During IDLE only DONE is relayed: the server takes any line for the end
@@ -2861,18 +2910,13 @@ test_imap_idle_only_done(void **state)
 }
 
 /* A BDAT whose size is a number followed by junk (a bare CR, letters) is
- * refused, and the chunk of that size, which the client sends all the
- * same, is dropped rather than judged as commands. */
+ * refused, and the session ends: a server that ends the number at the CR
+ * reads a chunk, one that refuses the line reads commands. */
 static void
-test_smtp_bdat_size_then_junk_chunk_dropped(void **state)
+test_smtp_bdat_size_then_junk_closes(void **state)
 {
 	(void)state;
-	struct sess *s = smtp(true, true);
-
-	smtp_tls_chunking(s);
-	assert_int_equal(feed(s, C, "BDAT 06\r\r\nRSET\r\nNOOP\r\n"), 0);
-	ANSWER(s, "500 5.5.2 Invalid character in command\r\n");
-	TO_SERVER(s, "NOOP\r\n");
+	assert_bdat_closed("BDAT 06\r\r\nRSET\r\nNOOP\r\n", "Invalid character in command");
 }
 
 /* Before TLS too (a backend that greets with PREAUTH is past login): a
@@ -2890,10 +2934,10 @@ test_imap_pretls_literal_after_command_without_one(void **state)
 	TO_SERVER(s, "");
 }
 
-/* A BDAT line too long to judge is refused at its end; the chunk its
- * size announces follows all the same and is dropped, not judged. */
+/* A BDAT line too long to judge announces a chunk that would follow:
+ * refused and closed at once. */
 static void
-test_smtp_long_bdat_line_chunk_dropped(void **state)
+test_smtp_long_bdat_line_closes(void **state)
 {
 	(void)state;
 	struct sess *s = smtp(true, true);
@@ -2904,8 +2948,9 @@ test_smtp_long_bdat_line_chunk_dropped(void **state)
 		str_add(&tmp, "x", 1);
 	str_add(&tmp, "\r\nRSET\r\nNOOP\r\n", 14);
 	feed_stream(s, C, tmp.p, tmp.n);
-	ANSWER(s, "500 5.5.2 Line too long\r\n");
-	TO_SERVER(s, "NOOP\r\n");
+	ANSWER(s, "421 4.7.0 BDAT refused (Line too long), closing\r\n");
+	TO_SERVER(s, "");
+	assert_int_equal(s->final, PV_CLOSE);
 }
 
 /* A BDAT with a size behind odd white space: a server splitting on SP
@@ -2940,7 +2985,7 @@ test_smtp_bdat_odd_white_space_closes(void **state)
 }
 
 /* Trailing white space after a BDAT's size or LAST is a syntax error for
- * a strict server: refused, and the chunk (sent all the same) dropped. */
+ * a strict server: refused, and closed (the chunk follows all the same). */
 static void
 test_smtp_bdat_trailing_space_refused(void **state)
 {
@@ -2948,14 +2993,8 @@ test_smtp_bdat_trailing_space_refused(void **state)
 	static const char *const lines[] = {"BDAT 6 \r\nRSET\r\nNOOP\r\n",
 	                                    "BDAT 6 LAST \r\nRSET\r\nNOOP\r\n"};
 
-	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
-		struct sess *s = smtp(true, true);
-		smtp_tls_chunking(s);
-		feed(s, C, lines[i]);
-		ANSWER(s, "501 5.5.4 Syntax: BDAT count [LAST]\r\n");
-		TO_SERVER(s, "NOOP\r\n");
-		sess_free(s);
-	}
+	for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++)
+		assert_bdat_closed(lines[i], "Syntax: BDAT count [LAST]");
 }
 
 /* The line after a SASL exchange that ended with a final reply is judged
@@ -3085,11 +3124,11 @@ main(void)
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
 	                                  teardown),
-	        cmocka_unit_test_teardown(
-	                test_imap_refused_command_later_sync_literal_not_swallowed, teardown),
+	        cmocka_unit_test_teardown(test_imap_refused_command_with_nonsync_literal_closes,
+	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_idle_only_done, teardown),
-	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_chunk_dropped, teardown),
-	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_chunk_dropped, teardown),
+	        cmocka_unit_test_teardown(test_smtp_bdat_size_then_junk_closes, teardown),
+	        cmocka_unit_test_teardown(test_smtp_long_bdat_line_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
