@@ -46,7 +46,8 @@ struct sim {
 	struct dir d[2];
 	size_t seg;
 	bool over;
-	bool answered; /* postern answered the client itself */
+	bool answered;        /* postern answered the client itself */
+	unsigned client_logs; /* client bytes the log showed as a command */
 	char scratch[PROTO_SCRATCH_ALLOC];
 	struct secrets secrets;
 };
@@ -58,7 +59,8 @@ check_log(void *arg, enum proto_dir dir, const struct proto_action *act)
 	char shown[PROTO_LOG_MAX];
 	size_t n;
 
-	(void)dir;
+	if (dir == PROTO_FROM_CLIENT && act->log_len > 0)
+		s->client_logs++;
 	if (act->secret)
 		secrets_add(&s->secrets, act->secret, act->secret_len);
 	n = secrets_mask(&s->secrets, act->log, act->log_len, shown, sizeof(shown));
@@ -216,15 +218,20 @@ static const char *const smtp_forms[][6] = {
 
 /* The rest of a form is a credential only if its command reached the
  * server: one that postern answered, or that still waits its turn, is
- * followed by nothing a real client would send. */
+ * followed by nothing a real client would send. Nor is a form postern
+ * did not log as a command (it went as message body, say): the server
+ * does not take it for a login, so nothing it answers is a credential. */
 static void
 queue_form(struct sim *s, const char *const *form)
 {
+	unsigned logs = s->client_logs;
+
 	s->answered = false;
 	for (int i = 0; i < 6 && form[i]; i++) {
 		queue(s, i % 2, form[i], strlen(form[i]));
 		drive(s);
-		if (i == 0 && (s->answered || s->d[0].qlen > 0 || s->d[0].inlen > 0))
+		if (i == 0 && (s->answered || s->d[0].qlen > 0 || s->d[0].inlen > 0 ||
+		               s->client_logs == logs))
 			return;
 		/* A client piece postern still holds (a SASL response waits for
 		 * the server's challenge) has not reached the server, which can
