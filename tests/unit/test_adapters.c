@@ -2873,7 +2873,7 @@ test_imap_refused_command_with_nonsync_literal_closes(void **state)
 	str_add(&tmp, " NOOP ", 6);
 	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
 		str_add(&tmp, "x", 1);
-	str_add(&tmp, " {3+}\r\nabcd NOOP\r\n", 20);
+	str_add(&tmp, " {3+}\r\nabcd NOOP\r\n", 18);
 	feed_stream(s, C, tmp.p, tmp.n);
 	assert_int_equal(s->final, PV_CLOSE);
 	ANSWER(s, "* BAD Line too long\r\n* BYE Line too long" REFUSED_LITERAL);
