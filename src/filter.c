@@ -58,6 +58,8 @@ filter_input(struct filter *f, enum proto_dir dir, const char *p, size_t len, si
 			h->log(h->arg, dir, &act);
 		if (act.event && h && h->event)
 			h->event(h->arg, act.event);
+		if (act.auth && h && h->auth)
+			h->auth(h->arg, &act);
 		switch (v) {
 		case PV_PASS:
 			if (!buf_append_grow(f->out[dir], at, act.consume))

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
@@ -34,8 +35,9 @@ struct smtp_state {
 	uint64_t c_skip_chunk; /* ... a BDAT whose chunk follows it all the same */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
-	uint64_t c_chunk;  /* BDAT bytes still to come */
-	struct pu_queue q; /* commands awaiting their reply */
+	uint64_t c_chunk;     /* BDAT bytes still to come */
+	struct pu_queue q;    /* commands awaiting their reply */
+	struct pa_login auth; /* the AUTH in flight, for the auth line */
 };
 
 /* XCLIENT and XFORWARD are for proxies the server trusts, never clients. */
@@ -220,6 +222,10 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	} else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
 		s->c_auth = s->c_auth_wait = true;
+		struct pu_word mech = pu_next_token(&args, end);
+		struct pu_word ir = pu_next_token(&args, end);
+		if (mech.n > 0)
+			pa_begin_sasl(&s->auth, NULL, 0, mech, ir.p, ir.n);
 	} else {
 		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
@@ -305,6 +311,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
+		pa_sasl_response(&s->auth, p, body);
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -467,6 +474,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	if (k == K_AUTH) {
 		s->c_auth = s->c_auth_wait = false;
 		s->c_auth_ended = true;
+		pa_end(&s->auth, NULL, 0, p[0] == '2', act);
 	}
 	pu_queue_pop(&s->q);
 	return PV_PASS;

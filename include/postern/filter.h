@@ -33,6 +33,8 @@ struct filter_hooks {
 	void (*reply)(void *arg, const char *text, size_t len);
 	/* act->event is set: a refusal to count and log. */
 	void (*event)(void *arg, const char *event);
+	/* act->auth is set: the server's verdict on a login attempt. */
+	void (*auth)(void *arg, const struct proto_action *act);
 };
 
 struct filter {

@@ -22,6 +22,9 @@ enum proto_reply {
 
 enum proto_dir { PROTO_FROM_CLIENT = 0, PROTO_FROM_SERVER = 1 };
 
+/* The server's verdict on a login attempt (proto_auth.h). */
+enum proto_auth { PROTO_AUTH_NONE, PROTO_AUTH_OK, PROTO_AUTH_FAILED };
+
 enum proto_verdict {
 	PV_PASS,     /* forward act->consume bytes unchanged */
 	PV_REPLACE,  /* consume act->consume bytes, forward act->text instead */
@@ -59,6 +62,13 @@ struct proto_action {
 	 * they reappear in its log, in either direction. NULL: none. */
 	const char *secret;
 	size_t secret_len;
+	/* Set on the server's final reply to a login attempt, whatever
+	 * proto_conf.observe says: the verdict and the user name tried (raw
+	 * bytes, unescaped; length 0: unknown), never a secret. */
+	enum proto_auth auth;
+	const char *auth_user;
+	size_t auth_user_len;
+	bool auth_user_cut; /* the name was longer than what is shown */
 };
 
 enum {

@@ -23,7 +23,8 @@ import signal
 import subprocess
 import time
 
-from harness import free_port, wait_until
+import mailserver
+from harness import PASSWORD, USER, free_port, wait_until
 from mailserver import wait_greeting
 
 MAIN_CF = {
@@ -51,6 +52,30 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+
+class SaslDovecot(mailserver.Dovecot):
+    """A Dovecot whose auth service also listens on a socket Postfix's
+    smtpd (an unprivileged user) may use: SMTP AUTH checked against
+    alice's real password. main(): the main.cf parameters for it."""
+
+    what = "SASL Dovecot"
+
+    def __init__(self, dir):
+        super().__init__(dir, [(USER, PASSWORD, [])])
+        self.auth_socket = os.path.join(self.dir, "run", "auth-postfix")
+
+    def config(self):
+        return (super().config().replace("instance_name = postern-test-", "instance_name = postern-sasl-")
+                + "service auth {\n  unix_listener auth-postfix {\n    mode = 0666\n  }\n}\n")
+
+    def wait_ready(self, timeout):
+        super().wait_ready(timeout)
+        wait_until(lambda: os.path.exists(self.auth_socket), timeout, msg="Dovecot's auth socket")
+
+    def main(self):
+        return {"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": self.auth_socket}
 
 
 class Postfix:
