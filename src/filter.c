@@ -130,6 +130,7 @@ filter_upstream(struct filter *f, const char *p, size_t len, size_t cap, bool eo
 			r->stop = FILTER_UP_DONE;
 			r->text = act.text;
 			r->len = act.len;
+			r->event = act.event;
 			return;
 		} else { /* PU_UP_TLS: what the server sent after its OK is not trusted */
 			r->discarded = len - r->consumed;

@@ -492,12 +492,14 @@ smtp_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 
 /* ---- client role: STARTTLS towards the backend (RFC 3207) ---- */
 
-enum { UP_GREETING, UP_EHLO, UP_STARTTLS, UP_EHLO_TLS };
+enum { UP_GREETING, UP_EHLO, UP_STARTTLS, UP_EHLO_TLS, UP_XCLIENT };
 
 struct smtp_up {
 	int phase;
-	bool offers_starttls;
+	bool offers_starttls, offers_xclient;
+	bool starttls; /* the STARTTLS dialogue (backend_tls = starttls) */
 	char helo[256];
+	char xclient[256]; /* "XCLIENT ...\r\n" to send; empty: none */
 };
 
 static void
@@ -507,8 +509,34 @@ smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 
 	(void)scratch;
 	memset(u, 0, sizeof(*u));
+	u->starttls = true;
 	snprintf(u->helo, sizeof(u->helo), "%s", helo);
 	pu_up(act, 0, "", PU_UP_SEND);
+}
+
+static void
+smtp_up_xclient(void *st, const char *args, bool starttls)
+{
+	struct smtp_up *u = st;
+
+	u->starttls = starttls;
+	snprintf(u->xclient, sizeof(u->xclient), "XCLIENT %s\r\n", args);
+}
+
+/* The last EHLO reply is in: XCLIENT if asked and offered, else the
+ * client is relayed now, with a greeting of postern's. */
+static enum proto_up
+up_ready(struct smtp_up *u, size_t n, struct proto_action *act, char *scratch)
+{
+	if (u->xclient[0] && u->offers_xclient) {
+		u->phase = UP_XCLIENT;
+		return pu_up(act, n, u->xclient, PU_UP_SEND);
+	}
+	if (u->xclient[0])
+		act->event = "xclient-not-offered";
+	act->consume = n;
+	pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
+	return PU_UP_DONE;
 }
 
 static void
@@ -518,6 +546,7 @@ smtp_up_tls_done(void *st, struct proto_action *act, char *scratch)
 
 	/* RFC 3207 4.2: everything known before TLS is discarded; EHLO again. */
 	u->phase = UP_EHLO_TLS;
+	u->offers_xclient = false; /* what the EHLO inside TLS offers counts */
 	pu_answer(act, PV_PASS, 0, scratch, "EHLO %s\r\n", u->helo);
 }
 
@@ -536,8 +565,11 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 
 	if (u->phase == UP_EHLO || u->phase == UP_EHLO_TLS) {
 		const char *q = p + (body >= 4 ? 4 : body);
-		if (code == 250 && pu_word_is(pu_next_word(&q, p + body), "STARTTLS"))
+		struct pu_word w = pu_next_word(&q, p + body);
+		if (code == 250 && pu_word_is(w, "STARTTLS"))
 			u->offers_starttls = true;
+		if (code == 250 && pu_word_is(w, "XCLIENT"))
+			u->offers_xclient = true;
 	}
 	if (more) /* C11: a reply ends with its last line, in whatever segment */
 		return pu_up(act, n, "", PU_UP_SEND);
@@ -552,6 +584,8 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	case UP_EHLO:
 		if (code != 250)
 			return pu_up(act, n, "EHLO refused", PU_UP_FAIL);
+		if (!u->starttls)
+			return up_ready(u, n, act, scratch);
 		if (!u->offers_starttls) /* C1 */
 			return pu_up(act, n, "server does not offer STARTTLS", PU_UP_FAIL);
 		u->phase = UP_STARTTLS;
@@ -561,11 +595,15 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			return pu_up(act, n, "STARTTLS refused", PU_UP_FAIL); /* C2 */
 		act->consume = n;
 		return PU_UP_TLS;
-	default: /* UP_EHLO_TLS */
+	case UP_EHLO_TLS:
 		if (code != 250)
 			return pu_up(act, n, "EHLO after TLS refused", PU_UP_FAIL);
+		return up_ready(u, n, act, scratch);
+	default: /* UP_XCLIENT: the server starts afresh with a greeting */
+		if (code != 220)
+			return pu_up(act, n, "XCLIENT refused", PU_UP_FAIL);
 		act->consume = n;
-		pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
+		pu_answer(act, PV_PASS, n, scratch, "%.*s\r\n", (int)body, p);
 		return PU_UP_DONE;
 	}
 }
@@ -590,4 +628,5 @@ const struct proto_ops proto_smtp = {
         .up_start = smtp_up_start,
         .upstream = smtp_upstream,
         .up_tls_done = smtp_up_tls_done,
+        .up_xclient = smtp_up_xclient,
 };

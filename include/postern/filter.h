@@ -69,6 +69,7 @@ struct filter_result {
 	int last;         /* the last verdict (PV_* or PU_UP_*), -1: none */
 	const char *text; /* CLOSE, UP_DONE, UP_FAIL */
 	size_t len;
+	const char *event; /* UP_DONE: act->event of the client role, or NULL */
 };
 
 /* Judges the bytes from DIR. CAP: what the caller can hold (a full

@@ -120,6 +120,13 @@ struct proto_ops {
 	enum proto_up (*upstream)(void *st, const char *p, size_t len, bool full,
 	                          struct proto_action *act, char *scratch);
 	void (*up_tls_done)(void *st, struct proto_action *act, char *scratch);
+	/* SMTP xclient = yes, called after up_start: the client role sends
+	 * "XCLIENT ARGS" once an EHLO reply offers XCLIENT, and gives the
+	 * client the server's new greeting; without the offer it ends with
+	 * act->event "xclient-not-offered" on its PU_UP_DONE. STARTTLS: the
+	 * STARTTLS dialogue comes first (backend_tls = starttls); false: none.
+	 * NULL where the protocol has no such command. */
+	void (*up_xclient)(void *st, const char *args, bool starttls);
 };
 
 extern const struct proto_ops proto_imap, proto_pop3, proto_smtp, proto_raw;

@@ -24,7 +24,7 @@ import subprocess
 import time
 
 import mailserver
-from harness import PASSWORD, USER, free_port, wait_until
+from harness import PASSWORD, SMTP_SSL, USER, free_port, wait_until
 from mailserver import wait_greeting
 
 MAIN_CF = {
@@ -52,6 +52,41 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+# The relay tests: Debian's order of smtpd_relay_restrictions, with
+# mynetworks only the address postern connects from, so that a client from
+# 127.0.0.9 (SourceSMTP_SSL) stands for one on the Internet.
+RELAY = {
+    "mynetworks": "127.0.0.1/32",
+    "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
+}
+OUTSIDE = "victim@outside.example"
+CLIENT_ADDR = "127.0.0.9"
+
+
+class SourceSMTP_SSL(SMTP_SSL):
+    """smtplib over TLS to postern from CLIENT_ADDR."""
+
+    def _get_socket(self, host, port, timeout):
+        self.source_address = (CLIENT_ADDR, 0)
+        return super()._get_socket(host, port, timeout)
+
+
+def relay_attempt(port, password=None):
+    """From CLIENT_ADDR through postern at PORT: EHLO, AUTH as alice if
+    PASSWORD is given, MAIL and RCPT to an outside domain, and the message
+    if RCPT was accepted. Returns RCPT's (code, text)."""
+    with SourceSMTP_SSL(port) as c:
+        c.ehlo()
+        if password is not None:
+            c.login(USER, password)
+        if c.mail("someone@client.test")[0] != 250:
+            raise AssertionError("MAIL refused")
+        code, text = c.rcpt(OUTSIDE)
+        if code == 250:
+            c.data(b"Subject: relayed\r\n\r\nrelayed through postern\r\n")
+        c.quit()
+    return code, text
 
 
 class SaslDovecot(mailserver.Dovecot):

@@ -1,0 +1,100 @@
+"""`xclient = yes`: postern tells a real Postfix who the client is with
+XCLIENT ADDR= PORT= (Postfix's XCLIENT_README), so that Postfix applies its
+relay rules to the client and not to postern.
+
+Postfix (a private instance, `smtpd_authorized_xclient_hosts = 127.0.0.0/8`)
+has mynetworks = 127.0.0.1/32, postern's own address, first in
+smtpd_relay_restrictions (Debian's order). The client comes from
+127.0.0.9: without XCLIENT Postfix would see 127.0.0.1 and relay its mail
+(test_smtp_relay_safety shows that); with it Postfix logs 127.0.0.9 and
+refuses to relay to an outside domain, and relays once the client has
+logged in (SASL through a real Dovecot's auth socket).
+
+A backend that does not offer XCLIENT (the run's aiosmtpd) still serves
+the client, and postern warns once. `xclient` is a key of SMTP services
+only, and `-t` does not warn of an open relay when it is set.
+"""
+
+import tempfile
+
+from harness import PASSWORD, POSTERN, SMTP_SSL, PosternTestCase, env, free_port, run, svc
+from postfix_util import OUTSIDE, RELAY, Postfix, SaslDovecot, relay_attempt
+from starttls_util import StarttlsCase
+
+
+class Xclient(StarttlsCase):
+    @classmethod
+    def make_services(cls):
+        cls.sasl = SaslDovecot(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
+        cls._fakes.append(cls.sasl)  # stopped with the fakes in tearDownClass
+        cls.sasl.prepare()
+        cls.sasl.start()
+        main = dict(RELAY, smtpd_authorized_xclient_hosts="127.0.0.0/8", **cls.sasl.main())
+        cls.pf = Postfix(tempfile.mkdtemp(prefix="postfix-xclient-", dir=env().tmp), main=main)
+        cls._fakes.append(cls.pf)
+        cls.pf.start()
+        return [
+            ("xclient", svc("smtp", backend=cls.pf.address, xclient="yes")),
+            ("no_offer", svc("smtp", xclient="yes")),  # aiosmtpd: no XCLIENT
+        ]
+
+    def attempt(self, password=None):
+        """relay_attempt through the xclient service: (RCPT code, text,
+        what Postfix logged meanwhile, messages it queued)."""
+        queued, before = len(self.pf.queued()), len(self.pf.sessions())
+        off = len(self.pf.log_text())
+        code, text = relay_attempt(self.port("xclient"), password)
+        self.pf.wait_sessions(before + 1)
+        return code, text, self.pf.log_text()[off:], len(self.pf.queued()) - queued
+
+    def test_postfix_sees_the_client_and_refuses_to_relay(self):
+        code, text, log, queued = self.attempt()
+        self.assertEqual(code, 454, text)
+        self.assertIn(b"Relay access denied", text)
+        self.assertRegex(log, r"NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.9\]: 454 4\.7\.1 <%s>: "
+                              r"Relay access denied; from=<someone@client\.test> to=<%s> proto=ESMTP "
+                              r"helo=<client\.test>" % (OUTSIDE, OUTSIDE))
+        self.assertEqual(queued, 0)
+
+    def test_authenticated_client_relays(self):
+        code, text, log, queued = self.attempt(PASSWORD)
+        self.assertEqual(code, 250, text)
+        self.assertRegex(log, r"client=unknown\[127\.0\.0\.9\], sasl_method=PLAIN, sasl_username=alice")
+        self.assertEqual(queued, 1, "the relayed message is queued")
+
+    def test_backend_without_xclient_serves_the_client_and_warns_once(self):
+        for _ in range(2):
+            with SMTP_SSL(self.port("no_offer")) as c:
+                code, _ = c.ehlo()
+                self.assertEqual(code, 250)
+                self.assertNotIn("xclient", c.esmtp_features)  # never shown to clients
+                self.assertEqual(c.noop()[0], 250)
+                port = c.sock.getsockname()[1]
+            self.p.wait_session_end(port, service="no_offer")
+        warned = self.p.find(level="warn", contains="does not offer XCLIENT")
+        self.assertEqual(len(warned), 1, warned)
+
+
+class XclientConfig(PosternTestCase):
+    NEEDS_SERVERS = False
+
+    def conf(self, services):
+        p = self.postern(services, start=False)
+        return p, run([POSTERN, "-t", "-c", p.conf], timeout=10)
+
+    def test_xclient_is_a_key_of_smtp_services_only(self):
+        e = env()
+        imap = {"protocol": "imap", "listen": "127.0.0.1:%d" % free_port(), "cert": e.cert, "key": e.key,
+                "backend": "127.0.0.1:%d" % free_port(), "xclient": "yes"}
+        p, r = self.conf([("imaps", imap)])
+        self.assertEqual(r.returncode, 1, r.stderr)
+        line = p.config_text.splitlines().index("xclient = yes") + 1
+        self.assertIn("%s:%d: xclient needs protocol smtp" % (p.conf, line), r.stderr.decode())
+
+    def test_no_open_relay_warning_with_xclient(self):
+        e = env()
+        smtp = {"protocol": "smtp", "listen": "127.0.0.1:%d" % free_port(), "cert": e.cert, "key": e.key,
+                "backend": "127.0.0.1:%d" % free_port(), "xclient": "yes"}
+        _, r = self.conf([("smtps", smtp)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("WARNING", r.stderr.decode())
