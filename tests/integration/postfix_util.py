@@ -21,10 +21,11 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 
 import mailserver
-from harness import PASSWORD, SMTP_SSL, USER, free_port, wait_until
+from harness import PASSWORD, SMTP_SSL, USER, env, free_port, wait_until
 from mailserver import wait_greeting
 
 MAIN_CF = {
@@ -111,6 +112,16 @@ class SaslDovecot(mailserver.Dovecot):
     def main(self):
         return {"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "dovecot",
                 "smtpd_sasl_path": self.auth_socket}
+
+    @classmethod
+    def started(cls, fakes):
+        """One in the run's temp dir, started and added to FAKES (a test
+        class's list of what to stop when it is done)."""
+        d = cls(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
+        fakes.append(d)
+        d.prepare()
+        d.start()
+        return d
 
 
 class Postfix:

@@ -35,10 +35,7 @@ class AuthLog(StarttlsCase):
     def make_services(cls):
         cls.mport = free_port()
         cls.GLOBAL = {"metrics": "127.0.0.1:%d" % cls.mport}
-        cls.sasl = SaslDovecot(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
-        cls._fakes.append(cls.sasl)  # stopped with the fakes in tearDownClass
-        cls.sasl.prepare()
-        cls.sasl.start()
+        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
         cls.pf = Postfix(tempfile.mkdtemp(prefix="postfix-sasl-", dir=env().tmp), main=cls.sasl.main())
         cls._fakes.append(cls.pf)
         cls.pf.start()
@@ -60,6 +57,14 @@ class AuthLog(StarttlsCase):
         self.assertEqual(len(lines), n, lines)
         return lines
 
+    def assertVerdicts(self, port, service, want):
+        """The session from PORT logged one auth line per (user, result)
+        of WANT, in order, and no secret anywhere."""
+        lines = self.auth_lines(port, service, len(want))
+        for line, (user, result) in zip(lines, want):
+            self.assertAuth(line, port, user, result)
+        self.assertNoSecret()
+
     def assertAuth(self, line, port, user, result):
         self.assertEqual(line.level, "info", line)
         self.assertEqual(line.addr, "127.0.0.1:%d" % port, line)
@@ -79,10 +84,7 @@ class AuthLog(StarttlsCase):
                 c.login(USER, BAD_PW)
             c.login(USER, PASSWORD)
             c.logout()
-        failed, ok = self.auth_lines(port, "imaps", 2)
-        self.assertAuth(failed, port, "alice", "failed")
-        self.assertAuth(ok, port, "alice", "ok")
-        self.assertNoSecret()
+        self.assertVerdicts(port, "imaps", [("alice", "failed"), ("alice", "ok")])
 
     def test_imap_authenticate_plain_names_the_user(self):
         with IMAP4_SSL(self.port("imaps")) as c:
@@ -92,11 +94,8 @@ class AuthLog(StarttlsCase):
             with self.assertRaises(imaplib.IMAP4.error):  # Dovecot knows no such mechanism
                 c.authenticate("X-NONE", lambda _: b"whatever")
             c.authenticate("PLAIN", lambda _: b"\0alice\0" + PASSWORD.encode())
-        plain, other, ok = self.auth_lines(port, "imaps", 3)
-        self.assertAuth(plain, port, "alice", "failed")
-        self.assertAuth(other, port, "-", "failed")  # no user name to be had
-        self.assertAuth(ok, port, "alice", "ok")
-        self.assertNoSecret()
+        # X-NONE: no user name to be had
+        self.assertVerdicts(port, "imaps", [("alice", "failed"), ("-", "failed"), ("alice", "ok")])
 
     def test_user_name_cannot_forge_a_field(self):
         with IMAP4_SSL(self.port("imaps")) as c:
@@ -121,11 +120,7 @@ class AuthLog(StarttlsCase):
         c.user(USER)
         c.pass_(PASSWORD)
         c.quit()
-        failed, sasl, ok = self.auth_lines(port, "pop3s", 3)
-        self.assertAuth(failed, port, "alice", "failed")
-        self.assertAuth(sasl, port, "alice", "failed")
-        self.assertAuth(ok, port, "alice", "ok")
-        self.assertNoSecret()
+        self.assertVerdicts(port, "pop3s", [("alice", "failed"), ("alice", "failed"), ("alice", "ok")])
 
     # ------------------------------------------------------------ SMTP
 
@@ -140,11 +135,7 @@ class AuthLog(StarttlsCase):
                 c.auth("LOGIN", c.auth_login, initial_response_ok=False)
             c.password = PASSWORD
             c.auth("PLAIN", c.auth_plain)
-        plain, login, ok = self.auth_lines(port, "smtps", 3)
-        self.assertAuth(plain, port, "alice", "failed")
-        self.assertAuth(login, port, "alice", "failed")
-        self.assertAuth(ok, port, "alice", "ok")
-        self.assertNoSecret()
+        self.assertVerdicts(port, "smtps", [("alice", "failed"), ("alice", "failed"), ("alice", "ok")])
 
     # ------------------------------------------------------------ metric
 

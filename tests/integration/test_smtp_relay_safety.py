@@ -27,10 +27,7 @@ from starttls_util import StarttlsCase
 class SmtpRelaySafety(StarttlsCase):
     @classmethod
     def make_services(cls):
-        cls.sasl = SaslDovecot(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
-        cls._fakes.append(cls.sasl)  # stopped with the fakes in tearDownClass
-        cls.sasl.prepare()
-        cls.sasl.start()
+        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
         cls.pf_proxy = Postfix(tempfile.mkdtemp(prefix="postfix-proxy-", dir=env().tmp),
                                main=dict(RELAY, **cls.sasl.main()),
                                smtpd_opts={"smtpd_upstream_proxy_protocol": "haproxy"})

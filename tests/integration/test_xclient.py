@@ -25,10 +25,7 @@ from starttls_util import StarttlsCase
 class Xclient(StarttlsCase):
     @classmethod
     def make_services(cls):
-        cls.sasl = SaslDovecot(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
-        cls._fakes.append(cls.sasl)  # stopped with the fakes in tearDownClass
-        cls.sasl.prepare()
-        cls.sasl.start()
+        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
         main = dict(RELAY, smtpd_authorized_xclient_hosts="127.0.0.0/8", **cls.sasl.main())
         cls.pf = Postfix(tempfile.mkdtemp(prefix="postfix-xclient-", dir=env().tmp), main=main)
         cls._fakes.append(cls.pf)
@@ -78,23 +75,20 @@ class Xclient(StarttlsCase):
 class XclientConfig(PosternTestCase):
     NEEDS_SERVERS = False
 
-    def conf(self, services):
-        p = self.postern(services, start=False)
+    def check(self, protocol):
+        """`postern -t` of one service of PROTOCOL with xclient = yes and a
+        backend on this host: (postern, result)."""
+        p = self.postern([("svc", svc(protocol, backend="127.0.0.1:%d" % free_port(), xclient="yes"))],
+                         start=False)
         return p, run([POSTERN, "-t", "-c", p.conf], timeout=10)
 
     def test_xclient_is_a_key_of_smtp_services_only(self):
-        e = env()
-        imap = {"protocol": "imap", "listen": "127.0.0.1:%d" % free_port(), "cert": e.cert, "key": e.key,
-                "backend": "127.0.0.1:%d" % free_port(), "xclient": "yes"}
-        p, r = self.conf([("imaps", imap)])
+        p, r = self.check("imap")
         self.assertEqual(r.returncode, 1, r.stderr)
         line = p.config_text.splitlines().index("xclient = yes") + 1
         self.assertIn("%s:%d: xclient needs protocol smtp" % (p.conf, line), r.stderr.decode())
 
     def test_no_open_relay_warning_with_xclient(self):
-        e = env()
-        smtp = {"protocol": "smtp", "listen": "127.0.0.1:%d" % free_port(), "cert": e.cert, "key": e.key,
-                "backend": "127.0.0.1:%d" % free_port(), "xclient": "yes"}
-        _, r = self.conf([("smtps", smtp)])
+        _, r = self.check("smtp")
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn("WARNING", r.stderr.decode())
