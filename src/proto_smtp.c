@@ -599,9 +599,12 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 		if (code != 250)
 			return pu_up(act, n, "EHLO after TLS refused", PU_UP_FAIL);
 		return up_ready(u, n, act, scratch);
-	default: /* UP_XCLIENT: the server starts afresh with a greeting */
-		if (code != 220)
-			return pu_up(act, n, "XCLIENT refused", PU_UP_FAIL);
+	default:                   /* UP_XCLIENT: the server starts afresh with a greeting */
+		if (code != 220) { /* the reply says why: the log shows it (escaped) */
+			pu_answer(act, PV_PASS, n, scratch, "XCLIENT refused: %.*s",
+			          (int)(body < 200 ? body : 200), p);
+			return PU_UP_FAIL;
+		}
 		act->consume = n;
 		pu_answer(act, PV_PASS, n, scratch, "%.*s\r\n", (int)body, p);
 		return PU_UP_DONE;

@@ -157,13 +157,16 @@ upstream_filter(void *arg, struct relay_dir *d)
 	struct session *s = arg;
 	struct filter_result r;
 
+	char why[4 * 256];
+
 	filter_upstream(&s->up, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
 	switch (r.stop) {
-	case FILTER_UP_FAIL:
+	case FILTER_UP_FAIL: /* the text may quote the server */
+		log_text_escape(why, sizeof(why), r.text, strlen(r.text), 0);
 		if (s->svc->backend_tls == TLSMODE_STARTTLS)
-			backend_tls_failed(s, r.text);
+			backend_tls_failed(s, why);
 		else /* only XCLIENT was asked */
-			backend_failed(s, r.text);
+			backend_failed(s, why);
 		return -1;
 	case FILTER_UP_DONE:
 		if (r.event) /* xclient-not-offered */
