@@ -4,10 +4,12 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
 
+#include <postern/proto.h>
 #include <postern/proto_auth.h>
 
 static struct pa_login l;
@@ -124,6 +126,84 @@ test_queue_is_bounded(void **state)
 	assert_false(pa_full(&l));
 }
 
+/* ---- through the adapters: the verdicts as the session gets them ---- */
+
+static _Alignas(max_align_t) char st[16384];
+static char scratch[PROTO_SCRATCH_ALLOC];
+static char seen[512]; /* "user=result;" for each verdict, in order */
+
+/* Feeds TEXT from DIR to OPS whole, as the filter loop would, noting
+ * every verdict it reports. */
+static void
+feed(const struct proto_ops *ops, enum proto_dir dir, const char *text)
+{
+	size_t at = 0, n = strlen(text);
+
+	while (at < n) {
+		struct proto_action act = {0};
+		enum proto_verdict v = ops->input(st, dir, text + at, n - at, false, &act, scratch);
+		assert_true(v == PV_PASS || v == PV_REPLACE); /* all relayed */
+		if (act.auth) {
+			size_t k = strlen(seen);
+			snprintf(seen + k, sizeof(seen) - k, "%.*s=%s;", (int)act.auth_user_len,
+			         act.auth_user, act.auth == PROTO_AUTH_OK ? "ok" : "failed");
+		}
+		at += act.consume;
+	}
+}
+
+static void
+start(const struct proto_ops *ops)
+{
+	struct proto_conf conf = {.starttls = false};
+
+	assert_true(ops->state_size <= sizeof(st));
+	ops->init(st, &conf);
+	seen[0] = '\0';
+}
+
+static void
+test_pop3_user_pass_apop_pipelined(void **state)
+{
+	(void)state;
+	start(&proto_pop3);
+	feed(&proto_pop3, PROTO_FROM_SERVER, "+OK ready\r\n");
+	feed(&proto_pop3, PROTO_FROM_CLIENT,
+	     "USER ann\r\nPASS Zs1\r\nAPOP bob 0123456789abcdef0123456789abcdef\r\n");
+	feed(&proto_pop3, PROTO_FROM_SERVER, "+OK\r\n-ERR no\r\n+OK in\r\n");
+	assert_string_equal(seen, "ann=failed;bob=ok;");
+}
+
+static void
+test_imap_logins_pair_with_their_tags(void **state)
+{
+	(void)state;
+	start(&proto_imap);
+	feed(&proto_imap, PROTO_FROM_SERVER, "* OK ready\r\n");
+	feed(&proto_imap, PROTO_FROM_CLIENT,
+	     "a LOGIN ann Zs1\r\nb NOOP\r\nc LOGIN \"b b\" Zs2\r\n");
+	feed(&proto_imap, PROTO_FROM_SERVER,
+	     "a NO [AUTHENTICATIONFAILED] no\r\nb OK\r\nc OK in\r\n");
+	assert_string_equal(seen, "ann=failed;b b=ok;");
+}
+
+static void
+test_smtp_auth_login_user_from_its_first_response(void **state)
+{
+	(void)state;
+	start(&proto_smtp);
+	feed(&proto_smtp, PROTO_FROM_SERVER, "220 mx\r\n");
+	feed(&proto_smtp, PROTO_FROM_CLIENT, "EHLO c\r\n");
+	feed(&proto_smtp, PROTO_FROM_SERVER, "250-mx\r\n250 AUTH LOGIN\r\n");
+	feed(&proto_smtp, PROTO_FROM_CLIENT, "AUTH LOGIN\r\n");
+	feed(&proto_smtp, PROTO_FROM_SERVER, "334 VXNlcm5hbWU6\r\n");
+	feed(&proto_smtp, PROTO_FROM_CLIENT, "Y2Fyb2w=\r\n");
+	feed(&proto_smtp, PROTO_FROM_SERVER, "334 UGFzc3dvcmQ6\r\n");
+	feed(&proto_smtp, PROTO_FROM_CLIENT, "WnNlY3JldA==\r\n");
+	feed(&proto_smtp, PROTO_FROM_SERVER, "535 5.7.8 no\r\n");
+	assert_string_equal(seen, "carol=failed;");
+}
+
 int
 main(void)
 {
@@ -135,6 +215,9 @@ main(void)
 	        cmocka_unit_test_setup(test_long_user_is_cut, reset),
 	        cmocka_unit_test_setup(test_verdicts_pair_with_their_tags, reset),
 	        cmocka_unit_test_setup(test_queue_is_bounded, reset),
+	        cmocka_unit_test(test_pop3_user_pass_apop_pipelined),
+	        cmocka_unit_test(test_imap_logins_pair_with_their_tags),
+	        cmocka_unit_test(test_smtp_auth_login_user_from_its_first_response),
 	};
 	return cmocka_run_group_tests_name("proto_auth", tests, NULL, NULL);
 }
