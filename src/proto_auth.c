@@ -29,6 +29,24 @@ pa_user(struct pa_login *l, const char *p, size_t n)
 }
 
 void
+pa_user_more(struct pa_login *l, const char *p, size_t n)
+{
+	struct pa_name *u;
+	size_t room;
+
+	if (l->n == 0)
+		return;
+	u = &l->q[l->n - 1].user;
+	room = PA_USER_MAX - u->len;
+	if (n > room) {
+		u->cut = true;
+		n = room;
+	}
+	memcpy(u->b + u->len, p, n);
+	u->len = (unsigned char)(u->len + n);
+}
+
+void
 pa_begin(struct pa_login *l, const char *tag, size_t tagn)
 {
 	struct pa_attempt *a;

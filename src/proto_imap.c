@@ -71,6 +71,7 @@ struct imap_state {
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
 	struct pa_login auth; /* login attempts in flight, for the auth line */
+	bool auth_lit_user;   /* the literal being passed is LOGIN's user name */
 	/* server -> client */
 	struct imap_scan s_scan;
 	struct long_line s_long;
@@ -183,7 +184,7 @@ imap_tls_started(void *st)
 	s->tls = true;
 	s->c_literal = 0;
 	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
-	s->c_lit_secret = s->c_id = false;
+	s->c_lit_secret = s->c_id = s->auth_lit_user = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -618,6 +619,8 @@ auth_sent(struct imap_state *s, const struct imap_cmd *c, bool sasl)
 		else
 			pa_user(&s->auth, a.p, a.kind == IT_ATOM ? a.n : 0);
 		pa_begin(&s->auth, c->tag.p, c->tag.n);
+		/* A literal user name follows this line: read as it passes. */
+		s->auth_lit_user = a.kind == IT_LITERAL && c->lit;
 	}
 }
 
@@ -773,6 +776,10 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 	}
 	s->c_literal -= n;
 	act->consume = n;
+	if (s->auth_lit_user && !s->c_drop) {
+		pa_user_more(&s->auth, p, n);
+		s->auth_lit_user = s->c_literal > 0;
+	}
 	if (s->observe && s->c_lit_secret) {
 		/* A password literal: nothing is logged of it (its line said
 		 * "***"), but the session must remember it to mask echoes. */
@@ -1102,6 +1109,8 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (tagged) {
 		const char *r = q;
 		pa_end(&s->auth, tag.p, tag.n, pu_word_is(pu_next_word(&r, end), "OK"), act);
+		if (act->auth) /* a refused synchronising literal never comes */
+			s->auth_lit_user = false;
 	}
 	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */

@@ -56,6 +56,10 @@ void pa_begin(struct pa_login *l, const char *tag, size_t tagn);
 void pa_begin_sasl(struct pa_login *l, const char *tag, size_t tagn, struct pu_word mech,
                    const char *ir, size_t n);
 
+/* N more bytes of the newest attempt's user name (an IMAP literal, which
+ * may come in pieces). */
+void pa_user_more(struct pa_login *l, const char *p, size_t n);
+
 /* A SASL response line from the client (without its EOL). */
 void pa_sasl_response(struct pa_login *l, const char *p, size_t n);
 

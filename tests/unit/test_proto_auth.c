@@ -187,6 +187,21 @@ test_imap_logins_pair_with_their_tags(void **state)
 	assert_string_equal(seen, "ann=failed;b b=ok;");
 }
 
+/* A user name sent as a literal is read as it passes, in pieces; the
+ * password literal after it is not. */
+static void
+test_imap_literal_user_name(void **state)
+{
+	(void)state;
+	start(&proto_imap);
+	feed(&proto_imap, PROTO_FROM_SERVER, "* OK ready\r\n");
+	feed(&proto_imap, PROTO_FROM_CLIENT, "a LOGIN {5+}\r\n");
+	feed(&proto_imap, PROTO_FROM_CLIENT, "al");
+	feed(&proto_imap, PROTO_FROM_CLIENT, "ice {8+}\r\nZsecret3\r\n");
+	feed(&proto_imap, PROTO_FROM_SERVER, "a NO no\r\n");
+	assert_string_equal(seen, "alice=failed;");
+}
+
 static void
 test_smtp_auth_login_user_from_its_first_response(void **state)
 {
@@ -217,6 +232,7 @@ main(void)
 	        cmocka_unit_test_setup(test_queue_is_bounded, reset),
 	        cmocka_unit_test(test_pop3_user_pass_apop_pipelined),
 	        cmocka_unit_test(test_imap_logins_pair_with_their_tags),
+	        cmocka_unit_test(test_imap_literal_user_name),
 	        cmocka_unit_test(test_smtp_auth_login_user_from_its_first_response),
 	};
 	return cmocka_run_group_tests_name("proto_auth", tests, NULL, NULL);
