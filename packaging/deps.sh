@@ -88,6 +88,10 @@ deb_wanted() {
 	# tests/integration/test_backend_dns.py: a throwaway DNS server for
 	# backend names (the binary only: no system service).
 	echo dnsmasq-base
+	# tests/integration/test_fail2ban.py: fail2ban-regex checks the filter of
+	# packaging/fail2ban against postern's own log (the policy-rc.d of
+	# deb_install keeps the fail2ban service from starting).
+	echo fail2ban
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }

@@ -185,6 +185,7 @@ static const struct keydef keys[] = {
         S(backend_sni, config_key_str, backend_sni, NULL, 0),
         S(helo_name, config_key_str, helo_name, NULL, 0),
         S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0),
+        S(xclient, config_key_bool, xclient, NULL, 0),
         S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST),
         S(log_commands, config_key_bool, log_commands, NULL, 0),
         S(capture_dir, config_key_str, capture_dir, NULL, 0),
@@ -664,6 +665,8 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 		if ((ln = seen_line(seen, "capture_dir")))
 			perr(ps, ln, "capture_dir needs protocol imap, pop3 or smtp");
 	}
+	if (svc->xclient && svc->protocol != PROTO_SMTP)
+		perr(ps, seen_line(seen, "xclient"), "xclient needs protocol smtp");
 	if (svc->client_verify != CLIENT_VERIFY_OFF && !svc->client_ca && svc->tls != TLSMODE_OFF)
 		perr(ps, seen_line(seen, "client_verify"), "client_verify needs client_ca");
 

@@ -32,7 +32,7 @@ config_smtp_hides_client(const struct service *svc)
 	bool local = on_this_host(&svc->backend.ss) ||
 	             (svc->backend_host != NULL && strcmp(svc->backend_host, "localhost") == 0);
 
-	return svc->protocol == PROTO_SMTP && svc->proxy_protocol == 0 && local;
+	return svc->protocol == PROTO_SMTP && svc->proxy_protocol == 0 && !svc->xclient && local;
 }
 
 void
@@ -48,7 +48,8 @@ config_advice(const struct config *cfg, void (*say)(void *arg, const char *text)
 		         "service %s passes SMTP to %s on this host without proxy_protocol: every "
 		         "client looks local to the backend, which relays for local clients on a "
 		         "stock Postfix or Exim (mynetworks): an open relay. Send a PROXY header "
-		         "(Postfix: smtpd_upstream_proxy_protocol = haproxy)",
+		         "(Postfix: smtpd_upstream_proxy_protocol = haproxy) or set xclient = yes "
+		         "(Postfix: smtpd_authorized_xclient_hosts)",
 		         svc->name, svc->backend.text);
 		say(arg, text);
 	}

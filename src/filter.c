@@ -58,6 +58,8 @@ filter_input(struct filter *f, enum proto_dir dir, const char *p, size_t len, si
 			h->log(h->arg, dir, &act);
 		if (act.event && h && h->event)
 			h->event(h->arg, act.event);
+		if (act.auth && h && h->auth)
+			h->auth(h->arg, &act);
 		switch (v) {
 		case PV_PASS:
 			if (!buf_append_grow(f->out[dir], at, act.consume))
@@ -128,6 +130,7 @@ filter_upstream(struct filter *f, const char *p, size_t len, size_t cap, bool eo
 			r->stop = FILTER_UP_DONE;
 			r->text = act.text;
 			r->len = act.len;
+			r->event = act.event;
 			return;
 		} else { /* PU_UP_TLS: what the server sent after its OK is not trusted */
 			r->discarded = len - r->consumed;

@@ -202,6 +202,7 @@ metrics_render(char *dst, size_t cap)
 {
 	static const char *const hs[MH_COUNT] = {"timeout", "error"};
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
+	static const char *const au[MA_COUNT] = {"ok", "failed"};
 	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol",
 	                                          "max_handshakes"};
 	struct text t = {dst, cap, 0};
@@ -245,6 +246,11 @@ metrics_render(char *dst, size_t cap)
 	       "Credentials refused before TLS.");
 	EACH emit(&t, "postern_plaintext_auth_refused_total{service=\"%s\"} %llu\n", L,
 	          V(S.plaintext_auth_refused));
+	family(&t, "postern_auth_total", "counter",
+	       "Login attempts relayed, by the server's verdict.");
+	EACH for (k = 0; k < MA_COUNT; k++)
+	        emit(&t, "postern_auth_total{service=\"%s\",result=\"%s\"} %llu\n", L, au[k],
+	             V(S.auth[k]));
 	family(&t, "postern_refused_total", "counter", "Connections refused.");
 	EACH for (k = 0; k < MR_COUNT; k++)
 	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", L, ref[k],

@@ -11,6 +11,7 @@
 #include <postern/log.h>
 #include <postern/log_text.h>
 #include <postern/observe.h>
+#include <postern/proto_auth.h>
 #include <postern/proto_util.h>
 #include <postern/secrets.h>
 
@@ -53,6 +54,22 @@ emit(struct observe *o, char side, const char *text, size_t len, unsigned flags)
 		text += n + 1;
 		len -= n + 1;
 	}
+}
+
+void
+observe_auth(const char *who, struct metrics_svc *m, const struct proto_action *act)
+{
+	char user[4 * PA_USER_MAX + 1];
+	bool ok = act->auth == PROTO_AUTH_OK;
+
+	if (act->auth_user_len == 0)
+		strcpy(user, "-");
+	else
+		log_text_escape(user, sizeof(user), act->auth_user, act->auth_user_len,
+		                LOG_ESC_SPACE);
+	shared_add(&m->auth[ok ? MA_OK : MA_FAILED], 1);
+	log_session(LOG_INFO, who, "auth user=%s%s result=%s", user,
+	            act->auth_user_cut ? "..." : "", ok ? "ok" : "failed");
 }
 
 size_t

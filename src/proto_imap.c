@@ -16,6 +16,7 @@
 #include <strings.h>
 
 #include <postern/imap_token.h>
+#include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
@@ -69,6 +70,8 @@ struct imap_state {
 	bool tags_lost;
 	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
 	size_t tag_len;
+	struct pa_login auth; /* login attempts in flight, for the auth line */
+	bool auth_lit_user;   /* the literal being passed is LOGIN's user name */
 	/* server -> client */
 	struct imap_scan s_scan;
 	struct long_line s_long;
@@ -181,7 +184,7 @@ imap_tls_started(void *st)
 	s->tls = true;
 	s->c_literal = 0;
 	s->c_cont = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
-	s->c_lit_secret = s->c_id = false;
+	s->c_lit_secret = s->c_id = s->auth_lit_user = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -600,6 +603,29 @@ sasl_ok(const struct imap_cmd *c)
 	return n >= 1 && n <= 2;
 }
 
+/* A login goes to the server: its user name (a literal one is not
+ * read: unknown) and its tag, whose completion is the verdict. */
+static void
+auth_sent(struct imap_state *s, const struct imap_cmd *c, bool sasl)
+{
+	const char *q = c->args, *end = c->end;
+	struct imap_tok a = imap_next_tok(&q, end);
+
+	if (sasl) {
+		struct imap_tok ir = imap_next_tok(&q, end);
+		pa_begin_sasl(&s->auth, c->tag.p, c->tag.n, (struct pu_word){a.p, a.n}, ir.p,
+		              ir.kind == IT_ATOM ? ir.n : 0);
+	} else {
+		if (a.kind == IT_QUOTED && a.n >= 2)
+			pa_user(&s->auth, a.p + 1, a.n - 2);
+		else
+			pa_user(&s->auth, a.p, a.kind == IT_ATOM ? a.n : 0);
+		pa_begin(&s->auth, c->tag.p, c->tag.n);
+		/* A literal user name follows this line: read as it passes. */
+		s->auth_lit_user = a.kind == IT_LITERAL && c->lit;
+	}
+}
+
 static enum proto_verdict
 command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch)
 {
@@ -662,6 +688,8 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	}
 	if ((flags & F_LOGIN) && !login_ok(c))
 		return answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+	if ((flags & (F_LOGIN | PU_SASL)) && pa_full(&s->auth))
+		return PV_WAIT; /* a verdict makes room */
 	if (flags & PU_SASL) {
 		if (!sasl_ok(c))
 			return answer(s, c, act, scratch, "BAD Invalid AUTHENTICATE arguments");
@@ -681,6 +709,8 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		watch_tag(s, c->tag.p, c->tag.n);
 	s->c_id = (flags & F_ID) && c->lit;
 	s->c_id_strings = (unsigned char)ids;
+	if (flags & (F_LOGIN | PU_SASL))
+		auth_sent(s, c, (flags & PU_SASL) != 0);
 	tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
@@ -737,6 +767,10 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 	}
 	s->c_literal -= n;
 	act->consume = n;
+	if (s->auth_lit_user) {
+		pa_user_more(&s->auth, p, n);
+		s->auth_lit_user = s->c_literal > 0;
+	}
 	if (s->observe && s->c_lit_secret) {
 		/* A password literal: nothing is logged of it (its line said
 		 * "***"), but the session must remember it to mask echoes. */
@@ -754,6 +788,7 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 	size_t body = pu_trim_eol(p, n);
 
 	s->c_auth_wait = true;
+	pa_sasl_response(&s->auth, p, body);
 	if (s->observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
@@ -1058,6 +1093,12 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
 	if (tagged)
 		tag_completed(s, tag.p, tag.n);
+	if (tagged) {
+		const char *r = q;
+		pa_end(&s->auth, tag.p, tag.n, pu_word_is(pu_next_word(&r, end), "OK"), act);
+		if (act->auth) /* a refused synchronising literal never comes */
+			s->auth_lit_user = false;
+	}
 	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
 		if (s->c_sync) {

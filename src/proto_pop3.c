@@ -4,6 +4,7 @@
  * until every earlier command has been answered, keeping the order. */
 #include <string.h>
 
+#include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
@@ -11,7 +12,8 @@ enum pop3_kind {
 	K_SIMPLE, /* one status line */
 	K_MULTI,  /* status line, then a body ending with "." if +OK */
 	K_CAPA,   /* multi-line, and rewritten */
-	K_AUTH    /* "+ " challenges until a status line */
+	K_AUTH,   /* "+ " challenges until a status line */
+	K_LOGIN   /* PASS or APOP: its status line is a login's verdict */
 };
 
 enum {
@@ -20,15 +22,17 @@ enum {
 	F_CAPA = PU_OWN << 2,
 	F_PLAIN = PU_OWN << 3, /* relayed before TLS when require_tls: nothing
 	                        * else is (fail closed) */
-	F_KNOWN = PU_OWN << 4  /* nothing special, but a command (RFC 1939) */
+	F_KNOWN = PU_OWN << 4, /* nothing special, but a command (RFC 1939) */
+	F_USER = PU_OWN << 5,  /* names the user of the next PASS (or APOP) */
+	F_LOGIN = PU_OWN << 6  /* a login attempt: PASS, APOP */
 };
 
 static const struct pu_verb pop3_verbs[] = {
         {"STLS", PU_STARTTLS | F_PLAIN},
         {"QUIT", F_PLAIN},
-        {"USER", PU_REFUSE_PLAIN},
-        {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS},
-        {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG},
+        {"USER", PU_REFUSE_PLAIN | F_USER},
+        {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS | F_LOGIN},
+        {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG | F_USER | F_LOGIN},
         {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS | PU_HIDE_AFTER_ARG},
         {"XCLIENT", PU_FORWARDING},
         {"CAPA", F_CAPA | F_PLAIN},
@@ -57,6 +61,7 @@ struct pop3_state {
 	bool s_body;           /* inside a multi-line body */
 	bool s_capa;           /* ... of a CAPA response */
 	struct pu_queue q;     /* commands awaiting their reply */
+	struct pa_login auth;  /* the login attempt in flight, for the auth line */
 };
 
 static void
@@ -136,6 +141,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
+		pa_sasl_response(&s->auth, p, body);
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -154,6 +160,23 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		               !s->tls && s->require_tls);
 	s->c_auth_ended = false;
 	return v;
+}
+
+/* USER names the user, PASS and APOP try it, AUTH's mechanism and
+ * initial response say how to find it. */
+static void
+auth_sent(struct pa_login *l, unsigned flags, const char *q, const char *end)
+{
+	struct pu_word w = pu_next_token(&q, end);
+
+	if (flags & F_USER)
+		pa_user(l, w.p, w.n);
+	if (flags & F_LOGIN) {
+		pa_begin(l, NULL, 0);
+	} else if (flags & PU_SASL) {
+		struct pu_word ir = pu_next_token(&q, end);
+		pa_begin_sasl(l, NULL, 0, w, ir.p, ir.n);
+	}
 }
 
 static enum proto_verdict
@@ -186,7 +209,14 @@ command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const cha
 	}
 	if (flags & PU_FORWARDING)
 		return local(s, act, n, scratch, "-ERR Not relayed: only the proxy may send this");
-	if (flags & F_CAPA)
+	bool sasl = (flags & PU_SASL) && !noargs; /* AUTH alone lists the mechanisms */
+	if (((flags & F_LOGIN) || sasl) && pa_full(&s->auth))
+		return PV_WAIT; /* a verdict makes room */
+	if ((flags & (F_LOGIN | F_USER)) || sasl)
+		auth_sent(&s->auth, flags, args, p + body);
+	if (flags & F_LOGIN)
+		pu_queue_push(&s->q, K_LOGIN);
+	else if (flags & F_CAPA)
 		pu_queue_push(&s->q, K_CAPA);
 	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
 		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
@@ -298,6 +328,8 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 			s->c_auth = s->c_auth_wait = false;
 			s->c_auth_ended = true;
 		}
+		if (k == K_AUTH || k == K_LOGIN)
+			pa_end(&s->auth, NULL, 0, ok, act);
 		pu_queue_pop(&s->q);
 	}
 	return PV_PASS;

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
@@ -32,8 +33,9 @@ struct smtp_state {
 	bool c_skip;           /* the rest of a command line too long to judge */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
-	uint64_t c_chunk;  /* BDAT bytes still to come */
-	struct pu_queue q; /* commands awaiting their reply */
+	uint64_t c_chunk;     /* BDAT bytes still to come */
+	struct pu_queue q;    /* commands awaiting their reply */
+	struct pa_login auth; /* the AUTH in flight, for the auth line */
 };
 
 /* XCLIENT and XFORWARD are for proxies the server trusts, never clients. */
@@ -224,6 +226,10 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 	} else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
 		s->c_auth = s->c_auth_wait = true;
+		struct pu_word mech = pu_next_token(&args, end);
+		struct pu_word ir = pu_next_token(&args, end);
+		if (mech.n > 0)
+			pa_begin_sasl(&s->auth, NULL, 0, mech, ir.p, ir.n);
 	} else {
 		pu_queue_push(&s->q, K_SIMPLE);
 		s->c_chunk = chunk;
@@ -304,6 +310,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	size_t body = pu_trim_eol(p, n);
 	if (s->c_auth) { /* a SASL response, or "*" to cancel */
 		s->c_auth_wait = true;
+		pa_sasl_response(&s->auth, p, body);
 		if (s->observe)
 			pu_log_sasl(act, scratch, p, body);
 		return PV_PASS;
@@ -466,6 +473,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	if (k == K_AUTH) {
 		s->c_auth = s->c_auth_wait = false;
 		s->c_auth_ended = true;
+		pa_end(&s->auth, NULL, 0, p[0] == '2', act);
 	}
 	pu_queue_pop(&s->q);
 	return PV_PASS;
@@ -483,12 +491,14 @@ smtp_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 
 /* ---- client role: STARTTLS towards the backend (RFC 3207) ---- */
 
-enum { UP_GREETING, UP_EHLO, UP_STARTTLS, UP_EHLO_TLS };
+enum { UP_GREETING, UP_EHLO, UP_STARTTLS, UP_EHLO_TLS, UP_XCLIENT };
 
 struct smtp_up {
 	int phase;
-	bool offers_starttls;
+	bool offers_starttls, offers_xclient;
+	bool starttls; /* the STARTTLS dialogue (backend_tls = starttls) */
 	char helo[256];
+	char xclient[256]; /* "XCLIENT ...\r\n" to send; empty: none */
 };
 
 static void
@@ -498,8 +508,34 @@ smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 
 	(void)scratch;
 	memset(u, 0, sizeof(*u));
+	u->starttls = true;
 	snprintf(u->helo, sizeof(u->helo), "%s", helo);
 	pu_up(act, 0, "", PU_UP_SEND);
+}
+
+static void
+smtp_up_xclient(void *st, const char *args, bool starttls)
+{
+	struct smtp_up *u = st;
+
+	u->starttls = starttls;
+	snprintf(u->xclient, sizeof(u->xclient), "XCLIENT %s\r\n", args);
+}
+
+/* The last EHLO reply is in: XCLIENT if asked and offered, else the
+ * client is relayed now, with a greeting of postern's. */
+static enum proto_up
+up_ready(struct smtp_up *u, size_t n, struct proto_action *act, char *scratch)
+{
+	if (u->xclient[0] && u->offers_xclient) {
+		u->phase = UP_XCLIENT;
+		return pu_up(act, n, u->xclient, PU_UP_SEND);
+	}
+	if (u->xclient[0])
+		act->event = "xclient-not-offered";
+	act->consume = n;
+	pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
+	return PU_UP_DONE;
 }
 
 static void
@@ -509,6 +545,7 @@ smtp_up_tls_done(void *st, struct proto_action *act, char *scratch)
 
 	/* RFC 3207 4.2: everything known before TLS is discarded; EHLO again. */
 	u->phase = UP_EHLO_TLS;
+	u->offers_xclient = false; /* what the EHLO inside TLS offers counts */
 	pu_answer(act, PV_PASS, 0, scratch, "EHLO %s\r\n", u->helo);
 }
 
@@ -527,8 +564,11 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 
 	if (u->phase == UP_EHLO || u->phase == UP_EHLO_TLS) {
 		const char *q = p + (body >= 4 ? 4 : body);
-		if (code == 250 && pu_word_is(pu_next_word(&q, p + body), "STARTTLS"))
+		struct pu_word w = pu_next_word(&q, p + body);
+		if (code == 250 && pu_word_is(w, "STARTTLS"))
 			u->offers_starttls = true;
+		if (code == 250 && pu_word_is(w, "XCLIENT"))
+			u->offers_xclient = true;
 	}
 	if (more) /* C11: a reply ends with its last line, in whatever segment */
 		return pu_up(act, n, "", PU_UP_SEND);
@@ -543,6 +583,8 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	case UP_EHLO:
 		if (code != 250)
 			return pu_up(act, n, "EHLO refused", PU_UP_FAIL);
+		if (!u->starttls)
+			return up_ready(u, n, act, scratch);
 		if (!u->offers_starttls) /* C1 */
 			return pu_up(act, n, "server does not offer STARTTLS", PU_UP_FAIL);
 		u->phase = UP_STARTTLS;
@@ -552,11 +594,18 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 			return pu_up(act, n, "STARTTLS refused", PU_UP_FAIL); /* C2 */
 		act->consume = n;
 		return PU_UP_TLS;
-	default: /* UP_EHLO_TLS */
+	case UP_EHLO_TLS:
 		if (code != 250)
 			return pu_up(act, n, "EHLO after TLS refused", PU_UP_FAIL);
+		return up_ready(u, n, act, scratch);
+	default:                   /* UP_XCLIENT: the server starts afresh with a greeting */
+		if (code != 220) { /* the reply says why: the log shows it (escaped) */
+			pu_answer(act, PV_PASS, n, scratch, "XCLIENT refused: %.*s",
+			          (int)(body < 200 ? body : 200), p);
+			return PU_UP_FAIL;
+		}
 		act->consume = n;
-		pu_answer(act, PV_PASS, n, scratch, "220 %s ESMTP ready\r\n", u->helo);
+		pu_answer(act, PV_PASS, n, scratch, "%.*s\r\n", (int)body, p);
 		return PU_UP_DONE;
 	}
 }
@@ -581,4 +630,5 @@ const struct proto_ops proto_smtp = {
         .up_start = smtp_up_start,
         .upstream = smtp_upstream,
         .up_tls_done = smtp_up_tls_done,
+        .up_xclient = smtp_up_xclient,
 };

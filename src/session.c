@@ -273,6 +273,14 @@ on_log(void *arg, enum proto_dir dir, const struct proto_action *act)
 }
 
 static void
+on_auth(void *arg, const struct proto_action *act)
+{
+	struct session *s = arg;
+
+	observe_auth(s->who, s->m, act);
+}
+
+static void
 on_reply(void *arg, const char *text, size_t len)
 {
 	observe_reply(((struct session *)arg)->obs, text, len);
@@ -619,7 +627,7 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 	relay_init(&s->c2s, &s->client, &s->backend);
 	relay_init(&s->s2c, &s->backend, &s->client);
 	s->hooks = (struct filter_hooks){
-	        .arg = s, .log = on_log, .reply = on_reply, .event = on_event};
+	        .arg = s, .log = on_log, .reply = on_reply, .event = on_event, .auth = on_auth};
 	s->flt = (struct filter){.proto = s->proto,
 	                         .out = {&s->c2s.buf, &s->s2c.buf},
 	                         .reply = &s->s2c.buf,

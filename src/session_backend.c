@@ -102,6 +102,54 @@ upstream_done(struct session *s, const char *greeting, size_t len)
 	session_enter_relay(s);
 }
 
+/* xclient = yes but the backend's EHLO reply has no XCLIENT: the client
+ * is relayed as it would be without the key, and the log says so once per
+ * process, as every session to that backend would repeat it. */
+static void
+xclient_missing(struct session *s)
+{
+	static bool warned;
+
+	if (warned)
+		return;
+	warned = true;
+	log_session(LOG_WARNING, s->who,
+	            "backend %s does not offer XCLIENT (Postfix: smtpd_authorized_xclient_hosts): "
+	            "clients are relayed without their address",
+	            s->svc->backend.text);
+}
+
+/* XCLIENT's attributes (Postfix's XCLIENT_README) for the client: its
+ * address (IPv6 as "IPV6:...", a mapped IPv4 as IPv4) and port. Neither
+ * needs xtext encoding: no '+', '=' or byte outside 33-126 in them. The
+ * server takes HELO and PROTO from the client's own EHLO, sent after. */
+static void
+xclient_args(const struct session *s, char *dst, size_t len)
+{
+	char ip[INET6_ADDRSTRLEN + 5]; /* and "IPV6:" */
+	unsigned port = 0;
+
+	if (s->peer.ss_family == AF_INET) {
+		const struct sockaddr_in *in = (const void *)&s->peer;
+		inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+		port = ntohs(in->sin_port);
+	} else if (s->peer.ss_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const void *)&s->peer;
+		port = ntohs(in6->sin6_port);
+		if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+			inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], ip, sizeof(ip));
+		} else {
+			char v6[INET6_ADDRSTRLEN];
+			inet_ntop(AF_INET6, &in6->sin6_addr, v6, sizeof(v6));
+			snprintf(ip, sizeof(ip), "IPV6:%s", v6);
+		}
+	} else { /* a unix socket client: nothing to tell */
+		snprintf(dst, len, "ADDR=[UNAVAILABLE] PORT=[UNAVAILABLE]");
+		return;
+	}
+	snprintf(dst, len, "ADDR=%s PORT=%u", ip, port);
+}
+
 /* Runs the adapter's client role over what the backend sent. */
 static long
 upstream_filter(void *arg, struct relay_dir *d)
@@ -109,12 +157,20 @@ upstream_filter(void *arg, struct relay_dir *d)
 	struct session *s = arg;
 	struct filter_result r;
 
+	char why[4 * 256];
+
 	filter_upstream(&s->up, buf_head(&d->in), buf_len(&d->in), d->in.cap, d->eof, &r);
 	switch (r.stop) {
-	case FILTER_UP_FAIL:
-		backend_tls_failed(s, r.text);
+	case FILTER_UP_FAIL: /* the text may quote the server */
+		log_text_escape(why, sizeof(why), r.text, strlen(r.text), 0);
+		if (s->svc->backend_tls == TLSMODE_STARTTLS)
+			backend_tls_failed(s, why);
+		else /* only XCLIENT was asked */
+			backend_failed(s, why);
 		return -1;
 	case FILTER_UP_DONE:
+		if (r.event) /* xclient-not-offered */
+			xclient_missing(s);
 		buf_consume(&d->in, r.consumed);
 		upstream_done(s, r.text, r.len);
 		return -1;
@@ -151,6 +207,11 @@ start_upstream(struct session *s)
 	}
 	s->up.state = s->up_state;
 	s->proto->up_start(s->up_state, helo ? helo : "localhost", &act, session_scratch);
+	if (s->svc->xclient && s->proto->up_xclient) {
+		char args[128];
+		xclient_args(s, args, sizeof(args));
+		s->proto->up_xclient(s->up_state, args, s->svc->backend_tls == TLSMODE_STARTTLS);
+	}
 	buf_append_grow(&s->c2s.buf, act.text, act.len);
 	s->s2c.filter = upstream_filter;
 	s->s2c.filter_arg = s;
@@ -200,6 +261,8 @@ backend_connected(struct session *s)
 		start_upstream(s);
 	else if (svc->backend_tls == TLSMODE_IMPLICIT)
 		start_backend_tls(s, S_BACKEND_TLS);
+	else if (svc->xclient)
+		start_upstream(s);
 	else
 		session_enter_relay(s);
 }
@@ -357,7 +420,10 @@ backend_step_tls(struct session *s)
 			session_enter(s, S_UP_CAPA);
 			return;
 		}
-		session_enter_relay(s);
+		if (s->svc->xclient) /* XCLIENT inside the TLS */
+			start_upstream(s);
+		else
+			session_enter_relay(s);
 	} else if (r == EP_ERR) {
 		backend_tls_failed(s, ep_strerror(&s->backend, err, sizeof(err)));
 	} else {

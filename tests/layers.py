@@ -29,7 +29,7 @@ LAYERS = [
       "resolver"]),
     ("adapters", "the protocols, pure: bytes in, verdicts out",
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
-      "proto_smtp", "proto_raw", "imap_token", "secrets"]),
+      "proto_smtp", "proto_raw", "proto_auth", "imap_token", "secrets"]),
     ("config", "the configuration and what is set up straight from it",
      ["config", "config_values", "config_keys", "config_tls", "config_advice", "log", "metrics"]),
     ("session", "one connection from accept to close",

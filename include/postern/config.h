@@ -49,6 +49,7 @@ struct service {
 
 	int proxy_protocol; /* 0 off, 1 or 2 */
 	bool log_commands;
+	bool xclient; /* SMTP: the client's address to the backend by XCLIENT */
 	char *capture_dir;
 
 	int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */

@@ -33,6 +33,8 @@ struct filter_hooks {
 	void (*reply)(void *arg, const char *text, size_t len);
 	/* act->event is set: a refusal to count and log. */
 	void (*event)(void *arg, const char *event);
+	/* act->auth is set: the server's verdict on a login attempt. */
+	void (*auth)(void *arg, const struct proto_action *act);
 };
 
 struct filter {
@@ -67,6 +69,7 @@ struct filter_result {
 	int last;         /* the last verdict (PV_* or PU_UP_*), -1: none */
 	const char *text; /* CLOSE, UP_DONE, UP_FAIL */
 	size_t len;
+	const char *event; /* UP_DONE: act->event of the client role, or NULL */
 };
 
 /* Judges the bytes from DIR. CAP: what the caller can hold (a full

@@ -18,6 +18,7 @@
 
 enum metrics_hs { MH_TIMEOUT, MH_ERROR, MH_COUNT };
 enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
+enum metrics_auth { MA_OK, MA_FAILED, MA_COUNT };
 enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_MAX_HANDSHAKES, MR_COUNT };
 
 struct metrics_svc {
@@ -27,6 +28,7 @@ struct metrics_svc {
 	uint64_t backend_errors[MB_COUNT];
 	uint64_t starttls_client, starttls_backend;
 	uint64_t plaintext_auth_refused;
+	uint64_t auth[MA_COUNT]; /* login attempts by the server's verdict */
 	uint64_t refused[MR_COUNT];
 };
 

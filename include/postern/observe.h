@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include <postern/config.h>
+#include <postern/metrics.h>
 #include <postern/proto.h>
 
 #include <stdbool.h>
@@ -43,6 +44,12 @@ void observe_action(struct observe *o, enum proto_dir dir, const struct proto_ac
 
 /* postern's own answer to the client, as the client sees it. */
 void observe_reply(struct observe *o, const char *text, size_t len);
+
+/* The server's verdict on a login attempt (ACT->auth): one info line,
+ * logged whether or not commands are, "auth user=NAME result=ok|failed",
+ * NAME escaped as a key=value value (a space is \x20, so no name can add
+ * a field), "-" when unknown; counted in M's postern_auth_total. */
+void observe_auth(const char *who, struct metrics_svc *m, const struct proto_action *act);
 
 /* Shows lines cut by the close, writes the transcript's trailer, wipes the
  * secrets and frees O. */

@@ -22,6 +22,9 @@ enum proto_reply {
 
 enum proto_dir { PROTO_FROM_CLIENT = 0, PROTO_FROM_SERVER = 1 };
 
+/* The server's verdict on a login attempt (proto_auth.h). */
+enum proto_auth { PROTO_AUTH_NONE, PROTO_AUTH_OK, PROTO_AUTH_FAILED };
+
 enum proto_verdict {
 	PV_PASS,     /* forward act->consume bytes unchanged */
 	PV_REPLACE,  /* consume act->consume bytes, forward act->text instead */
@@ -59,6 +62,13 @@ struct proto_action {
 	 * they reappear in its log, in either direction. NULL: none. */
 	const char *secret;
 	size_t secret_len;
+	/* Set on the server's final reply to a login attempt, whatever
+	 * proto_conf.observe says: the verdict and the user name tried (raw
+	 * bytes, unescaped; length 0: unknown), never a secret. */
+	enum proto_auth auth;
+	const char *auth_user;
+	size_t auth_user_len;
+	bool auth_user_cut; /* the name was longer than what is shown */
 };
 
 enum {
@@ -110,6 +120,13 @@ struct proto_ops {
 	enum proto_up (*upstream)(void *st, const char *p, size_t len, bool full,
 	                          struct proto_action *act, char *scratch);
 	void (*up_tls_done)(void *st, struct proto_action *act, char *scratch);
+	/* SMTP xclient = yes, called after up_start: the client role sends
+	 * "XCLIENT ARGS" once an EHLO reply offers XCLIENT, and gives the
+	 * client the server's new greeting; without the offer it ends with
+	 * act->event "xclient-not-offered" on its PU_UP_DONE. STARTTLS: the
+	 * STARTTLS dialogue comes first (backend_tls = starttls); false: none.
+	 * NULL where the protocol has no such command. */
+	void (*up_xclient)(void *st, const char *args, bool starttls);
 };
 
 extern const struct proto_ops proto_imap, proto_pop3, proto_smtp, proto_raw;

@@ -21,9 +21,11 @@ import os
 import re
 import signal
 import subprocess
+import tempfile
 import time
 
-from harness import free_port, wait_until
+import mailserver
+from harness import PASSWORD, SMTP_SSL, USER, env, free_port, wait_until
 from mailserver import wait_greeting
 
 MAIN_CF = {
@@ -51,6 +53,75 @@ postlog unix-dgram n - n - 1 postlogd
 """
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold")
+
+# The relay tests: Debian's order of smtpd_relay_restrictions, with
+# mynetworks only the address postern connects from, so that a client from
+# 127.0.0.9 (SourceSMTP_SSL) stands for one on the Internet.
+RELAY = {
+    "mynetworks": "127.0.0.1/32",
+    "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
+}
+OUTSIDE = "victim@outside.example"
+CLIENT_ADDR = "127.0.0.9"
+
+
+class SourceSMTP_SSL(SMTP_SSL):
+    """smtplib over TLS to postern from CLIENT_ADDR."""
+
+    def _get_socket(self, host, port, timeout):
+        self.source_address = (CLIENT_ADDR, 0)
+        return super()._get_socket(host, port, timeout)
+
+
+def relay_attempt(port, password=None):
+    """From CLIENT_ADDR through postern at PORT: EHLO, AUTH as alice if
+    PASSWORD is given, MAIL and RCPT to an outside domain, and the message
+    if RCPT was accepted. Returns RCPT's (code, text)."""
+    with SourceSMTP_SSL(port) as c:
+        c.ehlo()
+        if password is not None:
+            c.login(USER, password)
+        if c.mail("someone@client.test")[0] != 250:
+            raise AssertionError("MAIL refused")
+        code, text = c.rcpt(OUTSIDE)
+        if code == 250:
+            c.data(b"Subject: relayed\r\n\r\nrelayed through postern\r\n")
+        c.quit()
+    return code, text
+
+
+class SaslDovecot(mailserver.Dovecot):
+    """A Dovecot whose auth service also listens on a socket Postfix's
+    smtpd (an unprivileged user) may use: SMTP AUTH checked against
+    alice's real password. main(): the main.cf parameters for it."""
+
+    what = "SASL Dovecot"
+
+    def __init__(self, dir):
+        super().__init__(dir, [(USER, PASSWORD, [])])
+        self.auth_socket = os.path.join(self.dir, "run", "auth-postfix")
+
+    def config(self):
+        return (super().config().replace("instance_name = postern-test-", "instance_name = postern-sasl-")
+                + "service auth {\n  unix_listener auth-postfix {\n    mode = 0666\n  }\n}\n")
+
+    def wait_ready(self, timeout):
+        super().wait_ready(timeout)
+        wait_until(lambda: os.path.exists(self.auth_socket), timeout, msg="Dovecot's auth socket")
+
+    def main(self):
+        return {"smtpd_sasl_auth_enable": "yes", "smtpd_sasl_type": "dovecot",
+                "smtpd_sasl_path": self.auth_socket}
+
+    @classmethod
+    def started(cls, fakes):
+        """One in the run's temp dir, started and added to FAKES (a test
+        class's list of what to stop when it is done)."""
+        d = cls(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
+        fakes.append(d)
+        d.prepare()
+        d.start()
+        return d
 
 
 class Postfix:

@@ -11,39 +11,27 @@ a loopback address outside mynetworks that stands for an Internet client.
 - Postfix with `smtpd_upstream_proxy_protocol = haproxy` behind
   `proxy_protocol = v2` (postern terminating implicit TLS): Postfix sees
   127.0.0.9, refuses to relay to an outside domain (454 Relay access denied)
-  and logs 127.0.0.9.
+  and logs 127.0.0.9; once the client has logged in (SMTP AUTH checked by a
+  real Dovecot's auth service, `smtpd_sasl_type = dovecot`) it relays.
 - Postfix without it, behind postern without a PROXY header: Postfix sees
   127.0.0.1, inside mynetworks, and relays the same client's mail.
 """
 
-import smtplib
 import tempfile
 
-from harness import SMTP_SSL, env, svc
-from postfix_util import Postfix
+from harness import PASSWORD, env, svc
+from postfix_util import OUTSIDE, RELAY, Postfix, SaslDovecot, relay_attempt
 from starttls_util import StarttlsCase
-
-RELAY = {
-    "mynetworks": "127.0.0.1/32",
-    "smtpd_relay_restrictions": "permit_mynetworks permit_sasl_authenticated defer_unauth_destination",
-}
-OUTSIDE = "victim@outside.example"
-
-
-class SourceSMTP_SSL(SMTP_SSL):
-    """smtplib over TLS to postern from 127.0.0.9."""
-
-    def _get_socket(self, host, port, timeout):
-        self.source_address = ("127.0.0.9", 0)
-        return super()._get_socket(host, port, timeout)
 
 
 class SmtpRelaySafety(StarttlsCase):
     @classmethod
     def make_services(cls):
-        cls.pf_proxy = Postfix(tempfile.mkdtemp(prefix="postfix-proxy-", dir=env().tmp), main=RELAY,
+        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
+        cls.pf_proxy = Postfix(tempfile.mkdtemp(prefix="postfix-proxy-", dir=env().tmp),
+                               main=dict(RELAY, **cls.sasl.main()),
                                smtpd_opts={"smtpd_upstream_proxy_protocol": "haproxy"})
-        cls._fakes.append(cls.pf_proxy)  # stopped with the fakes in tearDownClass
+        cls._fakes.append(cls.pf_proxy)
         cls.pf_proxy.start()
         cls.pf_bare = Postfix(tempfile.mkdtemp(prefix="postfix-bare-", dir=env().tmp), main=RELAY)
         cls._fakes.append(cls.pf_bare)
@@ -53,17 +41,10 @@ class SmtpRelaySafety(StarttlsCase):
             ("bare", svc("smtp", backend=cls.pf_bare.address)),
         ]
 
-    def relay_attempt(self, name):
-        """MAIL and RCPT to an outside domain without logging in: RCPT's
-        (code, text)."""
-        with SourceSMTP_SSL(self.port(name)) as c:
-            c.ehlo()
-            self.assertEqual(c.mail("someone@client.test")[0], 250)
-            code, text = c.rcpt(OUTSIDE)
-            if code == 250:
-                c.data(b"Subject: relayed\r\n\r\nrelayed through postern\r\n")
-            c.quit()
-        return code, text
+    def relay_attempt(self, name, password=None):
+        """MAIL and RCPT to an outside domain, after logging in as alice
+        with PASSWORD if given: RCPT's (code, text)."""
+        return relay_attempt(self.port(name), password)
 
     def test_with_proxy_header_postfix_refuses_to_relay_and_logs_the_client(self):
         queued, before = self.pf_proxy.queued(), len(self.pf_proxy.sessions())
@@ -88,3 +69,15 @@ class SmtpRelaySafety(StarttlsCase):
         self.pf_bare.wait_sessions(before + 1)
         self.assertRegex(self.pf_bare.log_text()[off:], r"postfix/smtpd\[\d+\]: connect from unknown\[127\.0\.0\.1\]")
         self.assertEqual(len(self.pf_bare.queued()), len(queued) + 1, "the relayed message is queued")
+
+    def test_with_proxy_header_an_authenticated_client_relays(self):
+        """SMTP AUTH checked by a real Dovecot's auth service: once logged
+        in, the same client from 127.0.0.9 may relay."""
+        queued, before = self.pf_proxy.queued(), len(self.pf_proxy.sessions())
+        off = len(self.pf_proxy.log_text())
+        code, text = self.relay_attempt("proxied", PASSWORD)
+        self.assertEqual(code, 250, text)
+        self.pf_proxy.wait_sessions(before + 1)
+        self.assertRegex(self.pf_proxy.log_text()[off:],
+                         r"client=unknown\[127\.0\.0\.9\], sasl_method=PLAIN, sasl_username=alice")
+        self.assertEqual(len(self.pf_proxy.queued()), len(queued) + 1, "the relayed message is queued")

@@ -65,12 +65,24 @@ test_remote_backend_or_other_protocol_is_fine(void **state)
 	assert_false(config_smtp_hides_client(&svc));
 }
 
+/* XCLIENT tells the backend who the client is, as a PROXY header does. */
+static void
+test_xclient_shows_the_client(void **state)
+{
+	struct service svc = smtp_to("127.0.0.1", 0);
+
+	(void)state;
+	svc.xclient = true;
+	assert_false(config_smtp_hides_client(&svc));
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
 	        cmocka_unit_test(test_loopback_smtp_without_proxy_hides_the_client),
 	        cmocka_unit_test(test_remote_backend_or_other_protocol_is_fine),
+	        cmocka_unit_test(test_xclient_shows_the_client),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
