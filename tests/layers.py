@@ -24,7 +24,7 @@ import sys
 LAYERS = [
     ("base", "bytes, text and addresses; knows no protocol and no configuration",
      ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture",
-      "oauth2_store"]),
+      "oauth2_store", "oauth2_json", "oauth2_sasl"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
       "resolver"]),
