@@ -27,7 +27,7 @@ extract(const char *text, size_t n, char bufs[3][40], struct oauth2_json_field *
 int
 LLVMFuzzerTestOneInput(const unsigned char *data, size_t size)
 {
-	char bufs[3][40], again[3][40], b64[4096];
+	char bufs[3][40], again[3][40], b64[4097];
 	unsigned char raw[3072];
 	struct oauth2_json_field f[4], g[4];
 	struct oauth2_sasl_error e;
