@@ -27,7 +27,7 @@ LAYERS = [
       "oauth2_store", "oauth2_json", "oauth2_sasl"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
-      "resolver"]),
+      "resolver", "oauth2_http"]),
     ("adapters", "the protocols, pure: bytes in, verdicts out",
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
       "proto_smtp", "proto_raw", "imap_token", "secrets"]),
