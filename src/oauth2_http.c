@@ -62,13 +62,14 @@ secure_free(char *p, size_t n)
 static void
 io_cb(struct ev_loop *loop, ev_io *w, int revents)
 {
-	struct sock *s = (struct sock *)w;
+	/* the action may close the socket and free W: keep the client */
+	struct oauth2_client *c = ((struct sock *)w)->c;
 	int running, flags = (revents & EV_READ ? CURL_CSELECT_IN : 0) |
 	                     (revents & EV_WRITE ? CURL_CSELECT_OUT : 0);
 
 	(void)loop;
-	curl_multi_socket_action(s->c->multi, w->fd, flags, &running);
-	drain(s->c);
+	curl_multi_socket_action(c->multi, w->fd, flags, &running);
+	drain(c);
 }
 
 static void
