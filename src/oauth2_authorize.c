@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <termios.h>
@@ -522,6 +523,8 @@ oauth2_command(const struct config *cfg, int argc, char **argv)
 	}
 	name = argv[i];
 	account = argv[i + 1];
+	/* no core dump of a process holding the password and tokens */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	if (!(run.prov = config_oauth2_find(cfg->oauth2, name))) {
 		fail("%s: no section [oauth2:%s]", cfg->path, name);
 		return DAEMON_EXIT_CONFIG;

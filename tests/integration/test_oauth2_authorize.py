@@ -8,6 +8,7 @@ certificate fail as they should; no token ever appears in postern's
 output; [oauth2:NAME] errors are reported as FILE:LINE."""
 
 import http.client
+import json
 import os
 import re
 import shutil
@@ -87,6 +88,8 @@ class OAuth2Authorize(PosternTestCase):
         out = w.finish(p, timeout=15)
         self.assertEqual(p.returncode, expect, out)
         self.assertNoToken(out)
+        for marker in harness.SANITIZER_MARKERS:
+            self.assertNotIn(marker, out)
         return out
 
     def command(self, *args, password=PASSWORD, expect=0, conf=None):
@@ -262,6 +265,23 @@ class OAuth2Authorize(PosternTestCase):
         out = self.command("oauth2-check", "fake", ACCOUNT, conf=conf, expect=2)
         self.assertRegex(out, "(?i)certificate")
         self.assertEqual(len(self.fake.token_requests()), before)
+
+    def test_fake_introspection_tells_live_tokens(self):
+        """What Dovecot's oauth2 passdb will ask the fake (introspection_url)."""
+        access = self.fake.grant(ACCOUNT)["access_token"]
+        ctx = ssl.create_default_context(cafile=env().ca)
+
+        def introspect(token):
+            req = urllib.request.Request(self.fake.url + "/introspect",
+                                         data=urllib.parse.urlencode({"token": token}).encode())
+            with urllib.request.urlopen(req, context=ctx, timeout=10) as r:
+                return json.loads(r.read())
+
+        self.assertEqual(introspect(access), {"active": True, "username": ACCOUNT,
+                                              "exp": introspect(access)["exp"], "scope": "mail"})
+        self.fake.revoke(access)
+        self.assertEqual(introspect(access), {"active": False})
+        self.assertEqual(introspect("at-never-issued"), {"active": False})
 
     def test_http_url_and_bad_keys_refused_with_file_line(self):
         conf = self.write_config("bad.ini", token_url="http://127.0.0.1:1/token",
