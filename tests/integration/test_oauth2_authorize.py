@@ -121,6 +121,8 @@ class OAuth2Authorize(PosternTestCase):
     def authorize_by_device(self):
         p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
+        # approve only after a poll was answered authorization_pending
+        harness.wait_until(lambda: len(self.fake.token_requests()) >= 1, timeout=5)
         status, _, _ = self.browser(self.fake.url + "/device/verify?user_code=" + code)
         self.assertEqual(status, 200)
         return self.finish(p, w)
@@ -133,8 +135,8 @@ class OAuth2Authorize(PosternTestCase):
         st = os.stat(self.token_path())
         self.assertEqual(stat.S_IMODE(st.st_mode), 0o600)
         self.assertEqual(stat.S_IMODE(os.stat(self.tokens).st_mode), 0o700)
-        grants = self.fake.token_requests()
-        self.assertEqual(grants[-1], "urn:ietf:params:oauth:grant-type:device_code")
+        device = "urn:ietf:params:oauth:grant-type:device_code"
+        self.assertEqual(self.fake.token_requests(), [device, device])
         # the file holds no token in clear, and the stored one works
         with open(self.token_path(), "rb") as f:
             data = f.read()
