@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -48,6 +49,9 @@ struct run {
 	bool done, ok;
 	char refresh[OAUTH2_REFRESH_MAX];
 	long long expires_in;
+	bool give; /* root runs the command for the daemon's user: files go to */
+	uid_t uid; /* uid, gid */
+	gid_t gid;
 };
 
 static void fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -62,6 +66,19 @@ fail(const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
+}
+
+/* Text from the provider shown on the terminal: control bytes become '?'
+ * (an escape sequence must not reach the terminal). */
+static const char *
+shown(const char *s, char *buf, size_t cap)
+{
+	size_t i;
+
+	for (i = 0; s[i] && i + 1 < cap; i++)
+		buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+	buf[i] = '\0';
+	return buf;
 }
 
 /* ---- the local password ---- */
@@ -156,7 +173,9 @@ keep_refresh_token(struct run *run, const struct oauth2_reply *r)
 		snprintf(run->refresh, sizeof(run->refresh), "%s", r->refresh_token);
 		run->ok = true;
 	} else {
-		fail("token request failed: %s%s", r->detail,
+		char detail[sizeof(r->detail)];
+
+		fail("token request failed: %s%s", shown(r->detail, detail, sizeof(detail)),
 		     r->result == OAUTH2_TEMPORARY ? " (temporary: try again later)" : "");
 	}
 	run->done = true;
@@ -206,17 +225,21 @@ device_started(void *arg, const struct oauth2_reply *r)
 	struct run *run = arg;
 	long long life = r->expires_in > 0 && r->expires_in < DEVICE_WAIT_MAX ? r->expires_in
 	                                                                      : DEVICE_WAIT_MAX;
+	char uri[sizeof(r->verification_uri_complete)], code[sizeof(r->user_code)];
 
 	if (r->result != OAUTH2_OK) {
-		fail("device authorization request failed: %s", r->detail);
+		fail("device authorization request failed: %s", shown(r->detail, uri, sizeof(uri)));
 		run->done = true;
 		ev_break(run->loop, EVBREAK_ALL);
 		return;
 	}
-	printf("postern: to authorize, open %s and enter the code %s\n", r->verification_uri,
-	       r->user_code);
+
+	printf("postern: to authorize, open %s and enter the code %s\n",
+	       shown(r->verification_uri, uri, sizeof(uri)),
+	       shown(r->user_code, code, sizeof(code)));
 	if (r->verification_uri_complete[0])
-		printf("postern: (or open %s)\n", r->verification_uri_complete);
+		printf("postern: (or open %s)\n",
+		       shown(r->verification_uri_complete, uri, sizeof(uri)));
 	printf("postern: waiting for the approval (at most %lld s)\n", life);
 	fflush(stdout);
 	snprintf(run->device_code, sizeof(run->device_code), "%s", r->device_code);
@@ -323,7 +346,8 @@ wait_redirect(int lfd, const char *state, char *code, size_t cap)
 		    query_get(req + 6, "code", code, cap) < 0) {
 			answer(fd, "400 Bad Request", "postern: the authorization was refused\n");
 			close(fd);
-			fail("the provider refused the authorization: %s", err);
+			fail("the provider refused the authorization: %s",
+			     shown(err, got, sizeof(got)));
 			return -1;
 		}
 		answer(fd, "200 OK",
@@ -434,6 +458,45 @@ device_grant(struct run *run)
 	return run->ok ? 0 : -1;
 }
 
+/* TOKEN_DIR and the directories above it that are missing, mode 0700,
+ * given to the daemon's user when RUN->give. */
+static int
+make_dirs(const struct run *run, const char *dir)
+{
+	char path[4096];
+	size_t n = strlen(dir);
+
+	if (n >= sizeof(path))
+		return -1;
+	memcpy(path, dir, n + 1);
+	for (char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		char c = *p;
+		*p = '\0';
+		if (mkdir(path, 0700) == 0) {
+			if (run->give && chown(path, run->uid, run->gid) < 0)
+				return -1;
+		} else if (errno != EEXIST) {
+			return -1;
+		}
+		*p = c;
+		if (c == '\0')
+			return 0;
+	}
+}
+
+/* A token file written by root for a daemon that runs as `user`. */
+static int
+give_file(const struct run *run, const char *path)
+{
+	if (run->give && chown(path, run->uid, run->gid) < 0) {
+		fail("cannot give %s to uid %d: %s", path, (int)run->uid, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
 static void
 usage(void)
 {
@@ -445,6 +508,7 @@ static void
 refreshed(void *arg, const struct oauth2_reply *r)
 {
 	struct run *run = arg;
+	char detail[sizeof(r->detail)];
 
 	if (r->result == OAUTH2_OK) {
 		snprintf(run->refresh, sizeof(run->refresh), "%s", r->refresh_token);
@@ -454,9 +518,10 @@ refreshed(void *arg, const struct oauth2_reply *r)
 		fail("the provider refused the refresh token (%s): authorize the account again "
 		     "with "
 		     "oauth2-authorize",
-		     r->detail);
+		     shown(r->detail, detail, sizeof(detail)));
 	} else {
-		fail("token request failed: %s (temporary: try again later)", r->detail);
+		fail("token request failed: %s (temporary: try again later)",
+		     shown(r->detail, detail, sizeof(detail)));
 	}
 	ev_break(run->loop, EVBREAK_ALL);
 }
@@ -490,6 +555,8 @@ check(struct run *run, const char *path, const char *account, const char *pw)
 		fail("the provider rotated the refresh token but it cannot be stored: %s", err);
 		goto out;
 	}
+	if (run->refresh[0] && give_file(run, path) < 0)
+		goto out;
 	printf("postern: %s: the provider issued an access token valid for %lld s%s\n", account,
 	       run->expires_in, run->refresh[0] ? "; the rotated refresh token is stored" : "");
 	rc = 0;
@@ -538,7 +605,17 @@ oauth2_command(const struct config *cfg, int argc, char **argv)
 		     loopback ? "authorization_url" : "device_authorization_url (use --loopback)");
 		return DAEMON_EXIT_CONFIG;
 	}
-	if (!checking && mkdir(run.prov->token_dir, 0700) < 0 && errno != EEXIST) {
+	if (geteuid() == 0 && cfg->user) {
+		struct passwd *user = getpwnam(cfg->user);
+		if (!user) {
+			fail("no user '%s'", cfg->user);
+			return DAEMON_EXIT_CONFIG;
+		}
+		run.give = true;
+		run.uid = user->pw_uid;
+		run.gid = user->pw_gid;
+	}
+	if (!checking && make_dirs(&run, run.prov->token_dir) < 0) {
 		fail("cannot create %s: %s", run.prov->token_dir, strerror(errno));
 		return DAEMON_EXIT_RUNTIME;
 	}
@@ -564,6 +641,8 @@ oauth2_command(const struct config *cfg, int argc, char **argv)
 		fail("%s", err);
 		goto out;
 	}
+	if (give_file(&run, path) < 0)
+		goto out;
 	printf("postern: %s authorized; its refresh token is stored encrypted in %s\n", account,
 	       path);
 	rc = 0;

@@ -10,6 +10,7 @@ output; [oauth2:NAME] errors are reported as FILE:LINE."""
 import http.client
 import json
 import os
+import pwd
 import re
 import shutil
 import ssl
@@ -144,6 +145,34 @@ class OAuth2Authorize(PosternTestCase):
             self.assertNotIn(t.encode(), data)
         self.command("oauth2-check", "fake", ACCOUNT)
         self.assertEqual(self.fake.token_requests()[-1], "refresh_token")
+
+    def test_provider_text_cannot_reach_the_terminal_raw(self):
+        self.fake.user_code = "AB\x1b]0;owned\x07CD"
+        p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
+        w.wait(rb"enter the code AB\?\]0;owned\?CD\n")
+        self.assertNotIn(b"\x1b", w.data)
+        self.browser(self.fake.url + "/device/verify?user_code=" + urllib.parse.quote(self.fake.user_code))
+        self.finish(p, w)
+
+    def test_token_dir_created_and_given_to_the_daemon_user(self):
+        nobody = pwd.getpwnam("nobody")
+        nested = os.path.join(self.tokens, "a", "b")
+        self.tokens = nested
+        self.conf = self.write_config(token_dir=nested)
+        with open(self.conf) as f:
+            text = f.read()
+        with open(self.conf, "w") as f:
+            f.write(text.replace("[global]\n", "[global]\nuser = nobody\n"))
+        self.authorize_by_device()
+        for d in (nested, os.path.dirname(nested)):
+            st = os.stat(d)
+            self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid), (0o700, nobody.pw_uid), d)
+        st = os.stat(self.token_path())
+        self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid),
+                         (0o600, nobody.pw_uid, nobody.pw_gid))
+        # a rotated token written by root goes to the daemon's user as well
+        self.command("oauth2-check", "fake", ACCOUNT)
+        self.assertEqual(os.stat(self.token_path()).st_uid, nobody.pw_uid)
 
     def test_device_grant_honours_slow_down(self):
         self.fake.slow_down_polls = 1

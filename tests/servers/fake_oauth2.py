@@ -26,7 +26,8 @@ Endpoints (paths under https://127.0.0.1:PORT):
 Behaviour a test sets on the object: delay (seconds before each answer of
 /token and /device), fail_next (list of HTTP statuses the next requests of
 /token get, e.g. [503]), rotate, expires_in, slow_down_polls (how many
-device polls answer slow_down before the usual answers), and the record of
+device polls answer slow_down before the usual answers), user_code (the
+next device code shown to the user), and the record of
 what happened: requests (list of (path, grant_type, time.monotonic())), issued (every token
 handed out), revoked. Clients must send client_id (and client_secret when
 one is set); a wrong one gets invalid_client.
@@ -59,6 +60,7 @@ class FakeOAuth2:
         self.expires_in = 3600
         self.interval = 1
         self.slow_down_polls = 0
+        self.user_code = None  # the next device user_code, instead of a random one
         self.requests = []
         self.issued = []
         self.revoked = set()
@@ -228,7 +230,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self.client_ok(f):
             return self.error(401, "invalid_client")
         dc = secrets.token_urlsafe(24)
-        uc = "%04X-%04X" % (secrets.randbelow(65536), secrets.randbelow(65536))
+        uc = fake.user_code or "%04X-%04X" % (secrets.randbelow(65536), secrets.randbelow(65536))
         with fake.lock:
             fake.devices[dc] = {"user_code": uc, "state": "pending", "account": None,
                                 "last_poll": 0.0, "scope": f.get("scope")}
