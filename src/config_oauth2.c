@@ -314,6 +314,16 @@ config_oauth2_free(struct config_oauth2 *o)
 	free(o);
 }
 
+void
+config_oauth2_endpoint(const struct oauth2_provider *p, struct oauth2_endpoint *ep)
+{
+	*ep = (struct oauth2_endpoint){.token_url = p->token_url,
+	                               .client_id = p->client_id,
+	                               .client_secret = p->client_secret,
+	                               .ca_file = p->ca,
+	                               .timeout = p->timeout};
+}
+
 const struct oauth2_provider *
 config_oauth2_find(const struct config_oauth2 *o, const char *name)
 {

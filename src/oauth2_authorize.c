@@ -621,11 +621,7 @@ oauth2_command(const struct config *cfg, int argc, char **argv)
 	}
 	if (get_password(account, !checking, pw, sizeof(pw)) < 0)
 		goto out;
-	run.ep = (struct oauth2_endpoint){.token_url = run.prov->token_url,
-	                                  .client_id = run.prov->client_id,
-	                                  .client_secret = run.prov->client_secret,
-	                                  .ca_file = run.prov->ca,
-	                                  .timeout = run.prov->timeout};
+	config_oauth2_endpoint(run.prov, &run.ep);
 	if (!(run.loop = ev_loop_new(EVFLAG_AUTO)) || !(run.client = oauth2_client_new(run.loop))) {
 		fail("cannot set up the HTTPS client");
 		goto out;

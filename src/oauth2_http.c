@@ -442,66 +442,59 @@ request_start(struct oauth2_request *r, const struct oauth2_endpoint *ep, const 
 	return r;
 }
 
+/* A POST of FORM (name, value, ..., NULL) plus the client's id and
+ * secret to URL. */
+static struct oauth2_request *
+post(struct oauth2_client *c, const struct oauth2_endpoint *ep, enum kind kind, const char *url,
+     const char *const *form, oauth2_done_cb *cb, void *arg)
+{
+	struct oauth2_request *r = request_new(c, ep, kind, cb, arg);
+
+	if (!r)
+		return NULL;
+	for (; form[0]; form += 2) {
+		if (form_add(r, form[0], form[1]) < 0) {
+			request_free(r);
+			return NULL;
+		}
+	}
+	return request_start(r, ep, url);
+}
+
 struct oauth2_request *
 oauth2_refresh(struct oauth2_client *c, const struct oauth2_endpoint *ep, const char *refresh_token,
                oauth2_done_cb *cb, void *arg)
 {
-	struct oauth2_request *r = request_new(c, ep, REQ_TOKEN, cb, arg);
+	const char *form[] = {"grant_type", "refresh_token", "refresh_token", refresh_token, NULL};
 
-	if (!r)
-		return NULL;
-	if (form_add(r, "grant_type", "refresh_token") < 0 ||
-	    form_add(r, "refresh_token", refresh_token) < 0) {
-		request_free(r);
-		return NULL;
-	}
-	return request_start(r, ep, ep->token_url);
+	return post(c, ep, REQ_TOKEN, ep->token_url, form, cb, arg);
 }
 
 struct oauth2_request *
 oauth2_device_start(struct oauth2_client *c, const struct oauth2_endpoint *ep,
                     const char *device_url, const char *scope, oauth2_done_cb *cb, void *arg)
 {
-	struct oauth2_request *r = request_new(c, ep, REQ_DEVICE, cb, arg);
+	const char *form[] = {"scope", scope, NULL};
 
-	if (!r)
-		return NULL;
-	if (form_add(r, "scope", scope) < 0) {
-		request_free(r);
-		return NULL;
-	}
-	return request_start(r, ep, device_url);
+	return post(c, ep, REQ_DEVICE, device_url, form, cb, arg);
 }
 
 struct oauth2_request *
 oauth2_device_poll(struct oauth2_client *c, const struct oauth2_endpoint *ep,
                    const char *device_code, oauth2_done_cb *cb, void *arg)
 {
-	struct oauth2_request *r = request_new(c, ep, REQ_TOKEN, cb, arg);
+	const char *form[] = {"grant_type", "urn:ietf:params:oauth:grant-type:device_code",
+	                      "device_code", device_code, NULL};
 
-	if (!r)
-		return NULL;
-	if (form_add(r, "grant_type", "urn:ietf:params:oauth:grant-type:device_code") < 0 ||
-	    form_add(r, "device_code", device_code) < 0) {
-		request_free(r);
-		return NULL;
-	}
-	return request_start(r, ep, ep->token_url);
+	return post(c, ep, REQ_TOKEN, ep->token_url, form, cb, arg);
 }
 
 struct oauth2_request *
 oauth2_code_exchange(struct oauth2_client *c, const struct oauth2_endpoint *ep, const char *code,
                      const char *redirect_uri, const char *verifier, oauth2_done_cb *cb, void *arg)
 {
-	struct oauth2_request *r = request_new(c, ep, REQ_TOKEN, cb, arg);
+	const char *form[] = {"grant_type", "authorization_code", "code",   code, "redirect_uri",
+	                      redirect_uri, "code_verifier",      verifier, NULL};
 
-	if (!r)
-		return NULL;
-	if (form_add(r, "grant_type", "authorization_code") < 0 || form_add(r, "code", code) < 0 ||
-	    form_add(r, "redirect_uri", redirect_uri) < 0 ||
-	    form_add(r, "code_verifier", verifier) < 0) {
-		request_free(r);
-		return NULL;
-	}
-	return request_start(r, ep, ep->token_url);
+	return post(c, ep, REQ_TOKEN, ep->token_url, form, cb, arg);
 }

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include <postern/oauth2_http.h>
+
 enum oauth2_preset { OAUTH2_GENERIC, OAUTH2_MICROSOFT, OAUTH2_GOOGLE };
 
 struct oauth2_provider {
@@ -44,6 +46,9 @@ int config_oauth2_key(struct config_oauth2 *o, const char *key, const char *valu
  * line through REPORT. */
 void config_oauth2_check(struct config_oauth2 *o, config_oauth2_report *report, void *arg);
 void config_oauth2_free(struct config_oauth2 *o);
+
+/* What oauth2_http needs of P (pointers into P). */
+void config_oauth2_endpoint(const struct oauth2_provider *p, struct oauth2_endpoint *ep);
 
 /* The provider named NAME, or NULL. */
 const struct oauth2_provider *config_oauth2_find(const struct config_oauth2 *o, const char *name);
