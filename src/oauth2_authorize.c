@@ -42,15 +42,15 @@ struct run {
 	struct oauth2_client *client;
 	struct oauth2_endpoint ep;
 	const struct oauth2_provider *prov;
-	ev_timer poll; /* device grant: the next poll, or the deadline */
+	ev_timer poll; /* device grant: the next poll */
 	char device_code[1024];
 	double interval;
 	ev_tstamp deadline;
-	bool done, ok;
+	bool ok;
 	char refresh[OAUTH2_REFRESH_MAX];
 	long long expires_in;
-	bool give; /* root runs the command for the daemon's user: files go to */
-	uid_t uid; /* uid, gid */
+	bool give; /* root runs the command for the daemon's user: files go to uid, gid */
+	uid_t uid;
 	gid_t gid;
 };
 
@@ -132,6 +132,7 @@ get_password(const char *account, bool confirm, char *pw, size_t cap)
 	int rc = -1;
 
 	if (!isatty(STDIN_FILENO)) {
+		setvbuf(stdin, NULL, _IONBF, 0); /* no copy left in a stdio buffer */
 		if (read_line(stdin, pw, cap) < 0) {
 			fail("no password on standard input");
 			return -1;
@@ -141,6 +142,7 @@ get_password(const char *account, bool confirm, char *pw, size_t cap)
 			fail("cannot open the terminal: %s", strerror(errno));
 			return -1;
 		}
+		setvbuf(tty, NULL, _IONBF, 0);
 		snprintf(
 		        text, sizeof(text),
 		        "Local password for %s (the password its mail client will use): ", account);
@@ -178,7 +180,6 @@ keep_refresh_token(struct run *run, const struct oauth2_reply *r)
 		fail("token request failed: %s%s", shown(r->detail, detail, sizeof(detail)),
 		     r->result == OAUTH2_TEMPORARY ? " (temporary: try again later)" : "");
 	}
-	run->done = true;
 	ev_break(run->loop, EVBREAK_ALL);
 }
 
@@ -194,7 +195,6 @@ polled(void *arg, const struct oauth2_reply *r)
 			run->interval += 5; /* RFC 8628 3.5 */
 		if (ev_now(run->loop) + run->interval > run->deadline) {
 			fail("the code expired before it was entered");
-			run->done = true;
 			ev_break(run->loop, EVBREAK_ALL);
 			return;
 		}
@@ -214,7 +214,6 @@ poll_due(struct ev_loop *loop, ev_timer *w, int revents)
 	(void)revents;
 	if (!oauth2_device_poll(run->client, &run->ep, run->device_code, polled, run)) {
 		fail("cannot start a token request");
-		run->done = true;
 		ev_break(run->loop, EVBREAK_ALL);
 	}
 }
@@ -229,7 +228,6 @@ device_started(void *arg, const struct oauth2_reply *r)
 
 	if (r->result != OAUTH2_OK) {
 		fail("device authorization request failed: %s", shown(r->detail, uri, sizeof(uri)));
-		run->done = true;
 		ev_break(run->loop, EVBREAK_ALL);
 		return;
 	}
@@ -645,6 +643,7 @@ oauth2_command(const struct config *cfg, int argc, char **argv)
 out:
 	OPENSSL_cleanse(pw, sizeof(pw));
 	OPENSSL_cleanse(run.refresh, sizeof(run.refresh));
+	OPENSSL_cleanse(run.device_code, sizeof(run.device_code));
 	oauth2_client_free(run.client);
 	if (run.loop)
 		ev_loop_destroy(run.loop);
