@@ -73,7 +73,7 @@ deb_wanted() {
 	if ! command -v cc >/dev/null 2>&1 && ! command -v gcc >/dev/null 2>&1; then
 		echo gcc
 	fi
-	echo make pkg-config libc6-dev libssl-dev libev-dev libinih-dev libcmocka-dev
+	echo make pkg-config libc6-dev libssl-dev libev-dev libinih-dev libcurl4-openssl-dev libcmocka-dev
 	echo clang
 	rt=$(clang_rt_pkg) && [[ -n $rt ]] && echo "$rt"
 	echo openssl curl ca-certificates python3 python3-aiosmtpd
@@ -230,6 +230,7 @@ have_cmd pkg-config || have_cmd pkgconf || lacking+=("pkg-config")
 have_hdr openssl/ssl.h || lacking+=("OpenSSL 3 headers")
 have_hdr ev.h || lacking+=("libev headers")
 have_hdr ini.h || lacking+=("inih headers")
+have_hdr curl/curl.h || lacking+=("libcurl headers (OpenSSL flavour)")
 have_hdr cmocka.h || lacking+=("cmocka headers")
 have_cmd clang || lacking+=("clang with the libFuzzer and sanitizer runtimes")
 have_cmd openssl || lacking+=("openssl")
@@ -264,16 +265,16 @@ sudo=""
 cmd="" pm=""
 if have_cmd dnf || have_cmd yum; then
 	pm=dnf; have_cmd dnf || pm=yum
-	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps-ng iproute valgrind"
+	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcurl-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps-ng iproute valgrind"
 elif have_cmd zypper; then
 	pm=zypper
-	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps iproute2 valgrind"
+	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel libcurl-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps iproute2 valgrind"
 elif have_cmd apk; then
 	pm=apk
-	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d postfix procps iproute2 valgrind"
+	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev curl-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d postfix procps iproute2 valgrind"
 elif have_cmd pacman; then
 	pm=pacman
-	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot postfix procps-ng iproute2 valgrind"
+	cmd="pacman -S --needed gcc make pkgconf openssl libev libinih curl cmocka clang compiler-rt curl ca-certificates python python-aiosmtpd dovecot postfix procps-ng iproute2 valgrind"
 fi
 if [[ -n $cmd && -n $bench ]]; then
 	case $pm in

@@ -21,6 +21,7 @@
 #include <ini.h>
 
 #include <postern/config.h>
+#include <postern/config_oauth2.h>
 #include <postern/resolver.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
@@ -28,6 +29,7 @@
 #define SEC_NONE (-1)   /* before any section header */
 #define SEC_SINK (-2)   /* after a broken header: keys are ignored */
 #define SEC_GLOBAL (-3) /* [global] */
+#define SEC_OAUTH2 (-4) /* [oauth2:NAME]: keys go to config_oauth2.c */
 
 #define MAX_SECTION_NAME CONFIG_SERVICE_NAME_MAX
 #define ERRLEN 512
@@ -339,6 +341,15 @@ section_header(struct parse *ps, char *p)
 		}
 		return;
 	}
+	if (strncmp(name, "oauth2:", 7) == 0) {
+		char err[ERRLEN];
+		bool ok = config_oauth2_section(&ps->cfg->oauth2, name + 7, line, err,
+		                                sizeof(err)) == 0;
+		if (!ok)
+			perr(ps, line, "%s", err);
+		ps->cur = ok ? SEC_OAUTH2 : SEC_SINK;
+		return;
+	}
 	if (strlen(name) > MAX_SECTION_NAME || !valid_section_name(name)) {
 		char sh[MAX_SECTION_NAME + 1];
 
@@ -510,6 +521,12 @@ cfg_handler(void *user, const char *section, const char *name, const char *value
 	(void)section; /* we track sections ourselves */
 	if (ps->cur == SEC_SINK)
 		return 1;
+	if (ps->cur == SEC_OAUTH2) {
+		if (config_oauth2_key(ps->cfg->oauth2, name, value, line, ps->cont, err,
+		                      sizeof(err)) < 0)
+			perr(ps, line, "%s", err);
+		return 1;
+	}
 	if (ps->cont) {
 		k = ps->prev_key;
 		if (ps->prev_bad || !k)
@@ -753,6 +770,12 @@ check_identity(struct parse *ps)
 }
 
 static void
+oauth2_error(void *ps, int line, const char *msg)
+{
+	perr(ps, line, "%s", msg);
+}
+
+static void
 validate(struct parse *ps, bool load_tls)
 {
 	struct config *cfg = ps->cfg;
@@ -761,6 +784,7 @@ validate(struct parse *ps, bool load_tls)
 	if (cfg->nservices == 0)
 		perr(ps, 1, "no services defined");
 	check_listen_clashes(ps);
+	config_oauth2_check(cfg->oauth2, oauth2_error, ps);
 	for (i = 0; i < cfg->nservices; i++) {
 		if (!ps->meta[i].ignored)
 			check_service(ps, &cfg->services[i], &ps->meta[i], load_tls);
@@ -793,6 +817,7 @@ config_free(struct config *cfg)
 	free(cfg->keylog);
 	config_strlist_free(&cfg->ticket_keys);
 	tickets_free(cfg->tickets);
+	config_oauth2_free(cfg->oauth2);
 	free(cfg);
 }
 

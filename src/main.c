@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 
 #include <ev.h>
 #include <openssl/crypto.h>
@@ -13,6 +14,8 @@
 #include <postern/control.h>
 #include <postern/daemon.h>
 #include <postern/log.h>
+#include <postern/oauth2_authorize.h>
+#include <postern/oauth2_http.h>
 #include <postern/tls.h>
 #include <postern/workers.h>
 
@@ -33,6 +36,7 @@ print_versions(void)
 	printf("libev %d.%d (built with %d.%d)\n", ev_version_major(), ev_version_minor(),
 	       EV_VERSION_MAJOR, EV_VERSION_MINOR);
 	printf("inih (built with %s)\n", POSTERN_INIH_VERSION);
+	printf("libcurl %s\n", oauth2_http_version());
 }
 
 static void
@@ -46,6 +50,8 @@ static void
 usage(FILE *out)
 {
 	fprintf(out, "usage: postern [-c FILE] [-t] [-s reload] [-V] [-h]\n"
+	             "       postern [-c FILE] oauth2-authorize [--loopback] PROVIDER ACCOUNT\n"
+	             "       postern [-c FILE] oauth2-check PROVIDER ACCOUNT\n"
 	             "  -c FILE  configuration file (default " DEFAULT_CONFIG ")\n"
 	             "  -t       check the configuration and exit\n"
 	             "  -s reload  reload the running daemon (its pidfile) and say the outcome\n"
@@ -57,13 +63,14 @@ int
 main(int argc, char **argv)
 {
 	const char *config_path = DEFAULT_CONFIG;
-	bool check_only = false;
+	bool check_only = false, authorize;
 	const char *send = NULL;
 	struct config *cfg;
 	char err[512];
 	int c;
 
-	while ((c = getopt(argc, argv, "c:ts:Vh")) != -1) {
+	/* '+': options end at the first word (a command with its own options) */
+	while ((c = getopt(argc, argv, "+c:ts:Vh")) != -1) {
 		switch (c) {
 		case 'c':
 			config_path = optarg;
@@ -85,7 +92,8 @@ main(int argc, char **argv)
 			return DAEMON_EXIT_CONFIG;
 		}
 	}
-	if (optind != argc) {
+	authorize = optind < argc && oauth2_is_command(argv[optind]);
+	if (optind != argc && !authorize) {
 		usage(stderr);
 		return DAEMON_EXIT_CONFIG;
 	}
@@ -96,6 +104,11 @@ main(int argc, char **argv)
 	cfg = config_load(config_path, stderr);
 	if (cfg == NULL)
 		return DAEMON_EXIT_CONFIG;
+	if (authorize) {
+		c = oauth2_command(cfg, argc - optind, argv + optind);
+		config_unref(cfg);
+		return c;
+	}
 	if (check_only) {
 		config_advice(cfg, warn_on_stderr, NULL);
 		printf("postern: configuration OK\n");

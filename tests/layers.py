@@ -23,19 +23,21 @@ import sys
 # layer and those listed before it.
 LAYERS = [
     ("base", "bytes, text and addresses; knows no protocol and no configuration",
-     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture"]),
+     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture",
+      "oauth2_store", "oauth2_json", "oauth2_sasl"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
-      "resolver"]),
+      "resolver", "oauth2_http"]),
     ("adapters", "the protocols, pure: bytes in, verdicts out",
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
       "proto_smtp", "proto_raw", "proto_auth", "imap_token", "secrets"]),
     ("config", "the configuration and what is set up straight from it",
-     ["config", "config_values", "config_keys", "config_tls", "config_advice", "log", "metrics"]),
+     ["config", "config_values", "config_keys", "config_tls", "config_advice", "config_oauth2",
+      "log", "metrics"]),
     ("session", "one connection from accept to close",
      ["server", "session", "session_backend", "session_client", "observe", "filter"]),
     ("process", "listeners, the daemon, its workers, the command line",
-     ["listener", "daemon", "workers", "sd_notify", "control", "main"]),
+     ["listener", "daemon", "workers", "sd_notify", "control", "oauth2_authorize", "main"]),
 ]
 
 # Layers of files not (yet) in LAYERS, by the start of their name.

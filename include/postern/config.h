@@ -19,6 +19,8 @@ enum log_target { LOGTO_STDERR, LOGTO_SYSLOG, LOGTO_FILE };
 enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
 enum client_verify { CLIENT_VERIFY_OFF, CLIENT_VERIFY_OPTIONAL, CLIENT_VERIFY_REQUIRE };
 
+struct config_oauth2;
+
 /* A list of strings, each remembering the config line it came from. */
 struct strlist {
 	char **v;
@@ -90,6 +92,8 @@ struct config {
 
 	struct service *services;
 	size_t nservices;
+
+	struct config_oauth2 *oauth2; /* [oauth2:NAME] sections (config_oauth2.h), or NULL */
 };
 
 /* Most workers one configuration may ask for; two sets of them overlap
