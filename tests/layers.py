@@ -23,10 +23,10 @@ import sys
 # layer and those listed before it.
 LAYERS = [
     ("base", "bytes, text and addresses; knows no protocol and no configuration",
-     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture"]),
+     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture", "sni_index"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
-      "resolver"]),
+      "resolver", "cert_store"]),
     ("adapters", "the protocols, pure: bytes in, verdicts out",
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
       "proto_smtp", "proto_raw", "imap_token", "secrets"]),
