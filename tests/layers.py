@@ -23,7 +23,8 @@ import sys
 # layer and those listed before it.
 LAYERS = [
     ("base", "bytes, text and addresses; knows no protocol and no configuration",
-     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture", "sni_index"]),
+     ["buf", "shared", "netaddr", "log_text", "log_json", "log_syslog", "capture", "sni_index",
+      "cert_map"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
       "resolver", "cert_store"]),
