@@ -1,13 +1,16 @@
 /* Loading certificate pairs, cached by file; see include/postern/cert_store.h. */
 #include <dirent.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
+#include <openssl/decoder.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <openssl/sha.h>
 #include <openssl/x509v3.h>
 
 #include <postern/cert_map.h>
@@ -52,26 +55,27 @@ same_sig(const struct file_sig *a, const struct file_sig *b)
 	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec;
 }
 
-/* The one copy of intermediate X (taking over X's reference). */
+/* The one copy of the intermediate whose DER is DER: parsed only the first
+ * time (parsing a certificate makes an OpenSSL 3.0 decoder for its public
+ * key, which costs more than all the rest of loading a file). */
 static X509 *
-intern(X509 *x)
+intern(const unsigned char *der, long len)
 {
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned int len = 0;
+	unsigned char md[SHA256_DIGEST_LENGTH];
 	char hex[2 * 20 + 1];
-	X509 *have;
+	const unsigned char *q = der;
+	X509 *x;
 
-	if ((interned == NULL && (interned = sni_index_new()) == NULL) ||
-	    X509_digest(x, EVP_sha256(), md, &len) != 1 || len < 20)
-		return x;
+	if (interned == NULL && (interned = sni_index_new()) == NULL)
+		return d2i_X509(NULL, &q, len);
+	SHA256(der, (size_t)len, md);
 	for (int i = 0; i < 20; i++)
 		snprintf(hex + 2 * i, 3, "%02x", md[i]);
-	if ((have = sni_index_find(interned, hex, 40)) != NULL) {
-		X509_free(x);
-		X509_up_ref(have);
-		return have;
+	if ((x = sni_index_find(interned, hex, 40)) != NULL) {
+		X509_up_ref(x);
+		return x;
 	}
-	if (sni_index_add(interned, hex, 40, x) == 0)
+	if ((x = d2i_X509(NULL, &q, len)) != NULL && sni_index_add(interned, hex, 40, x) == 0)
 		X509_up_ref(x); /* the table's own reference */
 	return x;
 }
@@ -140,53 +144,86 @@ open_file(const char *path, char *why, size_t whylen)
 	return b;
 }
 
-/* The leaf first, then each intermediate; OpenSSL skips the other PEM
- * blocks (a key in a combined file). */
-static int
-read_chain(struct cert_pair *p, const char *path, char *why, size_t whylen)
-{
-	BIO *b = open_file(path, why, whylen);
-	X509 *x;
+/* The key types of PEM keys, each with a decoder made once: making an
+ * OpenSSL 3 decoder (what PEM_read_bio_PrivateKey does for every key)
+ * searches every provider's decoders under locks and costs more than the
+ * decoding itself, which with 100 000 keys is most of the start. */
+static struct key_kind {
+	const char *pem, *structure, *type;
+	OSSL_DECODER_CTX *ctx;
+	EVP_PKEY *out; /* where the decoder puts what it made */
+} key_kinds[] = {
+        {"PRIVATE KEY", "PrivateKeyInfo", NULL, NULL, NULL},
+        {"EC PRIVATE KEY", "type-specific", "EC", NULL, NULL},
+        {"RSA PRIVATE KEY", "type-specific", "RSA", NULL, NULL},
+};
 
-	if (b == NULL)
-		return -1;
-	p->leaf = PEM_read_bio_X509(b, NULL, NULL, NULL);
-	if (p->leaf == NULL) {
-		snprintf(why, whylen, "no certificate in the file");
-		BIO_free(b);
-		ERR_clear_error();
-		return -1;
+static EVP_PKEY *
+decode_key(struct key_kind *k, const unsigned char *der, long len)
+{
+	const unsigned char *p = der;
+	size_t left = (size_t)len;
+	EVP_PKEY *key;
+
+	if (k->ctx == NULL &&
+	    (k->ctx = OSSL_DECODER_CTX_new_for_pkey(&k->out, "DER", k->structure, k->type,
+	                                            EVP_PKEY_KEYPAIR, NULL, NULL)) == NULL)
+		return NULL;
+	k->out = NULL;
+	if (OSSL_DECODER_from_data(k->ctx, &p, &left) != 1) {
+		EVP_PKEY_free(k->out);
+		k->out = NULL;
+		return NULL;
 	}
-	p->chain = sk_X509_new_null();
-	while (p->chain && (x = PEM_read_bio_X509(b, NULL, NULL, NULL)) != NULL)
-		if (!sk_X509_push(p->chain, intern(x)))
-			X509_free(x);
-	ERR_clear_error(); /* the end of the file */
-	BIO_free(b);
-	return p->chain ? 0 : -1;
+	key = k->out;
+	k->out = NULL;
+	return key;
 }
 
+/* Reads the PEM blocks of PATH: with WANT_CERTS the first certificate is
+ * the leaf, the next ones its chain; with WANT_KEY the first private key.
+ * Other blocks are passed over. */
 static int
-read_key(struct cert_pair *p, const char *path, char *why, size_t whylen, int *key_fault)
+read_blocks(struct cert_pair *p, const char *path, bool want_certs, bool want_key, char *why,
+            size_t whylen)
 {
-	*key_fault = 1;
 	BIO *b = open_file(path, why, whylen);
+	char *name = NULL, *header = NULL;
+	unsigned char *der = NULL;
+	long len = 0;
+	int rc = 0;
 
 	if (b == NULL)
 		return -1;
-	p->key = PEM_read_bio_PrivateKey(b, NULL, NULL, NULL);
+	while (rc == 0 && PEM_read_bio(b, &name, &header, &der, &len) == 1) {
+		if (want_certs && (strcmp(name, PEM_STRING_X509) == 0 ||
+		                   strcmp(name, PEM_STRING_X509_OLD) == 0)) {
+			const unsigned char *q = der;
+			X509 *x = p->leaf ? intern(der, len) : d2i_X509(NULL, &q, len);
+			if (x == NULL)
+				rc = -1;
+			else if (p->leaf == NULL)
+				p->leaf = x;
+			else if (!sk_X509_push(p->chain, x))
+				X509_free(x), rc = -1;
+			if (rc < 0)
+				snprintf(why, whylen, "a certificate that cannot be parsed");
+		} else if (want_key && p->key == NULL) {
+			for (size_t i = 0; i < sizeof(key_kinds) / sizeof(key_kinds[0]); i++)
+				if (strcmp(name, key_kinds[i].pem) == 0 &&
+				    (p->key = decode_key(&key_kinds[i], der, len)) == NULL) {
+					snprintf(why, whylen,
+					         "a private key that cannot be parsed");
+					rc = -1;
+				}
+		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		OPENSSL_clear_free(der, (size_t)len);
+	}
 	BIO_free(b);
-	ERR_clear_error();
-	if (p->key == NULL) {
-		snprintf(why, whylen, "no private key in the file");
-		return -1;
-	}
-	if (X509_check_private_key(p->leaf, p->key) != 1) {
-		ERR_clear_error();
-		snprintf(why, whylen, "the private key does not match the certificate");
-		return -1;
-	}
-	return 0;
+	ERR_clear_error(); /* the end of the file */
+	return rc;
 }
 
 static struct cert_pair *
@@ -201,9 +238,28 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		goto fail;
 	}
 	p->refs = 1;
-	if (read_chain(p, cert, why, whylen) < 0 ||
-	    read_key(p, key ? key : cert, why, whylen, key_fault) < 0)
+	if ((p->chain = sk_X509_new_null()) == NULL) {
+		snprintf(why, whylen, "out of memory");
 		goto fail;
+	}
+	if (read_blocks(p, cert, true, key == NULL, why, whylen) < 0)
+		goto fail;
+	if (p->leaf == NULL) {
+		snprintf(why, whylen, "no certificate in the file");
+		goto fail;
+	}
+	*key_fault = 1;
+	if (key != NULL && read_blocks(p, key, false, true, why, whylen) < 0)
+		goto fail;
+	if (p->key == NULL) {
+		snprintf(why, whylen, "no private key in the file");
+		goto fail;
+	}
+	if (X509_check_private_key(p->leaf, p->key) != 1) {
+		ERR_clear_error();
+		snprintf(why, whylen, "the private key does not match the certificate");
+		goto fail;
+	}
 	*key_fault = 0;
 	end = X509_get0_notAfter(p->leaf);
 	if (end == NULL || ASN1_TIME_to_tm(end, &tm) != 1) {

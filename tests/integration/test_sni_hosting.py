@@ -5,7 +5,6 @@ label, exact before wildcard), the first pair for no or an unknown name
 with the same names but other subjects each served to the client that can
 use it, reload of one changed file, broken files named, expiry warnings
 and metrics. Real clients: openssl s_client and Python's ssl."""
-import datetime
 import hashlib
 import os
 import random
@@ -15,65 +14,13 @@ import ssl
 import socket
 import time
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import NameOID
 
 from harness import PosternTestCase, cert_fingerprint, env, free_port, imap_cmd, imap_login, run, svc
+from sni_pki import Pki, key_pem, write
 from test_observability import scrape
 
 N = 2000
-DAY = datetime.timedelta(days=1)
-
-
-def _name(cn):
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-
-
-class Pki:
-    """A CA and one intermediate (ECDSA P-256), and leaves they sign."""
-
-    def __init__(self):
-        now = datetime.datetime.utcnow()
-        self.ca_key = ec.generate_private_key(ec.SECP256R1())
-        self.ca = self._cert(_name("Hosting Test CA"), _name("Hosting Test CA"), self.ca_key.public_key(),
-                             self.ca_key, now - DAY, now + 3650 * DAY, ca=True)
-        self.int_key = ec.generate_private_key(ec.SECP256R1())
-        self.inter = self._cert(_name("Hosting Test Intermediate"), self.ca.subject, self.int_key.public_key(),
-                                self.ca_key, now - DAY, now + 3650 * DAY, ca=True)
-        self.leaf_key = ec.generate_private_key(ec.SECP256R1())  # shared by the bulk: speed
-        self.inter_pem = self.inter.public_bytes(serialization.Encoding.PEM)
-
-    @staticmethod
-    def _cert(subject, issuer, pub, signer, start, end, ca=False, names=None, serial=None):
-        b = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(pub)
-             .serial_number(serial or x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
-             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-        if names:
-            b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
-        return b.sign(signer, hashes.SHA256())
-
-    def leaf(self, names, cn=None, key=None, days=90, expired_days=0):
-        """(chain PEM: leaf + intermediate, key PEM, leaf SHA-256 of DER)."""
-        now = datetime.datetime.utcnow()
-        key = key or self.leaf_key
-        start = now - DAY - expired_days * DAY
-        end = now + days * DAY if not expired_days else now - expired_days * DAY
-        c = self._cert(_name(cn or names[0]), self.inter.subject, key.public_key(), self.int_key, start, end,
-                       names=names)
-        kp = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                               serialization.NoEncryption())
-        return (c.public_bytes(serialization.Encoding.PEM) + self.inter_pem, kp,
-                hashlib.sha256(c.public_bytes(serialization.Encoding.DER)).hexdigest())
-
-
-def write(path, data):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.chmod(tmp, 0o600)
-    os.rename(tmp, path)
 
 
 def hosted(i):
@@ -256,8 +203,7 @@ class SniHosting(PosternTestCase):
             fps.append(fp)
         chain, key, _ = self.pki.leaf(["mismatch.example.test"])
         write(os.path.join(d, "mismatch.pem"), chain)
-        write(os.path.join(d, "mismatch.key"), ec.generate_private_key(ec.SECP256R1()).private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+        write(os.path.join(d, "mismatch.key"), key_pem(ec.generate_private_key(ec.SECP256R1())))
         chain, key, _ = self.pki.leaf(["expired.example.test"], expired_days=3)
         write(os.path.join(d, "expired.pem"), chain + key)
         write(os.path.join(d, "garbage.pem"), b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
