@@ -189,6 +189,12 @@ class SniHosting(PosternTestCase):
         self.assertEqual(served(port, hosted(2)), fps[2])
         self.assertEqual(hashlib.sha256(old.getpeercert(binary_form=True)).hexdigest(), fps[1])
         imap_cmd(r, "n", "NOOP")  # raises unless OK
+        # a reload that fails (the directory is gone) changes nothing
+        os.rename(d, d + ".gone")
+        p.signal(signal.SIGHUP)
+        p.wait_for(level="error", contains="reload refused")
+        self.assertEqual(served(port, hosted(1)), new_fp)
+        self.assertEqual(served(port, hosted(2)), fps[2])
         imap_cmd(r, "z", "LOGOUT")
         old.close()
 
