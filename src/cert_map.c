@@ -8,6 +8,7 @@
 struct entry {
 	char *key;
 	void *value;
+	size_t hash; /* compared before the key: paths share long prefixes */
 };
 
 struct cert_map {
@@ -24,7 +25,10 @@ hash(const char *s)
 		h ^= (unsigned char)*s;
 		h *= 0x100000001b3ULL;
 	}
-	return (size_t)(h ^ (h >> 29));
+	h ^= h >> 33; /* every bit of the key reaches the low bits taken */
+	h *= 0xff51afd7ed558ccdULL;
+	h ^= h >> 33;
+	return (size_t)h;
 }
 
 struct cert_map *
@@ -45,11 +49,17 @@ cert_map_free(struct cert_map *m)
 }
 
 static struct entry *
+slot_of(const struct cert_map *m, const char *key, size_t h)
+{
+	for (size_t i = h & (m->cap - 1);; i = (i + 1) & (m->cap - 1))
+		if (m->e[i].key == NULL || (m->e[i].hash == h && strcmp(m->e[i].key, key) == 0))
+			return &m->e[i];
+}
+
+static struct entry *
 slot(const struct cert_map *m, const char *key)
 {
-	for (size_t i = hash(key) & (m->cap - 1);; i = (i + 1) & (m->cap - 1))
-		if (m->e[i].key == NULL || strcmp(m->e[i].key, key) == 0)
-			return &m->e[i];
+	return slot_of(m, key, hash(key));
 }
 
 void *
@@ -68,7 +78,7 @@ grow(struct cert_map *m)
 		return -1;
 	for (size_t i = 0; i < m->cap; i++)
 		if (m->e[i].key)
-			*slot(&bigger, m->e[i].key) = m->e[i];
+			*slot_of(&bigger, m->e[i].key, m->e[i].hash) = m->e[i];
 	free(m->e);
 	*m = bigger;
 	return 0;
@@ -81,10 +91,12 @@ cert_map_put(struct cert_map *m, const char *key, void *value)
 
 	if ((m->n + 1) * 2 > m->cap && grow(m) < 0)
 		return -1;
-	e = slot(m, key);
+	size_t h = hash(key);
+	e = slot_of(m, key, h);
 	if (e->key == NULL) {
 		if ((e->key = strdup(key)) == NULL)
 			return -1;
+		e->hash = h;
 		m->n++;
 	}
 	e->value = value;
@@ -105,7 +117,7 @@ cert_map_del(struct cert_map *m, const char *key)
 	m->n--;
 	/* Move back each later entry of the run that may sit in the hole. */
 	for (j = (i + 1) & mask; m->e[j].key; j = (j + 1) & mask) {
-		size_t home = hash(m->e[j].key) & mask;
+		size_t home = m->e[j].hash & mask;
 		if (((j - home) & mask) >= ((j - i) & mask)) {
 			m->e[i] = m->e[j];
 			m->e[j] = (struct entry){0};

@@ -94,6 +94,39 @@ add_name(struct cert_pair *p, const char *name, size_t len)
 		p->nnames++;
 }
 
+static int
+by_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* P's names, sorted, without repeats, joined by spaces: equal for pairs
+ * that serve the same names whatever their subjects. */
+static char *
+names_key(const struct cert_pair *p)
+{
+	char **v = malloc((p->nnames ? p->nnames : 1) * sizeof(*v)), *key, *w;
+	size_t len = 1;
+
+	if (v == NULL)
+		return NULL;
+	for (size_t i = 0; i < p->nnames; i++) {
+		v[i] = p->names[i];
+		len += strlen(v[i]) + 1;
+	}
+	qsort(v, p->nnames, sizeof(*v), by_str);
+	if ((w = key = malloc(len)) != NULL) {
+		*w = '\0';
+		for (size_t i = 0; i < p->nnames; i++) {
+			if (i > 0 && strcmp(v[i], v[i - 1]) == 0)
+				continue;
+			w += sprintf(w, "%s%s", w == key ? "" : " ", v[i]);
+		}
+	}
+	free(v);
+	return key;
+}
+
 /* DNS subjectAltNames; the subject's CN only when there is no SAN. */
 static void
 read_names(struct cert_pair *p)
@@ -128,6 +161,7 @@ pair_free(struct cert_pair *p)
 	for (size_t i = 0; i < p->nnames; i++)
 		free(p->names[i]);
 	free(p->names);
+	free(p->names_key);
 	free(p->file);
 	free(p);
 }
@@ -268,6 +302,10 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 	}
 	p->not_after = timegm(&tm);
 	read_names(p);
+	if ((p->names_key = names_key(p)) == NULL) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
 	return p;
 fail:
 	if (p)
@@ -363,12 +401,6 @@ cert_store_sweep(void)
 }
 
 static int
-by_name(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static int
 has_suffix(const char *s, const char *suf)
 {
 	size_t n = strlen(s), m = strlen(suf);
@@ -404,15 +436,16 @@ cert_dir_each(const char *dir, int (*fn)(void *arg, const char *cert, const char
 			n++;
 	}
 	closedir(d);
-	qsort(names, n, sizeof(*names), by_name);
+	qsort(names, n, sizeof(*names), by_str);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		size_t l = strlen(names[i]);
 		if (!has_suffix(names[i], ".pem"))
 			continue;
-		/* NAME.key, if listed, sorts right after NAME.pem's stem: look it up */
 		char want[1024], *k = want;
 		snprintf(want, sizeof(want), "%.*s.key", (int)(l - 4), names[i]);
-		int paired = bsearch(&k, names, n, sizeof(*names), by_name) != NULL;
+		/* NAME.key sorts just before NAME.pem unless a name falls between */
+		int paired = (i > 0 && strcmp(names[i - 1], want) == 0) ||
+		             bsearch(&k, names, n, sizeof(*names), by_str) != NULL;
 		snprintf(cert, sizeof(cert), "%s/%s", dir, names[i]);
 		snprintf(key, sizeof(key), "%s/%s", dir, want);
 		rc = fn(arg, cert, paired ? key : NULL);

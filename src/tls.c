@@ -283,39 +283,6 @@ fail:
 	return NULL;
 }
 
-static int
-by_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* P's names, sorted, without repeats, joined by spaces: equal for pairs
- * that serve the same names whatever their subjects. NULL when out of memory. */
-static char *
-names_key(const struct cert_pair *p)
-{
-	char **v = malloc((p->nnames ? p->nnames : 1) * sizeof(*v)), *key, *w;
-	size_t len = 1;
-
-	if (v == NULL)
-		return NULL;
-	for (size_t i = 0; i < p->nnames; i++) {
-		v[i] = p->names[i];
-		len += strlen(v[i]) + 1;
-	}
-	qsort(v, p->nnames, sizeof(*v), by_str);
-	if ((w = key = malloc(len)) != NULL) {
-		*w = '\0';
-		for (size_t i = 0; i < p->nnames; i++) {
-			if (i > 0 && strcmp(v[i], v[i - 1]) == 0)
-				continue;
-			w += sprintf(w, "%s%s", w == key ? "" : " ", v[i]);
-		}
-	}
-	free(v);
-	return key;
-}
-
 static const char *
 first_name(const struct cert_pair *p)
 {
@@ -347,16 +314,14 @@ count_expiry(const struct tls_server_conf *c, struct tls_server *ts, const struc
 static int
 add_pair(const struct tls_server_conf *c, struct tls_server *ts, struct cert_pair *p)
 {
-	char *key = names_key(p);
-	struct tls_group *g = key ? cert_map_get(ts->by_names, key) : NULL;
+	const char *key = p->names_key;
+	struct tls_group *g = cert_map_get(ts->by_names, key);
 	int type = EVP_PKEY_get_base_id(p->key), added = 0, rc = -1;
 	bool placed = false; /* then the group frees it */
 
 	for (size_t i = 0; g && i < g->n; i++)
 		if (EVP_PKEY_get_base_id(g->pair[i]->key) == type)
 			g = NULL; /* two of a kind: the later one gets a group of its own */
-	if (key == NULL)
-		goto out;
 	if (g != NULL && g->n < GROUP_MAX) {
 		g->pair[g->n++] = p;
 		placed = true;
@@ -393,7 +358,6 @@ add_pair(const struct tls_server_conf *c, struct tls_server *ts, struct cert_pai
 		        p->file);
 	rc = 0;
 out:
-	free(key);
 	if (!placed)
 		cert_pair_unref(p);
 	return rc;

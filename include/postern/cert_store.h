@@ -19,6 +19,7 @@ struct cert_pair {
 	char *file;   /* the certificate's file, for messages */
 	char **names; /* normalised DNS subjectAltNames, else the subject CN */
 	size_t nnames;
+	char *names_key; /* the names sorted, joined by spaces: pairs alike share it */
 	int refs;
 };
 

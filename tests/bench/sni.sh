@@ -20,7 +20,9 @@
 #
 # Environment: BENCH_SNI_N ["1 1000 10000 100000"], BENCH_SECONDS [3],
 # BENCH_CONC [64], BENCH_OUT [build/bench], BENCH_PEERS ["haproxy"; "" for
-# postern alone], BENCH_KEEP [unset; 1: keep the temporary directory]. Every process started here is stopped by its pid at exit.
+# postern alone], BENCH_PEER_MAX_N [100000; the peers only up to this N:
+# HAProxy needs ~7 ms of CPU per certificate to load, three times over],
+# BENCH_KEEP [unset; 1: keep the temporary directory]. Every process started here is stopped by its pid at exit.
 set -u
 
 POSTERN=${1:?usage: sni.sh /abs/path/to/postern}
@@ -31,6 +33,7 @@ NS=${BENCH_SNI_N:-1 1000 10000 100000}
 SECS=${BENCH_SECONDS:-3}
 CONC=${BENCH_CONC:-64}
 PEERS=${BENCH_PEERS-haproxy}
+PEER_MAX_N=${BENCH_PEER_MAX_N:-100000}
 PY=/usr/bin/python3
 PROXY_CPU=1
 LOAD_CPU=0
@@ -57,8 +60,10 @@ BCFLAGS=(-std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra -Werror)
 cc "${BCFLAGS[@]}" -o "$OUT/loadgen" "$HERE/loadgen.c" -lssl -lcrypto || die "building loadgen failed"
 cc "${BCFLAGS[@]}" -o "$OUT/backend" "$HERE/backend.c" || die "building backend failed"
 
-NEXT_PORT=$((30000 + ($$ % 400) * 25))
-port_free() { [[ -z $(ss -Hltn "sport = :$1" 2>/dev/null) ]]; }
+# Below the ephemeral range (32768-), where the load generator's own
+# connections would take ports; no socket at all on the port, in any state.
+NEXT_PORT=$((10000 + ($$ % 400) * 25))
+port_free() { [[ -z $(ss -Htan "sport = :$1" 2>/dev/null) ]]; }
 alloc_port() {
 	while ! port_free "$NEXT_PORT"; do NEXT_PORT=$((NEXT_PORT + 1)); done
 	REPLY=$NEXT_PORT
@@ -96,9 +101,12 @@ wait_served() {
 	done
 	return 1
 }
-rate() { # port sni-arg: full handshakes/s
-	"$OUT/loadgen" -m handshake -p "$1" -c "$CONC" -t "$SECS" -w 0.3 -V 1.3 -s "$2" 2>/dev/null |
-		sed -n 's/^result .* rate=\([0-9.]*\).*/\1/p'
+# Full handshakes/s with SNI $2 (@FILE: a name of FILE at random) on port
+# $1, and the CPU time the proxy $3 spent per handshake (µs): "RATE US".
+rate() {
+	"$OUT/loadgen" -m handshake -p "$1" -c "$CONC" -t "$SECS" -w 0.3 -V 1.3 -s "$2" -S "$3" 2>/dev/null |
+		sed -n 's/^result .* rate=\([0-9.]*\) cpu=\([0-9.-]*\).*/\1 \2/p' |
+		awk '{ printf "%.0f %.0f", $1, ($1 > 0 ? $2 / 100 * 1e6 / $1 : 0) }'
 }
 
 alloc_port
@@ -116,13 +124,19 @@ row() { # proxy n key value
 }
 
 measure() { # proxy n port pid dir
-	local p=$1 n=$2 port=$3 pid=$4 dir=$5 names
+	local p=$1 n=$2 port=$3 pid=$4 dir=$5 names r
 	names=$dir/names
 	row "$p" "$n" rss_kb "$(rss_kb "$pid")"
-	row "$p" "$n" first "$(rate "$port" "$(head -n 1 "$names")")"
-	row "$p" "$n" last "$(rate "$port" "$(tail -n 1 "$names")")"
-	row "$p" "$n" random "$(rate "$port" "@$names")"
-	row "$p" "$n" unknown "$(rate "$port" unknown.bench.test)"
+	for k in first last random unknown; do
+		case $k in
+		first) r=$(rate "$port" "$(head -n 1 "$names")" "$pid") ;;
+		last) r=$(rate "$port" "$(tail -n 1 "$names")" "$pid") ;;
+		random) r=$(rate "$port" "@$names" "$pid") ;;
+		unknown) r=$(rate "$port" unknown.bench.test "$pid") ;;
+		esac
+		row "$p" "$n" "$k" "${r% *}"
+		row "$p" "$n" "${k}_us" "${r#* }"
+	done
 }
 
 # Replaces the first ECDSA file by the changed one, sends $3 to $2 and
@@ -229,12 +243,12 @@ for n in $NS; do
 		$PY "$HERE/sni_gen.py" "$dir" "$n" || die "sni_gen.py failed"
 	fi
 	bench_postern "$n" "$dir"
-	for peer in $PEERS; do "bench_$peer" "$n" "$dir"; done
+	((n <= PEER_MAX_N)) && for peer in $PEERS; do "bench_$peer" "$n" "$dir"; done
 done
 
 # ------------------------------------------------------------------ table
 {
-	echo "| proxy | N (x2 certs) | -t / -c s | start to 1st handshake s | RSS MB | KB per cert | hs/s first | hs/s last | hs/s random | hs/s unknown | reload of 1 file s |"
+	echo "| proxy | N (x2 certs) | -t / -c s | start to 1st handshake s | RSS MB | KB per cert | hs/s (proxy CPU µs per hs): first name | last name | random name | unknown name | reload of 1 file s |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	first_n=${NS%% *}
 	for p in postern $PEERS; do
@@ -246,8 +260,10 @@ done
 			printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$p" "$n" \
 				"${R[$p,$n,check_s]:-n/a}" "${R[$p,$n,first_handshake_s]:-n/a}" \
 				"$(echo "$rss / 1024" | bc -l | xargs printf '%.0f')" "$per" \
-				"${R[$p,$n,first]:-n/a}" "${R[$p,$n,last]:-n/a}" "${R[$p,$n,random]:-n/a}" \
-				"${R[$p,$n,unknown]:-n/a}" "${R[$p,$n,reload_s]:-n/a}"
+				"${R[$p,$n,first]:-n/a} (${R[$p,$n,first_us]:-n/a})" \
+				"${R[$p,$n,last]:-n/a} (${R[$p,$n,last_us]:-n/a})" \
+				"${R[$p,$n,random]:-n/a} (${R[$p,$n,random_us]:-n/a})" \
+				"${R[$p,$n,unknown]:-n/a} (${R[$p,$n,unknown_us]:-n/a})" "${R[$p,$n,reload_s]:-n/a}"
 		done
 	done
 	echo
