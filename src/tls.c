@@ -197,15 +197,18 @@ on_servername(SSL *ssl, int *alert, void *arg)
 }
 
 /* Runs once the client's signature algorithms are known: every key of the
- * group goes in, OpenSSL picks the one the client can verify. */
+ * group goes in, OpenSSL picks the one the client can verify. The default
+ * group is already in, from the context (a client without SNI, or with the
+ * one name of a single certificate, costs nothing more). */
 static int
 on_cert(SSL *ssl, void *arg)
 {
 	struct tls_server *ts = arg;
 	struct tls_group *g = SSL_get_ex_data(ssl, ex_group);
 
-	if (g == NULL)
-		g = ts->fallback;
+	if (g == NULL || g == ts->fallback)
+		return 1;
+	SSL_certs_clear(ssl);
 	for (size_t i = 0; i < g->n; i++) {
 		struct cert_pair *p = g->pair[i];
 		if (SSL_use_cert_and_key(ssl, p->leaf, p->key, p->chain, 1) != 1)
@@ -491,6 +494,15 @@ tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen, int *
 		snprintf(err, errlen, "no certificate");
 		*bad_line = c->ndir ? c->dir_line[0] : c->line;
 		goto fail;
+	}
+	for (size_t i = 0; i < ts->fallback->n; i++) {
+		struct cert_pair *p = ts->fallback->pair[i];
+		if (SSL_CTX_use_cert_and_key(ts->ctx, p->leaf, p->key, p->chain, 1) != 1) {
+			char e[256];
+			snprintf(err, errlen, "cannot use certificate %s: %s", p->file,
+			         tls_error_string(e, sizeof(e)));
+			goto fail;
+		}
 	}
 	if (ts->stats.expiring > 0 && c->report)
 		fprintf(c->report, "%s: warning: %zu certificate%s expire%s within %d days\n",

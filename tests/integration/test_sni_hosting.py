@@ -163,6 +163,17 @@ class SniHosting(PosternTestCase):
                 self.assertEqual(fp, efp, "%s %s: not the ECDSA certificate\n%s" % (version, sni, out[-2000:]))
                 rc, out, fp = s_client(port, sni, version, "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256")
                 self.assertEqual(fp, rfp, "%s %s: not the RSA certificate\n%s" % (version, sni, out[-2000:]))
+        # the pair as the default (no SNI, an unknown name): both served too
+        p.stop()
+        p.write_config([("imaps", svc("imap", cert=[rc_, ec_], key=[rk, ek]))])
+        p.start()
+        port = p.port()
+        for version in ("-tls1_2", "-tls1_3"):
+            for sni in (None, "unknown.example.test"):
+                rc, out, fp = s_client(port, sni, version, "-sigalgs", "ECDSA+SHA256")
+                self.assertEqual(fp, efp, "%s %s: not the ECDSA certificate\n%s" % (version, sni, out[-2000:]))
+                rc, out, fp = s_client(port, sni, version, "-sigalgs", "RSA-PSS+SHA256:RSA+SHA256")
+                self.assertEqual(fp, rfp, "%s %s: not the RSA certificate\n%s" % (version, sni, out[-2000:]))
 
     def test_reload_serves_the_replaced_file_and_an_old_session_keeps_working(self):
         e = env()
