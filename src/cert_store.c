@@ -347,7 +347,7 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 {
 	struct file_sig cs, ks;
 	struct cached *c;
-	char *id;
+	char small[512], *id = small; /* on the stack: a reload looks up every file */
 	size_t len = strlen(cert) + (key ? strlen(key) : 0) + 2;
 
 	*key_fault = 0;
@@ -355,15 +355,18 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 		snprintf(why, whylen, "cannot read: %s", strerror(errno));
 		return NULL;
 	}
-	if ((id = malloc(len)) == NULL || (cache == NULL && (cache = cert_map_new()) == NULL)) {
-		free(id);
+	if ((len > sizeof(small) && (id = malloc(len)) == NULL) ||
+	    (cache == NULL && (cache = cert_map_new()) == NULL)) {
+		if (id != small)
+			free(id);
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
 	snprintf(id, len, "%s\n%s", cert, key ? key : "");
 	c = cert_map_get(cache, id);
 	if (c && same_sig(&c->cert, &cs) && same_sig(&c->key, &ks)) {
-		free(id);
+		if (id != small)
+			free(id);
 		return cert_pair_ref(c->pair);
 	}
 	struct cert_pair *p = read_pair(cert, key, why, whylen, key_fault);
@@ -378,7 +381,8 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 			*c = (struct cached){cs, ks, cert_pair_ref(p)};
 		}
 	}
-	free(id);
+	if (id != small)
+		free(id);
 	return p;
 }
 
