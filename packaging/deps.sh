@@ -92,6 +92,8 @@ deb_wanted() {
 	# packaging/fail2ban against postern's own log (the policy-rc.d of
 	# deb_install keeps the fail2ban service from starting).
 	echo fail2ban
+	# tests/integration/test_sni_hosting.py: 2 000 certificates in seconds.
+	echo python3-cryptography
 	[[ -n $bench ]] && deb_bench_wanted
 	return 0
 }
@@ -265,10 +267,10 @@ sudo=""
 cmd="" pm=""
 if have_cmd dnf || have_cmd yum; then
 	pm=dnf; have_cmd dnf || pm=yum
-	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcurl-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps-ng iproute valgrind"
+	cmd="$pm install -y gcc make pkgconf-pkg-config openssl-devel libev-devel inih-devel libcurl-devel libcmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd python3-cryptography dovecot postfix procps-ng iproute valgrind"
 elif have_cmd zypper; then
 	pm=zypper
-	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel libcurl-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd dovecot postfix procps iproute2 valgrind"
+	cmd="zypper install -y gcc make pkgconf-pkg-config libopenssl-devel libev-devel libinih-devel libcurl-devel cmocka-devel clang compiler-rt openssl curl ca-certificates python3 python3-aiosmtpd python3-cryptography dovecot postfix procps iproute2 valgrind"
 elif have_cmd apk; then
 	pm=apk
 	cmd="apk add build-base pkgconf openssl-dev libev-dev inih-dev curl-dev cmocka-dev clang compiler-rt openssl curl ca-certificates python3 py3-aiosmtpd dovecot dovecot-pop3d postfix procps iproute2 valgrind"

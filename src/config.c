@@ -180,6 +180,8 @@ static const struct keydef keys[] = {
         S(require_tls, config_key_bool, require_tls, NULL, 0),
         S(cert, config_key_strlist, cert, NULL, F_LIST),
         S(key, config_key_strlist, key, NULL, F_LIST),
+        S(cert_dir, config_key_strlist, cert_dir, NULL, F_LIST),
+        S(strict_sni, config_key_bool, strict_sni, NULL, 0),
         S(backend, config_key_backend, backend, NULL, 0),
         S(backend_tls, config_key_enum, backend_tls, tls_modes, 0),
         S(backend_verify, config_key_bool, backend_verify, NULL, 0),
@@ -249,6 +251,7 @@ service_free(struct service *svc)
 	free(svc->listen);
 	config_strlist_free(&svc->cert);
 	config_strlist_free(&svc->key);
+	config_strlist_free(&svc->cert_dir);
 	free(svc->backend_host);
 	free(svc->backend_ca);
 	free(svc->backend_sni);
@@ -650,10 +653,11 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 			     required[i]);
 	}
 	if (svc->tls != TLSMODE_OFF) {
-		if (!seen_line(seen, "cert"))
+		if (!seen_line(seen, "cert") && !seen_line(seen, "cert_dir"))
 			perr(ps, svc->line, "[%s]: missing required key 'cert' (needed for tls)",
 			     svc->name);
-		if (!seen_line(seen, "key"))
+		if (!seen_line(seen, "key") &&
+		    (seen_line(seen, "cert") || !seen_line(seen, "cert_dir")))
 			perr(ps, svc->line, "[%s]: missing required key 'key' (needed for tls)",
 			     svc->name);
 		if (svc->cert.n && svc->key.n && svc->cert.n != svc->key.n) {
@@ -663,7 +667,8 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 			     svc->cert.n, svc->key.n);
 		}
 	} else {
-		if ((ln = seen_line(seen, "cert")) || (ln = seen_line(seen, "key")))
+		if ((ln = seen_line(seen, "cert")) || (ln = seen_line(seen, "key")) ||
+		    (ln = seen_line(seen, "cert_dir")))
 			perr(ps, ln, "cert/key given but tls = off");
 		if ((ln = seen_line(seen, "client_verify")) && svc->client_verify)
 			perr(ps, ln, "client_verify needs tls (tls = off)");
@@ -689,12 +694,13 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 
 	/* Certificates are checked even when other keys have errors, so that
 	 * one run reports everything; but only when the pairs line up. */
-	if (load_tls && svc->tls != TLSMODE_OFF && svc->cert.n && svc->cert.n == svc->key.n) {
+	if (load_tls && svc->tls != TLSMODE_OFF && (svc->cert.n || svc->cert_dir.n) &&
+	    svc->cert.n == svc->key.n) {
 		char err[ERRLEN];
 		int bad_line = 0;
 
 		err[0] = '\0';
-		if (config_tls_load(svc, err, sizeof(err), &bad_line) < 0)
+		if (config_tls_load(svc, ps->warns, err, sizeof(err), &bad_line) < 0)
 			perr(ps, bad_line > 0 ? bad_line : svc->line, "%s",
 			     err[0] ? err : "cannot load certificates");
 	}

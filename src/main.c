@@ -101,6 +101,7 @@ main(int argc, char **argv)
 		return control_send(config_path, send);
 	signal(SIGPIPE, SIG_IGN);
 	tls_init();
+	config_tls_strict_files(check_only); /* -t: a bad file in a cert_dir fails */
 	cfg = config_load(config_path, stderr);
 	if (cfg == NULL)
 		return DAEMON_EXIT_CONFIG;

@@ -204,7 +204,7 @@ metrics_render(char *dst, size_t cap)
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
 	static const char *const au[MA_COUNT] = {"ok", "failed"};
 	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol",
-	                                          "max_handshakes"};
+	                                          "max_handshakes", "unknown_server_name"};
 	struct text t = {dst, cap, 0};
 	const struct table *tb = table();
 	size_t i, n = __atomic_load_n(&tb->nservices, __ATOMIC_ACQUIRE);
@@ -255,6 +255,16 @@ metrics_render(char *dst, size_t cap)
 	EACH for (k = 0; k < MR_COUNT; k++)
 	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", L, ref[k],
 	             V(S.refused[k]));
+	family(&t, "postern_certificates", "gauge", "Certificates loaded.");
+	EACH emit(&t, "postern_certificates{service=\"%s\"} %llu\n", L, V(S.certificates));
+	family(&t, "postern_certificate_expiry_soonest_seconds", "gauge",
+	       "The soonest notAfter of the certificates loaded, in seconds since the epoch.");
+	EACH emit(&t, "postern_certificate_expiry_soonest_seconds{service=\"%s\"} %llu\n", L,
+	          V(S.certificate_soonest_expiry));
+	family(&t, "postern_certificates_expiring", "gauge",
+	       "Certificates loaded that expire within 14 days.");
+	EACH emit(&t, "postern_certificates_expiring{service=\"%s\",within=\"14d\"} %llu\n", L,
+	          V(S.certificates_expiring));
 	family(&t, "postern_build_info", "gauge",
 	       "Always 1; the labels say which postern and which OpenSSL (at run time).");
 	emit(&t, "postern_build_info{version=\"%s\",openssl=\"%s\"} 1\n",
@@ -475,12 +485,20 @@ metrics_apply(struct ev_loop *loop, const struct config *cfg, char *err, size_t 
 	/* Every configured service shows its series from the start, at 0.
 	 * Names are kept since the start (counters outlive reloads): beyond
 	 * MAX_SERVICES of them, the others share the series "other". */
-	for (size_t i = 0; i < cfg->nservices; i++)
-		if (metrics_service(cfg->services[i].name) == &table()->svc[MAX_SERVICES])
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		struct metrics_svc *m = metrics_service(cfg->services[i].name);
+		struct tls_stats st;
+		if (m == &table()->svc[MAX_SERVICES])
 			log_msg(LOG_WARNING,
 			        "metrics: service %s is counted as service=\"other\": more than %d "
 			        "service names since the start",
 			        cfg->services[i].name, MAX_SERVICES);
+		tls_server_stats(cfg->services[i].tls_server, &st);
+		__atomic_store_n(&m->certificates, st.certificates, __ATOMIC_RELAXED);
+		__atomic_store_n(&m->certificate_soonest_expiry, (uint64_t)st.soonest_expiry,
+		                 __ATOMIC_RELAXED);
+		__atomic_store_n(&m->certificates_expiring, st.expiring, __ATOMIC_RELAXED);
+	}
 	if (http.fd >= 0 && a->len == http.addr.len && memcmp(&a->ss, &http.addr.ss, a->len) == 0)
 		return 0;
 	if (a->len == 0) {

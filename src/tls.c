@@ -1,12 +1,17 @@
-/* Server-side TLS contexts. Each service gets one SSL_CTX per certificate
- * identity; pairs with the same names (an RSA and an ECDSA pair for one host)
- * share a context so OpenSSL serves whichever the client supports. */
+/* Server-side TLS: one SSL_CTX per service; the certificate is chosen per
+ * handshake. The SNI callback finds the client's name in the service's
+ * name index (the same cost for the first name as for the 100 000th, or an
+ * unknown one) and the certificate callback, which runs once the client's
+ * signature algorithms are known, installs every key of that name's group
+ * (an RSA and an ECDSA pair with the same names): OpenSSL then signs with
+ * the one the client accepts. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <arpa/inet.h>
@@ -15,18 +20,34 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <postern/cert_map.h>
+#include <postern/cert_store.h>
+#include <postern/sni_index.h>
 #include <postern/tickets.h>
 #include <postern/tls.h>
 #include <postern/tls_binding.h>
 
-struct tls_server {
-	SSL_CTX **ctx;
-	X509 **leaf; /* the first leaf loaded into each context, for SNI matching */
+/* Pairs served for one set of names: at most one per key type. */
+#define GROUP_MAX 4
+struct tls_group {
+	struct cert_pair *pair[GROUP_MAX];
 	size_t n;
+};
+
+struct tls_server {
+	SSL_CTX *ctx;
+	struct sni_index *names; /* name -> struct tls_group */
+	struct tls_group **group;
+	size_t ngroups, cap;
+	struct tls_group *fallback; /* the first pair's: no SNI or an unknown name */
+	struct cert_map *by_names;  /* the sorted names of a group -> the group */
+	bool strict_sni;
+	void (*refused)(void *arg, const char *name);
+	void *refused_arg;
 	const char *alpn; /* the service's ALPN protocol name, NULL for raw */
-	/* Shared by all of the service's contexts, whichever SNI picks: a
-	 * session resumes only on the service (and settings) that issued it. */
+	/* A session resumes only on the service (and settings) that issued it. */
 	struct tls_binding binding;
+	struct tls_stats stats;
 };
 
 static int keylog_fd = -1;
@@ -149,43 +170,51 @@ on_alpn(SSL *ssl, const unsigned char **out, unsigned char *outlen, const unsign
 	return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
+/* Which group a handshake is served from, from the SNI callback to the
+ * certificate callback. */
+static int ex_group = -1;
+
 static int
 on_servername(SSL *ssl, int *alert, void *arg)
 {
-	const struct tls_server *ts = arg;
+	struct tls_server *ts = arg;
 	const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+	struct tls_group *g = name ? sni_index_find(ts->names, name, strlen(name)) : NULL;
 
-	(void)alert;
-	if (name == NULL || ts->n < 2)
-		return SSL_TLSEXT_ERR_OK;
-	for (size_t i = 0; i < ts->n; i++) {
-		if (X509_check_host(ts->leaf[i], name, 0, 0, NULL) == 1) {
-			if (i > 0)
-				SSL_set_SSL_CTX(ssl, ts->ctx[i]);
-			return SSL_TLSEXT_ERR_OK;
-		}
+	if (g == NULL && ts->strict_sni) {
+		char shown[SNI_NAME_MAX + 1];
+		if (ts->refused)
+			ts->refused(ts->refused_arg,
+			            name == NULL ? ""
+			            : sni_name_normalize(name, strlen(name), shown, 0) >= 0
+			                    ? shown
+			                    : "(not a host name)");
+		*alert = SSL_AD_UNRECOGNIZED_NAME;
+		return SSL_TLSEXT_ERR_ALERT_FATAL;
 	}
-	return SSL_TLSEXT_ERR_OK; /* unknown name: the first certificate */
+	SSL_set_ex_data(ssl, ex_group, g ? g : ts->fallback);
+	return SSL_TLSEXT_ERR_OK;
 }
 
-/* Two leaves name the same identity when subject and SANs are equal. */
+/* Runs once the client's signature algorithms are known: every key of the
+ * group goes in, OpenSSL picks the one the client can verify. The default
+ * group is already in, from the context (a client without SNI, or with the
+ * one name of a single certificate, costs nothing more). */
 static int
-same_identity(X509 *a, X509 *b)
+on_cert(SSL *ssl, void *arg)
 {
-	if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0)
-		return 0;
-	GENERAL_NAMES *sa = X509_get_ext_d2i(a, NID_subject_alt_name, NULL, NULL);
-	GENERAL_NAMES *sb = X509_get_ext_d2i(b, NID_subject_alt_name, NULL, NULL);
-	int same = (sa == NULL) == (sb == NULL);
-	if (same && sa != NULL) {
-		same = sk_GENERAL_NAME_num(sa) == sk_GENERAL_NAME_num(sb);
-		for (int i = 0; same && i < sk_GENERAL_NAME_num(sa); i++)
-			same = GENERAL_NAME_cmp(sk_GENERAL_NAME_value(sa, i),
-			                        sk_GENERAL_NAME_value(sb, i)) == 0;
+	struct tls_server *ts = arg;
+	struct tls_group *g = SSL_get_ex_data(ssl, ex_group);
+
+	if (g == NULL || g == ts->fallback)
+		return 1;
+	SSL_certs_clear(ssl);
+	for (size_t i = 0; i < g->n; i++) {
+		struct cert_pair *p = g->pair[i];
+		if (SSL_use_cert_and_key(ssl, p->leaf, p->key, p->chain, 1) != 1)
+			return 0;
 	}
-	GENERAL_NAMES_free(sa);
-	GENERAL_NAMES_free(sb);
-	return same;
+	return 1;
 }
 
 static SSL_CTX *
@@ -250,76 +279,186 @@ new_server_ctx(const struct tls_server_conf *c, struct tls_server *ts, char *err
 	keylog_track(ctx);
 	SSL_CTX_set_tlsext_servername_callback(ctx, on_servername);
 	SSL_CTX_set_tlsext_servername_arg(ctx, ts);
+	SSL_CTX_set_cert_cb(ctx, on_cert, ts);
 	return ctx;
 fail:
 	SSL_CTX_free(ctx);
 	return NULL;
 }
 
-static X509 *
-read_leaf(const char *path, char *why, size_t whylen)
+static const char *
+first_name(const struct cert_pair *p)
 {
-	FILE *f = fopen(path, "r");
-	X509 *x;
-
-	if (f == NULL) {
-		snprintf(why, whylen, "%s", strerror(errno));
-		return NULL;
-	}
-	ERR_clear_error();
-	x = PEM_read_X509(f, NULL, NULL, NULL);
-	fclose(f);
-	if (x == NULL)
-		tls_error_string(why, whylen);
-	return x;
+	return p->nnames ? p->names[0] : "(no name)";
 }
 
-/* Loads pair I into TS, into the context of a same-named earlier pair if any. */
-static int
-load_pair(const struct tls_server_conf *c, struct tls_server *ts, size_t i, char *err,
-          size_t errlen, int *bad_line)
+static void
+count_expiry(const struct tls_server_conf *c, struct tls_server *ts, const struct cert_pair *p,
+             time_t now)
 {
-	const char *cert = c->cert[i], *key = c->key[i];
-	char e[256];
-	X509 *leaf = read_leaf(cert, e, sizeof(e));
-	SSL_CTX *ctx = NULL;
+	ts->stats.certificates++;
+	if (ts->stats.soonest_expiry == 0 || p->not_after < ts->stats.soonest_expiry)
+		ts->stats.soonest_expiry = p->not_after;
+	if (p->not_after - now > (time_t)TLS_EXPIRY_WARN_DAYS * 86400)
+		return;
+	ts->stats.expiring++;
+	if (c->report) {
+		char when[32];
+		struct tm tm;
+		strftime(when, sizeof(when), "%Y-%m-%d %H:%M:%S UTC", gmtime_r(&p->not_after, &tm));
+		fprintf(c->report, "%s: warning: the certificate for %s %s %s\n", p->file,
+		        first_name(p), p->not_after < now ? "expired on" : "expires on", when);
+	}
+}
 
-	if (leaf == NULL) {
-		snprintf(err, errlen, "cannot load certificate %s: %s", cert, e);
-		*bad_line = c->cert_line[i];
+/* Adds P (a reference the server keeps) to the group of its names, or a
+ * new group whose names go into the index (a name already there stays
+ * with the earlier pair). -1 when out of memory. */
+static int
+add_pair(const struct tls_server_conf *c, struct tls_server *ts, struct cert_pair *p)
+{
+	const char *key = p->names_key;
+	struct tls_group *g = cert_map_get(ts->by_names, key);
+	int type = EVP_PKEY_get_base_id(p->key), added = 0, rc = -1;
+	bool placed = false; /* then the group frees it */
+
+	for (size_t i = 0; g && i < g->n; i++)
+		if (EVP_PKEY_get_base_id(g->pair[i]->key) == type)
+			g = NULL; /* two of a kind: the later one gets a group of its own */
+	if (g != NULL && g->n < GROUP_MAX) {
+		g->pair[g->n++] = p;
+		placed = true;
+		rc = 0;
+		goto out;
+	}
+	if (ts->ngroups == ts->cap) {
+		size_t cap = ts->cap ? ts->cap * 2 : 16;
+		struct tls_group **v = realloc(ts->group, cap * sizeof(*v));
+		if (v == NULL)
+			goto out;
+		ts->group = v;
+		ts->cap = cap;
+	}
+	if ((g = calloc(1, sizeof(*g))) == NULL)
+		goto out;
+	ts->group[ts->ngroups++] = g;
+	g->pair[g->n++] = p;
+	placed = true;
+	if (cert_map_get(ts->by_names, key) == NULL && cert_map_put(ts->by_names, key, g) < 0)
+		goto out;
+	for (size_t i = 0; i < p->nnames; i++) {
+		int r = sni_index_add(ts->names, p->names[i], strlen(p->names[i]), g);
+		if (r == -2)
+			goto out;
+		added += r == 0;
+	}
+	if (ts->fallback == NULL)
+		ts->fallback = g;
+	else if (added == 0 && c->report)
+		fprintf(c->report,
+		        "%s: warning: never served: each of its names belongs to an earlier "
+		        "certificate with a key of the same type\n",
+		        p->file);
+	rc = 0;
+out:
+	if (!placed)
+		cert_pair_unref(p);
+	return rc;
+}
+
+static int
+load_listed(const struct tls_server_conf *c, struct tls_server *ts, size_t i, time_t now, char *err,
+            size_t errlen, int *bad_line)
+{
+	char why[256];
+	int key_fault = 0;
+	struct cert_pair *p = cert_pair_load(c->cert[i], c->key[i], why, sizeof(why), &key_fault);
+
+	if (p == NULL) {
+		if (strcmp(why, "the private key does not match the certificate") == 0)
+			snprintf(err, errlen, "key %s does not match certificate %s", c->key[i],
+			         c->cert[i]);
+		else
+			snprintf(err, errlen, "cannot load %s %s: %s",
+			         key_fault ? "key" : "certificate",
+			         key_fault ? c->key[i] : c->cert[i], why);
+		*bad_line = key_fault ? c->key_line[i] : c->cert_line[i];
 		return -1;
 	}
-	for (size_t j = 0; j < ts->n && ctx == NULL; j++)
-		if (same_identity(ts->leaf[j], leaf))
-			ctx = ts->ctx[j];
-	if (ctx == NULL) {
-		ctx = new_server_ctx(c, ts, err, errlen, bad_line);
-		if (ctx == NULL) {
-			X509_free(leaf);
-			return -1;
-		}
-		ts->ctx[ts->n] = ctx;
-		ts->leaf[ts->n] = leaf;
-		ts->n++;
-	} else {
-		X509_free(leaf);
-	}
-	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
-		snprintf(err, errlen, "cannot load certificate %s: %s", cert,
-		         tls_error_string(e, sizeof(e)));
-		*bad_line = c->cert_line[i];
+	count_expiry(c, ts, p, now);
+	if (add_pair(c, ts, p) < 0) {
+		snprintf(err, errlen, "out of memory");
 		return -1;
 	}
-	if (SSL_CTX_use_PrivateKey_file(ctx, key, SSL_FILETYPE_PEM) != 1) {
-		snprintf(err, errlen, "cannot load key %s: %s", key,
-		         tls_error_string(e, sizeof(e)));
-		*bad_line = c->key_line[i];
+	return 0;
+}
+
+/* One directory's walk: its pairs, and the files that failed. */
+struct dir_walk {
+	const struct tls_server_conf *c;
+	struct tls_server *ts;
+	time_t now;
+	size_t bad;
+	char first_bad[600];
+	bool oom;
+};
+
+static int
+load_dir_pair(void *arg, const char *cert, const char *key)
+{
+	struct dir_walk *w = arg;
+	char why[256], line[600];
+	int key_fault = 0;
+	struct cert_pair *p = cert_pair_load(cert, key, why, sizeof(why), &key_fault);
+
+	if (p != NULL && p->not_after < w->now - 86400) {
+		char when[32];
+		struct tm tm;
+		strftime(when, sizeof(when), "%Y-%m-%d", gmtime_r(&p->not_after, &tm));
+		snprintf(why, sizeof(why), "the certificate expired on %s", when);
+		cert_pair_unref(p);
+		p = NULL;
+	}
+	if (p == NULL) {
+		snprintf(line, sizeof(line), "%s: %s", key_fault && key ? key : cert, why);
+		if (w->bad++ == 0)
+			snprintf(w->first_bad, sizeof(w->first_bad), "%s", line);
+		else if (w->c->report && w->c->dir_files_strict)
+			fprintf(w->c->report, "%s\n", line);
+		if (w->c->report && !w->c->dir_files_strict)
+			fprintf(w->c->report, "%s; skipped\n", line);
+		return 0;
+	}
+	count_expiry(w->c, w->ts, p, w->now);
+	if (add_pair(w->c, w->ts, p) < 0) {
+		w->oom = true;
 		return -1;
 	}
-	if (SSL_CTX_check_private_key(ctx) != 1) {
-		snprintf(err, errlen, "key %s does not match certificate %s", key, cert);
-		ERR_clear_error();
-		*bad_line = c->key_line[i];
+	return 0;
+}
+
+static int
+load_dir(const struct tls_server_conf *c, struct tls_server *ts, size_t i, time_t now, char *err,
+         size_t errlen, int *bad_line)
+{
+	struct dir_walk w = {.c = c, .ts = ts, .now = now};
+	char why[256];
+
+	*bad_line = c->dir_line[i];
+	if (cert_dir_each(c->dir[i], load_dir_pair, &w, why, sizeof(why)) < 0 && !w.oom) {
+		snprintf(err, errlen, "cert_dir %s: %s", c->dir[i], why);
+		return -1;
+	}
+	if (w.oom) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	if (w.bad > 0 && c->dir_files_strict) {
+		if (w.bad == 1)
+			snprintf(err, errlen, "%s", w.first_bad);
+		else
+			snprintf(err, errlen, "%s (and %zu more files, listed below)", w.first_bad,
+			         w.bad - 1);
 		return -1;
 	}
 	return 0;
@@ -329,45 +468,61 @@ struct tls_server *
 tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen, int *bad_line)
 {
 	struct tls_server *ts = calloc(1, sizeof(*ts));
-	size_t n = c->n;
+	time_t now = time(NULL);
 
 	*bad_line = c->line;
-	if (ts == NULL || n == 0) {
-		snprintf(err, errlen, "%s", ts ? "no certificate" : "out of memory");
-		free(ts);
-		return NULL;
-	}
-	ts->ctx = calloc(n, sizeof(*ts->ctx));
-	ts->leaf = calloc(n, sizeof(*ts->leaf));
-	ts->alpn = c->alpn;
-	if (ts->ctx == NULL || ts->leaf == NULL) {
+	if (ex_group < 0)
+		ex_group = SSL_get_ex_new_index(0, NULL, NULL, NULL, NULL);
+	if (ts == NULL || (ts->names = sni_index_new()) == NULL ||
+	    (ts->by_names = cert_map_new()) == NULL || ex_group < 0) {
 		snprintf(err, errlen, "out of memory");
-		tls_server_free(ts);
-		return NULL;
+		goto fail;
 	}
-	for (size_t i = 0; i < n; i++) {
-		if (load_pair(c, ts, i, err, errlen, bad_line) < 0) {
-			tls_server_free(ts);
-			return NULL;
-		}
+	ts->alpn = c->alpn;
+	ts->strict_sni = c->strict_sni;
+	ts->refused = c->refused;
+	ts->refused_arg = c->refused_arg;
+	if ((ts->ctx = new_server_ctx(c, ts, err, errlen, bad_line)) == NULL)
+		goto fail;
+	for (size_t i = 0; i < c->n; i++)
+		if (load_listed(c, ts, i, now, err, errlen, bad_line) < 0)
+			goto fail;
+	for (size_t i = 0; i < c->ndir; i++)
+		if (load_dir(c, ts, i, now, err, errlen, bad_line) < 0)
+			goto fail;
+	if (ts->fallback == NULL) {
+		snprintf(err, errlen, "no certificate");
+		*bad_line = c->ndir ? c->dir_line[0] : c->line;
+		goto fail;
 	}
-	/* Once the files have loaded (their own errors said first), every
-	 * context of the service gets the same binding. */
-	if (tls_binding_compute(c, &ts->binding, err, errlen, bad_line) < 0) {
-		tls_server_free(ts);
-		return NULL;
-	}
-	for (size_t i = 0; i < ts->n; i++) {
-		if (tls_binding_attach(ts->ctx[i], &ts->binding) < 0) {
+	for (size_t i = 0; i < ts->fallback->n; i++) {
+		struct cert_pair *p = ts->fallback->pair[i];
+		if (SSL_CTX_use_cert_and_key(ts->ctx, p->leaf, p->key, p->chain, 1) != 1) {
 			char e[256];
-			snprintf(err, errlen, "cannot bind sessions to the service: %s",
+			snprintf(err, errlen, "cannot use certificate %s: %s", p->file,
 			         tls_error_string(e, sizeof(e)));
-			*bad_line = c->line;
-			tls_server_free(ts);
-			return NULL;
+			goto fail;
 		}
+	}
+	if (ts->stats.expiring > 0 && c->report)
+		fprintf(c->report, "%s: warning: %zu certificate%s expire%s within %d days\n",
+		        c->name, ts->stats.expiring, ts->stats.expiring == 1 ? "" : "s",
+		        ts->stats.expiring == 1 ? "s" : "", TLS_EXPIRY_WARN_DAYS);
+	/* Once the files have loaded (their own errors said first), the
+	 * service's context gets its binding. */
+	if (tls_binding_compute(c, &ts->binding, err, errlen, bad_line) < 0)
+		goto fail;
+	if (tls_binding_attach(ts->ctx, &ts->binding) < 0) {
+		char e[256];
+		snprintf(err, errlen, "cannot bind sessions to the service: %s",
+		         tls_error_string(e, sizeof(e)));
+		*bad_line = c->line;
+		goto fail;
 	}
 	return ts;
+fail:
+	tls_server_free(ts);
+	return NULL;
 }
 
 void
@@ -375,20 +530,32 @@ tls_server_free(struct tls_server *ts)
 {
 	if (ts == NULL)
 		return;
-	for (size_t i = 0; i < ts->n; i++) {
-		keylog_untrack(ts->ctx[i]);
-		SSL_CTX_free(ts->ctx[i]);
-		X509_free(ts->leaf[i]);
+	if (ts->ctx) {
+		keylog_untrack(ts->ctx);
+		SSL_CTX_free(ts->ctx);
 	}
-	free(ts->ctx);
-	free(ts->leaf);
+	for (size_t i = 0; i < ts->ngroups; i++) {
+		for (size_t j = 0; j < ts->group[i]->n; j++)
+			cert_pair_unref(ts->group[i]->pair[j]);
+		free(ts->group[i]);
+	}
+	free(ts->group);
+	sni_index_free(ts->names);
+	cert_map_free(ts->by_names);
 	free(ts);
+	cert_store_sweep();
 }
 
 SSL *
 tls_server_ssl(const struct tls_server *ts)
 {
-	return SSL_new(ts->ctx[0]);
+	return SSL_new(ts->ctx);
+}
+
+void
+tls_server_stats(const struct tls_server *ts, struct tls_stats *st)
+{
+	*st = ts ? ts->stats : (struct tls_stats){0};
 }
 
 SSL_CTX *

@@ -42,6 +42,8 @@ struct service {
 	enum tls_mode tls;
 	bool require_tls;
 	struct strlist cert, key;
+	struct strlist cert_dir; /* directories of pairs, after cert/key */
+	bool strict_sni;         /* refuse a name no certificate has */
 
 	struct sockaddr_ex backend;
 	char *backend_host; /* host part of backend (NULL for unix:) */
@@ -129,13 +131,17 @@ void config_strlist_free(struct strlist *l);
 
 /* TLS of a service (src/config_tls.c). config_tls_conf describes SVC's
  * server side for tls.c (pointers into SVC). config_tls_load builds
- * svc->tls_server and config_tls_backend_load svc->tls_backend, returning
+ * svc->tls_server (skipped files and expiry warnings as lines to REPORT,
+ * which may be NULL) and config_tls_backend_load svc->tls_backend, returning
  * -1 with a message in ERR (and the line at fault in *BAD_LINE) on
  * failure; config_tls_free frees both. tls_server_new gives the SSL of a
  * connection accepted on SVC, tls_backend_new one towards SVC's backend
  * with SNI and the name its certificate must match. */
 void config_tls_conf(const struct service *svc, struct tls_server_conf *c);
-int config_tls_load(struct service *svc, char *err, size_t errlen, int *bad_line);
+int config_tls_load(struct service *svc, FILE *report, char *err, size_t errlen, int *bad_line);
+/* With ON (postern -t), a bad file in a cert_dir fails the load; without,
+ * it is skipped with a "FILE: message" line in REPORT (start, reload). */
+void config_tls_strict_files(bool on);
 int config_tls_backend_load(struct service *svc, char *err, size_t errlen);
 void config_tls_free(struct service *svc);
 SSL *tls_server_new(const struct service *svc);

@@ -19,7 +19,14 @@
 enum metrics_hs { MH_TIMEOUT, MH_ERROR, MH_COUNT };
 enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
 enum metrics_auth { MA_OK, MA_FAILED, MA_COUNT };
-enum metrics_ref { MR_MAX_CONNECTIONS, MR_PROXY_HEADER, MR_PROTOCOL, MR_MAX_HANDSHAKES, MR_COUNT };
+enum metrics_ref {
+	MR_MAX_CONNECTIONS,
+	MR_PROXY_HEADER,
+	MR_PROTOCOL,
+	MR_MAX_HANDSHAKES,
+	MR_UNKNOWN_SNI, /* strict_sni */
+	MR_COUNT
+};
 
 struct metrics_svc {
 	char name[CONFIG_SERVICE_NAME_MAX + 1]; /* whole: series stay one per service */
@@ -30,6 +37,8 @@ struct metrics_svc {
 	uint64_t plaintext_auth_refused;
 	uint64_t auth[MA_COUNT]; /* login attempts by the server's verdict */
 	uint64_t refused[MR_COUNT];
+	/* Gauges of the certificates loaded (set at start and reload). */
+	uint64_t certificates, certificate_soonest_expiry, certificates_expiring;
 };
 
 /* The counters of service NAME; they outlive reloads. Never NULL. A name

@@ -31,6 +31,9 @@ void tls_server_free(struct tls_server *ts);
 /* A new server-side SSL for an accepted connection. */
 SSL *tls_server_ssl(const struct tls_server *ts);
 
+/* How many certificates TS serves and when they expire (zeros for NULL). */
+void tls_server_stats(const struct tls_server *ts, struct tls_stats *st);
+
 /* The client context towards a backend: TLS 1.2 minimum, the chain
  * verified against the CA file CA or the system store (CA NULL) unless
  * VERIFY is false. Returns NULL with a message in ERR on failure. */

@@ -4,7 +4,9 @@
 #ifndef POSTERN_TLS_CONF_H
 #define POSTERN_TLS_CONF_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Whether a client certificate is asked for and required. */
 enum tls_verify { TLS_VERIFY_OFF, TLS_VERIFY_OPTIONAL, TLS_VERIFY_REQUIRE };
@@ -24,6 +26,30 @@ struct tls_server_conf {
 	const char *ciphers, *ciphersuites; /* NULL: OpenSSL's defaults */
 	enum tls_verify verify;
 	const char *client_ca; /* needed unless verify is off */
+	/* Directories of certificates (cert_dir), after the pairs above. */
+	char *const *dir;
+	const int *dir_line;
+	size_t ndir;
+	/* Refuse a client whose SNI names no certificate, or who sends none. */
+	bool strict_sni;
+	/* A bad file in a directory fails the load (postern -t) instead of
+	 * being skipped with an error line (start and reload). */
+	bool dir_files_strict;
+	/* Where "FILE: message" lines go: files skipped, certificates about
+	 * to expire (NULL: nowhere). */
+	FILE *report;
+	/* Told of each handshake refused by strict_sni, with the name sent
+	 * ("" for none; only a well-formed name, never raw client bytes). */
+	void (*refused)(void *arg, const char *name);
+	void *refused_arg;
 };
+
+/* Certificates of a service, for metrics and the expiry warning. */
+struct tls_stats {
+	size_t certificates;
+	long long soonest_expiry; /* notAfter, Unix time; 0: no certificate */
+	size_t expiring;          /* within TLS_EXPIRY_WARN_DAYS */
+};
+#define TLS_EXPIRY_WARN_DAYS 14
 
 #endif

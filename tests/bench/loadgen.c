@@ -49,6 +49,8 @@
  *   -B PIDS      the same for the backend (backendcpu=)
  *   -n LIST      idle: comma-separated connection counts
  *   -T SECONDS   idle: longest wait for SIGUSR1 at each count (120)
+ *   -s NAME      the SNI sent (localhost); @FILE: a name of FILE (one a
+ *                line) at random for each connection (make bench-sni)
  *
  * Output: one line "result key=value ..." on stdout (idle: "ready N ..."
  * lines first); the first error seen is described on stderr. Exit status 0
@@ -480,13 +482,45 @@ conn_done(struct conn *c)
 		conn_launch(c);
 }
 
+/* The SNI of each connection: sni_names[random] when there are several. */
+static char *sni_one = "localhost";
+static char **sni_names;
+static size_t sni_n;
+
+static void
+sni_load(char *arg)
+{
+	FILE *f;
+	char line[512];
+
+	if (arg[0] != '@') {
+		sni_one = arg;
+		return;
+	}
+	if ((f = fopen(arg + 1, "r")) == NULL) {
+		perror(arg + 1);
+		exit(2);
+	}
+	while (fgets(line, sizeof(line), f)) {
+		line[strcspn(line, "\r\n")] = '\0';
+		if (!line[0])
+			continue;
+		if ((sni_n & (sni_n - 1)) == 0 &&
+		    !(sni_names = realloc(sni_names, (sni_n ? 2 * sni_n : 1) * sizeof(*sni_names))))
+			exit(2);
+		if (!(sni_names[sni_n++] = strdup(line)))
+			exit(2);
+	}
+	fclose(f);
+}
+
 static int
 start_tls(struct conn *c)
 {
 	c->ssl = SSL_new(ctx);
 	if (c->ssl == NULL || SSL_set_fd(c->ssl, c->fd) != 1)
 		return -1;
-	SSL_set_tlsext_host_name(c->ssl, "localhost");
+	SSL_set_tlsext_host_name(c->ssl, sni_n ? sni_names[(size_t)random() % sni_n] : sni_one);
 	SSL_set_connect_state(c->ssl);
 	if (resume && cur_sess) {
 		offers++;
@@ -757,7 +791,7 @@ usage(void)
 	        "       [-H ADDR] [-c N] [-t SECONDS] [-w SECONDS] [-V 1.2|1.3] [-x CIPHERS] [-r] "
 	        "[-R]\n"
 	        "       [-X CIPHERSUITES] [-g GROUPS] [-P] [-S PID,...] [-B PID,...] [-n N,...]\n"
-	        "       [-T SECONDS]\n");
+	        "       [-T SECONDS] [-s NAME|@FILE]\n");
 	exit(2);
 }
 
@@ -1046,7 +1080,7 @@ main(int argc, char **argv)
 	int opt;
 	struct rlimit rl;
 
-	while ((opt = getopt(argc, argv, "m:H:p:c:t:w:V:x:X:g:PrRS:B:n:T:")) != -1) {
+	while ((opt = getopt(argc, argv, "m:H:p:c:t:w:V:x:X:g:PrRS:B:n:T:s:")) != -1) {
 		switch (opt) {
 		case 'm':
 			if (!strcmp(optarg, "handshake"))
@@ -1101,6 +1135,9 @@ main(int argc, char **argv)
 			break;
 		case 'R':
 			reuse = 1;
+			break;
+		case 's':
+			sni_load(optarg);
 			break;
 		case 'S':
 			npids = parse_pids(optarg, pids, (int)(sizeof(pids) / sizeof(pids[0])));
