@@ -31,7 +31,7 @@ LAYERS = [
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
       "proto_smtp", "proto_raw", "imap_token", "secrets"]),
     ("config", "the configuration and what is set up straight from it",
-     ["config", "config_values", "config_keys", "config_tls", "config_advice", "log", "metrics"]),
+     ["config", "config_reader", "config_values", "config_keys", "config_tls", "config_advice", "log", "metrics"]),
     ("session", "one connection from accept to close",
      ["server", "session", "session_backend", "session_client", "observe", "filter"]),
     ("process", "listeners, the daemon, its workers, the command line",
