@@ -37,8 +37,9 @@ struct long_line {
 };
 
 struct imap_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;          /* commands are logged: redact, and refuse COMPRESS */
+	struct pu_adapter a; /* observe: also refuse COMPRESS; SASL challenges:
+	                      * "+" lines; c_auth_ended also after a "+" nothing
+	                      * asked for */
 	/* client -> server */
 	struct imap_scan c_scan; /* the command's nesting across its literals */
 	struct long_line c_long;
@@ -46,13 +47,6 @@ struct imap_state {
 	bool c_cont;                /* the current command goes on after its literal */
 	bool c_drop;                /* the current command is refused: swallow the rest */
 	bool c_sync;                /* a synchronising literal awaits the server's verdict */
-	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
-	bool c_auth_wait;           /* a SASL line is out: the next client line is a
-	                             * response after "+", a command after the
-	                             * tagged completion, so it waits for the server */
-	bool c_auth_ended;          /* ... with its completion, or the server sent a
-	                             * continuation nothing asked for: the next line
-	                             * may be a response, hidden from the log */
 	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
@@ -163,14 +157,7 @@ static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
 static void
 imap_init(void *st, const struct proto_conf *conf)
 {
-	struct imap_state *s = st;
-
-	memset(s, 0, sizeof(*s));
-	/* Without STARTTLS offered, the client is TLS or postern's side to
-	 * the backend is: the backend's own STARTTLS is hidden all the same. */
-	s->tls = !conf->starttls;
-	s->require_tls = conf->require_tls;
-	s->observe = conf->observe;
+	pu_adapter_init(st, sizeof(struct imap_state), conf);
 }
 
 static void
@@ -178,9 +165,9 @@ imap_tls_started(void *st)
 {
 	struct imap_state *s = st;
 
-	s->tls = true;
+	pu_adapter_tls_started(&s->a);
 	s->c_literal = 0;
-	s->c_cont = s->c_drop = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
+	s->c_cont = s->c_drop = s->c_sync = false;
 	s->c_lit_secret = s->c_id = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
@@ -603,23 +590,24 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 {
 	const struct pu_verb *verb = find_verb(c->verb);
 	unsigned flags = verb ? verb->flags : 0;
-	bool gated = !s->tls && s->require_tls; /* only the short list may pass */
+	bool gated = !s->a.tls && s->a.require_tls; /* only the short list may pass */
 	bool noargs = c->args >= c->end;
 	char why[96];
 
 	if (c->bad_tag)
 		return answer(s, c, act, scratch, "BAD Invalid tag");
-	if (!s->tls && memchr(c->p, '\0', c->n))
+	if (!s->a.tls && memchr(c->p, '\0', c->n))
 		return answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return answer(s, c, act, scratch, "BAD Tag too long");
 	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
-		if (s->tls)
-			return answer(s, c, act, scratch, "BAD TLS is already active");
-		if (!noargs || c->err)
-			return answer(s, c, act, scratch, "BAD STARTTLS takes no arguments");
+		const char *no =
+		        pu_starttls_refusal(&s->a, noargs && !c->err, "BAD TLS is already active",
+		                            "BAD STARTTLS takes no arguments");
+		if (no)
+			return answer(s, c, act, scratch, no);
 		/* Replies to earlier commands must arrive in plaintext, before ours. */
 		if (!server_at_boundary(s) || s->inflight > 0)
 			return PV_WAIT;
@@ -628,7 +616,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	}
 	/* Before TLS nothing malformed passes; after it, nothing postern acts
 	 * on, and nothing a laxer server could read a literal into. */
-	if (c->err && (!s->tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
+	if (c->err && (!s->a.tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
 		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
 		return answer(s, c, act, scratch, why);
 	}
@@ -647,7 +635,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		snprintf(why, sizeof(why), "BAD %s takes no arguments", verb->name);
 		return answer(s, c, act, scratch, why);
 	}
-	if ((flags & F_COMPRESS) && s->observe)
+	if ((flags & F_COMPRESS) && s->a.observe)
 		return answer(s, c, act, scratch, "NO COMPRESS is off while commands are logged");
 	size_t at[ID_STRINGS_MAX], nat = 0;
 	unsigned ids = 0;
@@ -667,7 +655,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		 * which may carry the same tag, must have completed first. */
 		if (s->inflight > 0 || !server_at_boundary(s))
 			return PV_WAIT;
-		s->c_auth = s->c_auth_wait = true;
+		s->a.c_auth = s->a.c_auth_wait = true;
 		watch_tag(s, c->tag.p, c->tag.n);
 	}
 	/* The server's "+" or tagged refusal for a synchronising literal is
@@ -695,7 +683,7 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 	/* The command's beginning is at the backend already: a line that
 	 * could end in a literal postern does not see cannot be refused on its
 	 * own, and before TLS nothing malformed may pass at all. */
-	if (!drop && c->err && (!s->tls || c->ends_in_brace || s->c_id))
+	if (!drop && c->err && (!s->a.tls || c->ends_in_brace || s->c_id))
 		return pu_answer(act, PV_CLOSE, c->len, scratch,
 		                 "* BYE Invalid command syntax\r\n");
 	size_t at[ID_STRINGS_MAX], nat = 0;
@@ -707,7 +695,7 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 		s->c_id_strings = (unsigned char)ids;
 		s->c_id = c->lit;
 	}
-	if (s->observe)
+	if (s->a.observe)
 		log_continuation(s, c, act, scratch);
 	s->c_cont = c->lit;
 	s->c_drop = c->lit && drop;
@@ -746,7 +734,7 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 	}
 	s->c_literal -= n;
 	act->consume = n;
-	if (s->observe && s->c_lit_secret) {
+	if (s->a.observe && s->c_lit_secret) {
 		/* A password literal: nothing is logged of it (its line said
 		 * "***"), but the session must remember it to mask echoes. */
 		pu_log_begin(act, scratch, PL_CONT);
@@ -762,8 +750,8 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 {
 	size_t body = pu_trim_eol(p, n);
 
-	s->c_auth_wait = true;
-	if (s->observe) {
+	s->a.c_auth_wait = true;
+	if (s->a.observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
 			pu_log_str(act, scratch, "*"); /* a cancel */
@@ -806,7 +794,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 
 	if (s->c_idle && !s->c_cont) {
 		return idle_not_done(s, len, act, scratch);
-	} else if (s->c_auth && !s->c_cont) {
+	} else if (s->a.c_auth && !s->c_cont) {
 		l.sasl = true;
 		memcpy(l.head, PU_SECRET, 3);
 		l.head_len = 3;
@@ -875,9 +863,9 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	if (n == 0)
 		return drop ? PV_DROP : PV_PASS;
 	l->on = false;
-	s->c_auth_wait = l->sasl;
+	s->a.c_auth_wait = l->sasl;
 	bool lit = !l->sasl && imap_scan_end(&s->c_scan);
-	if (s->observe)
+	if (s->a.observe)
 		log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
 	if (!drop && !l->sasl && s->c_scan.err && s->c_scan.last == '}')
 		return pu_answer(act, PV_CLOSE, k, scratch, "* BYE Invalid command syntax\r\n");
@@ -904,7 +892,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
+	if (s->c_sync || s->a.c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
 	if (s->c_long.on)
@@ -912,11 +900,11 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (n == 0) {
 		if (!full)
 			return PV_MORE;
-		if (!s->tls)
+		if (!s->a.tls)
 			return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 		return client_long_head(s, p, len, act, scratch);
 	}
-	if (s->c_auth && !s->c_cont)
+	if (s->a.c_auth && !s->c_cont)
 		return sasl_response(s, p, n, act, scratch);
 
 	struct imap_scan sc = s->c_scan;
@@ -930,7 +918,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->c_idle && c.n == 4 && strncasecmp(p, "DONE", 4) == 0) {
 		s->c_idle = false;
-		if (s->observe)
+		if (s->a.observe)
 			pu_log_line(act, scratch, p, c.n, false, 0, 0);
 		return pass(act, n);
 	}
@@ -940,18 +928,18 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->observe && s->c_auth_ended && find_verb(c.verb) == NULL) {
+	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
 		s->c_lit_secret = c.lit;
 		if (c.lit)
 			act->log_flags |= PL_CONT;
-	} else if (s->observe) {
+	} else if (s->a.observe) {
 		const struct pu_verb *verb = find_verb(c.verb);
 		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->c_auth_ended = false;
+	s->a.c_auth_ended = false;
 	return v;
 }
 
@@ -963,14 +951,14 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
              struct proto_action *act, char *scratch)
 {
 	struct pu_caps pre = {imap_drop_always,
-	                      s->observe ? imap_auth_compress_prefix : imap_auth_prefix,
-	                      s->require_tls ? imap_add_login_disabled : imap_add_starttls};
-	struct pu_caps post = {imap_drop_always, s->observe ? imap_compress_prefix : NULL, NULL};
+	                      s->a.observe ? imap_auth_compress_prefix : imap_auth_prefix,
+	                      s->a.require_tls ? imap_add_login_disabled : imap_add_starttls};
+	struct pu_caps post = {imap_drop_always, s->a.observe ? imap_compress_prefix : NULL, NULL};
 	size_t head = (size_t)(caps - line), at;
 
 	memcpy(scratch, line, head);
 	/* Room for the list: the scratch less what stays of the line around it. */
-	at = head + pu_caps_rewrite(caps, capn, s->tls ? &post : &pre, scratch + head,
+	at = head + pu_caps_rewrite(caps, capn, s->a.tls ? &post : &pre, scratch + head,
 	                            PROTO_SCRATCH - n + capn);
 	memcpy(scratch + at, caps + capn, n - head - capn);
 	act->consume = n;
@@ -1007,7 +995,7 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 		s->s_cont = imap_scan_end(&s->s_scan);
 		if (s->s_cont)
 			s->s_literal = s->s_scan.lsize;
-		if (s->observe)
+		if (s->a.observe)
 			log_long(l, s->s_cont, s->s_literal, PL_DEBUG, act, scratch);
 	}
 	return pass(act, k);
@@ -1044,7 +1032,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	s->s_cont = imap_scan_end(&s->s_scan);
 	if (s->s_cont)
 		s->s_literal = s->s_scan.lsize;
-	if (s->observe) { /* tagged completions matter most; the rest is debug */
+	if (s->a.observe) { /* tagged completions matter most; the rest is debug */
 		bool untagged =
 		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
 		pu_log_line(act, scratch, p, body, s->s_cont, s->s_literal,
@@ -1059,13 +1047,13 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		/* A continuation nothing postern saw asks for: the server reads
 		 * the client's next line as a response (a SASL one, perhaps), so
 		 * the log hides it as it hides a response sent too early. */
-		if (!s->c_sync && !s->c_auth && !s->c_idle)
-			s->c_auth_ended = true;
+		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
+			s->a.c_auth_ended = true;
 		if (s->c_sync) { /* the server accepts the literal */
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;
 		}
-		s->c_auth_wait = false; /* a SASL challenge: the client answers */
+		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
 		return pass(act, n);
 	}
 	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
@@ -1077,8 +1065,8 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_cont = false;
 		}
-		s->c_auth_ended = s->c_auth;
-		s->c_auth = s->c_auth_wait = false;
+		s->a.c_auth_ended = s->a.c_auth;
+		s->a.c_auth = s->a.c_auth_wait = false;
 		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
 			s->c_idle = false;
 		/* While its command is still being sent, the completion may be

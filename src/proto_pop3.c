@@ -18,20 +18,18 @@ enum {
 	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
 	F_CAPA = PU_OWN << 2,
-	F_PLAIN = PU_OWN << 3, /* relayed before TLS when require_tls: nothing
-	                        * else is (fail closed) */
-	F_KNOWN = PU_OWN << 4  /* nothing special, but a command (RFC 1939) */
+	F_KNOWN = PU_OWN << 3 /* nothing special, but a command (RFC 1939) */
 };
 
 static const struct pu_verb pop3_verbs[] = {
-        {"STLS", PU_STARTTLS | F_PLAIN},
-        {"QUIT", F_PLAIN},
+        {"STLS", PU_STARTTLS | PU_PLAIN},
+        {"QUIT", PU_PLAIN},
         {"USER", PU_REFUSE_PLAIN},
         {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS},
         {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG},
         {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS | PU_HIDE_AFTER_ARG},
         {"XCLIENT", PU_FORWARDING},
-        {"CAPA", F_CAPA | F_PLAIN},
+        {"CAPA", F_CAPA | PU_PLAIN},
         {"RETR", F_MULTI},
         {"TOP", F_MULTI},
         {"LIST", F_MULTI_NOARGS},
@@ -44,14 +42,8 @@ static const struct pu_verb pop3_verbs[] = {
 };
 
 struct pop3_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;          /* commands are logged */
-	bool c_midline, c_auth, s_midline;
-	bool c_auth_wait;      /* a SASL line is out: the next client line is a
-	                        * response after a "+" challenge, a command after a
-	                        * final reply, so it waits for the server's answer */
-	bool c_auth_ended;     /* ... which was final: the next line may still
-	                        * be a response the client sent too early */
+	struct pu_adapter a; /* SASL challenges: "+" lines */
+	bool c_midline, s_midline;
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
@@ -64,12 +56,7 @@ pop3_init(void *st, const struct proto_conf *conf)
 {
 	struct pop3_state *s = st;
 
-	memset(s, 0, sizeof(*s));
-	/* Without STARTTLS offered, the client is TLS or postern's side to
-	 * the backend is: the backend's own STARTTLS is hidden all the same. */
-	s->tls = !conf->starttls;
-	s->require_tls = conf->require_tls;
-	s->observe = conf->observe;
+	pu_adapter_init(s, sizeof(*s), conf);
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
@@ -78,8 +65,8 @@ pop3_tls_started(void *st)
 {
 	struct pop3_state *s = st;
 
-	s->tls = true;
-	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_ended = s->c_skip = false;
+	pu_adapter_tls_started(&s->a);
+	s->c_midline = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -91,14 +78,52 @@ local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, c
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
 
-static enum proto_verdict command(struct pop3_state *s, const char *p, size_t n, unsigned flags,
-                                  const char *args, struct proto_action *act, char *scratch);
+static const struct pc_replies pop3_replies = {
+        .need_tls = "-ERR Use STLS first (plaintext authentication is disabled)",
+        .bad_char = "-ERR Invalid character in command",
+        .tls_active = "-ERR TLS is already active",
+        .tls_args = "-ERR STLS takes no arguments",
+        .tls_go = "+OK Begin TLS negotiation now",
+        .forwarding = "-ERR Not relayed: only the proxy may send this",
+};
+
+static enum proto_verdict
+command(void *st, const char *p, size_t n, unsigned flags, const char *args,
+        struct proto_action *act, char *scratch)
+{
+	struct pop3_state *s = st;
+	size_t body = pu_trim_eol(p, n);
+	bool noargs = args == p + body;
+	struct pc_ruling r = pc_rule(&s->a, flags, p, body, noargs, &pop3_replies);
+
+	if (r.rule == PC_REFUSE) {
+		enum proto_verdict v = local(s, act, n, scratch, r.text);
+		if (v == PV_REPLY)
+			act->event = r.event;
+		return v;
+	}
+	if (r.rule == PC_STARTTLS) {
+		if (s->q.count > 0 || s->s_body || s->s_midline)
+			return PV_WAIT;
+		return pu_answer(act, PV_STARTTLS, n, scratch, "%s\r\n", r.text);
+	}
+	if (flags & F_CAPA)
+		pu_queue_push(&s->q, K_CAPA);
+	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
+		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
+	else if (flags & PU_SASL) {
+		pu_queue_push(&s->q, K_AUTH);
+		s->a.c_auth = s->a.c_auth_wait = true;
+	} else
+		pu_queue_push(&s->q, K_SIMPLE);
+	return PV_PASS;
+}
 
 static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	if (s->c_auth_wait)
+	if (s->a.c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -108,101 +133,31 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->c_skip = v == PV_WAIT;
 		return v;
 	}
-	size_t n = pu_line_len(p, len);
+	size_t n;
+	enum pu_frame f = pu_frame(&s->c_midline, p, len, full, act, &n);
 
-	act->consume = n ? n : len;
-	if (s->c_midline) {
-		s->c_midline = n == 0;
-		if (s->c_auth && n > 0)
-			s->c_auth_wait = true;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		if (s->c_auth) {
-			s->c_midline = true;
-			return PV_PASS;
-		}
-		if (!s->tls)
+	if (f == PF_MIDLINE && s->a.c_auth && n > 0)
+		s->a.c_auth_wait = true;
+	if (f == PF_LONG && !s->a.c_auth) {
+		if (!s->a.tls)
 			return pu_answer(act, PV_CLOSE, len, scratch, "-ERR Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
 		 * refused once its end has come. */
 		s->c_skip = true;
-		if (s->observe)
+		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;
 	}
-	size_t body = pu_trim_eol(p, n);
-	if (s->c_auth) { /* a SASL response, or "*" to cancel */
-		s->c_auth_wait = true;
-		if (s->observe)
-			pu_log_sasl(act, scratch, p, body);
-		return PV_PASS;
-	}
-	if (s->q.count == PU_QUEUE_MAX)
-		return PV_WAIT;
-
-	/* The verb as the laxest server reads it: any white space around it. */
-	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_token(&q, end));
-	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
-	if (v == PV_WAIT)
-		return v;
-	if (s->observe)
-		pc_log_command(act, scratch, p, body, flags, s->c_auth_ended,
-		               !s->tls && s->require_tls);
-	s->c_auth_ended = false;
-	return v;
-}
-
-static enum proto_verdict
-command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const char *args,
-        struct proto_action *act, char *scratch)
-{
-	size_t body = pu_trim_eol(p, n);
-	bool noargs = args == p + body;
-
-	/* Before TLS nothing but a plain command of the short list reaches
-	 * the backend: no word a laxer server could read differently. */
-	if (!s->tls && s->require_tls && (!(flags & F_PLAIN) || !pc_plain_form(p, body))) {
-		enum proto_verdict v =
-		        local(s, act, n, scratch,
-		              "-ERR Use STLS first (plaintext authentication is disabled)");
-		if (v == PV_REPLY && (flags & PU_REFUSE_PLAIN))
-			act->event = "plaintext-auth-refused";
-		return v;
-	}
-	if (pc_has_control(p, body))
-		return local(s, act, n, scratch, "-ERR Invalid character in command");
-	if (flags & PU_STARTTLS) {
-		if (s->tls)
-			return local(s, act, n, scratch, "-ERR TLS is already active");
-		if (!noargs)
-			return local(s, act, n, scratch, "-ERR STLS takes no arguments");
-		if (s->q.count > 0 || s->s_body || s->s_midline)
-			return PV_WAIT;
-		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
-	}
-	if (flags & PU_FORWARDING)
-		return local(s, act, n, scratch, "-ERR Not relayed: only the proxy may send this");
-	if (flags & F_CAPA)
-		pu_queue_push(&s->q, K_CAPA);
-	else if ((flags & F_MULTI) || ((flags & F_MULTI_NOARGS) && noargs))
-		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
-	else if (flags & PU_SASL) {
-		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = s->c_auth_wait = true;
-	} else
-		pu_queue_push(&s->q, K_SIMPLE);
-	return PV_PASS;
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->c_midline, f);
+	return pc_command_line(&s->a, &s->q, pop3_verbs, command, s, p, n, act, scratch);
 }
 
 /* The end of a multi-line body completes its status line in the log. */
 static void
 body_end_log(struct pop3_state *s, struct proto_action *act, char *scratch)
 {
-	if (!s->observe)
+	if (!s->a.observe)
 		return;
 	pu_log_begin(act, scratch, 0);
 	pu_log_str(act, scratch, " ");
@@ -223,14 +178,14 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 		s->s_body = s->s_capa = false;
 		pu_queue_pop(&s->q);
 		body_end_log(s, act, scratch);
-		if (s->tls)
+		if (s->a.tls)
 			return PV_PASS;
 		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
 	}
 	s->s_body_bytes += n;
 	if (pu_word_is(w, "STLS") || pu_word_is(w, "XCLIENT"))
 		return PV_DROP;
-	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
+	if (!s->a.tls && s->a.require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
 		return PV_DROP;
 	if (pu_word_is(w, "SASL")) { /* without mechanisms postern cannot relay */
 		static const struct pu_caps mechs = {NULL, NULL, NULL};
@@ -251,19 +206,11 @@ static enum proto_verdict
 server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	size_t n = pu_line_len(p, len);
+	size_t n;
+	enum pu_frame f = pu_frame(&s->s_midline, p, len, full, act, &n);
 
-	act->consume = n ? n : len;
-	if (s->s_midline) {
-		s->s_midline = n == 0;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		s->s_midline = true;
-		return PV_PASS;
-	}
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->s_midline, f);
 	if (s->s_capa)
 		return capa_line(s, p, n, act, scratch);
 	if (s->s_body) {
@@ -277,14 +224,14 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		return PV_PASS;
 	}
 	size_t body = pu_trim_eol(p, n);
-	if (s->observe)
+	if (s->a.observe)
 		pu_log_line(act, scratch, p, body, false, 0, 0);
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);
 	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O')) {
 		act->log_flags |= PL_DEBUG;
-		s->c_auth_wait = false; /* the client answers the challenge */
+		s->a.c_auth_wait = false; /* the client answers the challenge */
 		return PV_PASS;
 	}
 	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
@@ -295,8 +242,8 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
 		if (k == K_AUTH) {
-			s->c_auth = s->c_auth_wait = false;
-			s->c_auth_ended = true;
+			s->a.c_auth = s->a.c_auth_wait = false;
+			s->a.c_auth_ended = true;
 		}
 		pu_queue_pop(&s->q);
 	}
