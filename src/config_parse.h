@@ -1,6 +1,6 @@
 /* What the configuration loader's files share (src/config.c,
- * src/config_reader.c): the state of one load and its error list. Private
- * to the loader. */
+ * src/config_reader.c, src/config_values.c): the state of one load and its
+ * error list. Private to the loader. */
 #ifndef POSTERN_CONFIG_PARSE_H
 #define POSTERN_CONFIG_PARSE_H
 
@@ -62,7 +62,8 @@ struct parse {
 /* Records an error at LINE (0: none); all are printed at the end, sorted. */
 void perr(struct parse *ps, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 
-/* S with terminal control bytes replaced, in BUF of N bytes. */
+/* S with terminal control bytes replaced, in BUF of N bytes: values are
+ * echoed in messages. */
 const char *shown(const char *s, char *buf, size_t n);
 
 /* Opens a service section NAME at the current line (IGNORED: a duplicate or

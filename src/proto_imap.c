@@ -1116,9 +1116,7 @@ imap_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 {
 	(void)helo;
 	(void)scratch;
-	memset(st, 0, sizeof(struct imap_up));
-	act->text = "";
-	act->len = 0;
+	pu_up_begin(st, sizeof(struct imap_up), act);
 }
 
 static void

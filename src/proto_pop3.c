@@ -241,10 +241,8 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->s_body_bytes = 0;
 		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
-		if (k == K_AUTH) {
-			s->a.c_auth = s->a.c_auth_wait = false;
-			s->a.c_auth_ended = true;
-		}
+		if (k == K_AUTH)
+			pu_sasl_ended(&s->a);
 		pu_queue_pop(&s->q);
 	}
 	return PV_PASS;
@@ -274,9 +272,7 @@ pop3_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 {
 	(void)helo;
 	(void)scratch;
-	memset(st, 0, sizeof(struct pop3_up));
-	act->text = "";
-	act->len = 0;
+	pu_up_begin(st, sizeof(struct pop3_up), act);
 }
 
 static void

@@ -416,10 +416,8 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_body = strncmp(p, "354", 3) == 0;
 		s->c_body_bytes = 0;
 	}
-	if (k == K_AUTH) {
-		s->a.c_auth = s->a.c_auth_wait = false;
-		s->a.c_auth_ended = true;
-	}
+	if (k == K_AUTH)
+		pu_sasl_ended(&s->a);
 	pu_queue_pop(&s->q);
 	return PV_PASS;
 }
@@ -450,9 +448,8 @@ smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 	struct smtp_up *u = st;
 
 	(void)scratch;
-	memset(u, 0, sizeof(*u));
+	pu_up_begin(u, sizeof(*u), act);
 	snprintf(u->helo, sizeof(u->helo), "%s", helo);
-	pu_up(act, 0, "", PU_UP_SEND);
 }
 
 static void

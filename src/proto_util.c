@@ -226,6 +226,13 @@ pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up 
 }
 
 void
+pu_up_begin(void *st, size_t size, struct proto_action *act)
+{
+	memset(st, 0, size);
+	pu_up(act, 0, "", PU_UP_SEND);
+}
+
+void
 pu_log_begin(struct proto_action *act, char *scratch, unsigned flags)
 {
 	act->log = scratch + PROTO_SCRATCH;
@@ -381,6 +388,13 @@ pu_adapter_tls_started(struct pu_adapter *a)
 {
 	a->tls = true;
 	a->c_auth = a->c_auth_wait = a->c_auth_ended = false;
+}
+
+void
+pu_sasl_ended(struct pu_adapter *a)
+{
+	a->c_auth = a->c_auth_wait = false;
+	a->c_auth_ended = true;
 }
 
 const char *

@@ -74,6 +74,10 @@ void pu_adapter_init(void *st, size_t size, const struct proto_conf *conf);
  * forgotten. */
 void pu_adapter_tls_started(struct pu_adapter *a);
 
+/* The server's final reply ended the SASL exchange: client lines are
+ * commands again, the next one perhaps a response sent too early. */
+void pu_sasl_ended(struct pu_adapter *a);
+
 /* STARTTLS, the same rule in every protocol: refused with TLS_ACTIVE when
  * the client's side is TLS already, with TLS_ARGS when it came with
  * arguments (NOARGS false); NULL when it may go on. */
@@ -135,6 +139,11 @@ pu_queue_head(const struct pu_queue *q)
 {
 	return q->kind[q->head];
 }
+
+/* Client role: the start of every adapter's up_start, its state ST of
+ * SIZE bytes zeroed and ACT set to send nothing yet (the server speaks
+ * first). */
+void pu_up_begin(void *st, size_t size, struct proto_action *act);
 
 /* Client role: sets ACT to consume N bytes and send TEXT; returns R. */
 enum proto_up pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up r);
