@@ -3,6 +3,7 @@
  * COMPRESS= where postern cannot relay them) and what postern offers is
  * added. */
 #include <string.h>
+#include <strings.h>
 
 #include <postern/imap_token.h>
 #include <postern/proto_util.h>
@@ -17,9 +18,9 @@ static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED
 static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
 
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
-enum proto_verdict
-imap_rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps,
-                  size_t capn, struct proto_action *act, char *scratch)
+static enum proto_verdict
+rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
+             struct proto_action *act, char *scratch)
 {
 	struct pu_caps pre = {imap_drop_always,
 	                      s->a.observe ? imap_auth_compress_prefix : imap_auth_prefix,
@@ -36,4 +37,24 @@ imap_rewrite_caps(const struct imap_state *s, const char *line, size_t n, const 
 	act->text = scratch;
 	act->len = at + n - head - capn;
 	return PV_REPLACE;
+}
+
+enum proto_verdict
+imap_caps_response(const struct imap_state *s, const char *p, size_t n, struct pu_word tag,
+                   const char *q, struct proto_action *act, char *scratch)
+{
+	const char *end = p + pu_trim_eol(p, n);
+	struct pu_word w = pu_next_word(&q, end);
+
+	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
+		return rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
+	const char *code = memchr(p, '[', (size_t)(end - p));
+	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
+		const char *close = memchr(code, ']', (size_t)(end - code));
+		if (close)
+			return rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12), act,
+			                    scratch);
+	}
+	act->consume = n;
+	return PV_PASS;
 }

@@ -114,11 +114,13 @@ enum proto_verdict imap_forward_id(const struct imap_cmd *c, const size_t *at, s
 
 /* ---- capability lists (imap_capability.c) ---- */
 
-/* Rewrites the capability list at [caps, caps+capn) inside the server's
- * LINE of N bytes for the client, as S's terms say. */
-enum proto_verdict imap_rewrite_caps(const struct imap_state *s, const char *line, size_t n,
-                                     const char *caps, size_t capn, struct proto_action *act,
-                                     char *scratch);
+/* A server response line of N bytes (with its EOL) whose tag is TAG, its
+ * next word at Q: "* CAPABILITY ..." or a line with a [CAPABILITY ...]
+ * response code gets its list rewritten for the client as S's terms say
+ * (REPLACE); any other line passes. */
+enum proto_verdict imap_caps_response(const struct imap_state *s, const char *p, size_t n,
+                                      struct pu_word tag, const char *q, struct proto_action *act,
+                                      char *scratch);
 
 /* ---- client role (imap_client_role.c) ---- */
 

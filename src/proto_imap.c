@@ -747,18 +747,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->s_cont)
 		return pass(act, n);
-	/* "* CAPABILITY ..." or a [CAPABILITY ...] response code. */
-	struct pu_word w = pu_next_word(&q, end);
-	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
-		return imap_rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
-	const char *code = memchr(p, '[', body);
-	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
-		const char *close = memchr(code, ']', (size_t)(end - code));
-		if (close)
-			return imap_rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12),
-			                         act, scratch);
-	}
-	return pass(act, n);
+	return imap_caps_response(s, p, n, tag, q, act, scratch);
 }
 
 static enum proto_verdict
