@@ -18,6 +18,8 @@
 
 #include <postern/config.h>
 
+#include "config_parse.h"
+
 /* Longest duration accepted: a year. Anything larger is a typo, and keeps
  * the arithmetic far from overflow. */
 #define DURATION_MAX (365.0 * 24 * 3600)
@@ -129,18 +131,6 @@ config_strlist_free(struct strlist *l)
 	free(l->v);
 	free(l->line);
 	memset(l, 0, sizeof(*l));
-}
-
-/* Values are echoed in messages: keep terminal control bytes out. */
-static const char *
-shown(const char *s, char *buf, size_t n)
-{
-	size_t i;
-
-	for (i = 0; s[i] && i + 1 < n; i++)
-		buf[i] = isprint((unsigned char)s[i]) ? s[i] : '?';
-	buf[i] = '\0';
-	return buf;
 }
 
 typedef int token_fn(void *field, const char *tok, int line, char *err, size_t errlen);

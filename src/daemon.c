@@ -26,9 +26,8 @@
 #include <postern/tls.h>
 
 static const char *config_path;
-
-/* How often the service manager's status line (sessions) is refreshed. */
-#define NOTIFY_STATUS_EVERY 10.0
+/* The pidfile of a single process (a worker has none of its own). */
+static char *single_pidfile;
 
 void
 daemon_notify(const char *state, const struct config *cfg, int workers)
@@ -195,6 +194,22 @@ daemon_reload_done(const struct config *cfg, int workers)
 }
 
 void
+daemon_prepare(const struct config *cfg)
+{
+	daemon_raise_fd_limit(cfg);
+	daemon_open_keylog(cfg);
+	tickets_use(cfg->tickets);
+}
+
+int
+daemon_start_failed(const char *why)
+{
+	log_msg(LOG_ERR, "%s", why);
+	sd_notify_status(NULL, "%s", why); /* systemctl status shows why */
+	return DAEMON_EXIT_RUNTIME;
+}
+
+void
 daemon_apply_config(struct ev_loop *loop, const struct config *cfg)
 {
 	char err[512];
@@ -208,8 +223,11 @@ daemon_apply_config(struct ev_loop *loop, const struct config *cfg)
 }
 
 void
-daemon_teardown(struct config *cfg)
+daemon_teardown(struct ev_loop *loop, struct config *cfg, const char *pidfile)
 {
+	metrics_stop(loop);
+	if (pidfile && unlink(pidfile) < 0)
+		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
 	tickets_use(NULL);
 	tickets_wipe();
 	config_unref(cfg);
@@ -218,37 +236,64 @@ daemon_teardown(struct config *cfg)
 	daemon_reload_outcome_at(NULL);
 }
 
-static void
-reload(struct server *srv)
+void
+daemon_reload(const char *path, struct ev_loop *loop, const struct daemon_reload_ops *ops)
 {
 	char err[512];
 	struct config *cfg;
 
 	sd_notify_reloading();
-	cfg = daemon_load(config_path);
+	cfg = daemon_load(path);
 	if (cfg == NULL) {
 		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
 		daemon_reload_refused(daemon_load_error());
 		return;
 	}
-	if (listener_apply(srv, cfg, err, sizeof(err)) < 0) {
+	if (ops->listen(ops->arg, cfg, err, sizeof(err)) < 0) {
 		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
 		daemon_reload_refused(err);
 		config_unref(cfg);
 		return;
 	}
+	daemon_apply_config(loop, cfg);
+	int workers = ops->take(ops->arg, cfg);
+	log_msg(LOG_INFO, "configuration reloaded");
+	daemon_reload_done(cfg, workers);
+}
+
+static int
+single_listen(void *arg, struct config *cfg, char *err, size_t errlen)
+{
+	struct server *srv = arg;
+
+	if (listener_apply(srv, cfg, err, errlen) < 0)
+		return -1;
 	/* One process cannot turn into a master of workers in place. */
 	if (cfg->workers > 1)
 		log_msg(LOG_WARNING,
 		        "workers = %d takes effect at the next start; until then one "
 		        "process serves",
 		        cfg->workers);
-	daemon_apply_config(srv->loop, cfg);
+	return 0;
+}
+
+static int
+single_take(void *arg, struct config *cfg)
+{
+	struct server *srv = arg;
+
 	config_unref(srv->cfg);
 	srv->cfg = cfg;
 	listener_start_all(srv);
-	log_msg(LOG_INFO, "configuration reloaded");
-	daemon_reload_done(cfg, 1);
+	return 1;
+}
+
+static void
+reload(struct server *srv)
+{
+	const struct daemon_reload_ops ops = {single_listen, single_take, srv};
+
+	daemon_reload(config_path, srv->loop, &ops);
 }
 
 static void
@@ -473,7 +518,7 @@ run(struct server *srv, int (*bind)(struct server *))
 		goto out;
 	listener_start_all(srv);
 	metrics_start(srv->loop);
-	ev_timer_init(&status, on_status_timer, NOTIFY_STATUS_EVERY, NOTIFY_STATUS_EVERY);
+	ev_timer_init(&status, on_status_timer, DAEMON_STATUS_EVERY, DAEMON_STATUS_EVERY);
 	status.data = srv;
 	if (!srv->worker) {
 		log_msg(LOG_INFO, "postern %s started", POSTERN_VERSION);
@@ -494,27 +539,20 @@ run(struct server *srv, int (*bind)(struct server *))
 		log_msg(LOG_INFO, "stopped");
 out:
 	listener_close_all(srv);
-	metrics_stop(srv->loop);
-	daemon_teardown(srv->cfg);
+	daemon_teardown(srv->loop, srv->cfg, single_pidfile);
 	ev_loop_destroy(srv->loop);
 	return rc;
 }
-
-static char *single_pidfile;
 
 static int
 bind_single(struct server *srv)
 {
 	char err[512];
 
-	daemon_raise_fd_limit(srv->cfg);
-	daemon_open_keylog(srv->cfg);
+	daemon_prepare(srv->cfg);
 	if (listener_apply(srv, srv->cfg, err, sizeof(err)) < 0 ||
-	    metrics_apply(srv->loop, srv->cfg, err, sizeof(err)) < 0) {
-		log_msg(LOG_ERR, "%s", err);
-		sd_notify_status(NULL, "%s", err); /* systemctl status shows why */
-		return DAEMON_EXIT_RUNTIME;
-	}
+	    metrics_apply(srv->loop, srv->cfg, err, sizeof(err)) < 0)
+		return daemon_start_failed(err);
 	if (single_pidfile && daemon_write_pidfile(single_pidfile) < 0) {
 		free(single_pidfile);
 		single_pidfile = NULL;
@@ -535,11 +573,7 @@ daemon_serve(struct config *cfg, const char *path)
 	srv.cfg = cfg;
 	single_pidfile = cfg->pidfile ? strdup(cfg->pidfile) : NULL;
 	daemon_reload_outcome_at(cfg->pidfile);
-	tickets_use(cfg->tickets);
 	rc = run(&srv, bind_single);
-	if (single_pidfile && unlink(single_pidfile) < 0)
-		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", single_pidfile,
-		        strerror(errno));
 	free(single_pidfile);
 	single_pidfile = NULL;
 	return rc;

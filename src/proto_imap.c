@@ -10,7 +10,11 @@
  * reaches the backend; after TLS the commands postern acts on must parse
  * strictly, and a line that does not parse but could end in a literal for
  * a laxer server is answered locally, so postern and the backend always
- * agree on where each command begins. */
+ * agree on where each command begins.
+ *
+ * This file filters commands and responses; the command log is in
+ * imap_redact.c, ID's forwarding fields in imap_id.c, capability lists in
+ * imap_capability.c and the client role in imap_client_role.c. */
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -20,76 +24,7 @@
 #include <postern/proto_cmd.h>
 #include <postern/proto_util.h>
 
-#define TAG_MAX 64
-#define TAGS_MAX 16
-#define LONG_HEAD 128
-#define REFUSED_LITERAL "; the literal of a refused command cannot be skipped"
-
-/* The part of a line too long to hold that is still to come. */
-struct long_line {
-	bool on;
-	bool drop; /* refused: swallowed, not passed */
-	bool sasl; /* a SASL response: no syntax, all secret */
-	uint64_t bytes;
-	char head[LONG_HEAD]; /* the log's view of its beginning */
-	size_t head_len;
-	char tag[TAG_MAX]; /* its tag, watched if it ends in a synchronising literal */
-	size_t tag_len;
-	bool lit_ok; /* its command takes literal arguments */
-};
-
-struct imap_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;          /* commands are logged: redact, and refuse COMPRESS */
-	/* client -> server */
-	struct imap_scan c_scan; /* the command's nesting across its literals */
-	struct long_line c_long;
-	uint64_t c_literal;         /* literal bytes still to pass */
-	bool c_cont;                /* the current command goes on after its literal */
-	bool c_sync;                /* a synchronising literal awaits the server's verdict */
-	bool c_auth;                /* AUTHENTICATE exchange: lines are SASL responses */
-	bool c_auth_wait;           /* a SASL line is out: the next client line is a
-	                             * response after "+", a command after the
-	                             * tagged completion, so it waits for the server */
-	bool c_auth_ended;          /* ... with its completion, or the server sent a
-	                             * continuation nothing asked for: the next line
-	                             * may be a response, hidden from the log */
-	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
-	                             * only DONE (a server may end IDLE on any line) */
-	bool c_lit_secret;          /* the literal being passed is a password */
-	bool c_id;                  /* an ID goes on after its literal: scrubbed */
-	unsigned char c_id_strings; /* strings of that ID so far */
-	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
-	uint64_t c_sync_len;
-	unsigned inflight; /* forwarded commands not yet completed */
-	/* Hashes of the tags of the first of them (more: tags_lost), so that
-	 * a synchronising literal knows whether an earlier command shares
-	 * its tag (whose completion would look like the literal's refusal). */
-	uint32_t tags[TAGS_MAX];
-	unsigned char ntags;
-	bool tags_lost;
-	char tag[TAG_MAX]; /* tag of the command whose completion we watch */
-	size_t tag_len;
-	struct pa_login auth; /* login attempts in flight, for the auth line */
-	bool auth_lit_user;   /* the literal being passed is LOGIN's user name */
-	/* server -> client */
-	struct imap_scan s_scan;
-	struct long_line s_long;
-	uint64_t s_literal;
-	bool s_cont;
-	bool s_greeted; /* the greeting has passed: nothing may precede it */
-};
-
-enum {
-	F_IDLE = PU_OWN,            /* its "DONE" line is no command */
-	F_LOGIN = PU_OWN << 1,      /* LOGIN user password */
-	F_ID = PU_OWN << 2,         /* RFC 2971: may carry forwarding fields */
-	F_COMPRESS = PU_OWN << 3,   /* RFC 4978: would blind the command log */
-	F_PRETLS = PU_OWN << 4,     /* may reach the backend before TLS */
-	F_UNDERSTOOD = PU_OWN << 5, /* postern acts on it: must parse strictly */
-	F_NOARGS = PU_OWN << 6,
-	F_LITERAL = PU_OWN << 7 /* takes arguments that may be literals */
-};
+#include "imap_internal.h"
 
 /* F_LITERAL: commands with an astring, string or nstring argument, where
  * a literal may stand (RFC 9051; ID RFC 2971, SORT and THREAD RFC 5256,
@@ -147,33 +82,10 @@ static const struct pu_verb imap_verbs[] = {
 static const char *const uid_literal[] = {"FETCH", "SEARCH", "COPY", "MOVE",
                                           "SORT",  "THREAD", NULL};
 
-/* ID fields a backend such as Dovecot believes from trusted proxies: a
- * client must not be able to claim them through postern (P6). Keys are
- * compared after unescaping; after TLS their names are defaced in place
- * ("x-" becomes "y-"), so the backend sees unknown fields it ignores. */
-static const char *const id_forwarding[] = {"x-originating-", "x-connected-", "x-proxy-ttl",
-                                            "x-session-",     "x-forward-",   NULL};
-#define ID_STRINGS_MAX 60  /* RFC 2971: 30 pairs */
-#define ID_STRING_MAX 1024 /* RFC 2971 */
-
-static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
-static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
-static const char *const imap_auth_compress_prefix[] = {"AUTH=", "COMPRESS=", NULL};
-static const char *const imap_compress_prefix[] = {"COMPRESS=", NULL};
-static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
-static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
-
 static void
 imap_init(void *st, const struct proto_conf *conf)
 {
-	struct imap_state *s = st;
-
-	memset(s, 0, sizeof(*s));
-	/* Without STARTTLS offered, the client is TLS or postern's side to
-	 * the backend is: the backend's own STARTTLS is hidden all the same. */
-	s->tls = !conf->starttls;
-	s->require_tls = conf->require_tls;
-	s->observe = conf->observe;
+	pu_adapter_init(st, sizeof(struct imap_state), conf);
 }
 
 static void
@@ -181,9 +93,9 @@ imap_tls_started(void *st)
 {
 	struct imap_state *s = st;
 
-	s->tls = true;
+	pu_adapter_tls_started(&s->a);
 	s->c_literal = 0;
-	s->c_cont = s->c_sync = s->c_auth = s->c_auth_wait = s->c_auth_ended = false;
+	s->c_cont = s->c_sync = false;
 	s->c_lit_secret = s->c_id = s->auth_lit_user = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
@@ -263,12 +175,6 @@ pass(struct proto_action *act, size_t n)
 	return PV_PASS;
 }
 
-static bool
-word_is_nil(struct imap_tok t)
-{
-	return t.kind == IT_ATOM && t.n == 3 && strncasecmp(t.p, "NIL", 3) == 0;
-}
-
 /* A literal declared at the end of a command line: the bytes that follow. */
 static void
 start_literal(struct imap_state *s, const struct imap_cmd *c, const char *tag, size_t tagn)
@@ -302,155 +208,6 @@ answer(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
 		return pu_answer(act, PV_REPLY, c->len, scratch, "* %s\r\n", text);
 	return pu_answer(act, PV_REPLY, c->len, scratch, "%.*s %s\r\n", (int)c->tag.n, c->tag.p,
 	                 text);
-}
-
-/* ---- command log ---- */
-
-/* The arguments of LOGIN from Q on: the user name as sent, the password
- * and anything after it hidden and remembered as secrets. */
-static void
-log_login_args(struct imap_state *s, const struct imap_cmd *c, const char *q,
-               struct proto_action *act, char *scratch)
-{
-	const char *end = c->end;
-
-	for (;;) {
-		struct imap_tok t = imap_next_tok(&q, end);
-		if (t.kind == IT_END)
-			break;
-		bool user = s->c_login == 1;
-		if (s->c_login < 255)
-			s->c_login++;
-		pu_log_str(act, scratch, " ");
-		if (t.kind == IT_LITERAL) {
-			if (user)
-				pu_log_size(act, scratch, c->lsize);
-			else
-				pu_log_str(act, scratch, PU_SECRET);
-			s->c_lit_secret = !user;
-		} else if (user && (t.kind == IT_ATOM || t.kind == IT_QUOTED)) {
-			pu_log_put(act, scratch, t.p, t.n);
-		} else if (t.kind == IT_QUOTED && t.n >= 2) {
-			pu_log_secret(act, scratch, t.p + 1, t.n - 2);
-		} else {
-			pu_log_secret(act, scratch, t.p, t.n);
-		}
-	}
-}
-
-/* A line as sent, its literal marker shown as "{N bytes}". */
-static void
-log_plain(const struct imap_cmd *c, struct proto_action *act, char *scratch)
-{
-	pu_log_put(act, scratch, c->p, c->lit ? c->lit_at : c->n);
-	if (c->lit)
-		pu_log_size(act, scratch, c->lsize);
-}
-
-/* The command log's view of a command line: LOGIN's password and
- * AUTHENTICATE's initial response become "***"; a line that does not
- * parse shows only its tag and verb, as the rest could be anything. */
-static void
-log_command(struct imap_state *s, const struct imap_cmd *c, unsigned flags,
-            struct proto_action *act, char *scratch)
-{
-	s->c_login = 0;
-	s->c_lit_secret = false;
-	pu_log_begin(act, scratch, c->lit ? PL_CONT : 0);
-	if (c->err) {
-		if (c->bad_tag)
-			pu_log_str(act, scratch, PU_SECRET);
-		else
-			pu_log_put(act, scratch, c->tag.p, c->tag.n);
-		if (c->verb.n > 0) {
-			pu_log_str(act, scratch, " ");
-			pu_log_mech(act, scratch, c->verb);
-		}
-		if (c->verb.p + c->verb.n < c->p + c->n)
-			pu_log_str(act, scratch, " " PU_SECRET);
-		return;
-	}
-	size_t head = (size_t)(c->verb.p + c->verb.n - c->p);
-	if (flags & F_LOGIN) {
-		pu_log_put(act, scratch, c->p, head);
-		s->c_login = 1;
-		log_login_args(s, c, c->args, act, scratch);
-	} else if (flags & PU_SASL) {
-		const char *q = c->args, *end = c->end;
-		struct imap_tok mech = imap_next_tok(&q, end);
-		struct imap_tok ir = imap_next_tok(&q, end);
-		pu_log_put(act, scratch, c->p, head);
-		if (mech.kind != IT_END) {
-			pu_log_str(act, scratch, " ");
-			pu_log_mech(act, scratch, (struct pu_word){mech.p, mech.n});
-		}
-		if (ir.kind != IT_END) {
-			pu_log_str(act, scratch, " ");
-			pu_log_secret(act, scratch, ir.p, (size_t)(end - ir.p));
-		}
-	} else {
-		log_plain(c, act, scratch);
-	}
-}
-
-/* A line that continues a command after its literal. */
-static void
-log_continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act,
-                 char *scratch)
-{
-	pu_log_begin(act, scratch, c->lit ? PL_CONT : 0);
-	s->c_lit_secret = false;
-	if (c->err)
-		pu_log_str(act, scratch, " " PU_SECRET);
-	else if (s->c_login)
-		log_login_args(s, c, c->p, act, scratch);
-	else
-		log_plain(c, act, scratch);
-}
-
-/* A line too long to hold, once it ended: what it began with, and its
- * size, never its contents. */
-static void
-log_long(const struct long_line *l, bool lit, uint64_t lsize, unsigned flags,
-         struct proto_action *act, char *scratch)
-{
-	char t[64];
-	int k = snprintf(t, sizeof(t), " ... {line too long: %llu bytes}",
-	                 (unsigned long long)l->bytes);
-
-	pu_log_begin(act, scratch, flags | (lit ? PL_CONT : 0));
-	pu_log_put(act, scratch, l->head, l->head_len);
-	pu_log_put(act, scratch, t, (size_t)k);
-	if (lit) {
-		pu_log_str(act, scratch, " ");
-		pu_log_size(act, scratch, lsize);
-	}
-}
-
-/* What the log shows of an over-long line's beginning: its first two
- * words where they are plain words, "***" otherwise. */
-static void
-long_head(struct long_line *l, const char *p, size_t n)
-{
-	const char *q = p, *end = p + (n < 256 ? n : 256);
-
-	l->head_len = 0;
-	for (int i = 0; i < 2; i++) {
-		struct pu_word w = pu_next_word(&q, end);
-		bool ok = w.n > 0 && w.n <= 40;
-		for (size_t k = 0; ok && k < w.n; k++)
-			ok = w.p[k] > 0x20 && w.p[k] < 0x7f && w.p[k] != '"' && w.p[k] != '{';
-		const char *text = ok ? w.p : PU_SECRET;
-		size_t len = ok ? w.n : 3;
-		if (l->head_len + len + 1 > sizeof(l->head))
-			break;
-		if (i > 0)
-			l->head[l->head_len++] = ' ';
-		memcpy(l->head + l->head_len, text, len);
-		l->head_len += len;
-		if (!ok)
-			break;
-	}
 }
 
 /* ---- client -> server ---- */
@@ -496,85 +253,6 @@ refuse_literal(struct imap_state *s, const struct imap_cmd *c, struct proto_acti
 	if (!server_at_boundary(s))
 		return PV_WAIT;
 	return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE This command takes no literal\r\n");
-}
-
-static bool
-is_forwarding(const char *v, size_t n)
-{
-	for (const char *const *f = id_forwarding; *f; f++) {
-		size_t l = strlen(*f);
-		if (n >= l && strncasecmp(v, *f, l) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* The strings of an ID list from Q on, in a line that parsed: quoted
- * strings or NIL, then ")" and the end, or a literal last. COUNT counts
- * the strings of the whole command. Values are checked like keys: one
- * named like a field loses nothing by being defaced, and a list's parity
- * is not trusted. Returns the refusal, or NULL with the offsets of the
- * forwarding fields' first letters in AT. */
-static const char *
-id_strings(const struct imap_cmd *c, const char *q, unsigned *count, size_t at[ID_STRINGS_MAX],
-           size_t *nat)
-{
-	char v[ID_STRING_MAX];
-
-	*nat = 0;
-	for (;;) {
-		struct imap_tok t = imap_next_tok(&q, c->end);
-		if (t.kind == IT_CLOSE && *count % 2 == 0 &&
-		    imap_next_tok(&q, c->end).kind == IT_END)
-			return NULL;
-		if (t.kind == IT_END || t.kind == IT_CLOSE || t.kind == IT_OPEN)
-			return "BAD Invalid ID arguments";
-		if (++*count > ID_STRINGS_MAX)
-			return "BAD Too many ID fields";
-		if (t.kind == IT_LITERAL) /* scrubbed whole as it passes */
-			return c->lsize <= ID_STRING_MAX ? NULL : "BAD ID string too long";
-		if (word_is_nil(t))
-			continue;
-		if (t.kind != IT_QUOTED)
-			return "BAD Invalid ID arguments";
-		size_t n = imap_tok_value(t, v, sizeof(v));
-		if (n == (size_t)-1)
-			return "BAD ID string too long";
-		if (is_forwarding(v, n))
-			at[(*nat)++] = (size_t)(t.p + 1 - c->p);
-	}
-}
-
-/* ID NIL, or ID ( strings ). */
-static const char *
-id_check(const struct imap_cmd *c, unsigned *count, size_t at[ID_STRINGS_MAX], size_t *nat)
-{
-	const char *q = c->args;
-	struct imap_tok t = imap_next_tok(&q, c->end);
-
-	*nat = 0;
-	if (word_is_nil(t))
-		return imap_next_tok(&q, c->end).kind == IT_END ? NULL : "BAD Invalid ID arguments";
-	if (t.kind != IT_OPEN)
-		return "BAD Invalid ID arguments";
-	return id_strings(c, q, count, at, nat);
-}
-
-/* Forwards an ID command with its forwarding keys defaced. Escapes only
- * make '"' and '\', so a key that matched begins with its 'x' as sent. */
-static enum proto_verdict
-forward_id(const struct imap_cmd *c, const size_t *at, size_t nat, struct proto_action *act,
-           char *scratch)
-{
-	act->consume = c->len;
-	if (nat == 0)
-		return PV_PASS;
-	memcpy(scratch, c->p, c->len);
-	for (size_t i = 0; i < nat; i++)
-		scratch[at[i]] = 'y';
-	act->text = scratch;
-	act->len = c->len;
-	return PV_REPLACE;
 }
 
 /* LOGIN SP astring SP astring; with literals, the rest comes later. */
@@ -631,23 +309,24 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 {
 	const struct pu_verb *verb = find_verb(c->verb);
 	unsigned flags = verb ? verb->flags : 0;
-	bool gated = !s->tls && s->require_tls; /* only the short list may pass */
+	bool gated = !s->a.tls && s->a.require_tls; /* only the short list may pass */
 	bool noargs = c->args >= c->end;
 	char why[96];
 
 	if (c->bad_tag)
 		return answer(s, c, act, scratch, "BAD Invalid tag");
-	if (!s->tls && memchr(c->p, '\0', c->n))
+	if (!s->a.tls && memchr(c->p, '\0', c->n))
 		return answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return answer(s, c, act, scratch, "BAD Tag too long");
 	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
-		if (s->tls)
-			return answer(s, c, act, scratch, "BAD TLS is already active");
-		if (!noargs || c->err)
-			return answer(s, c, act, scratch, "BAD STARTTLS takes no arguments");
+		const char *no =
+		        pu_starttls_refusal(&s->a, noargs && !c->err, "BAD TLS is already active",
+		                            "BAD STARTTLS takes no arguments");
+		if (no)
+			return answer(s, c, act, scratch, no);
 		/* Replies to earlier commands must arrive in plaintext, before ours. */
 		if (!server_at_boundary(s) || s->inflight > 0)
 			return PV_WAIT;
@@ -656,7 +335,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	}
 	/* Before TLS nothing malformed passes; after it, nothing postern acts
 	 * on, and nothing a laxer server could read a literal into. */
-	if (c->err && (!s->tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
+	if (c->err && (!s->a.tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
 		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
 		return answer(s, c, act, scratch, why);
 	}
@@ -675,12 +354,12 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		snprintf(why, sizeof(why), "BAD %s takes no arguments", verb->name);
 		return answer(s, c, act, scratch, why);
 	}
-	if ((flags & F_COMPRESS) && s->observe)
+	if ((flags & F_COMPRESS) && s->a.observe)
 		return answer(s, c, act, scratch, "NO COMPRESS is off while commands are logged");
 	size_t at[ID_STRINGS_MAX], nat = 0;
 	unsigned ids = 0;
 	if (flags & F_ID) {
-		const char *bad = id_check(c, &ids, at, &nat);
+		const char *bad = imap_id_check(c, &ids, at, &nat);
 		if (bad == NULL && nat > 0 && gated)
 			bad = "BAD ID forwarding fields are not permitted";
 		if (bad)
@@ -697,7 +376,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		 * which may carry the same tag, must have completed first. */
 		if (s->inflight > 0 || !server_at_boundary(s))
 			return PV_WAIT;
-		s->c_auth = s->c_auth_wait = true;
+		s->a.c_auth = s->a.c_auth_wait = true;
 		watch_tag(s, c->tag.p, c->tag.n);
 	}
 	/* The server's "+" or tagged refusal for a synchronising literal is
@@ -714,7 +393,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
-	return forward_id(c, at, nat, act, scratch);
+	return imap_forward_id(c, at, nat, act, scratch);
 }
 
 /* A line that continues a command after its literal. */
@@ -725,24 +404,24 @@ continuation(struct imap_state *s, const struct imap_cmd *c, struct proto_action
 	/* The command's beginning is at the backend already: a line that
 	 * could end in a literal postern does not see cannot be refused on its
 	 * own, and before TLS nothing malformed may pass at all. */
-	if (c->err && (!s->tls || c->ends_in_brace || s->c_id))
+	if (c->err && (!s->a.tls || c->ends_in_brace || s->c_id))
 		return pu_answer(act, PV_CLOSE, c->len, scratch,
 		                 "* BYE Invalid command syntax\r\n");
 	size_t at[ID_STRINGS_MAX], nat = 0;
 	if (s->c_id) {
 		unsigned ids = s->c_id_strings;
-		const char *bad = id_strings(c, c->p, &ids, at, &nat);
+		const char *bad = imap_id_strings(c, c->p, &ids, at, &nat);
 		if (bad) /* "BAD why": the command is at the backend already */
 			return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE %s\r\n", bad + 4);
 		s->c_id_strings = (unsigned char)ids;
 		s->c_id = c->lit;
 	}
-	if (s->observe)
-		log_continuation(s, c, act, scratch);
+	if (s->a.observe)
+		imap_log_continuation(s, c, act, scratch);
 	s->c_cont = c->lit;
 	if (c->lit)
 		start_literal(s, c, NULL, 0);
-	return forward_id(c, at, nat, act, scratch);
+	return imap_forward_id(c, at, nat, act, scratch);
 }
 
 static enum proto_verdict
@@ -757,7 +436,7 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 			return PV_MORE;
 		s->c_literal -= n;
 		act->consume = n;
-		if (!is_forwarding(p, n))
+		if (!imap_is_forwarding(p, n))
 			return PV_PASS;
 		memcpy(scratch, p, n);
 		scratch[0] = 'y';
@@ -771,7 +450,7 @@ literal_bytes(struct imap_state *s, const char *p, size_t len, bool full, struct
 		pa_user_more(&s->auth, p, n);
 		s->auth_lit_user = s->c_literal > 0;
 	}
-	if (s->observe && s->c_lit_secret) {
+	if (s->a.observe && s->c_lit_secret) {
 		/* A password literal: nothing is logged of it (its line said
 		 * "***"), but the session must remember it to mask echoes. */
 		pu_log_begin(act, scratch, PL_CONT);
@@ -787,9 +466,9 @@ sasl_response(struct imap_state *s, const char *p, size_t n, struct proto_action
 {
 	size_t body = pu_trim_eol(p, n);
 
-	s->c_auth_wait = true;
+	s->a.c_auth_wait = true;
 	pa_sasl_response(&s->auth, p, body);
-	if (s->observe) {
+	if (s->a.observe) {
 		pu_log_begin(act, scratch, 0);
 		if (body == 1 && p[0] == '*')
 			pu_log_str(act, scratch, "*"); /* a cancel */
@@ -832,7 +511,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 
 	if (s->c_idle && !s->c_cont) {
 		return idle_not_done(s, len, act, scratch);
-	} else if (s->c_auth && !s->c_cont) {
+	} else if (s->a.c_auth && !s->c_cont) {
 		l.sasl = true;
 		memcpy(l.head, PU_SECRET, 3);
 		l.head_len = 3;
@@ -848,7 +527,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		size_t at = imap_cmd_head(p, chunk, &tag, &verb);
 		const struct pu_verb *known = find_verb(verb);
 		imap_scan_init(&sc, true);
-		long_head(&l, p, chunk);
+		imap_long_head(&l, p, chunk);
 		if (at == 0 || tag.n > TAG_MAX || (known && (known->flags & F_UNDERSTOOD))) {
 			/* Too long to judge: refused, and swallowed to its end. */
 			if (!server_at_boundary(s))
@@ -900,10 +579,10 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 	if (n == 0)
 		return drop ? PV_DROP : PV_PASS;
 	l->on = false;
-	s->c_auth_wait = l->sasl;
+	s->a.c_auth_wait = l->sasl;
 	bool lit = !l->sasl && imap_scan_end(&s->c_scan);
-	if (s->observe)
-		log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
+	if (s->a.observe)
+		imap_log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
 	if (!drop && !l->sasl && s->c_scan.err && s->c_scan.last == '}')
 		return pu_answer(act, PV_CLOSE, k, scratch, "* BYE Invalid command syntax\r\n");
 	if (!drop && lit && !l->lit_ok) /* its beginning is at the backend */
@@ -926,7 +605,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_sync || s->c_auth_wait || !s->s_greeted)
+	if (s->c_sync || s->a.c_auth_wait || !s->s_greeted)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
 	if (s->c_long.on)
@@ -934,11 +613,11 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (n == 0) {
 		if (!full)
 			return PV_MORE;
-		if (!s->tls)
+		if (!s->a.tls)
 			return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 		return client_long_head(s, p, len, act, scratch);
 	}
-	if (s->c_auth && !s->c_cont)
+	if (s->a.c_auth && !s->c_cont)
 		return sasl_response(s, p, n, act, scratch);
 
 	struct imap_scan sc = s->c_scan;
@@ -952,7 +631,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->c_idle && c.n == 4 && strncasecmp(p, "DONE", 4) == 0) {
 		s->c_idle = false;
-		if (s->observe)
+		if (s->a.observe)
 			pu_log_line(act, scratch, p, c.n, false, 0, 0);
 		return pass(act, n);
 	}
@@ -962,44 +641,22 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->observe && s->c_auth_ended && find_verb(c.verb) == NULL) {
+	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
 		s->c_lit_secret = c.lit;
 		if (c.lit)
 			act->log_flags |= PL_CONT;
-	} else if (s->observe) {
+	} else if (s->a.observe) {
 		const struct pu_verb *verb = find_verb(c.verb);
-		log_command(s, &c, verb ? verb->flags : 0, act, scratch);
+		imap_log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->c_auth_ended = false;
+	s->a.c_auth_ended = false;
 	return v;
 }
 
 /* ---- server -> client ---- */
-
-/* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
-static enum proto_verdict
-rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
-             struct proto_action *act, char *scratch)
-{
-	struct pu_caps pre = {imap_drop_always,
-	                      s->observe ? imap_auth_compress_prefix : imap_auth_prefix,
-	                      s->require_tls ? imap_add_login_disabled : imap_add_starttls};
-	struct pu_caps post = {imap_drop_always, s->observe ? imap_compress_prefix : NULL, NULL};
-	size_t head = (size_t)(caps - line), at;
-
-	memcpy(scratch, line, head);
-	/* Room for the list: the scratch less what stays of the line around it. */
-	at = head + pu_caps_rewrite(caps, capn, s->tls ? &post : &pre, scratch + head,
-	                            PROTO_SCRATCH - n + capn);
-	memcpy(scratch + at, caps + capn, n - head - capn);
-	act->consume = n;
-	act->text = scratch;
-	act->len = at + n - head - capn;
-	return PV_REPLACE;
-}
 
 /* A server line too long to hold: passed in pieces, its literal found. */
 static enum proto_verdict
@@ -1019,7 +676,7 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 			imap_scan_cont(&s->s_scan);
 		} else {
 			imap_scan_init(&s->s_scan, false);
-			long_head(l, p, k);
+			imap_long_head(l, p, k);
 		}
 	}
 	imap_scan_feed(&s->s_scan, p, body);
@@ -1029,8 +686,8 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 		s->s_cont = imap_scan_end(&s->s_scan);
 		if (s->s_cont)
 			s->s_literal = s->s_scan.lsize;
-		if (s->observe)
-			log_long(l, s->s_cont, s->s_literal, PL_DEBUG, act, scratch);
+		if (s->a.observe)
+			imap_log_long(l, s->s_cont, s->s_literal, PL_DEBUG, act, scratch);
 	}
 	return pass(act, k);
 }
@@ -1066,7 +723,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	s->s_cont = imap_scan_end(&s->s_scan);
 	if (s->s_cont)
 		s->s_literal = s->s_scan.lsize;
-	if (s->observe) { /* tagged completions matter most; the rest is debug */
+	if (s->a.observe) { /* tagged completions matter most; the rest is debug */
 		bool untagged =
 		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
 		pu_log_line(act, scratch, p, body, s->s_cont, s->s_literal,
@@ -1081,13 +738,13 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		/* A continuation nothing postern saw asks for: the server reads
 		 * the client's next line as a response (a SASL one, perhaps), so
 		 * the log hides it as it hides a response sent too early. */
-		if (!s->c_sync && !s->c_auth && !s->c_idle)
-			s->c_auth_ended = true;
+		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
+			s->a.c_auth_ended = true;
 		if (s->c_sync) { /* the server accepts the literal */
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;
 		}
-		s->c_auth_wait = false; /* a SASL challenge: the client answers */
+		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
 		return pass(act, n);
 	}
 	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
@@ -1105,8 +762,8 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->c_sync = false;
 			s->c_cont = false;
 		}
-		s->c_auth_ended = s->c_auth;
-		s->c_auth = s->c_auth_wait = false;
+		s->a.c_auth_ended = s->a.c_auth;
+		s->a.c_auth = s->a.c_auth_wait = false;
 		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
 			s->c_idle = false;
 		/* While its command is still being sent, the completion may be
@@ -1116,18 +773,7 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (s->s_cont)
 		return pass(act, n);
-	/* "* CAPABILITY ..." or a [CAPABILITY ...] response code. */
-	struct pu_word w = pu_next_word(&q, end);
-	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
-		return rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
-	const char *code = memchr(p, '[', body);
-	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
-		const char *close = memchr(code, ']', (size_t)(end - code));
-		if (close)
-			return rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12), act,
-			                    scratch);
-	}
-	return pass(act, n);
+	return imap_caps_response(s, p, n, tag, q, act, scratch);
 }
 
 static enum proto_verdict
@@ -1138,115 +784,6 @@ imap_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 
 	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
 	                                : server_input(s, p, len, full, act, scratch);
-}
-
-/* ---- client role: STARTTLS towards the backend (RFC 2595 3.1) ---- */
-
-enum { UP_GREETING, UP_CAPA, UP_STARTTLS, UP_CAPA_TLS };
-
-struct imap_up {
-	int phase;
-	bool offers_starttls;
-	size_t caps_len; /* capabilities learnt after TLS, in caps */
-	char caps[1024];
-};
-
-static void
-imap_up_start(void *st, const char *helo, struct proto_action *act, char *scratch)
-{
-	(void)helo;
-	(void)scratch;
-	memset(st, 0, sizeof(struct imap_up));
-	act->text = "";
-	act->len = 0;
-}
-
-static void
-imap_up_tls_done(void *st, struct proto_action *act, char *scratch)
-{
-	struct imap_up *u = st;
-
-	(void)scratch;
-	/* C5: nothing learnt in plaintext is kept; ask again inside TLS. */
-	u->phase = UP_CAPA_TLS;
-	u->offers_starttls = false;
-	act->text = "P3 CAPABILITY\r\n";
-	act->len = strlen(act->text);
-}
-
-static enum proto_up
-up_fail(struct proto_action *act, char *scratch, const char *why, const char *line, size_t n)
-{
-	pu_answer(act, PV_CLOSE, 0, scratch, "%s: \"%.*s\"", why, (int)(n < 80 ? n : 80), line);
-	return PU_UP_FAIL;
-}
-
-static enum proto_up
-imap_upstream(void *st, const char *p, size_t len, bool full, struct proto_action *act,
-              char *scratch)
-{
-	struct imap_up *u = st;
-	size_t n = pu_line_len(p, len);
-
-	if (n == 0)
-		return full ? up_fail(act, scratch, "line too long", p, len) : PU_UP_MORE;
-	size_t body = pu_trim_eol(p, n);
-	const char *q = p, *end = p + body;
-	struct pu_word tag = pu_next_word(&q, end);
-	struct pu_word w = pu_next_word(&q, end);
-	bool untagged = tag.n == 1 && tag.p[0] == '*';
-
-	switch (u->phase) {
-	case UP_GREETING:
-		if (untagged && pu_word_is(w, "OK")) {
-			u->phase = UP_CAPA;
-			return pu_up(act, n, "P1 CAPABILITY\r\n", PU_UP_SEND);
-		}
-		if (untagged && pu_word_is(w, "PREAUTH")) /* C3: STARTTLS impossible */
-			return up_fail(act, scratch, "PREAUTH greeting, STARTTLS impossible", p,
-			               body);
-		return up_fail(act, scratch, "greeting refused", p, body);
-	case UP_CAPA:
-	case UP_CAPA_TLS:
-		if (untagged && pu_word_is(w, "CAPABILITY")) {
-			const char *c = q;
-			while (c < end) {
-				struct pu_word cap = pu_next_word(&c, end);
-				if (pu_word_is(cap, "STARTTLS"))
-					u->offers_starttls = true;
-			}
-			if (u->phase == UP_CAPA_TLS) {
-				static const char *const drop[] = {"STARTTLS", "LOGINDISABLED",
-				                                   NULL};
-				struct pu_caps pc = {drop, NULL, NULL};
-				u->caps_len = pu_caps_rewrite(q, (size_t)(end - q), &pc, u->caps,
-				                              sizeof(u->caps));
-			}
-			return pu_up(act, n, "", PU_UP_SEND);
-		}
-		if (untagged) /* C5: other untagged data before TLS is ignored */
-			return pu_up(act, n, "", PU_UP_SEND);
-		if (!pu_word_is(w, "OK"))
-			return up_fail(act, scratch, "CAPABILITY failed", p, body);
-		if (u->phase == UP_CAPA_TLS) {
-			act->consume = n;
-			pu_answer(act, PV_PASS, n, scratch, "* OK [CAPABILITY %.*s] ready\r\n",
-			          (int)u->caps_len, u->caps);
-			return PU_UP_DONE;
-		}
-		if (!u->offers_starttls) /* C1: stripped or absent: never plaintext */
-			return up_fail(act, scratch, "server does not offer STARTTLS", p, body);
-		u->phase = UP_STARTTLS;
-		return pu_up(act, n, "P2 STARTTLS\r\n", PU_UP_SEND);
-	default: /* UP_STARTTLS */
-		if (untagged)
-			return pu_up(act, n, "", PU_UP_SEND);
-		if (tag.n == 2 && memcmp(tag.p, "P2", 2) == 0 && pu_word_is(w, "OK")) {
-			act->consume = n;
-			return PU_UP_TLS;
-		}
-		return up_fail(act, scratch, "STARTTLS refused", p, body); /* C2 */
-	}
 }
 
 const struct proto_ops proto_imap = {

@@ -20,22 +20,20 @@ enum {
 	F_MULTI = PU_OWN,             /* multi-line response */
 	F_MULTI_NOARGS = PU_OWN << 1, /* multi-line when given no argument */
 	F_CAPA = PU_OWN << 2,
-	F_PLAIN = PU_OWN << 3, /* relayed before TLS when require_tls: nothing
-	                        * else is (fail closed) */
-	F_KNOWN = PU_OWN << 4, /* nothing special, but a command (RFC 1939) */
-	F_USER = PU_OWN << 5,  /* names the user of the next PASS (or APOP) */
-	F_LOGIN = PU_OWN << 6  /* a login attempt: PASS, APOP */
+	F_KNOWN = PU_OWN << 3, /* nothing special, but a command (RFC 1939) */
+	F_USER = PU_OWN << 4,  /* names the user of the next PASS (or APOP) */
+	F_LOGIN = PU_OWN << 5  /* a login attempt: PASS, APOP */
 };
 
 static const struct pu_verb pop3_verbs[] = {
-        {"STLS", PU_STARTTLS | F_PLAIN},
-        {"QUIT", F_PLAIN},
+        {"STLS", PU_STARTTLS | PU_PLAIN},
+        {"QUIT", PU_PLAIN},
         {"USER", PU_REFUSE_PLAIN | F_USER},
         {"PASS", PU_REFUSE_PLAIN | PU_HIDE_ARGS | F_LOGIN},
         {"APOP", PU_REFUSE_PLAIN | PU_HIDE_AFTER_ARG | F_USER | F_LOGIN},
         {"AUTH", PU_REFUSE_PLAIN | PU_SASL | F_MULTI_NOARGS | PU_HIDE_AFTER_ARG},
         {"XCLIENT", PU_FORWARDING},
-        {"CAPA", F_CAPA | F_PLAIN},
+        {"CAPA", F_CAPA | PU_PLAIN},
         {"RETR", F_MULTI},
         {"TOP", F_MULTI},
         {"LIST", F_MULTI_NOARGS},
@@ -48,14 +46,8 @@ static const struct pu_verb pop3_verbs[] = {
 };
 
 struct pop3_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;          /* commands are logged */
-	bool c_midline, c_auth, s_midline;
-	bool c_auth_wait;      /* a SASL line is out: the next client line is a
-	                        * response after a "+" challenge, a command after a
-	                        * final reply, so it waits for the server's answer */
-	bool c_auth_ended;     /* ... which was final: the next line may still
-	                        * be a response the client sent too early */
+	struct pu_adapter a; /* SASL challenges: "+" lines */
+	bool c_midline, s_midline;
 	bool c_skip;           /* the rest of a command line too long to judge */
 	uint64_t s_body_bytes; /* of the multi-line body passing, for the log */
 	bool s_body;           /* inside a multi-line body */
@@ -69,12 +61,7 @@ pop3_init(void *st, const struct proto_conf *conf)
 {
 	struct pop3_state *s = st;
 
-	memset(s, 0, sizeof(*s));
-	/* Without STARTTLS offered, the client is TLS or postern's side to
-	 * the backend is: the backend's own STARTTLS is hidden all the same. */
-	s->tls = !conf->starttls;
-	s->require_tls = conf->require_tls;
-	s->observe = conf->observe;
+	pu_adapter_init(s, sizeof(*s), conf);
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
@@ -83,8 +70,8 @@ pop3_tls_started(void *st)
 {
 	struct pop3_state *s = st;
 
-	s->tls = true;
-	s->c_midline = s->c_auth = s->c_auth_wait = s->c_auth_ended = s->c_skip = false;
+	pu_adapter_tls_started(&s->a);
+	s->c_midline = s->c_skip = false;
 }
 
 static enum proto_verdict
@@ -96,71 +83,14 @@ local(struct pop3_state *s, struct proto_action *act, size_t n, char *scratch, c
 	return pu_answer(act, PV_REPLY, n, scratch, "%s\r\n", text);
 }
 
-static enum proto_verdict command(struct pop3_state *s, const char *p, size_t n, unsigned flags,
-                                  const char *args, struct proto_action *act, char *scratch);
-
-static enum proto_verdict
-client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
-             char *scratch)
-{
-	if (s->c_auth_wait)
-		return PV_WAIT;
-	if (s->c_skip) {
-		size_t n = pc_skip_tail(p, len, act);
-		if (n == 0)
-			return PV_DROP;
-		enum proto_verdict v = local(s, act, n, scratch, "-ERR Line too long");
-		s->c_skip = v == PV_WAIT;
-		return v;
-	}
-	size_t n = pu_line_len(p, len);
-
-	act->consume = n ? n : len;
-	if (s->c_midline) {
-		s->c_midline = n == 0;
-		if (s->c_auth && n > 0)
-			s->c_auth_wait = true;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		if (s->c_auth) {
-			s->c_midline = true;
-			return PV_PASS;
-		}
-		if (!s->tls)
-			return pu_answer(act, PV_CLOSE, len, scratch, "-ERR Line too long\r\n");
-		/* A command too long to judge is never relayed: dropped, then
-		 * refused once its end has come. */
-		s->c_skip = true;
-		if (s->observe)
-			pc_log_unread(act, scratch, "line too long");
-		return PV_DROP;
-	}
-	size_t body = pu_trim_eol(p, n);
-	if (s->c_auth) { /* a SASL response, or "*" to cancel */
-		s->c_auth_wait = true;
-		pa_sasl_response(&s->auth, p, body);
-		if (s->observe)
-			pu_log_sasl(act, scratch, p, body);
-		return PV_PASS;
-	}
-	if (s->q.count == PU_QUEUE_MAX)
-		return PV_WAIT;
-
-	/* The verb as the laxest server reads it: any white space around it. */
-	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(pop3_verbs, pu_next_token(&q, end));
-	enum proto_verdict v = command(s, p, n, flags, q, act, scratch);
-	if (v == PV_WAIT)
-		return v;
-	if (s->observe)
-		pc_log_command(act, scratch, p, body, flags, s->c_auth_ended,
-		               !s->tls && s->require_tls);
-	s->c_auth_ended = false;
-	return v;
-}
+static const struct pc_replies pop3_replies = {
+        .need_tls = "-ERR Use STLS first (plaintext authentication is disabled)",
+        .bad_char = "-ERR Invalid character in command",
+        .tls_active = "-ERR TLS is already active",
+        .tls_args = "-ERR STLS takes no arguments",
+        .tls_go = "+OK Begin TLS negotiation now",
+        .forwarding = "-ERR Not relayed: only the proxy may send this",
+};
 
 /* USER names the user, PASS and APOP try it, AUTH's mechanism and
  * initial response say how to find it. */
@@ -180,35 +110,25 @@ auth_sent(struct pa_login *l, unsigned flags, const char *q, const char *end)
 }
 
 static enum proto_verdict
-command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const char *args,
+command(void *st, const char *p, size_t n, unsigned flags, const char *args,
         struct proto_action *act, char *scratch)
 {
+	struct pop3_state *s = st;
 	size_t body = pu_trim_eol(p, n);
 	bool noargs = args == p + body;
+	struct pc_ruling r = pc_rule(&s->a, flags, p, body, noargs, &pop3_replies);
 
-	/* Before TLS nothing but a plain command of the short list reaches
-	 * the backend: no word a laxer server could read differently. */
-	if (!s->tls && s->require_tls && (!(flags & F_PLAIN) || !pc_plain_form(p, body))) {
-		enum proto_verdict v =
-		        local(s, act, n, scratch,
-		              "-ERR Use STLS first (plaintext authentication is disabled)");
-		if (v == PV_REPLY && (flags & PU_REFUSE_PLAIN))
-			act->event = "plaintext-auth-refused";
+	if (r.rule == PC_REFUSE) {
+		enum proto_verdict v = local(s, act, n, scratch, r.text);
+		if (v == PV_REPLY)
+			act->event = r.event;
 		return v;
 	}
-	if (pc_has_control(p, body))
-		return local(s, act, n, scratch, "-ERR Invalid character in command");
-	if (flags & PU_STARTTLS) {
-		if (s->tls)
-			return local(s, act, n, scratch, "-ERR TLS is already active");
-		if (!noargs)
-			return local(s, act, n, scratch, "-ERR STLS takes no arguments");
+	if (r.rule == PC_STARTTLS) {
 		if (s->q.count > 0 || s->s_body || s->s_midline)
 			return PV_WAIT;
-		return pu_answer(act, PV_STARTTLS, n, scratch, "+OK Begin TLS negotiation now\r\n");
+		return pu_answer(act, PV_STARTTLS, n, scratch, "%s\r\n", r.text);
 	}
-	if (flags & PU_FORWARDING)
-		return local(s, act, n, scratch, "-ERR Not relayed: only the proxy may send this");
 	bool sasl = (flags & PU_SASL) && !noargs; /* AUTH alone lists the mechanisms */
 	if (((flags & F_LOGIN) || sasl) && pa_full(&s->auth))
 		return PV_WAIT; /* a verdict makes room */
@@ -222,17 +142,51 @@ command(struct pop3_state *s, const char *p, size_t n, unsigned flags, const cha
 		pu_queue_push(&s->q, K_MULTI); /* AUTH alone lists the mechanisms */
 	else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = s->c_auth_wait = true;
+		s->a.c_auth = s->a.c_auth_wait = true;
 	} else
 		pu_queue_push(&s->q, K_SIMPLE);
 	return PV_PASS;
+}
+
+static enum proto_verdict
+client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
+             char *scratch)
+{
+	if (s->a.c_auth_wait)
+		return PV_WAIT;
+	if (s->c_skip) {
+		size_t n = pc_skip_tail(p, len, act);
+		if (n == 0)
+			return PV_DROP;
+		enum proto_verdict v = local(s, act, n, scratch, "-ERR Line too long");
+		s->c_skip = v == PV_WAIT;
+		return v;
+	}
+	size_t n;
+	enum pu_frame f = pu_frame(&s->c_midline, p, len, full, act, &n);
+
+	if (f == PF_MIDLINE && s->a.c_auth && n > 0)
+		s->a.c_auth_wait = true;
+	if (f == PF_LONG && !s->a.c_auth) {
+		if (!s->a.tls)
+			return pu_answer(act, PV_CLOSE, len, scratch, "-ERR Line too long\r\n");
+		/* A command too long to judge is never relayed: dropped, then
+		 * refused once its end has come. */
+		s->c_skip = true;
+		if (s->a.observe)
+			pc_log_unread(act, scratch, "line too long");
+		return PV_DROP;
+	}
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->c_midline, f);
+	return pc_command_line(&s->a, &s->q, &s->auth, pop3_verbs, command, s, p, n, act, scratch);
 }
 
 /* The end of a multi-line body completes its status line in the log. */
 static void
 body_end_log(struct pop3_state *s, struct proto_action *act, char *scratch)
 {
-	if (!s->observe)
+	if (!s->a.observe)
 		return;
 	pu_log_begin(act, scratch, 0);
 	pu_log_str(act, scratch, " ");
@@ -253,14 +207,14 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 		s->s_body = s->s_capa = false;
 		pu_queue_pop(&s->q);
 		body_end_log(s, act, scratch);
-		if (s->tls)
+		if (s->a.tls)
 			return PV_PASS;
 		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
 	}
 	s->s_body_bytes += n;
 	if (pu_word_is(w, "STLS") || pu_word_is(w, "XCLIENT"))
 		return PV_DROP;
-	if (!s->tls && s->require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
+	if (!s->a.tls && s->a.require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
 		return PV_DROP;
 	if (pu_word_is(w, "SASL")) { /* without mechanisms postern cannot relay */
 		static const struct pu_caps mechs = {NULL, NULL, NULL};
@@ -281,19 +235,11 @@ static enum proto_verdict
 server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	size_t n = pu_line_len(p, len);
+	size_t n;
+	enum pu_frame f = pu_frame(&s->s_midline, p, len, full, act, &n);
 
-	act->consume = n ? n : len;
-	if (s->s_midline) {
-		s->s_midline = n == 0;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		s->s_midline = true;
-		return PV_PASS;
-	}
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->s_midline, f);
 	if (s->s_capa)
 		return capa_line(s, p, n, act, scratch);
 	if (s->s_body) {
@@ -307,14 +253,14 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		return PV_PASS;
 	}
 	size_t body = pu_trim_eol(p, n);
-	if (s->observe)
+	if (s->a.observe)
 		pu_log_line(act, scratch, p, body, false, 0, 0);
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);
 	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O')) {
 		act->log_flags |= PL_DEBUG;
-		s->c_auth_wait = false; /* the client answers the challenge */
+		s->a.c_auth_wait = false; /* the client answers the challenge */
 		return PV_PASS;
 	}
 	bool ok = n >= 3 && strncmp(p, "+OK", 3) == 0;
@@ -324,10 +270,8 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		s->s_body_bytes = 0;
 		act->log_flags |= PL_CONT; /* the body's size completes the line */
 	} else {
-		if (k == K_AUTH) {
-			s->c_auth = s->c_auth_wait = false;
-			s->c_auth_ended = true;
-		}
+		if (k == K_AUTH)
+			pu_sasl_ended(&s->a);
 		if (k == K_AUTH || k == K_LOGIN)
 			pa_end(&s->auth, NULL, 0, ok, act);
 		pu_queue_pop(&s->q);
@@ -359,9 +303,7 @@ pop3_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 {
 	(void)helo;
 	(void)scratch;
-	memset(st, 0, sizeof(struct pop3_up));
-	act->text = "";
-	act->len = 0;
+	pu_up_begin(st, sizeof(struct pop3_up), act);
 }
 
 static void

@@ -18,18 +18,11 @@ enum smtp_kind {
 };
 
 struct smtp_state {
-	bool require_tls, tls; /* tls: the client's side is TLS (post-STARTTLS rules) */
-	bool observe;          /* commands are logged */
+	struct pu_adapter a;   /* SASL challenges: 334 replies */
 	bool helo_seen;        /* after TLS: the client has said EHLO again */
 	uint64_t c_body_bytes; /* of the DATA body passing, for the log */
 	bool c_body;           /* DATA body: lines until "." */
 	bool c_data_wait;      /* DATA sent: body or command depends on the reply */
-	bool c_auth;           /* lines are SASL responses */
-	bool c_auth_wait;      /* a SASL line is out: the next client line is a
-	                        * response after a 334, a command after a final
-	                        * reply, so it waits for the server's answer */
-	bool c_auth_ended;     /* ... which was final: the next line may still
-	                        * be a response the client sent too early */
 	bool c_skip;           /* the rest of a command line too long to judge */
 	bool chunking;         /* the last EHLO reply offered CHUNKING (BDAT) */
 	bool c_midline, s_midline;
@@ -48,12 +41,7 @@ smtp_init(void *st, const struct proto_conf *conf)
 {
 	struct smtp_state *s = st;
 
-	memset(s, 0, sizeof(*s));
-	/* Without STARTTLS offered, the client is TLS or postern's side to
-	 * the backend is: the backend's own STARTTLS is hidden all the same. */
-	s->tls = !conf->starttls;
-	s->require_tls = conf->require_tls;
-	s->observe = conf->observe;
+	pu_adapter_init(s, sizeof(*s), conf);
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
 }
 
@@ -63,10 +51,10 @@ smtp_tls_started(void *st)
 {
 	struct smtp_state *s = st;
 
-	s->tls = true;
+	pu_adapter_tls_started(&s->a);
 	s->helo_seen = false;
-	s->c_body = s->c_data_wait = s->c_auth = s->c_auth_wait = s->c_midline = false;
-	s->c_skip = s->chunking = s->c_auth_ended = false;
+	s->c_body = s->c_data_wait = s->c_midline = false;
+	s->c_skip = s->chunking = false;
 	s->c_chunk = 0;
 }
 
@@ -83,18 +71,16 @@ enum {
 	F_EHLO = PU_OWN << 1,   /* EHLO: its reply is rewritten */
 	F_HELO = PU_OWN << 2,   /* EHLO or HELO: the client has introduced itself */
 	F_DATA = PU_OWN << 3,   /* a body follows if the server says 354 */
-	F_CHUNK = PU_OWN << 4,  /* BDAT: a sized chunk follows */
-	F_PLAIN = PU_OWN << 5   /* relayed before TLS when require_tls: nothing
-	                         * else is (fail closed) */
+	F_CHUNK = PU_OWN << 4   /* BDAT: a sized chunk follows */
 };
 
 static const struct pu_verb smtp_verbs[] = {
-        {"STARTTLS", PU_STARTTLS | F_PLAIN},
-        {"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO | F_PLAIN},
-        {"HELO", F_BEFORE_EHLO | F_HELO | F_PLAIN},
-        {"NOOP", F_BEFORE_EHLO | F_PLAIN},
-        {"RSET", F_BEFORE_EHLO | F_PLAIN},
-        {"QUIT", F_BEFORE_EHLO | F_PLAIN},
+        {"STARTTLS", PU_STARTTLS | PU_PLAIN},
+        {"EHLO", F_BEFORE_EHLO | F_EHLO | F_HELO | PU_PLAIN},
+        {"HELO", F_BEFORE_EHLO | F_HELO | PU_PLAIN},
+        {"NOOP", F_BEFORE_EHLO | PU_PLAIN},
+        {"RSET", F_BEFORE_EHLO | PU_PLAIN},
+        {"QUIT", F_BEFORE_EHLO | PU_PLAIN},
         {"HELP", F_BEFORE_EHLO},
         {"MAIL", PU_REFUSE_PLAIN},
         {"RCPT", PU_REFUSE_PLAIN},
@@ -160,19 +146,21 @@ bdat_close(struct smtp_state *s, struct proto_action *act, size_t n, char *scrat
 	                 why + sizeof("500 5.5.2 ") - 1);
 }
 
-/* Why postern answers the command itself, or NULL to relay it. */
+static const struct pc_replies smtp_replies = {
+        .need_tls = "530 5.7.0 Must issue a STARTTLS command first",
+        .bad_char = "500 5.5.2 Invalid character in command",
+        .tls_active = "503 5.5.1 TLS already active",
+        .tls_args = "501 5.5.4 No parameters allowed",
+        .tls_go = "220 2.0.0 Ready to start TLS",
+        .forwarding = "550 5.7.1 Not relayed: only the proxy may send this",
+};
+
+/* Why postern answers the command itself, once the common policy let it
+ * through, or NULL to relay it. */
 static const char *
-refusal(struct smtp_state *s, const char *p, size_t body, unsigned flags, bool bdat_ok)
+refusal(struct smtp_state *s, unsigned flags, bool bdat_ok)
 {
-	/* Before TLS nothing but a plain command of the short list reaches
-	 * the backend: no word a laxer server could read differently. */
-	if (!s->tls && s->require_tls && (!(flags & F_PLAIN) || !pc_plain_form(p, body)))
-		return "530 5.7.0 Must issue a STARTTLS command first";
-	if (pc_has_control(p, body))
-		return "500 5.5.2 Invalid character in command";
-	if (flags & PU_FORWARDING)
-		return "550 5.7.1 Not relayed: only the proxy may send this";
-	if (s->tls && !s->helo_seen && !(flags & (F_BEFORE_EHLO | PU_STARTTLS)))
+	if (s->a.tls && !s->helo_seen && !(flags & (F_BEFORE_EHLO | PU_STARTTLS)))
 		return "503 5.5.1 EHLO first";
 	if ((flags & F_CHUNK) && !bdat_ok)
 		return "501 5.5.4 Syntax: BDAT count [LAST]";
@@ -183,35 +171,34 @@ refusal(struct smtp_state *s, const char *p, size_t body, unsigned flags, bool b
 }
 
 static enum proto_verdict
-client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, const char *args,
+client_command(void *st, const char *p, size_t n, unsigned flags, const char *args,
                struct proto_action *act, char *scratch)
 {
+	struct smtp_state *s = st;
 	size_t body = pu_trim_eol(p, n);
 	const char *end = p + body;
 	uint64_t chunk = 0;
 	bool bdat_ok = (flags & F_CHUNK) && bdat_args(args, end, &chunk);
-	const char *why = refusal(s, p, body, flags, bdat_ok);
+	struct pc_ruling r = pc_rule(&s->a, flags, p, body, args == end, &smtp_replies);
 
-	if (chunk > 0 && (bdat_odd(p) || why != NULL)) {
-		if (!s->tls && s->require_tls)
-			act->event = "plaintext-auth-refused";
-		return bdat_close(s, act, n, scratch, bdat_odd(p) ? NULL : why);
+	if (r.rule == PC_RELAY && (r.text = refusal(s, flags, bdat_ok)) != NULL)
+		r.rule = PC_REFUSE;
+	if (chunk > 0 && (bdat_odd(p) || r.rule == PC_REFUSE)) {
+		enum proto_verdict v = bdat_close(s, act, n, scratch, bdat_odd(p) ? NULL : r.text);
+		if (v == PV_CLOSE)
+			act->event = r.event;
+		return v;
 	}
-	if (why == NULL && (flags & PU_STARTTLS)) {
-		if (s->tls)
-			return local(s, act, n, scratch, "503 5.5.1 TLS already active");
-		if (args != end)
-			return local(s, act, n, scratch, "501 5.5.4 No parameters allowed");
+	if (r.rule == PC_STARTTLS) {
 		if (s->q.count > 0 || s->s_midline)
 			return PV_WAIT;
-		return pu_answer(act, PV_STARTTLS, n, scratch, "220 2.0.0 Ready to start TLS\r\n");
+		return pu_answer(act, PV_STARTTLS, n, scratch, "%s\r\n", r.text);
 	}
-	if (why != NULL) {
-		enum proto_verdict v = local(s, act, n, scratch, why);
+	if (r.rule == PC_REFUSE) {
+		enum proto_verdict v = local(s, act, n, scratch, r.text);
 		if (v != PV_REPLY)
 			return v;
-		if (!s->tls && s->require_tls && (flags & PU_REFUSE_PLAIN))
-			act->event = "plaintext-auth-refused";
+		act->event = r.event;
 		return v;
 	}
 	if (flags & F_HELO) {
@@ -225,7 +212,7 @@ client_command(struct smtp_state *s, const char *p, size_t n, unsigned flags, co
 		s->c_data_wait = true;
 	} else if (flags & PU_SASL) {
 		pu_queue_push(&s->q, K_AUTH);
-		s->c_auth = s->c_auth_wait = true;
+		s->a.c_auth = s->a.c_auth_wait = true;
 		struct pu_word mech = pu_next_token(&args, end);
 		struct pu_word ir = pu_next_token(&args, end);
 		if (mech.n > 0)
@@ -248,7 +235,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return PV_PASS;
 	}
-	if (s->c_data_wait || s->c_auth_wait)
+	if (s->c_data_wait || s->a.c_auth_wait)
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -258,24 +245,15 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_skip = v == PV_WAIT;
 		return v;
 	}
-	size_t n = pu_line_len(p, len);
-	act->consume = n ? n : len;
-	if (s->c_midline) {
-		s->c_midline = n == 0;
-		if (s->c_body)
-			s->c_body_bytes += act->consume;
-		if (s->c_auth && n > 0)
-			s->c_auth_wait = true;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		if (s->c_body || s->c_auth) {
-			s->c_midline = true;
-			return PV_PASS;
-		}
-		if (!s->tls)
+	size_t n;
+	enum pu_frame f = pu_frame(&s->c_midline, p, len, full, act, &n);
+
+	if (f == PF_MIDLINE && s->c_body)
+		s->c_body_bytes += act->consume;
+	if (f == PF_MIDLINE && s->a.c_auth && n > 0)
+		s->a.c_auth_wait = true;
+	if (f == PF_LONG && !s->c_body && !s->a.c_auth) {
+		if (!s->a.tls)
 			return pu_answer(act, PV_CLOSE, len, scratch,
 			                 "500 5.5.2 Line too long\r\n");
 		/* A command too long to judge is never relayed: dropped, then
@@ -288,17 +266,19 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return bdat_close(s, act, len, scratch,
 			                  bdat_odd(p) ? NULL : "500 5.5.2 Line too long");
 		s->c_skip = true;
-		if (s->observe)
+		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;
 	}
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->c_midline, f);
 	if (s->c_body) {
 		if (pu_trim_eol(p, n) == 1 && p[0] == '.') {
 			if (s->q.count == PU_QUEUE_MAX)
 				return PV_WAIT;
 			s->c_body = false;
 			pu_queue_push(&s->q, K_SIMPLE); /* the reply to the whole message */
-			if (s->observe) {               /* the message is shown by its size only */
+			if (s->a.observe) {             /* the message is shown by its size only */
 				pu_log_begin(act, scratch, 0);
 				pu_log_size(act, scratch, s->c_body_bytes);
 			}
@@ -307,27 +287,8 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		}
 		return PV_PASS;
 	}
-	size_t body = pu_trim_eol(p, n);
-	if (s->c_auth) { /* a SASL response, or "*" to cancel */
-		s->c_auth_wait = true;
-		pa_sasl_response(&s->auth, p, body);
-		if (s->observe)
-			pu_log_sasl(act, scratch, p, body);
-		return PV_PASS;
-	}
-	if (s->q.count == PU_QUEUE_MAX)
-		return PV_WAIT;
-	/* The verb as Postfix reads it: any white space around it. */
-	const char *q = p, *end = p + body;
-	unsigned flags = pu_verb_flags(smtp_verbs, pu_next_token(&q, end));
-	enum proto_verdict v = client_command(s, p, n, flags, q, act, scratch);
-	if (v == PV_WAIT)
-		return v;
-	if (s->observe)
-		pc_log_command(act, scratch, p, body, flags, s->c_auth_ended,
-		               !s->tls && s->require_tls);
-	s->c_auth_ended = false;
-	return v;
+	return pc_command_line(&s->a, &s->q, &s->auth, smtp_verbs, client_command, s, p, n, act,
+	                       scratch);
 }
 
 /* Length of a complete multi-line reply at P ("250-..." lines then one
@@ -372,7 +333,7 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 	size_t lens[256], k = 0, at = 0, out = 0;
 	struct pu_caps pre = {ehlo_drop_pretls, ehlo_auth_prefix, NULL};
 	struct pu_caps post = {ehlo_drop_always, NULL, NULL};
-	const struct pu_caps *c = s->tls ? &post : &pre;
+	const struct pu_caps *c = s->a.tls ? &post : &pre;
 	static const struct pu_caps mechs = {NULL, NULL, NULL};
 	char auth[1024]; /* AUTH lines with their mechanisms filtered */
 	size_t auth_at = 0;
@@ -406,7 +367,7 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 		}
 		at += n;
 	}
-	if (!s->tls) {
+	if (!s->a.tls) {
 		lines[k] = "STARTTLS";
 		lens[k++] = 8;
 	}
@@ -427,21 +388,13 @@ static enum proto_verdict
 server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	size_t n = pu_line_len(p, len);
+	size_t n;
+	enum pu_frame f = pu_frame(&s->s_midline, p, len, full, act, &n);
 
-	act->consume = n ? n : len;
-	if (s->s_midline) {
-		s->s_midline = n == 0;
-		return PV_PASS;
-	}
-	if (n == 0) {
-		if (!full)
-			return PV_MORE;
-		s->s_midline = true;
-		return PV_PASS;
-	}
+	if (f != PF_LINE)
+		return pu_frame_pass(&s->s_midline, f);
 	bool more = n >= 4 && p[3] == '-';
-	if (s->observe) /* the last line of a reply matters most */
+	if (s->a.observe) /* the last line of a reply matters most */
 		pu_log_line(act, scratch, p, pu_trim_eol(p, n), false, 0, more ? PL_DEBUG : 0);
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited (e.g. a 421 before closing) */
@@ -455,14 +408,14 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return PV_MORE;
 		pu_queue_pop(&s->q);
 		s->chunking = false; /* this reply says again what the server offers */
-		if (s->observe)
+		if (s->a.observe)
 			log_reply(p, total, act, scratch);
 		return rewrite_ehlo(s, p, total, act, scratch);
 	}
 	if (more)
 		return PV_PASS;
 	if (k == K_AUTH && strncmp(p, "334", 3) == 0) {
-		s->c_auth_wait = false; /* a challenge: the client answers it */
+		s->a.c_auth_wait = false; /* a challenge: the client answers it */
 		return PV_PASS;
 	}
 	if (k == K_DATA) {
@@ -471,8 +424,7 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		s->c_body_bytes = 0;
 	}
 	if (k == K_AUTH) {
-		s->c_auth = s->c_auth_wait = false;
-		s->c_auth_ended = true;
+		pu_sasl_ended(&s->a);
 		pa_end(&s->auth, NULL, 0, p[0] == '2', act);
 	}
 	pu_queue_pop(&s->q);
@@ -507,10 +459,9 @@ smtp_up_start(void *st, const char *helo, struct proto_action *act, char *scratc
 	struct smtp_up *u = st;
 
 	(void)scratch;
-	memset(u, 0, sizeof(*u));
+	pu_up_begin(u, sizeof(*u), act);
 	u->starttls = true;
 	snprintf(u->helo, sizeof(u->helo), "%s", helo);
-	pu_up(act, 0, "", PU_UP_SEND);
 }
 
 static void

@@ -226,6 +226,13 @@ pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up 
 }
 
 void
+pu_up_begin(void *st, size_t size, struct proto_action *act)
+{
+	memset(st, 0, size);
+	pu_up(act, 0, "", PU_UP_SEND);
+}
+
+void
 pu_log_begin(struct proto_action *act, char *scratch, unsigned flags)
 {
 	act->log = scratch + PROTO_SCRATCH;
@@ -363,4 +370,64 @@ pu_log_sasl(struct proto_action *act, char *scratch, const char *p, size_t len)
 		pu_log_str(act, scratch, "*");
 	else
 		pu_log_secret(act, scratch, p, len);
+}
+
+void
+pu_adapter_init(void *st, size_t size, const struct proto_conf *conf)
+{
+	struct pu_adapter *a = st;
+
+	memset(st, 0, size);
+	a->tls = !conf->starttls;
+	a->require_tls = conf->require_tls;
+	a->observe = conf->observe;
+}
+
+void
+pu_adapter_tls_started(struct pu_adapter *a)
+{
+	a->tls = true;
+	a->c_auth = a->c_auth_wait = a->c_auth_ended = false;
+}
+
+void
+pu_sasl_ended(struct pu_adapter *a)
+{
+	a->c_auth = a->c_auth_wait = false;
+	a->c_auth_ended = true;
+}
+
+const char *
+pu_starttls_refusal(const struct pu_adapter *a, bool noargs, const char *tls_active,
+                    const char *tls_args)
+{
+	if (a->tls)
+		return tls_active;
+	if (!noargs)
+		return tls_args;
+	return NULL;
+}
+
+enum pu_frame
+pu_frame(bool *midline, const char *p, size_t len, bool full, struct proto_action *act, size_t *n)
+{
+	*n = pu_line_len(p, len);
+	act->consume = *n ? *n : len;
+	if (*midline) {
+		*midline = *n == 0;
+		return PF_MIDLINE;
+	}
+	if (*n > 0)
+		return PF_LINE;
+	return full ? PF_LONG : PF_MORE;
+}
+
+enum proto_verdict
+pu_frame_pass(bool *midline, enum pu_frame f)
+{
+	if (f == PF_MORE)
+		return PV_MORE;
+	if (f == PF_LONG)
+		*midline = true;
+	return PV_PASS;
 }

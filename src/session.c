@@ -46,6 +46,7 @@
 #include <openssl/rand.h>
 
 #include <postern/log.h>
+#include <postern/netaddr.h>
 #include <postern/proto_util.h>
 #include <postern/session.h>
 #include <postern/shared.h>
@@ -647,7 +648,7 @@ session_start(struct server *srv, struct config *cfg, const struct service *svc,
 
 	ep_attach(&s->client, fd, NULL);
 	session_hold(s);
-	if (svc->accept_proxy_from.n > 0 && config_cidr_match(&svc->accept_proxy_from, peer)) {
+	if (svc->accept_proxy_from.n > 0 && netaddr_cidr_match(&svc->accept_proxy_from, peer)) {
 		/* A trusted balancer: its PROXY header comes first, even before TLS. */
 		session_enter(s, S_PROXY_HEADER);
 	} else {

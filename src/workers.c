@@ -31,8 +31,6 @@
 #define RESPAWN_DELAY 1.0
 /* After shutdown_timeout, the workers get this long before SIGKILL. */
 #define KILL_GRACE 10.0
-/* How often the service manager's status line (sessions) is refreshed. */
-#define NOTIFY_STATUS_EVERY 10.0
 
 struct proc {
 	pid_t pid; /* 0: slot free */
@@ -227,54 +225,60 @@ init_set(int i)
 /* The new configuration gets new workers on the same sockets; the old ones
  * stop accepting and finish their sessions. All or nothing, as for one
  * process: a configuration that cannot be applied changes nothing. */
-static void
-reload(void)
+static int
+workers_listen(void *arg, struct config *cfg, char *err, size_t errlen)
 {
-	struct listener *plan[WORKERS_MAX];
-	struct config *cfg;
-	char err[512];
-	int n, i;
+	struct listener **plan = arg;
+	int n = workers_count(cfg), i;
 
-	sd_notify_reloading();
-	cfg = daemon_load(m.path);
-	if (cfg == NULL) {
-		log_msg(LOG_ERR, "reload refused: configuration has errors; the old one stays");
-		daemon_reload_refused(daemon_load_error());
-		return;
-	}
-	n = workers_count(cfg);
 	for (i = 0; i < n; i++) {
 		if (i >= m.nsets)
 			init_set(i);
-		if (listener_prepare(&m.sets[i], cfg, &plan[i], err, sizeof(err)) < 0)
+		if (listener_prepare(&m.sets[i], cfg, &plan[i], err, errlen) < 0)
 			break;
 	}
 	if (i < n) {
 		while (i-- > 0)
 			listener_abort(&m.sets[i], plan[i]);
-		log_msg(LOG_ERR, "reload refused: %s; the old configuration stays", err);
-		daemon_reload_refused(err);
-		config_unref(cfg);
-		return;
+		return -1;
 	}
 	for (i = 0; i < n; i++)
 		listener_commit(&m.sets[i], cfg, plan[i]);
 	for (; i < m.nsets; i++)
 		listener_close_all(&m.sets[i]);
 	m.nsets = n;
-	daemon_apply_config(NULL, cfg);
+	return 0;
+}
+
+static int
+workers_take(void *arg, struct config *cfg)
+{
+	int i;
+
+	(void)arg;
 	config_unref(m.cfg);
 	m.cfg = cfg;
-	m.n = n;
+	m.n = workers_count(cfg);
 	m.gen++;
 	for (i = 0; i < WORKERS_MAX; i++)
 		m.respawn_at[i] = 0;
-	for (i = 0; i < n; i++)
+	for (i = 0; i < m.n; i++)
 		spawn(i);
 	/* Workers of places the new set does not have: no replacement. */
-	retire(n - 1, true);
-	log_msg(LOG_INFO, "configuration reloaded");
-	daemon_reload_done(m.cfg, m.n);
+	retire(m.n - 1, true);
+	return m.n;
+}
+
+/* The new configuration gets new workers on the same sockets; the old ones
+ * stop accepting and finish their sessions. All or nothing, as for one
+ * process: a configuration that cannot be applied changes nothing. */
+static void
+reload(void)
+{
+	struct listener *plan[WORKERS_MAX];
+	const struct daemon_reload_ops ops = {workers_listen, workers_take, plan};
+
+	daemon_reload(m.path, NULL, &ops);
 }
 
 /* SIGTERM/SIGINT: the workers stop accepting and wait for their sessions;
@@ -307,7 +311,7 @@ tick(void)
 	tickets_tick();
 	if (m.status_at > 0 && t >= m.status_at && !m.stopping) {
 		daemon_notify(NULL, m.cfg, m.n);
-		m.status_at = t + NOTIFY_STATUS_EVERY;
+		m.status_at = t + DAEMON_STATUS_EVERY;
 	}
 	if (m.stopping) {
 		if (m.kill_at > 0 && t >= m.kill_at && live() > 0) {
@@ -347,9 +351,7 @@ start(void)
 {
 	char err[512];
 
-	daemon_raise_fd_limit(m.cfg);
-	daemon_open_keylog(m.cfg);
-	tickets_use(m.cfg->tickets);
+	daemon_prepare(m.cfg);
 	if (tickets_init() < 0) {
 		log_msg(LOG_ERR, "cannot make a ticket key: no randomness");
 		return DAEMON_EXIT_RUNTIME;
@@ -365,17 +367,11 @@ start(void)
 	}
 	for (m.nsets = 0; m.nsets < m.n; m.nsets++) {
 		init_set(m.nsets);
-		if (listener_apply(&m.sets[m.nsets], m.cfg, err, sizeof(err)) < 0) {
-			log_msg(LOG_ERR, "%s", err);
-			sd_notify_status(NULL, "%s", err); /* systemctl status shows why */
-			return DAEMON_EXIT_RUNTIME;
-		}
+		if (listener_apply(&m.sets[m.nsets], m.cfg, err, sizeof(err)) < 0)
+			return daemon_start_failed(err);
 	}
-	if (metrics_apply(NULL, m.cfg, err, sizeof(err)) < 0) {
-		log_msg(LOG_ERR, "%s", err);
-		sd_notify_status(NULL, "%s", err);
-		return DAEMON_EXIT_RUNTIME;
-	}
+	if (metrics_apply(NULL, m.cfg, err, sizeof(err)) < 0)
+		return daemon_start_failed(err);
 	if (m.cfg->pidfile) {
 		if (daemon_write_pidfile(m.cfg->pidfile) < 0)
 			return DAEMON_EXIT_RUNTIME;
@@ -425,7 +421,7 @@ workers_run(struct config *cfg, const char *path)
 		/* Every socket is bound and privileges are dropped. */
 		daemon_notify("READY=1", m.cfg, m.n);
 		if (sd_notify_wanted())
-			m.status_at = now() + NOTIFY_STATUS_EVERY;
+			m.status_at = now() + DAEMON_STATUS_EVERY;
 		while (!m.stopping || live() > 0) {
 			struct timespec wait = until_due();
 			siginfo_t info;
@@ -457,10 +453,7 @@ workers_run(struct config *cfg, const char *path)
 	}
 	for (int i = 0; i < m.nsets; i++)
 		listener_close_all(&m.sets[i]);
-	metrics_stop(NULL);
-	if (m.pidfile_written && unlink(pidfile) < 0)
-		log_msg(LOG_WARNING, "cannot remove pidfile %s: %s", pidfile, strerror(errno));
+	daemon_teardown(NULL, m.cfg, m.pidfile_written ? pidfile : NULL);
 	free(pidfile);
-	daemon_teardown(m.cfg);
 	return rc;
 }

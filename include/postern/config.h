@@ -120,13 +120,6 @@ void config_unref(struct config *cfg);
 int config_parse_duration(const char *s, double *out);
 int config_parse_bool(const char *s, bool *out);
 
-/* Whether SA lies in one of the blocks of LIST (accept_proxy_from). */
-static inline bool
-config_cidr_match(const struct netaddr_cidrs *list, const struct sockaddr *sa)
-{
-	return netaddr_cidr_match(list, sa);
-}
-
 void config_strlist_free(struct strlist *l);
 
 /* TLS of a service (src/config_tls.c). config_tls_conf describes SVC's

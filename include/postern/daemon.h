@@ -24,9 +24,34 @@ void daemon_open_keylog(const struct config *cfg);
  * keys from CFG. What cannot be applied is logged and stays as it was. */
 void daemon_apply_config(struct ev_loop *loop, const struct config *cfg);
 
-/* The last steps of a process that served, in either model: the ticket
- * keys wiped, CFG released, the key log closed, the log flushed. */
-void daemon_teardown(struct config *cfg);
+/* The last steps of a process that served, in either model: metrics
+ * stopped (on LOOP; NULL in a master), PIDFILE removed (none: NULL), the
+ * ticket keys wiped, CFG released, the key log closed, the log flushed. */
+void daemon_teardown(struct ev_loop *loop, struct config *cfg, const char *pidfile);
+
+/* The first start-up steps of either model, before anything is bound: the
+ * descriptor limit, the key log (with its warnings) and the ticket keys. */
+void daemon_prepare(const struct config *cfg);
+
+/* A start-up step failed for WHY: logged and shown in the service
+ * manager's status. Returns the exit status to give. */
+int daemon_start_failed(const char *why);
+
+/* A reload (SIGHUP) in either model. LISTEN puts the listeners on the new
+ * CFG, all or nothing: -1 with ERR refuses the reload and leaves
+ * everything as it was. Then the rest of CFG is applied
+ * (daemon_apply_config on LOOP) and TAKE hands CFG to the caller, which
+ * releases the old one, starts serving the new one and returns its number
+ * of workers. The outcome goes to the service manager and the reload file. */
+struct daemon_reload_ops {
+	int (*listen)(void *arg, struct config *cfg, char *err, size_t errlen);
+	int (*take)(void *arg, struct config *cfg);
+	void *arg;
+};
+void daemon_reload(const char *path, struct ev_loop *loop, const struct daemon_reload_ops *ops);
+
+/* How often the service manager's status line (sessions) is refreshed. */
+#define DAEMON_STATUS_EVERY 10.0
 
 /* Raises the descriptor limit to its maximum; warns if max_connections
  * needs more. */

@@ -38,6 +38,8 @@ enum {
 	PU_HIDE_AFTER_ARG = 1 << 4, /* logged as "VERB arg ***" (APOP, a SASL IR) */
 	PU_FORWARDING = 1 << 5,     /* client data a trusting backend would believe:
 	                             * answered by postern, never relayed (P6) */
+	PU_PLAIN = 1 << 6,          /* relayed before TLS when require_tls (POP3,
+	                             * SMTP): nothing else is (fail closed) */
 	PU_OWN = 1 << 8             /* first flag an adapter may define */
 };
 struct pu_verb {
@@ -45,6 +47,58 @@ struct pu_verb {
 	unsigned flags;
 };
 unsigned pu_verb_flags(const struct pu_verb *table, struct pu_word w);
+
+/* What every adapter's state begins with (its first member, named a):
+ * the session's terms and the SASL exchange, which the framing and the
+ * common policy read the same way for all three protocols. */
+struct pu_adapter {
+	bool require_tls;  /* refuse credentials before TLS */
+	bool tls;          /* the client's side is TLS (post-STARTTLS rules) */
+	bool observe;      /* commands are logged */
+	bool c_auth;       /* client lines are SASL responses */
+	bool c_auth_wait;  /* a SASL line is out: the next client line is a
+	                    * response after a challenge, a command after the
+	                    * final reply, so it waits for the server's answer */
+	bool c_auth_ended; /* ... which was final (or a continuation nothing
+	                    * asked for came): the next line may still be a
+	                    * response the client sent too early */
+};
+
+/* Zeroes an adapter's state ST of SIZE bytes, which begins with a struct
+ * pu_adapter, and sets that from CONF. Without STARTTLS offered, the
+ * client is TLS or postern's side to the backend is: the post-TLS rules
+ * apply from the start. */
+void pu_adapter_init(void *st, size_t size, const struct proto_conf *conf);
+
+/* The client side is TLS now: what the plaintext SASL exchange left is
+ * forgotten. */
+void pu_adapter_tls_started(struct pu_adapter *a);
+
+/* The server's final reply ended the SASL exchange: client lines are
+ * commands again, the next one perhaps a response sent too early. */
+void pu_sasl_ended(struct pu_adapter *a);
+
+/* STARTTLS, the same rule in every protocol: refused with TLS_ACTIVE when
+ * the client's side is TLS already, with TLS_ARGS when it came with
+ * arguments (NOARGS false); NULL when it may go on. */
+const char *pu_starttls_refusal(const struct pu_adapter *a, bool noargs, const char *tls_active,
+                                const char *tls_args);
+
+/* Line framing, what a line-based adapter does first with the LEN bytes
+ * at P from one side. *N: the length of the line with its LF, 0 when none
+ * has come; ACT consumes it, or all LEN bytes when there is no LF.
+ * MIDLINE: that side is inside a line too long to hold. */
+enum pu_frame {
+	PF_LINE,    /* a whole line of *N bytes */
+	PF_MIDLINE, /* more of a line too long to hold, passed; *N > 0: its end */
+	PF_MORE,    /* no LF yet, and room to wait for it */
+	PF_LONG     /* no LF and no room (FULL): a line too long to hold begins */
+};
+enum pu_frame pu_frame(bool *midline, const char *p, size_t len, bool full,
+                       struct proto_action *act, size_t *n);
+/* The verdict on what is not a whole line, for a side that passes lines
+ * too long to hold (a server's, a SASL response, a message body). */
+enum proto_verdict pu_frame_pass(bool *midline, enum pu_frame f);
 
 /* Case-insensitive comparison of a word with a literal. */
 bool pu_word_is(struct pu_word w, const char *lit);
@@ -85,6 +139,11 @@ pu_queue_head(const struct pu_queue *q)
 {
 	return q->kind[q->head];
 }
+
+/* Client role: the start of every adapter's up_start, its state ST of
+ * SIZE bytes zeroed and ACT set to send nothing yet (the server speaks
+ * first). */
+void pu_up_begin(void *st, size_t size, struct proto_action *act);
 
 /* Client role: sets ACT to consume N bytes and send TEXT; returns R. */
 enum proto_up pu_up(struct proto_action *act, size_t consume, const char *text, enum proto_up r);

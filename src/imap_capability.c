@@ -1,0 +1,60 @@
+/* IMAP capability lists, in a CAPABILITY response or a response code:
+ * what the client must not see is removed (STARTTLS past TLS, AUTH= and
+ * COMPRESS= where postern cannot relay them) and what postern offers is
+ * added. */
+#include <string.h>
+#include <strings.h>
+
+#include <postern/imap_token.h>
+#include <postern/proto_util.h>
+
+#include "imap_internal.h"
+
+static const char *const imap_drop_always[] = {"STARTTLS", "LOGINDISABLED", NULL};
+static const char *const imap_auth_prefix[] = {"AUTH=", NULL};
+static const char *const imap_auth_compress_prefix[] = {"AUTH=", "COMPRESS=", NULL};
+static const char *const imap_compress_prefix[] = {"COMPRESS=", NULL};
+static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
+static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
+
+/* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
+static enum proto_verdict
+rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
+             struct proto_action *act, char *scratch)
+{
+	struct pu_caps pre = {imap_drop_always,
+	                      s->a.observe ? imap_auth_compress_prefix : imap_auth_prefix,
+	                      s->a.require_tls ? imap_add_login_disabled : imap_add_starttls};
+	struct pu_caps post = {imap_drop_always, s->a.observe ? imap_compress_prefix : NULL, NULL};
+	size_t head = (size_t)(caps - line), at;
+
+	memcpy(scratch, line, head);
+	/* Room for the list: the scratch less what stays of the line around it. */
+	at = head + pu_caps_rewrite(caps, capn, s->a.tls ? &post : &pre, scratch + head,
+	                            PROTO_SCRATCH - n + capn);
+	memcpy(scratch + at, caps + capn, n - head - capn);
+	act->consume = n;
+	act->text = scratch;
+	act->len = at + n - head - capn;
+	return PV_REPLACE;
+}
+
+enum proto_verdict
+imap_caps_response(const struct imap_state *s, const char *p, size_t n, struct pu_word tag,
+                   const char *q, struct proto_action *act, char *scratch)
+{
+	const char *end = p + pu_trim_eol(p, n);
+	struct pu_word w = pu_next_word(&q, end);
+
+	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
+		return rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
+	const char *code = memchr(p, '[', (size_t)(end - p));
+	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
+		const char *close = memchr(code, ']', (size_t)(end - code));
+		if (close)
+			return rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12), act,
+			                    scratch);
+	}
+	act->consume = n;
+	return PV_PASS;
+}
