@@ -549,15 +549,22 @@ bind_single(struct server *srv)
 {
 	char err[512];
 
+	/* The pidfile is removed at exit only once this process wrote it: a
+	 * start that fails before leaves a running instance's pidfile alone. */
+	char *pidfile = single_pidfile;
+
+	single_pidfile = NULL;
 	daemon_prepare(srv->cfg);
 	if (listener_apply(srv, srv->cfg, err, sizeof(err)) < 0 ||
-	    metrics_apply(srv->loop, srv->cfg, err, sizeof(err)) < 0)
+	    metrics_apply(srv->loop, srv->cfg, err, sizeof(err)) < 0) {
+		free(pidfile);
 		return daemon_start_failed(err);
-	if (single_pidfile && daemon_write_pidfile(single_pidfile) < 0) {
-		free(single_pidfile);
-		single_pidfile = NULL;
+	}
+	if (pidfile && daemon_write_pidfile(pidfile) < 0) {
+		free(pidfile);
 		return DAEMON_EXIT_RUNTIME;
 	}
+	single_pidfile = pidfile;
 	if (daemon_drop_privileges(srv->cfg) < 0)
 		return DAEMON_EXIT_RUNTIME;
 	return 0;

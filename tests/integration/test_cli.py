@@ -229,6 +229,18 @@ class CommandLine(PosternTestCase):
         finally:
             blocker.close()
 
+    def test_failed_start_keeps_the_running_instance_pidfile(self):
+        """A second start on the same configuration cannot bind: it exits 2
+        and leaves the pidfile of the instance that runs alone, so that
+        postern -s reload and systemd still find that instance."""
+        first = self.postern([("imaps", harness.svc("imap"))])
+        second = self.postern([("imaps", harness.svc("imap", port=first.port()))],
+                              {"pidfile": first.pidfile}, start=False)
+        second.start(wait=False)
+        self.assertEqual(second.wait_exit(10), 2, second.stderr())
+        with open(first.pidfile) as f:
+            self.assertEqual(f.read().strip(), str(first.pid), "the running instance lost its pidfile")
+
 
 class Install(PosternTestCase):
     NEEDS_SERVERS = False
