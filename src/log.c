@@ -352,7 +352,8 @@ stderr_is_journal(void)
 	return known;
 }
 
-static void
+/* FMT is checked where the callers' own format attributes are. */
+__attribute__((format(printf, 3, 0))) static void
 emit(int level, const char *who, const char *fmt, va_list ap)
 {
 	char line[LOG_LINE_MAX], raw[LOG_LINE_MAX];
