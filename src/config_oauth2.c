@@ -33,6 +33,7 @@ enum {
 	K_TOKEN_DIR,
 	K_CA,
 	K_TIMEOUT,
+	K_MECH,
 	NKEYS
 };
 
@@ -48,6 +49,7 @@ static const char *const keys[NKEYS] = {
         [K_TOKEN_DIR] = "token_dir",
         [K_CA] = "ca",
         [K_TIMEOUT] = "timeout",
+        [K_MECH] = "sasl_mechanism",
 };
 
 _Static_assert(NKEYS <= sizeof(((struct oauth2_provider *)0)->seen) / sizeof(int),
@@ -173,6 +175,15 @@ config_oauth2_key(struct config_oauth2 *o, const char *key, const char *value, i
 			return -1;
 		}
 		return 0;
+	}
+	if (k == K_MECH) {
+		if (strcmp(value, "xoauth2") == 0 || strcmp(value, "oauthbearer") == 0) {
+			p->oauthbearer = value[0] == 'o';
+			return 0;
+		}
+		snprintf(err, errlen, "sasl_mechanism = %.64s: expected xoauth2 or oauthbearer",
+		         value);
+		return -1;
 	}
 	if (k == K_TIMEOUT) {
 		char *end;

@@ -5,6 +5,7 @@
 #ifndef POSTERN_CONFIG_OAUTH2_H
 #define POSTERN_CONFIG_OAUTH2_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <postern/oauth2_http.h>
@@ -23,7 +24,8 @@ struct oauth2_provider {
 	char *token_dir;
 	char *ca; /* CA file for the provider's HTTPS; NULL: system store */
 	double timeout;
-	int seen[16]; /* line of each key, by its index in config_oauth2.c */
+	bool oauthbearer; /* sasl_mechanism: RFC 7628's OAUTHBEARER, else XOAUTH2 */
+	int seen[16];     /* line of each key, by its index in config_oauth2.c */
 };
 
 struct config_oauth2 {
