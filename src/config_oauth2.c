@@ -126,8 +126,10 @@ config_oauth2_section(struct config_oauth2 **op, const char *name, int line, cha
 	memset(p, 0, sizeof(*p));
 	p->line = line;
 	p->timeout = 10;
-	if (!(p->name = strdup(name)))
+	if (!(p->name = strdup(name)) || !(p->cache = calloc(1, sizeof(*p->cache)))) {
+		free(p->name);
 		goto oom;
+	}
 	o->n++;
 	return 0;
 oom:
@@ -315,6 +317,9 @@ config_oauth2_free(struct config_oauth2 *o)
 	for (size_t i = 0; i < o->n; i++) {
 		struct oauth2_provider *p = &o->v[i];
 		free(p->name);
+		if (p->cache && p->cache->free)
+			p->cache->free(p->cache->cache);
+		free(p->cache);
 		for (int k = 0; k < NKEYS; k++) {
 			char **f = field(p, k);
 			if (f)

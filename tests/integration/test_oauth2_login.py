@@ -1,0 +1,231 @@
+"""backend_auth = oauth2 with IMAP, end to end: legacy clients (imaplib,
+curl) log in to postern with a user name and a local password; postern
+decrypts the account's refresh token, gets an access token from the fake
+provider (tests/servers/fake_oauth2.py) and logs in to a real Dovecot
+whose only passdb is OAuth 2.0 (driver = oauth2, introspection at the
+fake) with AUTHENTICATE XOAUTH2 or OAUTHBEARER. Cases: the first login
+refreshes and the next one uses the cache; a wrong password fails locally
+(the provider sees no request); a revoked refresh token; a slow provider
+while another session is served; a provider down; the server refusing the
+token (its error challenge answered); no token or password in any log or
+transcript."""
+
+import imaplib
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+
+import clientmode_util
+import harness
+from harness import PosternTestCase, Reader, curl, env, free_port, plain_connect
+from fake_oauth2 import FakeOAuth2
+from oauth2_util import OAuth2Dovecot, authorize, files_text, secrets_of
+
+USER = "alice"  # Dovecot's user and the provider account
+PASSWORD = "local pw of alice"  # the local password, spaces included
+REVOKED_USER = "bob"
+REVOKED_PASSWORD = "local-pw-of-bob"
+
+
+class OAuth2ImapLogin(PosternTestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        e = env()
+        cls.dir = tempfile.mkdtemp(prefix="oauth2-login-", dir=e.tmp)
+        os.chmod(cls.dir, 0o755)
+        cls.tokens = os.path.join(cls.dir, "tokens")
+        cls.fake = FakeOAuth2(e.cert, e.key, account=USER).start()
+        cert, key = clientmode_util.pki().pair("good")
+        cls.dovecot = OAuth2Dovecot(os.path.join(cls.dir, "dovecot"), cert, key, cls.fake)
+        try:
+            cls.dovecot.prepare()
+            cls.dovecot.start()
+            conf = harness.Postern(cls.services(), name="oauth2-authorize").conf
+            authorize(conf, "fake", USER, PASSWORD, cls.fake)
+            authorize(conf, "fake", REVOKED_USER, REVOKED_PASSWORD, cls.fake)
+        except Exception:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.dovecot.stop()
+        cls.fake.stop()
+        shutil.rmtree(cls.dir, True)
+
+    @classmethod
+    def services(cls, token_url=None, mech="xoauth2", capture=None):
+        imap = {"protocol": "imap", "listen": "127.0.0.1:%d" % free_port(), "tls": "off",
+                "backend": "127.0.0.1:%d" % cls.dovecot.ports["imaps"], "backend_tls": "implicit",
+                "backend_ca": clientmode_util.pki().ca, "backend_sni": "localhost",
+                "backend_auth": "oauth2:fake", "log_commands": "yes", "capture_dir": capture}
+        provider = {"provider": "generic", "device_authorization_url": cls.fake.url + "/device",
+                    "token_url": token_url or cls.fake.url + "/token", "scope": "mail offline_access",
+                    "client_id": "postern-test", "token_dir": cls.tokens, "ca": env().ca,
+                    "timeout": "5s", "sasl_mechanism": mech}
+        return [("legacy", imap), ("oauth2:fake", provider)]
+
+    def setUp(self):
+        super().setUp()
+        with self.fake.lock:
+            self.fake.requests.clear()
+        self.fake.delay = 0.0
+        self.fake.fail_next = []
+        self.capture = tempfile.mkdtemp(prefix="capture-", dir=self.dir)
+        os.chmod(self.capture, 0o777)
+
+    def start(self, **kw):
+        self.p = self.postern(self.services(capture=self.capture, **kw))
+        return self.p
+
+    def refreshes(self):
+        return self.fake.token_requests().count("refresh_token")
+
+    def imap(self):
+        return imaplib.IMAP4("127.0.0.1", self.p.port("legacy"), timeout=15)
+
+    def assertNoSecrets(self):
+        """Nothing in postern's log or the transcripts is a token, a SASL
+        message or a password."""
+        text = self.p.stderr() + files_text(self.capture)
+        self.assertIn("LOGIN", text)  # the scan reads what was logged
+        for s in secrets_of(self.fake, [USER, REVOKED_USER], [PASSWORD, REVOKED_PASSWORD]):
+            self.assertNotIn(s, text)
+
+    # ------------------------------------------------------------ cases
+
+    def test_first_login_refreshes_next_uses_cache_and_mail_is_read(self):
+        self.start()
+        m = self.imap()
+        self.assertNotIn("LOGINDISABLED", m.capabilities)
+        self.assertIn("AUTH=PLAIN", m.capabilities)
+        self.assertFalse([c for c in m.capabilities if c.startswith("AUTH=") and c != "AUTH=PLAIN"],
+                         m.capabilities)
+        typ, data = m.login(USER, PASSWORD)
+        self.assertEqual(typ, "OK", data)
+        typ, data = m.select("INBOX")
+        self.assertEqual(typ, "OK", data)
+        self.assertEqual(int(data[0]), 3)
+        m.logout()
+        self.assertEqual(self.refreshes(), 1)
+        # the second login, with AUTHENTICATE PLAIN (no initial response)
+        m = self.imap()
+        typ, _ = m.authenticate("PLAIN", lambda _: b"\0%s\0%s" % (USER.encode(), PASSWORD.encode()))
+        self.assertEqual(typ, "OK")
+        m.logout()
+        # the third, with curl (AUTHENTICATE PLAIN with an initial response)
+        r = curl(["-sS", "--max-time", "15", "--url", "imap://127.0.0.1:%d/INBOX" % self.p.port("legacy"),
+                  "--user", "%s:%s" % (USER, PASSWORD), "-X", "EXAMINE INBOX"])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"3 EXISTS", r.stdout)
+        self.assertEqual(self.refreshes(), 1, "the cached access token is used")
+        self.p.wait_for(contains="auth user=alice result=ok", count=3)
+        self.assertNoSecrets()
+
+    def test_wrong_password_fails_locally(self):
+        self.start()
+        m = self.imap()
+        with self.assertRaises(imaplib.IMAP4.error) as cm:
+            m.login(USER, "not the password")
+        self.assertIn("AUTHENTICATIONFAILED", str(cm.exception))
+        m.logout()
+        self.assertEqual(self.fake.requests, [], "nothing was asked of the provider")
+        self.p.wait_for(contains="auth user=alice result=failed")
+        # after a good login, a wrong one still fails, from the cache
+        m = self.imap()
+        m.login(USER, PASSWORD)
+        m.logout()
+        m = self.imap()
+        with self.assertRaises(imaplib.IMAP4.error):
+            m.login(USER, PASSWORD + "x")
+        m.logout()
+        self.assertEqual(self.refreshes(), 1)
+        self.p.wait_for(contains="auth user=alice result=failed", count=2)
+        self.assertNoSecrets()
+
+    def test_revoked_refresh_token_tells_the_admin(self):
+        self.start()
+        for t, account in list(self.fake.refresh.items()):
+            if account == REVOKED_USER:
+                self.fake.revoke(t)
+        m = self.imap()
+        with self.assertRaises(imaplib.IMAP4.error) as cm:
+            m.login(REVOKED_USER, REVOKED_PASSWORD)
+        self.assertIn("AUTHENTICATIONFAILED", str(cm.exception))
+        m.logout()
+        self.assertEqual(self.refreshes(), 1)
+        self.p.wait_for(contains="authorize it again with 'postern oauth2-authorize fake bob'")
+        self.assertNoSecrets()
+
+    def test_slow_provider_does_not_hold_other_sessions(self):
+        self.start()
+        self.fake.delay = 3.0
+        result = {}
+
+        def slow_login():
+            m = self.imap()
+            t0 = time.monotonic()
+            result["login"] = m.login(USER, PASSWORD)[0]
+            result["took"] = time.monotonic() - t0
+            m.logout()
+
+        t = threading.Thread(target=slow_login)
+        t.start()
+        harness.wait_until(lambda: self.fake.token_requests(), timeout=5, msg="the token request")
+        t0 = time.monotonic()
+        other = self.imap()  # served while the token request waits
+        other.noop()
+        other.logout()
+        served = time.monotonic() - t0
+        t.join(20)
+        self.assertLess(served, 1.5, "another session waited for the provider")
+        self.assertEqual(result.get("login"), "OK", result)
+        self.assertGreater(result["took"], 2.5)
+
+    def test_provider_down_is_a_temporary_failure(self):
+        port = free_port()  # nothing listens there
+        self.start(token_url="https://127.0.0.1:%d/token" % port)
+        m = self.imap()
+        t0 = time.monotonic()
+        with self.assertRaises(imaplib.IMAP4.error) as cm:
+            m.login(USER, PASSWORD)
+        self.assertIn("UNAVAILABLE", str(cm.exception))
+        self.assertLess(time.monotonic() - t0, 5)
+        m.logout()
+        self.p.wait_for(contains="oauth2: token request for account alice failed")
+
+    def test_provider_error_is_a_temporary_failure(self):
+        self.start()
+        self.fake.fail_next = [503]
+        m = self.imap()
+        with self.assertRaises(imaplib.IMAP4.error) as cm:
+            m.login(USER, PASSWORD)
+        self.assertIn("UNAVAILABLE", str(cm.exception))
+        m.logout()
+
+    def test_server_refusing_the_token_gets_its_challenge_answered(self):
+        for mech in ("xoauth2", "oauthbearer"):
+            with self.subTest(mech=mech):
+                p = self.start(mech=mech)
+                m = self.imap()
+                m.login(USER, PASSWORD)
+                m.logout()
+                with self.fake.lock:  # the cached access token no longer works
+                    self.fake.access.clear()
+                s = plain_connect(p.port("legacy"))
+                r = Reader(s)
+                r.readline()
+                r.send("a1 LOGIN %s \"%s\"\r\n" % (USER, PASSWORD))
+                resp = harness.imap_response(r, "a1")
+                self.assertRegex(resp, rb"(?m)^a1 NO ")
+                self.assertNotIn(b"+ ", resp, "the challenge is postern's to answer")
+                r.send("a2 NOOP\r\n")  # the session goes on
+                self.assertRegex(harness.imap_response(r, "a2"), rb"(?m)^a2 OK")
+                s.close()
+                p.wait_for(contains="auth user=alice result=failed")
+                self.assertNoSecrets()
+                p.stop()
