@@ -35,7 +35,7 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 
 	if (s->login) {
 		post.remove_prefix = pre.remove_prefix;
-		post.add = imap_add_login;
+		post.add = s->ol_done ? NULL : imap_add_login;
 	}
 	size_t head = (size_t)(caps - line), at;
 

@@ -71,6 +71,7 @@ struct imap_state {
 	bool login;
 	unsigned char ol;     /* OL_*: where postern's login is */
 	bool ol_bearer;       /* OAUTHBEARER: an error challenge is answered "AQ==" */
+	bool ol_done;         /* logged in: AUTH=PLAIN is no longer offered */
 	char ol_tag[TAG_MAX]; /* the client's tag, under which it runs */
 	size_t ol_tag_len;
 };

@@ -767,8 +767,11 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->auth_lit_user = false;
 	}
 	if (tagged && s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
-	    memcmp(tag.p, s->ol_tag, tag.n) == 0)
+	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
+		const char *r = q;
 		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
+		s->ol_done = pu_word_is(pu_next_word(&r, end), "OK");
+	}
 	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
 		if (s->c_sync) {

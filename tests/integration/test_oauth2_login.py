@@ -12,6 +12,7 @@ transcript."""
 
 import imaplib
 import os
+import re
 import shutil
 import socket
 import tempfile
@@ -79,8 +80,18 @@ class OAuth2ImapLogin(PosternTestCase):
         os.chmod(self.capture, 0o777)
 
     def start(self, **kw):
-        self.p = self.postern(self.services(capture=self.capture, **kw))
+        self.mport = free_port()
+        self.p = self.postern(self.services(capture=self.capture, **kw),
+                              global_={"metrics": "127.0.0.1:%d" % self.mport})
         return self.p
+
+    def token_metric(self, result):
+        """postern_oauth2_token_requests_total of the service for result."""
+        r = curl(["-s", "--max-time", "5", "http://127.0.0.1:%d/metrics" % self.mport])
+        m = re.search(rb'^postern_oauth2_token_requests_total\{service="legacy",result="%s"\} (\d+)$'
+                      % result.encode(), r.stdout, re.M)
+        self.assertIsNotNone(m, r.stdout[-2000:])
+        return int(m.group(1))
 
     def refreshes(self):
         return self.fake.token_requests().count("refresh_token")
@@ -123,6 +134,7 @@ class OAuth2ImapLogin(PosternTestCase):
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertIn(b"3 EXISTS", r.stdout)
         self.assertEqual(self.refreshes(), 1, "the cached access token is used")
+        self.assertEqual(self.token_metric("ok"), 1)
         self.p.wait_for(contains="auth user=alice result=ok", count=3)
         self.assertNoSecrets()
 
@@ -158,6 +170,7 @@ class OAuth2ImapLogin(PosternTestCase):
         self.assertIn("AUTHENTICATIONFAILED", str(cm.exception))
         m.logout()
         self.assertEqual(self.refreshes(), 1)
+        self.assertEqual(self.token_metric("refused"), 1)
         self.p.wait_for(contains="authorize it again with 'postern oauth2-authorize fake bob'")
         self.assertNoSecrets()
 
@@ -206,6 +219,8 @@ class OAuth2ImapLogin(PosternTestCase):
             m.login(USER, PASSWORD)
         self.assertIn("UNAVAILABLE", str(cm.exception))
         m.logout()
+        self.assertEqual(self.token_metric("temporary"), 1)
+        self.assertEqual(self.token_metric("ok"), 0)
 
     def test_server_refusing_the_token_gets_its_challenge_answered(self):
         for mech in ("xoauth2", "oauthbearer"):
