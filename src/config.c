@@ -416,10 +416,8 @@ check_backend_auth(struct parse *ps, struct service *svc, const int *seen)
 	svc->oauth2 = config_oauth2_find(ps->cfg->oauth2, v + 7);
 	if (!svc->oauth2)
 		perr(ps, ln, "backend_auth: no section [oauth2:%s]", shown(v + 7, sh, sizeof(sh)));
-	if (svc->protocol != PROTO_IMAP)
-		perr(ps, ln,
-		     "backend_auth = oauth2 needs protocol imap (pop3 and smtp do not "
-		     "support it yet)");
+	if (svc->protocol == PROTO_RAW)
+		perr(ps, ln, "backend_auth = oauth2 needs protocol imap, pop3 or smtp");
 	if (svc->backend_tls == TLSMODE_OFF)
 		perr(ps, ln,
 		     "backend_auth = oauth2 needs backend_tls (implicit or starttls): the "

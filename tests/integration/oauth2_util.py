@@ -6,9 +6,11 @@ user's browser), and the secrets a log or a transcript must never hold."""
 
 import base64
 import http.client
+import json
 import os
 import ssl
 import subprocess
+import time
 import urllib.parse
 
 import clientmode_util
@@ -110,3 +112,51 @@ def files_text(*dirs):
                 with open(os.path.join(root, n), "rb") as f:
                     out.append(f.read().decode("utf-8", "replace"))
     return "\n".join(out)
+
+
+class XOAuth2Smtp:
+    """aiosmtpd on 127.0.0.1 with implicit TLS (cert, key) that accepts
+    only AUTH XOAUTH2 with an access token FAKE issued to the user named
+    in it and still valid; any other token gets the error challenge, and
+    535 after the client's answer (kept in challenge_answers). Accepted
+    messages are kept in messages. start() / stop()."""
+
+    def __init__(self, fake, cert, key):
+        from aiosmtpd.controller import Controller
+        from aiosmtpd.smtp import AuthResult
+
+        self.fake = fake
+        self.messages = []
+        self.challenge_answers = []
+        self.port = harness.free_port()
+        outer = self
+
+        class Handler:
+            async def auth_XOAUTH2(self, server, args):
+                blob = args[1].encode() if len(args) > 1 else await server.challenge_auth("")
+                fields = base64.b64decode(blob).split(b"\x01") if len(args) > 1 else []
+                user = next((f[5:] for f in fields if f.startswith(b"user=")), b"").decode()
+                token = next((f[12:] for f in fields if f.startswith(b"auth=Bearer ")), b"").decode()
+                with outer.fake.lock:
+                    a = outer.fake.access.get(token)
+                if a and a[0] == user and a[1] > time.time():
+                    return AuthResult(success=True, auth_data=user)
+                status = json.dumps({"status": "401", "schemes": "bearer", "scope": "mail"})
+                outer.challenge_answers.append(await server.challenge_auth(status))
+                return AuthResult(success=False, handled=False)
+
+            async def handle_DATA(self, server, session, envelope):
+                outer.messages.append((session.auth_data, envelope.content))
+                return "250 2.0.0 Ok: queued"
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port, ssl_context=ctx,
+                                     auth_require_tls=False, auth_exclude_mechanism=["LOGIN", "PLAIN"])
+
+    def start(self):
+        self.controller.start()
+        return self
+
+    def stop(self):
+        self.controller.stop()

@@ -1,9 +1,10 @@
-"""backend_auth = oauth2 with IMAP, end to end: legacy clients (imaplib,
-curl) log in to postern with a user name and a local password; postern
-decrypts the account's refresh token, gets an access token from the fake
-provider (tests/servers/fake_oauth2.py) and logs in to a real Dovecot
-whose only passdb is OAuth 2.0 (driver = oauth2, introspection at the
-fake) with AUTHENTICATE XOAUTH2 or OAUTHBEARER. Cases: the first login
+"""backend_auth = oauth2, end to end: legacy clients (imaplib, poplib,
+smtplib, curl) log in to postern with a user name and a local password;
+postern decrypts the account's refresh token, gets an access token from
+the fake provider (tests/servers/fake_oauth2.py) and logs in to a real
+Dovecot whose only passdb is OAuth 2.0 (driver = oauth2, introspection at
+the fake) with AUTHENTICATE XOAUTH2 or OAUTHBEARER (IMAP) or AUTH XOAUTH2
+(POP3), or to aiosmtpd accepting only XOAUTH2 tokens the fake issued. Cases: the first login
 refreshes and the next one uses the cache; a wrong password fails locally
 (the provider sees no request); a revoked refresh token; a slow provider
 while another session is served; a provider down; the server refusing the
@@ -11,9 +12,11 @@ token (its error challenge answered); no token or password in any log or
 transcript."""
 
 import imaplib
+import poplib
 import os
 import re
 import shutil
+import smtplib
 import socket
 import tempfile
 import threading
@@ -23,7 +26,7 @@ import clientmode_util
 import harness
 from harness import PosternTestCase, Reader, curl, env, free_port, plain_connect
 from fake_oauth2 import FakeOAuth2
-from oauth2_util import OAuth2Dovecot, authorize, files_text, secrets_of
+from oauth2_util import OAuth2Dovecot, XOAuth2Smtp, authorize, files_text, secrets_of
 
 USER = "alice"  # Dovecot's user and the provider account
 PASSWORD = "local pw of alice"  # the local password, spaces included
@@ -31,7 +34,7 @@ REVOKED_USER = "bob"
 REVOKED_PASSWORD = "local-pw-of-bob"
 
 
-class OAuth2ImapLogin(PosternTestCase):
+class OAuth2Login(PosternTestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -45,6 +48,7 @@ class OAuth2ImapLogin(PosternTestCase):
         try:
             cls.dovecot.prepare()
             cls.dovecot.start()
+            cls.smtpd = XOAuth2Smtp(cls.fake, cert, key).start()
             conf = harness.Postern(cls.services(), name="oauth2-authorize").conf
             authorize(conf, "fake", USER, PASSWORD, cls.fake)
             authorize(conf, "fake", REVOKED_USER, REVOKED_PASSWORD, cls.fake)
@@ -54,21 +58,27 @@ class OAuth2ImapLogin(PosternTestCase):
 
     @classmethod
     def tearDownClass(cls):
+        if getattr(cls, "smtpd", None):
+            cls.smtpd.stop()
         cls.dovecot.stop()
         cls.fake.stop()
         shutil.rmtree(cls.dir, True)
 
     @classmethod
     def services(cls, token_url=None, mech="xoauth2", capture=None):
-        imap = {"protocol": "imap", "listen": "127.0.0.1:%d" % free_port(), "tls": "off",
-                "backend": "127.0.0.1:%d" % cls.dovecot.ports["imaps"], "backend_tls": "implicit",
-                "backend_ca": clientmode_util.pki().ca, "backend_sni": "localhost",
-                "backend_auth": "oauth2:fake", "log_commands": "yes", "capture_dir": capture}
+        def service(protocol, port):
+            return {"protocol": protocol, "listen": "127.0.0.1:%d" % free_port(), "tls": "off",
+                    "backend": "127.0.0.1:%d" % port, "backend_tls": "implicit",
+                    "backend_ca": clientmode_util.pki().ca, "backend_sni": "localhost",
+                    "backend_auth": "oauth2:fake", "log_commands": "yes", "capture_dir": capture}
         provider = {"provider": "generic", "device_authorization_url": cls.fake.url + "/device",
                     "token_url": token_url or cls.fake.url + "/token", "scope": "mail offline_access",
                     "client_id": "postern-test", "token_dir": cls.tokens, "ca": env().ca,
                     "timeout": "5s", "sasl_mechanism": mech}
-        return [("legacy", imap), ("oauth2:fake", provider)]
+        return [("legacy", service("imap", cls.dovecot.ports["imaps"])),
+                ("legacy-pop3", service("pop3", cls.dovecot.ports["pop3s"])),
+                ("legacy-smtp", service("smtp", cls.smtpd.port if hasattr(cls, "smtpd") else free_port())),
+                ("oauth2:fake", provider)]
 
     def setUp(self):
         super().setUp()
@@ -85,11 +95,11 @@ class OAuth2ImapLogin(PosternTestCase):
                               global_={"metrics": "127.0.0.1:%d" % self.mport})
         return self.p
 
-    def token_metric(self, result):
+    def token_metric(self, result, service="legacy"):
         """postern_oauth2_token_requests_total of the service for result."""
         r = curl(["-s", "--max-time", "5", "http://127.0.0.1:%d/metrics" % self.mport])
-        m = re.search(rb'^postern_oauth2_token_requests_total\{service="legacy",result="%s"\} (\d+)$'
-                      % result.encode(), r.stdout, re.M)
+        m = re.search(rb'^postern_oauth2_token_requests_total\{service="%s",result="%s"\} (\d+)$'
+                      % (service.encode(), result.encode()), r.stdout, re.M)
         self.assertIsNotNone(m, r.stdout[-2000:])
         return int(m.group(1))
 
@@ -103,7 +113,7 @@ class OAuth2ImapLogin(PosternTestCase):
         """Nothing in postern's log or the transcripts is a token, a SASL
         message or a password."""
         text = self.p.stderr() + files_text(self.capture)
-        self.assertIn("LOGIN", text)  # the scan reads what was logged
+        self.assertIn(" ***", text)  # the scan reads where credentials were hidden
         for s in secrets_of(self.fake, [USER, REVOKED_USER], [PASSWORD, REVOKED_PASSWORD]):
             self.assertNotIn(s, text)
 
@@ -244,3 +254,101 @@ class OAuth2ImapLogin(PosternTestCase):
                 p.wait_for(contains="auth user=alice result=failed")
                 self.assertNoSecrets()
                 p.stop()
+
+    # ------------------------------------------------------------ POP3
+
+    def pop3(self):
+        return poplib.POP3("127.0.0.1", self.p.port("legacy-pop3"), timeout=15)
+
+    def test_pop3_user_pass_and_auth_plain(self):
+        self.start()
+        m = self.pop3()
+        caps = m.capa()
+        self.assertEqual(caps.get("SASL"), ["PLAIN"], caps)
+        self.assertIn("USER", caps)
+        m.user(USER)
+        self.assertTrue(m.pass_(PASSWORD).startswith(b"+OK"))
+        self.assertEqual(m.stat()[0], 3)
+        m.quit()
+        # curl logs in with AUTH PLAIN and an initial response, from the cache
+        r = curl(["-sS", "--max-time", "15", "--url", "pop3://127.0.0.1:%d/1" % self.p.port("legacy-pop3"),
+                  "--user", "%s:%s" % (USER, PASSWORD)])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn(b"client mode 1", r.stdout)
+        self.assertEqual(self.refreshes(), 1)
+        self.assertEqual(self.token_metric("ok", "legacy-pop3"), 1)
+        self.p.wait_for(contains="auth user=alice result=ok", count=2)
+        self.assertNoSecrets()
+
+    def test_pop3_wrong_password_and_provider_failure(self):
+        self.start()
+        m = self.pop3()
+        m.user(USER)
+        with self.assertRaises(poplib.error_proto) as cm:
+            m.pass_("wrong")
+        self.assertIn(b"-ERR [AUTH]", cm.exception.args[0])
+        self.assertEqual(self.fake.requests, [])
+        self.fake.fail_next = [503]
+        with self.assertRaises(poplib.error_proto) as cm:
+            m.pass_(PASSWORD)
+        self.assertIn(b"-ERR [SYS/TEMP]", cm.exception.args[0])
+        self.assertTrue(m.pass_(PASSWORD).startswith(b"+OK"))  # the provider is back
+        m.quit()
+        self.p.wait_for(contains="auth user=alice result=failed")
+
+    # ------------------------------------------------------------ SMTP
+
+    def smtp(self):
+        return smtplib.SMTP("127.0.0.1", self.p.port("legacy-smtp"), timeout=15)
+
+    def test_smtp_auth_plain_and_login_send_mail(self):
+        self.start()
+        s = self.smtp()
+        s.ehlo()
+        self.assertEqual(s.esmtp_features.get("auth", "").split(), ["PLAIN", "LOGIN"])
+        s.login(USER, PASSWORD)  # AUTH PLAIN with an initial response
+        s.sendmail("alice@example.test", ["bob@example.test"], b"Subject: via oauth2\r\n\r\nhello\r\n")
+        s.quit()
+        s = self.smtp()
+        s.ehlo()
+        s.user, s.password = USER, PASSWORD
+        code, _ = s.auth("LOGIN", s.auth_login)  # the user name as initial response, then 334
+        self.assertEqual(code, 235)
+        s.quit()
+        self.assertEqual(self.smtpd.messages[-1][0], USER)
+        self.assertIn(b"hello", self.smtpd.messages[-1][1])
+        self.assertEqual(self.refreshes(), 1)
+        self.p.wait_for(contains="auth user=alice result=ok", count=2)
+        self.assertNoSecrets()
+
+    def test_smtp_failures(self):
+        self.start()
+        s = self.smtp()
+        s.ehlo()
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
+            s.login(USER, "wrong")
+        self.assertEqual(cm.exception.smtp_code, 535)
+        self.assertIn(b"5.7.8", cm.exception.smtp_error)
+        self.assertEqual(self.fake.requests, [])
+        self.fake.fail_next = [503]
+        s.user, s.password = USER, PASSWORD
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
+            s.auth("PLAIN", s.auth_plain)  # login() would go on with LOGIN
+        self.assertEqual(cm.exception.smtp_code, 454)
+        self.assertIn(b"4.7.0", cm.exception.smtp_error)
+        s.login(USER, PASSWORD)
+        s.quit()
+        # the server refuses the cached token: its challenge is answered empty
+        with self.fake.lock:
+            self.fake.access.clear()
+        answers = len(self.smtpd.challenge_answers)
+        s = self.smtp()
+        s.ehlo()
+        s.user, s.password = USER, PASSWORD
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
+            s.auth("PLAIN", s.auth_plain)
+        self.assertEqual(cm.exception.smtp_code, 535)
+        self.assertEqual(self.smtpd.challenge_answers[answers:], [b""])
+        s.noop()  # the session goes on
+        s.quit()
+        self.assertNoSecrets()

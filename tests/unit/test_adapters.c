@@ -3215,6 +3215,117 @@ test_imap_oauth2_login_waits_for_commands_in_flight(void **state)
 	LOGIN_AS(s, "alice|pw");
 }
 
+static struct sess *
+login_sess_of(const struct proto_ops *ops, const char *greeting)
+{
+	struct sess *s;
+
+	login_next = true;
+	s = sess_new(ops, false);
+	login_next = false;
+	feed(s, S, greeting);
+	TO_CLIENT(s, greeting);
+	return s;
+}
+
+static void
+test_pop3_oauth2_user_pass_and_auth_plain(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+
+	/* the server's USER and SASL are for postern; the client gets these */
+	feed(s, C, "CAPA\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+	feed(s, S, "+OK\r\nUSER\r\nSASL XOAUTH2 OAUTHBEARER\r\nTOP\r\n.\r\n");
+	TO_CLIENT(s, "+OK\r\nTOP\r\nUSER\r\nSASL PLAIN\r\n.\r\n");
+	feed(s, C, "PASS pw\r\n");
+	ANSWER(s, "-ERR USER first\r\n");
+	feed(s, C, "USER alice\r\nPASS pass word\r\nSTAT\r\n");
+	ANSWER(s, "+OK\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pass word");
+	NOTHING(s);
+	drive(s, C); /* STAT waits for the outcome */
+	assert_int_equal(s->stop[C], PV_WAIT);
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "\r\n");
+	TO_CLIENT(s, "");
+	feed(s, S, "-ERR [AUTH] Authentication failed.\r\n");
+	TO_CLIENT(s, "-ERR [AUTH] Authentication failed.\r\n");
+	drive(s, C);
+	TO_SERVER(s, "STAT\r\n");
+	feed(s, S, "-ERR Unknown command\r\n");
+	TO_CLIENT(s, "-ERR Unknown command\r\n");
+	/* AUTH PLAIN, then a temporary failure in POP3's words */
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "+ \r\n");
+	feed(s, C, "AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "-ERR [SYS/TEMP] Authentication service unavailable, try again later\r\n");
+	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_NONE); /* none pending */
+	ANSWER(s, "-ERR [AUTH] Authentication failed\r\n");
+	feed(s, C, "AUTH\r\nAUTH XOAUTH2 dXNlcj1hbGljZQ==\r\nAPOP alice 0123\r\n");
+	ANSWER(s, "+OK\r\nPLAIN\r\n.\r\n-ERR Unsupported mechanism: use PLAIN, or USER and PASS\r\n"
+	          "-ERR APOP is not offered: use USER and PASS\r\n");
+	NOTHING(s);
+}
+
+static void
+test_smtp_oauth2_auth_plain_and_login(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S,
+	     "250-mx\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250-AUTH=XOAUTH2\r\n250 8BITMIME\r\n");
+	TO_CLIENT(s, "250-mx\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n");
+	/* AUTH LOGIN without and with an initial response */
+	feed(s, C, "AUTH LOGIN\r\n");
+	ANSWER(s, "334 VXNlcm5hbWU6\r\n");
+	feed(s, C, "YWxpY2U=\r\n");
+	ANSWER(s, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "cHc=\r\nMAIL FROM:<a@b>\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pw");
+	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_FAILED);
+	ANSWER(s, "535 5.7.8 Authentication credentials invalid\r\n");
+	drive(s, C);
+	TO_SERVER(s, "MAIL FROM:<a@b>\r\n");
+	feed(s, S, "530 5.7.0 Authentication required\r\n");
+	TO_CLIENT(s, "530 5.7.0 Authentication required\r\n");
+	feed(s, C, "AUTH LOGIN YWxpY2U=\r\n");
+	ANSWER(s, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "*\r\n");
+	ANSWER(s, "501 5.7.0 Authentication cancelled\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "454 4.7.0 Temporary authentication failure, try again later\r\n");
+	/* the token goes to the server; its challenge is answered */
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "334 \r\n");
+	feed(s, C, "AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_send(s, "OAUTHBEARER", "bixhPWFsaWNlLAE=");
+	TO_SERVER(s, "AUTH OAUTHBEARER bixhPWFsaWNlLAE=\r\n");
+	feed(s, S, "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "AQ==\r\n");
+	TO_CLIENT(s, "");
+	feed(s, S, "235 2.7.0 Authentication successful\r\n");
+	TO_CLIENT(s, "235 2.7.0 Authentication successful\r\n");
+	/* logged in: AUTH is the server's business again */
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	TO_SERVER(s, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	feed(s, C, "AUTH CRAM-MD5\r\n");
+	NOTHING(s);
+}
+
 int
 main(void)
 {
@@ -3301,6 +3412,8 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_oauth2_authenticate_plain, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
 	                                  teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

@@ -142,7 +142,7 @@ test_backend_auth_misuse_reported_by_line(void **state)
 {
 	(void)state;
 	/* no backend TLS; a provider that does not exist; not a known value;
-	 * a protocol whose adapter does not answer logins yet */
+	 * a protocol without logins */
 	assert_null(load(SERVICE "backend_auth = oauth2:fake\n"
 	                         "[imap2]\nprotocol = imap\nlisten = 127.0.0.1:1144\ntls = off\n"
 	                         "backend = 127.0.0.1:993\nbackend_tls = implicit\n"
@@ -150,7 +150,7 @@ test_backend_auth_misuse_reported_by_line(void **state)
 	                         "[imap3]\nprotocol = imap\nlisten = 127.0.0.1:1145\ntls = off\n"
 	                         "backend = 127.0.0.1:993\nbackend_tls = implicit\n"
 	                         "backend_auth = token\n"
-	                         "[pop]\nprotocol = pop3\nlisten = 127.0.0.1:1110\ntls = off\n"
+	                         "[raw]\nprotocol = raw\nlisten = 127.0.0.1:1110\ntls = off\n"
 	                         "backend = 127.0.0.1:995\nbackend_tls = implicit\n"
 	                         "backend_auth = oauth2:fake\n" PROVIDER
 	                         "sasl_mechanism = plain\n"));
@@ -158,7 +158,7 @@ test_backend_auth_misuse_reported_by_line(void **state)
 	assert_non_null(strstr(errs, "t.ini:13: backend_auth: no section [oauth2:nosuch]"));
 	assert_non_null(strstr(errs, "t.ini:20: backend_auth = token: expected passthrough or "
 	                             "oauth2:NAME"));
-	assert_non_null(strstr(errs, "t.ini:27: backend_auth = oauth2 needs protocol imap"));
+	assert_non_null(strstr(errs, "t.ini:27: backend_auth = oauth2 needs protocol imap, pop3 or smtp"));
 	assert_non_null(strstr(errs, "t.ini:33: sasl_mechanism = plain: expected xoauth2 or "
 	                             "oauthbearer"));
 }
