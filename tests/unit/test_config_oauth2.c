@@ -158,7 +158,8 @@ test_backend_auth_misuse_reported_by_line(void **state)
 	assert_non_null(strstr(errs, "t.ini:13: backend_auth: no section [oauth2:nosuch]"));
 	assert_non_null(strstr(errs, "t.ini:20: backend_auth = token: expected passthrough or "
 	                             "oauth2:NAME"));
-	assert_non_null(strstr(errs, "t.ini:27: backend_auth = oauth2 needs protocol imap, pop3 or smtp"));
+	assert_non_null(
+	        strstr(errs, "t.ini:27: backend_auth = oauth2 needs protocol imap, pop3 or smtp"));
 	assert_non_null(strstr(errs, "t.ini:33: sasl_mechanism = plain: expected xoauth2 or "
 	                             "oauthbearer"));
 }
