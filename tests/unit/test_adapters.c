@@ -3293,6 +3293,9 @@ test_smtp_oauth2_auth_plain_and_login(void **state)
 	feed(s, C, "cHc=\r\nMAIL FROM:<a@b>\r\n");
 	assert_int_equal(s->stop[C], PV_LOGIN);
 	LOGIN_AS(s, "alice|pw");
+	drive(s, C); /* MAIL waits for the outcome */
+	assert_int_equal(s->stop[C], PV_WAIT);
+	NOTHING(s);
 	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_FAILED);
 	ANSWER(s, "535 5.7.8 Authentication credentials invalid\r\n");
 	drive(s, C);
