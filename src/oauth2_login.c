@@ -201,7 +201,8 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 }
 
 /* A rotated refresh token: stored under the password of the login that
- * asked for it, kept in memory either way. */
+ * asked for it, kept in memory either way. Its scrypt runs on the loop,
+ * once per rotation (at most once per access token's life). */
 static void
 keep_rotated(struct account *a, const char *token)
 {

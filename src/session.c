@@ -247,6 +247,7 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 {
 	s->reason = reason;
 	session_enter(s, S_DRAIN);
+	session_login_forget(s);
 	ep_close(s->srv->loop, &s->backend);
 	s->c2s.discard = true;
 	s->c2s.paused = false;

@@ -86,6 +86,7 @@ class OAuth2Login(PosternTestCase):
             self.fake.requests.clear()
         self.fake.delay = 0.0
         self.fake.fail_next = []
+        self.fake.expires_in = 3600
         self.capture = tempfile.mkdtemp(prefix="capture-", dir=self.dir)
         os.chmod(self.capture, 0o777)
 
@@ -146,6 +147,34 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(self.refreshes(), 1, "the cached access token is used")
         self.assertEqual(self.token_metric("ok"), 1)
         self.p.wait_for(contains="auth user=alice result=ok", count=3)
+        self.assertNoSecrets()
+
+    def test_expired_token_refreshed_and_rotated_token_stored(self):
+        path = os.path.join(self.tokens, USER)
+        with open(path, "rb") as f:
+            before = f.read()
+        self.fake.expires_in = 1  # renewed halfway through such a short life
+        p = self.start()
+        m = self.imap()
+        m.login(USER, PASSWORD)
+        m.logout()
+        with open(path, "rb") as f:
+            rotated = f.read()
+        self.assertNotEqual(rotated, before, "the rotated refresh token is stored")
+        time.sleep(1.0)  # the access token's life is what is under test
+        m = self.imap()
+        m.login(USER, PASSWORD)
+        m.logout()
+        self.assertEqual(self.refreshes(), 2)
+        p.stop()
+        # a new process has no cache: the stored (rotated) token still works,
+        # while the fake forgot every refresh token it rotated away
+        self.fake.expires_in = 3600
+        self.start()
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.refreshes(), 3)
         self.assertNoSecrets()
 
     def test_wrong_password_fails_locally(self):
