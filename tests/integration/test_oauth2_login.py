@@ -65,7 +65,7 @@ class OAuth2Login(PosternTestCase):
         shutil.rmtree(cls.dir, True)
 
     @classmethod
-    def services(cls, token_url=None, mech="xoauth2", capture=None):
+    def services(cls, token_url=None, mech="xoauth2", capture=None, timeout="5s"):
         def service(protocol, port):
             return {"protocol": protocol, "listen": "127.0.0.1:%d" % free_port(), "tls": "off",
                     "backend": "127.0.0.1:%d" % port, "backend_tls": "implicit",
@@ -74,7 +74,7 @@ class OAuth2Login(PosternTestCase):
         provider = {"provider": "generic", "device_authorization_url": cls.fake.url + "/device",
                     "token_url": token_url or cls.fake.url + "/token", "scope": "mail offline_access",
                     "client_id": "postern-test", "token_dir": cls.tokens, "ca": env().ca,
-                    "timeout": "5s", "sasl_mechanism": mech}
+                    "timeout": timeout, "sasl_mechanism": mech}
         return [("legacy", service("imap", cls.dovecot.ports["imaps"])),
                 ("legacy-pop3", service("pop3", cls.dovecot.ports["pop3s"])),
                 ("legacy-smtp", service("smtp", cls.smtpd.port if hasattr(cls, "smtpd") else free_port())),
@@ -257,6 +257,19 @@ class OAuth2Login(PosternTestCase):
         self.assertLess(time.monotonic() - t0, 5)
         m.logout()
         self.p.wait_for(contains="oauth2: token request for account alice failed")
+
+    def test_provider_timeout_is_a_temporary_failure(self):
+        self.start(timeout="1s")
+        self.fake.delay = 2.5
+        self.fake.fail_next = [503]  # its late answer must not rotate alice's token away
+        m = self.imap()
+        t0 = time.monotonic()
+        with self.assertRaises(imaplib.IMAP4.error) as cm:
+            m.login(USER, PASSWORD)
+        self.assertIn("UNAVAILABLE", str(cm.exception))
+        self.assertLess(time.monotonic() - t0, 2.4, "the section's timeout ends the wait")
+        m.logout()
+        self.assertEqual(self.token_metric("temporary"), 1)
 
     def test_provider_error_is_a_temporary_failure(self):
         self.start()
