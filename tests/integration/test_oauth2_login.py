@@ -65,18 +65,19 @@ class OAuth2Login(PosternTestCase):
         shutil.rmtree(cls.dir, True)
 
     @classmethod
-    def services(cls, token_url=None, mech="xoauth2", capture=None, timeout="5s"):
+    def services(cls, token_url=None, mech="xoauth2", capture=None, timeout="5s", starttls=False):
         def service(protocol, port):
             return {"protocol": protocol, "listen": "127.0.0.1:%d" % free_port(), "tls": "off",
-                    "backend": "127.0.0.1:%d" % port, "backend_tls": "implicit",
+                    "backend": "127.0.0.1:%d" % port, "backend_tls": "starttls" if starttls else "implicit",
                     "backend_ca": clientmode_util.pki().ca, "backend_sni": "localhost",
                     "backend_auth": "oauth2:fake", "log_commands": "yes", "capture_dir": capture}
         provider = {"provider": "generic", "device_authorization_url": cls.fake.url + "/device",
                     "token_url": token_url or cls.fake.url + "/token", "scope": "mail offline_access",
                     "client_id": "postern-test", "token_dir": cls.tokens, "ca": env().ca,
                     "timeout": timeout, "sasl_mechanism": mech}
-        return [("legacy", service("imap", cls.dovecot.ports["imaps"])),
-                ("legacy-pop3", service("pop3", cls.dovecot.ports["pop3s"])),
+        ports = cls.dovecot.ports
+        return [("legacy", service("imap", ports["imap" if starttls else "imaps"])),
+                ("legacy-pop3", service("pop3", ports["pop3" if starttls else "pop3s"])),
                 ("legacy-smtp", service("smtp", cls.smtpd.port if hasattr(cls, "smtpd") else free_port())),
                 ("oauth2:fake", provider)]
 
@@ -304,6 +305,23 @@ class OAuth2Login(PosternTestCase):
                 p.wait_for(contains="auth user=alice result=failed")
                 self.assertNoSecrets()
                 p.stop()
+
+    def test_backend_starttls(self):
+        """The same logins when postern reaches Dovecot with STARTTLS/STLS."""
+        self.start(starttls=True)
+        m = self.imap()
+        self.assertIn("AUTH=PLAIN", m.capabilities)
+        self.assertNotIn("LOGINDISABLED", m.capabilities)
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        self.assertEqual(m.select("INBOX")[0], "OK")
+        m.logout()
+        m = self.pop3()
+        m.user(USER)
+        self.assertTrue(m.pass_(PASSWORD).startswith(b"+OK"))
+        self.assertEqual(m.stat()[0], 3)
+        m.quit()
+        self.assertEqual(self.refreshes(), 1)
+        self.assertNoSecrets()
 
     # ------------------------------------------------------------ POP3
 
