@@ -14,7 +14,9 @@
  *    would stall them for good. So scrypt runs once per account (and again
  *    only when the file changed, e.g. oauth2-authorize ran again); later
  *    logins compare the check, in microseconds. The check is no weaker
- *    than what memory already holds: the refresh token itself.
+ *    than what memory already holds: the refresh token itself. Until an
+ *    account's password is known, a wrong one pauses its scrypt for a
+ *    second, so guessing cannot hold the loop either.
  *
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
@@ -37,6 +39,9 @@
 
 /* An access token is renewed this long before it expires. */
 #define RENEW_MARGIN 60.0
+/* After a wrong password, the account's file is not opened again (scrypt)
+ * for this long: its attempts fail at once meanwhile. */
+#define SCRYPT_PAUSE 1.0
 #define WHO_MAX 112
 #define PATH_MAX_LEN 4096
 
@@ -46,8 +51,9 @@ struct account {
 	char name[256];
 	bool known; /* the password check and the refresh token are set */
 	unsigned char salt[16], check[32];
-	struct stat file; /* the token file they came from */
-	char *refresh;    /* secret */
+	struct stat file;       /* the token file they came from */
+	ev_tstamp scrypt_after; /* a wrong password was tried: no scrypt before */
+	char *refresh;          /* secret */
 	size_t refresh_len;
 	char *access; /* secret; NULL: none usable */
 	size_t access_len;
@@ -356,7 +362,11 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		OPENSSL_cleanse(check, sizeof(check));
 		if (!ok)
 			goto refused;
+	} else if (ev_now(loop) < a->scrypt_after) {
+		goto refused;
 	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
+		if (r == OAUTH2_LOGIN_REFUSED)
+			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
 		cb(arg, r, NULL);
 		return NULL;
 	}

@@ -32,6 +32,7 @@ USER = "alice"  # Dovecot's user and the provider account
 PASSWORD = "local pw of alice"  # the local password, spaces included
 REVOKED_USER = "bob"
 REVOKED_PASSWORD = "local-pw-of-bob"
+PAUSE = 1.1  # after a wrong password, an account's token file stays shut 1 s
 
 
 class OAuth2Login(PosternTestCase):
@@ -187,16 +188,22 @@ class OAuth2Login(PosternTestCase):
         m.logout()
         self.assertEqual(self.fake.requests, [], "nothing was asked of the provider")
         self.p.wait_for(contains="auth user=alice result=failed")
-        # after a good login, a wrong one still fails, from the cache
+        # guessing is paused: for a second even the right password fails
         m = self.imap()
+        with self.assertRaises(imaplib.IMAP4.error):
+            m.login(USER, PASSWORD)
+        self.assertEqual(self.fake.requests, [])
+        time.sleep(PAUSE)
+        # after a good login, a wrong one still fails, from the cache
         m.login(USER, PASSWORD)
         m.logout()
         m = self.imap()
         with self.assertRaises(imaplib.IMAP4.error):
             m.login(USER, PASSWORD + "x")
+        m.login(USER, PASSWORD)  # no pause once the password is known
         m.logout()
         self.assertEqual(self.refreshes(), 1)
-        self.p.wait_for(contains="auth user=alice result=failed", count=2)
+        self.p.wait_for(contains="auth user=alice result=failed", count=3)
         self.assertNoSecrets()
 
     def test_revoked_refresh_token_tells_the_admin(self):
@@ -356,6 +363,7 @@ class OAuth2Login(PosternTestCase):
             m.pass_("wrong")
         self.assertIn(b"-ERR [AUTH]", cm.exception.args[0])
         self.assertEqual(self.fake.requests, [])
+        time.sleep(PAUSE)
         self.fake.fail_next = [503]
         with self.assertRaises(poplib.error_proto) as cm:
             m.pass_(PASSWORD)
@@ -398,6 +406,7 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(cm.exception.smtp_code, 535)
         self.assertIn(b"5.7.8", cm.exception.smtp_error)
         self.assertEqual(self.fake.requests, [])
+        time.sleep(PAUSE)
         self.fake.fail_next = [503]
         s.user, s.password = USER, PASSWORD
         with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
