@@ -69,6 +69,7 @@ send_token(struct session *s, const char *token)
 	s->proto->login_send(s->proto_state, p->oauthbearer ? "OAUTHBEARER" : "XOAUTH2", blob,
 	                     (size_t)n, &act, session_scratch);
 	buf_append_grow(&s->c2s.buf, act.text, act.len);
+	s->c2s.buf.secret = true; /* wiped as it leaves for the server */
 	if (act.log)
 		observe_action(s->obs, PROTO_FROM_CLIENT, &act);
 	OPENSSL_cleanse(session_scratch, act.len);
