@@ -95,12 +95,18 @@ secret_free(char **p, size_t *n)
 /* The account no longer trusts what it learnt (a refused token, a file
  * that changed): the next login opens the file again. */
 static void
-forget(struct account *a)
+forget_password(struct account *a)
 {
 	secret_free(&a->refresh, &a->refresh_len);
-	secret_free(&a->access, &a->access_len);
 	OPENSSL_cleanse(a->check, sizeof(a->check));
 	a->known = false;
+}
+
+static void
+forget(struct account *a)
+{
+	forget_password(a);
+	secret_free(&a->access, &a->access_len);
 }
 
 static void
@@ -175,9 +181,12 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 	char err[256], *token = NULL;
 	size_t len = 0;
 	enum oauth2_store_result r;
-
-	forget(a);
+	/* An access token outlives a rotated refresh token (another worker
+	 * stored one): it is kept when the password opens the new file. */
+	forget_password(a);
 	r = oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
+	if (r != OAUTH2_STORE_OK)
+		secret_free(&a->access, &a->access_len);
 	switch (r) {
 	case OAUTH2_STORE_OK:
 		break;
@@ -237,6 +246,18 @@ keep_rotated(struct account *a, const char *token)
 	}
 }
 
+/* Whether the token file is no longer the one the account's refresh
+ * token came from. */
+static bool
+file_replaced(const struct account *a)
+{
+	char path[PATH_MAX_LEN];
+	struct stat st;
+
+	return oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
+	       stat(path, &st) == 0 && !same_file(&a->file, &st);
+}
+
 static void
 answer_waiters(struct account *a, enum oauth2_login_result r)
 {
@@ -276,6 +297,15 @@ refreshed(void *arg, const struct oauth2_reply *reply)
 		            "oauth2: account %s: access token valid for %.0f s", a->name, life);
 		r = OAUTH2_LOGIN_OK;
 		k = MO_OK;
+	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a)) {
+		/* Another worker stored a rotated token (or oauth2-authorize ran)
+		 * while this one used the old: the next login reads the new. */
+		log_session(LOG_INFO, a->req_who,
+		            "oauth2: the refresh token of account %s was replaced meanwhile: the "
+		            "next login uses the new one",
+		            a->name);
+		forget(a);
+		k = MO_REFUSED;
 	} else if (reply->result == OAUTH2_PERMANENT) {
 		log_session(LOG_WARNING, a->req_who,
 		            "oauth2: the provider refused the refresh token of account %s (%s): "

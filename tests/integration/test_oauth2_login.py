@@ -16,6 +16,7 @@ import poplib
 import os
 import re
 import shutil
+import signal
 import smtplib
 import socket
 import tempfile
@@ -178,6 +179,31 @@ class OAuth2Login(PosternTestCase):
         m.logout()
         self.assertEqual(self.refreshes(), 3)
         self.assertNoSecrets()
+
+    def test_reload_starts_with_an_empty_cache(self):
+        self.start()
+        m = self.imap()
+        m.login(USER, PASSWORD)
+        m.logout()
+        self.p.signal(signal.SIGHUP)
+        self.p.wait_for(contains="configuration reloaded")
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.refreshes(), 2, "the reloaded configuration knows no token")
+
+    def test_workers_share_the_token_file(self):
+        """Each worker process has its own cache; a token one of them
+        rotated and stored is read by the others."""
+        self.mport = free_port()
+        self.p = self.postern(self.services(capture=self.capture),
+                              global_={"workers": "2", "metrics": "127.0.0.1:%d" % self.mport})
+        for i in range(8):
+            m = self.imap()
+            self.assertEqual(m.login(USER, PASSWORD)[0], "OK", i)
+            m.logout()
+        self.assertIn(self.refreshes(), (1, 2))
+        self.assertEqual(self.token_metric("refused"), 0)
 
     def test_wrong_password_fails_locally(self):
         self.start()
