@@ -283,6 +283,7 @@ refreshed(void *arg, const struct oauth2_reply *reply)
 	size_t n;
 
 	a->req = NULL;
+	secret_free(&a->access, &a->access_len);
 	if (reply->result == OAUTH2_OK && (n = strlen(reply->access_token)) > 0 &&
 	    (a->access = malloc(n + 1)) != NULL) {
 		double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
@@ -291,7 +292,8 @@ refreshed(void *arg, const struct oauth2_reply *reply)
 		/* a short-lived token is renewed halfway instead */
 		a->renew_at = ev_now(client_loop) +
 		              (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
-		if (reply->refresh_token[0] && strcmp(reply->refresh_token, a->refresh) != 0)
+		if (reply->refresh_token[0] &&
+		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0))
 			keep_rotated(a, reply->refresh_token);
 		log_session(LOG_INFO, a->req_who,
 		            "oauth2: account %s: access token valid for %.0f s", a->name, life);
