@@ -180,6 +180,19 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(self.refreshes(), 3)
         self.assertNoSecrets()
 
+    def test_commands_pipelined_after_login_wait_for_it(self):
+        p = self.start()
+        s = plain_connect(p.port("legacy"))
+        r = Reader(s)
+        r.readline()
+        r.send('a1 LOGIN %s "%s"\r\na2 SELECT INBOX\r\na3 LOGOUT\r\n' % (USER, PASSWORD))
+        self.assertRegex(harness.imap_response(r, "a1"), rb"(?m)^a1 OK ")
+        resp = harness.imap_response(r, "a2")
+        self.assertIn(b"* 3 EXISTS", resp)
+        self.assertRegex(resp, rb"(?m)^a2 OK ")
+        self.assertRegex(harness.imap_response(r, "a3"), rb"(?m)^a3 OK ")
+        s.close()
+
     def test_reload_starts_with_an_empty_cache(self):
         self.start()
         m = self.imap()
