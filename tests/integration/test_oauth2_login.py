@@ -99,11 +99,12 @@ class OAuth2Login(PosternTestCase):
                               global_={"metrics": "127.0.0.1:%d" % self.mport})
         return self.p
 
-    def token_metric(self, result, service="legacy"):
-        """postern_oauth2_token_requests_total of the service for result."""
+    def token_metric(self, result, service="legacy", name="postern_oauth2_token_requests_total"):
+        """The counter NAME (by default the token requests) of the service
+        for result."""
         r = curl(["-s", "--max-time", "5", "http://127.0.0.1:%d/metrics" % self.mport])
-        m = re.search(rb'^postern_oauth2_token_requests_total\{service="%s",result="%s"\} (\d+)$'
-                      % (service.encode(), result.encode()), r.stdout, re.M)
+        m = re.search(rb'^%s\{service="%s",result="%s"\} (\d+)$'
+                      % (name.encode(), service.encode(), result.encode()), r.stdout, re.M)
         self.assertIsNotNone(m, r.stdout[-2000:])
         return int(m.group(1))
 
@@ -227,6 +228,7 @@ class OAuth2Login(PosternTestCase):
         m.logout()
         self.assertEqual(self.fake.requests, [], "nothing was asked of the provider")
         self.p.wait_for(contains="auth user=alice result=failed")
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 1)
         # guessing is paused: for a second even the right password fails
         m = self.imap()
         with self.assertRaises(imaplib.IMAP4.error):
