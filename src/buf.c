@@ -1,7 +1,25 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include <postern/buf.h>
+
+static void
+wipe(struct buf *b, size_t from, size_t n)
+{
+	if (b->secret && b->data != NULL && n > 0)
+		OPENSSL_cleanse(b->data + from, n);
+}
+
+/* Empty now: what was wiped stays wiped, and what comes next is not
+ * taken for a secret. */
+static void
+emptied(struct buf *b)
+{
+	b->start = b->end = 0;
+	b->secret = false;
+}
 
 void
 buf_init(struct buf *b, size_t cap)
@@ -9,22 +27,27 @@ buf_init(struct buf *b, size_t cap)
 	b->data = NULL;
 	b->cap = b->base = cap;
 	b->start = b->end = 0;
+	b->secret = false;
 }
 
 void
 buf_free(struct buf *b)
 {
+	wipe(b, 0, b->end);
 	free(b->data);
 	b->data = NULL;
-	b->start = b->end = 0;
+	emptied(b);
 	b->cap = b->base;
 }
 
 static void
 compact(struct buf *b)
 {
-	memmove(b->data, b->data + b->start, b->end - b->start);
-	b->end -= b->start;
+	size_t n = b->end - b->start;
+
+	memmove(b->data, b->data + b->start, n);
+	wipe(b, n, b->end - n); /* the copies left behind */
+	b->end = n;
 	b->start = 0;
 }
 
@@ -39,7 +62,7 @@ buf_tail(struct buf *b, size_t *room)
 		}
 	}
 	if (b->start == b->end) {
-		b->start = b->end = 0;
+		emptied(b);
 	} else if (b->end == b->cap && b->start > 0) {
 		/* Compact only when the tail is exhausted: moving bytes costs a copy. */
 		compact(b);
@@ -57,9 +80,10 @@ buf_commit(struct buf *b, size_t n)
 void
 buf_consume(struct buf *b, size_t n)
 {
+	wipe(b, b->start, n);
 	b->start += n;
 	if (b->start == b->end)
-		b->start = b->end = 0;
+		emptied(b);
 }
 
 bool
@@ -89,9 +113,14 @@ buf_append_grow(struct buf *b, const void *p, size_t len)
 		if (b->cap - b->end < len && b->start > 0)
 			compact(b);
 		if (b->cap - b->end < len) {
-			char *n = realloc(b->data, b->end + len);
+			char *n = b->secret ? malloc(b->end + len) : realloc(b->data, b->end + len);
 			if (n == NULL)
 				return false;
+			if (b->secret) { /* realloc could leave a copy behind */
+				memcpy(n, b->data, b->end);
+				OPENSSL_cleanse(b->data, b->cap);
+				free(b->data);
+			}
 			b->data = n;
 			b->cap = b->end + len;
 		}
@@ -105,7 +134,7 @@ buf_release_if_empty(struct buf *b)
 	if (b->data != NULL && b->start == b->end) {
 		free(b->data);
 		b->data = NULL;
-		b->start = b->end = 0;
+		emptied(b);
 		b->cap = b->base;
 	}
 }

@@ -141,6 +141,7 @@ static const struct keydef keys[] = {
         S(helo_name, config_key_str, helo_name, NULL, 0),
         S(proxy_protocol, config_key_enum, proxy_protocol, proxy_versions, 0),
         S(xclient, config_key_bool, xclient, NULL, 0),
+        S(backend_auth, config_key_str, backend_auth, NULL, 0),
         S(accept_proxy_from, config_key_cidrs, accept_proxy_from, NULL, F_LIST),
         S(log_commands, config_key_bool, log_commands, NULL, 0),
         S(capture_dir, config_key_str, capture_dir, NULL, 0),
@@ -207,6 +208,7 @@ service_free(struct service *svc)
 	free(svc->backend_ca);
 	free(svc->backend_sni);
 	free(svc->helo_name);
+	free(svc->backend_auth);
 	free(svc->capture_dir);
 	free(svc->ciphers);
 	free(svc->ciphersuites);
@@ -394,6 +396,36 @@ check_listen_clashes(struct parse *ps)
 	}
 }
 
+/* backend_auth = passthrough | oauth2:NAME. postern logs in with a token
+ * only over TLS it verifies itself: the client role (backend_tls). The
+ * IMAP adapter is the one that answers the client's login so far. */
+static void
+check_backend_auth(struct parse *ps, struct service *svc, const int *seen)
+{
+	int ln = seen_line(seen, "backend_auth");
+	const char *v = svc->backend_auth;
+	char sh[256];
+
+	if (!ln || strcmp(v, "passthrough") == 0)
+		return;
+	if (strncmp(v, "oauth2:", 7) != 0) {
+		perr(ps, ln, "backend_auth = %s: expected passthrough or oauth2:NAME",
+		     shown(v, sh, sizeof(sh)));
+		return;
+	}
+	svc->oauth2 = config_oauth2_find(ps->cfg->oauth2, v + 7);
+	if (!svc->oauth2)
+		perr(ps, ln, "backend_auth: no section [oauth2:%s]", shown(v + 7, sh, sizeof(sh)));
+	if (svc->protocol == PROTO_RAW)
+		perr(ps, ln, "backend_auth = oauth2 needs protocol imap, pop3 or smtp");
+	if (svc->backend_tls == TLSMODE_OFF)
+		perr(ps, ln,
+		     "backend_auth = oauth2 needs backend_tls (implicit or starttls): the "
+		     "token only travels over TLS postern verifies");
+	else if (!svc->backend_verify)
+		perr(ps, ln, "backend_auth = oauth2 needs backend_verify = yes");
+}
+
 static void
 check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool load_tls)
 {
@@ -443,6 +475,7 @@ check_service(struct parse *ps, struct service *svc, struct svcmeta *meta, bool 
 	}
 	if (svc->xclient && svc->protocol != PROTO_SMTP)
 		perr(ps, seen_line(seen, "xclient"), "xclient needs protocol smtp");
+	check_backend_auth(ps, svc, seen);
 	if (svc->client_verify != CLIENT_VERIFY_OFF && !svc->client_ca && svc->tls != TLSMODE_OFF)
 		perr(ps, seen_line(seen, "client_verify"), "client_verify needs client_ca");
 

@@ -33,6 +33,7 @@ enum {
 	K_TOKEN_DIR,
 	K_CA,
 	K_TIMEOUT,
+	K_MECH,
 	NKEYS
 };
 
@@ -48,6 +49,7 @@ static const char *const keys[NKEYS] = {
         [K_TOKEN_DIR] = "token_dir",
         [K_CA] = "ca",
         [K_TIMEOUT] = "timeout",
+        [K_MECH] = "sasl_mechanism",
 };
 
 _Static_assert(NKEYS <= sizeof(((struct oauth2_provider *)0)->seen) / sizeof(int),
@@ -124,8 +126,10 @@ config_oauth2_section(struct config_oauth2 **op, const char *name, int line, cha
 	memset(p, 0, sizeof(*p));
 	p->line = line;
 	p->timeout = 10;
-	if (!(p->name = strdup(name)))
+	if (!(p->name = strdup(name)) || !(p->cache = calloc(1, sizeof(*p->cache)))) {
+		free(p->name);
 		goto oom;
+	}
 	o->n++;
 	return 0;
 oom:
@@ -173,6 +177,15 @@ config_oauth2_key(struct config_oauth2 *o, const char *key, const char *value, i
 			return -1;
 		}
 		return 0;
+	}
+	if (k == K_MECH) {
+		if (strcmp(value, "xoauth2") == 0 || strcmp(value, "oauthbearer") == 0) {
+			p->oauthbearer = value[0] == 'o';
+			return 0;
+		}
+		snprintf(err, errlen, "sasl_mechanism = %.64s: expected xoauth2 or oauthbearer",
+		         value);
+		return -1;
 	}
 	if (k == K_TIMEOUT) {
 		char *end;
@@ -304,6 +317,9 @@ config_oauth2_free(struct config_oauth2 *o)
 	for (size_t i = 0; i < o->n; i++) {
 		struct oauth2_provider *p = &o->v[i];
 		free(p->name);
+		if (p->cache && p->cache->free)
+			p->cache->free(p->cache->cache);
+		free(p->cache);
 		for (int k = 0; k < NKEYS; k++) {
 			char **f = field(p, k);
 			if (f)

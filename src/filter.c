@@ -82,6 +82,15 @@ filter_input(struct filter *f, enum proto_dir dir, const char *p, size_t len, si
 			r->discarded = len - r->consumed;
 			r->stop = FILTER_STARTTLS;
 			return;
+		case PV_TO_SERVER:
+			if (!buf_append_grow(f->out[PROTO_FROM_CLIENT], act.text, act.len))
+				goto nomem;
+			break;
+		case PV_LOGIN:
+			r->consumed += act.consume;
+			r->login = act;
+			r->stop = FILTER_LOGIN;
+			return;
 		case PV_CLOSE:
 			r->consumed += act.consume;
 			r->text = act.text;

@@ -16,6 +16,10 @@ static const char *const imap_auth_compress_prefix[] = {"AUTH=", "COMPRESS=", NU
 static const char *const imap_compress_prefix[] = {"COMPRESS=", NULL};
 static const char *const imap_add_login_disabled[] = {"STARTTLS", "LOGINDISABLED", NULL};
 static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
+/* backend_auth = oauth2: postern answers LOGIN and AUTHENTICATE PLAIN
+ * itself, whatever the server offers (it offers XOAUTH2 to postern). */
+static const char *const imap_add_login[] = {"AUTH=PLAIN", NULL};
+static const char *const imap_add_starttls_login[] = {"STARTTLS", "AUTH=PLAIN", NULL};
 
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
 static enum proto_verdict
@@ -24,8 +28,15 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 {
 	struct pu_caps pre = {imap_drop_always,
 	                      s->a.observe ? imap_auth_compress_prefix : imap_auth_prefix,
-	                      s->a.require_tls ? imap_add_login_disabled : imap_add_starttls};
+	                      s->a.require_tls ? imap_add_login_disabled
+	                      : s->login       ? imap_add_starttls_login
+	                                       : imap_add_starttls};
 	struct pu_caps post = {imap_drop_always, s->a.observe ? imap_compress_prefix : NULL, NULL};
+
+	if (s->login) {
+		post.remove_prefix = pre.remove_prefix;
+		post.add = s->ol_done ? NULL : imap_add_login;
+	}
 	size_t head = (size_t)(caps - line), at;
 
 	memcpy(scratch, line, head);

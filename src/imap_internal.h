@@ -66,6 +66,21 @@ struct imap_state {
 	uint64_t s_literal;
 	bool s_cont;
 	bool s_greeted; /* the greeting has passed: nothing may precede it */
+	/* backend_auth = oauth2: postern answers the client's login itself
+	 * (imap_login.c) */
+	bool login;
+	unsigned char ol;     /* OL_*: where postern's login is */
+	bool ol_bearer;       /* OAUTHBEARER: an error challenge is answered "AQ==" */
+	bool ol_done;         /* logged in: AUTH=PLAIN is no longer offered */
+	char ol_tag[TAG_MAX]; /* the client's tag, under which it runs */
+	size_t ol_tag_len;
+};
+
+enum {
+	OL_IDLE,
+	OL_PLAIN,   /* "+" sent for AUTHENTICATE PLAIN: the response comes next */
+	OL_TOKEN,   /* PV_LOGIN given: the session fetches the token */
+	OL_UPSTREAM /* AUTHENTICATE sent to the server: its completion ends it */
 };
 
 enum {
@@ -124,6 +139,31 @@ enum proto_verdict imap_forward_id(const struct imap_cmd *c, const size_t *at, s
 enum proto_verdict imap_caps_response(const struct imap_state *s, const char *p, size_t n,
                                       struct pu_word tag, const char *q, struct proto_action *act,
                                       char *scratch);
+
+/* ---- shared by the adapter's files (proto_imap.c) ---- */
+
+bool imap_server_at_boundary(const struct imap_state *s);
+void imap_tag_sent(struct imap_state *s, const char *tag, size_t n);
+/* Local answer to a client command C ("BAD why", "NO why"). */
+enum proto_verdict imap_answer(struct imap_state *s, const struct imap_cmd *c,
+                               struct proto_action *act, char *scratch, const char *text);
+
+/* ---- postern's own login, backend_auth = oauth2 (imap_login.c) ---- */
+
+/* LOGIN or AUTHENTICATE (SASL) C from the client, parsed and past the
+ * TLS rules: answered by postern (PV_LOGIN, or "+" for PLAIN's response). */
+enum proto_verdict imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
+                                      struct proto_action *act, char *scratch);
+/* The client's response to AUTHENTICATE PLAIN's "+" (N: the line, 0: none yet). */
+enum proto_verdict imap_login_response(struct imap_state *s, const char *p, size_t len, size_t n,
+                                       bool full, struct proto_action *act, char *scratch);
+/* A "+" line of N bytes from the server during postern's AUTHENTICATE:
+ * an error challenge, answered for the client (PV_TO_SERVER). */
+enum proto_verdict imap_login_challenge(struct imap_state *s, size_t n, struct proto_action *act,
+                                        char *scratch);
+void imap_login_send(void *st, const char *mech, const char *blob, size_t len,
+                     struct proto_action *act, char *scratch);
+void imap_login_fail(void *st, enum proto_login_fail why, struct proto_action *act, char *scratch);
 
 /* ---- client role (imap_client_role.c) ---- */
 

@@ -203,6 +203,7 @@ metrics_render(char *dst, size_t cap)
 	static const char *const hs[MH_COUNT] = {"timeout", "error"};
 	static const char *const be[MB_COUNT] = {"unreachable", "tls"};
 	static const char *const au[MA_COUNT] = {"ok", "failed"};
+	static const char *const oa[MO_COUNT] = {"ok", "temporary", "refused"};
 	static const char *const ref[MR_COUNT] = {"max_connections", "proxy_header", "protocol",
 	                                          "max_handshakes", "unknown_server_name"};
 	struct text t = {dst, cap, 0};
@@ -251,6 +252,11 @@ metrics_render(char *dst, size_t cap)
 	EACH for (k = 0; k < MA_COUNT; k++)
 	        emit(&t, "postern_auth_total{service=\"%s\",result=\"%s\"} %llu\n", L, au[k],
 	             V(S.auth[k]));
+	family(&t, "postern_oauth2_token_requests_total", "counter",
+	       "Requests to the OAuth 2.0 token endpoint (backend_auth = oauth2), by outcome.");
+	EACH for (k = 0; k < MO_COUNT; k++)
+	        emit(&t, "postern_oauth2_token_requests_total{service=\"%s\",result=\"%s\"} %llu\n",
+	             L, oa[k], V(S.oauth2_token_requests[k]));
 	family(&t, "postern_refused_total", "counter", "Connections refused.");
 	EACH for (k = 0; k < MR_COUNT; k++)
 	        emit(&t, "postern_refused_total{service=\"%s\",reason=\"%s\"} %llu\n", L, ref[k],
@@ -353,7 +359,7 @@ static void
 respond(struct scrape *c)
 {
 	size_t cap = HEAD_ROOM + 4096 +
-	             (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 4096;
+	             (__atomic_load_n(&table()->nservices, __ATOMIC_ACQUIRE) + 1) * 6144;
 	const char *sp = strchr(c->req, ' ');
 	bool get = strncmp(c->req, "GET ", 4) == 0, head = strncmp(c->req, "HEAD ", 5) == 0;
 	const char *status = "200 OK", *extra = "Content-Type: text/plain; version=0.0.4\r\n";

@@ -86,6 +86,7 @@ static void
 imap_init(void *st, const struct proto_conf *conf)
 {
 	pu_adapter_init(st, sizeof(struct imap_state), conf);
+	((struct imap_state *)st)->login = conf->backend_login;
 }
 
 static void
@@ -102,8 +103,8 @@ imap_tls_started(void *st)
 }
 
 /* The server side is between responses: a local answer may go in here. */
-static bool
-server_at_boundary(const struct imap_state *s)
+bool
+imap_server_at_boundary(const struct imap_state *s)
 {
 	return s->s_literal == 0 && !s->s_cont && !s->s_long.on;
 }
@@ -119,8 +120,8 @@ tag_hash(const char *p, size_t n)
 }
 
 /* A command was forwarded: it awaits its tagged completion. */
-static void
-tag_sent(struct imap_state *s, const char *tag, size_t n)
+void
+imap_tag_sent(struct imap_state *s, const char *tag, size_t n)
 {
 	s->inflight++;
 	if (s->ntags < TAGS_MAX)
@@ -195,11 +196,11 @@ start_literal(struct imap_state *s, const struct imap_cmd *c, const char *tag, s
  * session: servers disagree on whether a refused command's literal is
  * read (a server that rejects the tag skips the line and reads the
  * literal's bytes as commands), so no framing of what follows is safe. */
-static enum proto_verdict
-answer(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch,
-       const char *text)
+enum proto_verdict
+imap_answer(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act, char *scratch,
+            const char *text)
 {
-	if (!server_at_boundary(s))
+	if (!imap_server_at_boundary(s))
 		return PV_WAIT;
 	if (c->lit && !c->sync)
 		return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE %s" REFUSED_LITERAL "\r\n",
@@ -249,8 +250,8 @@ refuse_literal(struct imap_state *s, const struct imap_cmd *c, struct proto_acti
                char *scratch)
 {
 	if (c->sync)
-		return answer(s, c, act, scratch, "BAD This command takes no literal");
-	if (!server_at_boundary(s))
+		return imap_answer(s, c, act, scratch, "BAD This command takes no literal");
+	if (!imap_server_at_boundary(s))
 		return PV_WAIT;
 	return pu_answer(act, PV_CLOSE, c->len, scratch, "* BYE This command takes no literal\r\n");
 }
@@ -314,11 +315,11 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	char why[96];
 
 	if (c->bad_tag)
-		return answer(s, c, act, scratch, "BAD Invalid tag");
+		return imap_answer(s, c, act, scratch, "BAD Invalid tag");
 	if (!s->a.tls && memchr(c->p, '\0', c->n))
-		return answer(s, c, act, scratch, "BAD NUL byte in command");
+		return imap_answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
-		return answer(s, c, act, scratch, "BAD Tag too long");
+		return imap_answer(s, c, act, scratch, "BAD Tag too long");
 	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
@@ -326,9 +327,9 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		        pu_starttls_refusal(&s->a, noargs && !c->err, "BAD TLS is already active",
 		                            "BAD STARTTLS takes no arguments");
 		if (no)
-			return answer(s, c, act, scratch, no);
+			return imap_answer(s, c, act, scratch, no);
 		/* Replies to earlier commands must arrive in plaintext, before ours. */
-		if (!server_at_boundary(s) || s->inflight > 0)
+		if (!imap_server_at_boundary(s) || s->inflight > 0)
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, c->len, scratch,
 		                 "%.*s OK Begin TLS negotiation now\r\n", (int)c->tag.n, c->tag.p);
@@ -337,25 +338,27 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	 * on, and nothing a laxer server could read a literal into. */
 	if (c->err && (!s->a.tls || (flags & F_UNDERSTOOD) || c->ends_in_brace)) {
 		snprintf(why, sizeof(why), "BAD Syntax error: %s", c->err);
-		return answer(s, c, act, scratch, why);
+		return imap_answer(s, c, act, scratch, why);
 	}
 	if (gated && (flags & PU_REFUSE_PLAIN)) {
 		act->event = "plaintext-auth-refused";
-		return answer(s, c, act, scratch, "NO [PRIVACYREQUIRED] Use STARTTLS first");
+		return imap_answer(s, c, act, scratch, "NO [PRIVACYREQUIRED] Use STARTTLS first");
 	}
 	if (gated && c->lit)
-		return answer(s, c, act, scratch, "BAD Literals are not permitted before STARTTLS");
+		return imap_answer(s, c, act, scratch,
+		                   "BAD Literals are not permitted before STARTTLS");
 	if (gated && c->eightbit)
-		return answer(s, c, act, scratch,
-		              "BAD 8-bit data is not permitted before STARTTLS");
+		return imap_answer(s, c, act, scratch,
+		                   "BAD 8-bit data is not permitted before STARTTLS");
 	if (gated && !(flags & F_PRETLS))
-		return answer(s, c, act, scratch, "BAD Command not permitted before STARTTLS");
+		return imap_answer(s, c, act, scratch, "BAD Command not permitted before STARTTLS");
 	if ((flags & F_NOARGS) && !noargs && (gated || (flags & F_UNDERSTOOD))) {
 		snprintf(why, sizeof(why), "BAD %s takes no arguments", verb->name);
-		return answer(s, c, act, scratch, why);
+		return imap_answer(s, c, act, scratch, why);
 	}
 	if ((flags & F_COMPRESS) && s->a.observe)
-		return answer(s, c, act, scratch, "NO COMPRESS is off while commands are logged");
+		return imap_answer(s, c, act, scratch,
+		                   "NO COMPRESS is off while commands are logged");
 	size_t at[ID_STRINGS_MAX], nat = 0;
 	unsigned ids = 0;
 	if (flags & F_ID) {
@@ -363,18 +366,21 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		if (bad == NULL && nat > 0 && gated)
 			bad = "BAD ID forwarding fields are not permitted";
 		if (bad)
-			return answer(s, c, act, scratch, bad);
+			return imap_answer(s, c, act, scratch, bad);
 	}
 	if ((flags & F_LOGIN) && !login_ok(c))
-		return answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+		return imap_answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
 	if ((flags & (F_LOGIN | PU_SASL)) && pa_full(&s->auth))
 		return PV_WAIT; /* a verdict makes room */
+	if ((flags & (F_LOGIN | PU_SASL)) && s->login)
+		return imap_login_command(s, c, (flags & PU_SASL) != 0, act, scratch);
 	if (flags & PU_SASL) {
 		if (!sasl_ok(c))
-			return answer(s, c, act, scratch, "BAD Invalid AUTHENTICATE arguments");
+			return imap_answer(s, c, act, scratch,
+			                   "BAD Invalid AUTHENTICATE arguments");
 		/* The exchange ends with this tag's completion: earlier commands,
 		 * which may carry the same tag, must have completed first. */
-		if (s->inflight > 0 || !server_at_boundary(s))
+		if (s->inflight > 0 || !imap_server_at_boundary(s))
 			return PV_WAIT;
 		s->a.c_auth = s->a.c_auth_wait = true;
 		watch_tag(s, c->tag.p, c->tag.n);
@@ -390,7 +396,7 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	s->c_id_strings = (unsigned char)ids;
 	if (flags & (F_LOGIN | PU_SASL))
 		auth_sent(s, c, (flags & PU_SASL) != 0);
-	tag_sent(s, c->tag.p, c->tag.n);
+	imap_tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
 	return imap_forward_id(c, at, nat, act, scratch);
@@ -493,7 +499,7 @@ long_chunk(const char *p, size_t len, size_t n, bool full)
 static enum proto_verdict
 idle_not_done(struct imap_state *s, size_t n, struct proto_action *act, char *scratch)
 {
-	if (!server_at_boundary(s))
+	if (!imap_server_at_boundary(s))
 		return PV_WAIT;
 	return pu_answer(act, PV_CLOSE, n, scratch, "* BYE Expected DONE\r\n");
 }
@@ -530,7 +536,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		imap_long_head(&l, p, chunk);
 		if (at == 0 || tag.n > TAG_MAX || (known && (known->flags & F_UNDERSTOOD))) {
 			/* Too long to judge: refused, and swallowed to its end. */
-			if (!server_at_boundary(s))
+			if (!imap_server_at_boundary(s))
 				return PV_WAIT;
 			l.drop = true;
 			if (at == 0)
@@ -544,7 +550,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 				          "%.*s BAD Line too long\r\n", (int)tag.n, tag.p);
 			v = PV_REPLY;
 		} else {
-			tag_sent(s, tag.p, tag.n);
+			imap_tag_sent(s, tag.p, tag.n);
 			s->c_idle = false;
 			memcpy(l.tag, tag.p, tag.n);
 			l.tag_len = tag.n;
@@ -605,9 +611,11 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 {
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
-	if (s->c_sync || s->a.c_auth_wait || !s->s_greeted)
+	if (s->c_sync || s->a.c_auth_wait || !s->s_greeted || s->ol >= OL_TOKEN)
 		return PV_WAIT;
 	size_t n = pu_line_len(p, len);
+	if (s->ol == OL_PLAIN)
+		return imap_login_response(s, p, len, n, full, act, scratch);
 	if (s->c_long.on)
 		return client_long_tail(s, p, len, n, full, act, scratch);
 	if (n == 0) {
@@ -734,6 +742,8 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
+	if (tag.n == 1 && tag.p[0] == '+' && s->ol == OL_UPSTREAM)
+		return imap_login_challenge(s, n, act, scratch);
 	if (tag.n == 1 && tag.p[0] == '+') {
 		/* A continuation nothing postern saw asks for: the server reads
 		 * the client's next line as a response (a SASL one, perhaps), so
@@ -755,6 +765,12 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		pa_end(&s->auth, tag.p, tag.n, pu_word_is(pu_next_word(&r, end), "OK"), act);
 		if (act->auth) /* a refused synchronising literal never comes */
 			s->auth_lit_user = false;
+	}
+	if (tagged && s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
+	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
+		const char *r = q;
+		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
+		s->ol_done = pu_word_is(pu_next_word(&r, end), "OK");
 	}
 	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
@@ -806,4 +822,6 @@ const struct proto_ops proto_imap = {
         .up_start = imap_up_start,
         .upstream = imap_upstream,
         .up_tls_done = imap_up_tls_done,
+        .login_send = imap_login_send,
+        .login_fail = imap_login_fail,
 };

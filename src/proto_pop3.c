@@ -6,6 +6,7 @@
 
 #include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
+#include <postern/proto_login.h>
 #include <postern/proto_util.h>
 
 enum pop3_kind {
@@ -13,7 +14,8 @@ enum pop3_kind {
 	K_MULTI,  /* status line, then a body ending with "." if +OK */
 	K_CAPA,   /* multi-line, and rewritten */
 	K_AUTH,   /* "+ " challenges until a status line */
-	K_LOGIN   /* PASS or APOP: its status line is a login's verdict */
+	K_LOGIN,  /* PASS or APOP: its status line is a login's verdict */
+	K_OAUTH   /* postern's own AUTH (backend_auth = oauth2) */
 };
 
 enum {
@@ -54,6 +56,23 @@ struct pop3_state {
 	bool s_capa;           /* ... of a CAPA response */
 	struct pu_queue q;     /* commands awaiting their reply */
 	struct pa_login auth;  /* the login attempt in flight, for the auth line */
+	bool login;            /* backend_auth = oauth2: postern answers logins */
+	struct pl_login ol;
+};
+
+static const struct pl_words pop3_words = {
+        .go = "+ ",
+        .cancelled = "-ERR Authentication cancelled",
+        .bad = "-ERR Invalid AUTH PLAIN response",
+        .no_mech = "-ERR Unsupported mechanism: use PLAIN, or USER and PASS",
+        .fail =
+                {
+                        [PROTO_LOGIN_REFUSED] = "-ERR [AUTH] Authentication failed",
+                        [PROTO_LOGIN_REVOKED] = "-ERR [AUTH] Authentication failed: the account "
+                                                "must be authorized again",
+                        [PROTO_LOGIN_TEMPORARY] = "-ERR [SYS/TEMP] Authentication service "
+                                                  "unavailable, try again later",
+                },
 };
 
 static void
@@ -63,6 +82,8 @@ pop3_init(void *st, const struct proto_conf *conf)
 
 	pu_adapter_init(s, sizeof(*s), conf);
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
+	s->login = conf->backend_login;
+	s->ol.auth = &s->auth;
 }
 
 static void
@@ -109,6 +130,37 @@ auth_sent(struct pa_login *l, unsigned flags, const char *q, const char *end)
 	}
 }
 
+/* backend_auth = oauth2: USER, PASS and AUTH answered by postern. */
+static enum proto_verdict
+own_login(struct pop3_state *s, const char *p, size_t n, unsigned flags, const char *args,
+          struct proto_action *act, char *scratch)
+{
+	const char *end = p + pu_trim_eol(p, n), *q = args;
+	struct pu_word w = pu_next_token(&q, end);
+
+	if (s->q.count > 0 || s->s_body || s->s_midline || pa_full(&s->auth))
+		return PV_WAIT;            /* answered in turn */
+	if ((flags & PU_SASL) && w.n == 0) /* the mechanisms on offer */
+		return pu_answer(act, PV_REPLY, n, scratch, "+OK\r\nPLAIN\r\n.\r\n");
+	if (flags & PU_SASL)
+		return pl_auth(&s->ol, &pop3_words, w, pu_next_token(&q, end), n, act, scratch);
+	if ((flags & F_LOGIN) && (flags & F_USER)) /* APOP: no password to give */
+		return local(s, act, n, scratch, "-ERR APOP is not offered: use USER and PASS");
+	if (flags & F_USER) {
+		if (w.n == 0 || w.n > PL_USER_MAX || q < end)
+			return local(s, act, n, scratch, "-ERR Invalid user name");
+		memcpy(s->ol.user, w.p, w.n);
+		s->ol.user_len = (unsigned char)w.n;
+		return local(s, act, n, scratch, "+OK");
+	}
+	/* PASS: the rest of the line, spaces included, as servers read it */
+	if (s->ol.user_len == 0)
+		return local(s, act, n, scratch, "-ERR USER first");
+	if ((size_t)(end - args) > PL_PASS_MAX)
+		return local(s, act, n, scratch, "-ERR [AUTH] Authentication failed");
+	return pl_login_kept(&s->ol, n, (struct pu_word){args, (size_t)(end - args)}, act);
+}
+
 static enum proto_verdict
 command(void *st, const char *p, size_t n, unsigned flags, const char *args,
         struct proto_action *act, char *scratch)
@@ -129,6 +181,8 @@ command(void *st, const char *p, size_t n, unsigned flags, const char *args,
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "%s\r\n", r.text);
 	}
+	if (s->login && !s->ol.done && (flags & (F_USER | F_LOGIN | PU_SASL)))
+		return own_login(s, p, n, flags, args, act, scratch);
 	bool sasl = (flags & PU_SASL) && !noargs; /* AUTH alone lists the mechanisms */
 	if (((flags & F_LOGIN) || sasl) && pa_full(&s->auth))
 		return PV_WAIT; /* a verdict makes room */
@@ -152,7 +206,7 @@ static enum proto_verdict
 client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
-	if (s->a.c_auth_wait)
+	if (s->a.c_auth_wait || pl_busy(&s->ol))
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -179,6 +233,11 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (f != PF_LINE)
 		return pu_frame_pass(&s->c_midline, f);
+	if (pl_reading(&s->ol)) { /* a response to postern's own "+" */
+		if (s->a.observe)
+			pu_log_sasl(act, scratch, p, pu_trim_eol(p, n));
+		return pl_response(&s->ol, &pop3_words, p, n, act, scratch);
+	}
 	return pc_command_line(&s->a, &s->q, &s->auth, pop3_verbs, command, s, p, n, act, scratch);
 }
 
@@ -207,13 +266,17 @@ capa_line(struct pop3_state *s, const char *p, size_t n, struct proto_action *ac
 		s->s_body = s->s_capa = false;
 		pu_queue_pop(&s->q);
 		body_end_log(s, act, scratch);
-		if (s->a.tls)
+		bool offer = s->login && (s->a.tls || !s->a.require_tls);
+		if (s->a.tls && !offer)
 			return PV_PASS;
-		return pu_answer(act, PV_REPLACE, n, scratch, "STLS\r\n.\r\n");
+		return pu_answer(act, PV_REPLACE, n, scratch, "%s%s.\r\n",
+		                 offer ? "USER\r\nSASL PLAIN\r\n" : "", s->a.tls ? "" : "STLS\r\n");
 	}
 	s->s_body_bytes += n;
 	if (pu_word_is(w, "STLS") || pu_word_is(w, "XCLIENT"))
 		return PV_DROP;
+	if (s->login && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
+		return PV_DROP; /* postern's own offer comes at the end */
 	if (!s->a.tls && s->a.require_tls && (pu_word_is(w, "USER") || pu_word_is(w, "SASL")))
 		return PV_DROP;
 	if (pu_word_is(w, "SASL")) { /* without mechanisms postern cannot relay */
@@ -258,6 +321,14 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);
+	bool status = n >= 3 && (strncmp(p, "+OK", 3) == 0 || strncmp(p, "-ER", 3) == 0);
+	if (k == K_OAUTH && !status && p[0] == '+')
+		return pl_challenge(&s->ol, n, act);
+	if (k == K_OAUTH) {
+		pl_ended(&s->ol, strncmp(p, "+OK", 3) == 0, act);
+		pu_queue_pop(&s->q);
+		return PV_PASS;
+	}
 	if (k == K_AUTH && n >= 1 && p[0] == '+' && (n < 3 || p[1] != 'O')) {
 		act->log_flags |= PL_DEBUG;
 		s->a.c_auth_wait = false; /* the client answers the challenge */
@@ -287,6 +358,24 @@ pop3_input(void *st, enum proto_dir dir, const char *p, size_t len, bool full,
 
 	return dir == PROTO_FROM_CLIENT ? client_input(s, p, len, full, act, scratch)
 	                                : server_input(s, p, len, full, act, scratch);
+}
+
+static void
+pop3_login_send(void *st, const char *mech, const char *blob, size_t len, struct proto_action *act,
+                char *scratch)
+{
+	struct pop3_state *s = st;
+
+	pl_send(&s->ol, mech, blob, len, act, scratch);
+	pu_queue_push(&s->q, K_OAUTH);
+}
+
+static void
+pop3_login_fail(void *st, enum proto_login_fail why, struct proto_action *act, char *scratch)
+{
+	struct pop3_state *s = st;
+
+	pl_fail(&s->ol, &pop3_words, why, act, scratch);
 }
 
 /* ---- client role: STLS towards the backend (RFC 2595 4) ---- */
@@ -394,4 +483,6 @@ const struct proto_ops proto_pop3 = {
         .up_start = pop3_up_start,
         .upstream = pop3_upstream,
         .up_tls_done = pop3_up_tls_done,
+        .login_send = pop3_login_send,
+        .login_fail = pop3_login_fail,
 };

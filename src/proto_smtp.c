@@ -8,13 +8,15 @@
 
 #include <postern/proto_auth.h>
 #include <postern/proto_cmd.h>
+#include <postern/proto_login.h>
 #include <postern/proto_util.h>
 
 enum smtp_kind {
 	K_SIMPLE,
 	K_EHLO, /* rewritten */
 	K_DATA, /* 354 starts the body */
-	K_AUTH  /* 334 challenges until a final reply */
+	K_AUTH, /* 334 challenges until a final reply */
+	K_OAUTH /* postern's own AUTH (backend_auth = oauth2) */
 };
 
 struct smtp_state {
@@ -29,12 +31,34 @@ struct smtp_state {
 	uint64_t c_chunk;     /* BDAT bytes still to come */
 	struct pu_queue q;    /* commands awaiting their reply */
 	struct pa_login auth; /* the AUTH in flight, for the auth line */
+	bool login;           /* backend_auth = oauth2: postern answers AUTH */
+	struct pl_login ol;
+};
+
+static const struct pl_words smtp_words = {
+        .go = "334 ",
+        .user_go = "334 VXNlcm5hbWU6", /* "Username:" */
+        .pass_go = "334 UGFzc3dvcmQ6", /* "Password:" */
+        .cancelled = "501 5.7.0 Authentication cancelled",
+        .bad = "501 5.5.2 Invalid AUTH response",
+        .no_mech = "504 5.5.4 Unsupported mechanism: use PLAIN or LOGIN",
+        .fail =
+                {
+                        [PROTO_LOGIN_REFUSED] = "535 5.7.8 Authentication credentials invalid",
+                        [PROTO_LOGIN_REVOKED] = "535 5.7.8 Authentication credentials invalid: "
+                                                "the account must be authorized again",
+                        [PROTO_LOGIN_TEMPORARY] = "454 4.7.0 Temporary authentication failure, "
+                                                  "try again later",
+                },
 };
 
 /* XCLIENT and XFORWARD are for proxies the server trusts, never clients. */
 static const char *const ehlo_drop_always[] = {"STARTTLS", "XCLIENT", "XFORWARD", NULL};
 static const char *const ehlo_drop_pretls[] = {"STARTTLS", "AUTH", "XCLIENT", "XFORWARD", NULL};
 static const char *const ehlo_auth_prefix[] = {"AUTH=", NULL};
+/* backend_auth = oauth2: the server's AUTH is for postern; the client gets
+ * postern's own. */
+static const char *const ehlo_drop_login[] = {"STARTTLS", "AUTH", "XCLIENT", "XFORWARD", NULL};
 
 static void
 smtp_init(void *st, const struct proto_conf *conf)
@@ -43,6 +67,8 @@ smtp_init(void *st, const struct proto_conf *conf)
 
 	pu_adapter_init(s, sizeof(*s), conf);
 	pu_queue_push(&s->q, K_SIMPLE); /* the greeting */
+	s->login = conf->backend_login;
+	s->ol.auth = &s->auth;
 }
 
 /* RFC 3207 4.2: everything learnt before TLS is forgotten; EHLO again. */
@@ -201,6 +227,13 @@ client_command(void *st, const char *p, size_t n, unsigned flags, const char *ar
 		act->event = r.event;
 		return v;
 	}
+	if ((flags & PU_SASL) && s->login && !s->ol.done) {
+		if (s->q.count > 0 || s->s_midline || pa_full(&s->auth))
+			return PV_WAIT; /* answered in turn */
+		struct pu_word mech = pu_next_token(&args, end);
+		return pl_auth(&s->ol, &smtp_words, mech, pu_next_token(&args, end), n, act,
+		               scratch);
+	}
 	if (flags & F_HELO) {
 		s->helo_seen = true;
 		s->chunking = false; /* until an EHLO reply offers it */
@@ -235,7 +268,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		act->consume = n;
 		return PV_PASS;
 	}
-	if (s->c_data_wait || s->a.c_auth_wait)
+	if (s->c_data_wait || s->a.c_auth_wait || pl_busy(&s->ol))
 		return PV_WAIT;
 	if (s->c_skip) {
 		size_t n = pc_skip_tail(p, len, act);
@@ -287,6 +320,11 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 		}
 		return PV_PASS;
 	}
+	if (pl_reading(&s->ol)) { /* a response to postern's own 334 */
+		if (s->a.observe)
+			pu_log_sasl(act, scratch, p, pu_trim_eol(p, n));
+		return pl_response(&s->ol, &smtp_words, p, n, act, scratch);
+	}
 	return pc_command_line(&s->a, &s->q, &s->auth, smtp_verbs, client_command, s, p, n, act,
 	                       scratch);
 }
@@ -334,6 +372,10 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 	struct pu_caps pre = {ehlo_drop_pretls, ehlo_auth_prefix, NULL};
 	struct pu_caps post = {ehlo_drop_always, NULL, NULL};
 	const struct pu_caps *c = s->a.tls ? &post : &pre;
+	bool offer = s->login && !s->ol.done && (s->a.tls || !s->a.require_tls);
+
+	if (s->login)
+		post = (struct pu_caps){ehlo_drop_login, ehlo_auth_prefix, NULL};
 	static const struct pu_caps mechs = {NULL, NULL, NULL};
 	char auth[1024]; /* AUTH lines with their mechanisms filtered */
 	size_t auth_at = 0;
@@ -366,6 +408,10 @@ rewrite_ehlo(struct smtp_state *s, const char *p, size_t total, struct proto_act
 			lens[k - 1] = auth_at - from;
 		}
 		at += n;
+	}
+	if (offer) {
+		lines[k] = "AUTH PLAIN LOGIN";
+		lens[k++] = 16;
 	}
 	if (!s->a.tls) {
 		lines[k] = "STARTTLS";
@@ -414,6 +460,10 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	}
 	if (more)
 		return PV_PASS;
+	if (k == K_OAUTH && strncmp(p, "334", 3) == 0)
+		return pl_challenge(&s->ol, n, act);
+	if (k == K_OAUTH)
+		pl_ended(&s->ol, p[0] == '2', act);
 	if (k == K_AUTH && strncmp(p, "334", 3) == 0) {
 		s->a.c_auth_wait = false; /* a challenge: the client answers it */
 		return PV_PASS;
@@ -561,6 +611,24 @@ smtp_upstream(void *st, const char *p, size_t len, bool full, struct proto_actio
 	}
 }
 
+static void
+smtp_login_send(void *st, const char *mech, const char *blob, size_t len, struct proto_action *act,
+                char *scratch)
+{
+	struct smtp_state *s = st;
+
+	pl_send(&s->ol, mech, blob, len, act, scratch);
+	pu_queue_push(&s->q, K_OAUTH);
+}
+
+static void
+smtp_login_fail(void *st, enum proto_login_fail why, struct proto_action *act, char *scratch)
+{
+	struct smtp_state *s = st;
+
+	pl_fail(&s->ol, &smtp_words, why, act, scratch);
+}
+
 const struct proto_ops proto_smtp = {
         .name = "smtp",
         .alpn = "smtp",
@@ -582,4 +650,6 @@ const struct proto_ops proto_smtp = {
         .upstream = smtp_upstream,
         .up_tls_done = smtp_up_tls_done,
         .up_xclient = smtp_up_xclient,
+        .login_send = smtp_login_send,
+        .login_fail = smtp_login_fail,
 };

@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <openssl/crypto.h>
 #include <openssl/rand.h>
 
 #include <postern/log.h>
@@ -220,6 +221,7 @@ session_close(struct session *s, const char *reason)
 	shared_add(&s->m->bytes_in, s->c2s.bytes);
 	shared_add(&s->m->bytes_out, s->s2c.bytes);
 	ev_timer_stop(loop, &s->timer);
+	session_login_forget(s);
 	backend_forget(s);
 	ep_close(loop, &s->client);
 	ep_close(loop, &s->backend);
@@ -245,6 +247,7 @@ session_drain(struct session *s, const char *text, size_t len, const char *reaso
 {
 	s->reason = reason;
 	session_enter(s, S_DRAIN);
+	session_login_forget(s);
 	ep_close(s->srv->loop, &s->backend);
 	s->c2s.discard = true;
 	s->c2s.paused = false;
@@ -315,6 +318,16 @@ session_filter(void *arg, struct relay_dir *d)
 		buf_free(&d->in);
 		session_enter(s, S_STARTTLS);
 		return -1;
+	case FILTER_LOGIN: {
+		/* The credentials are in the input line or the scratch: copied
+		 * out, then wiped from both. */
+		char *line = (char *)buf_head(&d->in);
+		session_login_start(s, &r.login);
+		OPENSSL_cleanse(line, r.consumed);
+		OPENSSL_cleanse(session_scratch, PROTO_SCRATCH);
+		buf_consume(&d->in, r.consumed);
+		return (long)r.consumed;
+	}
 	case FILTER_CLOSE:
 		shared_add(&s->m->refused[MR_PROTOCOL], 1);
 		log_session(LOG_INFO, s->who, "closing: %.*s", (int)pu_trim_eol(r.text, r.len),
@@ -542,7 +555,9 @@ static bool
 start_adapter(struct session *s)
 {
 	bool offer = s->svc->tls == TLSMODE_STARTTLS;
-	struct proto_conf conf = {.starttls = offer, .require_tls = s->svc->require_tls};
+	struct proto_conf conf = {.starttls = offer,
+	                          .require_tls = s->svc->require_tls,
+	                          .backend_login = s->svc->oauth2 != NULL};
 
 	s->proto_state = calloc(1, s->proto->state_size);
 	if (s->proto_state == NULL)

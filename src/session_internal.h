@@ -48,8 +48,12 @@ struct session {
 	struct filter flt;   /* the verdict loop over proto_state */
 	struct filter up;    /* the verdict loop over up_state */
 	struct filter_hooks hooks;
-	bool handshaking;                    /* counted in srv->handshakes (max_handshakes) */
-	bool rerun;                          /* run the current state's handler again */
+	/* backend_auth = oauth2: postern's own login in progress (session_login.c) */
+	struct oauth2_login *login;
+	bool login_sync;      /* its answer may come before oauth2_login_start returns */
+	char login_user[256]; /* the account, for the SASL message */
+	bool handshaking;     /* counted in srv->handshakes (max_handshakes) */
+	bool rerun;           /* run the current state's handler again */
 	struct sockaddr_storage peer, local; /* the client's address and ours */
 	char *hdr;                           /* PROXY header read so far (accept_proxy_from) */
 	size_t hdr_len;
@@ -92,6 +96,13 @@ void client_start_tls(struct session *s, enum session_state next);
 void client_step_tls(struct session *s);
 /* The client's handshake no longer counts against max_handshakes. */
 void client_handshake_over(struct session *s);
+
+/* session_login.c */
+/* PV_LOGIN: copies the credentials of ACT and starts the login; the
+ * caller wipes where they were. */
+void session_login_start(struct session *s, const struct proto_action *act);
+/* The session ends: the login, if any, is cancelled. */
+void session_login_forget(struct session *s);
 
 /* session_backend.c */
 void backend_connect(struct session *s);

@@ -12,6 +12,9 @@ struct buf {
 	size_t base;  /* the capacity to return to after growing */
 	size_t start; /* first unread byte */
 	size_t end;   /* one past the last written byte */
+	bool secret;  /* it holds a secret (a token on its way): bytes are
+	               * wiped as they are consumed or released; cleared when
+	               * it is empty */
 };
 
 void buf_init(struct buf *b, size_t cap);

@@ -20,6 +20,7 @@ enum log_format { LOGFMT_TEXT, LOGFMT_JSON };
 enum client_verify { CLIENT_VERIFY_OFF, CLIENT_VERIFY_OPTIONAL, CLIENT_VERIFY_REQUIRE };
 
 struct config_oauth2;
+struct oauth2_provider;
 
 /* A list of strings, each remembering the config line it came from. */
 struct strlist {
@@ -54,6 +55,12 @@ struct service {
 	int proxy_protocol; /* 0 off, 1 or 2 */
 	bool log_commands;
 	bool xclient; /* SMTP: the client's address to the backend by XCLIENT */
+	/* backend_auth = oauth2:NAME: postern answers the client's password
+	 * login itself and logs in to the backend with an OAuth 2.0 token of
+	 * that provider (oauth2_login.h). NULL: passthrough. Set by the
+	 * validation pass. */
+	char *backend_auth;
+	const struct oauth2_provider *oauth2;
 	char *capture_dir;
 
 	int tls_min_version; /* TLS1_2_VERSION or TLS1_3_VERSION */

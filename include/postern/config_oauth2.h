@@ -5,6 +5,7 @@
 #ifndef POSTERN_CONFIG_OAUTH2_H
 #define POSTERN_CONFIG_OAUTH2_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <postern/oauth2_http.h>
@@ -23,7 +24,19 @@ struct oauth2_provider {
 	char *token_dir;
 	char *ca; /* CA file for the provider's HTTPS; NULL: system store */
 	double timeout;
+	bool oauthbearer; /* sasl_mechanism: RFC 7628's OAUTHBEARER, else XOAUTH2 */
+	/* What the logins of this configuration learnt (oauth2_login.c): it
+	 * lives and dies with the configuration, so a reload starts afresh. */
+	struct oauth2_cache_slot *cache;
 	int seen[16]; /* line of each key, by its index in config_oauth2.c */
+};
+
+/* The one mutable part of a loaded section: a place for oauth2_login.c's
+ * per-account cache, which FREE (set by whoever fills it) wipes and frees
+ * when the configuration goes. */
+struct oauth2_cache_slot {
+	void *cache;
+	void (*free)(void *cache);
 };
 
 struct config_oauth2 {

@@ -56,6 +56,7 @@ enum filter_stop {
 	FILTER_CLOSE,     /* answer r->text to the client, then close */
 	FILTER_TLS_HELLO, /* a TLS record on a STARTTLS port before STARTTLS */
 	FILTER_NOMEM,
+	FILTER_LOGIN, /* PV_LOGIN: r->login holds the verdict's login_* fields */
 	/* upstream only */
 	FILTER_UP_TLS,  /* start TLS with the backend; r->discarded bytes dropped */
 	FILTER_UP_DONE, /* r->text is the greeting the client gets */
@@ -69,7 +70,8 @@ struct filter_result {
 	int last;         /* the last verdict (PV_* or PU_UP_*), -1: none */
 	const char *text; /* CLOSE, UP_DONE, UP_FAIL */
 	size_t len;
-	const char *event; /* UP_DONE: act->event of the client role, or NULL */
+	const char *event;         /* UP_DONE: act->event of the client role, or NULL */
+	struct proto_action login; /* LOGIN */
 };
 
 /* Judges the bytes from DIR. CAP: what the caller can hold (a full

@@ -19,6 +19,9 @@
 enum metrics_hs { MH_TIMEOUT, MH_ERROR, MH_COUNT };
 enum metrics_be { MB_UNREACHABLE, MB_TLS, MB_COUNT };
 enum metrics_auth { MA_OK, MA_FAILED, MA_COUNT };
+/* Token endpoint requests of backend_auth = oauth2, by outcome: an access
+ * token, a failure to retry later, the refresh token refused. */
+enum metrics_oauth2 { MO_OK, MO_TEMPORARY, MO_REFUSED, MO_COUNT };
 enum metrics_ref {
 	MR_MAX_CONNECTIONS,
 	MR_PROXY_HEADER,
@@ -36,6 +39,7 @@ struct metrics_svc {
 	uint64_t starttls_client, starttls_backend;
 	uint64_t plaintext_auth_refused;
 	uint64_t auth[MA_COUNT]; /* login attempts by the server's verdict */
+	uint64_t oauth2_token_requests[MO_COUNT];
 	uint64_t refused[MR_COUNT];
 	/* Gauges of the certificates loaded (set at start and reload). */
 	uint64_t certificates, certificate_soonest_expiry, certificates_expiring;

@@ -34,7 +34,21 @@ enum proto_verdict {
 	              * client's remaining plaintext is discarded */
 	PV_CLOSE,    /* consume; answer act->text, then close the session */
 	PV_MORE,     /* an incomplete unit: wait for more bytes from this side */
-	PV_WAIT      /* undecidable until the other side speaks (ordering) */
+	PV_WAIT,     /* undecidable until the other side speaks (ordering) */
+	/* backend_auth = oauth2 (proto_conf.backend_login) only: */
+	PV_LOGIN,    /* consume; postern logs in for the client with act->login_*
+	              * (client bytes only); the session ends it with the
+	              * adapter's login_send or login_fail, and the adapter holds
+	              * the client's further commands (WAIT) until the outcome */
+	PV_TO_SERVER /* consume; send act->text to the server (server bytes
+	              * only: the answer to a challenge of postern's own login) */
+};
+
+/* Why postern's own login (PV_LOGIN) failed before reaching the server. */
+enum proto_login_fail {
+	PROTO_LOGIN_REFUSED,   /* wrong password, unknown account: the client's fault */
+	PROTO_LOGIN_REVOKED,   /* the provider refused the stored token: the admin's */
+	PROTO_LOGIN_TEMPORARY, /* the provider or the token store failed: try later */
 };
 
 enum proto_up {
@@ -69,6 +83,13 @@ struct proto_action {
 	const char *auth_user;
 	size_t auth_user_len;
 	bool auth_user_cut; /* the name was longer than what is shown */
+	/* PV_LOGIN: the user name and password the client logs in with,
+	 * pointing into the input or the scratch; the session copies them and
+	 * wipes both. */
+	const char *login_user;
+	size_t login_user_len;
+	const char *login_pass;
+	size_t login_pass_len;
 };
 
 enum {
@@ -78,13 +99,19 @@ enum {
 
 /* What an adapter is told about its session at start. */
 struct proto_conf {
-	bool starttls;    /* postern offers STARTTLS to the client; false: the
-	                   * post-TLS rules from the start (capabilities the
-	                   * backend offers but postern cannot relay are hidden) */
-	bool require_tls; /* refuse credentials before TLS */
-	bool observe;     /* log_commands or capture_dir: fill act->log, and
-	                   * hide what would blind the log (COMPRESS) */
+	bool starttls;      /* postern offers STARTTLS to the client; false: the
+	                     * post-TLS rules from the start (capabilities the
+	                     * backend offers but postern cannot relay are hidden) */
+	bool require_tls;   /* refuse credentials before TLS */
+	bool observe;       /* log_commands or capture_dir: fill act->log, and
+	                     * hide what would blind the log (COMPRESS) */
+	bool backend_login; /* backend_auth = oauth2: the client's password login
+	                     * is answered by postern (PV_LOGIN), which offers
+	                     * only the mechanisms it accepts */
 };
+
+/* Longest password a PV_LOGIN carries. */
+#define PROTO_LOGIN_PASS_MAX 1024
 
 /* Size of the scratch buffer an adapter may build replacement text in. */
 #define PROTO_SCRATCH (PROTO_LINE_MAX + 512)
@@ -127,6 +154,18 @@ struct proto_ops {
 	 * STARTTLS dialogue comes first (backend_tls = starttls); false: none.
 	 * NULL where the protocol has no such command. */
 	void (*up_xclient)(void *st, const char *args, bool starttls);
+
+	/* backend_auth = oauth2: how postern's own login (PV_LOGIN) ends.
+	 * login_send: BLOB (LEN bytes of base64, a secret) is the SASL message
+	 * of mechanism MECH ("XOAUTH2", "OAUTHBEARER"); act->text is the
+	 * command to send the server, under the client's tag, built in
+	 * SCRATCH (the caller wipes it). login_fail: act->text answers the
+	 * client; act->auth is set when WHY counts as a failed login. NULL
+	 * where the adapter does not answer logins. */
+	void (*login_send)(void *st, const char *mech, const char *blob, size_t len,
+	                   struct proto_action *act, char *scratch);
+	void (*login_fail)(void *st, enum proto_login_fail why, struct proto_action *act,
+	                   char *scratch);
 };
 
 extern const struct proto_ops proto_imap, proto_pop3, proto_smtp, proto_raw;

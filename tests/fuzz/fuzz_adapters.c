@@ -10,7 +10,10 @@
  *   byte 0: bits 0-1 protocol (0 IMAP, 1 POP3, 2 SMTP, 3 IMAP),
  *           bit 2 require_tls, bit 5 observe (command log on), bit 3 call
  *           tls_started half-way through the
- *           input, bit 4 both peers close (EOF) once the input is used up.
+ *           input, bit 4 both peers close (EOF) once the input is used up,
+ *           bit 6 backend_auth = oauth2 in client mode (no STARTTLS
+ *           offered; postern answers logins: each PV_LOGIN is ended by
+ *           login_send, or by login_fail for each reason in turn).
  *   then records, each a control byte C:
  *     C & 1: direction (0 client -> server, 1 server -> client);
  *     op = C >> 1:
@@ -70,8 +73,8 @@ struct sim {
 	const struct proto_ops *ops;
 	void *st, *copy;
 	struct side side[2];
-	bool tls, closed, starttls_pending;
-	size_t fed, iter;
+	bool tls, closed, starttls_pending, login;
+	size_t fed, iter, logins;
 	struct buf out[2]; /* what the session would write out */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
@@ -186,7 +189,8 @@ judged(void *arg, enum proto_dir dir, int verdict, const struct proto_action *ac
 	enum proto_verdict v = (enum proto_verdict)verdict;
 
 	CHECK(++s->iter <= IN_CAP + 1); /* every verdict below takes a byte */
-	CHECK(v >= PV_PASS && v <= PV_WAIT);
+	CHECK(v >= PV_PASS && v <= PV_TO_SERVER);
+	CHECK(s->login || v <= PV_WAIT);
 	TRACE("%c v=%d len=%zu full=%d consume=%zu [%.*s] text=[%.*s]\n", dir ? 'S' : 'C', (int)v,
 	      len, (int)full, act->consume, (int)(act->consume < 80 ? act->consume : 80), p,
 	      (int)(act->text && act->len < 200 ? act->len : 0), act->text ? act->text : "");
@@ -212,9 +216,20 @@ judged(void *arg, enum proto_dir dir, int verdict, const struct proto_action *ac
 		                       (s->ops == &proto_imap && act->len == act->consume)));
 		if (s->ops == &proto_smtp)
 			check_ehlo(act->text, act->len, s->tls);
-		if (s->ops == &proto_pop3)
-			CHECK((act->len == 9 && memcmp(act->text, "STLS\r\n.\r\n", 9) == 0) ||
+		if (s->ops == &proto_pop3) /* the end of CAPA, or its SASL line */
+			CHECK((act->len >= 3 &&
+			       memcmp(act->text + act->len - 3, ".\r\n", 3) == 0) ||
 			      (act->len > 7 && memcmp(act->text, "SASL ", 5) == 0));
+		break;
+	case PV_LOGIN:
+		CHECK(dir == PROTO_FROM_CLIENT);
+		CHECK(act->login_user_len > 0 && act->login_user_len <= 255);
+		CHECK(act->login_pass_len <= PROTO_LOGIN_PASS_MAX);
+		CHECK(act->login_user && act->login_pass);
+		break;
+	case PV_TO_SERVER:
+		CHECK(dir == PROTO_FROM_SERVER && s->login);
+		CHECK(act->len >= 2 && act->text[act->len - 1] == '\n');
 		break;
 	case PV_REPLY:
 	case PV_STARTTLS:
@@ -223,7 +238,10 @@ judged(void *arg, enum proto_dir dir, int verdict, const struct proto_action *ac
 		CHECK(text_ok(s, act->text, act->len));
 		CHECK(act->len >= 3 && act->text[act->len - 2] == '\r' &&
 		      act->text[act->len - 1] == '\n');
-		CHECK(memchr(act->text, '\n', act->len - 1) == NULL); /* one line */
+		/* one line; POP3's AUTH listing postern's mechanisms excepted */
+		CHECK(memchr(act->text, '\n', act->len - 1) == NULL ||
+		      (s->login && s->ops == &proto_pop3 &&
+		       strncmp(act->text, "+OK\r\nPLAIN\r\n.\r\n", act->len) == 0));
 		if (v == PV_STARTTLS) {
 			CHECK(starttls_text_ok(s, act->text, act->len));
 			CHECK(!s->tls); /* never a second STARTTLS */
@@ -232,6 +250,27 @@ judged(void *arg, enum proto_dir dir, int verdict, const struct proto_action *ac
 	default:
 		CHECK(0);
 	}
+}
+
+/* What the session does after PV_LOGIN: the token's SASL message goes to
+ * the server, or the client gets one of the failures, in turn. */
+static void
+end_login(struct sim *s)
+{
+	struct proto_action act = {0};
+	unsigned k = (unsigned)(s->logins++ % 4);
+
+	if (k == 3) {
+		s->ops->login_send(s->st, (s->logins >> 2) & 1 ? "OAUTHBEARER" : "XOAUTH2",
+		                   "dXNlcj1h", 8, &act, s->scratch);
+	} else {
+		s->ops->login_fail(s->st, (enum proto_login_fail)k, &act, s->scratch);
+		CHECK(act.auth == PROTO_AUTH_NONE || k == PROTO_LOGIN_REFUSED);
+	}
+	CHECK(text_ok(s, act.text, act.len));
+	CHECK(act.len >= 3 && act.text[act.len - 2] == '\r' && act.text[act.len - 1] == '\n');
+	CHECK(memchr(act.text, '\n', act.len - 1) == NULL);
+	memcpy(s->copy, s->st, s->ops->state_size);
 }
 
 /* The session's verdict loop (filter.c) for one direction, its output
@@ -258,8 +297,11 @@ filter(struct sim *s, enum proto_dir dir)
 	             &r);
 	buf_free(&s->out[0]);
 	buf_free(&s->out[1]);
-	CHECK(r.stop == FILTER_IDLE || r.stop == FILTER_STARTTLS || r.stop == FILTER_CLOSE);
+	CHECK(r.stop == FILTER_IDLE || r.stop == FILTER_STARTTLS || r.stop == FILTER_CLOSE ||
+	      (r.stop == FILTER_LOGIN && s->login));
 	d->start += r.consumed;
+	if (r.stop == FILTER_LOGIN)
+		end_login(s);
 	if (r.stop == FILTER_CLOSE)
 		s->closed = true;
 	if (r.stop == FILTER_STARTTLS) {
@@ -328,8 +370,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (size < 1)
 		return 0;
 	uint8_t flags = data[0];
-	struct proto_conf conf = {
-	        .starttls = true, .require_tls = (flags & 4) != 0, .observe = (flags & 32) != 0};
+	bool login = (flags & 64) != 0;
+	struct proto_conf conf = {.starttls = !login,
+	                          .require_tls = (flags & 4) != 0,
+	                          .observe = (flags & 32) != 0,
+	                          .backend_login = login};
 	bool midway = (flags & 8) != 0, midway_done = false;
 
 	s->ops = protos[flags & 3];
@@ -338,8 +383,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	CHECK(s->st && s->copy);
 	s->ops->init(s->st, &conf);
 	memcpy(s->copy, s->st, s->ops->state_size);
-	s->tls = s->closed = s->starttls_pending = false;
-	s->fed = 0;
+	s->tls = login; /* client mode: the post-TLS rules from the start */
+	s->closed = s->starttls_pending = false;
+	s->login = login;
+	s->fed = s->logins = 0;
 	for (int i = 0; i < 2; i++) {
 		s->side[i].start = s->side[i].end = 0;
 		s->side[i].qlen = s->side[i].qoff = 0;

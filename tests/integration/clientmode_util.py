@@ -246,6 +246,12 @@ class TlsDovecot(mailserver.Dovecot):
         raise RuntimeError("no port free on both 127.0.0.1 and ::1")
 
     what = "TLS Dovecot"
+    greeting = "Dovecot TLS ready."
+    instance = "postern-cm"
+
+    def auth(self):
+        """How users log in: the passwords of its users file."""
+        return mailserver.DOVECOT_PASSWORD_AUTH.format(dir=self.dir)
 
     def config(self):
         """mailserver's Dovecot template with TLS required and the
@@ -261,8 +267,9 @@ class TlsDovecot(mailserver.Dovecot):
                 + lst("imaps_haproxy", p["imaps_hap"], "127.0.0.1", ssl=True, haproxy=True))
         pop3 = lst("pop3", p["pop3"], listen) + lst("pop3s", p["pop3s"], listen, ssl=True)
         return mailserver.DOVECOT_CONF.format(
-            instance="postern-cm-%d" % os.getpid(), dir=self.dir, listen=listen,
-            tls=TLS_DOVECOT_SETTINGS.format(cert=self.cert, key=self.key), greeting="Dovecot TLS ready.",
+            instance="%s-%d" % (self.instance, os.getpid()), dir=self.dir, listen=listen,
+            tls=TLS_DOVECOT_SETTINGS.format(cert=self.cert, key=self.key), auth=self.auth(),
+            greeting=self.greeting,
             imap_listeners=imap, pop3_listeners=pop3)
 
     def wait_ready(self, timeout):

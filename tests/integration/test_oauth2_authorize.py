@@ -324,16 +324,23 @@ class OAuth2Authorize(PosternTestCase):
         self.assertRegex(err, re.escape(conf) + r":\d+: \[oauth2:fake\]: client_id is required")
         self.assertRegex(err, re.escape(conf) + r":\d+: unknown key 'colour' in \[oauth2:fake\]")
 
-    def test_backend_auth_not_accepted_yet(self):
+    def test_backend_auth_checked_by_postern_t(self):
         with open(self.conf) as f:
             text = f.read()
-        text = text.replace("backend_tls = implicit", "backend_tls = implicit\nbackend_auth = oauth2")
-        path = os.path.join(self.dir, "auth.ini")
-        with open(path, "w") as f:
-            f.write(text)
-        r = run([POSTERN, "-t", "-c", path], timeout=10)
-        self.assertEqual(r.returncode, 1)
-        self.assertRegex(r.stderr.decode(), re.escape(path) + r":\d+: unknown key 'backend_auth'")
+        for value, error in (("oauth2", r"backend_auth = oauth2: expected passthrough or oauth2:NAME"),
+                             ("oauth2:nosuch", r"backend_auth: no section \[oauth2:nosuch\]"),
+                             ("oauth2:fake", None)):
+            with self.subTest(value=value):
+                path = os.path.join(self.dir, "auth.ini")
+                with open(path, "w") as f:
+                    f.write(text.replace("backend_tls = implicit",
+                                         "backend_tls = implicit\nbackend_auth = " + value))
+                r = run([POSTERN, "-t", "-c", path], timeout=10)
+                if error is None:
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                else:
+                    self.assertEqual(r.returncode, 1)
+                    self.assertRegex(r.stderr.decode(), re.escape(path) + r":\d+: " + error)
 
     def test_unknown_provider_and_account_names(self):
         out = self.command("oauth2-authorize", "nosuch", ACCOUNT, expect=1)

@@ -257,8 +257,10 @@ def _make_reachable(path):
 
 # One template for every throwaway Dovecot of the tests: the plain one the
 # whole run shares (below) and the TLS one of the client-mode tests
-# (tests/integration/clientmode_util.py). What differs is passed in: the
-# listen addresses, the TLS settings, the greeting and the listeners.
+# (tests/integration/clientmode_util.py), and the latter's OAuth 2.0
+# variant (tests/integration/oauth2_util.py). What differs is passed in:
+# the listen addresses, the TLS settings, the greeting, the listeners and
+# how users log in (auth).
 DOVECOT_CONF = """\
 # throwaway Dovecot for postern's tests; generated, do not edit
 instance_name = {instance}
@@ -267,7 +269,7 @@ state_dir = {dir}/state
 protocols = imap pop3
 listen = {listen}
 {tls}
-auth_mechanisms = plain login
+{auth}
 log_path = {dir}/dovecot.log
 info_log_path = {dir}/dovecot.log
 mail_location = maildir:~/Maildir
@@ -278,10 +280,6 @@ mail_max_userip_connections = 10000
 default_process_limit = 1000
 default_client_limit = 10000
 verbose_proctitle = yes
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {dir}/users
-}}
 userdb {{
   driver = passwd-file
   args = username_format=%u {dir}/users
@@ -308,6 +306,14 @@ protocol pop3 {{
   pop3_uidl_format = %08Xu%08Xv
 }}
 """
+
+# users log in with the passwords of {dir}/users
+DOVECOT_PASSWORD_AUTH = """\
+auth_mechanisms = plain login
+passdb {{
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u {dir}/users
+}}"""
 
 # plaintext logins allowed: postern terminates TLS in front of it
 DOVECOT_NO_TLS = """\
@@ -407,7 +413,7 @@ class Dovecot(ServerProcess):
                 + "  unix_listener imap.sock {\n    mode = 0666\n  }\n")
         pop3 = dovecot_listener("pop3", self.pop3_port, "127.0.0.1") + dovecot_listener("pop3s", 0)
         return DOVECOT_CONF.format(instance="postern-test-%d" % os.getpid(), dir=self.dir, listen="127.0.0.1",
-                                   tls=DOVECOT_NO_TLS, greeting="Dovecot ready.", imap_listeners=imap,
+                                   tls=DOVECOT_NO_TLS, auth=DOVECOT_PASSWORD_AUTH.format(dir=self.dir), greeting="Dovecot ready.", imap_listeners=imap,
                                    pop3_listeners=pop3)
 
     def wait_ready(self, timeout):

@@ -86,11 +86,15 @@ struct sess {
 	struct str log;    /* command log: "C: ..."/"S: ..." lines, "d" before debug ones */
 	struct str secret; /* act.secret of each verdict, one a line */
 	struct observe_line line[2]; /* a log line being put together (PL_CONT) */
+	struct str login;            /* PV_LOGIN: "user|password" */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
 /* The next sess_new observes (log_commands): set by the redaction tests. */
 static bool observe_next;
+/* The next sess_new is a client-mode service with backend_auth = oauth2:
+ * no STARTTLS offered, postern answers logins. */
+static bool login_next;
 
 /* Sessions of the running test, freed by teardown even when it fails. */
 #define LIVE_MAX 16
@@ -102,8 +106,10 @@ static struct sess *
 sess_new(const struct proto_ops *ops, bool require_tls)
 {
 	struct sess *s = calloc(1, sizeof(*s));
-	struct proto_conf conf = {
-	        .starttls = true, .require_tls = require_tls, .observe = observe_next};
+	struct proto_conf conf = {.starttls = !login_next,
+	                          .require_tls = require_tls,
+	                          .observe = observe_next,
+	                          .backend_login = login_next};
 	size_t i;
 
 	assert_non_null(s);
@@ -137,6 +143,7 @@ sess_free(struct sess *s)
 	free(s->ans.p);
 	free(s->log.p);
 	free(s->secret.p);
+	free(s->login.p);
 	free(s->st);
 	free(s);
 }
@@ -193,6 +200,15 @@ drive_judged(void *arg, enum proto_dir dir, int v, const struct proto_action *ac
 	case PV_REPLACE:
 		assert_non_null(act->text);
 		assert_true(act->len <= PROTO_SCRATCH);
+		break;
+	case PV_LOGIN:
+		assert_true(dir == C);
+		assert_true(act->login_user_len > 0);
+		assert_non_null(act->login_pass);
+		break;
+	case PV_TO_SERVER:
+		assert_true(dir == S);
+		assert_true(act->len > 0);
 		break;
 	case PV_REPLY:
 	case PV_STARTTLS:
@@ -270,6 +286,13 @@ drive(struct sess *s, enum proto_dir dir)
 				str_add(&s->ans, r.text, r.len);
 			else
 				str_clear(in); /* CVE-2011-0411: never executed */
+			break;
+		}
+		if (r.stop == FILTER_LOGIN) { /* the session takes over: the test goes on */
+			str_add(&s->login, r.login.login_user, r.login.login_user_len);
+			str_add(&s->login, "|", 1);
+			str_add(&s->login, r.login.login_pass, r.login.login_pass_len);
+			s->stop[dir] = PV_LOGIN;
 			break;
 		}
 		assert_int_equal(r.stop, FILTER_IDLE);
@@ -3053,6 +3076,259 @@ test_imap_unasked_continuation_hides_next_line(void **state)
 	assert_non_null(strstr(s->log.p, "C: b NOOP\n"));
 }
 
+/* ------------------------------------------------------------------ */
+/* backend_auth = oauth2: postern answers the client's login */
+
+#define LOGIN_GREETING                                                                             \
+	"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGINDISABLED AUTH=XOAUTH2 AUTH=OAUTHBEARER] "         \
+	"ready\r\n"
+
+static struct sess *
+login_sess(void)
+{
+	struct sess *s;
+
+	login_next = true;
+	s = sess_new(&proto_imap, false);
+	login_next = false;
+	feed(s, S, LOGIN_GREETING);
+	TO_CLIENT(s, "* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] ready\r\n");
+	return s;
+}
+
+/* The session's side of PV_LOGIN: the access token's SASL message goes
+ * to the server, or the client gets a refusal. */
+static void
+login_send(struct sess *s, const char *mech, const char *blob)
+{
+	struct proto_action act = {0};
+
+	s->ops->login_send(s->st, mech, blob, strlen(blob), &act, s->scratch);
+	str_add(&s->fwd[C], act.text, act.len);
+}
+
+static enum proto_auth
+login_fail(struct sess *s, enum proto_login_fail why)
+{
+	struct proto_action act = {0};
+
+	s->ops->login_fail(s->st, why, &act, s->scratch);
+	str_add(&s->ans, act.text, act.len);
+	return act.auth;
+}
+
+#define LOGIN_AS(s, w) expect_at(&(s)->login, (w), strlen(w), __FILE__, __LINE__)
+
+static void
+test_imap_oauth2_login_answered_by_postern(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	/* quoted strings unquoted; nothing reaches the server */
+	feed(s, C, "a1 LOGIN alice \"pw \\\"with\\\\ quotes\"\r\na2 NOOP\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pw \"with\\ quotes");
+	NOTHING(s);
+	/* the next command waits for the outcome */
+	drive(s, C);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	NOTHING(s);
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "a1 AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	/* the error challenge is answered for the client, which sees the NO */
+	feed(s, S, "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "\r\n");
+	TO_CLIENT(s, "");
+	feed(s, S, "a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	TO_CLIENT(s, "a1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	drive(s, C);
+	TO_SERVER(s, "a2 NOOP\r\n");
+	feed(s, S, "a2 OK NOOP completed\r\n");
+	TO_CLIENT(s, "a2 OK NOOP completed\r\n");
+	/* OAUTHBEARER's error challenge is answered with ^A */
+	feed(s, C, "b1 LOGIN alice pw\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_send(s, "OAUTHBEARER", "bixhPWFsaWNlLAE=");
+	TO_SERVER(s, "b1 AUTHENTICATE OAUTHBEARER bixhPWFsaWNlLAE=\r\n");
+	feed(s, S, "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "AQ==\r\n");
+	/* logged in: AUTH=PLAIN is no longer offered */
+	feed(s, S, "b1 OK [CAPABILITY IMAP4rev1 IDLE AUTH=XOAUTH2] Logged in\r\n");
+	TO_CLIENT(s, "b1 OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n");
+}
+
+static void
+test_imap_oauth2_authenticate_plain(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	/* "\0alice\0pw" and "alice\0alice\0pw" as initial responses */
+	feed(s, C, "a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pw");
+	assert_int_equal(login_fail(s, PROTO_LOGIN_TEMPORARY), PROTO_AUTH_NONE);
+	ANSWER(s, "a NO [UNAVAILABLE] Authentication service unavailable, try again later\r\n");
+	feed(s, C, "b AUTHENTICATE PLAIN YWxpY2UAYWxpY2UAcHc=\r\n");
+	LOGIN_AS(s, "alice|pw");
+	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_FAILED);
+	ANSWER(s, "b NO [AUTHENTICATIONFAILED] Authentication failed\r\n");
+	/* without one: "+", then the response line */
+	feed(s, C, "c AUTHENTICATE PLAIN\r\n");
+	ANSWER(s, "+ \r\n");
+	feed(s, C, "AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_fail(s, PROTO_LOGIN_REVOKED);
+	ANSWER(s, "c NO [AUTHENTICATIONFAILED] Authentication failed: the account must be "
+	          "authorized again\r\n");
+	/* cancelled; another user's identity; not base64; another mechanism */
+	feed(s, C, "d AUTHENTICATE PLAIN\r\n*\r\n");
+	ANSWER(s, "+ \r\nd BAD Authentication cancelled\r\n");
+	feed(s, C, "e AUTHENTICATE PLAIN Ym9iAGFsaWNlAHB3\r\n");
+	ANSWER(s, "e BAD Invalid AUTHENTICATE PLAIN response\r\n");
+	feed(s, C, "f AUTHENTICATE PLAIN ###\r\n");
+	ANSWER(s, "f BAD Invalid AUTHENTICATE PLAIN response\r\n");
+	feed(s, C, "g AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	ANSWER(s, "g NO [CANNOT] Unsupported mechanism: use PLAIN or LOGIN\r\n");
+	/* a literal user name: refused before the client sends it */
+	feed(s, C, "h LOGIN {5}\r\n");
+	ANSWER(s, "h BAD Send the user name and password as quoted strings\r\n");
+	NOTHING(s);
+	assert_int_equal(s->login.n, 0);
+}
+
+static void
+test_imap_oauth2_login_waits_for_commands_in_flight(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	/* its completion must be the first one after it */
+	feed(s, C, "a NOOP\r\nb LOGIN alice pw\r\n");
+	TO_SERVER(s, "a NOOP\r\n");
+	assert_int_equal(s->stop[C], PV_WAIT);
+	feed(s, S, "a OK done\r\n");
+	TO_CLIENT(s, "a OK done\r\n");
+	drive(s, C);
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pw");
+}
+
+static struct sess *
+login_sess_of(const struct proto_ops *ops, const char *greeting)
+{
+	struct sess *s;
+
+	login_next = true;
+	s = sess_new(ops, false);
+	login_next = false;
+	feed(s, S, greeting);
+	TO_CLIENT(s, greeting);
+	return s;
+}
+
+static void
+test_pop3_oauth2_user_pass_and_auth_plain(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+
+	/* the server's USER and SASL are for postern; the client gets these */
+	feed(s, C, "CAPA\r\n");
+	TO_SERVER(s, "CAPA\r\n");
+	feed(s, S, "+OK\r\nUSER\r\nSASL XOAUTH2 OAUTHBEARER\r\nTOP\r\n.\r\n");
+	TO_CLIENT(s, "+OK\r\nTOP\r\nUSER\r\nSASL PLAIN\r\n.\r\n");
+	feed(s, C, "PASS pw\r\n");
+	ANSWER(s, "-ERR USER first\r\n");
+	feed(s, C, "USER alice\r\nPASS pass word\r\nSTAT\r\n");
+	ANSWER(s, "+OK\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pass word");
+	NOTHING(s);
+	drive(s, C); /* STAT waits for the outcome */
+	assert_int_equal(s->stop[C], PV_WAIT);
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "+ eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "\r\n");
+	TO_CLIENT(s, "");
+	feed(s, S, "-ERR [AUTH] Authentication failed.\r\n");
+	TO_CLIENT(s, "-ERR [AUTH] Authentication failed.\r\n");
+	drive(s, C);
+	TO_SERVER(s, "STAT\r\n");
+	feed(s, S, "-ERR Unknown command\r\n");
+	TO_CLIENT(s, "-ERR Unknown command\r\n");
+	/* AUTH PLAIN, then a temporary failure in POP3's words */
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "+ \r\n");
+	feed(s, C, "AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "-ERR [SYS/TEMP] Authentication service unavailable, try again later\r\n");
+	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_NONE); /* none pending */
+	ANSWER(s, "-ERR [AUTH] Authentication failed\r\n");
+	feed(s, C, "AUTH\r\nAUTH XOAUTH2 dXNlcj1hbGljZQ==\r\nAPOP alice 0123\r\n");
+	ANSWER(s, "+OK\r\nPLAIN\r\n.\r\n-ERR Unsupported mechanism: use PLAIN, or USER and PASS\r\n"
+	          "-ERR APOP is not offered: use USER and PASS\r\n");
+	NOTHING(s);
+}
+
+static void
+test_smtp_oauth2_auth_plain_and_login(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S,
+	     "250-mx\r\n250-AUTH XOAUTH2 OAUTHBEARER\r\n250-AUTH=XOAUTH2\r\n250 8BITMIME\r\n");
+	TO_CLIENT(s, "250-mx\r\n250-8BITMIME\r\n250 AUTH PLAIN LOGIN\r\n");
+	/* AUTH LOGIN without and with an initial response */
+	feed(s, C, "AUTH LOGIN\r\n");
+	ANSWER(s, "334 VXNlcm5hbWU6\r\n");
+	feed(s, C, "YWxpY2U=\r\n");
+	ANSWER(s, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "cHc=\r\nMAIL FROM:<a@b>\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	LOGIN_AS(s, "alice|pw");
+	drive(s, C); /* MAIL waits for the outcome */
+	assert_int_equal(s->stop[C], PV_WAIT);
+	NOTHING(s);
+	assert_int_equal(login_fail(s, PROTO_LOGIN_REFUSED), PROTO_AUTH_FAILED);
+	ANSWER(s, "535 5.7.8 Authentication credentials invalid\r\n");
+	drive(s, C);
+	TO_SERVER(s, "MAIL FROM:<a@b>\r\n");
+	feed(s, S, "530 5.7.0 Authentication required\r\n");
+	TO_CLIENT(s, "530 5.7.0 Authentication required\r\n");
+	feed(s, C, "AUTH LOGIN YWxpY2U=\r\n");
+	ANSWER(s, "334 UGFzc3dvcmQ6\r\n");
+	feed(s, C, "*\r\n");
+	ANSWER(s, "501 5.7.0 Authentication cancelled\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "454 4.7.0 Temporary authentication failure, try again later\r\n");
+	/* the token goes to the server; its challenge is answered */
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "334 \r\n");
+	feed(s, C, "AGFsaWNlAHB3\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_send(s, "OAUTHBEARER", "bixhPWFsaWNlLAE=");
+	TO_SERVER(s, "AUTH OAUTHBEARER bixhPWFsaWNlLAE=\r\n");
+	feed(s, S, "334 eyJzdGF0dXMiOiI0MDEifQ==\r\n");
+	TO_SERVER(s, "AQ==\r\n");
+	TO_CLIENT(s, "");
+	feed(s, S, "235 2.7.0 Authentication successful\r\n");
+	TO_CLIENT(s, "235 2.7.0 Authentication successful\r\n");
+	/* logged in: AUTH is the server's business again */
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	TO_SERVER(s, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	feed(s, C, "AUTH CRAM-MD5\r\n");
+	NOTHING(s);
+}
+
 int
 main(void)
 {
@@ -3135,6 +3411,12 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_login_answered_by_postern, teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_authenticate_plain, teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

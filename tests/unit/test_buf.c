@@ -80,10 +80,33 @@ test_line_len(void **state)
 	buf_free(&b);
 }
 
+static void
+test_secret_bytes_wiped_as_consumed(void **state)
+{
+	struct buf b;
+	const char *at;
+
+	(void)state;
+	buf_init(&b, 64);
+	assert_true(buf_append(&b, "a1 AUTHENTICATE XOAUTH2 c2VjcmV0\r\n", 34));
+	b.secret = true;
+	at = buf_head(&b);
+	buf_consume(&b, 24);
+	assert_memory_equal(at, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 24);
+	assert_memory_equal(buf_head(&b), "c2VjcmV0\r\n", 10);
+	/* more comes, then all of it leaves */
+	assert_true(buf_append_grow(&b, "x", 1));
+	buf_consume(&b, 11);
+	assert_false(b.secret); /* empty: what comes next is no secret */
+	assert_int_equal(buf_len(&b), 0);
+	buf_free(&b);
+}
+
 int
 main(void)
 {
 	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test(test_secret_bytes_wiped_as_consumed),
 	        cmocka_unit_test(test_lazy_allocation),
 	        cmocka_unit_test(test_append_consume),
 	        cmocka_unit_test(test_full_buffer_has_no_tail),

@@ -113,6 +113,57 @@ test_mistakes_reported_by_line(void **state)
 	                             "device_authorization_url"));
 }
 
+#define PROVIDER                                                                                   \
+	"[oauth2:fake]\nclient_id = a\ntoken_url = https://h/t\n"                                  \
+	"device_authorization_url = https://h/d\nscope = s\n"
+
+static void
+test_backend_auth_names_a_provider_section(void **state)
+{
+	struct config *cfg;
+
+	(void)state;
+	cfg = load("[imap]\nprotocol = imap\nlisten = 127.0.0.1:1143\ntls = off\n"
+	           "backend = 127.0.0.1:993\nbackend_tls = implicit\nbackend_auth = "
+	           "oauth2:fake\n" PROVIDER "sasl_mechanism = oauthbearer\n");
+	assert_non_null(cfg);
+	assert_non_null(cfg->services[0].oauth2);
+	assert_string_equal(cfg->services[0].oauth2->name, "fake");
+	assert_true(cfg->services[0].oauth2->oauthbearer);
+	config_unref(cfg);
+	cfg = load(SERVICE "backend_auth = passthrough\n");
+	assert_non_null(cfg);
+	assert_null(cfg->services[0].oauth2);
+	config_unref(cfg);
+}
+
+static void
+test_backend_auth_misuse_reported_by_line(void **state)
+{
+	(void)state;
+	/* no backend TLS; a provider that does not exist; not a known value;
+	 * a protocol without logins */
+	assert_null(load(SERVICE "backend_auth = oauth2:fake\n"
+	                         "[imap2]\nprotocol = imap\nlisten = 127.0.0.1:1144\ntls = off\n"
+	                         "backend = 127.0.0.1:993\nbackend_tls = implicit\n"
+	                         "backend_auth = oauth2:nosuch\n"
+	                         "[imap3]\nprotocol = imap\nlisten = 127.0.0.1:1145\ntls = off\n"
+	                         "backend = 127.0.0.1:993\nbackend_tls = implicit\n"
+	                         "backend_auth = token\n"
+	                         "[raw]\nprotocol = raw\nlisten = 127.0.0.1:1110\ntls = off\n"
+	                         "backend = 127.0.0.1:995\nbackend_tls = implicit\n"
+	                         "backend_auth = oauth2:fake\n" PROVIDER
+	                         "sasl_mechanism = plain\n"));
+	assert_non_null(strstr(errs, "t.ini:6: backend_auth = oauth2 needs backend_tls"));
+	assert_non_null(strstr(errs, "t.ini:13: backend_auth: no section [oauth2:nosuch]"));
+	assert_non_null(strstr(errs, "t.ini:20: backend_auth = token: expected passthrough or "
+	                             "oauth2:NAME"));
+	assert_non_null(
+	        strstr(errs, "t.ini:27: backend_auth = oauth2 needs protocol imap, pop3 or smtp"));
+	assert_non_null(strstr(errs, "t.ini:33: sasl_mechanism = plain: expected xoauth2 or "
+	                             "oauthbearer"));
+}
+
 static void
 test_no_oauth2_section_no_state(void **state)
 {
@@ -133,6 +184,8 @@ main(void)
 	        cmocka_unit_test(test_google_preset_and_overrides),
 	        cmocka_unit_test(test_mistakes_reported_by_line),
 	        cmocka_unit_test(test_no_oauth2_section_no_state),
+	        cmocka_unit_test(test_backend_auth_names_a_provider_section),
+	        cmocka_unit_test(test_backend_auth_misuse_reported_by_line),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

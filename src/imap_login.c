@@ -1,0 +1,168 @@
+/* backend_auth = oauth2: postern answers the client's LOGIN or
+ * AUTHENTICATE PLAIN itself (PV_LOGIN) and, once the session has the
+ * access token, runs AUTHENTICATE XOAUTH2 or OAUTHBEARER with the server
+ * under the client's tag; the server's tagged completion is the client's.
+ * Other mechanisms are refused: postern has no password to give them.
+ *
+ * The login waits for the server to be idle (no command in flight), so
+ * that the first tagged completion after it is its own, and holds the
+ * client's further commands until it has ended (OL_TOKEN, OL_UPSTREAM). */
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+#include <postern/imap_token.h>
+#include <postern/proto_login.h>
+
+#include "imap_internal.h"
+
+/* Where the decoded credentials go in the scratch: after any reply text,
+ * before the log (scratch + PROTO_SCRATCH). */
+#define AT_USER 4096
+#define AT_PASS (AT_USER + PL_USER_MAX + 1)
+#define AT_PLAIN (AT_PASS + PL_PASS_MAX + 1)
+
+_Static_assert(AT_PLAIN + 2 * (PL_USER_MAX + PL_PASS_MAX) + 16 < PROTO_SCRATCH,
+               "the credentials fit the scratch");
+
+/* PV_LOGIN under TAG (which the caller checked fits TAG_MAX). */
+static enum proto_verdict
+begin(struct imap_state *s, struct pu_word tag, size_t consume, struct pu_word user,
+      struct pu_word pass, struct proto_action *act)
+{
+	memcpy(s->ol_tag, tag.p, tag.n);
+	s->ol_tag_len = tag.n;
+	pa_user(&s->auth, user.p, user.n);
+	pa_begin(&s->auth, tag.p, tag.n);
+	s->ol = OL_TOKEN;
+	return pl_login(act, consume, user, pass);
+}
+
+static enum proto_verdict
+plain(struct imap_state *s, struct pu_word tag, size_t consume, const char *b64, size_t n,
+      struct proto_action *act, char *scratch)
+{
+	struct pu_word user, pass;
+
+	if (pl_sasl_plain(b64, n, scratch + AT_PLAIN, PROTO_SCRATCH - AT_PLAIN, &user, &pass) < 0) {
+		s->ol = OL_IDLE;
+		return pu_answer(act, PV_REPLY, consume, scratch,
+		                 "%.*s BAD Invalid AUTHENTICATE PLAIN response\r\n", (int)tag.n,
+		                 tag.p);
+	}
+	return begin(s, tag, consume, user, pass, act);
+}
+
+enum proto_verdict
+imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
+                   struct proto_action *act, char *scratch)
+{
+	const char *q = c->args, *end = c->end;
+	struct imap_tok a = imap_next_tok(&q, end), b = imap_next_tok(&q, end);
+
+	if (c->lit) /* only quoted strings and atoms: the line holds it all */
+		return imap_answer(s, c, act, scratch,
+		                   "BAD Send the user name and password as quoted strings");
+	/* The first completion after the login must be its own. */
+	if (s->inflight > 0 || !imap_server_at_boundary(s))
+		return PV_WAIT;
+	if (!sasl) {
+		size_t un = imap_tok_value(a, scratch + AT_USER, PL_USER_MAX);
+		size_t pn = imap_tok_value(b, scratch + AT_PASS, PL_PASS_MAX);
+		if (un == (size_t)-1 || pn == (size_t)-1 || un == 0)
+			return imap_answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+		return begin(s, c->tag, c->len, (struct pu_word){scratch + AT_USER, un},
+		             (struct pu_word){scratch + AT_PASS, pn}, act);
+	}
+	if (!pu_word_is((struct pu_word){a.p, a.n}, "PLAIN"))
+		return imap_answer(s, c, act, scratch,
+		                   "NO [CANNOT] Unsupported mechanism: use PLAIN or LOGIN");
+	if (b.kind == IT_ATOM)
+		return plain(s, c->tag, c->len, b.p, b.n, act, scratch);
+	memcpy(s->ol_tag, c->tag.p, c->tag.n);
+	s->ol_tag_len = c->tag.n;
+	s->ol = OL_PLAIN;
+	return pu_answer(act, PV_REPLY, c->len, scratch, "+ \r\n");
+}
+
+enum proto_verdict
+imap_login_response(struct imap_state *s, const char *p, size_t len, size_t n, bool full,
+                    struct proto_action *act, char *scratch)
+{
+	struct pu_word tag = {s->ol_tag, s->ol_tag_len};
+	size_t body = pu_trim_eol(p, n);
+
+	if (n == 0 && !full)
+		return PV_MORE;
+	if (n == 0) { /* longer than any response postern accepts */
+		s->ol = OL_IDLE;
+		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
+	}
+	if (s->a.observe) {
+		pu_log_begin(act, scratch, 0);
+		if (body == 1 && p[0] == '*')
+			pu_log_str(act, scratch, "*");
+		else
+			pu_log_secret(act, scratch, p, body);
+	}
+	if (body == 1 && p[0] == '*') {
+		s->ol = OL_IDLE;
+		return pu_answer(act, PV_REPLY, n, scratch, "%.*s BAD Authentication cancelled\r\n",
+		                 (int)tag.n, tag.p);
+	}
+	return plain(s, tag, n, p, body, act, scratch);
+}
+
+enum proto_verdict
+imap_login_challenge(struct imap_state *s, size_t n, struct proto_action *act, char *scratch)
+{
+	(void)scratch;
+	/* RFC 7628 3.2.3: the client answers an error challenge with ^A
+	 * (OAUTHBEARER) or an empty response (XOAUTH2), then reads the NO. */
+	act->consume = n;
+	act->text = s->ol_bearer ? "AQ==\r\n" : "\r\n";
+	act->len = strlen(act->text);
+	return PV_TO_SERVER;
+}
+
+void
+imap_login_send(void *st, const char *mech, const char *blob, size_t len, struct proto_action *act,
+                char *scratch)
+{
+	struct imap_state *s = st;
+
+	s->ol = OL_UPSTREAM;
+	s->ol_bearer = strcmp(mech, "OAUTHBEARER") == 0;
+	imap_tag_sent(s, s->ol_tag, s->ol_tag_len);
+	/* SASL-IR (RFC 4959): Microsoft 365, Gmail and Dovecot offer it. */
+	pu_answer(act, PV_PASS, 0, scratch, "%.*s AUTHENTICATE %s %.*s\r\n", (int)s->ol_tag_len,
+	          s->ol_tag, mech, (int)len, blob);
+	if (s->a.observe) {
+		pu_log_begin(act, scratch, 0);
+		pu_log_put(act, scratch, s->ol_tag, s->ol_tag_len);
+		pu_log_str(act, scratch, " AUTHENTICATE ");
+		pu_log_str(act, scratch, mech);
+		pu_log_str(act, scratch, " " PU_SECRET);
+	}
+}
+
+void
+imap_login_fail(void *st, enum proto_login_fail why, struct proto_action *act, char *scratch)
+{
+	struct imap_state *s = st;
+	struct proto_action counted = {0};
+	static const char *const text[] = {
+	        [PROTO_LOGIN_REFUSED] = "NO [AUTHENTICATIONFAILED] Authentication failed",
+	        [PROTO_LOGIN_REVOKED] = "NO [AUTHENTICATIONFAILED] Authentication failed: the "
+	                                "account must be authorized again",
+	        [PROTO_LOGIN_TEMPORARY] = "NO [UNAVAILABLE] Authentication service unavailable, "
+	                                  "try again later",
+	};
+
+	s->ol = OL_IDLE;
+	/* Only the client's own mistake counts as a failed login (fail2ban). */
+	pa_end(&s->auth, s->ol_tag, s->ol_tag_len, false,
+	       why == PROTO_LOGIN_REFUSED ? act : &counted);
+	pu_answer(act, PV_REPLY, 0, scratch, "%.*s %s\r\n", (int)s->ol_tag_len, s->ol_tag,
+	          text[why]);
+}

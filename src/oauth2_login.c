@@ -1,0 +1,449 @@
+/* The login decision of backend_auth = oauth2 and the access token.
+ *
+ * Per provider section, a cache of accounts lives with the loaded
+ * configuration (config_oauth2.h's slot): a reload starts with an empty
+ * one, and the old one is wiped when the old configuration goes. Each
+ * account keeps, once a password opened its token file:
+ *
+ *  - the refresh token, and the access token until a minute before it
+ *    expires, so most logins send nothing to the provider;
+ *  - a check of the password: SHA-256 of a random salt and the password.
+ *    The file's key costs scrypt, 150-200 ms of the one thread that serves
+ *    every session of this process; paying it at each login would stall
+ *    all of them, and a client that retries a wrong password in a loop
+ *    would stall them for good. So scrypt runs once per account (and again
+ *    only when the file changed, e.g. oauth2-authorize ran again); later
+ *    logins compare the check, in microseconds. The check is no weaker
+ *    than what memory already holds: the refresh token itself. Until an
+ *    account's password is known, a wrong one pauses its scrypt for a
+ *    second, so guessing cannot hold the loop either.
+ *
+ * Logins of one account share one token request: a rotating provider
+ * invalidates a refresh token once used, so two requests with it would
+ * make the second fail. A rotated token is stored again with the password
+ * of the login that asked, while it is still at hand. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
+#include <postern/log.h>
+#include <postern/oauth2_http.h>
+#include <postern/oauth2_login.h>
+#include <postern/oauth2_store.h>
+
+/* An access token is renewed this long before it expires. */
+#define RENEW_MARGIN 60.0
+/* After a wrong password, the account's file is not opened again (scrypt)
+ * for this long: its attempts fail at once meanwhile. */
+#define SCRYPT_PAUSE 1.0
+#define WHO_MAX 112
+#define PATH_MAX_LEN 4096
+
+struct account {
+	struct account *next;
+	const struct oauth2_provider *p;
+	char name[256];
+	bool known; /* the password check and the refresh token are set */
+	unsigned char salt[16], check[32];
+	struct stat file;       /* the token file they came from */
+	ev_tstamp scrypt_after; /* a wrong password was tried: no scrypt before */
+	char *refresh;          /* secret */
+	size_t refresh_len;
+	char *access; /* secret; NULL: none usable */
+	size_t access_len;
+	ev_tstamp renew_at;
+	/* the token request in flight, and what its end needs */
+	struct oauth2_request *req;
+	char *req_pass; /* secret: to store a rotated refresh token */
+	size_t req_pass_len;
+	struct metrics_svc *req_m;
+	char req_who[WHO_MAX];
+	struct oauth2_login *waiters;
+};
+
+struct cache {
+	struct account *accounts;
+};
+
+struct oauth2_login {
+	struct oauth2_login *next;
+	struct account *a;
+	bool detached;  /* being answered: cancel only marks it */
+	bool cancelled; /* ... and then it is not called */
+	oauth2_login_cb *cb;
+	void *arg;
+};
+
+/* One HTTP client per process, on the loop that serves the sessions. */
+static struct oauth2_client *client;
+static struct ev_loop *client_loop;
+
+static void
+secret_free(char **p, size_t *n)
+{
+	oauth2_secret_free(*p, *n);
+	*p = NULL;
+	*n = 0;
+}
+
+/* The account no longer trusts what it learnt (a refused token, a file
+ * that changed): the next login opens the file again. */
+static void
+forget_password(struct account *a)
+{
+	secret_free(&a->refresh, &a->refresh_len);
+	OPENSSL_cleanse(a->check, sizeof(a->check));
+	a->known = false;
+}
+
+static void
+forget(struct account *a)
+{
+	forget_password(a);
+	secret_free(&a->access, &a->access_len);
+}
+
+static void
+cache_free(void *arg)
+{
+	struct cache *c = arg;
+	struct account *a, *next;
+
+	for (a = c ? c->accounts : NULL; a; a = next) {
+		next = a->next;
+		/* Only sessions start logins, and they hold the configuration:
+		 * none waits now. A rotated token in flight is lost with it. */
+		if (a->req)
+			oauth2_cancel(a->req);
+		secret_free(&a->req_pass, &a->req_pass_len);
+		forget(a);
+		free(a);
+	}
+	free(c);
+}
+
+static struct account *
+account_of(const struct oauth2_provider *p, const char *name)
+{
+	struct cache *c = p->cache->cache;
+	struct account *a;
+
+	if (c == NULL) {
+		if (!(c = calloc(1, sizeof(*c))))
+			return NULL;
+		p->cache->cache = c;
+		p->cache->free = cache_free;
+	}
+	for (a = c->accounts; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	if (!(a = calloc(1, sizeof(*a))))
+		return NULL;
+	a->p = p;
+	strcpy(a->name, name);
+	a->next = c->accounts;
+	c->accounts = a;
+	return a;
+}
+
+static void
+password_check(const struct account *a, const char *pass, size_t plen, unsigned char out[32])
+{
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	unsigned int n = 32;
+
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+	    !EVP_DigestUpdate(ctx, a->salt, sizeof(a->salt)) ||
+	    !EVP_DigestUpdate(ctx, pass, plen) || !EVP_DigestFinal_ex(ctx, out, &n))
+		RAND_bytes(out, 32); /* matches nothing */
+	EVP_MD_CTX_free(ctx);
+}
+
+static bool
+same_file(const struct stat *x, const struct stat *y)
+{
+	return x->st_dev == y->st_dev && x->st_ino == y->st_ino && x->st_size == y->st_size &&
+	       x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
+}
+
+/* Opens the token file with the password (scrypt: see the file comment).
+ * Returns OK, REFUSED or TEMPORARY. */
+static enum oauth2_login_result
+open_store(struct account *a, const char *path, const struct stat *st, const char *who,
+           const char *pass, size_t plen)
+{
+	char err[256], *token = NULL;
+	size_t len = 0;
+	enum oauth2_store_result r;
+	/* An access token outlives a rotated refresh token (another worker
+	 * stored one): it is kept when the password opens the new file. */
+	forget_password(a);
+	r = oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
+	if (r != OAUTH2_STORE_OK)
+		secret_free(&a->access, &a->access_len);
+	switch (r) {
+	case OAUTH2_STORE_OK:
+		break;
+	case OAUTH2_STORE_BAD_PASSWORD:
+		return OAUTH2_LOGIN_REFUSED;
+	case OAUTH2_STORE_NOT_FOUND:
+		log_session(
+		        LOG_INFO, who,
+		        "oauth2: account %s is not authorized: run 'postern oauth2-authorize %s "
+		        "%s'",
+		        a->name, a->p->name, a->name);
+		return OAUTH2_LOGIN_REFUSED;
+	default:
+		log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", a->name, err);
+		return OAUTH2_LOGIN_TEMPORARY;
+	}
+	a->refresh = token;
+	a->refresh_len = len;
+	if (RAND_bytes(a->salt, sizeof(a->salt)) != 1) {
+		forget(a);
+		return OAUTH2_LOGIN_TEMPORARY;
+	}
+	password_check(a, pass, plen, a->check);
+	a->file = *st;
+	a->known = true;
+	return OAUTH2_LOGIN_OK;
+}
+
+/* A rotated refresh token: stored under the password of the login that
+ * asked for it, kept in memory either way. Its scrypt runs on the loop,
+ * once per rotation (at most once per access token's life). */
+static void
+keep_rotated(struct account *a, const char *token)
+{
+	char path[PATH_MAX_LEN], err[256];
+	size_t n = strlen(token);
+	char *copy = malloc(n + 1);
+	struct stat st;
+
+	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
+	    oauth2_store_write(path, a->name, a->req_pass, a->req_pass_len, token, n, 0, err,
+	                       sizeof(err)) == OAUTH2_STORE_OK) {
+		if (stat(path, &st) == 0)
+			a->file = st;
+	} else {
+		log_session(
+		        LOG_ERR, a->req_who,
+		        "oauth2: the rotated refresh token of account %s cannot be stored (%s): "
+		        "it lasts until postern stops",
+		        a->name, err);
+	}
+	if (copy) {
+		memcpy(copy, token, n + 1);
+		secret_free(&a->refresh, &a->refresh_len);
+		a->refresh = copy;
+		a->refresh_len = n;
+	}
+}
+
+/* Whether the token file is no longer the one the account's refresh
+ * token came from. */
+static bool
+file_replaced(const struct account *a)
+{
+	char path[PATH_MAX_LEN];
+	struct stat st;
+
+	return oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
+	       stat(path, &st) == 0 && !same_file(&a->file, &st);
+}
+
+static void
+answer_waiters(struct account *a, enum oauth2_login_result r)
+{
+	struct oauth2_login *l, *list = a->waiters;
+
+	a->waiters = NULL;
+	for (l = list; l; l = l->next)
+		l->detached = true;
+	while ((l = list) != NULL) {
+		list = l->next;
+		if (!l->cancelled)
+			l->cb(l->arg, r, r == OAUTH2_LOGIN_OK ? a->access : NULL);
+		free(l);
+	}
+}
+
+static void
+refreshed(void *arg, const struct oauth2_reply *reply)
+{
+	struct account *a = arg;
+	enum oauth2_login_result r = OAUTH2_LOGIN_TEMPORARY;
+	enum metrics_oauth2 k = MO_TEMPORARY;
+	size_t n;
+
+	a->req = NULL;
+	secret_free(&a->access, &a->access_len);
+	if (reply->result == OAUTH2_OK && (n = strlen(reply->access_token)) > 0 &&
+	    (a->access = malloc(n + 1)) != NULL) {
+		double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
+		memcpy(a->access, reply->access_token, n + 1);
+		a->access_len = n;
+		/* a short-lived token is renewed halfway instead */
+		a->renew_at = ev_now(client_loop) +
+		              (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
+		if (reply->refresh_token[0] &&
+		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0))
+			keep_rotated(a, reply->refresh_token);
+		log_session(LOG_INFO, a->req_who,
+		            "oauth2: account %s: access token valid for %.0f s", a->name, life);
+		r = OAUTH2_LOGIN_OK;
+		k = MO_OK;
+	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a)) {
+		/* Another worker stored a rotated token (or oauth2-authorize ran)
+		 * while this one used the old: the next login reads the new. */
+		log_session(LOG_INFO, a->req_who,
+		            "oauth2: the refresh token of account %s was replaced meanwhile: the "
+		            "next login uses the new one",
+		            a->name);
+		forget(a);
+		k = MO_REFUSED;
+	} else if (reply->result == OAUTH2_PERMANENT) {
+		log_session(LOG_WARNING, a->req_who,
+		            "oauth2: the provider refused the refresh token of account %s (%s): "
+		            "authorize it again with 'postern oauth2-authorize %s %s'",
+		            a->name, reply->detail, a->p->name, a->name);
+		forget(a);
+		r = OAUTH2_LOGIN_REVOKED;
+		k = MO_REFUSED;
+	} else {
+		log_session(LOG_WARNING, a->req_who,
+		            "oauth2: token request for account %s failed: %s", a->name,
+		            reply->result == OAUTH2_OK ? "no access token" : reply->detail);
+	}
+	shared_add(&a->req_m->oauth2_token_requests[k], 1);
+	secret_free(&a->req_pass, &a->req_pass_len);
+	answer_waiters(a, r);
+}
+
+static bool
+start_refresh(struct account *a, struct ev_loop *loop, struct metrics_svc *m, const char *who,
+              const char *pass, size_t plen)
+{
+	struct oauth2_endpoint ep;
+
+	if (client_loop != loop) {
+		if (client)
+			oauth2_client_free(client);
+		client = oauth2_client_new(loop);
+		client_loop = client ? loop : NULL;
+	}
+	if (!client || !(a->req_pass = malloc(plen + 1)))
+		return false;
+	memcpy(a->req_pass, pass, plen);
+	a->req_pass_len = plen;
+	a->req_m = m;
+	strncpy(a->req_who, who, sizeof(a->req_who) - 1);
+	config_oauth2_endpoint(a->p, &ep);
+	a->req = oauth2_refresh(client, &ep, a->refresh, refreshed, a);
+	if (a->req == NULL) {
+		secret_free(&a->req_pass, &a->req_pass_len);
+		return false;
+	}
+	return true;
+}
+
+struct oauth2_login *
+oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct metrics_svc *m,
+                   const char *who, const char *user, size_t ulen, const char *pass, size_t plen,
+                   oauth2_login_cb *cb, void *arg)
+{
+	char name[256], path[PATH_MAX_LEN];
+	unsigned char check[32];
+	struct account *a;
+	struct oauth2_login *l;
+	struct stat st;
+	enum oauth2_login_result r;
+
+	if (ulen == 0 || ulen >= sizeof(name) || memchr(user, '\0', ulen))
+		goto refused;
+	memcpy(name, user, ulen);
+	name[ulen] = '\0';
+	if (!oauth2_store_account_ok(name) ||
+	    oauth2_store_path(p->token_dir, name, path, sizeof(path)) < 0)
+		goto refused;
+	if (!(a = account_of(p, name)))
+		goto temporary;
+	if (stat(path, &st) < 0) {
+		if (errno != ENOENT) {
+			log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", name,
+			            strerror(errno));
+			goto temporary;
+		}
+		if (!a->req)
+			forget(a);
+		log_session(LOG_INFO, who,
+		            "oauth2: account %s is not authorized: run 'postern oauth2-authorize "
+		            "%s %s'",
+		            name, p->name, name);
+		goto refused;
+	}
+	if (a->known && (a->req || same_file(&a->file, &st))) {
+		password_check(a, pass, plen, check);
+		bool ok = CRYPTO_memcmp(check, a->check, sizeof(check)) == 0;
+		OPENSSL_cleanse(check, sizeof(check));
+		if (!ok)
+			goto refused;
+	} else if (ev_now(loop) < a->scrypt_after) {
+		goto refused;
+	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
+		if (r == OAUTH2_LOGIN_REFUSED)
+			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
+		cb(arg, r, NULL);
+		return NULL;
+	}
+	if (a->access && ev_now(loop) < a->renew_at) {
+		cb(arg, OAUTH2_LOGIN_OK, a->access);
+		return NULL;
+	}
+	secret_free(&a->access, &a->access_len);
+	if (!(l = calloc(1, sizeof(*l))))
+		goto temporary;
+	l->a = a;
+	l->cb = cb;
+	l->arg = arg;
+	l->next = a->waiters;
+	a->waiters = l;
+	if (!a->req && !start_refresh(a, loop, m, who, pass, plen)) {
+		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
+		a->waiters = l->next;
+		free(l);
+		goto temporary;
+	}
+	return l;
+refused:
+	cb(arg, OAUTH2_LOGIN_REFUSED, NULL);
+	return NULL;
+temporary:
+	cb(arg, OAUTH2_LOGIN_TEMPORARY, NULL);
+	return NULL;
+}
+
+void
+oauth2_login_cancel(struct oauth2_login *l)
+{
+	struct oauth2_login **pp;
+
+	if (l == NULL)
+		return;
+	if (l->detached) {
+		l->cancelled = true;
+		return;
+	}
+	for (pp = &l->a->waiters; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
+			break;
+		}
+	free(l);
+}

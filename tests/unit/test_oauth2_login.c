@@ -1,0 +1,145 @@
+/* The login decision of backend_auth = oauth2, without a provider: what
+ * fails at once (unknown account, bad name, wrong password, guessing
+ * paused), what is cached (a known password is checked without scrypt),
+ * and that a login whose provider cannot be reached ends in a temporary
+ * failure from the loop, counted in the token request metric. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <postern/config_oauth2.h>
+#include <postern/metrics.h>
+#include <postern/oauth2_login.h>
+#include <postern/oauth2_store.h>
+
+#define ACCOUNT "alice@example.com"
+#define PW "local password"
+#define FAST 10 /* scrypt cost: tests need no slow KDF */
+
+static char dir[64];
+static struct oauth2_provider prov;
+static struct oauth2_cache_slot slot;
+static struct metrics_svc m;
+static struct ev_loop *loop;
+
+struct answer {
+	int calls;
+	enum oauth2_login_result result;
+};
+
+static void
+done(void *arg, enum oauth2_login_result r, const char *token)
+{
+	struct answer *a = arg;
+
+	a->calls++;
+	a->result = r;
+	assert_true((r == OAUTH2_LOGIN_OK) == (token != NULL));
+	ev_break(loop, EVBREAK_ALL);
+}
+
+static int
+setup(void **state)
+{
+	char path[128], err[256];
+
+	(void)state;
+	snprintf(dir, sizeof(dir), "/tmp/postern-login.XXXXXX");
+	assert_non_null(mkdtemp(dir));
+	assert_int_equal(oauth2_store_path(dir, ACCOUNT, path, sizeof(path)), 0);
+	assert_int_equal(oauth2_store_write(path, ACCOUNT, PW, strlen(PW), "rt-1", 4, FAST, err,
+	                                    sizeof(err)),
+	                 OAUTH2_STORE_OK);
+	memset(&slot, 0, sizeof(slot));
+	memset(&m, 0, sizeof(m));
+	/* port 1 on loopback: refused at once */
+	prov = (struct oauth2_provider){.name = "fake",
+	                                .token_url = "https://127.0.0.1:1/token",
+	                                .client_id = "id",
+	                                .token_dir = dir,
+	                                .timeout = 2,
+	                                .cache = &slot};
+	return 0;
+}
+
+static int
+teardown(void **state)
+{
+	char cmd[128];
+
+	(void)state;
+	if (slot.free)
+		slot.free(slot.cache);
+	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	return 0;
+}
+
+static struct answer
+login(const char *user, const char *pw, bool waits)
+{
+	struct answer a = {0};
+	struct oauth2_login *l = oauth2_login_start(loop, &prov, &m, "t", user, strlen(user), pw,
+	                                            strlen(pw), done, &a);
+
+	assert_true((l != NULL) == waits);
+	if (waits) {
+		assert_int_equal(a.calls, 0);
+		ev_run(loop, 0);
+	}
+	assert_int_equal(a.calls, 1);
+	return a;
+}
+
+static void
+test_refused_at_once(void **state)
+{
+	(void)state;
+	assert_int_equal(login("bob@example.com", PW, false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(login("../etc/passwd", PW, false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
+	/* guessing is paused: even the right password fails for a second */
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 0);
+}
+
+static void
+test_provider_unreachable_is_temporary_and_password_cached(void **state)
+{
+	(void)state;
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 1);
+	/* the account is known now: a wrong password fails at once (no
+	 * pause: it was not opened again), the right one asks again */
+	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 2);
+	/* a login cancelled while it waits is never answered */
+	struct answer a = {0};
+	struct oauth2_login *l = oauth2_login_start(loop, &prov, &m, "t", ACCOUNT, strlen(ACCOUNT),
+	                                            PW, strlen(PW), done, &a);
+	assert_non_null(l);
+	oauth2_login_cancel(l);
+	ev_run(loop, EVRUN_NOWAIT);
+	assert_int_equal(a.calls, 0);
+}
+
+int
+main(void)
+{
+	const struct CMUnitTest tests[] = {
+	        cmocka_unit_test_setup_teardown(test_refused_at_once, setup, teardown),
+	        cmocka_unit_test_setup_teardown(
+	                test_provider_unreachable_is_temporary_and_password_cached, setup,
+	                teardown),
+	};
+	/* one loop for all: the HTTP client lives on it for the process */
+	loop = ev_default_loop(0);
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
