@@ -1078,6 +1078,29 @@ def wait_until(pred, timeout=5.0, interval=0.03, msg="condition", detail=None):
         time.sleep(interval)
 
 
+class Memcheck:
+    """Runs a Postern under valgrind's memcheck: `p.start(wrap=m.wrap)`,
+    then, once it has exited, `m.assertClean(test, status)`. Exit 97 is
+    memcheck's: an invalid access, an uninitialised read or a block
+    definitely lost. (A sanitized binary cannot run under valgrind: ASan
+    passes skip these tests, their sanitizers check every test.)"""
+
+    ERRORS = re.compile(r"(?m)(Invalid (read|write|free)|uninitialised|definitely lost: [1-9])")
+
+    def __init__(self, postern):
+        self.report = os.path.join(postern.dir, "memcheck.log")
+
+    def wrap(self, argv):
+        return ["/usr/bin/valgrind", "--quiet", "--error-exitcode=97", "--leak-check=full",
+                "--errors-for-leak-kinds=definite", "--log-file=" + self.report, *argv]
+
+    def assertClean(self, test, status):
+        with open(self.report) as f:
+            text = f.read()
+        test.assertEqual(status, 0, "memcheck found errors (exit 97) or postern failed:\n" + text[-6000:])
+        test.assertNotRegex(text, self.ERRORS, text[-6000:])
+
+
 def read_to_close(sock, timeout):
     """All bytes until the peer closes (EOF or reset); None if it stays open
     for `timeout` seconds (not scaled: callers that wait for postern scale)."""

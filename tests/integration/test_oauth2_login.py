@@ -22,6 +22,7 @@ import socket
 import tempfile
 import threading
 import time
+import unittest
 
 import clientmode_util
 import harness
@@ -152,6 +153,28 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(self.token_metric("ok"), 1)
         self.p.wait_for(contains="auth user=alice result=ok", count=3)
         self.assertNoSecrets()
+
+    @unittest.skipIf(harness.ASAN, "a sanitized binary: its own checks replace valgrind's in this pass")
+    def test_logins_under_memcheck(self):
+        """The whole course under valgrind: a wrong password, the first login
+        (scrypt, the token request), a cached one, and the stop leave no
+        invalid access and no block definitely lost."""
+        p = self.p = self.postern(self.services(capture=self.capture), start=False)
+        memcheck = harness.Memcheck(p)
+        p.start(timeout=90.0, wrap=memcheck.wrap)
+        m = imaplib.IMAP4("127.0.0.1", p.port("legacy"), timeout=90)
+        with self.assertRaises(imaplib.IMAP4.error):
+            m.login(USER, "not the local password")
+        m.logout()
+        time.sleep(PAUSE)  # the wrong password's pause is not what is under test
+        for _ in range(2):
+            m = imaplib.IMAP4("127.0.0.1", p.port("legacy"), timeout=90)
+            self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+            self.assertEqual(m.select("INBOX")[0], "OK")
+            m.logout()
+        self.assertEqual(self.refreshes(), 1)
+        p.signal(signal.SIGTERM)
+        memcheck.assertClean(self, p.wait_exit(90.0))
 
     def test_expired_token_refreshed_and_rotated_token_stored(self):
         path = os.path.join(self.tokens, USER)

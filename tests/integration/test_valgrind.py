@@ -4,26 +4,21 @@ or write, no use of uninitialised memory and no block definitely lost.
 
 The ASan pass of make check runs a sanitized binary, which valgrind cannot
 run: there ASan's and LeakSanitizer's own checks (every test) cover this."""
-import os
 import poplib
 import signal
 import unittest
 
 import harness
-from harness import ASAN, PASSWORD, USER, PosternTestCase, shut_down_after, svc, wait_delivery
-
-VALGRIND = "/usr/bin/valgrind"
+from harness import ASAN, PASSWORD, USER, Memcheck, PosternTestCase, shut_down_after, svc, wait_delivery
 
 
 @unittest.skipIf(ASAN, "a sanitized binary: its own checks replace valgrind's in this pass")
-class Memcheck(PosternTestCase):
+class UnderMemcheck(PosternTestCase):
     def test_sessions_reload_and_stop_are_clean(self):
         p = self.postern([("imaps", svc("imap")), ("pop3", svc("pop3", tls="starttls")),
                           ("smtps", svc("smtp"))], start=False)
-        report = os.path.join(p.dir, "memcheck.log")
-        p.start(timeout=90.0, wrap=lambda argv: [
-            VALGRIND, "--quiet", "--error-exitcode=97", "--leak-check=full",
-            "--errors-for-leak-kinds=definite", "--track-fds=no", "--log-file=" + report, *argv])
+        memcheck = Memcheck(p)
+        p.start(timeout=90.0, wrap=memcheck.wrap)
 
         with shut_down_after(harness.IMAP4_SSL(p.port("imaps"), timeout=60.0)) as c:
             c.login(USER, PASSWORD)
@@ -46,12 +41,7 @@ class Memcheck(PosternTestCase):
         wait_delivery(b"valgrind-marker")
 
         p.signal(signal.SIGTERM)
-        status = p.wait_exit(90.0)
-        with open(report) as f:
-            text = f.read()
-        self.assertEqual(status, 0, "memcheck found errors (exit 97) or postern failed:\n" + text[-6000:])
-        self.assertNotRegex(text, r"(?m)(Invalid (read|write)|uninitialised|definitely lost: [1-9])",
-                            text[-6000:])
+        memcheck.assertClean(self, p.wait_exit(90.0))
 
 
 if __name__ == "__main__":
