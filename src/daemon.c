@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -193,9 +194,27 @@ daemon_reload_done(const struct config *cfg, int workers)
 	metrics_config_reloaded(true);
 }
 
+/* With backend_auth = oauth2 the process holds refresh and access tokens
+ * and the password checks of the accounts: no core dump may carry them,
+ * and no other process of the same user may read its memory. (A process
+ * that dropped privileges is so already; the one run by a user's own
+ * systemd unit, the usual home of a legacy client's gateway, is not.) */
+static void
+guard_secrets(const struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->nservices; i++) {
+		if (cfg->services[i].oauth2) {
+			if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
+				log_msg(LOG_WARNING, "cannot forbid core dumps: %s", strerror(errno));
+			return;
+		}
+	}
+}
+
 void
 daemon_prepare(const struct config *cfg)
 {
+	guard_secrets(cfg);
 	daemon_raise_fd_limit(cfg);
 	daemon_open_keylog(cfg);
 	tickets_use(cfg->tickets);
@@ -218,6 +237,7 @@ daemon_apply_config(struct ev_loop *loop, const struct config *cfg)
 		log_msg(LOG_ERR, "reload: %s; logging unchanged", err);
 	if (metrics_apply(loop, cfg, err, sizeof(err)) < 0)
 		log_msg(LOG_ERR, "reload: %s; metrics unchanged", err);
+	guard_secrets(cfg);
 	daemon_open_keylog(cfg);
 	tickets_use(cfg->tickets); /* re-read files; the random key stays */
 }

@@ -176,6 +176,24 @@ class OAuth2Login(PosternTestCase):
         p.signal(signal.SIGTERM)
         memcheck.assertClean(self, p.wait_exit(90.0))
 
+    def test_process_holding_tokens_cannot_dump_core(self):
+        """Run by an unprivileged user (as by a user's own systemd unit),
+        the process that holds the tokens is not dumpable: no core file,
+        and no other process of that user may read its memory (the kernel
+        then gives its /proc files to root)."""
+        run = tempfile.mkdtemp(prefix="run-", dir=self.dir)
+        os.chown(run, 65534, 65534)  # its pidfile
+        p = self.postern(self.services(), {"pidfile": os.path.join(run, "postern.pid")}, start=False)
+        p.pidfile = os.path.join(run, "postern.pid")
+        os.chmod(p.conf, 0o644)
+        p.start(wrap=lambda argv: ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                   *argv])
+        with open("/proc/%d/status" % p.pid) as f:
+            uid = re.search(r"(?m)^Uid:\s+(\d+)", f.read()).group(1)
+        self.assertEqual(uid, "65534", "postern runs as nobody")
+        self.assertEqual(os.stat("/proc/%d/mem" % p.pid).st_uid, 0,
+                         "the process holding tokens stays dumpable")
+
     def test_expired_token_refreshed_and_rotated_token_stored(self):
         path = os.path.join(self.tokens, USER)
         with open(path, "rb") as f:
