@@ -3322,11 +3322,57 @@ test_smtp_oauth2_auth_plain_and_login(void **state)
 	TO_CLIENT(s, "");
 	feed(s, S, "235 2.7.0 Authentication successful\r\n");
 	TO_CLIENT(s, "235 2.7.0 Authentication successful\r\n");
-	/* logged in: AUTH is the server's business again */
-	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
-	TO_SERVER(s, "AUTH PLAIN AGFsaWNlAHB3\r\n");
-	feed(s, C, "AUTH CRAM-MD5\r\n");
+	/* logged in: a second AUTH carries the local password, the key of
+	 * the token file, so postern answers it and the server never sees it */
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\nAUTH CRAM-MD5\r\n");
+	ANSWER(s, "503 5.5.1 Already authenticated\r\n503 5.5.1 Already authenticated\r\n");
 	NOTHING(s);
+}
+
+/* After postern's own login, no later AUTH reaches the server: its local
+ * password is the key of the token file. */
+static void
+test_smtp_oauth2_auth_after_login_not_relayed(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S, "250-mx\r\n250 AUTH XOAUTH2\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\n"); /* \0alice\0localpw */
+	LOGIN_AS(s, "alice|localpw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "235 2.7.0 ok\r\n");
+	TO_CLIENT(s, "235 2.7.0 ok\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\nAUTH LOGIN\r\nNOOP\r\n");
+	ANSWER(s, "503 5.5.1 Already authenticated\r\n503 5.5.1 Already authenticated\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+	assert_int_equal(s->login.n, 0);
+}
+
+static void
+test_pop3_oauth2_login_after_login_not_relayed(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+
+	feed(s, C, "USER alice\r\nPASS localpw\r\n");
+	ANSWER(s, "+OK\r\n");
+	LOGIN_AS(s, "alice|localpw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "+OK Logged in.\r\n");
+	TO_CLIENT(s, "+OK Logged in.\r\n");
+	feed(s, C,
+	     "USER alice\r\nPASS localpw\r\nAPOP alice 0123\r\n"
+	     "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\nSTAT\r\n");
+	ANSWER(s, "-ERR Already authenticated\r\n-ERR Already authenticated\r\n"
+	          "-ERR Already authenticated\r\n-ERR Already authenticated\r\n");
+	TO_SERVER(s, "STAT\r\n");
+	assert_int_equal(s->login.n, 0);
 }
 
 int
@@ -3417,6 +3463,8 @@ main(void)
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_after_login_not_relayed, teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_login_after_login_not_relayed, teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }
