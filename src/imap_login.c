@@ -60,6 +60,10 @@ imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
 	const char *q = c->args, *end = c->end;
 	struct imap_tok a = imap_next_tok(&q, end), b = imap_next_tok(&q, end);
 
+	/* Logged in: another login would start a token request, and a server
+	 * in the authenticated state refuses it anyway. */
+	if (s->ol_done)
+		return imap_answer(s, c, act, scratch, "BAD Already authenticated");
 	if (c->lit) /* only quoted strings and atoms: the line holds it all */
 		return imap_answer(s, c, act, scratch,
 		                   "BAD Send the user name and password as quoted strings");

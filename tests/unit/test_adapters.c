@@ -3215,6 +3215,27 @@ test_imap_oauth2_login_waits_for_commands_in_flight(void **state)
 	LOGIN_AS(s, "alice|pw");
 }
 
+/* Logged in through postern: a second LOGIN or AUTHENTICATE is answered
+ * at once, never another token request. */
+static void
+test_imap_oauth2_login_after_login_answered_locally(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	feed(s, C, "a LOGIN alice pw\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "a AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "a OK Logged in\r\n");
+	TO_CLIENT(s, "a OK Logged in\r\n");
+	feed(s, C, "b LOGIN bob pw2\r\nc AUTHENTICATE PLAIN AGJvYgBwdzI=\r\nd NOOP\r\n");
+	assert_int_not_equal(s->stop[C], PV_LOGIN);
+	ANSWER(s, "b BAD Already authenticated\r\nc BAD Already authenticated\r\n");
+	TO_SERVER(s, "d NOOP\r\n");
+	assert_int_equal(s->login.n, 0);
+}
+
 static struct sess *
 login_sess_of(const struct proto_ops *ops, const char *greeting)
 {
@@ -3460,6 +3481,8 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_answered_by_postern, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_authenticate_plain, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_login_after_login_answered_locally,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
