@@ -231,6 +231,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		/* A command too long to judge is never relayed: dropped, then
 		 * refused once its end has come. */
 		s->c_skip = true;
+		pl_line_dropped(&s->ol);
 		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

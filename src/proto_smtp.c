@@ -303,6 +303,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return bdat_close(s, act, len, scratch,
 			                  bdat_odd(p) ? NULL : "500 5.5.2 Line too long");
 		s->c_skip = true;
+		pl_line_dropped(&s->ol);
 		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

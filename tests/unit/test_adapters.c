@@ -3396,6 +3396,48 @@ test_pop3_oauth2_login_after_login_not_relayed(void **state)
 	assert_int_equal(s->login.n, 0);
 }
 
+/* A SASL response too long to read ends the exchange: the client gets
+ * the line-too-long error, and its next line is a command again. */
+static void
+test_smtp_oauth2_long_sasl_response_ends_the_exchange(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+	static char big[IN_CAP + 100];
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S, "250-mx\r\n250 AUTH XOAUTH2\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	feed(s, C, "AUTH LOGIN\r\n");
+	ANSWER(s, "334 VXNlcm5hbWU6\r\n");
+	memset(big, 'A', sizeof(big) - 2);
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	feed_stream(s, C, big, sizeof(big));
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	feed(s, C, "RSET\r\n");
+	ANSWER(s, "");
+	TO_SERVER(s, "RSET\r\n");
+}
+
+static void
+test_pop3_oauth2_long_sasl_response_ends_the_exchange(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+	static char big[IN_CAP + 100];
+
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "+ \r\n");
+	memset(big, 'A', sizeof(big) - 2);
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	feed_stream(s, C, big, sizeof(big));
+	ANSWER(s, "-ERR Line too long\r\n");
+	feed(s, C, "STAT\r\n");
+	ANSWER(s, "");
+	TO_SERVER(s, "STAT\r\n");
+}
+
 int
 main(void)
 {
@@ -3488,6 +3530,10 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_after_login_not_relayed, teardown),
 	        cmocka_unit_test_teardown(test_pop3_oauth2_login_after_login_not_relayed, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_long_sasl_response_ends_the_exchange,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_long_sasl_response_ends_the_exchange,
+	                                  teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }
