@@ -73,8 +73,11 @@ imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
 	if (!sasl) {
 		size_t un = imap_tok_value(a, scratch + AT_USER, PL_USER_MAX);
 		size_t pn = imap_tok_value(b, scratch + AT_PASS, PL_PASS_MAX);
-		if (un == (size_t)-1 || pn == (size_t)-1 || un == 0)
+		if (un == (size_t)-1 || pn == (size_t)-1 || un == 0) {
+			/* what was decoded may be a password: not left behind */
+			OPENSSL_cleanse(scratch + AT_USER, AT_PLAIN - AT_USER);
 			return imap_answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+		}
 		return begin(s, c->tag, c->len, (struct pu_word){scratch + AT_USER, un},
 		             (struct pu_word){scratch + AT_PASS, pn}, act);
 	}

@@ -3236,6 +3236,19 @@ test_imap_oauth2_login_after_login_answered_locally(void **state)
 	assert_int_equal(s->login.n, 0);
 }
 
+/* A LOGIN refused for its arguments leaves nothing of its password in
+ * the scratch (a static buffer in the daemon). */
+static void
+test_imap_oauth2_refused_login_wipes_its_password(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	feed(s, C, "a LOGIN \"\" \"Sup3rSecretLocalPw\"\r\n");
+	ANSWER(s, "a BAD Invalid LOGIN arguments\r\n");
+	assert_null(memmem(s->scratch, sizeof(s->scratch), "Sup3rSecretLocalPw", 18));
+}
+
 static struct sess *
 login_sess_of(const struct proto_ops *ops, const char *greeting)
 {
@@ -3525,6 +3538,8 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_after_login_answered_locally,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_refused_login_wipes_its_password,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
