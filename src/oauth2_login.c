@@ -16,7 +16,8 @@
  *    logins compare the check, in microseconds. The check is no weaker
  *    than what memory already holds: the refresh token itself. Until an
  *    account's password is known, a wrong one pauses its scrypt for a
- *    second, so guessing cannot hold the loop either.
+ *    second (its logins meanwhile get a temporary failure, not counted as
+ *    failed: they were not checked), so guessing cannot hold the loop either.
  *
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
@@ -40,7 +41,7 @@
 /* An access token is renewed this long before it expires. */
 #define RENEW_MARGIN 60.0
 /* After a wrong password, the account's file is not opened again (scrypt)
- * for this long: its attempts fail at once meanwhile. */
+ * for this long: its attempts get a temporary failure at once meanwhile. */
 #define SCRYPT_PAUSE 1.0
 #define WHO_MAX 112
 #define PATH_MAX_LEN 4096
@@ -415,7 +416,9 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		if (!ok)
 			goto refused;
 	} else if (ev_now(loop) < a->scrypt_after) {
-		goto refused;
+		/* Not checked: not a failed login of this client (fail2ban would
+		 * ban the owner's address for a guesser's attempts). */
+		goto temporary;
 	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
 		if (r == OAUTH2_LOGIN_REFUSED)
 			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;

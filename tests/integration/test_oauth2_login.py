@@ -335,11 +335,17 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(self.fake.requests, [], "nothing was asked of the provider")
         self.p.wait_for(contains="auth user=alice result=failed")
         self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 1)
-        # guessing is paused: for a second even the right password fails
-        m = self.imap()
-        with self.assertRaises(imaplib.IMAP4.error):
-            m.login(USER, PASSWORD)
+        # guessing is paused: for a second every attempt, even with the right
+        # password, gets a temporary failure, unchecked and not counted as a
+        # failed login (fail2ban would ban the owner for a guesser's tries)
+        for password in (PASSWORD, "another guess"):
+            m = self.imap()
+            with self.assertRaises(imaplib.IMAP4.error) as cm:
+                m.login(USER, password)
+            self.assertIn("[UNAVAILABLE]", str(cm.exception))
         self.assertEqual(self.fake.requests, [])
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 1)
+        self.assertEqual(len(self.p.find(contains="auth user=alice result=failed")), 1)
         time.sleep(PAUSE)
         # after a good login, a wrong one still fails, from the cache
         m.login(USER, PASSWORD)
@@ -350,7 +356,8 @@ class OAuth2Login(PosternTestCase):
         m.login(USER, PASSWORD)  # no pause once the password is known
         m.logout()
         self.assertEqual(self.refreshes(), 1)
-        self.p.wait_for(contains="auth user=alice result=failed", count=3)
+        self.p.wait_for(contains="auth user=alice result=failed", count=2)
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 2)
         self.assertNoSecrets()
 
     def test_revoked_refresh_token_tells_the_admin(self):
@@ -510,6 +517,9 @@ class OAuth2Login(PosternTestCase):
             m.pass_("wrong")
         self.assertIn(b"-ERR [AUTH]", cm.exception.args[0])
         self.assertEqual(self.fake.requests, [])
+        with self.assertRaises(poplib.error_proto) as cm:  # the pause: not checked
+            m.pass_(PASSWORD)
+        self.assertIn(b"-ERR [SYS/TEMP]", cm.exception.args[0])
         time.sleep(PAUSE)
         self.fake.fail_next = [503]
         with self.assertRaises(poplib.error_proto) as cm:
@@ -548,14 +558,18 @@ class OAuth2Login(PosternTestCase):
         self.start()
         s = self.smtp()
         s.ehlo()
+        s.user, s.password = USER, "wrong"
         with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
-            s.login(USER, "wrong")
+            s.auth("PLAIN", s.auth_plain)  # login() would go on with LOGIN
         self.assertEqual(cm.exception.smtp_code, 535)
         self.assertIn(b"5.7.8", cm.exception.smtp_error)
         self.assertEqual(self.fake.requests, [])
+        s.user, s.password = USER, PASSWORD
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:  # the pause: not checked
+            s.auth("PLAIN", s.auth_plain)
+        self.assertEqual(cm.exception.smtp_code, 454)
         time.sleep(PAUSE)
         self.fake.fail_next = [503]
-        s.user, s.password = USER, PASSWORD
         with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
             s.auth("PLAIN", s.auth_plain)  # login() would go on with LOGIN
         self.assertEqual(cm.exception.smtp_code, 454)
