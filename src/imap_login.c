@@ -60,6 +60,10 @@ imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
 	const char *q = c->args, *end = c->end;
 	struct imap_tok a = imap_next_tok(&q, end), b = imap_next_tok(&q, end);
 
+	/* Logged in: another login would start a token request, and a server
+	 * in the authenticated state refuses it anyway. */
+	if (s->ol_done)
+		return imap_answer(s, c, act, scratch, "BAD Already authenticated");
 	if (c->lit) /* only quoted strings and atoms: the line holds it all */
 		return imap_answer(s, c, act, scratch,
 		                   "BAD Send the user name and password as quoted strings");
@@ -69,8 +73,11 @@ imap_login_command(struct imap_state *s, const struct imap_cmd *c, bool sasl,
 	if (!sasl) {
 		size_t un = imap_tok_value(a, scratch + AT_USER, PL_USER_MAX);
 		size_t pn = imap_tok_value(b, scratch + AT_PASS, PL_PASS_MAX);
-		if (un == (size_t)-1 || pn == (size_t)-1 || un == 0)
+		if (un == (size_t)-1 || pn == (size_t)-1 || un == 0) {
+			/* what was decoded may be a password: not left behind */
+			OPENSSL_cleanse(scratch + AT_USER, AT_PLAIN - AT_USER);
 			return imap_answer(s, c, act, scratch, "BAD Invalid LOGIN arguments");
+		}
 		return begin(s, c->tag, c->len, (struct pu_word){scratch + AT_USER, un},
 		             (struct pu_word){scratch + AT_PASS, pn}, act);
 	}

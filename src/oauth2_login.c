@@ -16,7 +16,8 @@
  *    logins compare the check, in microseconds. The check is no weaker
  *    than what memory already holds: the refresh token itself. Until an
  *    account's password is known, a wrong one pauses its scrypt for a
- *    second, so guessing cannot hold the loop either.
+ *    second (its logins meanwhile get a temporary failure, not counted as
+ *    failed: they were not checked), so guessing cannot hold the loop either.
  *
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
@@ -40,7 +41,7 @@
 /* An access token is renewed this long before it expires. */
 #define RENEW_MARGIN 60.0
 /* After a wrong password, the account's file is not opened again (scrypt)
- * for this long: its attempts fail at once meanwhile. */
+ * for this long: its attempts get a temporary failure at once meanwhile. */
 #define SCRYPT_PAUSE 1.0
 #define WHO_MAX 112
 #define PATH_MAX_LEN 4096
@@ -215,17 +216,42 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 	return OAUTH2_LOGIN_OK;
 }
 
+/* Whether the token file is no longer the one the account's refresh
+ * token came from; also, if GONE, when it was removed. */
+static bool
+file_replaced(const struct account *a, bool gone)
+{
+	char path[PATH_MAX_LEN];
+	struct stat st;
+
+	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) < 0)
+		return false;
+	if (stat(path, &st) < 0)
+		return gone;
+	return !same_file(&a->file, &st);
+}
+
 /* A rotated refresh token: stored under the password of the login that
  * asked for it, kept in memory either way. Its scrypt runs on the loop,
- * once per rotation (at most once per access token's life). */
-static void
+ * once per rotation (at most once per access token's life). Returns
+ * false, storing nothing, when the token file changed since the account
+ * read it: the administrator authorized the account again (perhaps with
+ * a new password) or removed it, and writing would undo that. */
+static bool
 keep_rotated(struct account *a, const char *token)
 {
 	char path[PATH_MAX_LEN], err[256];
 	size_t n = strlen(token);
-	char *copy = malloc(n + 1);
+	char *copy;
 	struct stat st;
 
+	if (file_replaced(a, true)) {
+		log_session(LOG_INFO, a->req_who,
+		            "oauth2: the token file of account %s was replaced or removed "
+		            "meanwhile: the rotated refresh token is not stored",
+		            a->name);
+		return false;
+	}
 	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
 	    oauth2_store_write(path, a->name, a->req_pass, a->req_pass_len, token, n, 0, err,
 	                       sizeof(err)) == OAUTH2_STORE_OK) {
@@ -238,24 +264,13 @@ keep_rotated(struct account *a, const char *token)
 		        "it lasts until postern stops",
 		        a->name, err);
 	}
-	if (copy) {
+	if ((copy = malloc(n + 1)) != NULL) {
 		memcpy(copy, token, n + 1);
 		secret_free(&a->refresh, &a->refresh_len);
 		a->refresh = copy;
 		a->refresh_len = n;
 	}
-}
-
-/* Whether the token file is no longer the one the account's refresh
- * token came from. */
-static bool
-file_replaced(const struct account *a)
-{
-	char path[PATH_MAX_LEN];
-	struct stat st;
-
-	return oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
-	       stat(path, &st) == 0 && !same_file(&a->file, &st);
+	return true;
 }
 
 static void
@@ -292,14 +307,20 @@ refreshed(void *arg, const struct oauth2_reply *reply)
 		/* a short-lived token is renewed halfway instead */
 		a->renew_at = ev_now(client_loop) +
 		              (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
-		if (reply->refresh_token[0] &&
-		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0))
-			keep_rotated(a, reply->refresh_token);
-		log_session(LOG_INFO, a->req_who,
-		            "oauth2: account %s: access token valid for %.0f s", a->name, life);
-		r = OAUTH2_LOGIN_OK;
 		k = MO_OK;
-	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a)) {
+		if (reply->refresh_token[0] &&
+		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0) &&
+		    !keep_rotated(a, reply->refresh_token)) {
+			/* The logins waiting were checked against the old file: they
+			 * try again, against the new one (or none). */
+			forget(a);
+		} else {
+			log_session(LOG_INFO, a->req_who,
+			            "oauth2: account %s: access token valid for %.0f s", a->name,
+			            life);
+			r = OAUTH2_LOGIN_OK;
+		}
+	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a, false)) {
 		/* Another worker stored a rotated token (or oauth2-authorize ran)
 		 * while this one used the old: the next login reads the new. */
 		log_session(LOG_INFO, a->req_who,
@@ -395,7 +416,9 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		if (!ok)
 			goto refused;
 	} else if (ev_now(loop) < a->scrypt_after) {
-		goto refused;
+		/* Not checked: not a failed login of this client (fail2ban would
+		 * ban the owner's address for a guesser's attempts). */
+		goto temporary;
 	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
 		if (r == OAUTH2_LOGIN_REFUSED)
 			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;

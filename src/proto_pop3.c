@@ -181,7 +181,11 @@ command(void *st, const char *p, size_t n, unsigned flags, const char *args,
 			return PV_WAIT;
 		return pu_answer(act, PV_STARTTLS, n, scratch, "%s\r\n", r.text);
 	}
-	if (s->login && !s->ol.done && (flags & (F_USER | F_LOGIN | PU_SASL)))
+	/* Once logged in, a login's password is the key of the token file:
+	 * it never reaches the server. */
+	if (s->login && s->ol.done && (flags & (F_USER | F_LOGIN | PU_SASL)))
+		return local(s, act, n, scratch, "-ERR Already authenticated");
+	if (s->login && (flags & (F_USER | F_LOGIN | PU_SASL)))
 		return own_login(s, p, n, flags, args, act, scratch);
 	bool sasl = (flags & PU_SASL) && !noargs; /* AUTH alone lists the mechanisms */
 	if (((flags & F_LOGIN) || sasl) && pa_full(&s->auth))
@@ -227,6 +231,7 @@ client_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		/* A command too long to judge is never relayed: dropped, then
 		 * refused once its end has come. */
 		s->c_skip = true;
+		pl_line_dropped(&s->ol);
 		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

@@ -227,7 +227,11 @@ client_command(void *st, const char *p, size_t n, unsigned flags, const char *ar
 		act->event = r.event;
 		return v;
 	}
-	if ((flags & PU_SASL) && s->login && !s->ol.done) {
+	/* Once logged in, a login's password is the key of the token file:
+	 * it never reaches the server. */
+	if ((flags & PU_SASL) && s->login && s->ol.done)
+		return local(s, act, n, scratch, "503 5.5.1 Already authenticated");
+	if ((flags & PU_SASL) && s->login) {
 		if (s->q.count > 0 || s->s_midline || pa_full(&s->auth))
 			return PV_WAIT; /* answered in turn */
 		struct pu_word mech = pu_next_token(&args, end);
@@ -299,6 +303,7 @@ client_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 			return bdat_close(s, act, len, scratch,
 			                  bdat_odd(p) ? NULL : "500 5.5.2 Line too long");
 		s->c_skip = true;
+		pl_line_dropped(&s->ol);
 		if (s->a.observe)
 			pc_log_unread(act, scratch, "line too long");
 		return PV_DROP;

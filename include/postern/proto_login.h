@@ -78,6 +78,16 @@ pl_reading(const struct pl_login *l)
 	return l->state >= PLS_PLAIN && l->state <= PLS_PASS;
 }
 
+/* A client line too long to read, dropped and answered with the
+ * adapter's error: a SASL response postern waited for is over, so the
+ * next line is a command again. */
+static inline void
+pl_line_dropped(struct pl_login *l)
+{
+	if (pl_reading(l))
+		l->state = PLS_IDLE;
+}
+
 /* AUTH with MECH and its initial response IR (IR.n 0: none), a whole
  * line of N bytes. The caller made sure no reply is owed before (its
  * answer is local). */

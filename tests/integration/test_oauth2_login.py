@@ -115,6 +115,36 @@ class OAuth2Login(PosternTestCase):
     def imap(self):
         return imaplib.IMAP4("127.0.0.1", self.p.port("legacy"), timeout=15)
 
+    def reauthorize(self):
+        """alice authorized again with her usual password (for the cases
+        that change or remove her token file)."""
+        conf = harness.Postern(self.services(), name="oauth2-authorize").conf
+        authorize(conf, "fake", USER, PASSWORD, self.fake)
+
+    def login_during_token_request(self, meanwhile):
+        """alice logs in with her password while the provider takes its
+        time; MEANWHILE runs once the token request is in flight. Returns
+        the login's outcome (its status or error text)."""
+        self.fake.delay = 3.0
+        result = []
+
+        def login():
+            m = self.imap()
+            try:
+                result.append(m.login(USER, PASSWORD)[0])
+            except imaplib.IMAP4.error as e:
+                result.append(str(e))
+            m.logout()
+
+        t = threading.Thread(target=login)
+        t.start()
+        harness.wait_until(lambda: self.fake.token_requests(), timeout=5, msg="the token request")
+        self.fake.delay = 0.0
+        meanwhile()
+        t.join(15)
+        self.assertFalse(t.is_alive())
+        return result[0]
+
     def assertNoSecrets(self):
         """Nothing in postern's log or the transcripts is a token, a SASL
         message or a password."""
@@ -260,6 +290,41 @@ class OAuth2Login(PosternTestCase):
         self.assertIn(self.refreshes(), (1, 2))
         self.assertEqual(self.token_metric("refused"), 0)
 
+    def test_reauthorization_during_a_token_request_is_not_undone(self):
+        """The administrator authorizes alice again with a new local
+        password (the old one leaked) while a login with the old one waits
+        for its token request: the provider's rotated refresh token is not
+        written over the new file under the old password, and that login
+        is told to try again."""
+        new_password = "new local pw of alice"
+        self.addCleanup(self.reauthorize)
+        self.start()
+        conf = harness.Postern(self.services(), name="oauth2-authorize").conf
+        outcome = self.login_during_token_request(
+            lambda: authorize(conf, "fake", USER, new_password, self.fake))
+        self.p.stop()
+        self.start()  # a new process knows only the file
+        m = self.imap()
+        try:
+            self.assertEqual(m.login(USER, new_password)[0], "OK")
+        except imaplib.IMAP4.error as e:
+            self.fail("the new password no longer opens the file: %s" % e)
+        m.logout()
+        self.assertIn("UNAVAILABLE", outcome)
+
+    def test_token_file_removed_during_a_token_request_stays_removed(self):
+        """The administrator removes alice's token file while a login
+        waits for its token request: the rotated refresh token does not
+        bring it back."""
+        self.addCleanup(self.reauthorize)
+        self.start()
+        path = os.path.join(self.tokens, USER)
+        outcome = self.login_during_token_request(lambda: os.unlink(path))
+        self.assertFalse(os.path.exists(path), "the removed token file was written again")
+        self.assertIn("UNAVAILABLE", outcome)
+        self.p.wait_for(contains="token file of account alice was replaced or removed meanwhile")
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 0)
+
     def test_wrong_password_fails_locally(self):
         self.start()
         m = self.imap()
@@ -270,11 +335,17 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(self.fake.requests, [], "nothing was asked of the provider")
         self.p.wait_for(contains="auth user=alice result=failed")
         self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 1)
-        # guessing is paused: for a second even the right password fails
-        m = self.imap()
-        with self.assertRaises(imaplib.IMAP4.error):
-            m.login(USER, PASSWORD)
+        # guessing is paused: for a second every attempt, even with the right
+        # password, gets a temporary failure, unchecked and not counted as a
+        # failed login (fail2ban would ban the owner for a guesser's tries)
+        for password in (PASSWORD, "another guess"):
+            m = self.imap()
+            with self.assertRaises(imaplib.IMAP4.error) as cm:
+                m.login(USER, password)
+            self.assertIn("[UNAVAILABLE]", str(cm.exception))
         self.assertEqual(self.fake.requests, [])
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 1)
+        self.assertEqual(len(self.p.find(contains="auth user=alice result=failed")), 1)
         time.sleep(PAUSE)
         # after a good login, a wrong one still fails, from the cache
         m.login(USER, PASSWORD)
@@ -285,7 +356,8 @@ class OAuth2Login(PosternTestCase):
         m.login(USER, PASSWORD)  # no pause once the password is known
         m.logout()
         self.assertEqual(self.refreshes(), 1)
-        self.p.wait_for(contains="auth user=alice result=failed", count=3)
+        self.p.wait_for(contains="auth user=alice result=failed", count=2)
+        self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 2)
         self.assertNoSecrets()
 
     def test_revoked_refresh_token_tells_the_admin(self):
@@ -445,6 +517,9 @@ class OAuth2Login(PosternTestCase):
             m.pass_("wrong")
         self.assertIn(b"-ERR [AUTH]", cm.exception.args[0])
         self.assertEqual(self.fake.requests, [])
+        with self.assertRaises(poplib.error_proto) as cm:  # the pause: not checked
+            m.pass_(PASSWORD)
+        self.assertIn(b"-ERR [SYS/TEMP]", cm.exception.args[0])
         time.sleep(PAUSE)
         self.fake.fail_next = [503]
         with self.assertRaises(poplib.error_proto) as cm:
@@ -483,14 +558,18 @@ class OAuth2Login(PosternTestCase):
         self.start()
         s = self.smtp()
         s.ehlo()
+        s.user, s.password = USER, "wrong"
         with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
-            s.login(USER, "wrong")
+            s.auth("PLAIN", s.auth_plain)  # login() would go on with LOGIN
         self.assertEqual(cm.exception.smtp_code, 535)
         self.assertIn(b"5.7.8", cm.exception.smtp_error)
         self.assertEqual(self.fake.requests, [])
+        s.user, s.password = USER, PASSWORD
+        with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:  # the pause: not checked
+            s.auth("PLAIN", s.auth_plain)
+        self.assertEqual(cm.exception.smtp_code, 454)
         time.sleep(PAUSE)
         self.fake.fail_next = [503]
-        s.user, s.password = USER, PASSWORD
         with self.assertRaises(smtplib.SMTPAuthenticationError) as cm:
             s.auth("PLAIN", s.auth_plain)  # login() would go on with LOGIN
         self.assertEqual(cm.exception.smtp_code, 454)

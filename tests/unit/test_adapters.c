@@ -3215,6 +3215,40 @@ test_imap_oauth2_login_waits_for_commands_in_flight(void **state)
 	LOGIN_AS(s, "alice|pw");
 }
 
+/* Logged in through postern: a second LOGIN or AUTHENTICATE is answered
+ * at once, never another token request. */
+static void
+test_imap_oauth2_login_after_login_answered_locally(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	feed(s, C, "a LOGIN alice pw\r\n");
+	LOGIN_AS(s, "alice|pw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "a AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "a OK Logged in\r\n");
+	TO_CLIENT(s, "a OK Logged in\r\n");
+	feed(s, C, "b LOGIN bob pw2\r\nc AUTHENTICATE PLAIN AGJvYgBwdzI=\r\nd NOOP\r\n");
+	assert_int_not_equal(s->stop[C], PV_LOGIN);
+	ANSWER(s, "b BAD Already authenticated\r\nc BAD Already authenticated\r\n");
+	TO_SERVER(s, "d NOOP\r\n");
+	assert_int_equal(s->login.n, 0);
+}
+
+/* A LOGIN refused for its arguments leaves nothing of its password in
+ * the scratch (a static buffer in the daemon). */
+static void
+test_imap_oauth2_refused_login_wipes_its_password(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess();
+
+	feed(s, C, "a LOGIN \"\" \"Sup3rSecretLocalPw\"\r\n");
+	ANSWER(s, "a BAD Invalid LOGIN arguments\r\n");
+	assert_null(memmem(s->scratch, sizeof(s->scratch), "Sup3rSecretLocalPw", 18));
+}
+
 static struct sess *
 login_sess_of(const struct proto_ops *ops, const char *greeting)
 {
@@ -3322,11 +3356,99 @@ test_smtp_oauth2_auth_plain_and_login(void **state)
 	TO_CLIENT(s, "");
 	feed(s, S, "235 2.7.0 Authentication successful\r\n");
 	TO_CLIENT(s, "235 2.7.0 Authentication successful\r\n");
-	/* logged in: AUTH is the server's business again */
-	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
-	TO_SERVER(s, "AUTH PLAIN AGFsaWNlAHB3\r\n");
-	feed(s, C, "AUTH CRAM-MD5\r\n");
+	/* logged in: a second AUTH carries the local password, the key of
+	 * the token file, so postern answers it and the server never sees it */
+	feed(s, C, "AUTH PLAIN AGFsaWNlAHB3\r\nAUTH CRAM-MD5\r\n");
+	ANSWER(s, "503 5.5.1 Already authenticated\r\n503 5.5.1 Already authenticated\r\n");
 	NOTHING(s);
+}
+
+/* After postern's own login, no later AUTH reaches the server: its local
+ * password is the key of the token file. */
+static void
+test_smtp_oauth2_auth_after_login_not_relayed(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S, "250-mx\r\n250 AUTH XOAUTH2\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\n"); /* \0alice\0localpw */
+	LOGIN_AS(s, "alice|localpw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "235 2.7.0 ok\r\n");
+	TO_CLIENT(s, "235 2.7.0 ok\r\n");
+	feed(s, C, "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\nAUTH LOGIN\r\nNOOP\r\n");
+	ANSWER(s, "503 5.5.1 Already authenticated\r\n503 5.5.1 Already authenticated\r\n");
+	TO_SERVER(s, "NOOP\r\n");
+	assert_int_equal(s->login.n, 0);
+}
+
+static void
+test_pop3_oauth2_login_after_login_not_relayed(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+
+	feed(s, C, "USER alice\r\nPASS localpw\r\n");
+	ANSWER(s, "+OK\r\n");
+	LOGIN_AS(s, "alice|localpw");
+	login_send(s, "XOAUTH2", "dXNlcj1hbGljZQ==");
+	TO_SERVER(s, "AUTH XOAUTH2 dXNlcj1hbGljZQ==\r\n");
+	feed(s, S, "+OK Logged in.\r\n");
+	TO_CLIENT(s, "+OK Logged in.\r\n");
+	feed(s, C,
+	     "USER alice\r\nPASS localpw\r\nAPOP alice 0123\r\n"
+	     "AUTH PLAIN AGFsaWNlAGxvY2FscHc=\r\nSTAT\r\n");
+	ANSWER(s, "-ERR Already authenticated\r\n-ERR Already authenticated\r\n"
+	          "-ERR Already authenticated\r\n-ERR Already authenticated\r\n");
+	TO_SERVER(s, "STAT\r\n");
+	assert_int_equal(s->login.n, 0);
+}
+
+/* A SASL response too long to read ends the exchange: the client gets
+ * the line-too-long error, and its next line is a command again. */
+static void
+test_smtp_oauth2_long_sasl_response_ends_the_exchange(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_smtp, "220 mx ESMTP\r\n");
+	static char big[IN_CAP + 100];
+
+	feed(s, C, "EHLO me\r\n");
+	TO_SERVER(s, "EHLO me\r\n");
+	feed(s, S, "250-mx\r\n250 AUTH XOAUTH2\r\n");
+	TO_CLIENT(s, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	feed(s, C, "AUTH LOGIN\r\n");
+	ANSWER(s, "334 VXNlcm5hbWU6\r\n");
+	memset(big, 'A', sizeof(big) - 2);
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	feed_stream(s, C, big, sizeof(big));
+	ANSWER(s, "500 5.5.2 Line too long\r\n");
+	feed(s, C, "RSET\r\n");
+	ANSWER(s, "");
+	TO_SERVER(s, "RSET\r\n");
+}
+
+static void
+test_pop3_oauth2_long_sasl_response_ends_the_exchange(void **state)
+{
+	(void)state;
+	struct sess *s = login_sess_of(&proto_pop3, "+OK ready\r\n");
+	static char big[IN_CAP + 100];
+
+	feed(s, C, "AUTH PLAIN\r\n");
+	ANSWER(s, "+ \r\n");
+	memset(big, 'A', sizeof(big) - 2);
+	memcpy(big + sizeof(big) - 2, "\r\n", 2);
+	feed_stream(s, C, big, sizeof(big));
+	ANSWER(s, "-ERR Line too long\r\n");
+	feed(s, C, "STAT\r\n");
+	ANSWER(s, "");
+	TO_SERVER(s, "STAT\r\n");
 }
 
 int
@@ -3415,8 +3537,18 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_oauth2_authenticate_plain, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
 	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_login_after_login_answered_locally,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_refused_login_wipes_its_password,
+	                                  teardown),
 	        cmocka_unit_test_teardown(test_pop3_oauth2_user_pass_and_auth_plain, teardown),
 	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_plain_and_login, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_auth_after_login_not_relayed, teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_login_after_login_not_relayed, teardown),
+	        cmocka_unit_test_teardown(test_smtp_oauth2_long_sasl_response_ends_the_exchange,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_pop3_oauth2_long_sasl_response_ends_the_exchange,
+	                                  teardown),
 	};
 	return cmocka_run_group_tests_name("adapters", tests, NULL, NULL);
 }

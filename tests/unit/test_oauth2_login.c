@@ -104,8 +104,10 @@ test_refused_at_once(void **state)
 	assert_int_equal(login("bob@example.com", PW, false).result, OAUTH2_LOGIN_REFUSED);
 	assert_int_equal(login("../etc/passwd", PW, false).result, OAUTH2_LOGIN_REFUSED);
 	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
-	/* guessing is paused: even the right password fails for a second */
-	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	/* guessing is paused for a second: every attempt, even with the right
+	 * password, gets a temporary failure, unchecked (not a failed login) */
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_TEMPORARY);
+	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_TEMPORARY);
 	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 0);
 }
 
