@@ -205,7 +205,8 @@ guard_secrets(const struct config *cfg)
 	for (size_t i = 0; i < cfg->nservices; i++) {
 		if (cfg->services[i].oauth2) {
 			if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0)
-				log_msg(LOG_WARNING, "cannot forbid core dumps: %s", strerror(errno));
+				log_msg(LOG_WARNING, "cannot forbid core dumps: %s",
+				        strerror(errno));
 			return;
 		}
 	}
