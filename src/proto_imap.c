@@ -525,6 +525,10 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		/* ID strings are judged whole; its start is at the backend. */
 		return pu_answer(act, PV_CLOSE, len, scratch, "* BYE Line too long\r\n");
 	} else if (s->c_cont) {
+		/* It may end in a synchronising literal, told by its tag (as in
+		 * client_input). */
+		if (tag_in_flight(s, s->tag, s->tag_len) > 1)
+			return PV_WAIT;
 		l.lit_ok = true; /* the command took one already */
 		imap_scan_cont(&sc);
 		imap_scan_feed(&sc, p, chunk);
@@ -550,6 +554,10 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 				          "%.*s BAD Line too long\r\n", (int)tag.n, tag.p);
 			v = PV_REPLY;
 		} else {
+			/* It may end in a synchronising literal, whose "+" or
+			 * refusal is told by its tag: as in command(). */
+			if (tag_in_flight(s, tag.p, tag.n) > 0)
+				return PV_WAIT;
 			imap_tag_sent(s, tag.p, tag.n);
 			s->c_idle = false;
 			memcpy(l.tag, tag.p, tag.n);

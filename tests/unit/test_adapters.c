@@ -2812,6 +2812,41 @@ test_imap_sync_literal_waits_for_earlier_same_tag(void **state)
 	NOTHING(s);
 }
 
+/* The same on a line too long to hold: its end may bring the literal, so
+ * its head waits for the earlier command with its tag to complete. */
+static void
+test_imap_long_line_sync_literal_waits_for_earlier_same_tag(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "b NOOP\r\n");
+	TO_SERVER(s, "b NOOP\r\n");
+	str_add(&tmp, "b APPEND INBOX ", 15);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, " {5}\r\n", 6);
+	size_t left = feed_stream(s, C, tmp.p, tmp.n);
+	assert_true(left > 0);
+	assert_int_equal(s->stop[C], PV_WAIT);
+	TO_SERVER(s, "");
+	feed(s, S, "b OK NOOP completed\r\n");
+	drive(s, C);
+	assert_int_equal(feed_stream(s, C, tmp.p + tmp.n - left, left), 0);
+	assert_int_equal(s->fwd[C].n, tmp.n);
+	assert_memory_equal(s->fwd[C].p, tmp.p, tmp.n);
+	str_clear(&s->fwd[C]);
+	/* The NOOP's completion did not cancel the literal: its bytes wait
+	 * for the "+" and then pass as data. */
+	assert_int_equal(feed(s, C, "12345\r\n"), 7);
+	TO_SERVER(s, "");
+	feed(s, S, "+ OK\r\n");
+	assert_int_equal(drive(s, C), 0);
+	TO_SERVER(s, "12345\r\n");
+	TO_CLIENT(s, "b OK NOOP completed\r\n+ OK\r\n");
+	NOTHING(s);
+}
+
 /* A literal after a command that takes none (NOOP, an unknown command,
  * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
  * does) and runs the "literal" as commands. A synchronising one is refused
@@ -3518,6 +3553,8 @@ main(void)
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_sync_literal_waits_for_earlier_same_tag,
 	                                  teardown),
+	        cmocka_unit_test_teardown(
+	                test_imap_long_line_sync_literal_waits_for_earlier_same_tag, teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
