@@ -22,9 +22,19 @@
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
  * make the second fail. A rotated token is stored again with the password
- * of the login that asked, while it is still at hand. */
+ * of the login that asked, while it is still at hand.
+ *
+ * For the same reason a token request, once sent, is never cancelled: the
+ * provider may have rotated the token already, and its answer is then the
+ * only copy of the new one. The request belongs to the process, not to
+ * the session (which may time out or go) nor to the configuration (which
+ * a reload replaces): its answer is stored whoever still waits for it, a
+ * new configuration's login of the same account joins it rather than
+ * sending the old token again, and the process waits for it before it
+ * exits (oauth2_login_finish). */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -59,13 +69,25 @@ struct account {
 	char *access; /* secret; NULL: none usable */
 	size_t access_len;
 	ev_tstamp renew_at;
-	/* the token request in flight, and what its end needs */
-	struct oauth2_request *req;
-	char *req_pass; /* secret: to store a rotated refresh token */
-	size_t req_pass_len;
-	struct metrics_svc *req_m;
-	char req_who[WHO_MAX];
+	struct refresh *req; /* the token request in flight */
 	struct oauth2_login *waiters;
+};
+
+/* A token request in flight and what its end needs, copied: it outlives
+ * the login, the session and the configuration that started it. */
+struct refresh {
+	struct refresh *next;
+	struct account *a; /* NULL once the account's configuration went */
+	struct oauth2_request *req;
+	char name[256], provider[64];
+	char path[PATH_MAX_LEN];
+	struct stat file; /* the token file the refresh token sent came from */
+	char *sent;       /* secret: the refresh token sent */
+	size_t sent_len;
+	char *pass; /* secret: to store a rotated refresh token */
+	size_t pass_len;
+	struct metrics_svc *m;
+	char who[WHO_MAX];
 };
 
 struct cache {
@@ -84,6 +106,8 @@ struct oauth2_login {
 /* One HTTP client per process, on the loop that serves the sessions. */
 static struct oauth2_client *client;
 static struct ev_loop *client_loop;
+/* Every token request in flight in this process. */
+static struct refresh *refreshes;
 
 static void
 secret_free(char **p, size_t *n)
@@ -119,10 +143,9 @@ cache_free(void *arg)
 	for (a = c ? c->accounts : NULL; a; a = next) {
 		next = a->next;
 		/* Only sessions start logins, and they hold the configuration:
-		 * none waits now. A rotated token in flight is lost with it. */
+		 * none waits now. A request in flight goes on alone. */
 		if (a->req)
-			oauth2_cancel(a->req);
-		secret_free(&a->req_pass, &a->req_pass_len);
+			a->req->a = NULL;
 		forget(a);
 		free(a);
 	}
@@ -216,59 +239,46 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 	return OAUTH2_LOGIN_OK;
 }
 
-/* Whether the token file is no longer the one the account's refresh
- * token came from; also, if GONE, when it was removed. */
+/* Whether the token file is no longer the one RF's refresh token came
+ * from; also, if GONE, when it was removed. */
 static bool
-file_replaced(const struct account *a, bool gone)
+file_replaced(const struct refresh *rf, bool gone)
 {
-	char path[PATH_MAX_LEN];
 	struct stat st;
 
-	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) < 0)
-		return false;
-	if (stat(path, &st) < 0)
+	if (stat(rf->path, &st) < 0)
 		return gone;
-	return !same_file(&a->file, &st);
+	return !same_file(&rf->file, &st);
 }
 
 /* A rotated refresh token: stored under the password of the login that
- * asked for it, kept in memory either way. Its scrypt runs on the loop,
- * once per rotation (at most once per access token's life). Returns
- * false, storing nothing, when the token file changed since the account
- * read it: the administrator authorized the account again (perhaps with
- * a new password) or removed it, and writing would undo that. */
+ * asked for it. Its scrypt runs on the loop, once per rotation (at most
+ * once per access token's life). Returns false, storing nothing, when the
+ * token file changed since the account read it: the administrator
+ * authorized the account again (perhaps with a new password) or removed
+ * it, and writing would undo that. */
 static bool
-keep_rotated(struct account *a, const char *token)
+store_rotated(struct refresh *rf, const char *token)
 {
-	char path[PATH_MAX_LEN], err[256];
-	size_t n = strlen(token);
-	char *copy;
+	char err[256];
 	struct stat st;
 
-	if (file_replaced(a, true)) {
-		log_session(LOG_INFO, a->req_who,
+	if (file_replaced(rf, true)) {
+		log_session(LOG_INFO, rf->who,
 		            "oauth2: the token file of account %s was replaced or removed "
 		            "meanwhile: the rotated refresh token is not stored",
-		            a->name);
+		            rf->name);
 		return false;
 	}
-	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
-	    oauth2_store_write(path, a->name, a->req_pass, a->req_pass_len, token, n, 0, err,
-	                       sizeof(err)) == OAUTH2_STORE_OK) {
-		if (stat(path, &st) == 0)
-			a->file = st;
+	if (oauth2_store_write(rf->path, rf->name, rf->pass, rf->pass_len, token, strlen(token), 0,
+	                       err, sizeof(err)) == OAUTH2_STORE_OK) {
+		if (stat(rf->path, &st) == 0)
+			rf->file = st;
 	} else {
-		log_session(
-		        LOG_ERR, a->req_who,
-		        "oauth2: the rotated refresh token of account %s cannot be stored (%s): "
-		        "it lasts until postern stops",
-		        a->name, err);
-	}
-	if ((copy = malloc(n + 1)) != NULL) {
-		memcpy(copy, token, n + 1);
-		secret_free(&a->refresh, &a->refresh_len);
-		a->refresh = copy;
-		a->refresh_len = n;
+		log_session(LOG_ERR, rf->who,
+		            "oauth2: the rotated refresh token of account %s cannot be stored "
+		            "(%s)%s",
+		            rf->name, err, rf->a ? ": it lasts until postern stops" : "");
 	}
 	return true;
 }
@@ -290,88 +300,188 @@ answer_waiters(struct account *a, enum oauth2_login_result r)
 }
 
 static void
+refresh_free(struct refresh *rf)
+{
+	struct refresh **pp;
+
+	for (pp = &refreshes; *pp; pp = &(*pp)->next)
+		if (*pp == rf) {
+			*pp = rf->next;
+			break;
+		}
+	if (rf->a)
+		rf->a->req = NULL;
+	if (rf->req)
+		oauth2_cancel(rf->req);
+	secret_free(&rf->sent, &rf->sent_len);
+	secret_free(&rf->pass, &rf->pass_len);
+	free(rf);
+}
+
+/* What account A learns from a successful token request: the access
+ * token and, when STORED, the rotated refresh token (ROTATED, or NULL). */
+static bool
+learn(struct account *a, const struct refresh *rf, const struct oauth2_reply *reply,
+      const char *rotated)
+{
+	size_t n = strlen(reply->access_token);
+	double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
+	char *copy;
+
+	if (!(a->access = malloc(n + 1)))
+		return false;
+	memcpy(a->access, reply->access_token, n + 1);
+	a->access_len = n;
+	/* a short-lived token is renewed halfway instead */
+	a->renew_at =
+	        ev_now(client_loop) + (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
+	if (rotated && (copy = strdup(rotated)) != NULL) {
+		secret_free(&a->refresh, &a->refresh_len);
+		a->refresh = copy;
+		a->refresh_len = strlen(copy);
+		a->file = rf->file;
+	}
+	return true;
+}
+
+static void
 refreshed(void *arg, const struct oauth2_reply *reply)
 {
-	struct account *a = arg;
+	struct refresh *rf = arg;
+	struct account *a = rf->a;
 	enum oauth2_login_result r = OAUTH2_LOGIN_TEMPORARY;
 	enum metrics_oauth2 k = MO_TEMPORARY;
-	size_t n;
+	const char *rotated = NULL;
 
-	a->req = NULL;
-	secret_free(&a->access, &a->access_len);
-	if (reply->result == OAUTH2_OK && (n = strlen(reply->access_token)) > 0 &&
-	    (a->access = malloc(n + 1)) != NULL) {
-		double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
-		memcpy(a->access, reply->access_token, n + 1);
-		a->access_len = n;
-		/* a short-lived token is renewed halfway instead */
-		a->renew_at = ev_now(client_loop) +
-		              (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
+	rf->req = NULL;
+	if (a)
+		secret_free(&a->access, &a->access_len);
+	if (reply->result == OAUTH2_OK && reply->access_token[0]) {
 		k = MO_OK;
-		if (reply->refresh_token[0] &&
-		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0) &&
-		    !keep_rotated(a, reply->refresh_token)) {
+		if (reply->refresh_token[0] && strcmp(reply->refresh_token, rf->sent) != 0)
+			rotated = reply->refresh_token;
+		if (rotated && !store_rotated(rf, rotated)) {
 			/* The logins waiting were checked against the old file: they
 			 * try again, against the new one (or none). */
-			forget(a);
-		} else {
-			log_session(LOG_INFO, a->req_who,
-			            "oauth2: account %s: access token valid for %.0f s", a->name,
-			            life);
+			if (a)
+				forget(a);
+		} else if (!a || learn(a, rf, reply, rotated)) {
+			log_session(LOG_INFO, rf->who,
+			            "oauth2: account %s: access token valid for %lld s%s", rf->name,
+			            reply->expires_in > 0 ? reply->expires_in : 3600LL,
+			            rotated ? ", rotated refresh token stored" : "");
 			r = OAUTH2_LOGIN_OK;
 		}
-	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a, false)) {
+	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(rf, false)) {
 		/* Another worker stored a rotated token (or oauth2-authorize ran)
 		 * while this one used the old: the next login reads the new. */
-		log_session(LOG_INFO, a->req_who,
+		log_session(LOG_INFO, rf->who,
 		            "oauth2: the refresh token of account %s was replaced meanwhile: the "
 		            "next login uses the new one",
-		            a->name);
-		forget(a);
+		            rf->name);
+		if (a)
+			forget(a);
 		k = MO_REFUSED;
 	} else if (reply->result == OAUTH2_PERMANENT) {
-		log_session(LOG_WARNING, a->req_who,
+		log_session(LOG_WARNING, rf->who,
 		            "oauth2: the provider refused the refresh token of account %s (%s): "
 		            "authorize it again with 'postern oauth2-authorize %s %s'",
-		            a->name, reply->detail, a->p->name, a->name);
-		forget(a);
+		            rf->name, reply->detail, rf->provider, rf->name);
+		if (a)
+			forget(a);
 		r = OAUTH2_LOGIN_REVOKED;
 		k = MO_REFUSED;
 	} else {
-		log_session(LOG_WARNING, a->req_who,
-		            "oauth2: token request for account %s failed: %s", a->name,
+		log_session(LOG_WARNING, rf->who, "oauth2: token request for account %s failed: %s",
+		            rf->name,
 		            reply->result == OAUTH2_OK ? "no access token" : reply->detail);
 	}
-	shared_add(&a->req_m->oauth2_token_requests[k], 1);
-	secret_free(&a->req_pass, &a->req_pass_len);
-	answer_waiters(a, r);
+	shared_add(&rf->m->oauth2_token_requests[k], 1);
+	refresh_free(rf);
+	if (a)
+		answer_waiters(a, r);
+}
+
+/* The requests of another loop (this is a new process, forked with the
+ * old one's state): never to end here. */
+static void
+drop_refreshes(void)
+{
+	while (refreshes) {
+		refreshes->req = NULL; /* freed with the old client */
+		refresh_free(refreshes);
+	}
+}
+
+/* A request in flight for A's token file, started by a configuration
+ * that has gone: A's login waits for it rather than sending the same
+ * refresh token again. */
+static bool
+join_orphan(struct account *a, const char *path)
+{
+	struct refresh *rf;
+
+	for (rf = refreshes; rf; rf = rf->next)
+		if (!rf->a && strcmp(rf->path, path) == 0 && same_file(&rf->file, &a->file)) {
+			rf->a = a;
+			a->req = rf;
+			return true;
+		}
+	return false;
 }
 
 static bool
-start_refresh(struct account *a, struct ev_loop *loop, struct metrics_svc *m, const char *who,
-              const char *pass, size_t plen)
+start_refresh(struct account *a, const char *path, struct ev_loop *loop, struct metrics_svc *m,
+              const char *who, const char *pass, size_t plen)
 {
 	struct oauth2_endpoint ep;
+	struct refresh *rf;
 
 	if (client_loop != loop) {
 		if (client)
 			oauth2_client_free(client);
+		drop_refreshes();
 		client = oauth2_client_new(loop);
 		client_loop = client ? loop : NULL;
 	}
-	if (!client || !(a->req_pass = malloc(plen + 1)))
+	if (!client)
 		return false;
-	memcpy(a->req_pass, pass, plen);
-	a->req_pass_len = plen;
-	a->req_m = m;
-	strncpy(a->req_who, who, sizeof(a->req_who) - 1);
-	config_oauth2_endpoint(a->p, &ep);
-	a->req = oauth2_refresh(client, &ep, a->refresh, refreshed, a);
-	if (a->req == NULL) {
-		secret_free(&a->req_pass, &a->req_pass_len);
+	if (join_orphan(a, path))
+		return true;
+	if (!(rf = calloc(1, sizeof(*rf))))
+		return false;
+	rf->sent = strdup(a->refresh);
+	rf->sent_len = rf->sent ? a->refresh_len : 0;
+	rf->pass = malloc(plen + 1);
+	if (!rf->sent || !rf->pass) {
+		refresh_free(rf);
 		return false;
 	}
+	memcpy(rf->pass, pass, plen);
+	rf->pass_len = plen;
+	snprintf(rf->name, sizeof(rf->name), "%s", a->name);
+	snprintf(rf->provider, sizeof(rf->provider), "%s", a->p->name);
+	snprintf(rf->path, sizeof(rf->path), "%s", path);
+	snprintf(rf->who, sizeof(rf->who), "%s", who);
+	rf->file = a->file;
+	rf->m = m;
+	config_oauth2_endpoint(a->p, &ep);
+	if (!(rf->req = oauth2_refresh(client, &ep, rf->sent, refreshed, rf))) {
+		refresh_free(rf);
+		return false;
+	}
+	rf->a = a;
+	a->req = rf;
+	rf->next = refreshes;
+	refreshes = rf;
 	return true;
+}
+
+void
+oauth2_login_finish(struct ev_loop *loop)
+{
+	while (refreshes && client_loop == loop)
+		ev_run(loop, EVRUN_ONCE);
 }
 
 struct oauth2_login *
@@ -437,7 +547,7 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 	l->arg = arg;
 	l->next = a->waiters;
 	a->waiters = l;
-	if (!a->req && !start_refresh(a, loop, m, who, pass, plen)) {
+	if (!a->req && !start_refresh(a, path, loop, m, who, pass, plen)) {
 		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
 		a->waiters = l->next;
 		free(l);

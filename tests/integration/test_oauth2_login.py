@@ -325,6 +325,63 @@ class OAuth2Login(PosternTestCase):
         self.p.wait_for(contains="token file of account alice was replaced or removed meanwhile")
         self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 0)
 
+    def send_password_and_leave(self):
+        """alice's client sends LOGIN and goes away while the provider
+        (rotating refresh tokens, slow to answer) holds the token request
+        postern sent for it. Returns the token file's content before."""
+        with open(os.path.join(self.tokens, USER), "rb") as f:
+            before = f.read()
+        self.fake.delay = 2.0
+        s = plain_connect(self.p.port("legacy"))
+        Reader(s).readline()
+        s.sendall(b'a1 LOGIN %s "%s"\r\n' % (USER.encode(), PASSWORD.encode()))
+        harness.wait_until(lambda: self.fake.token_requests(), timeout=5, msg="the token request")
+        s.close()
+        return before
+
+    def wait_token_file_changed(self, before):
+        def changed():
+            with open(os.path.join(self.tokens, USER), "rb") as f:
+                return f.read() != before
+        harness.wait_until(changed, timeout=8, msg="the rotated refresh token stored")
+
+    def test_rotated_token_of_a_client_gone_before_a_reload_is_stored(self):
+        """The client leaves and a reload replaces the configuration while
+        the provider answers: the rotating provider has invalidated the
+        refresh token sent, so its answer is stored all the same, and a
+        login of the new configuration meanwhile waits for that request
+        rather than sending the old refresh token again (which the
+        provider would refuse as revoked)."""
+        self.start()
+        before = self.send_password_and_leave()
+        self.p.signal(signal.SIGHUP)
+        self.p.wait_for(contains="configuration reloaded")
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.refreshes(), 1, "the new configuration's login joined the request")
+        self.wait_token_file_changed(before)
+        self.p.stop()
+        self.start()  # a new process knows only the file
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.token_metric("refused"), 0)
+        self.assertNoSecrets()
+
+    def test_rotated_token_of_a_request_in_flight_at_stop_is_stored(self):
+        """The client leaves and postern is told to stop while the
+        provider answers: the process stores the rotated refresh token
+        before it exits."""
+        self.start()
+        before = self.send_password_and_leave()
+        self.p.stop()
+        self.wait_token_file_changed(before)
+        self.start()
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+
     def test_wrong_password_fails_locally(self):
         self.start()
         m = self.imap()

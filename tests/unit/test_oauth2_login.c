@@ -1,8 +1,9 @@
 /* The login decision of backend_auth = oauth2, without a provider: what
  * fails at once (unknown account, bad name, wrong password, guessing
  * paused), what is cached (a known password is checked without scrypt),
- * and that a login whose provider cannot be reached ends in a temporary
- * failure from the loop, counted in the token request metric. */
+ * that a login whose provider cannot be reached ends in a temporary
+ * failure from the loop, counted in the token request metric, and that a
+ * token request sent ends even when nobody waits for it any more. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -76,6 +77,7 @@ teardown(void **state)
 	(void)state;
 	if (slot.free)
 		slot.free(slot.cache);
+	oauth2_login_finish(loop); /* nothing of this test ends in the next */
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
 	return 0;
@@ -132,6 +134,29 @@ test_provider_unreachable_is_temporary_and_password_cached(void **state)
 	assert_int_equal(a.calls, 0);
 }
 
+/* A token request is never dropped once sent (a rotating provider may
+ * have invalidated the refresh token already): neither the login's
+ * cancel nor its configuration's end stops it, and the process can wait
+ * for its end. */
+static void
+test_request_outlives_its_login_and_configuration(void **state)
+{
+	struct answer a = {0};
+	struct oauth2_login *l;
+
+	(void)state;
+	l = oauth2_login_start(loop, &prov, &m, "t", ACCOUNT, strlen(ACCOUNT), PW, strlen(PW), done,
+	                       &a);
+	assert_non_null(l);
+	oauth2_login_cancel(l);
+	slot.free(slot.cache);
+	slot.free = NULL;
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 0);
+	oauth2_login_finish(loop);
+	assert_int_equal(a.calls, 0);
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 1);
+}
+
 int
 main(void)
 {
@@ -140,6 +165,8 @@ main(void)
 	        cmocka_unit_test_setup_teardown(
 	                test_provider_unreachable_is_temporary_and_password_cached, setup,
 	                teardown),
+	        cmocka_unit_test_setup_teardown(test_request_outlives_its_login_and_configuration,
+	                                        setup, teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
 	loop = ev_default_loop(0);
