@@ -382,6 +382,42 @@ class OAuth2Login(PosternTestCase):
         self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
         m.logout()
 
+    def test_login_with_literals(self):
+        """Old clients send a password with special characters as a
+        literal: a synchronising one from imaplib (its login() always
+        quotes, so the literal goes the way its APPEND and AUTHENTICATE
+        send theirs: "{N}", "+", the bytes), and LITERAL+ for both the user
+        name and the password from a raw socket. The password is never
+        logged."""
+        special = 'p"a\\ss {8}%'
+        self.addCleanup(self.reauthorize)
+        conf = harness.Postern(self.services(), name="oauth2-authorize").conf
+        authorize(conf, "fake", USER, special, self.fake)
+        self.start()
+        m = self.imap()
+        m.literal = special.encode()
+        typ, data = m._simple_command("LOGIN", USER)
+        self.assertEqual(typ, "OK", data)
+        m.state = "AUTH"
+        typ, data = m.select("INBOX")
+        self.assertEqual((typ, int(data[0])), ("OK", 3), data)
+        m.logout()
+        s = plain_connect(self.p.port("legacy"))
+        r = Reader(s)
+        r.readline()
+        r.send(b"b1 LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\nb2 SELECT INBOX\r\nb3 LOGOUT\r\n"
+               % (len(USER), USER.encode(), len(special), special.encode()))
+        self.assertRegex(harness.imap_response(r, "b1"), rb"(?m)^b1 OK ")
+        self.assertIn(b"* 3 EXISTS", harness.imap_response(r, "b2"))
+        harness.imap_response(r, "b3")
+        s.close()
+        self.p.wait_for(contains="auth user=alice result=ok", count=2)
+        text = self.p.stderr() + files_text(self.capture)
+        self.assertIn("b1 LOGIN {5 bytes} ***", text)
+        self.assertNotIn(special, text)
+        self.assertNotIn("ss {8}", text)
+        self.assertNoSecrets()
+
     def test_wrong_password_fails_locally(self):
         self.start()
         m = self.imap()
