@@ -8,7 +8,7 @@
  *  - the refresh token, and the access token until a minute before it
  *    expires, so most logins send nothing to the provider;
  *  - a check of the password: SHA-256 of a random salt and the password.
- *    The file's key costs scrypt, 150-200 ms of the one thread that serves
+ *    The file's key costs scrypt, ~0.1 s of the one thread that serves
  *    every session of this process; paying it at each login would stall
  *    all of them, and a client that retries a wrong password in a loop
  *    would stall them for good. So scrypt runs once per account (and again
