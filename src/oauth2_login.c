@@ -8,16 +8,18 @@
  *  - the refresh token, and the access token until a minute before it
  *    expires, so most logins send nothing to the provider;
  *  - a check of the password: SHA-256 of a random salt and the password.
- *    The file's key costs scrypt, ~0.1 s of the one thread that serves
- *    every session of this process; paying it at each login would stall
- *    all of them, and a client that retries a wrong password in a loop
- *    would stall them for good. So scrypt runs once per account (and again
- *    only when the file changed, e.g. oauth2-authorize ran again); later
- *    logins compare the check, in microseconds. The check is no weaker
- *    than what memory already holds: the refresh token itself. Until an
- *    account's password is known, a wrong one pauses its scrypt for a
- *    second (its logins meanwhile get a temporary failure, not counted as
- *    failed: they were not checked), so guessing cannot hold the loop either.
+ *    The file's key costs scrypt, ~0.1 s of CPU. It runs on a helper
+ *    thread (oauth2_store_async.h), so that the loop serving every session
+ *    of this process goes on meanwhile, and only once per account (and
+ *    again only when the file changed, e.g. oauth2-authorize ran again):
+ *    the logins of an account arriving while its file is opened wait for
+ *    that one opening, and later logins compare the check, in
+ *    microseconds. The check is no weaker than what memory already holds:
+ *    the refresh token itself. Until an account's password is known, a
+ *    wrong one pauses its scrypt for a second (its logins meanwhile get a
+ *    temporary failure, not counted as failed: they were not checked), so
+ *    a client retrying a wrong password in a loop cannot keep the thread
+ *    busy either.
  *
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
@@ -47,6 +49,7 @@
 #include <postern/oauth2_http.h>
 #include <postern/oauth2_login.h>
 #include <postern/oauth2_store.h>
+#include <postern/oauth2_store_async.h>
 
 /* An access token is renewed this long before it expires. */
 #define RENEW_MARGIN 60.0
@@ -71,6 +74,13 @@ struct account {
 	ev_tstamp renew_at;
 	struct refresh *req; /* the token request in flight */
 	struct oauth2_login *waiters;
+	/* the token file being opened off the loop, and the logins that wait
+	 * for it (each with its password, checked once the file is open) */
+	struct oauth2_open *opening;
+	struct stat opening_st;
+	char opening_who[WHO_MAX];
+	struct ev_loop *opening_loop;
+	struct oauth2_login *openers;
 };
 
 /* A token request in flight and what its end needs, copied: it outlives
@@ -101,6 +111,13 @@ struct oauth2_login {
 	bool cancelled; /* ... and then it is not called */
 	oauth2_login_cb *cb;
 	void *arg;
+	/* while the token file is opened (account's openers) */
+	bool opener; /* its password opens the file */
+	char *pass;  /* secret */
+	size_t plen;
+	char who[WHO_MAX];
+	struct metrics_svc *m;
+	struct ev_loop *loop;
 };
 
 /* One HTTP client per process, on the loop that serves the sessions. */
@@ -135,6 +152,13 @@ forget(struct account *a)
 }
 
 static void
+login_free(struct oauth2_login *l)
+{
+	secret_free(&l->pass, &l->plen);
+	free(l);
+}
+
+static void
 cache_free(void *arg)
 {
 	struct cache *c = arg;
@@ -146,6 +170,12 @@ cache_free(void *arg)
 		 * none waits now. A request in flight goes on alone. */
 		if (a->req)
 			a->req->a = NULL;
+		oauth2_open_cancel(a->opening);
+		while (a->openers) {
+			struct oauth2_login *l = a->openers;
+			a->openers = l->next;
+			login_free(l);
+		}
 		forget(a);
 		free(a);
 	}
@@ -196,19 +226,16 @@ same_file(const struct stat *x, const struct stat *y)
 	       x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
 }
 
-/* Opens the token file with the password (scrypt: see the file comment).
- * Returns OK, REFUSED or TEMPORARY. */
+/* What A learns from its token file ST, opened with PASS (scrypt: see the
+ * file comment): R and, if OK, its refresh TOKEN (copied). Returns OK,
+ * REFUSED or TEMPORARY. */
 static enum oauth2_login_result
-open_store(struct account *a, const char *path, const struct stat *st, const char *who,
-           const char *pass, size_t plen)
+learn_store(struct account *a, const struct stat *st, const char *who, const char *pass,
+            size_t plen, enum oauth2_store_result r, const char *token, size_t len, const char *err)
 {
-	char err[256], *token = NULL;
-	size_t len = 0;
-	enum oauth2_store_result r;
 	/* An access token outlives a rotated refresh token (another worker
 	 * stored one): it is kept when the password opens the new file. */
 	forget_password(a);
-	r = oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
 	if (r != OAUTH2_STORE_OK)
 		secret_free(&a->access, &a->access_len);
 	switch (r) {
@@ -227,16 +254,43 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 		log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", a->name, err);
 		return OAUTH2_LOGIN_TEMPORARY;
 	}
-	a->refresh = token;
-	a->refresh_len = len;
-	if (RAND_bytes(a->salt, sizeof(a->salt)) != 1) {
+	if (!(a->refresh = malloc(len + 1)) || RAND_bytes(a->salt, sizeof(a->salt)) != 1) {
 		forget(a);
 		return OAUTH2_LOGIN_TEMPORARY;
 	}
+	memcpy(a->refresh, token, len + 1);
+	a->refresh_len = len;
 	password_check(a, pass, plen, a->check);
 	a->file = *st;
 	a->known = true;
 	return OAUTH2_LOGIN_OK;
+}
+
+/* Opens the token file on the loop: when the helper thread cannot run. */
+static enum oauth2_login_result
+open_store(struct account *a, const char *path, const struct stat *st, const char *who,
+           const char *pass, size_t plen)
+{
+	char err[256], *token = NULL;
+	size_t len = 0;
+	enum oauth2_store_result r =
+	        oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
+	enum oauth2_login_result res = learn_store(a, st, who, pass, plen, r, token, len, err);
+
+	oauth2_secret_free(token, len);
+	return res;
+}
+
+static bool
+password_ok(const struct account *a, const char *pass, size_t plen)
+{
+	unsigned char check[32];
+	bool ok;
+
+	password_check(a, pass, plen, check);
+	ok = CRYPTO_memcmp(check, a->check, sizeof(check)) == 0;
+	OPENSSL_cleanse(check, sizeof(check));
+	return ok;
 }
 
 /* Whether the token file is no longer the one RF's refresh token came
@@ -252,8 +306,8 @@ file_replaced(const struct refresh *rf, bool gone)
 }
 
 /* A rotated refresh token: stored under the password of the login that
- * asked for it. Its scrypt runs on the loop, once per rotation (at most
- * once per access token's life). Returns false, storing nothing, when the
+ * asked for it. Its scrypt (~0.1 s) runs on the loop, once per rotation
+ * (at most once per access token's life). Returns false, storing nothing, when the
  * token file changed since the account read it: the administrator
  * authorized the account again (perhaps with a new password) or removed
  * it, and writing would undo that. */
@@ -482,6 +536,102 @@ oauth2_login_finish(struct ev_loop *loop)
 {
 	while (refreshes && client_loop == loop)
 		ev_run(loop, EVRUN_ONCE);
+	oauth2_open_stop();
+}
+
+/* L, whose password matched A's: answered from the cache, or waiting
+ * for the token request (then true: it is among A's waiters). */
+static bool
+wait_token(struct account *a, struct oauth2_login *l, const char *path, struct ev_loop *loop,
+           struct metrics_svc *m, const char *who, const char *pass, size_t plen)
+{
+	if (a->access && ev_now(loop) < a->renew_at) {
+		l->cb(l->arg, OAUTH2_LOGIN_OK, a->access);
+		return false;
+	}
+	secret_free(&a->access, &a->access_len);
+	if (!a->req && !start_refresh(a, path, loop, m, who, pass, plen)) {
+		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
+		l->cb(l->arg, OAUTH2_LOGIN_TEMPORARY, NULL);
+		return false;
+	}
+	l->next = a->waiters;
+	a->waiters = l;
+	return true;
+}
+
+/* A's token file is open (or not): each login that waited for it is
+ * checked against it now. Only the login whose password was tried learns
+ * that it is wrong; the others were not checked: a temporary failure. */
+static void
+opened(void *arg, const struct oauth2_opened *o)
+{
+	struct account *a = arg;
+	struct oauth2_login *l, *list = a->openers;
+	char path[PATH_MAX_LEN];
+	enum oauth2_login_result r;
+
+	a->opening = NULL;
+	a->openers = NULL;
+	r = learn_store(a, &a->opening_st, a->opening_who, o->password, o->password_len, o->result,
+	                o->token, o->token_len, o->err);
+	if (r == OAUTH2_LOGIN_REFUSED)
+		a->scrypt_after = ev_now(a->opening_loop) + SCRYPT_PAUSE;
+	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) < 0)
+		path[0] = '\0';
+	for (l = list; l; l = l->next)
+		l->detached = true;
+	while ((l = list) != NULL) {
+		bool waits = false;
+
+		list = l->next;
+		if (l->cancelled)
+			;
+		else if (r != OAUTH2_LOGIN_OK)
+			l->cb(l->arg,
+			      o->result == OAUTH2_STORE_BAD_PASSWORD && !l->opener
+			              ? OAUTH2_LOGIN_TEMPORARY
+			              : r,
+			      NULL);
+		else if (!password_ok(a, l->pass, l->plen))
+			l->cb(l->arg, OAUTH2_LOGIN_REFUSED, NULL);
+		else
+			waits = wait_token(a, l, path, l->loop, l->m, l->who, l->pass, l->plen);
+		if (waits) {
+			l->detached = false;
+			secret_free(&l->pass, &l->plen);
+		} else {
+			login_free(l);
+		}
+	}
+}
+
+/* L waits for A's token file to be opened off the loop (with its
+ * password, if no opening runs yet). False when it cannot. */
+static bool
+wait_open(struct account *a, struct oauth2_login *l, const char *path, const struct stat *st,
+          struct ev_loop *loop, struct metrics_svc *m, const char *who, const char *pass,
+          size_t plen)
+{
+	if (!(l->pass = malloc(plen + 1)))
+		return false;
+	memcpy(l->pass, pass, plen);
+	l->plen = plen;
+	snprintf(l->who, sizeof(l->who), "%s", who);
+	l->m = m;
+	l->loop = loop;
+	if (!a->opening) {
+		a->opening = oauth2_open_start(loop, path, a->name, pass, plen, opened, a);
+		if (!a->opening)
+			return false;
+		a->opening_st = *st;
+		a->opening_loop = loop;
+		snprintf(a->opening_who, sizeof(a->opening_who), "%s", who);
+		l->opener = true;
+	}
+	l->next = a->openers;
+	a->openers = l;
+	return true;
 }
 
 struct oauth2_login *
@@ -490,7 +640,6 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
                    oauth2_login_cb *cb, void *arg)
 {
 	char name[256], path[PATH_MAX_LEN];
-	unsigned char check[32];
 	struct account *a;
 	struct oauth2_login *l;
 	struct stat st;
@@ -511,7 +660,7 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 			            strerror(errno));
 			goto temporary;
 		}
-		if (!a->req)
+		if (!a->req && !a->opening)
 			forget(a);
 		log_session(LOG_INFO, who,
 		            "oauth2: account %s is not authorized: run 'postern oauth2-authorize "
@@ -519,41 +668,40 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		            name, p->name, name);
 		goto refused;
 	}
-	if (a->known && (a->req || same_file(&a->file, &st))) {
-		password_check(a, pass, plen, check);
-		bool ok = CRYPTO_memcmp(check, a->check, sizeof(check)) == 0;
-		OPENSSL_cleanse(check, sizeof(check));
-		if (!ok)
-			goto refused;
-	} else if (ev_now(loop) < a->scrypt_after) {
-		/* Not checked: not a failed login of this client (fail2ban would
-		 * ban the owner's address for a guesser's attempts). */
-		goto temporary;
-	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
-		if (r == OAUTH2_LOGIN_REFUSED)
-			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
-		cb(arg, r, NULL);
-		return NULL;
-	}
-	if (a->access && ev_now(loop) < a->renew_at) {
-		cb(arg, OAUTH2_LOGIN_OK, a->access);
-		return NULL;
-	}
-	secret_free(&a->access, &a->access_len);
 	if (!(l = calloc(1, sizeof(*l))))
 		goto temporary;
 	l->a = a;
 	l->cb = cb;
 	l->arg = arg;
-	l->next = a->waiters;
-	a->waiters = l;
-	if (!a->req && !start_refresh(a, path, loop, m, who, pass, plen)) {
-		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
-		a->waiters = l->next;
+	if (a->known && (a->req || same_file(&a->file, &st))) {
+		if (!password_ok(a, pass, plen)) {
+			free(l);
+			goto refused;
+		}
+	} else if (ev_now(loop) < a->scrypt_after) {
+		/* Not checked: not a failed login of this client (fail2ban would
+		 * ban the owner's address for a guesser's attempts). */
 		free(l);
 		goto temporary;
+	} else if (wait_open(a, l, path, &st, loop, m, who, pass, plen)) {
+		return l;
+	} else {
+		/* no thread (or no memory): opened on the loop, as a last resort */
+		secret_free(&l->pass, &l->plen);
+		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, &st, who, pass, plen);
+		if (r != OAUTH2_LOGIN_OK) {
+			free(l);
+			if (r == OAUTH2_LOGIN_REFUSED)
+				a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
+			cb(arg, r, NULL);
+			return NULL;
+		}
 	}
-	return l;
+	secret_free(&l->pass, &l->plen);
+	if (wait_token(a, l, path, loop, m, who, pass, plen))
+		return l;
+	free(l);
+	return NULL;
 refused:
 	cb(arg, OAUTH2_LOGIN_REFUSED, NULL);
 	return NULL;
@@ -576,7 +724,14 @@ oauth2_login_cancel(struct oauth2_login *l)
 	for (pp = &l->a->waiters; *pp; pp = &(*pp)->next)
 		if (*pp == l) {
 			*pp = l->next;
+			login_free(l);
+			return;
+		}
+	for (pp = &l->a->openers; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
 			break;
 		}
-	free(l);
+	/* the opener left: the file is opened all the same, for the others */
+	login_free(l);
 }

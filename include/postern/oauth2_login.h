@@ -44,7 +44,8 @@ void oauth2_login_cancel(struct oauth2_login *l);
 /* Runs LOOP until every token request of this process has ended (each
  * has its timeout), so that a rotated refresh token the provider is
  * sending is stored before the process exits. Called once the process
- * serves no session any more. */
+ * serves no session any more; after it, token files opened off the loop
+ * are no longer waited for (the loop may go). */
 void oauth2_login_finish(struct ev_loop *loop);
 
 #endif
