@@ -375,12 +375,17 @@ class OAuth2Login(PosternTestCase):
         before it exits."""
         self.start()
         before = self.send_password_and_leave()
-        self.p.stop()
+        first = self.p
+        first.stop()
         self.wait_token_file_changed(before)
+        first.wait_for(contains="rotated refresh token stored")
         self.start()
         m = self.imap()
         self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
         m.logout()
+        self.assertNoSecrets()
+        for s in secrets_of(self.fake, [USER], [PASSWORD]):
+            self.assertNotIn(s, first.stderr())
 
     def test_login_with_literals(self):
         """Old clients send a password with special characters as a
