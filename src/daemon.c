@@ -20,6 +20,7 @@
 #include <postern/listener.h>
 #include <postern/log.h>
 #include <postern/metrics.h>
+#include <postern/oauth2_login.h>
 #include <postern/sd_notify.h>
 #include <postern/server.h>
 #include <postern/session.h>
@@ -556,6 +557,8 @@ run(struct server *srv, int (*bind)(struct server *))
 	 * directly, waiting a bounded time. */
 	log_detach_loop();
 	session_close_all(srv);
+	/* a rotated refresh token on its way is stored before the exit */
+	oauth2_login_finish(srv->loop);
 	if (!srv->worker)
 		log_msg(LOG_INFO, "stopped");
 out:

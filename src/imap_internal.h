@@ -12,6 +12,7 @@
 
 #include <postern/imap_token.h>
 #include <postern/proto_auth.h>
+#include <postern/proto_login.h>
 #include <postern/proto_util.h>
 
 #define TAG_MAX 64
@@ -74,13 +75,25 @@ struct imap_state {
 	bool ol_done;         /* logged in: AUTH=PLAIN is no longer offered */
 	char ol_tag[TAG_MAX]; /* the client's tag, under which it runs */
 	size_t ol_tag_len;
+	/* OL_LITERAL: where a LOGIN with literals is (imap_login.c) */
+	unsigned char ol_lit; /* OLL_* */
+	size_t ol_lit_left;   /* bytes of the literal being read */
+	char ol_user[PL_USER_MAX];
+	size_t ol_user_len;
 };
 
 enum {
 	OL_IDLE,
 	OL_PLAIN,   /* "+" sent for AUTHENTICATE PLAIN: the response comes next */
+	OL_LITERAL, /* a LOGIN with literals is being read (ol_lit) */
 	OL_TOKEN,   /* PV_LOGIN given: the session fetches the token */
 	OL_UPSTREAM /* AUTHENTICATE sent to the server: its completion ends it */
+};
+
+enum {
+	OLL_USER,       /* the user name's literal */
+	OLL_AFTER_USER, /* the line after it */
+	OLL_PASS        /* the password's literal and the line that ends the command */
 };
 
 enum {
@@ -157,6 +170,11 @@ enum proto_verdict imap_login_command(struct imap_state *s, const struct imap_cm
 /* The client's response to AUTHENTICATE PLAIN's "+" (N: the line, 0: none yet). */
 enum proto_verdict imap_login_response(struct imap_state *s, const char *p, size_t len, size_t n,
                                        bool full, struct proto_action *act, char *scratch);
+/* The client's input (LEN bytes, FULL: no more will fit) during a LOGIN
+ * with literals: its literals and the lines between them, then the login
+ * (PV_LOGIN) with the password's part of the input. */
+enum proto_verdict imap_login_literal(struct imap_state *s, const char *p, size_t len, bool full,
+                                      struct proto_action *act, char *scratch);
 /* A "+" line of N bytes from the server during postern's AUTHENTICATE:
  * an error challenge, answered for the client (PV_TO_SERVER). */
 enum proto_verdict imap_login_challenge(struct imap_state *s, size_t n, struct proto_action *act,

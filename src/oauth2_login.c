@@ -8,23 +8,35 @@
  *  - the refresh token, and the access token until a minute before it
  *    expires, so most logins send nothing to the provider;
  *  - a check of the password: SHA-256 of a random salt and the password.
- *    The file's key costs scrypt, 150-200 ms of the one thread that serves
- *    every session of this process; paying it at each login would stall
- *    all of them, and a client that retries a wrong password in a loop
- *    would stall them for good. So scrypt runs once per account (and again
- *    only when the file changed, e.g. oauth2-authorize ran again); later
- *    logins compare the check, in microseconds. The check is no weaker
- *    than what memory already holds: the refresh token itself. Until an
- *    account's password is known, a wrong one pauses its scrypt for a
- *    second (its logins meanwhile get a temporary failure, not counted as
- *    failed: they were not checked), so guessing cannot hold the loop either.
+ *    The file's key costs scrypt, ~0.1 s of CPU. It runs on a helper
+ *    thread (oauth2_store_async.h), so that the loop serving every session
+ *    of this process goes on meanwhile, and only once per account (and
+ *    again only when the file changed, e.g. oauth2-authorize ran again):
+ *    the logins of an account arriving while its file is opened wait for
+ *    that one opening, and later logins compare the check, in
+ *    microseconds. The check is no weaker than what memory already holds:
+ *    the refresh token itself. Until an account's password is known, a
+ *    wrong one pauses its scrypt for a second (its logins meanwhile get a
+ *    temporary failure, not counted as failed: they were not checked), so
+ *    a client retrying a wrong password in a loop cannot keep the thread
+ *    busy either.
  *
  * Logins of one account share one token request: a rotating provider
  * invalidates a refresh token once used, so two requests with it would
  * make the second fail. A rotated token is stored again with the password
- * of the login that asked, while it is still at hand. */
+ * of the login that asked, while it is still at hand.
+ *
+ * For the same reason a token request, once sent, is never cancelled: the
+ * provider may have rotated the token already, and its answer is then the
+ * only copy of the new one. The request belongs to the process, not to
+ * the session (which may time out or go) nor to the configuration (which
+ * a reload replaces): its answer is stored whoever still waits for it, a
+ * new configuration's login of the same account joins it rather than
+ * sending the old token again, and the process waits for it before it
+ * exits (oauth2_login_finish). */
 #include <errno.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -37,6 +49,7 @@
 #include <postern/oauth2_http.h>
 #include <postern/oauth2_login.h>
 #include <postern/oauth2_store.h>
+#include <postern/oauth2_store_async.h>
 
 /* An access token is renewed this long before it expires. */
 #define RENEW_MARGIN 60.0
@@ -59,13 +72,32 @@ struct account {
 	char *access; /* secret; NULL: none usable */
 	size_t access_len;
 	ev_tstamp renew_at;
-	/* the token request in flight, and what its end needs */
-	struct oauth2_request *req;
-	char *req_pass; /* secret: to store a rotated refresh token */
-	size_t req_pass_len;
-	struct metrics_svc *req_m;
-	char req_who[WHO_MAX];
+	struct refresh *req; /* the token request in flight */
 	struct oauth2_login *waiters;
+	/* the token file being opened off the loop, and the logins that wait
+	 * for it (each with its password, checked once the file is open) */
+	struct oauth2_open *opening;
+	struct stat opening_st;
+	char opening_who[WHO_MAX];
+	struct ev_loop *opening_loop;
+	struct oauth2_login *openers;
+};
+
+/* A token request in flight and what its end needs, copied: it outlives
+ * the login, the session and the configuration that started it. */
+struct refresh {
+	struct refresh *next;
+	struct account *a; /* NULL once the account's configuration went */
+	struct oauth2_request *req;
+	char name[256], provider[64];
+	char path[PATH_MAX_LEN];
+	struct stat file; /* the token file the refresh token sent came from */
+	char *sent;       /* secret: the refresh token sent */
+	size_t sent_len;
+	char *pass; /* secret: to store a rotated refresh token */
+	size_t pass_len;
+	struct metrics_svc *m;
+	char who[WHO_MAX];
 };
 
 struct cache {
@@ -79,11 +111,20 @@ struct oauth2_login {
 	bool cancelled; /* ... and then it is not called */
 	oauth2_login_cb *cb;
 	void *arg;
+	/* while the token file is opened (account's openers) */
+	bool opener; /* its password opens the file */
+	char *pass;  /* secret */
+	size_t plen;
+	char who[WHO_MAX];
+	struct metrics_svc *m;
+	struct ev_loop *loop;
 };
 
 /* One HTTP client per process, on the loop that serves the sessions. */
 static struct oauth2_client *client;
 static struct ev_loop *client_loop;
+/* Every token request in flight in this process. */
+static struct refresh *refreshes;
 
 static void
 secret_free(char **p, size_t *n)
@@ -111,6 +152,13 @@ forget(struct account *a)
 }
 
 static void
+login_free(struct oauth2_login *l)
+{
+	secret_free(&l->pass, &l->plen);
+	free(l);
+}
+
+static void
 cache_free(void *arg)
 {
 	struct cache *c = arg;
@@ -119,10 +167,15 @@ cache_free(void *arg)
 	for (a = c ? c->accounts : NULL; a; a = next) {
 		next = a->next;
 		/* Only sessions start logins, and they hold the configuration:
-		 * none waits now. A rotated token in flight is lost with it. */
+		 * none waits now. A request in flight goes on alone. */
 		if (a->req)
-			oauth2_cancel(a->req);
-		secret_free(&a->req_pass, &a->req_pass_len);
+			a->req->a = NULL;
+		oauth2_open_cancel(a->opening);
+		while (a->openers) {
+			struct oauth2_login *l = a->openers;
+			a->openers = l->next;
+			login_free(l);
+		}
 		forget(a);
 		free(a);
 	}
@@ -173,19 +226,16 @@ same_file(const struct stat *x, const struct stat *y)
 	       x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
 }
 
-/* Opens the token file with the password (scrypt: see the file comment).
- * Returns OK, REFUSED or TEMPORARY. */
+/* What A learns from its token file ST, opened with PASS (scrypt: see the
+ * file comment): R and, if OK, its refresh TOKEN (copied). Returns OK,
+ * REFUSED or TEMPORARY. */
 static enum oauth2_login_result
-open_store(struct account *a, const char *path, const struct stat *st, const char *who,
-           const char *pass, size_t plen)
+learn_store(struct account *a, const struct stat *st, const char *who, const char *pass,
+            size_t plen, enum oauth2_store_result r, const char *token, size_t len, const char *err)
 {
-	char err[256], *token = NULL;
-	size_t len = 0;
-	enum oauth2_store_result r;
 	/* An access token outlives a rotated refresh token (another worker
 	 * stored one): it is kept when the password opens the new file. */
 	forget_password(a);
-	r = oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
 	if (r != OAUTH2_STORE_OK)
 		secret_free(&a->access, &a->access_len);
 	switch (r) {
@@ -204,71 +254,85 @@ open_store(struct account *a, const char *path, const struct stat *st, const cha
 		log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", a->name, err);
 		return OAUTH2_LOGIN_TEMPORARY;
 	}
-	a->refresh = token;
-	a->refresh_len = len;
-	if (RAND_bytes(a->salt, sizeof(a->salt)) != 1) {
+	if (!(a->refresh = malloc(len + 1)) || RAND_bytes(a->salt, sizeof(a->salt)) != 1) {
 		forget(a);
 		return OAUTH2_LOGIN_TEMPORARY;
 	}
+	memcpy(a->refresh, token, len + 1);
+	a->refresh_len = len;
 	password_check(a, pass, plen, a->check);
 	a->file = *st;
 	a->known = true;
 	return OAUTH2_LOGIN_OK;
 }
 
-/* Whether the token file is no longer the one the account's refresh
- * token came from; also, if GONE, when it was removed. */
-static bool
-file_replaced(const struct account *a, bool gone)
+/* Opens the token file on the loop: when the helper thread cannot run. */
+static enum oauth2_login_result
+open_store(struct account *a, const char *path, const struct stat *st, const char *who,
+           const char *pass, size_t plen)
 {
-	char path[PATH_MAX_LEN];
+	char err[256], *token = NULL;
+	size_t len = 0;
+	enum oauth2_store_result r =
+	        oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
+	enum oauth2_login_result res = learn_store(a, st, who, pass, plen, r, token, len, err);
+
+	oauth2_secret_free(token, len);
+	return res;
+}
+
+static bool
+password_ok(const struct account *a, const char *pass, size_t plen)
+{
+	unsigned char check[32];
+	bool ok;
+
+	password_check(a, pass, plen, check);
+	ok = CRYPTO_memcmp(check, a->check, sizeof(check)) == 0;
+	OPENSSL_cleanse(check, sizeof(check));
+	return ok;
+}
+
+/* Whether the token file is no longer the one RF's refresh token came
+ * from; also, if GONE, when it was removed. */
+static bool
+file_replaced(const struct refresh *rf, bool gone)
+{
 	struct stat st;
 
-	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) < 0)
-		return false;
-	if (stat(path, &st) < 0)
+	if (stat(rf->path, &st) < 0)
 		return gone;
-	return !same_file(&a->file, &st);
+	return !same_file(&rf->file, &st);
 }
 
 /* A rotated refresh token: stored under the password of the login that
- * asked for it, kept in memory either way. Its scrypt runs on the loop,
- * once per rotation (at most once per access token's life). Returns
- * false, storing nothing, when the token file changed since the account
- * read it: the administrator authorized the account again (perhaps with
- * a new password) or removed it, and writing would undo that. */
+ * asked for it. Its scrypt (~0.1 s) runs on the loop, once per rotation
+ * (at most once per access token's life). Returns false, storing nothing, when the
+ * token file changed since the account read it: the administrator
+ * authorized the account again (perhaps with a new password) or removed
+ * it, and writing would undo that. */
 static bool
-keep_rotated(struct account *a, const char *token)
+store_rotated(struct refresh *rf, const char *token)
 {
-	char path[PATH_MAX_LEN], err[256];
-	size_t n = strlen(token);
-	char *copy;
+	char err[256];
 	struct stat st;
 
-	if (file_replaced(a, true)) {
-		log_session(LOG_INFO, a->req_who,
+	if (file_replaced(rf, true)) {
+		log_session(LOG_INFO, rf->who,
 		            "oauth2: the token file of account %s was replaced or removed "
 		            "meanwhile: the rotated refresh token is not stored",
-		            a->name);
+		            rf->name);
 		return false;
 	}
-	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) == 0 &&
-	    oauth2_store_write(path, a->name, a->req_pass, a->req_pass_len, token, n, 0, err,
-	                       sizeof(err)) == OAUTH2_STORE_OK) {
-		if (stat(path, &st) == 0)
-			a->file = st;
+	if (oauth2_store_write(rf->path, rf->name, rf->pass, rf->pass_len, token, strlen(token), 0,
+	                       err, sizeof(err)) == OAUTH2_STORE_OK) {
+		if (stat(rf->path, &st) == 0)
+			rf->file = st;
 	} else {
-		log_session(
-		        LOG_ERR, a->req_who,
-		        "oauth2: the rotated refresh token of account %s cannot be stored (%s): "
-		        "it lasts until postern stops",
-		        a->name, err);
-	}
-	if ((copy = malloc(n + 1)) != NULL) {
-		memcpy(copy, token, n + 1);
-		secret_free(&a->refresh, &a->refresh_len);
-		a->refresh = copy;
-		a->refresh_len = n;
+		log_session(LOG_ERR, rf->who,
+		            "oauth2: the rotated refresh token of account %s cannot be stored "
+		            "(%s)%s",
+		            rf->name, err, rf->a ? ": it lasts until postern stops" : "");
 	}
 	return true;
 }
@@ -290,87 +354,283 @@ answer_waiters(struct account *a, enum oauth2_login_result r)
 }
 
 static void
+refresh_free(struct refresh *rf)
+{
+	struct refresh **pp;
+
+	for (pp = &refreshes; *pp; pp = &(*pp)->next)
+		if (*pp == rf) {
+			*pp = rf->next;
+			break;
+		}
+	if (rf->a)
+		rf->a->req = NULL;
+	if (rf->req)
+		oauth2_cancel(rf->req);
+	secret_free(&rf->sent, &rf->sent_len);
+	secret_free(&rf->pass, &rf->pass_len);
+	free(rf);
+}
+
+/* What account A learns from a successful token request: the access
+ * token and, when STORED, the rotated refresh token (ROTATED, or NULL). */
+static bool
+learn(struct account *a, const struct refresh *rf, const struct oauth2_reply *reply,
+      const char *rotated)
+{
+	size_t n = strlen(reply->access_token);
+	double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
+	char *copy;
+
+	if (!(a->access = malloc(n + 1)))
+		return false;
+	memcpy(a->access, reply->access_token, n + 1);
+	a->access_len = n;
+	/* a short-lived token is renewed halfway instead */
+	a->renew_at =
+	        ev_now(client_loop) + (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
+	if (rotated && (copy = strdup(rotated)) != NULL) {
+		secret_free(&a->refresh, &a->refresh_len);
+		a->refresh = copy;
+		a->refresh_len = strlen(copy);
+		a->file = rf->file;
+	}
+	return true;
+}
+
+static void
 refreshed(void *arg, const struct oauth2_reply *reply)
 {
-	struct account *a = arg;
+	struct refresh *rf = arg;
+	struct account *a = rf->a;
 	enum oauth2_login_result r = OAUTH2_LOGIN_TEMPORARY;
 	enum metrics_oauth2 k = MO_TEMPORARY;
-	size_t n;
+	const char *rotated = NULL;
 
-	a->req = NULL;
-	secret_free(&a->access, &a->access_len);
-	if (reply->result == OAUTH2_OK && (n = strlen(reply->access_token)) > 0 &&
-	    (a->access = malloc(n + 1)) != NULL) {
-		double life = reply->expires_in > 0 ? (double)reply->expires_in : 3600.;
-		memcpy(a->access, reply->access_token, n + 1);
-		a->access_len = n;
-		/* a short-lived token is renewed halfway instead */
-		a->renew_at = ev_now(client_loop) +
-		              (life > 2 * RENEW_MARGIN ? life - RENEW_MARGIN : life / 2);
+	rf->req = NULL;
+	if (a)
+		secret_free(&a->access, &a->access_len);
+	if (reply->result == OAUTH2_OK && reply->access_token[0]) {
 		k = MO_OK;
-		if (reply->refresh_token[0] &&
-		    (!a->refresh || strcmp(reply->refresh_token, a->refresh) != 0) &&
-		    !keep_rotated(a, reply->refresh_token)) {
+		if (reply->refresh_token[0] && strcmp(reply->refresh_token, rf->sent) != 0)
+			rotated = reply->refresh_token;
+		if (rotated && !store_rotated(rf, rotated)) {
 			/* The logins waiting were checked against the old file: they
 			 * try again, against the new one (or none). */
-			forget(a);
-		} else {
-			log_session(LOG_INFO, a->req_who,
-			            "oauth2: account %s: access token valid for %.0f s", a->name,
-			            life);
+			if (a)
+				forget(a);
+		} else if (!a || learn(a, rf, reply, rotated)) {
+			log_session(LOG_INFO, rf->who,
+			            "oauth2: account %s: access token valid for %lld s%s", rf->name,
+			            reply->expires_in > 0 ? reply->expires_in : 3600LL,
+			            rotated ? ", rotated refresh token stored" : "");
 			r = OAUTH2_LOGIN_OK;
 		}
-	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(a, false)) {
+	} else if (reply->result == OAUTH2_PERMANENT && file_replaced(rf, false)) {
 		/* Another worker stored a rotated token (or oauth2-authorize ran)
 		 * while this one used the old: the next login reads the new. */
-		log_session(LOG_INFO, a->req_who,
+		log_session(LOG_INFO, rf->who,
 		            "oauth2: the refresh token of account %s was replaced meanwhile: the "
 		            "next login uses the new one",
-		            a->name);
-		forget(a);
+		            rf->name);
+		if (a)
+			forget(a);
 		k = MO_REFUSED;
 	} else if (reply->result == OAUTH2_PERMANENT) {
-		log_session(LOG_WARNING, a->req_who,
+		log_session(LOG_WARNING, rf->who,
 		            "oauth2: the provider refused the refresh token of account %s (%s): "
 		            "authorize it again with 'postern oauth2-authorize %s %s'",
-		            a->name, reply->detail, a->p->name, a->name);
-		forget(a);
+		            rf->name, reply->detail, rf->provider, rf->name);
+		if (a)
+			forget(a);
 		r = OAUTH2_LOGIN_REVOKED;
 		k = MO_REFUSED;
 	} else {
-		log_session(LOG_WARNING, a->req_who,
-		            "oauth2: token request for account %s failed: %s", a->name,
+		log_session(LOG_WARNING, rf->who, "oauth2: token request for account %s failed: %s",
+		            rf->name,
 		            reply->result == OAUTH2_OK ? "no access token" : reply->detail);
 	}
-	shared_add(&a->req_m->oauth2_token_requests[k], 1);
-	secret_free(&a->req_pass, &a->req_pass_len);
-	answer_waiters(a, r);
+	shared_add(&rf->m->oauth2_token_requests[k], 1);
+	refresh_free(rf);
+	if (a)
+		answer_waiters(a, r);
+}
+
+/* The requests of another loop (this is a new process, forked with the
+ * old one's state): never to end here. */
+static void
+drop_refreshes(void)
+{
+	while (refreshes) {
+		refreshes->req = NULL; /* freed with the old client */
+		refresh_free(refreshes);
+	}
+}
+
+/* A request in flight for A's token file, started by a configuration
+ * that has gone: A's login waits for it rather than sending the same
+ * refresh token again. */
+static bool
+join_orphan(struct account *a, const char *path)
+{
+	struct refresh *rf;
+
+	for (rf = refreshes; rf; rf = rf->next)
+		if (!rf->a && strcmp(rf->path, path) == 0 && same_file(&rf->file, &a->file)) {
+			rf->a = a;
+			a->req = rf;
+			return true;
+		}
+	return false;
 }
 
 static bool
-start_refresh(struct account *a, struct ev_loop *loop, struct metrics_svc *m, const char *who,
-              const char *pass, size_t plen)
+start_refresh(struct account *a, const char *path, struct ev_loop *loop, struct metrics_svc *m,
+              const char *who, const char *pass, size_t plen)
 {
 	struct oauth2_endpoint ep;
+	struct refresh *rf;
 
 	if (client_loop != loop) {
 		if (client)
 			oauth2_client_free(client);
+		drop_refreshes();
 		client = oauth2_client_new(loop);
 		client_loop = client ? loop : NULL;
 	}
-	if (!client || !(a->req_pass = malloc(plen + 1)))
+	if (!client)
 		return false;
-	memcpy(a->req_pass, pass, plen);
-	a->req_pass_len = plen;
-	a->req_m = m;
-	strncpy(a->req_who, who, sizeof(a->req_who) - 1);
-	config_oauth2_endpoint(a->p, &ep);
-	a->req = oauth2_refresh(client, &ep, a->refresh, refreshed, a);
-	if (a->req == NULL) {
-		secret_free(&a->req_pass, &a->req_pass_len);
+	if (join_orphan(a, path))
+		return true;
+	if (!(rf = calloc(1, sizeof(*rf))))
+		return false;
+	rf->sent = strdup(a->refresh);
+	rf->sent_len = rf->sent ? a->refresh_len : 0;
+	rf->pass = malloc(plen + 1);
+	if (!rf->sent || !rf->pass) {
+		refresh_free(rf);
 		return false;
 	}
+	memcpy(rf->pass, pass, plen);
+	rf->pass_len = plen;
+	snprintf(rf->name, sizeof(rf->name), "%s", a->name);
+	snprintf(rf->provider, sizeof(rf->provider), "%s", a->p->name);
+	snprintf(rf->path, sizeof(rf->path), "%s", path);
+	snprintf(rf->who, sizeof(rf->who), "%s", who);
+	rf->file = a->file;
+	rf->m = m;
+	config_oauth2_endpoint(a->p, &ep);
+	if (!(rf->req = oauth2_refresh(client, &ep, rf->sent, refreshed, rf))) {
+		refresh_free(rf);
+		return false;
+	}
+	rf->a = a;
+	a->req = rf;
+	rf->next = refreshes;
+	refreshes = rf;
+	return true;
+}
+
+void
+oauth2_login_finish(struct ev_loop *loop)
+{
+	while (refreshes && client_loop == loop)
+		ev_run(loop, EVRUN_ONCE);
+	oauth2_open_stop();
+}
+
+/* L, whose password matched A's: answered from the cache, or waiting
+ * for the token request (then true: it is among A's waiters). */
+static bool
+wait_token(struct account *a, struct oauth2_login *l, const char *path, struct ev_loop *loop,
+           struct metrics_svc *m, const char *who, const char *pass, size_t plen)
+{
+	if (a->access && ev_now(loop) < a->renew_at) {
+		l->cb(l->arg, OAUTH2_LOGIN_OK, a->access);
+		return false;
+	}
+	secret_free(&a->access, &a->access_len);
+	if (!a->req && !start_refresh(a, path, loop, m, who, pass, plen)) {
+		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
+		l->cb(l->arg, OAUTH2_LOGIN_TEMPORARY, NULL);
+		return false;
+	}
+	l->next = a->waiters;
+	a->waiters = l;
+	return true;
+}
+
+/* A's token file is open (or not): each login that waited for it is
+ * checked against it now. Only the login whose password was tried learns
+ * that it is wrong; the others were not checked: a temporary failure. */
+static void
+opened(void *arg, const struct oauth2_opened *o)
+{
+	struct account *a = arg;
+	struct oauth2_login *l, *list = a->openers;
+	char path[PATH_MAX_LEN];
+	enum oauth2_login_result r;
+
+	a->opening = NULL;
+	a->openers = NULL;
+	r = learn_store(a, &a->opening_st, a->opening_who, o->password, o->password_len, o->result,
+	                o->token, o->token_len, o->err);
+	if (r == OAUTH2_LOGIN_REFUSED)
+		a->scrypt_after = ev_now(a->opening_loop) + SCRYPT_PAUSE;
+	if (oauth2_store_path(a->p->token_dir, a->name, path, sizeof(path)) < 0)
+		path[0] = '\0';
+	for (l = list; l; l = l->next)
+		l->detached = true;
+	while ((l = list) != NULL) {
+		bool waits = false;
+
+		list = l->next;
+		if (l->cancelled)
+			;
+		else if (r != OAUTH2_LOGIN_OK)
+			l->cb(l->arg,
+			      o->result == OAUTH2_STORE_BAD_PASSWORD && !l->opener
+			              ? OAUTH2_LOGIN_TEMPORARY
+			              : r,
+			      NULL);
+		else if (!password_ok(a, l->pass, l->plen))
+			l->cb(l->arg, OAUTH2_LOGIN_REFUSED, NULL);
+		else
+			waits = wait_token(a, l, path, l->loop, l->m, l->who, l->pass, l->plen);
+		if (waits) {
+			l->detached = false;
+			secret_free(&l->pass, &l->plen);
+		} else {
+			login_free(l);
+		}
+	}
+}
+
+/* L waits for A's token file to be opened off the loop (with its
+ * password, if no opening runs yet). False when it cannot. */
+static bool
+wait_open(struct account *a, struct oauth2_login *l, const char *path, const struct stat *st,
+          struct ev_loop *loop, struct metrics_svc *m, const char *who, const char *pass,
+          size_t plen)
+{
+	if (!(l->pass = malloc(plen + 1)))
+		return false;
+	memcpy(l->pass, pass, plen);
+	l->plen = plen;
+	snprintf(l->who, sizeof(l->who), "%s", who);
+	l->m = m;
+	l->loop = loop;
+	if (!a->opening) {
+		a->opening = oauth2_open_start(loop, path, a->name, pass, plen, opened, a);
+		if (!a->opening)
+			return false;
+		a->opening_st = *st;
+		a->opening_loop = loop;
+		snprintf(a->opening_who, sizeof(a->opening_who), "%s", who);
+		l->opener = true;
+	}
+	l->next = a->openers;
+	a->openers = l;
 	return true;
 }
 
@@ -380,7 +640,6 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
                    oauth2_login_cb *cb, void *arg)
 {
 	char name[256], path[PATH_MAX_LEN];
-	unsigned char check[32];
 	struct account *a;
 	struct oauth2_login *l;
 	struct stat st;
@@ -401,7 +660,7 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 			            strerror(errno));
 			goto temporary;
 		}
-		if (!a->req)
+		if (!a->req && !a->opening)
 			forget(a);
 		log_session(LOG_INFO, who,
 		            "oauth2: account %s is not authorized: run 'postern oauth2-authorize "
@@ -409,41 +668,40 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		            name, p->name, name);
 		goto refused;
 	}
-	if (a->known && (a->req || same_file(&a->file, &st))) {
-		password_check(a, pass, plen, check);
-		bool ok = CRYPTO_memcmp(check, a->check, sizeof(check)) == 0;
-		OPENSSL_cleanse(check, sizeof(check));
-		if (!ok)
-			goto refused;
-	} else if (ev_now(loop) < a->scrypt_after) {
-		/* Not checked: not a failed login of this client (fail2ban would
-		 * ban the owner's address for a guesser's attempts). */
-		goto temporary;
-	} else if ((r = open_store(a, path, &st, who, pass, plen)) != OAUTH2_LOGIN_OK) {
-		if (r == OAUTH2_LOGIN_REFUSED)
-			a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
-		cb(arg, r, NULL);
-		return NULL;
-	}
-	if (a->access && ev_now(loop) < a->renew_at) {
-		cb(arg, OAUTH2_LOGIN_OK, a->access);
-		return NULL;
-	}
-	secret_free(&a->access, &a->access_len);
 	if (!(l = calloc(1, sizeof(*l))))
 		goto temporary;
 	l->a = a;
 	l->cb = cb;
 	l->arg = arg;
-	l->next = a->waiters;
-	a->waiters = l;
-	if (!a->req && !start_refresh(a, loop, m, who, pass, plen)) {
-		log_session(LOG_ERR, who, "oauth2: cannot start a token request");
-		a->waiters = l->next;
+	if (a->known && (a->req || same_file(&a->file, &st))) {
+		if (!password_ok(a, pass, plen)) {
+			free(l);
+			goto refused;
+		}
+	} else if (ev_now(loop) < a->scrypt_after) {
+		/* Not checked: not a failed login of this client (fail2ban would
+		 * ban the owner's address for a guesser's attempts). */
 		free(l);
 		goto temporary;
+	} else if (wait_open(a, l, path, &st, loop, m, who, pass, plen)) {
+		return l;
+	} else {
+		/* no thread (or no memory): opened on the loop, as a last resort */
+		secret_free(&l->pass, &l->plen);
+		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, &st, who, pass, plen);
+		if (r != OAUTH2_LOGIN_OK) {
+			free(l);
+			if (r == OAUTH2_LOGIN_REFUSED)
+				a->scrypt_after = ev_now(loop) + SCRYPT_PAUSE;
+			cb(arg, r, NULL);
+			return NULL;
+		}
 	}
-	return l;
+	secret_free(&l->pass, &l->plen);
+	if (wait_token(a, l, path, loop, m, who, pass, plen))
+		return l;
+	free(l);
+	return NULL;
 refused:
 	cb(arg, OAUTH2_LOGIN_REFUSED, NULL);
 	return NULL;
@@ -466,7 +724,14 @@ oauth2_login_cancel(struct oauth2_login *l)
 	for (pp = &l->a->waiters; *pp; pp = &(*pp)->next)
 		if (*pp == l) {
 			*pp = l->next;
+			login_free(l);
+			return;
+		}
+	for (pp = &l->a->openers; *pp; pp = &(*pp)->next)
+		if (*pp == l) {
+			*pp = l->next;
 			break;
 		}
-	free(l);
+	/* the opener left: the file is opened all the same, for the others */
+	login_free(l);
 }

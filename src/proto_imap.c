@@ -617,6 +617,8 @@ static enum proto_verdict
 client_input(struct imap_state *s, const char *p, size_t len, bool full, struct proto_action *act,
              char *scratch)
 {
+	if (s->ol == OL_LITERAL)
+		return imap_login_literal(s, p, len, full, act, scratch);
 	if (s->c_literal > 0)
 		return literal_bytes(s, p, len, full, act, scratch);
 	if (s->c_sync || s->a.c_auth_wait || !s->s_greeted || s->ol >= OL_TOKEN)

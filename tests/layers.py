@@ -27,7 +27,7 @@ LAYERS = [
       "oauth2_store", "oauth2_json", "oauth2_sasl", "sni_index", "cert_map"]),
     ("transport", "sockets, TLS and PROXY headers, from plain inputs",
      ["endpoint", "relay", "tls", "tls_conf", "tls_binding", "tickets", "proxyproto",
-      "resolver", "oauth2_http", "cert_store"]),
+      "resolver", "oauth2_http", "oauth2_store_async", "cert_store"]),
     ("adapters", "the protocols, pure: bytes in, verdicts out",
      ["proto_kind", "proto", "proto_util", "proto_cmd", "proto_imap", "proto_pop3",
       "proto_smtp", "proto_raw", "proto_auth", "imap_token", "imap_redact", "imap_id",

@@ -41,4 +41,11 @@ struct oauth2_login *oauth2_login_start(struct ev_loop *loop, const struct oauth
  * on for the other logins of the account, and to store a rotated token. */
 void oauth2_login_cancel(struct oauth2_login *l);
 
+/* Runs LOOP until every token request of this process has ended (each
+ * has its timeout), so that a rotated refresh token the provider is
+ * sending is stored before the process exits. Called once the process
+ * serves no session any more; after it, token files opened off the loop
+ * are no longer waited for (the loop may go). */
+void oauth2_login_finish(struct ev_loop *loop);
+
 #endif

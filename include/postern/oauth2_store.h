@@ -29,7 +29,7 @@ enum oauth2_store_result {
 
 /* Longest refresh token kept (Microsoft's are ~1.5 KiB). */
 #define OAUTH2_STORE_TOKEN_MAX 8192
-/* scrypt cost of new files: N = 2^15, r = 8, p = 1 (32 MiB, tens of ms). */
+/* scrypt cost of new files: N = 2^15, r = 8, p = 1 (32 MiB, ~0.1 s of CPU). */
 #define OAUTH2_STORE_LOG2N_DEFAULT 15
 
 /* Whether ACCOUNT may name a token file: 1 to 254 bytes of

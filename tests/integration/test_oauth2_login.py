@@ -325,6 +325,104 @@ class OAuth2Login(PosternTestCase):
         self.p.wait_for(contains="token file of account alice was replaced or removed meanwhile")
         self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 0)
 
+    def send_password_and_leave(self):
+        """alice's client sends LOGIN and goes away while the provider
+        (rotating refresh tokens, slow to answer) holds the token request
+        postern sent for it. Returns the token file's content before."""
+        with open(os.path.join(self.tokens, USER), "rb") as f:
+            before = f.read()
+        self.fake.delay = 2.0
+        s = plain_connect(self.p.port("legacy"))
+        Reader(s).readline()
+        s.sendall(b'a1 LOGIN %s "%s"\r\n' % (USER.encode(), PASSWORD.encode()))
+        harness.wait_until(lambda: self.fake.token_requests(), timeout=5, msg="the token request")
+        s.close()
+        return before
+
+    def wait_token_file_changed(self, before):
+        def changed():
+            with open(os.path.join(self.tokens, USER), "rb") as f:
+                return f.read() != before
+        harness.wait_until(changed, timeout=8, msg="the rotated refresh token stored")
+
+    def test_rotated_token_of_a_client_gone_before_a_reload_is_stored(self):
+        """The client leaves and a reload replaces the configuration while
+        the provider answers: the rotating provider has invalidated the
+        refresh token sent, so its answer is stored all the same, and a
+        login of the new configuration meanwhile waits for that request
+        rather than sending the old refresh token again (which the
+        provider would refuse as revoked)."""
+        self.start()
+        before = self.send_password_and_leave()
+        self.p.signal(signal.SIGHUP)
+        self.p.wait_for(contains="configuration reloaded")
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.refreshes(), 1, "the new configuration's login joined the request")
+        self.wait_token_file_changed(before)
+        self.p.stop()
+        self.start()  # a new process knows only the file
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertEqual(self.token_metric("refused"), 0)
+        self.assertNoSecrets()
+
+    def test_rotated_token_of_a_request_in_flight_at_stop_is_stored(self):
+        """The client leaves and postern is told to stop while the
+        provider answers: the process stores the rotated refresh token
+        before it exits."""
+        self.start()
+        before = self.send_password_and_leave()
+        first = self.p
+        first.stop()
+        self.wait_token_file_changed(before)
+        first.wait_for(contains="rotated refresh token stored")
+        self.start()
+        m = self.imap()
+        self.assertEqual(m.login(USER, PASSWORD)[0], "OK")
+        m.logout()
+        self.assertNoSecrets()
+        for s in secrets_of(self.fake, [USER], [PASSWORD]):
+            self.assertNotIn(s, first.stderr())
+
+    def test_login_with_literals(self):
+        """Old clients send a password with special characters as a
+        literal: a synchronising one from imaplib (its login() always
+        quotes, so the literal goes the way its APPEND and AUTHENTICATE
+        send theirs: "{N}", "+", the bytes), and LITERAL+ for both the user
+        name and the password from a raw socket. The password is never
+        logged."""
+        special = 'p"a\\ss {8}%'
+        self.addCleanup(self.reauthorize)
+        conf = harness.Postern(self.services(), name="oauth2-authorize").conf
+        authorize(conf, "fake", USER, special, self.fake)
+        self.start()
+        m = self.imap()
+        m.literal = special.encode()
+        typ, data = m._simple_command("LOGIN", USER)
+        self.assertEqual(typ, "OK", data)
+        m.state = "AUTH"
+        typ, data = m.select("INBOX")
+        self.assertEqual((typ, int(data[0])), ("OK", 3), data)
+        m.logout()
+        s = plain_connect(self.p.port("legacy"))
+        r = Reader(s)
+        r.readline()
+        r.send(b"b1 LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\nb2 SELECT INBOX\r\nb3 LOGOUT\r\n"
+               % (len(USER), USER.encode(), len(special), special.encode()))
+        self.assertRegex(harness.imap_response(r, "b1"), rb"(?m)^b1 OK ")
+        self.assertIn(b"* 3 EXISTS", harness.imap_response(r, "b2"))
+        harness.imap_response(r, "b3")
+        s.close()
+        self.p.wait_for(contains="auth user=alice result=ok", count=2)
+        text = self.p.stderr() + files_text(self.capture)
+        self.assertIn("b1 LOGIN {5 bytes} ***", text)
+        self.assertNotIn(special, text)
+        self.assertNotIn("ss {8}", text)
+        self.assertNoSecrets()
+
     def test_wrong_password_fails_locally(self):
         self.start()
         m = self.imap()

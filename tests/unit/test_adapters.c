@@ -3226,11 +3226,79 @@ test_imap_oauth2_authenticate_plain(void **state)
 	ANSWER(s, "f BAD Invalid AUTHENTICATE PLAIN response\r\n");
 	feed(s, C, "g AUTHENTICATE XOAUTH2 dXNlcj1hbGljZQ==\r\n");
 	ANSWER(s, "g NO [CANNOT] Unsupported mechanism: use PLAIN or LOGIN\r\n");
-	/* a literal user name: refused before the client sends it */
-	feed(s, C, "h LOGIN {5}\r\n");
-	ANSWER(s, "h BAD Send the user name and password as quoted strings\r\n");
 	NOTHING(s);
 	assert_int_equal(s->login.n, 0);
+}
+
+/* LOGIN's user name and password as literals, synchronising or not (old
+ * clients send a password with special characters so): read by postern,
+ * nothing sent to the server, the password hidden in the log, remembered
+ * as a secret and left in the input for the login to consume (wiped). */
+static void
+test_imap_oauth2_login_with_literals(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *s = login_sess();
+	observe_next = false;
+	str_clear(&s->log);
+
+	/* synchronising: "+" for each, the bytes in pieces */
+	feed(s, C, "a LOGIN {5}\r\n");
+	ANSWER(s, "+ Ready for literal data\r\n");
+	feed(s, C, "ali");
+	feed(s, C, "ce {11}\r\n");
+	ANSWER(s, "+ Ready for literal data\r\n");
+	feed(s, C, "p\"w\\ {1}\r\nx");
+	assert_int_equal(s->stop[C], PV_MORE);
+	feed(s, C, "\r\nz NOOP\r\n");
+	assert_int_equal(s->stop[C], PV_LOGIN);
+	assert_int_equal(s->pend[C].n, strlen("z NOOP\r\n")); /* consumed with the login */
+	LOGIN_AS(s, "alice|p\"w\\ {1}\r\nx");
+	NOTHING(s);
+	LOGGED(s, "C: a LOGIN {5 bytes} ***\n");
+	SECRETS(s, "p\"w\\ {1}\r\nx\n");
+	login_fail(s, PROTO_LOGIN_REFUSED);
+	ANSWER(s, "a NO [AUTHENTICATIONFAILED] Authentication failed\r\n");
+	drive(s, C);
+	TO_SERVER(s, "z NOOP\r\n");
+	feed(s, S, "z OK done\r\n");
+	TO_CLIENT(s, "z OK done\r\n");
+	str_clear(&s->log);
+	/* LITERAL+ (RFC 7888), all at once; a literal user, a quoted password */
+	feed(s, C, "b LOGIN \"alice\" {3+}\r\npw!\r\n");
+	LOGIN_AS(s, "alice|pw!");
+	NOTHING(s);
+	LOGGED(s, "C: b LOGIN \"alice\" ***\n");
+	SECRETS(s, "pw!\n");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "b NO [UNAVAILABLE] Authentication service unavailable, try again later\r\n");
+	feed(s, C, "c LOGIN {5+}\r\nalice \"pw 2\"\r\n");
+	LOGIN_AS(s, "alice|pw 2");
+	LOGGED(s, "C: c LOGIN {5 bytes} ***\n");
+	SECRETS(s, "pw 2\n");
+	login_fail(s, PROTO_LOGIN_TEMPORARY);
+	ANSWER(s, "c NO [UNAVAILABLE] Authentication service unavailable, try again later\r\n");
+	/* too long: refused before the client sends it; bad arguments */
+	feed(s, C, "d LOGIN alice {5000}\r\n");
+	ANSWER(s, "d BAD User name or password too long\r\n");
+	feed(s, C, "e LOGIN {0}\r\n");
+	ANSWER(s, "+ Ready for literal data\r\n");
+	feed(s, C, " pw\r\n");
+	ANSWER(s, "e BAD Invalid LOGIN arguments\r\n");
+	feed(s, C, "f LOGIN {5}\r\n");
+	ANSWER(s, "+ Ready for literal data\r\n");
+	feed(s, C, "alice pw more\r\n");
+	ANSWER(s, "f BAD Invalid LOGIN arguments\r\n");
+	feed(s, C, "g LOGIN alice ~{2}\r\n");
+	ANSWER(s, "g BAD Invalid LOGIN arguments\r\n");
+	NOTHING(s);
+	assert_int_equal(s->login.n, 0);
+	/* a non-synchronising literal too long to read: no framing is safe */
+	feed(s, C, "h LOGIN alice {5000+}\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE User name or password too long; the literal of a refused command "
+	          "cannot be skipped\r\n");
 }
 
 static void
@@ -3571,6 +3639,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_answered_by_postern, teardown),
+	        cmocka_unit_test_teardown(test_imap_oauth2_login_with_literals, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_authenticate_plain, teardown),
 	        cmocka_unit_test_teardown(test_imap_oauth2_login_waits_for_commands_in_flight,
 	                                  teardown),

@@ -1,8 +1,10 @@
 /* The login decision of backend_auth = oauth2, without a provider: what
  * fails at once (unknown account, bad name, wrong password, guessing
  * paused), what is cached (a known password is checked without scrypt),
- * and that a login whose provider cannot be reached ends in a temporary
- * failure from the loop, counted in the token request metric. */
+ * that a login whose provider cannot be reached ends in a temporary
+ * failure from the loop, counted in the token request metric, that a
+ * token request sent ends even when nobody waits for it any more, and
+ * that opening token files (scrypt) does not hold the loop. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cmocka.h>
 
@@ -76,6 +79,7 @@ teardown(void **state)
 	(void)state;
 	if (slot.free)
 		slot.free(slot.cache);
+	oauth2_login_finish(loop); /* nothing of this test ends in the next */
 	snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
 	assert_int_equal(system(cmd), 0);
 	return 0;
@@ -103,7 +107,8 @@ test_refused_at_once(void **state)
 	(void)state;
 	assert_int_equal(login("bob@example.com", PW, false).result, OAUTH2_LOGIN_REFUSED);
 	assert_int_equal(login("../etc/passwd", PW, false).result, OAUTH2_LOGIN_REFUSED);
-	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
+	/* the file is opened off the loop: the answer comes from it */
+	assert_int_equal(login(ACCOUNT, "wrong", true).result, OAUTH2_LOGIN_REFUSED);
 	/* guessing is paused for a second: every attempt, even with the right
 	 * password, gets a temporary failure, unchecked (not a failed login) */
 	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_TEMPORARY);
@@ -132,6 +137,88 @@ test_provider_unreachable_is_temporary_and_password_cached(void **state)
 	assert_int_equal(a.calls, 0);
 }
 
+/* A token request is never dropped once sent (a rotating provider may
+ * have invalidated the refresh token already): neither the login's
+ * cancel nor its configuration's end stops it, and the process can wait
+ * for its end. */
+static void
+test_request_outlives_its_login_and_configuration(void **state)
+{
+	struct answer a = {0};
+	struct oauth2_login *l;
+
+	(void)state;
+	/* the account known: the next login starts its token request at once */
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	l = oauth2_login_start(loop, &prov, &m, "t", ACCOUNT, strlen(ACCOUNT), PW, strlen(PW), done,
+	                       &a);
+	assert_non_null(l);
+	oauth2_login_cancel(l);
+	slot.free(slot.cache);
+	slot.free = NULL;
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 1);
+	oauth2_login_finish(loop);
+	assert_int_equal(a.calls, 0);
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], 2);
+}
+
+static double
+seconds(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* scrypt at its real cost (~0.1 s) runs off the loop: the first logins
+ * of many accounts at once take less time together than one opening of
+ * a token file, and each is answered from the loop once its file is
+ * open (here: a temporary failure, the provider being unreachable; the
+ * password was right). */
+#define ACCOUNTS 4
+static void
+test_first_logins_do_not_hold_the_loop(void **state)
+{
+	char path[128], err[256], name[ACCOUNTS][16], *token;
+	struct answer a[ACCOUNTS] = {0};
+	size_t len;
+	double t, one, all;
+	int answered = 0;
+
+	(void)state;
+	for (int i = 0; i < ACCOUNTS; i++) {
+		snprintf(name[i], sizeof(name[i]), "user%d", i);
+		assert_int_equal(oauth2_store_path(dir, name[i], path, sizeof(path)), 0);
+		assert_int_equal(oauth2_store_write(path, name[i], PW, strlen(PW), "rt", 2, 0, err,
+		                                    sizeof(err)),
+		                 OAUTH2_STORE_OK);
+	}
+	t = seconds();
+	assert_int_equal(oauth2_store_read(path, name[ACCOUNTS - 1], PW, strlen(PW), &token, &len,
+	                                   err, sizeof(err)),
+	                 OAUTH2_STORE_OK);
+	one = seconds() - t;
+	oauth2_secret_free(token, len);
+	t = seconds();
+	for (int i = 0; i < ACCOUNTS; i++)
+		assert_non_null(oauth2_login_start(loop, &prov, &m, "t", name[i], strlen(name[i]),
+		                                   PW, strlen(PW), done, &a[i]));
+	all = seconds() - t;
+	assert_true(all < one);
+	while (answered < ACCOUNTS) {
+		ev_run(loop, EVRUN_ONCE);
+		answered = 0;
+		for (int i = 0; i < ACCOUNTS; i++)
+			answered += a[i].calls;
+	}
+	for (int i = 0; i < ACCOUNTS; i++) {
+		assert_int_equal(a[i].calls, 1);
+		assert_int_equal(a[i].result, OAUTH2_LOGIN_TEMPORARY);
+	}
+	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], ACCOUNTS);
+}
+
 int
 main(void)
 {
@@ -140,6 +227,10 @@ main(void)
 	        cmocka_unit_test_setup_teardown(
 	                test_provider_unreachable_is_temporary_and_password_cached, setup,
 	                teardown),
+	        cmocka_unit_test_setup_teardown(test_request_outlives_its_login_and_configuration,
+	                                        setup, teardown),
+	        cmocka_unit_test_setup_teardown(test_first_logins_do_not_hold_the_loop, setup,
+	                                        teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
 	loop = ev_default_loop(0);
