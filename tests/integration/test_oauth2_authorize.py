@@ -163,7 +163,7 @@ class OAuth2Authorize(PosternTestCase):
             text = f.read()
         with open(self.conf, "w") as f:
             f.write(text.replace("[global]\n", "[global]\nuser = nobody\n"))
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         for d in (nested, os.path.dirname(nested)):
             st = os.stat(d)
             self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid), (0o700, nobody.pw_uid), d)
@@ -202,7 +202,10 @@ class OAuth2Authorize(PosternTestCase):
         self.assertRegex(q["redirect_uri"], r"^http://127\.0\.0\.1:\d+/$")
         return url, q
 
-    def test_loopback_grant_with_pkce(self):
+    def authorize_by_loopback(self):
+        """The loopback grant, the browser approving at once: the quick way
+        to a stored token for the tests of what is done with it (the device
+        grant polls once a second)."""
         p, w = self.start("oauth2-authorize", "--loopback", "fake", ACCOUNT)
         url, q = self.loopback_url(w)
         status, location, _ = self.browser(url)
@@ -211,7 +214,10 @@ class OAuth2Authorize(PosternTestCase):
         status, _, body = self.browser(location)
         self.assertEqual(status, 200)
         self.assertIn(b"authorization received", body)
-        self.finish(p, w)
+        return self.finish(p, w)
+
+    def test_loopback_grant_with_pkce(self):
+        self.authorize_by_loopback()
         # the fake checked the verifier against the S256 challenge
         self.assertEqual(self.fake.token_requests(), ["authorization_code"])
         self.assertEqual(stat.S_IMODE(os.stat(self.token_path()).st_mode), 0o600)
@@ -230,7 +236,7 @@ class OAuth2Authorize(PosternTestCase):
     # ------------------------------------------------------------ the stored token
 
     def test_wrong_password_fails_without_asking_the_provider(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         before = len(self.fake.requests)
         out = self.command("oauth2-check", "fake", ACCOUNT, password="not-the-password",
                            expect=2)
@@ -238,7 +244,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertEqual(len(self.fake.requests), before)
 
     def test_copied_token_file_useless_without_password_or_as_another_account(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         other = self.token_path("mallory@example.com")
         shutil.copy(self.token_path(), other)
         os.chmod(other, 0o600)
@@ -249,7 +255,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertEqual(len(self.fake.requests), before)
 
     def test_rotated_refresh_token_is_stored(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         # each check rotates; the old token is dead at the fake, so a second
         # check works only if the first stored the new one
         out = self.command("oauth2-check", "fake", ACCOUNT)
@@ -261,7 +267,7 @@ class OAuth2Authorize(PosternTestCase):
         self.command("oauth2-check", "fake", ACCOUNT)
 
     def test_revoked_refresh_token_is_permanent(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         for t in list(self.fake.refresh):
             self.fake.revoke(t)
         out = self.command("oauth2-check", "fake", ACCOUNT, expect=2)
@@ -269,7 +275,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertIn("authorize the account again", out)
 
     def test_provider_down_or_slow_is_temporary_and_keeps_the_token(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         self.fake.fail_next = [503]
         out = self.command("oauth2-check", "fake", ACCOUNT, expect=2)
         self.assertIn("HTTP 503", out)
@@ -284,7 +290,7 @@ class OAuth2Authorize(PosternTestCase):
         self.command("oauth2-check", "fake", ACCOUNT)
 
     def test_provider_certificate_is_verified(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         # trust only a CA that did not sign the fake's certificate
         other_ca = os.path.join(self.dir, "other-ca.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
