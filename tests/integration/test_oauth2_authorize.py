@@ -7,7 +7,6 @@ locally; revocation, a provider down or slow and an unverifiable
 certificate fail as they should; no token ever appears in postern's
 output; [oauth2:NAME] errors are reported as FILE:LINE."""
 
-import http.client
 import json
 import os
 import pwd
@@ -24,6 +23,7 @@ import urllib.request
 import harness
 from harness import POSTERN, PipeWatch, PosternTestCase, env, free_port, render_config, run
 from fake_oauth2 import FakeOAuth2
+from oauth2_util import browser_get
 
 ACCOUNT = "alice@example.com"
 PASSWORD = "local-pw-for-alice"
@@ -102,20 +102,6 @@ class OAuth2Authorize(PosternTestCase):
             self.assertNotIn(t, text)
             self.assertNotIn(urllib.parse.quote(t, safe=""), text)
 
-    def browser(self, url, **kw):
-        """GET like a browser that trusts the test CA; no redirect followed."""
-        u = urllib.parse.urlsplit(url)
-        if u.scheme == "https":
-            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=10,
-                                            context=ssl.create_default_context(cafile=env().ca))
-        else:
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        c.request("GET", u.path + ("?" + u.query if u.query else ""))
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r.status, r.getheader("Location"), body
-
     def token_path(self, account=ACCOUNT):
         return os.path.join(self.tokens, account)
 
@@ -124,7 +110,7 @@ class OAuth2Authorize(PosternTestCase):
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
         # approve only after a poll was answered authorization_pending
         harness.wait_until(lambda: len(self.fake.token_requests()) >= 1, timeout=5)
-        status, _, _ = self.browser(self.fake.url + "/device/verify?user_code=" + code)
+        status, _, _ = browser_get(self.fake.url + "/device/verify?user_code=" + code)
         self.assertEqual(status, 200)
         return self.finish(p, w)
 
@@ -151,7 +137,7 @@ class OAuth2Authorize(PosternTestCase):
         p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
         w.wait(rb"enter the code AB\?\]0;owned\?CD\n")
         self.assertNotIn(b"\x1b", w.data)
-        self.browser(self.fake.url + "/device/verify?user_code=" + urllib.parse.quote(self.fake.user_code))
+        browser_get(self.fake.url + "/device/verify?user_code=" + urllib.parse.quote(self.fake.user_code))
         self.finish(p, w)
 
     def test_token_dir_created_and_given_to_the_daemon_user(self):
@@ -180,7 +166,7 @@ class OAuth2Authorize(PosternTestCase):
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
         # the first poll gets slow_down: the next comes 1 + 5 s later
         harness.wait_until(lambda: len(self.fake.token_requests()) >= 1, timeout=5)
-        self.browser(self.fake.url + "/device/verify?user_code=" + code)
+        browser_get(self.fake.url + "/device/verify?user_code=" + code)
         self.finish(p, w)
         polls = [t for path, _, t in self.fake.requests if path == "/token"]
         self.assertEqual(len(polls), 2)
@@ -189,7 +175,7 @@ class OAuth2Authorize(PosternTestCase):
     def test_device_grant_denied_stores_nothing(self):
         p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
-        self.browser(self.fake.url + "/device/verify?deny=1&user_code=" + code)
+        browser_get(self.fake.url + "/device/verify?deny=1&user_code=" + code)
         out = self.finish(p, w, expect=2)
         self.assertIn("access_denied", out)
         self.assertFalse(os.path.exists(self.token_path()))
@@ -208,10 +194,10 @@ class OAuth2Authorize(PosternTestCase):
         grant polls once a second)."""
         p, w = self.start("oauth2-authorize", "--loopback", "fake", ACCOUNT)
         url, q = self.loopback_url(w)
-        status, location, _ = self.browser(url)
+        status, location, _ = browser_get(url)
         self.assertEqual(status, 302)
         self.assertTrue(location.startswith(q["redirect_uri"] + "?code="), location)
-        status, _, body = self.browser(location)
+        status, _, body = browser_get(location)
         self.assertEqual(status, 200)
         self.assertIn(b"authorization received", body)
         return self.finish(p, w)
@@ -226,7 +212,7 @@ class OAuth2Authorize(PosternTestCase):
     def test_loopback_redirect_with_wrong_state_refused(self):
         p, w = self.start("oauth2-authorize", "--loopback", "fake", ACCOUNT)
         _, q = self.loopback_url(w)
-        status, _, _ = self.browser(q["redirect_uri"] + "?code=forged&state=forged")
+        status, _, _ = browser_get(q["redirect_uri"] + "?code=forged&state=forged")
         self.assertEqual(status, 400)
         out = self.finish(p, w, expect=2)
         self.assertIn("wrong state", out)
