@@ -1103,21 +1103,23 @@ class Memcheck:
 
 def read_to_close(sock, timeout):
     """All bytes until the peer closes (EOF or reset); None if it stays open
-    for `timeout` seconds (not scaled: callers that wait for postern scale)."""
+    for `timeout` seconds (not scaled: callers that wait for postern scale).
+    A socket the peer has already closed is read even with no time left."""
     deadline = time.monotonic() + timeout
     out = bytearray()
     sock.settimeout(0.1)
-    while time.monotonic() < deadline:
+    while True:
         try:
             chunk = sock.recv(65536)
         except (socket.timeout, TimeoutError):
-            continue
+            chunk = None
         except OSError:  # ConnectionError, ssl.SSLError: a reset is a close
             return bytes(out)
-        if not chunk:
+        if chunk == b"":
             return bytes(out)
-        out += chunk
-    return None
+        out += chunk or b""
+        if time.monotonic() >= deadline:
+            return None
 
 
 def closed_by_peer(sock, timeout):
