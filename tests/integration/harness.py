@@ -81,6 +81,7 @@ class Env:
 
     def __init__(self, tmp):
         self.tmp = tmp
+        self.shared = []  # run-wide servers of some tests (share())
         self.certs = os.path.join(tmp, "certs")
         subprocess.run(
             [os.path.join(ROOT, "tests", "servers", "gen-certs.sh"), "test", self.certs],
@@ -133,9 +134,22 @@ class Env:
     def smtp_messages(self):
         return self.servers.smtp.messages()
 
+    def share(self, server):
+        """SERVER (a started mailserver.ServerProcess) serves the rest of the
+        run and is stopped with the run's mail servers."""
+        self.shared.append(server)
+        return server
+
     def stop(self):
+        # every one signalled before any is waited for: a Dovecot takes a
+        # second to stop
+        for s in self.shared:
+            s.terminate()
         if self.servers:
             self.servers.stop()
+        for s in self.shared:
+            s.stop()
+        self.shared = []
 
 
 def missing_servers():

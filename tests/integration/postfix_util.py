@@ -114,14 +114,20 @@ class SaslDovecot(mailserver.Dovecot):
                 "smtpd_sasl_path": self.auth_socket}
 
     @classmethod
-    def started(cls, fakes):
-        """One in the run's temp dir, started and added to FAKES (a test
-        class's list of what to stop when it is done)."""
-        d = cls(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
-        fakes.append(d)
-        d.prepare()
-        d.start()
-        return d
+    def shared(cls):
+        """The run's one, started on first use and stopped with the run's
+        mail servers: it only answers whether alice's password is right,
+        and a Dovecot takes a second to stop."""
+        global _SASL_DOVECOT
+        if _SASL_DOVECOT is None:
+            d = cls(tempfile.mkdtemp(prefix="dovecot-sasl-", dir=env().tmp))
+            d.prepare()
+            d.start()
+            _SASL_DOVECOT = env().share(d)
+        return _SASL_DOVECOT
+
+
+_SASL_DOVECOT = None
 
 
 class Postfix:
