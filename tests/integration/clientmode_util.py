@@ -310,7 +310,9 @@ def tls_dovecot():
         d = TlsDovecot(os.path.join(tmpdir(), "dovecot"), cert, key)
         d.prepare()
         d.start()
-        _DOVECOT = d
+        # stopped with the run's servers, all signalled at once (the exit
+        # handler's stop is then a no-op)
+        _DOVECOT = harness.env().share(d)
     return _DOVECOT
 
 

@@ -81,6 +81,7 @@ class Env:
 
     def __init__(self, tmp):
         self.tmp = tmp
+        self.shared = []  # run-wide servers of some tests (share())
         self.certs = os.path.join(tmp, "certs")
         subprocess.run(
             [os.path.join(ROOT, "tests", "servers", "gen-certs.sh"), "test", self.certs],
@@ -133,9 +134,22 @@ class Env:
     def smtp_messages(self):
         return self.servers.smtp.messages()
 
+    def share(self, server):
+        """SERVER (a started mailserver.ServerProcess) serves the rest of the
+        run and is stopped with the run's mail servers."""
+        self.shared.append(server)
+        return server
+
     def stop(self):
+        # every one signalled before any is waited for: a Dovecot takes a
+        # second to stop
+        for s in self.shared:
+            s.terminate()
         if self.servers:
             self.servers.stop()
+        for s in self.shared:
+            s.stop()
+        self.shared = []
 
 
 def missing_servers():
@@ -1103,21 +1117,23 @@ class Memcheck:
 
 def read_to_close(sock, timeout):
     """All bytes until the peer closes (EOF or reset); None if it stays open
-    for `timeout` seconds (not scaled: callers that wait for postern scale)."""
+    for `timeout` seconds (not scaled: callers that wait for postern scale).
+    A socket the peer has already closed is read even with no time left."""
     deadline = time.monotonic() + timeout
     out = bytearray()
     sock.settimeout(0.1)
-    while time.monotonic() < deadline:
+    while True:
         try:
             chunk = sock.recv(65536)
         except (socket.timeout, TimeoutError):
-            continue
+            chunk = None
         except OSError:  # ConnectionError, ssl.SSLError: a reset is a close
             return bytes(out)
-        if not chunk:
+        if chunk == b"":
             return bytes(out)
-        out += chunk
-    return None
+        out += chunk or b""
+        if time.monotonic() >= deadline:
+            return None
 
 
 def closed_by_peer(sock, timeout):

@@ -1,8 +1,8 @@
 """Helpers for the backend_auth = oauth2 integration tests: a TLS Dovecot
 whose only passdb is OAuth 2.0 (driver = oauth2, tokens checked at the fake
 provider's introspection endpoint), a token file made the way an admin
-makes it (postern oauth2-authorize, the device grant, the test playing the
-user's browser), and the secrets a log or a transcript must never hold."""
+makes it (postern oauth2-authorize, the loopback grant, the test playing
+the user's browser), and the secrets a log or a transcript must never hold."""
 
 import base64
 import http.client
@@ -57,30 +57,38 @@ class OAuth2Dovecot(clientmode_util.TlsDovecot):
 
 
 def browser_get(url):
-    """GET url as a browser trusting the test CA would; (status, body)."""
+    """GET url (https or the loopback redirect's http) as a browser trusting
+    the test CA would, following no redirect: (status, Location, body)."""
     u = urllib.parse.urlsplit(url)
-    c = http.client.HTTPSConnection(u.hostname, u.port, timeout=10,
-                                    context=ssl.create_default_context(cafile=env().ca))
+    if u.scheme == "https":
+        c = http.client.HTTPSConnection(u.hostname, u.port, timeout=10,
+                                        context=ssl.create_default_context(cafile=env().ca))
+    else:
+        c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
     c.request("GET", u.path + ("?" + u.query if u.query else ""))
     r = c.getresponse()
     body = r.read()
     c.close()
-    return r.status, body
+    return r.status, r.getheader("Location"), body
 
 
 def authorize(conf, provider, account, password, fake):
-    """postern -c conf oauth2-authorize provider account, the local password
-    typed in, the device code approved for account at the fake; returns
-    postern's output (it must succeed)."""
-    p = subprocess.Popen([POSTERN, "-c", conf, "oauth2-authorize", provider, account],
+    """postern -c conf oauth2-authorize --loopback provider account, the
+    local password typed in, the browser sent to FAKE's authorization page
+    (which approves the account of the login hint) and back to postern;
+    returns postern's output (it must succeed). The loopback grant, as it
+    takes no time: the device grant polls once a second."""
+    p = subprocess.Popen([POSTERN, "-c", conf, "oauth2-authorize", "--loopback", provider, account],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         p.stdin.write(password.encode() + b"\n")
         p.stdin.flush()
         w = PipeWatch(p.stdout)
-        code = w.wait(rb"enter the code (\S+)").group(1).decode()
-        status, _ = browser_get("%s/device/verify?user_code=%s&account=%s"
-                                % (fake.url, urllib.parse.quote(code), urllib.parse.quote(account)))
+        url = w.wait(rb"^(https://\S+/authorize\?\S+)$").group(1).decode()
+        assert url.startswith(fake.url + "/authorize?"), url
+        status, location, _ = browser_get(url)
+        assert status == 302, status
+        status, _, _ = browser_get(location)
         assert status == 200, status
         out = w.finish(p, timeout=15)
     finally:

@@ -35,7 +35,7 @@ class AuthLog(StarttlsCase):
     def make_services(cls):
         cls.mport = free_port()
         cls.GLOBAL = {"metrics": "127.0.0.1:%d" % cls.mport}
-        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
+        cls.sasl = SaslDovecot.shared()
         cls.pf = Postfix(tempfile.mkdtemp(prefix="postfix-sasl-", dir=env().tmp), main=cls.sasl.main())
         cls._fakes.append(cls.pf)
         cls.pf.start()

@@ -7,7 +7,6 @@ locally; revocation, a provider down or slow and an unverifiable
 certificate fail as they should; no token ever appears in postern's
 output; [oauth2:NAME] errors are reported as FILE:LINE."""
 
-import http.client
 import json
 import os
 import pwd
@@ -24,6 +23,7 @@ import urllib.request
 import harness
 from harness import POSTERN, PipeWatch, PosternTestCase, env, free_port, render_config, run
 from fake_oauth2 import FakeOAuth2
+from oauth2_util import browser_get
 
 ACCOUNT = "alice@example.com"
 PASSWORD = "local-pw-for-alice"
@@ -102,20 +102,6 @@ class OAuth2Authorize(PosternTestCase):
             self.assertNotIn(t, text)
             self.assertNotIn(urllib.parse.quote(t, safe=""), text)
 
-    def browser(self, url, **kw):
-        """GET like a browser that trusts the test CA; no redirect followed."""
-        u = urllib.parse.urlsplit(url)
-        if u.scheme == "https":
-            c = http.client.HTTPSConnection(u.hostname, u.port, timeout=10,
-                                            context=ssl.create_default_context(cafile=env().ca))
-        else:
-            c = http.client.HTTPConnection(u.hostname, u.port, timeout=10)
-        c.request("GET", u.path + ("?" + u.query if u.query else ""))
-        r = c.getresponse()
-        body = r.read()
-        c.close()
-        return r.status, r.getheader("Location"), body
-
     def token_path(self, account=ACCOUNT):
         return os.path.join(self.tokens, account)
 
@@ -124,7 +110,7 @@ class OAuth2Authorize(PosternTestCase):
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
         # approve only after a poll was answered authorization_pending
         harness.wait_until(lambda: len(self.fake.token_requests()) >= 1, timeout=5)
-        status, _, _ = self.browser(self.fake.url + "/device/verify?user_code=" + code)
+        status, _, _ = browser_get(self.fake.url + "/device/verify?user_code=" + code)
         self.assertEqual(status, 200)
         return self.finish(p, w)
 
@@ -151,7 +137,7 @@ class OAuth2Authorize(PosternTestCase):
         p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
         w.wait(rb"enter the code AB\?\]0;owned\?CD\n")
         self.assertNotIn(b"\x1b", w.data)
-        self.browser(self.fake.url + "/device/verify?user_code=" + urllib.parse.quote(self.fake.user_code))
+        browser_get(self.fake.url + "/device/verify?user_code=" + urllib.parse.quote(self.fake.user_code))
         self.finish(p, w)
 
     def test_token_dir_created_and_given_to_the_daemon_user(self):
@@ -163,7 +149,7 @@ class OAuth2Authorize(PosternTestCase):
             text = f.read()
         with open(self.conf, "w") as f:
             f.write(text.replace("[global]\n", "[global]\nuser = nobody\n"))
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         for d in (nested, os.path.dirname(nested)):
             st = os.stat(d)
             self.assertEqual((stat.S_IMODE(st.st_mode), st.st_uid), (0o700, nobody.pw_uid), d)
@@ -180,7 +166,7 @@ class OAuth2Authorize(PosternTestCase):
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
         # the first poll gets slow_down: the next comes 1 + 5 s later
         harness.wait_until(lambda: len(self.fake.token_requests()) >= 1, timeout=5)
-        self.browser(self.fake.url + "/device/verify?user_code=" + code)
+        browser_get(self.fake.url + "/device/verify?user_code=" + code)
         self.finish(p, w)
         polls = [t for path, _, t in self.fake.requests if path == "/token"]
         self.assertEqual(len(polls), 2)
@@ -189,7 +175,7 @@ class OAuth2Authorize(PosternTestCase):
     def test_device_grant_denied_stores_nothing(self):
         p, w = self.start("oauth2-authorize", "fake", ACCOUNT)
         code = w.wait(rb"enter the code (\S+)").group(1).decode()
-        self.browser(self.fake.url + "/device/verify?deny=1&user_code=" + code)
+        browser_get(self.fake.url + "/device/verify?deny=1&user_code=" + code)
         out = self.finish(p, w, expect=2)
         self.assertIn("access_denied", out)
         self.assertFalse(os.path.exists(self.token_path()))
@@ -202,16 +188,22 @@ class OAuth2Authorize(PosternTestCase):
         self.assertRegex(q["redirect_uri"], r"^http://127\.0\.0\.1:\d+/$")
         return url, q
 
-    def test_loopback_grant_with_pkce(self):
+    def authorize_by_loopback(self):
+        """The loopback grant, the browser approving at once: the quick way
+        to a stored token for the tests of what is done with it (the device
+        grant polls once a second)."""
         p, w = self.start("oauth2-authorize", "--loopback", "fake", ACCOUNT)
         url, q = self.loopback_url(w)
-        status, location, _ = self.browser(url)
+        status, location, _ = browser_get(url)
         self.assertEqual(status, 302)
         self.assertTrue(location.startswith(q["redirect_uri"] + "?code="), location)
-        status, _, body = self.browser(location)
+        status, _, body = browser_get(location)
         self.assertEqual(status, 200)
         self.assertIn(b"authorization received", body)
-        self.finish(p, w)
+        return self.finish(p, w)
+
+    def test_loopback_grant_with_pkce(self):
+        self.authorize_by_loopback()
         # the fake checked the verifier against the S256 challenge
         self.assertEqual(self.fake.token_requests(), ["authorization_code"])
         self.assertEqual(stat.S_IMODE(os.stat(self.token_path()).st_mode), 0o600)
@@ -220,7 +212,7 @@ class OAuth2Authorize(PosternTestCase):
     def test_loopback_redirect_with_wrong_state_refused(self):
         p, w = self.start("oauth2-authorize", "--loopback", "fake", ACCOUNT)
         _, q = self.loopback_url(w)
-        status, _, _ = self.browser(q["redirect_uri"] + "?code=forged&state=forged")
+        status, _, _ = browser_get(q["redirect_uri"] + "?code=forged&state=forged")
         self.assertEqual(status, 400)
         out = self.finish(p, w, expect=2)
         self.assertIn("wrong state", out)
@@ -230,7 +222,7 @@ class OAuth2Authorize(PosternTestCase):
     # ------------------------------------------------------------ the stored token
 
     def test_wrong_password_fails_without_asking_the_provider(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         before = len(self.fake.requests)
         out = self.command("oauth2-check", "fake", ACCOUNT, password="not-the-password",
                            expect=2)
@@ -238,7 +230,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertEqual(len(self.fake.requests), before)
 
     def test_copied_token_file_useless_without_password_or_as_another_account(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         other = self.token_path("mallory@example.com")
         shutil.copy(self.token_path(), other)
         os.chmod(other, 0o600)
@@ -249,7 +241,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertEqual(len(self.fake.requests), before)
 
     def test_rotated_refresh_token_is_stored(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         # each check rotates; the old token is dead at the fake, so a second
         # check works only if the first stored the new one
         out = self.command("oauth2-check", "fake", ACCOUNT)
@@ -261,7 +253,7 @@ class OAuth2Authorize(PosternTestCase):
         self.command("oauth2-check", "fake", ACCOUNT)
 
     def test_revoked_refresh_token_is_permanent(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         for t in list(self.fake.refresh):
             self.fake.revoke(t)
         out = self.command("oauth2-check", "fake", ACCOUNT, expect=2)
@@ -269,7 +261,7 @@ class OAuth2Authorize(PosternTestCase):
         self.assertIn("authorize the account again", out)
 
     def test_provider_down_or_slow_is_temporary_and_keeps_the_token(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         self.fake.fail_next = [503]
         out = self.command("oauth2-check", "fake", ACCOUNT, expect=2)
         self.assertIn("HTTP 503", out)
@@ -284,7 +276,7 @@ class OAuth2Authorize(PosternTestCase):
         self.command("oauth2-check", "fake", ACCOUNT)
 
     def test_provider_certificate_is_verified(self):
-        self.authorize_by_device()
+        self.authorize_by_loopback()
         # trust only a CA that did not sign the fake's certificate
         other_ca = os.path.join(self.dir, "other-ca.pem")
         subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",

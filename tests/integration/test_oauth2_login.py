@@ -75,6 +75,7 @@ class OAuth2Login(PosternTestCase):
                     "backend_ca": clientmode_util.pki().ca, "backend_sni": "localhost",
                     "backend_auth": "oauth2:fake", "log_commands": "yes", "capture_dir": capture}
         provider = {"provider": "generic", "device_authorization_url": cls.fake.url + "/device",
+                    "authorization_url": cls.fake.url + "/authorize",
                     "token_url": token_url or cls.fake.url + "/token", "scope": "mail offline_access",
                     "client_id": "postern-test", "token_dir": cls.tokens, "ca": env().ca,
                     "timeout": timeout, "sasl_mechanism": mech}

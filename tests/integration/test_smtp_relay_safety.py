@@ -27,7 +27,7 @@ from starttls_util import StarttlsCase
 class SmtpRelaySafety(StarttlsCase):
     @classmethod
     def make_services(cls):
-        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
+        cls.sasl = SaslDovecot.shared()
         cls.pf_proxy = Postfix(tempfile.mkdtemp(prefix="postfix-proxy-", dir=env().tmp),
                                main=dict(RELAY, **cls.sasl.main()),
                                smtpd_opts={"smtpd_upstream_proxy_protocol": "haproxy"})

@@ -28,7 +28,7 @@ from starttls_util import StarttlsCase, smtp_reply
 class Xclient(StarttlsCase):
     @classmethod
     def make_services(cls):
-        cls.sasl = SaslDovecot.started(cls._fakes)  # stopped with the fakes in tearDownClass
+        cls.sasl = SaslDovecot.shared()
         # inet_protocols = all: Postfix takes an IPv6 address in XCLIENT
         # only then; the IPv4-only one refuses it (501 Bad ADDR syntax).
         main = dict(RELAY, smtpd_authorized_xclient_hosts="127.0.0.0/8", **cls.sasl.main())
