@@ -674,6 +674,62 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 
 /* ---- server -> client ---- */
 
+static bool
+is_plus(struct pu_word tag)
+{
+	return tag.n == 1 && tag.p[0] == '+';
+}
+
+/* What a response line's beginning says, whatever the line's length (END:
+ * as far as it is known): a "+" asks for the client's next bytes, a tagged
+ * line completes a command. Returns true for a "+". */
+static bool
+response_begins(struct imap_state *s, struct pu_word tag, const char *q, const char *end,
+                struct proto_action *act)
+{
+	if (is_plus(tag)) {
+		/* A continuation nothing postern saw asks for: the server reads
+		 * the client's next line as a response (a SASL one, perhaps), so
+		 * the log hides it as it hides a response sent too early. */
+		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
+			s->a.c_auth_ended = true;
+		if (s->c_sync) { /* the server accepts the literal */
+			s->c_sync = false;
+			s->c_literal = s->c_sync_len;
+		}
+		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
+		return true;
+	}
+	if (tag.n == 1 && tag.p[0] == '*')
+		return false;
+	bool ok = pu_word_is(pu_next_word(&q, end), "OK");
+	tag_completed(s, tag.p, tag.n);
+	pa_end(&s->auth, tag.p, tag.n, ok, act);
+	if (act->auth) /* a refused synchronising literal never comes */
+		s->auth_lit_user = false;
+	if (s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
+	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
+		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
+		s->ol_done = ok;
+	}
+	if (s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
+		/* The watched command completed: a refused literal is never sent. */
+		if (s->c_sync) {
+			s->c_sync = false;
+			s->c_cont = false;
+		}
+		s->a.c_auth_ended = s->a.c_auth;
+		s->a.c_auth = s->a.c_auth_wait = false;
+		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
+			s->c_idle = false;
+		/* While its command is still being sent, the completion may be
+		 * an earlier one's with the same tag: the watch goes on. */
+		if (!s->c_cont && s->c_literal == 0)
+			s->tag_len = 0;
+	}
+	return false;
+}
+
 /* A server line too long to hold: passed in pieces, its literal found. */
 static enum proto_verdict
 server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full,
@@ -693,6 +749,13 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 		} else {
 			imap_scan_init(&s->s_scan, false);
 			imap_long_head(l, p, k);
+			/* Its beginning says what it is, as a short line's does. */
+			const char *q = p;
+			struct pu_word tag = pu_next_word(&q, p + k);
+			if (is_plus(tag) && s->ol == OL_UPSTREAM) /* no challenge is that long */
+				return pu_answer(act, PV_CLOSE, k, scratch,
+				                 "* BYE Server response too long\r\n");
+			response_begins(s, tag, q, p + k, act);
 		}
 	}
 	imap_scan_feed(&s->s_scan, p, body);
@@ -750,51 +813,10 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
-	if (tag.n == 1 && tag.p[0] == '+' && s->ol == OL_UPSTREAM)
+	if (is_plus(tag) && s->ol == OL_UPSTREAM)
 		return imap_login_challenge(s, n, act, scratch);
-	if (tag.n == 1 && tag.p[0] == '+') {
-		/* A continuation nothing postern saw asks for: the server reads
-		 * the client's next line as a response (a SASL one, perhaps), so
-		 * the log hides it as it hides a response sent too early. */
-		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
-			s->a.c_auth_ended = true;
-		if (s->c_sync) { /* the server accepts the literal */
-			s->c_sync = false;
-			s->c_literal = s->c_sync_len;
-		}
-		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
+	if (response_begins(s, tag, q, end, act))
 		return pass(act, n);
-	}
-	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
-	if (tagged)
-		tag_completed(s, tag.p, tag.n);
-	if (tagged) {
-		const char *r = q;
-		pa_end(&s->auth, tag.p, tag.n, pu_word_is(pu_next_word(&r, end), "OK"), act);
-		if (act->auth) /* a refused synchronising literal never comes */
-			s->auth_lit_user = false;
-	}
-	if (tagged && s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
-	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
-		const char *r = q;
-		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
-		s->ol_done = pu_word_is(pu_next_word(&r, end), "OK");
-	}
-	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
-		/* The watched command completed: a refused literal is never sent. */
-		if (s->c_sync) {
-			s->c_sync = false;
-			s->c_cont = false;
-		}
-		s->a.c_auth_ended = s->a.c_auth;
-		s->a.c_auth = s->a.c_auth_wait = false;
-		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
-			s->c_idle = false;
-		/* While its command is still being sent, the completion may be
-		 * an earlier one's with the same tag: the watch goes on. */
-		if (!s->c_cont && s->c_literal == 0)
-			s->tag_len = 0;
-	}
 	if (s->s_cont)
 		return pass(act, n);
 	return imap_caps_response(s, p, n, tag, q, act, scratch);

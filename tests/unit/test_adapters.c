@@ -2847,6 +2847,56 @@ test_imap_long_line_sync_literal_waits_for_earlier_same_tag(void **state)
 	NOTHING(s);
 }
 
+/* Feeds the server a tagged response "TAG STATUS xxx...x" too long to hold
+ * (over 64 KiB), streamed as a socket would, and checks it reached the
+ * client whole. */
+static void
+feed_long_response(struct sess *s, const char *tag_status)
+{
+	str_clear(&tmp);
+	str_add(&tmp, tag_status, strlen(tag_status));
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\n", 2);
+	assert_int_equal(feed_stream(s, S, tmp.p, tmp.n), 0);
+	assert_int_equal(s->fwd[S].n, tmp.n);
+	str_clear(&s->fwd[S]);
+}
+
+/* A tagged completion too long to hold completes its command as a short
+ * one does: the commands that wait for all earlier ones to complete
+ * (STARTTLS, AUTHENTICATE) go on, and a synchronising literal refused
+ * with a long NO is never sent. */
+static void
+test_imap_long_completion_completes_its_command(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a NOOP\r\n");
+	TO_SERVER(s, "a NOOP\r\n");
+	feed_long_response(s, "a OK ");
+	feed(s, C, "b STARTTLS\r\n");
+	ANSWER(s, "b OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+
+	feed(s, C, "c NOOP\r\n");
+	TO_SERVER(s, "c NOOP\r\n");
+	feed_long_response(s, "c OK ");
+	feed(s, C, "d AUTHENTICATE PLAIN\r\n");
+	TO_SERVER(s, "d AUTHENTICATE PLAIN\r\n");
+	feed(s, S, "d NO bad\r\n");
+	TO_CLIENT(s, "d NO bad\r\n");
+
+	feed(s, C, "e APPEND INBOX {5}\r\n");
+	TO_SERVER(s, "e APPEND INBOX {5}\r\n");
+	feed_long_response(s, "e NO [TOOBIG] ");
+	/* The literal was refused: the next line is a command. */
+	feed(s, C, "f NOOP\r\n");
+	TO_SERVER(s, "f NOOP\r\n");
+	NOTHING(s);
+}
+
 /* A literal after a command that takes none (NOOP, an unknown command,
  * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
  * does) and runs the "literal" as commands. A synchronising one is refused
@@ -3555,6 +3605,8 @@ main(void)
 	                                  teardown),
 	        cmocka_unit_test_teardown(
 	                test_imap_long_line_sync_literal_waits_for_earlier_same_tag, teardown),
+	        cmocka_unit_test_teardown(test_imap_long_completion_completes_its_command,
+	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
