@@ -46,6 +46,8 @@ struct imap_state {
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
 	bool c_id;                  /* an ID goes on after its literal: scrubbed */
+	bool c_unasked;             /* a "+" nothing asked for came: the server reads
+	                             * the next line whole as a response */
 	unsigned char c_id_strings; /* strings of that ID so far */
 	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
 	uint64_t c_sync_len;

@@ -97,7 +97,7 @@ imap_tls_started(void *st)
 	pu_adapter_tls_started(&s->a);
 	s->c_literal = 0;
 	s->c_cont = s->c_sync = false;
-	s->c_lit_secret = s->c_id = s->auth_lit_user = false;
+	s->c_lit_secret = s->c_id = s->auth_lit_user = s->c_unasked = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -657,7 +657,10 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL) {
+	/* After a SASL exchange, a line of one word may be a response sent too
+	 * early; after a "+" nothing asked for, any line is read as one. */
+	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL &&
+	    (s->c_unasked || pu_one_word(p, c.n))) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
@@ -668,7 +671,7 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		const struct pu_verb *verb = find_verb(c.verb);
 		imap_log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->a.c_auth_ended = false;
+	s->a.c_auth_ended = s->c_unasked = false;
 	return v;
 }
 
@@ -692,7 +695,7 @@ response_begins(struct imap_state *s, struct pu_word tag, const char *q, const c
 		 * the client's next line as a response (a SASL one, perhaps), so
 		 * the log hides it as it hides a response sent too early. */
 		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
-			s->a.c_auth_ended = true;
+			s->a.c_auth_ended = s->c_unasked = true;
 		if (s->c_sync) { /* the server accepts the literal */
 			s->c_sync = false;
 			s->c_literal = s->c_sync_len;

@@ -59,6 +59,15 @@ pu_next_token(const char **p, const char *end)
 }
 
 bool
+pu_one_word(const char *p, size_t n)
+{
+	const char *q = p;
+
+	pu_next_token(&q, p + n);
+	return q == p + n;
+}
+
+bool
 pu_word_is(struct pu_word w, const char *lit)
 {
 	return w.n == strlen(lit) && strncasecmp(w.p, lit, w.n) == 0;

@@ -3136,6 +3136,47 @@ test_sasl_line_sent_early_hidden_from_log(void **state)
 	SECRETS(p, "Zsecret\n");
 }
 
+/* A command with arguments is never a SASL response: after an exchange
+ * it is logged as any command is, its verb shown even when postern does
+ * not know it, and nothing of it is remembered as a secret. */
+static void
+test_command_after_sasl_exchange_logged_as_any(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	struct sess *i = imap(true, true);
+	observe_next = false;
+
+	smtp_tls(m, true);
+	str_clear(&m->log);
+	feed(m, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	feed(m, S, "235 2.7.0 Authentication successful\r\n");
+	feed(m, C, "XFOO bar baz\r\n");
+	LOGGED(m, "C: AUTH PLAIN ***\nS: 235 2.7.0 Authentication successful\nC: XFOO bar baz\n");
+	SECRETS(m, "AGFsaWNlAHB3\n");
+
+	pop3_stls(p);
+	str_clear(&p->log);
+	feed(p, C, "AUTH PLAIN\r\n");
+	feed(p, S, "+ \r\n");
+	feed(p, C, "AGFsaWNlAHB3\r\n");
+	feed(p, S, "+OK logged in\r\n");
+	feed(p, C, "XFOO bar\r\n");
+	LOGGED(p, "C: AUTH PLAIN\ndS: + \nC: ***\nS: +OK logged in\nC: XFOO bar\n");
+	SECRETS(p, "AGFsaWNlAHB3\n");
+
+	feed(i, C, "a STARTTLS\r\n");
+	tls_start(i);
+	str_clear(&i->log);
+	feed(i, C, "b AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
+	feed(i, S, "b OK Logged in\r\n");
+	feed(i, C, "c UID FETCH 1:* FLAGS\r\n");
+	LOGGED(i, "C: b AUTHENTICATE PLAIN ***\nS: b OK Logged in\nC: c UID FETCH 1:* FLAGS\n");
+	SECRETS(i, "AGFsaWNlAHB3\n");
+}
+
 /* A continuation nothing postern saw asks for ("+" after a command whose
  * literal already passed): the server reads the next line as a response,
  * so the log hides it and remembers it, as a SASL response. */
@@ -3619,6 +3660,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
+	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
