@@ -810,6 +810,9 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
 		pu_log_line(act, scratch, p, body, s->s_cont, s->s_literal,
 		            untagged ? PL_DEBUG : 0);
+		/* The status after the tag; the tag may be a secret the server
+		 * read as a command. */
+		act->log_frame = was_cont || p[0] == '+' ? 0 : 2;
 	}
 	if (was_cont)
 		return pass(act, n);

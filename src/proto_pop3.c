@@ -321,8 +321,10 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		return PV_PASS;
 	}
 	size_t body = pu_trim_eol(p, n);
-	if (s->a.observe)
+	if (s->a.observe) {
 		pu_log_line(act, scratch, p, body, false, 0, 0);
+		act->log_frame = 1; /* +OK, -ERR */
+	}
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);

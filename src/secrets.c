@@ -175,8 +175,43 @@ mark_cut_tail(const struct secret *s, const char *in, size_t end, bool *hide)
 		}
 }
 
+static bool
+is_alnum(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* Unmasks what a client could choose to deface: a masked span inside a
+ * longer word (a short secret within it), and the line's word FRAME. */
+static void
+keep_words(const char *in, size_t n, unsigned frame, bool *hide)
+{
+	for (size_t a = 0, b; a < n; a = b) {
+		for (b = a + 1; b < n && hide[b] == hide[a]; b++)
+			;
+		if (hide[a] && ((a > 0 && is_alnum(in[a - 1]) && is_alnum(in[a])) ||
+		                (b < n && is_alnum(in[b]) && is_alnum(in[b - 1]))))
+			memset(hide + a, 0, b - a);
+	}
+	for (size_t i = 0, w = 0; frame > 0 && i < n; i++) {
+		if (in[i] != ' ' && (i == 0 || in[i - 1] == ' '))
+			w++;
+		if (w == frame && in[i] != ' ')
+			hide[i] = false;
+		else if (w > frame)
+			break;
+	}
+}
+
 size_t
 secrets_mask(const struct secrets *sec, const char *in, size_t n, char *out, size_t cap)
+{
+	return secrets_mask_line(sec, in, n, 0, out, cap);
+}
+
+size_t
+secrets_mask_line(const struct secrets *sec, const char *in, size_t n, unsigned frame, char *out,
+                  size_t cap)
 {
 	bool hide[MASK_MAX];
 	size_t at = 0;
@@ -199,6 +234,7 @@ secrets_mask(const struct secrets *sec, const char *in, size_t n, char *out, siz
 		if (n >= 3 && memcmp(in + n - 3, "...", 3) == 0)
 			mark_cut_tail(s, in, n - 3, hide);
 	}
+	keep_words(in, n, frame, hide);
 	for (size_t i = 0; i < n; i++) {
 		if (!hide[i]) {
 			if (at < cap)

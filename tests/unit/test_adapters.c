@@ -21,6 +21,7 @@
 #include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
+#include <postern/secrets.h>
 
 #define C PROTO_FROM_CLIENT
 #define S PROTO_FROM_SERVER
@@ -87,11 +88,15 @@ struct sess {
 	struct str secret; /* act.secret of each verdict, one a line */
 	struct observe_line line[2]; /* a log line being put together (PL_CONT) */
 	struct str login;            /* PV_LOGIN: "user|password" */
+	bool mask;                   /* the log is masked as the session's is */
+	struct secrets mem;          /* ... with the secrets remembered so far */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
 /* The next sess_new observes (log_commands): set by the redaction tests. */
 static bool observe_next;
+/* The next sess_new masks its log with the secrets it remembers (observe.c). */
+static bool mask_next;
 /* The next sess_new is a client-mode service with backend_auth = oauth2:
  * no STARTTLS offered, postern answers logins. */
 static bool login_next;
@@ -127,6 +132,7 @@ sess_new(const struct proto_ops *ops, bool require_tls)
 	assert_non_null(s->st);
 	ops->init(s->st, &conf);
 	s->final = NO_FINAL;
+	s->mask = mask_next;
 	return s;
 }
 
@@ -144,6 +150,7 @@ sess_free(struct sess *s)
 	free(s->log.p);
 	free(s->secret.p);
 	free(s->login.p);
+	secrets_wipe(&s->mem);
 	free(s->st);
 	free(s);
 }
@@ -166,7 +173,13 @@ log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
 		if (debug)
 			str_add(&s->log, "d", 1);
 		str_add(&s->log, dir == C ? "C: " : "S: ", 3);
-		str_add(&s->log, p, k);
+		if (s->mask) {
+			char shown[4 * PROTO_LOG_MAX];
+			size_t m = secrets_mask_line(&s->mem, p, k, l->frame, shown, sizeof(shown));
+			str_add(&s->log, shown, m);
+		} else {
+			str_add(&s->log, p, k);
+		}
 		str_add(&s->log, "\n", 1);
 		if (k == n)
 			break;
@@ -192,6 +205,7 @@ drive_judged(void *arg, enum proto_dir dir, int v, const struct proto_action *ac
 	if (act->secret) {
 		str_add(&s->secret, act->secret, act->secret_len);
 		str_add(&s->secret, "\n", 1);
+		secrets_add(&s->mem, act->secret, act->secret_len);
 	}
 	switch (v) {
 	case PV_PASS:
@@ -3177,6 +3191,50 @@ test_command_after_sasl_exchange_logged_as_any(void **state)
 	SECRETS(i, "AGFsaWNlAHB3\n");
 }
 
+/* A client chooses what it sends as a password, which the session then
+ * masks wherever it reappears: it must not be able to hide what a line is
+ * (a command's verb, a reply's status) nor a word that merely contains
+ * it. A real password's echo stays masked. */
+static void
+test_client_chosen_password_masks_no_verb_status_or_part_word(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *i = imap(true, true);
+	struct sess *p = pop3(true, true);
+	observe_next = mask_next = false;
+
+	tls_start(i);
+	feed(i, C, "a LOGIN alice DELETE\r\n");
+	feed(i, S, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	feed(i, C, "b LOGIN alice mail\r\n");
+	feed(i, S, "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	str_clear(&i->log);
+	feed(i, C, "c DELETE mailbox\r\n");
+	feed(i, S, "c NO DELETE: no mail in mailbox\r\n");
+	LOGGED(i, "C: c DELETE mailbox\nS: c NO ***: no *** in mailbox\n");
+	/* Dovecot reads a LITERAL+ password as a command and echoes it. */
+	feed(i, C, "d LOGIN alice {9+}\r\nhunter2pw\r\n");
+	feed(i, S, "d BAD Unknown command\r\nhunter2pw BAD Error in IMAP command\r\n");
+	LOGGED(i, "C: d LOGIN alice ***\nS: d BAD Unknown command\n"
+	          "S: *** BAD Error in IMAP command\n");
+
+	pop3_stls(p);
+	str_clear(&p->log);
+	feed(p, C, "USER alice\r\n");
+	feed(p, S, "+OK\r\n");
+	feed(p, C, "PASS -ERR\r\n");
+	feed(p, S, "-ERR [AUTH] Authentication failed.\r\n");
+	feed(p, C, "USER alice\r\n");
+	feed(p, S, "+OK\r\n");
+	feed(p, C, "PASS RETR\r\n");
+	feed(p, S, "-ERR [AUTH] RETR is no password\r\n");
+	LOGGED(p, "C: USER alice\nS: +OK\nC: PASS ***\nS: -ERR [AUTH] Authentication failed.\n"
+	          "C: USER alice\nS: +OK\nC: PASS ***\nS: -ERR [AUTH] *** is no password\n");
+	feed(p, C, "RETR 1\r\n");
+	LOGGED(p, "C: RETR 1\n");
+}
+
 /* A continuation nothing postern saw asks for ("+" after a command whose
  * literal already passed): the server reads the next line as a response,
  * so the log hides it and remembers it, as a SASL response. */
@@ -3660,6 +3718,8 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
+	        cmocka_unit_test_teardown(
+	                test_client_chosen_password_masks_no_verb_status_or_part_word, teardown),
 	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
