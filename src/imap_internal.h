@@ -67,7 +67,11 @@ struct imap_state {
 	struct long_line s_long;
 	uint64_t s_literal;
 	bool s_cont;
-	bool s_greeted; /* the greeting has passed: nothing may precede it */
+	bool s_greeted;           /* the greeting has passed: nothing may precede it */
+	bool logged_in;           /* a login succeeded, or PREAUTH, and no
+	                           * UNAUTHENTICATE since: LOGIN takes no LITERAL+ */
+	char unauth_tag[TAG_MAX]; /* the last UNAUTHENTICATE's tag */
+	size_t unauth_tag_len;
 	/* backend_auth = oauth2: postern answers the client's login itself
 	 * (imap_login.c) */
 	bool login;

@@ -320,6 +320,10 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		return imap_answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return imap_answer(s, c, act, scratch, "BAD Tag too long");
+	/* Once logged in, the server knows no LOGIN: Dovecot skips the line
+	 * and runs a non-synchronising literal that follows as commands. */
+	if ((flags & F_LOGIN) && c->lit && !c->sync && s->logged_in && !s->login)
+		return imap_answer(s, c, act, scratch, "BAD Already logged in");
 	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
@@ -399,6 +403,10 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	imap_tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
+	if (pu_word_is(c->verb, "UNAUTHENTICATE")) {
+		s->unauth_tag_len = c->tag.n;
+		memcpy(s->unauth_tag, c->tag.p, c->tag.n);
+	}
 	return imap_forward_id(c, at, nat, act, scratch);
 }
 
@@ -710,6 +718,10 @@ response_begins(struct imap_state *s, struct pu_word tag, const char *q, const c
 	pa_end(&s->auth, tag.p, tag.n, ok, act);
 	if (act->auth) /* a refused synchronising literal never comes */
 		s->auth_lit_user = false;
+	if (act->auth == PROTO_AUTH_OK)
+		s->logged_in = true;
+	else if (ok && s->unauth_tag_len == tag.n && memcmp(tag.p, s->unauth_tag, tag.n) == 0)
+		s->logged_in = false; /* RFC 8437 UNAUTHENTICATE */
 	if (s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
 	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
 		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
@@ -792,9 +804,11 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->s_greeted = true; /* even an over-long greeting counts */
 		return v;
 	}
+	size_t body = pu_trim_eol(p, n);
+	if (!s->s_greeted && body >= 9 && strncasecmp(p, "* PREAUTH", 9) == 0)
+		s->logged_in = true;
 	s->s_greeted = true;
 
-	size_t body = pu_trim_eol(p, n);
 	bool was_cont = s->s_cont;
 
 	if (was_cont)

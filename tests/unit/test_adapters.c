@@ -2911,6 +2911,50 @@ test_imap_long_completion_completes_its_command(void **state)
 	NOTHING(s);
 }
 
+/* Once logged in, LOGIN is no command for the server: Dovecot skips its
+ * line and runs what follows as commands, so a LITERAL+ "password" would
+ * be a command hidden from the log as "***". Refused, also after a
+ * PREAUTH greeting, until an UNAUTHENTICATE succeeds; with a synchronising
+ * literal (which the server never asks for) it is harmless and passes. */
+static void
+test_imap_login_after_login_refused(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "a LOGIN alice pw\r\n");
+	TO_SERVER(s, "a LOGIN alice pw\r\n");
+	feed(s, S, "a OK Logged in\r\n");
+	TO_CLIENT(s, "a OK Logged in\r\n");
+	feed(s, C, "b UNAUTHENTICATE\r\n");
+	feed(s, S, "b NO not now\r\n");
+	feed(s, C, "c LOGIN alice {5}\r\n");
+	feed(s, S, "c BAD Unknown command\r\n");
+	TO_SERVER(s, "b UNAUTHENTICATE\r\nc LOGIN alice {5}\r\n");
+	TO_CLIENT(s, "b NO not now\r\nc BAD Unknown command\r\n");
+	feed(s, C, "d LOGIN alice {15+}\r\ne DELETE INBOX\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Already logged in" REFUSED_LITERAL);
+	TO_SERVER(s, "");
+
+	struct sess *p = sess_new(&proto_imap, false);
+	feed(p, S, "* PREAUTH ready\r\n");
+	TO_CLIENT(p, "* PREAUTH ready\r\n");
+	tls_start(p);
+	feed(p, C, "a LOGIN alice {15+}\r\nb DELETE INBOX\r\n");
+	assert_int_equal(p->final, PV_CLOSE);
+	TO_SERVER(p, "");
+
+	struct sess *u = imap_in_tls();
+	feed(u, C, "a LOGIN alice pw\r\n");
+	feed(u, S, "a OK Logged in\r\n");
+	feed(u, C, "b UNAUTHENTICATE\r\n");
+	feed(u, S, "b OK Unauthenticated\r\n");
+	feed(u, C, "c LOGIN alice {2+}\r\npw\r\n");
+	TO_SERVER(u, "a LOGIN alice pw\r\nb UNAUTHENTICATE\r\nc LOGIN alice {2+}\r\npw\r\n");
+	ANSWER(u, "");
+}
+
 /* A literal after a command that takes none (NOOP, an unknown command,
  * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
  * does) and runs the "literal" as commands. A synchronising one is refused
@@ -3706,6 +3750,7 @@ main(void)
 	                test_imap_long_line_sync_literal_waits_for_earlier_same_tag, teardown),
 	        cmocka_unit_test_teardown(test_imap_long_completion_completes_its_command,
 	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_login_after_login_refused, teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
