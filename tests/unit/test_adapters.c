@@ -3279,6 +3279,28 @@ test_client_chosen_password_masks_no_verb_status_or_part_word(void **state)
 	LOGGED(p, "C: RETR 1\n");
 }
 
+/* aiosmtpd echoes an unknown command in upper case: a SASL response sent
+ * too early (after a final reply) comes back as 500 Error: command
+ * "AGFSAWNL..." not recognized, from which trying the letter cases finds
+ * the password. Masked whatever its case. */
+static void
+test_secret_echoed_in_upper_case_masked(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *m = smtp(true, true);
+	observe_next = mask_next = false;
+
+	smtp_tls(m, true);
+	str_clear(&m->log);
+	feed(m, C, "AUTH FOO\r\nAGFsaWNlAGh1bnRlcjJwdw==\r\n");
+	feed(m, S, "504 5.5.4 Unrecognized authentication type\r\n");
+	drive(m, C);
+	feed(m, S, "500 Error: command \"AGFSAWNLAGH1BNRLCJJWDW==\" not recognized\r\n");
+	LOGGED(m, "C: AUTH FOO\nS: 504 5.5.4 Unrecognized authentication type\nC: ***\n"
+	          "S: 500 Error: command \"***\" not recognized\n");
+}
+
 /* A continuation nothing postern saw asks for ("+" after a command whose
  * literal already passed): the server reads the next line as a response,
  * so the log hides it and remembers it, as a SASL response. */
@@ -3765,6 +3787,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
 	        cmocka_unit_test_teardown(
 	                test_client_chosen_password_masks_no_verb_status_or_part_word, teardown),
+	        cmocka_unit_test_teardown(test_secret_echoed_in_upper_case_masked, teardown),
 	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
