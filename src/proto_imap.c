@@ -400,13 +400,15 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	s->c_id_strings = (unsigned char)ids;
 	if (flags & (F_LOGIN | PU_SASL))
 		auth_sent(s, c, (flags & PU_SASL) != 0);
-	imap_tag_sent(s, c->tag.p, c->tag.n);
-	if (c->lit)
-		start_literal(s, c, c->tag.p, c->tag.n);
-	if (pu_word_is(c->verb, "UNAUTHENTICATE")) {
+	/* Its completion is known by its tag only if no earlier command in
+	 * flight has it. */
+	if (pu_word_is(c->verb, "UNAUTHENTICATE") && tag_in_flight(s, c->tag.p, c->tag.n) == 0) {
 		s->unauth_tag_len = c->tag.n;
 		memcpy(s->unauth_tag, c->tag.p, c->tag.n);
 	}
+	imap_tag_sent(s, c->tag.p, c->tag.n);
+	if (c->lit)
+		start_literal(s, c, c->tag.p, c->tag.n);
 	return imap_forward_id(c, at, nat, act, scratch);
 }
 
@@ -720,8 +722,10 @@ response_begins(struct imap_state *s, struct pu_word tag, const char *q, const c
 		s->auth_lit_user = false;
 	if (act->auth == PROTO_AUTH_OK)
 		s->logged_in = true;
-	else if (ok && s->unauth_tag_len == tag.n && memcmp(tag.p, s->unauth_tag, tag.n) == 0)
-		s->logged_in = false; /* RFC 8437 UNAUTHENTICATE */
+	if (s->unauth_tag_len == tag.n && memcmp(tag.p, s->unauth_tag, tag.n) == 0) {
+		s->logged_in = s->logged_in && !ok; /* RFC 8437 UNAUTHENTICATE */
+		s->unauth_tag_len = 0;
+	}
 	if (s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
 	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
 		s->ol = OL_IDLE; /* postern's login ended: the client goes on */

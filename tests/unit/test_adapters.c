@@ -2953,6 +2953,13 @@ test_imap_login_after_login_refused(void **state)
 	feed(u, C, "c LOGIN alice {2+}\r\npw\r\n");
 	TO_SERVER(u, "a LOGIN alice pw\r\nb UNAUTHENTICATE\r\nc LOGIN alice {2+}\r\npw\r\n");
 	ANSWER(u, "");
+	/* An UNAUTHENTICATE sharing its tag with an earlier command: the
+	 * earlier one's OK says nothing of it. */
+	feed(u, S, "c OK Logged in\r\n");
+	feed(u, C, "d NOOP\r\nd UNAUTHENTICATE\r\n");
+	feed(u, S, "d OK NOOP completed\r\n");
+	feed(u, C, "e LOGIN alice {2+}\r\npw\r\n");
+	assert_int_equal(u->final, PV_CLOSE);
 }
 
 /* A literal after a command that takes none (NOOP, an unknown command,
