@@ -2962,6 +2962,43 @@ test_imap_login_after_login_refused(void **state)
 	assert_int_equal(u->final, PV_CLOSE);
 }
 
+/* A POP3 or SMTP reply line too long to hold (RFC 2449 and 5321: 512
+ * bytes) cannot be matched with its command: the session ends, rather
+ * than take the next reply for this one's (a 354 for a RCPT's, and the
+ * message for commands). A POP3 message's long lines still pass. */
+static void
+test_long_status_line_closes_pop3_and_smtp(void **state)
+{
+	(void)state;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+
+	smtp_tls(m, true);
+	feed(m, C, "MAIL FROM:<a@example.org>\r\n");
+	TO_SERVER(m, "MAIL FROM:<a@example.org>\r\n");
+	str_clear(&tmp);
+	str_add(&tmp, "250 ", 4);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\n", 2);
+	feed_stream(m, S, tmp.p, tmp.n);
+	assert_int_equal(m->final, PV_CLOSE);
+	ANSWER(m, "421 4.3.0 Mail server reply too long\r\n");
+
+	pop3_stls(p);
+	feed(p, C, "RETR 1\r\n");
+	feed(p, S, "+OK\r\n");
+	tmp.p[0] = 'y'; /* a message line */
+	assert_int_equal(feed_stream(p, S, tmp.p, tmp.n), 0);
+	feed(p, S, ".\r\n");
+	assert_int_equal(p->final, NO_FINAL);
+	feed(p, C, "STAT\r\n");
+	memcpy(tmp.p, "+OK ", 4);
+	feed_stream(p, S, tmp.p, tmp.n);
+	assert_int_equal(p->final, PV_CLOSE);
+	ANSWER(p, "-ERR Mail server reply too long\r\n");
+}
+
 /* A literal after a command that takes none (NOOP, an unknown command,
  * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
  * does) and runs the "literal" as commands. A synchronising one is refused
@@ -3780,6 +3817,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_long_completion_completes_its_command,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_login_after_login_refused, teardown),
+	        cmocka_unit_test_teardown(test_long_status_line_closes_pop3_and_smtp, teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
