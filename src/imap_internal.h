@@ -47,6 +47,8 @@ struct imap_state {
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
 	bool c_id;                  /* an ID goes on after its literal: scrubbed */
+	bool c_unasked;             /* a "+" nothing asked for came: the server reads
+	                             * the next line whole as a response */
 	unsigned char c_id_strings; /* strings of that ID so far */
 	unsigned char c_login;      /* LOGIN being logged: 1 + its arguments so far */
 	uint64_t c_sync_len;
@@ -66,7 +68,11 @@ struct imap_state {
 	struct long_line s_long;
 	uint64_t s_literal;
 	bool s_cont;
-	bool s_greeted; /* the greeting has passed: nothing may precede it */
+	bool s_greeted;           /* the greeting has passed: nothing may precede it */
+	bool logged_in;           /* a login succeeded, or PREAUTH, and no
+	                           * UNAUTHENTICATE since: LOGIN takes no LITERAL+ */
+	char unauth_tag[TAG_MAX]; /* the last UNAUTHENTICATE's tag */
+	size_t unauth_tag_len;
 	/* backend_auth = oauth2: postern answers the client's login itself
 	 * (imap_login.c) */
 	bool login;

@@ -61,6 +61,7 @@ imap_log_command(struct imap_state *s, const struct imap_cmd *c, unsigned flags,
 	s->c_login = 0;
 	s->c_lit_secret = false;
 	pu_log_begin(act, scratch, c->lit ? PL_CONT : 0);
+	act->log_frame = 2; /* tag verb */
 	if (c->err) {
 		if (c->bad_tag)
 			pu_log_str(act, scratch, PU_SECRET);

@@ -35,7 +35,7 @@ capture_failed(struct observe *o)
  * all but the last are of lesser interest. Each line has the session's
  * secrets masked, then its bytes escaped (a NUL no longer cuts it). */
 static void
-emit(struct observe *o, char side, const char *text, size_t len, unsigned flags)
+emit(struct observe *o, char side, const char *text, size_t len, unsigned flags, unsigned frame)
 {
 	static char masked[4 * PROTO_LOG_MAX], shown[4 * PROTO_LOG_MAX + 1];
 
@@ -43,7 +43,7 @@ emit(struct observe *o, char side, const char *text, size_t len, unsigned flags)
 		bool debug;
 		size_t n = observe_first_line(text, len, flags, &debug);
 		int level = debug ? LOG_DEBUG : LOG_INFO;
-		size_t m = secrets_mask(&o->secrets, text, n, masked, sizeof(masked));
+		size_t m = secrets_mask_line(&o->secrets, text, n, frame, masked, sizeof(masked));
 		size_t e = log_text_escape(shown, sizeof(shown), masked, m, 0);
 		if (o->log_commands)
 			log_session(level, o->who, "%c: %s", side, shown);
@@ -91,6 +91,7 @@ observe_line_add(struct observe_line *l, const struct proto_action *act)
 		l->open = true;
 		l->len = 0;
 		l->flags = act->log_flags;
+		l->frame = act->log_frame;
 	}
 	cut = n > sizeof(l->text) - l->len;
 	if (cut)
@@ -114,7 +115,7 @@ observe_action(struct observe *o, enum proto_dir dir, const struct proto_action 
 		secrets_add(&o->secrets, act->secret, act->secret_len);
 	if (observe_line_add(&o->line[dir], act))
 		emit(o, dir == PROTO_FROM_CLIENT ? 'C' : 'S', o->line[dir].text, o->line[dir].len,
-		     o->line[dir].flags);
+		     o->line[dir].flags, o->line[dir].frame);
 }
 
 void
@@ -123,7 +124,7 @@ observe_reply(struct observe *o, const char *text, size_t len)
 	size_t n;
 
 	while (o && (n = pu_line_len(text, len)) > 0) {
-		emit(o, 'S', text, pu_trim_eol(text, n), 0);
+		emit(o, 'S', text, pu_trim_eol(text, n), 0, 0);
 		text += n;
 		len -= n;
 	}
@@ -159,7 +160,7 @@ observe_end(struct observe *o, const char *reason, uint64_t in, uint64_t out)
 	for (int d = 0; d < 2; d++) /* a line cut by the close is shown as it stands */
 		if (o->line[d].open)
 			emit(o, d == PROTO_FROM_CLIENT ? 'C' : 'S', o->line[d].text, o->line[d].len,
-			     o->line[d].flags);
+			     o->line[d].flags, o->line[d].frame);
 	snprintf(trailer, sizeof(trailer), "end reason=%s in=%llu out=%llu", reason,
 	         (unsigned long long)in, (unsigned long long)out);
 	capture_close(o->cap, trailer);

@@ -62,7 +62,7 @@ void
 pc_log_command(struct proto_action *act, char *scratch, const char *p, size_t n, unsigned flags,
                bool after_auth, bool plain_only)
 {
-	if (after_auth && flags == 0)
+	if (after_auth && flags == 0 && pu_one_word(p, n))
 		pc_log_early(act, scratch, p, n);
 	else if (!pc_readable(p, n, plain_only))
 		pc_log_unread(act, scratch, "malformed command");

@@ -97,7 +97,7 @@ imap_tls_started(void *st)
 	pu_adapter_tls_started(&s->a);
 	s->c_literal = 0;
 	s->c_cont = s->c_sync = false;
-	s->c_lit_secret = s->c_id = s->auth_lit_user = false;
+	s->c_lit_secret = s->c_id = s->auth_lit_user = s->c_unasked = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -320,6 +320,10 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 		return imap_answer(s, c, act, scratch, "BAD NUL byte in command");
 	if (c->tag.n > TAG_MAX)
 		return imap_answer(s, c, act, scratch, "BAD Tag too long");
+	/* Once logged in, the server knows no LOGIN: Dovecot skips the line
+	 * and runs a non-synchronising literal that follows as commands. */
+	if ((flags & F_LOGIN) && c->lit && !c->sync && s->logged_in && !s->login)
+		return imap_answer(s, c, act, scratch, "BAD Already logged in");
 	if (c->lit && !takes_literal(c->verb, c->args, c->end))
 		return refuse_literal(s, c, act, scratch);
 	if (flags & PU_STARTTLS) {
@@ -396,6 +400,12 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	s->c_id_strings = (unsigned char)ids;
 	if (flags & (F_LOGIN | PU_SASL))
 		auth_sent(s, c, (flags & PU_SASL) != 0);
+	/* Its completion is known by its tag only if no earlier command in
+	 * flight has it. */
+	if (pu_word_is(c->verb, "UNAUTHENTICATE") && tag_in_flight(s, c->tag.p, c->tag.n) == 0) {
+		s->unauth_tag_len = c->tag.n;
+		memcpy(s->unauth_tag, c->tag.p, c->tag.n);
+	}
 	imap_tag_sent(s, c->tag.p, c->tag.n);
 	if (c->lit)
 		start_literal(s, c, c->tag.p, c->tag.n);
@@ -659,7 +669,10 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	if (v == PV_WAIT)
 		return v;
 	s->c_scan = sc;
-	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL) {
+	/* After a SASL exchange, a line of one word may be a response sent too
+	 * early; after a "+" nothing asked for, any line is read as one. */
+	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL &&
+	    (s->c_unasked || pu_one_word(p, c.n))) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
@@ -670,11 +683,73 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		const struct pu_verb *verb = find_verb(c.verb);
 		imap_log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->a.c_auth_ended = false;
+	s->a.c_auth_ended = s->c_unasked = false;
 	return v;
 }
 
 /* ---- server -> client ---- */
+
+static bool
+is_plus(struct pu_word tag)
+{
+	return tag.n == 1 && tag.p[0] == '+';
+}
+
+/* What a response line's beginning says, whatever the line's length (END:
+ * as far as it is known): a "+" asks for the client's next bytes, a tagged
+ * line completes a command. Returns true for a "+". */
+static bool
+response_begins(struct imap_state *s, struct pu_word tag, const char *q, const char *end,
+                struct proto_action *act)
+{
+	if (is_plus(tag)) {
+		/* A continuation nothing postern saw asks for: the server reads
+		 * the client's next line as a response (a SASL one, perhaps), so
+		 * the log hides it as it hides a response sent too early. */
+		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
+			s->a.c_auth_ended = s->c_unasked = true;
+		if (s->c_sync) { /* the server accepts the literal */
+			s->c_sync = false;
+			s->c_literal = s->c_sync_len;
+		}
+		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
+		return true;
+	}
+	if (tag.n == 1 && tag.p[0] == '*')
+		return false;
+	bool ok = pu_word_is(pu_next_word(&q, end), "OK");
+	tag_completed(s, tag.p, tag.n);
+	pa_end(&s->auth, tag.p, tag.n, ok, act);
+	if (act->auth) /* a refused synchronising literal never comes */
+		s->auth_lit_user = false;
+	if (act->auth == PROTO_AUTH_OK)
+		s->logged_in = true;
+	if (s->unauth_tag_len == tag.n && memcmp(tag.p, s->unauth_tag, tag.n) == 0) {
+		s->logged_in = s->logged_in && !ok; /* RFC 8437 UNAUTHENTICATE */
+		s->unauth_tag_len = 0;
+	}
+	if (s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
+	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
+		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
+		s->ol_done = ok;
+	}
+	if (s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
+		/* The watched command completed: a refused literal is never sent. */
+		if (s->c_sync) {
+			s->c_sync = false;
+			s->c_cont = false;
+		}
+		s->a.c_auth_ended = s->a.c_auth;
+		s->a.c_auth = s->a.c_auth_wait = false;
+		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
+			s->c_idle = false;
+		/* While its command is still being sent, the completion may be
+		 * an earlier one's with the same tag: the watch goes on. */
+		if (!s->c_cont && s->c_literal == 0)
+			s->tag_len = 0;
+	}
+	return false;
+}
 
 /* A server line too long to hold: passed in pieces, its literal found. */
 static enum proto_verdict
@@ -695,6 +770,13 @@ server_long(struct imap_state *s, const char *p, size_t len, size_t n, bool full
 		} else {
 			imap_scan_init(&s->s_scan, false);
 			imap_long_head(l, p, k);
+			/* Its beginning says what it is, as a short line's does. */
+			const char *q = p;
+			struct pu_word tag = pu_next_word(&q, p + k);
+			if (is_plus(tag) && s->ol == OL_UPSTREAM) /* no challenge is that long */
+				return pu_answer(act, PV_CLOSE, k, scratch,
+				                 "* BYE Server response too long\r\n");
+			response_begins(s, tag, q, p + k, act);
 		}
 	}
 	imap_scan_feed(&s->s_scan, p, body);
@@ -728,9 +810,11 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 			s->s_greeted = true; /* even an over-long greeting counts */
 		return v;
 	}
+	size_t body = pu_trim_eol(p, n);
+	if (!s->s_greeted && body >= 9 && strncasecmp(p, "* PREAUTH", 9) == 0)
+		s->logged_in = true;
 	s->s_greeted = true;
 
-	size_t body = pu_trim_eol(p, n);
 	bool was_cont = s->s_cont;
 
 	if (was_cont)
@@ -746,57 +830,19 @@ server_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		        body >= 1 && (p[0] == '*' || p[0] == '+') && (body == 1 || p[1] == ' ');
 		pu_log_line(act, scratch, p, body, s->s_cont, s->s_literal,
 		            untagged ? PL_DEBUG : 0);
+		/* The status after the tag; the tag may be a secret the server
+		 * read as a command. */
+		act->log_frame = was_cont || p[0] == '+' ? 0 : 2;
 	}
 	if (was_cont)
 		return pass(act, n);
 
 	const char *q = p, *end = p + body;
 	struct pu_word tag = pu_next_word(&q, end);
-	if (tag.n == 1 && tag.p[0] == '+' && s->ol == OL_UPSTREAM)
+	if (is_plus(tag) && s->ol == OL_UPSTREAM)
 		return imap_login_challenge(s, n, act, scratch);
-	if (tag.n == 1 && tag.p[0] == '+') {
-		/* A continuation nothing postern saw asks for: the server reads
-		 * the client's next line as a response (a SASL one, perhaps), so
-		 * the log hides it as it hides a response sent too early. */
-		if (!s->c_sync && !s->a.c_auth && !s->c_idle)
-			s->a.c_auth_ended = true;
-		if (s->c_sync) { /* the server accepts the literal */
-			s->c_sync = false;
-			s->c_literal = s->c_sync_len;
-		}
-		s->a.c_auth_wait = false; /* a SASL challenge: the client answers */
+	if (response_begins(s, tag, q, end, act))
 		return pass(act, n);
-	}
-	bool tagged = !(tag.n == 1 && tag.p[0] == '*');
-	if (tagged)
-		tag_completed(s, tag.p, tag.n);
-	if (tagged) {
-		const char *r = q;
-		pa_end(&s->auth, tag.p, tag.n, pu_word_is(pu_next_word(&r, end), "OK"), act);
-		if (act->auth) /* a refused synchronising literal never comes */
-			s->auth_lit_user = false;
-	}
-	if (tagged && s->ol == OL_UPSTREAM && s->ol_tag_len == tag.n &&
-	    memcmp(tag.p, s->ol_tag, tag.n) == 0) {
-		const char *r = q;
-		s->ol = OL_IDLE; /* postern's login ended: the client goes on */
-		s->ol_done = pu_word_is(pu_next_word(&r, end), "OK");
-	}
-	if (tagged && s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
-		/* The watched command completed: a refused literal is never sent. */
-		if (s->c_sync) {
-			s->c_sync = false;
-			s->c_cont = false;
-		}
-		s->a.c_auth_ended = s->a.c_auth;
-		s->a.c_auth = s->a.c_auth_wait = false;
-		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
-			s->c_idle = false;
-		/* While its command is still being sent, the completion may be
-		 * an earlier one's with the same tag: the watch goes on. */
-		if (!s->c_cont && s->c_literal == 0)
-			s->tag_len = 0;
-	}
 	if (s->s_cont)
 		return pass(act, n);
 	return imap_caps_response(s, p, n, tag, q, act, scratch);

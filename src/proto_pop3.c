@@ -306,6 +306,12 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 	size_t n;
 	enum pu_frame f = pu_frame(&s->s_midline, p, len, full, act, &n);
 
+	/* A status or CAPA line is short (RFC 2449: 512 bytes); one too long
+	 * to hold could not be matched with its command (as in SMTP). Only a
+	 * message's lines may be longer. */
+	if (f == PF_LONG && (!s->s_body || s->s_capa))
+		return pu_answer(act, PV_CLOSE, len, scratch,
+		                 "-ERR Mail server reply too long\r\n");
 	if (f != PF_LINE)
 		return pu_frame_pass(&s->s_midline, f);
 	if (s->s_capa)
@@ -321,8 +327,10 @@ server_input(struct pop3_state *s, const char *p, size_t len, bool full, struct 
 		return PV_PASS;
 	}
 	size_t body = pu_trim_eol(p, n);
-	if (s->a.observe)
+	if (s->a.observe) {
 		pu_log_line(act, scratch, p, body, false, 0, 0);
+		act->log_frame = 1; /* +OK, -ERR */
+	}
 	if (s->q.count == 0)
 		return PV_PASS; /* unsolicited: not ours to judge */
 	enum pop3_kind k = pu_queue_head(&s->q);

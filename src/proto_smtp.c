@@ -442,6 +442,12 @@ server_input(struct smtp_state *s, const char *p, size_t len, bool full, struct 
 	size_t n;
 	enum pu_frame f = pu_frame(&s->s_midline, p, len, full, act, &n);
 
+	/* A reply line is at most 512 bytes (RFC 5321): one too long to hold
+	 * could not be matched with its command, whose state (DATA's body,
+	 * AUTH's exchange) would then be wrong for all that follows. */
+	if (f == PF_LONG)
+		return pu_answer(act, PV_CLOSE, len, scratch,
+		                 "421 4.3.0 Mail server reply too long\r\n");
 	if (f != PF_LINE)
 		return pu_frame_pass(&s->s_midline, f);
 	bool more = n >= 4 && p[3] == '-';

@@ -59,6 +59,15 @@ pu_next_token(const char **p, const char *end)
 }
 
 bool
+pu_one_word(const char *p, size_t n)
+{
+	const char *q = p;
+
+	pu_next_token(&q, p + n);
+	return q == p + n;
+}
+
+bool
 pu_word_is(struct pu_word w, const char *lit)
 {
 	return w.n == strlen(lit) && strncasecmp(w.p, lit, w.n) == 0;
@@ -238,6 +247,7 @@ pu_log_begin(struct proto_action *act, char *scratch, unsigned flags)
 	act->log = scratch + PROTO_SCRATCH;
 	act->log_len = 0;
 	act->log_flags = flags;
+	act->log_frame = 0;
 }
 
 void
@@ -316,9 +326,11 @@ pu_log_command(struct proto_action *act, char *scratch, const char *p, size_t le
 
 	if (!odd && !(flags & (PU_HIDE_ARGS | PU_HIDE_AFTER_ARG | PU_SASL))) {
 		pu_log_line(act, scratch, p, len, false, 0, 0);
+		act->log_frame = 1;
 		return;
 	}
 	pu_log_begin(act, scratch, 0);
+	act->log_frame = 1;
 	pu_log_put(act, scratch, verb.p, verb.n);
 	if (flags & (PU_HIDE_AFTER_ARG | PU_SASL)) {
 		struct pu_word arg = pu_next_token(&q, end);

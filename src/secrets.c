@@ -14,24 +14,38 @@ is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
+/* Secrets are kept and looked for in lower case: a server may echo one
+ * changed to upper case (aiosmtpd: 500 Error: command "ZGVTBW..." not
+ * recognized), from which the original is found by trying the cases. */
+static void
+lower(char *dst, const char *p, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		dst[i] = p[i] >= 'A' && p[i] <= 'Z' ? (char)(p[i] - 'A' + 'a') : p[i];
+}
+
 static void
 remember(struct secrets *sec, const char *p, size_t n)
 {
 	bool cut = n > SECRET_LEN_MAX;
+	char low[SECRET_LEN_MAX];
 
 	if (n < SECRET_LEN_MIN)
 		return;
 	if (cut)
 		n = SECRET_LEN_MAX;
+	lower(low, p, n);
 	for (int i = 0; i < SECRETS_MAX; i++)
-		if (sec->s[i].len == n && sec->s[i].cut == cut && memcmp(sec->s[i].b, p, n) == 0)
-			return;
+		if (sec->s[i].len == n && sec->s[i].cut == cut && memcmp(sec->s[i].b, low, n) == 0)
+			goto out;
 	struct secret *s = &sec->s[sec->next];
 	sec->next = (sec->next + 1) % SECRETS_MAX;
 	OPENSSL_cleanse(s->b, sizeof(s->b));
-	memcpy(s->b, p, n);
+	memcpy(s->b, low, n);
 	s->len = (unsigned short)n;
 	s->cut = cut;
+out:
+	OPENSSL_cleanse(low, n);
 }
 
 /* The content of an IMAP quoted string, backslash escapes undone. */
@@ -175,30 +189,69 @@ mark_cut_tail(const struct secret *s, const char *in, size_t end, bool *hide)
 		}
 }
 
+static bool
+is_alnum(char c)
+{
+	return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+/* Unmasks what a client could choose to deface: a masked span inside a
+ * longer word (a short secret within it), and the line's word FRAME. */
+static void
+keep_words(const char *in, size_t n, unsigned frame, bool *hide)
+{
+	for (size_t a = 0, b; a < n; a = b) {
+		for (b = a + 1; b < n && hide[b] == hide[a]; b++)
+			;
+		if (hide[a] && ((a > 0 && is_alnum(in[a - 1]) && is_alnum(in[a])) ||
+		                (b < n && is_alnum(in[b]) && is_alnum(in[b - 1]))))
+			memset(hide + a, 0, b - a);
+	}
+	for (size_t i = 0, w = 0; frame > 0 && i < n; i++) {
+		if (in[i] != ' ' && (i == 0 || in[i - 1] == ' '))
+			w++;
+		if (w == frame && in[i] != ' ')
+			hide[i] = false;
+		else if (w > frame)
+			break;
+	}
+}
+
 size_t
 secrets_mask(const struct secrets *sec, const char *in, size_t n, char *out, size_t cap)
 {
+	return secrets_mask_line(sec, in, n, 0, out, cap);
+}
+
+size_t
+secrets_mask_line(const struct secrets *sec, const char *in, size_t n, unsigned frame, char *out,
+                  size_t cap)
+{
 	bool hide[MASK_MAX];
+	char low[MASK_MAX];
 	size_t at = 0;
 
 	if (n > MASK_MAX)
 		n = MASK_MAX;
 	memset(hide, 0, n);
+	lower(low, in, n);
 	for (int i = 0; i < SECRETS_MAX; i++) {
 		const struct secret *s = &sec->s[i];
 		if (s->len == 0)
 			continue;
-		for (const char *q = in; (q = memmem(q, (size_t)(in + n - q), s->b, s->len)); q++) {
-			size_t from = (size_t)(q - in), to = from + s->len;
+		for (const char *q = low; (q = memmem(q, (size_t)(low + n - q), s->b, s->len));
+		     q++) {
+			size_t from = (size_t)(q - low), to = from + s->len;
 			if (s->cut) /* the rest of a long secret runs to the end of its word */
 				while (to < n && !is_space(in[to]))
 					to++;
 			memset(hide + from, 1, to - from);
 		}
-		mark_cut_tail(s, in, n, hide);
+		mark_cut_tail(s, low, n, hide);
 		if (n >= 3 && memcmp(in + n - 3, "...", 3) == 0)
-			mark_cut_tail(s, in, n - 3, hide);
+			mark_cut_tail(s, low, n - 3, hide);
 	}
+	keep_words(in, n, frame, hide);
 	for (size_t i = 0; i < n; i++) {
 		if (!hide[i]) {
 			if (at < cap)
@@ -208,6 +261,7 @@ secrets_mask(const struct secrets *sec, const char *in, size_t n, char *out, siz
 				out[at++] = *m;
 		}
 	}
+	OPENSSL_cleanse(low, n);
 	return at;
 }
 

@@ -21,7 +21,8 @@ struct observe;
 struct observe_line {
 	char text[PROTO_LOG_MAX];
 	size_t len;
-	unsigned flags; /* of the line's first piece */
+	unsigned flags;      /* of the line's first piece */
+	unsigned char frame; /* its log_frame: the word never masked */
 	bool open;
 };
 

@@ -71,6 +71,11 @@ struct proto_action {
 	const char *log;
 	size_t log_len;
 	unsigned log_flags; /* PL_* */
+	/* The word of the log text (1: its first; 0: none) that says what the
+	 * line is, a command's verb or a reply's status: never masked by a
+	 * secret the session remembers, which the client chose. Read on the
+	 * first piece of a line. */
+	unsigned char log_frame;
 	/* Bytes the log hid as "***" (a password, a SASL response), pointing
 	 * into the input: the session remembers them and masks them wherever
 	 * they reappear in its log, in either direction. NULL: none. */

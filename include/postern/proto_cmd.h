@@ -41,7 +41,9 @@ void pc_log_early(struct proto_action *act, char *scratch, const char *p, size_t
 
 /* The command log's view of a POP3 or SMTP command line of N bytes (no
  * EOL) whose verb has FLAGS: hidden after a SASL exchange that just ended
- * (AFTER_AUTH) unless postern knows the verb, unread when it is malformed
+ * (AFTER_AUTH) when it is one word postern does not know as a verb (a
+ * response has that shape; a command with arguments has not), unread
+ * when it is malformed
  * (in plain form only when PLAIN_ONLY), else with its PU_HIDE_* secrets. */
 void pc_log_command(struct proto_action *act, char *scratch, const char *p, size_t n,
                     unsigned flags, bool after_auth, bool plain_only);

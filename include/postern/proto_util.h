@@ -28,6 +28,11 @@ struct pu_word pu_next_word(const char **p, const char *end);
  * past the white space that follows it. */
 struct pu_word pu_next_token(const char **p, const char *end);
 
+/* Whether the N bytes at P hold one word at most (pu_next_token's): the
+ * shape of a SASL response (base64, "*" or "="), never that of a command
+ * with arguments or of an IMAP command. */
+bool pu_one_word(const char *p, size_t n);
+
 /* Command tables: each adapter lists its verbs with these flags (and its
  * own from PU_OWN up), so policy is data and one routine applies it. */
 enum {

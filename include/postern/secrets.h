@@ -44,8 +44,17 @@ void secrets_add(struct secrets *sec, const char *p, size_t n);
 
 /* Copies [in, in+n) into OUT (CAP bytes, not NUL-terminated) with every
  * remembered secret replaced by "***", also one cut by the end of the text
- * (or by the "..." that marks a cut line). Returns the length written. */
+ * (or by the "..." that marks a cut line), in any letter case (a server
+ * may echo it in upper case). Only whole words are masked: a
+ * span of secrets with a letter or digit on both sides of one of its ends
+ * is part of a longer word, which stays. Returns the length written. */
 size_t secrets_mask(const struct secrets *sec, const char *in, size_t n, char *out, size_t cap);
+
+/* The same for a log line whose word FRAME (1: its first; 0: none), its
+ * verb or status, is never masked: a client cannot hide what a line is by
+ * choosing it as its password. */
+size_t secrets_mask_line(const struct secrets *sec, const char *in, size_t n, unsigned frame,
+                         char *out, size_t cap);
 
 /* Forgets everything, overwriting the memory. */
 void secrets_wipe(struct secrets *sec);

@@ -63,7 +63,8 @@ check_log(void *arg, enum proto_dir dir, const struct proto_action *act)
 		s->client_logs++;
 	if (act->secret)
 		secrets_add(&s->secrets, act->secret, act->secret_len);
-	n = secrets_mask(&s->secrets, act->log, act->log_len, shown, sizeof(shown));
+	n = secrets_mask_line(&s->secrets, act->log, act->log_len, act->log_frame, shown,
+	                      sizeof(shown));
 	if (memchr(shown, 'Z', n)) {
 		fprintf(stderr, "fuzz_redact: secret in the log: [%.*s]\n", (int)n, shown);
 		abort();

@@ -142,7 +142,9 @@ ref_init(struct ref *r, enum ref_proto proto, const struct ref_env *env)
 	r->proto = proto;
 	r->env = *env;
 	r->mode = M_CMD;
-	if (proto == REF_IMAP)
+	if (proto == REF_IMAP && env->logged_in) /* past login from the start */
+		say(r, "* PREAUTH [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS ID IDLE] ready\r\n");
+	else if (proto == REF_IMAP)
 		say(r,
 		    "* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS AUTH=PLAIN ID IDLE] ready\r\n");
 	else if (proto == REF_POP3)
@@ -302,15 +304,17 @@ id_forwarding(const uint8_t *p, size_t n)
  * included) before it judges them. An unknown command, or one that takes
  * no arguments, gets its answer and the rest of its line is skipped: a
  * literal marker there is never honoured, and what the client sends as the
- * literal is read as commands (env.logged_in). */
+ * literal is read as commands (env.logged_in). LOGIN is unknown there.
+ * The list is that of a Dovecot with the acl, quota, imap_urlauth and
+ * metadata plugins; without them those commands are unknown too. */
 static const char *const imap_with_args[] = {
-        "APPEND",       "AUTHENTICATE", "COPY",       "CREATE",      "DELETE",      "DELETEACL",
-        "ENABLE",       "EXAMINE",      "FETCH",      "GETACL",      "GETMETADATA", "GETQUOTA",
-        "GETQUOTAROOT", "ID",           "LIST",       "LISTRIGHTS",  "LOGIN",       "LSUB",
-        "MOVE",         "MYRIGHTS",     "NOTIFY",     "RENAME",      "SEARCH",      "SELECT",
-        "SETACL",       "SETMETADATA",  "SETQUOTA",   "SORT",        "STATUS",      "STORE",
-        "SUBSCRIBE",    "THREAD",       "UID",        "UNSUBSCRIBE", "COMPRESS",    "REPLACE",
-        "EXPUNGE",      "URLFETCH",     "GENURLAUTH", "RESETKEY",    NULL};
+        "APPEND",       "AUTHENTICATE", "COPY",        "CREATE",     "DELETE",      "DELETEACL",
+        "ENABLE",       "EXAMINE",      "FETCH",       "GETACL",     "GETMETADATA", "GETQUOTA",
+        "GETQUOTAROOT", "ID",           "LIST",        "LISTRIGHTS", "LSUB",        "MOVE",
+        "MYRIGHTS",     "NOTIFY",       "RENAME",      "SEARCH",     "SELECT",      "SETACL",
+        "SETMETADATA",  "SETQUOTA",     "SORT",        "STATUS",     "STORE",       "SUBSCRIBE",
+        "THREAD",       "UID",          "UNSUBSCRIBE", "COMPRESS",   "REPLACE",     "EXPUNGE",
+        "URLFETCH",     "GENURLAUTH",   "RESETKEY",    NULL};
 
 static bool
 imap_takes_args(const uint8_t *w, size_t n)

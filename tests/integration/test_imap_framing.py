@@ -116,6 +116,19 @@ class ImapFraming(StarttlsCase):
         self.assertEqual(c.quiet(0.3), b"")
         self.assertFalse(any("COMPRESS" in ln for ln in self.log_for(c)), self.log_for(c))
 
+    def test_literal_plus_login_after_login_ends_session(self):
+        """Past login Dovecot knows no LOGIN: it skips the line and would run
+        the LITERAL+ "password" (COMPRESS, which blinds the command log) as a
+        command that the log shows as "***": postern ends the session."""
+        c = self.connect("logged")
+        c.send(("a LOGIN %s %s\r\n" % (USER, PASSWORD)).encode())
+        self.assertTrue(imap_tagged(imap_response(c, "a"), "a").startswith(b"a OK"))
+        compress = b"c COMPRESS DEFLATE\r\n"
+        c.send(b"b LOGIN %s {%d+}\r\n" % (USER.encode(), len(compress)) + compress)
+        self.assertTrue(c.line().startswith(b"* BYE Already logged in"))
+        self.assertEqual(c.quiet(0.3), b"")
+        self.assertFalse(any("COMPRESS" in ln for ln in self.log_for(c)), self.log_for(c))
+
     # ------------------------------------------------------------ finding 3
     def test_pretls_odd_white_space_refused_locally(self):
         for line in (b"a LOGIN\t%s %s\r\n", b"a  LOGIN %s %s\r\n", b"a LOGIN %s\t%s\r\n",

@@ -236,6 +236,27 @@ class SecretsMaskedForTheSession(SafeLogCase):
                          ["535 5.7.8 response *** refused: bad password ***"] * 2)
         self.no_secret(p)
 
+    def test_upper_case_echo_of_early_response_masked(self):
+        """aiosmtpd echoes an unknown command in upper case: a SASL response
+        sent before the server refused its AUTH comes back that way, from
+        which trying the letter cases would find the password."""
+        p = self.start([("smtps", svc("smtp"))], level="debug")
+        c = Conn(p.port("smtps"), tls=True)
+        try:
+            smtp_greet(c)
+            c.send(b"AUTH FOO\r\n" + PLAIN.encode() + b"\r\n")
+            self.assertRegex(c.line(), rb"^5\d\d ")
+            self.assertIn(PLAIN.upper().encode(), c.line())
+            smtp_quit(c)
+        finally:
+            c.close()
+        self.wait_end(p, "smtps", c.local_port)
+        p.stop()
+        _, lines = self.session(p, "smtps", c.local_port)
+        self.assertIn('500 Error: command "***" not recognized', [self.text(ln) for ln in lines])
+        self.assertNotIn(PLAIN.upper(), log_bytes(p).decode(errors="replace"))
+        self.no_secret(p)
+
     def test_auth_plain_tab_response_not_logged(self):
         """aiosmtpd (and Postfix) take `AUTH PLAIN<TAB><b64>`; after TLS to
         aiosmtpd, and before TLS where postern refuses it."""

@@ -21,6 +21,7 @@
 #include <postern/observe.h>
 #include <postern/proto.h>
 #include <postern/proto_util.h>
+#include <postern/secrets.h>
 
 #define C PROTO_FROM_CLIENT
 #define S PROTO_FROM_SERVER
@@ -87,11 +88,15 @@ struct sess {
 	struct str secret; /* act.secret of each verdict, one a line */
 	struct observe_line line[2]; /* a log line being put together (PL_CONT) */
 	struct str login;            /* PV_LOGIN: "user|password" */
+	bool mask;                   /* the log is masked as the session's is */
+	struct secrets mem;          /* ... with the secrets remembered so far */
 	char scratch[PROTO_SCRATCH_ALLOC];
 };
 
 /* The next sess_new observes (log_commands): set by the redaction tests. */
 static bool observe_next;
+/* The next sess_new masks its log with the secrets it remembers (observe.c). */
+static bool mask_next;
 /* The next sess_new is a client-mode service with backend_auth = oauth2:
  * no STARTTLS offered, postern answers logins. */
 static bool login_next;
@@ -127,6 +132,7 @@ sess_new(const struct proto_ops *ops, bool require_tls)
 	assert_non_null(s->st);
 	ops->init(s->st, &conf);
 	s->final = NO_FINAL;
+	s->mask = mask_next;
 	return s;
 }
 
@@ -144,6 +150,7 @@ sess_free(struct sess *s)
 	free(s->log.p);
 	free(s->secret.p);
 	free(s->login.p);
+	secrets_wipe(&s->mem);
 	free(s->st);
 	free(s);
 }
@@ -166,7 +173,13 @@ log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
 		if (debug)
 			str_add(&s->log, "d", 1);
 		str_add(&s->log, dir == C ? "C: " : "S: ", 3);
-		str_add(&s->log, p, k);
+		if (s->mask) {
+			char shown[4 * PROTO_LOG_MAX];
+			size_t m = secrets_mask_line(&s->mem, p, k, l->frame, shown, sizeof(shown));
+			str_add(&s->log, shown, m);
+		} else {
+			str_add(&s->log, p, k);
+		}
 		str_add(&s->log, "\n", 1);
 		if (k == n)
 			break;
@@ -192,6 +205,7 @@ drive_judged(void *arg, enum proto_dir dir, int v, const struct proto_action *ac
 	if (act->secret) {
 		str_add(&s->secret, act->secret, act->secret_len);
 		str_add(&s->secret, "\n", 1);
+		secrets_add(&s->mem, act->secret, act->secret_len);
 	}
 	switch (v) {
 	case PV_PASS:
@@ -2847,6 +2861,144 @@ test_imap_long_line_sync_literal_waits_for_earlier_same_tag(void **state)
 	NOTHING(s);
 }
 
+/* Feeds the server a tagged response "TAG STATUS xxx...x" too long to hold
+ * (over 64 KiB), streamed as a socket would, and checks it reached the
+ * client whole. */
+static void
+feed_long_response(struct sess *s, const char *tag_status)
+{
+	str_clear(&tmp);
+	str_add(&tmp, tag_status, strlen(tag_status));
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\n", 2);
+	assert_int_equal(feed_stream(s, S, tmp.p, tmp.n), 0);
+	assert_int_equal(s->fwd[S].n, tmp.n);
+	str_clear(&s->fwd[S]);
+}
+
+/* A tagged completion too long to hold completes its command as a short
+ * one does: the commands that wait for all earlier ones to complete
+ * (STARTTLS, AUTHENTICATE) go on, and a synchronising literal refused
+ * with a long NO is never sent. */
+static void
+test_imap_long_completion_completes_its_command(void **state)
+{
+	(void)state;
+	struct sess *s = imap(true, true);
+
+	feed(s, C, "a NOOP\r\n");
+	TO_SERVER(s, "a NOOP\r\n");
+	feed_long_response(s, "a OK ");
+	feed(s, C, "b STARTTLS\r\n");
+	ANSWER(s, "b OK Begin TLS negotiation now\r\n");
+	tls_start(s);
+
+	feed(s, C, "c NOOP\r\n");
+	TO_SERVER(s, "c NOOP\r\n");
+	feed_long_response(s, "c OK ");
+	feed(s, C, "d AUTHENTICATE PLAIN\r\n");
+	TO_SERVER(s, "d AUTHENTICATE PLAIN\r\n");
+	feed(s, S, "d NO bad\r\n");
+	TO_CLIENT(s, "d NO bad\r\n");
+
+	feed(s, C, "e APPEND INBOX {5}\r\n");
+	TO_SERVER(s, "e APPEND INBOX {5}\r\n");
+	feed_long_response(s, "e NO [TOOBIG] ");
+	/* The literal was refused: the next line is a command. */
+	feed(s, C, "f NOOP\r\n");
+	TO_SERVER(s, "f NOOP\r\n");
+	NOTHING(s);
+}
+
+/* Once logged in, LOGIN is no command for the server: Dovecot skips its
+ * line and runs what follows as commands, so a LITERAL+ "password" would
+ * be a command hidden from the log as "***". Refused, also after a
+ * PREAUTH greeting, until an UNAUTHENTICATE succeeds; with a synchronising
+ * literal (which the server never asks for) it is harmless and passes. */
+static void
+test_imap_login_after_login_refused(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "a LOGIN alice pw\r\n");
+	TO_SERVER(s, "a LOGIN alice pw\r\n");
+	feed(s, S, "a OK Logged in\r\n");
+	TO_CLIENT(s, "a OK Logged in\r\n");
+	feed(s, C, "b UNAUTHENTICATE\r\n");
+	feed(s, S, "b NO not now\r\n");
+	feed(s, C, "c LOGIN alice {5}\r\n");
+	feed(s, S, "c BAD Unknown command\r\n");
+	TO_SERVER(s, "b UNAUTHENTICATE\r\nc LOGIN alice {5}\r\n");
+	TO_CLIENT(s, "b NO not now\r\nc BAD Unknown command\r\n");
+	feed(s, C, "d LOGIN alice {15+}\r\ne DELETE INBOX\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE Already logged in" REFUSED_LITERAL);
+	TO_SERVER(s, "");
+
+	struct sess *p = sess_new(&proto_imap, false);
+	feed(p, S, "* PREAUTH ready\r\n");
+	TO_CLIENT(p, "* PREAUTH ready\r\n");
+	tls_start(p);
+	feed(p, C, "a LOGIN alice {15+}\r\nb DELETE INBOX\r\n");
+	assert_int_equal(p->final, PV_CLOSE);
+	TO_SERVER(p, "");
+
+	struct sess *u = imap_in_tls();
+	feed(u, C, "a LOGIN alice pw\r\n");
+	feed(u, S, "a OK Logged in\r\n");
+	feed(u, C, "b UNAUTHENTICATE\r\n");
+	feed(u, S, "b OK Unauthenticated\r\n");
+	feed(u, C, "c LOGIN alice {2+}\r\npw\r\n");
+	TO_SERVER(u, "a LOGIN alice pw\r\nb UNAUTHENTICATE\r\nc LOGIN alice {2+}\r\npw\r\n");
+	ANSWER(u, "");
+	/* An UNAUTHENTICATE sharing its tag with an earlier command: the
+	 * earlier one's OK says nothing of it. */
+	feed(u, S, "c OK Logged in\r\n");
+	feed(u, C, "d NOOP\r\nd UNAUTHENTICATE\r\n");
+	feed(u, S, "d OK NOOP completed\r\n");
+	feed(u, C, "e LOGIN alice {2+}\r\npw\r\n");
+	assert_int_equal(u->final, PV_CLOSE);
+}
+
+/* A POP3 or SMTP reply line too long to hold (RFC 2449 and 5321: 512
+ * bytes) cannot be matched with its command: the session ends, rather
+ * than take the next reply for this one's (a 354 for a RCPT's, and the
+ * message for commands). A POP3 message's long lines still pass. */
+static void
+test_long_status_line_closes_pop3_and_smtp(void **state)
+{
+	(void)state;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+
+	smtp_tls(m, true);
+	feed(m, C, "MAIL FROM:<a@example.org>\r\n");
+	TO_SERVER(m, "MAIL FROM:<a@example.org>\r\n");
+	str_clear(&tmp);
+	str_add(&tmp, "250 ", 4);
+	for (size_t i = 0; i < PROTO_LINE_MAX + 100; i++)
+		str_add(&tmp, "x", 1);
+	str_add(&tmp, "\r\n", 2);
+	feed_stream(m, S, tmp.p, tmp.n);
+	assert_int_equal(m->final, PV_CLOSE);
+	ANSWER(m, "421 4.3.0 Mail server reply too long\r\n");
+
+	pop3_stls(p);
+	feed(p, C, "RETR 1\r\n");
+	feed(p, S, "+OK\r\n");
+	tmp.p[0] = 'y'; /* a message line */
+	assert_int_equal(feed_stream(p, S, tmp.p, tmp.n), 0);
+	feed(p, S, ".\r\n");
+	assert_int_equal(p->final, NO_FINAL);
+	feed(p, C, "STAT\r\n");
+	memcpy(tmp.p, "+OK ", 4);
+	feed_stream(p, S, tmp.p, tmp.n);
+	assert_int_equal(p->final, PV_CLOSE);
+	ANSWER(p, "-ERR Mail server reply too long\r\n");
+}
+
 /* A literal after a command that takes none (NOOP, an unknown command,
  * UID EXPUNGE): a server past login skips the rest of such a line (Dovecot
  * does) and runs the "literal" as commands. A synchronising one is refused
@@ -3084,6 +3236,113 @@ test_sasl_line_sent_early_hidden_from_log(void **state)
 	TO_SERVER(p, "AUTH PLAIN\r\nZsecret\r\n");
 	assert_null(strstr(p->log.p, "Zsecret"));
 	SECRETS(p, "Zsecret\n");
+}
+
+/* A command with arguments is never a SASL response: after an exchange
+ * it is logged as any command is, its verb shown even when postern does
+ * not know it, and nothing of it is remembered as a secret. */
+static void
+test_command_after_sasl_exchange_logged_as_any(void **state)
+{
+	(void)state;
+	observe_next = true;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	struct sess *i = imap(true, true);
+	observe_next = false;
+
+	smtp_tls(m, true);
+	str_clear(&m->log);
+	feed(m, C, "AUTH PLAIN AGFsaWNlAHB3\r\n");
+	feed(m, S, "235 2.7.0 Authentication successful\r\n");
+	feed(m, C, "XFOO bar baz\r\n");
+	LOGGED(m, "C: AUTH PLAIN ***\nS: 235 2.7.0 Authentication successful\nC: XFOO bar baz\n");
+	SECRETS(m, "AGFsaWNlAHB3\n");
+
+	pop3_stls(p);
+	str_clear(&p->log);
+	feed(p, C, "AUTH PLAIN\r\n");
+	feed(p, S, "+ \r\n");
+	feed(p, C, "AGFsaWNlAHB3\r\n");
+	feed(p, S, "+OK logged in\r\n");
+	feed(p, C, "XFOO bar\r\n");
+	LOGGED(p, "C: AUTH PLAIN\ndS: + \nC: ***\nS: +OK logged in\nC: XFOO bar\n");
+	SECRETS(p, "AGFsaWNlAHB3\n");
+
+	feed(i, C, "a STARTTLS\r\n");
+	tls_start(i);
+	str_clear(&i->log);
+	feed(i, C, "b AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n");
+	feed(i, S, "b OK Logged in\r\n");
+	feed(i, C, "c UID FETCH 1:* FLAGS\r\n");
+	LOGGED(i, "C: b AUTHENTICATE PLAIN ***\nS: b OK Logged in\nC: c UID FETCH 1:* FLAGS\n");
+	SECRETS(i, "AGFsaWNlAHB3\n");
+}
+
+/* A client chooses what it sends as a password, which the session then
+ * masks wherever it reappears: it must not be able to hide what a line is
+ * (a command's verb, a reply's status) nor a word that merely contains
+ * it. A real password's echo stays masked. */
+static void
+test_client_chosen_password_masks_no_verb_status_or_part_word(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *i = imap(true, true);
+	struct sess *p = pop3(true, true);
+	observe_next = mask_next = false;
+
+	tls_start(i);
+	feed(i, C, "a LOGIN alice DELETE\r\n");
+	feed(i, S, "a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	feed(i, C, "b LOGIN alice mail\r\n");
+	feed(i, S, "b NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+	str_clear(&i->log);
+	feed(i, C, "c DELETE mailbox\r\n");
+	feed(i, S, "c NO DELETE: no mail in mailbox\r\n");
+	LOGGED(i, "C: c DELETE mailbox\nS: c NO ***: no *** in mailbox\n");
+	/* Dovecot reads a LITERAL+ password as a command and echoes it. */
+	feed(i, C, "d LOGIN alice {9+}\r\nhunter2pw\r\n");
+	feed(i, S, "d BAD Unknown command\r\nhunter2pw BAD Error in IMAP command\r\n");
+	LOGGED(i, "C: d LOGIN alice ***\nS: d BAD Unknown command\n"
+	          "S: *** BAD Error in IMAP command\n");
+
+	pop3_stls(p);
+	str_clear(&p->log);
+	feed(p, C, "USER alice\r\n");
+	feed(p, S, "+OK\r\n");
+	feed(p, C, "PASS -ERR\r\n");
+	feed(p, S, "-ERR [AUTH] Authentication failed.\r\n");
+	feed(p, C, "USER alice\r\n");
+	feed(p, S, "+OK\r\n");
+	feed(p, C, "PASS RETR\r\n");
+	feed(p, S, "-ERR [AUTH] RETR is no password\r\n");
+	LOGGED(p, "C: USER alice\nS: +OK\nC: PASS ***\nS: -ERR [AUTH] Authentication failed.\n"
+	          "C: USER alice\nS: +OK\nC: PASS ***\nS: -ERR [AUTH] *** is no password\n");
+	feed(p, C, "RETR 1\r\n");
+	LOGGED(p, "C: RETR 1\n");
+}
+
+/* aiosmtpd echoes an unknown command in upper case: a SASL response sent
+ * too early (after a final reply) comes back as 500 Error: command
+ * "AGFSAWNL..." not recognized, from which trying the letter cases finds
+ * the password. Masked whatever its case. */
+static void
+test_secret_echoed_in_upper_case_masked(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *m = smtp(true, true);
+	observe_next = mask_next = false;
+
+	smtp_tls(m, true);
+	str_clear(&m->log);
+	feed(m, C, "AUTH FOO\r\nAGFsaWNlAGh1bnRlcjJwdw==\r\n");
+	feed(m, S, "504 5.5.4 Unrecognized authentication type\r\n");
+	drive(m, C);
+	feed(m, S, "500 Error: command \"AGFSAWNLAGH1BNRLCJJWDW==\" not recognized\r\n");
+	LOGGED(m, "C: AUTH FOO\nS: 504 5.5.4 Unrecognized authentication type\nC: ***\n"
+	          "S: 500 Error: command \"***\" not recognized\n");
 }
 
 /* A continuation nothing postern saw asks for ("+" after a command whose
@@ -3623,6 +3882,10 @@ main(void)
 	                                  teardown),
 	        cmocka_unit_test_teardown(
 	                test_imap_long_line_sync_literal_waits_for_earlier_same_tag, teardown),
+	        cmocka_unit_test_teardown(test_imap_long_completion_completes_its_command,
+	                                  teardown),
+	        cmocka_unit_test_teardown(test_imap_login_after_login_refused, teardown),
+	        cmocka_unit_test_teardown(test_long_status_line_closes_pop3_and_smtp, teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_long_line_literal_after_command_without_one,
@@ -3635,6 +3898,10 @@ main(void)
 	        cmocka_unit_test_teardown(test_smtp_bdat_odd_white_space_closes, teardown),
 	        cmocka_unit_test_teardown(test_smtp_bdat_trailing_space_refused, teardown),
 	        cmocka_unit_test_teardown(test_sasl_line_sent_early_hidden_from_log, teardown),
+	        cmocka_unit_test_teardown(
+	                test_client_chosen_password_masks_no_verb_status_or_part_word, teardown),
+	        cmocka_unit_test_teardown(test_secret_echoed_in_upper_case_masked, teardown),
+	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
