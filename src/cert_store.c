@@ -9,6 +9,7 @@
 
 #include <openssl/decoder.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
@@ -229,11 +230,24 @@ decode_key(struct key_kind *k, const unsigned char *der, long len)
 	return key;
 }
 
-/* Reads the PEM blocks of PATH: with WANT_CERTS the first certificate is
- * the leaf, the next ones its chain; with WANT_KEY the first private key.
- * Other blocks are passed over. */
+/* Adds one certificate's DER, framed by its length, to the pair's digest. */
 static int
-read_blocks(struct cert_pair *p, const char *path, bool want_certs, bool want_key, char *why,
+digest_cert(EVP_MD_CTX *md, const unsigned char *der, long len)
+{
+	unsigned char n[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+	                      (unsigned char)(len >> 8), (unsigned char)len};
+
+	return EVP_DigestUpdate(md, n, sizeof(n)) == 1 &&
+	                       EVP_DigestUpdate(md, der, (size_t)len) == 1
+	               ? 0
+	               : -1;
+}
+
+/* Reads the PEM blocks of PATH: with CERTS (the pair's digest) the first
+ * certificate is the leaf, the next ones its chain; with WANT_KEY the first
+ * private key. Other blocks are passed over. */
+static int
+read_blocks(struct cert_pair *p, const char *path, EVP_MD_CTX *certs, bool want_key, char *why,
             size_t whylen)
 {
 	BIO *b = open_file(path, why, whylen);
@@ -245,12 +259,12 @@ read_blocks(struct cert_pair *p, const char *path, bool want_certs, bool want_ke
 	if (b == NULL)
 		return -1;
 	while (rc == 0 && PEM_read_bio(b, &name, &header, &der, &len) == 1) {
-		if (want_certs && (strcmp(name, PEM_STRING_X509) == 0 ||
-		                   strcmp(name, PEM_STRING_X509_OLD) == 0)) {
+		if (certs && (strcmp(name, PEM_STRING_X509) == 0 ||
+		              strcmp(name, PEM_STRING_X509_OLD) == 0)) {
 			const unsigned char *q = der;
 			X509 *x = p->leaf ? intern(der, len) : d2i_X509(NULL, &q, len);
-			if (x == NULL)
-				rc = -1;
+			if (x == NULL || digest_cert(certs, der, len) < 0)
+				X509_free(x), rc = -1;
 			else if (p->leaf == NULL)
 				p->leaf = x;
 			else if (!sk_X509_push(p->chain, x))
@@ -279,10 +293,12 @@ static struct cert_pair *
 read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_fault)
 {
 	struct cert_pair *p = calloc(1, sizeof(*p));
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	const ASN1_TIME *end;
 	struct tm tm;
 
-	if (p == NULL || (p->file = strdup(cert)) == NULL) {
+	if (p == NULL || (p->file = strdup(cert)) == NULL || md == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
@@ -291,14 +307,18 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
-	if (read_blocks(p, cert, true, key == NULL, why, whylen) < 0)
+	if (read_blocks(p, cert, md, key == NULL, why, whylen) < 0)
 		goto fail;
 	if (p->leaf == NULL) {
 		snprintf(why, whylen, "no certificate in the file");
 		goto fail;
 	}
+	if (EVP_DigestFinal_ex(md, p->digest, NULL) != 1) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
 	*key_fault = 1;
-	if (key != NULL && read_blocks(p, key, false, true, why, whylen) < 0)
+	if (key != NULL && read_blocks(p, key, NULL, true, why, whylen) < 0)
 		goto fail;
 	if (p->key == NULL) {
 		snprintf(why, whylen, "no private key in the file");
@@ -321,8 +341,10 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
+	EVP_MD_CTX_free(md);
 	return p;
 fail:
+	EVP_MD_CTX_free(md);
 	if (p)
 		pair_free(p);
 	return NULL;

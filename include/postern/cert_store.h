@@ -11,6 +11,8 @@
 
 #include <openssl/ssl.h>
 
+#define CERT_DIGEST_LEN 32 /* SHA-256 */
+
 struct cert_pair {
 	X509 *leaf;
 	EVP_PKEY *key;
@@ -20,6 +22,10 @@ struct cert_pair {
 	char **names; /* normalised DNS subjectAltNames, else the subject CN */
 	size_t nnames;
 	char *names_key; /* the names sorted, joined by spaces: pairs alike share it */
+	/* The certificates served: the leaf's and the chain's DER as read,
+	 * each framed by its length. What a session binds to, not the file's
+	 * path: the same certificates bind alike from any file. */
+	unsigned char digest[CERT_DIGEST_LEN];
 	int refs;
 };
 
