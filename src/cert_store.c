@@ -331,6 +331,7 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		goto fail;
 	}
 	*key_fault = 0;
+	p->key_type = EVP_PKEY_get_base_id(p->key);
 	end = X509_get0_notAfter(p->leaf);
 	if (end == NULL || ASN1_TIME_to_tm(end, &tm) != 1) {
 		snprintf(why, whylen, "the certificate has no valid end date");

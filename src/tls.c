@@ -319,11 +319,11 @@ add_pair(const struct tls_server_conf *c, struct tls_server *ts, struct cert_pai
 {
 	const char *key = p->names_key;
 	struct tls_group *g = cert_map_get(ts->by_names, key);
-	int type = EVP_PKEY_get_base_id(p->key), added = 0, rc = -1;
+	int type = p->key_type, added = 0, rc = -1;
 	bool placed = false; /* then the group frees it */
 
 	for (size_t i = 0; g && i < g->n; i++)
-		if (EVP_PKEY_get_base_id(g->pair[i]->key) == type)
+		if (g->pair[i]->key_type == type)
 			g = NULL; /* two of a kind: the later one gets a group of its own */
 	if (g != NULL && g->n < GROUP_MAX) {
 		g->pair[g->n++] = p;

@@ -109,8 +109,14 @@ tls_binding_compute(const struct tls_server_conf *c, const unsigned char *const 
 		snprintf(err, errlen, "cannot digest the TLS settings");
 		goto out;
 	}
-	for (size_t i = 0; i < nserved; i++) {
-		if (feed(md, served[i], CERT_DIGEST_LEN) < 0) {
+	/* Of a fixed length and counted: no framing, and one update for many
+	 * (100 000 certificates cost a few milliseconds). */
+	for (size_t i = 0; i < nserved;) {
+		unsigned char batch[64 * CERT_DIGEST_LEN];
+		size_t k = 0;
+		for (; k < 64 && i < nserved; k++, i++)
+			memcpy(batch + k * CERT_DIGEST_LEN, served[i], CERT_DIGEST_LEN);
+		if (EVP_DigestUpdate(md, batch, k * CERT_DIGEST_LEN) != 1) {
 			snprintf(err, errlen, "cannot digest the TLS settings");
 			goto out;
 		}

@@ -16,6 +16,7 @@
 struct cert_pair {
 	X509 *leaf;
 	EVP_PKEY *key;
+	int key_type; /* EVP_PKEY_get_base_id(key), asked once: each call searches tables */
 	STACK_OF(X509) * chain; /* the intermediates, shared */
 	time_t not_after;
 	char *file;   /* the certificate's file, for messages */
