@@ -43,8 +43,10 @@ void cert_pair_unref(struct cert_pair *p);
 /* Calls FN for each pair of files in DIR, in the order of their names:
  * NAME.pem with NAME.key beside it, else NAME.pem alone (combined). Names
  * starting with a dot are skipped (editors' and tools' temporary files).
- * -1 with the reason in WHY when DIR cannot be read; else what FN
- * returned last if it stopped the walk by returning non-zero, else 0. */
+ * -1 with the reason in WHY when DIR cannot be read (or memory runs out);
+ * else what FN returned last if it stopped the walk by returning non-zero,
+ * else 0. DIR's listing is kept until the next walk of DIR (or until no
+ * pair is cached), which sorts it again only if readdir's names changed. */
 int cert_dir_each(const char *dir, int (*fn)(void *arg, const char *cert, const char *key),
                   void *arg, char *why, size_t whylen);
 
