@@ -372,7 +372,7 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 	struct file_sig cs, ks;
 	struct cached *c;
 	char small[512], *id = small; /* on the stack: a reload looks up every file */
-	size_t len = strlen(cert) + (key ? strlen(key) : 0) + 2;
+	size_t clen = strlen(cert), klen = key ? strlen(key) : 0, len = clen + klen + 2;
 
 	*key_fault = 0;
 	if (file_sig(cert, &cs) < 0 || (*key_fault = file_sig(key, &ks) < 0)) {
@@ -386,7 +386,9 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
-	snprintf(id, len, "%s\n%s", cert, key ? key : "");
+	memcpy(id, cert, clen); /* "CERT\nKEY" */
+	id[clen] = '\n';
+	memcpy(id + clen + 1, key ? key : "", klen + 1);
 	c = cert_map_get(cache, id);
 	if (c && same_sig(&c->cert, &cs) && same_sig(&c->key, &ks)) {
 		if (id != small)
