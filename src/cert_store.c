@@ -1,6 +1,7 @@
 /* Loading certificate pairs, cached by file; see include/postern/cert_store.h. */
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include <openssl/decoder.h>
 #include <openssl/err.h>
+#include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/sha.h>
 #include <openssl/x509v3.h>
@@ -229,11 +231,24 @@ decode_key(struct key_kind *k, const unsigned char *der, long len)
 	return key;
 }
 
-/* Reads the PEM blocks of PATH: with WANT_CERTS the first certificate is
- * the leaf, the next ones its chain; with WANT_KEY the first private key.
- * Other blocks are passed over. */
+/* Adds one certificate's DER, framed by its length, to the pair's digest. */
 static int
-read_blocks(struct cert_pair *p, const char *path, bool want_certs, bool want_key, char *why,
+digest_cert(EVP_MD_CTX *md, const unsigned char *der, long len)
+{
+	unsigned char n[4] = {(unsigned char)(len >> 24), (unsigned char)(len >> 16),
+	                      (unsigned char)(len >> 8), (unsigned char)len};
+
+	return EVP_DigestUpdate(md, n, sizeof(n)) == 1 &&
+	                       EVP_DigestUpdate(md, der, (size_t)len) == 1
+	               ? 0
+	               : -1;
+}
+
+/* Reads the PEM blocks of PATH: with CERTS (the pair's digest) the first
+ * certificate is the leaf, the next ones its chain; with WANT_KEY the first
+ * private key. Other blocks are passed over. */
+static int
+read_blocks(struct cert_pair *p, const char *path, EVP_MD_CTX *certs, bool want_key, char *why,
             size_t whylen)
 {
 	BIO *b = open_file(path, why, whylen);
@@ -245,12 +260,12 @@ read_blocks(struct cert_pair *p, const char *path, bool want_certs, bool want_ke
 	if (b == NULL)
 		return -1;
 	while (rc == 0 && PEM_read_bio(b, &name, &header, &der, &len) == 1) {
-		if (want_certs && (strcmp(name, PEM_STRING_X509) == 0 ||
-		                   strcmp(name, PEM_STRING_X509_OLD) == 0)) {
+		if (certs && (strcmp(name, PEM_STRING_X509) == 0 ||
+		              strcmp(name, PEM_STRING_X509_OLD) == 0)) {
 			const unsigned char *q = der;
 			X509 *x = p->leaf ? intern(der, len) : d2i_X509(NULL, &q, len);
-			if (x == NULL)
-				rc = -1;
+			if (x == NULL || digest_cert(certs, der, len) < 0)
+				X509_free(x), rc = -1;
 			else if (p->leaf == NULL)
 				p->leaf = x;
 			else if (!sk_X509_push(p->chain, x))
@@ -279,10 +294,12 @@ static struct cert_pair *
 read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_fault)
 {
 	struct cert_pair *p = calloc(1, sizeof(*p));
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	const ASN1_TIME *end;
 	struct tm tm;
 
-	if (p == NULL || (p->file = strdup(cert)) == NULL) {
+	if (p == NULL || (p->file = strdup(cert)) == NULL || md == NULL ||
+	    EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1) {
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
@@ -291,14 +308,18 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
-	if (read_blocks(p, cert, true, key == NULL, why, whylen) < 0)
+	if (read_blocks(p, cert, md, key == NULL, why, whylen) < 0)
 		goto fail;
 	if (p->leaf == NULL) {
 		snprintf(why, whylen, "no certificate in the file");
 		goto fail;
 	}
+	if (EVP_DigestFinal_ex(md, p->digest, NULL) != 1) {
+		snprintf(why, whylen, "out of memory");
+		goto fail;
+	}
 	*key_fault = 1;
-	if (key != NULL && read_blocks(p, key, false, true, why, whylen) < 0)
+	if (key != NULL && read_blocks(p, key, NULL, true, why, whylen) < 0)
 		goto fail;
 	if (p->key == NULL) {
 		snprintf(why, whylen, "no private key in the file");
@@ -310,6 +331,7 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		goto fail;
 	}
 	*key_fault = 0;
+	p->key_type = EVP_PKEY_get_base_id(p->key);
 	end = X509_get0_notAfter(p->leaf);
 	if (end == NULL || ASN1_TIME_to_tm(end, &tm) != 1) {
 		snprintf(why, whylen, "the certificate has no valid end date");
@@ -321,8 +343,10 @@ read_pair(const char *cert, const char *key, char *why, size_t whylen, int *key_
 		snprintf(why, whylen, "out of memory");
 		goto fail;
 	}
+	EVP_MD_CTX_free(md);
 	return p;
 fail:
+	EVP_MD_CTX_free(md);
 	if (p)
 		pair_free(p);
 	return NULL;
@@ -348,7 +372,7 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 	struct file_sig cs, ks;
 	struct cached *c;
 	char small[512], *id = small; /* on the stack: a reload looks up every file */
-	size_t len = strlen(cert) + (key ? strlen(key) : 0) + 2;
+	size_t clen = strlen(cert), klen = key ? strlen(key) : 0, len = clen + klen + 2;
 
 	*key_fault = 0;
 	if (file_sig(cert, &cs) < 0 || (*key_fault = file_sig(key, &ks) < 0)) {
@@ -362,7 +386,9 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 		snprintf(why, whylen, "out of memory");
 		return NULL;
 	}
-	snprintf(id, len, "%s\n%s", cert, key ? key : "");
+	memcpy(id, cert, clen); /* "CERT\nKEY" */
+	id[clen] = '\n';
+	memcpy(id + clen + 1, key ? key : "", klen + 1);
 	c = cert_map_get(cache, id);
 	if (c && same_sig(&c->cert, &cs) && same_sig(&c->key, &ks)) {
 		if (id != small)
@@ -385,6 +411,8 @@ cert_pair_load(const char *cert, const char *key, char *why, size_t whylen, int 
 		free(id);
 	return p;
 }
+
+static void listings_drop(void);
 
 static void
 collect_unused(void *arg, const char *key, void *value)
@@ -417,14 +445,126 @@ cert_store_sweep(void)
 	cert_map_each(cache, collect_unused, gone);
 	cert_map_each(gone, drop, NULL);
 	cert_map_free(gone);
+	if (cert_map_count(cache) == 0)
+		listings_drop();
 }
 
 static int
-has_suffix(const char *s, const char *suf)
+has_suffix(const char *s, size_t n, const char *suf)
 {
-	size_t n = strlen(s), m = strlen(suf);
+	size_t m = strlen(suf);
 
-	return n > m && strcmp(s + n - m, suf) == 0;
+	return n > m && memcmp(s + n - m, suf, m) == 0;
+}
+
+/* The names of a directory's pairs as its last walk found them: readdir's
+ * order (the text), and the order by name. Replacing a file keeps its
+ * name and its place in readdir's order, so a reload that finds the same
+ * text skips sorting 100 000 names again. One per directory walked; all
+ * go when nothing is cached any longer. */
+struct listing {
+	struct listing *next;
+	char *dir;
+	char *text; /* the names, each ending in '\0' */
+	size_t len;
+	char **sorted; /* into text */
+	size_t n;
+	bool keys; /* some NAME.key among them */
+};
+
+static struct listing *listings;
+
+static void
+listing_free(struct listing *l)
+{
+	if (l == NULL)
+		return;
+	free(l->dir);
+	free(l->text);
+	free(l->sorted);
+	free(l);
+}
+
+static void
+listings_drop(void)
+{
+	while (listings) {
+		struct listing *l = listings;
+		listings = l->next;
+		listing_free(l);
+	}
+}
+
+/* The names (*.pem and *.key, not starting with a dot) of the open
+ * directory D in readdir's order, as one text of *LEN bytes; *N of them,
+ * *KEYS when one is a .key. NULL when out of memory. */
+static char *
+read_dir_names(DIR *d, size_t *len, size_t *n, bool *keys)
+{
+	size_t cap = 1 << 16;
+	char *text = malloc(cap);
+	struct dirent *de;
+
+	*len = *n = 0;
+	*keys = false;
+	while (text && (de = readdir(d)) != NULL) {
+		size_t l = strlen(de->d_name);
+		bool key = has_suffix(de->d_name, l, ".key");
+		if (de->d_name[0] == '.' || !(key || has_suffix(de->d_name, l, ".pem")))
+			continue;
+		if (*len + l + 1 > cap) {
+			char *t = realloc(text, cap *= 2);
+			if (t == NULL) {
+				free(text);
+				return NULL;
+			}
+			text = t;
+		}
+		memcpy(text + *len, de->d_name, l + 1);
+		*len += l + 1;
+		++*n;
+		*keys |= key;
+	}
+	return text;
+}
+
+/* DIR's listing: the one of its last walk when readdir gives the same
+ * names in the same order, else a new one, sorted, that replaces it. */
+static struct listing *
+list_dir(const char *dir, DIR *d)
+{
+	struct listing **at = &listings, *l;
+	size_t len, n;
+	bool keys;
+	char *text = read_dir_names(d, &len, &n, &keys);
+
+	if (text == NULL)
+		return NULL;
+	while (*at && strcmp((*at)->dir, dir) != 0)
+		at = &(*at)->next;
+	if (*at && (*at)->len == len && memcmp((*at)->text, text, len) == 0) {
+		free(text);
+		return *at;
+	}
+	if ((l = calloc(1, sizeof(*l))) == NULL || (l->dir = strdup(dir)) == NULL ||
+	    (l->sorted = malloc((n ? n : 1) * sizeof(*l->sorted))) == NULL) {
+		free(text);
+		listing_free(l);
+		return NULL;
+	}
+	l->text = text;
+	l->len = len;
+	l->n = n;
+	l->keys = keys;
+	for (size_t i = 0, off = 0; i < n; i++, off += strlen(text + off) + 1)
+		l->sorted[i] = text + off;
+	qsort(l->sorted, n, sizeof(*l->sorted), by_str);
+	if (*at) {
+		l->next = (*at)->next;
+		listing_free(*at);
+	}
+	*at = l;
+	return l;
 }
 
 int
@@ -432,49 +572,44 @@ cert_dir_each(const char *dir, int (*fn)(void *arg, const char *cert, const char
               char *why, size_t whylen)
 {
 	DIR *d = opendir(dir);
-	struct dirent *de;
-	char **names = NULL, cert[4096], key[4096];
-	size_t n = 0, cap = 0;
+	struct listing *l;
+	char cert[4096], key[4096];
+	size_t dlen = strlen(dir);
 	int rc = 0;
 
-	if (d == NULL) {
-		snprintf(why, whylen, "cannot read: %s", strerror(errno));
+	if (d == NULL || dlen + 1 + NAME_MAX + 1 > sizeof(cert)) {
+		snprintf(why, whylen, "cannot read: %s", strerror(d ? ENAMETOOLONG : errno));
+		if (d)
+			closedir(d);
 		return -1;
 	}
-	while ((de = readdir(d)) != NULL) {
-		if (de->d_name[0] == '.' ||
-		    !(has_suffix(de->d_name, ".pem") || has_suffix(de->d_name, ".key")))
-			continue;
-		if (n == cap) {
-			char **v = realloc(names, (cap = cap ? cap * 2 : 64) * sizeof(*v));
-			if (v == NULL)
-				break;
-			names = v;
-		}
-		if ((names[n] = strdup(de->d_name)) != NULL)
-			n++;
+	if ((l = list_dir(dir, d)) == NULL) {
+		closedir(d);
+		snprintf(why, whylen, "out of memory");
+		return -1;
 	}
-	qsort(names, n, sizeof(*names), by_str);
 	walking.fd = dirfd(d);
 	walking.path = dir;
-	walking.len = strlen(dir);
-	for (size_t i = 0; i < n && rc == 0; i++) {
-		size_t l = strlen(names[i]);
-		if (!has_suffix(names[i], ".pem"))
+	walking.len = dlen;
+	memcpy(cert, dir, dlen);
+	cert[dlen] = '/';
+	memcpy(key, cert, dlen + 1);
+	for (size_t i = 0; i < l->n && rc == 0; i++) {
+		const char *name = l->sorted[i];
+		size_t len = strlen(name);
+		if (!has_suffix(name, len, ".pem"))
 			continue;
-		char want[1024], *k = want;
-		snprintf(want, sizeof(want), "%.*s.key", (int)(l - 4), names[i]);
+		memcpy(cert + dlen + 1, name, len + 1);
+		memcpy(key + dlen + 1, name, len - 4);
+		memcpy(key + dlen + 1 + len - 4, ".key", 5);
 		/* NAME.key sorts just before NAME.pem unless a name falls between */
-		int paired = (i > 0 && strcmp(names[i - 1], want) == 0) ||
-		             bsearch(&k, names, n, sizeof(*names), by_str) != NULL;
-		snprintf(cert, sizeof(cert), "%s/%s", dir, names[i]);
-		snprintf(key, sizeof(key), "%s/%s", dir, want);
+		const char *want = key + dlen + 1;
+		int paired = l->keys &&
+		             ((i > 0 && strcmp(l->sorted[i - 1], want) == 0) ||
+		              bsearch(&want, l->sorted, l->n, sizeof(*l->sorted), by_str) != NULL);
 		rc = fn(arg, cert, paired ? key : NULL);
 	}
 	walking.fd = -1;
 	closedir(d);
-	for (size_t i = 0; i < n; i++)
-		free(names[i]);
-	free(names);
 	return rc;
 }

@@ -19,8 +19,17 @@ struct table {
 	size_t cap, n; /* cap: a power of two */
 };
 
+/* The names' text, in blocks that never move: 100 000 names are a few
+ * allocations, not 100 000 (a reload builds a whole new index). */
+struct block {
+	struct block *next;
+	size_t used, cap;
+	char text[];
+};
+
 struct sni_index {
 	struct table exact, wild;
+	struct block *blocks;
 	uint64_t seed;
 	unsigned long long probes;
 };
@@ -128,12 +137,26 @@ sni_index_new(void)
 	return ix;
 }
 
-static void
-table_free(struct table *t)
+/* A copy of the LEN bytes at S, and a NUL, in IX's blocks; NULL when out
+ * of memory. */
+static char *
+keep(struct sni_index *ix, const char *s, size_t len)
 {
-	for (size_t i = 0; i < t->cap; i++)
-		free(t->slot[i].name);
-	free(t->slot);
+	struct block *b = ix->blocks;
+	char *p;
+
+	if (b == NULL || b->cap - b->used < len + 1) {
+		size_t cap = 64 * 1024 - sizeof(*b);
+		if ((b = malloc(sizeof(*b) + cap)) == NULL)
+			return NULL;
+		*b = (struct block){ix->blocks, 0, cap};
+		ix->blocks = b;
+	}
+	p = b->text + b->used;
+	memcpy(p, s, len);
+	p[len] = '\0';
+	b->used += len + 1;
+	return p;
 }
 
 void
@@ -141,8 +164,13 @@ sni_index_free(struct sni_index *ix)
 {
 	if (ix == NULL)
 		return;
-	table_free(&ix->exact);
-	table_free(&ix->wild);
+	free(ix->exact.slot);
+	free(ix->wild.slot);
+	while (ix->blocks) {
+		struct block *b = ix->blocks;
+		ix->blocks = b->next;
+		free(b);
+	}
 	free(ix);
 }
 
@@ -172,7 +200,7 @@ sni_index_add(struct sni_index *ix, const char *name, size_t len, void *value)
 	ix->probes = before;
 	if (s->name != NULL)
 		return 1;
-	if ((s->name = strdup(key)) == NULL)
+	if ((s->name = keep(ix, key, (size_t)n)) == NULL)
 		return -2;
 	s->hash = h;
 	s->value = value;

@@ -319,11 +319,11 @@ add_pair(const struct tls_server_conf *c, struct tls_server *ts, struct cert_pai
 {
 	const char *key = p->names_key;
 	struct tls_group *g = cert_map_get(ts->by_names, key);
-	int type = EVP_PKEY_get_base_id(p->key), added = 0, rc = -1;
+	int type = p->key_type, added = 0, rc = -1;
 	bool placed = false; /* then the group frees it */
 
 	for (size_t i = 0; g && i < g->n; i++)
-		if (EVP_PKEY_get_base_id(g->pair[i]->key) == type)
+		if (g->pair[i]->key_type == type)
 			g = NULL; /* two of a kind: the later one gets a group of its own */
 	if (g != NULL && g->n < GROUP_MAX) {
 		g->pair[g->n++] = p;
@@ -464,6 +464,30 @@ load_dir(const struct tls_server_conf *c, struct tls_server *ts, size_t i, time_
 	return 0;
 }
 
+/* The binding of TS's sessions, from its settings and every pair it
+ * serves, listed or from a directory alike, group by group. */
+static int
+bind_sessions(const struct tls_server_conf *c, struct tls_server *ts, char *err, size_t errlen,
+              int *bad_line)
+{
+	size_t n = 0, total = 0;
+	const unsigned char **served;
+	int rc;
+
+	for (size_t i = 0; i < ts->ngroups; i++)
+		total += ts->group[i]->n;
+	if ((served = malloc((total + 1) * sizeof(*served))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	for (size_t i = 0; i < ts->ngroups; i++)
+		for (size_t j = 0; j < ts->group[i]->n; j++)
+			served[n++] = ts->group[i]->pair[j]->digest;
+	rc = tls_binding_compute(c, served, n, &ts->binding, err, errlen, bad_line);
+	free(served);
+	return rc;
+}
+
 struct tls_server *
 tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen, int *bad_line)
 {
@@ -510,7 +534,7 @@ tls_server_load(const struct tls_server_conf *c, char *err, size_t errlen, int *
 		        ts->stats.expiring == 1 ? "s" : "", TLS_EXPIRY_WARN_DAYS);
 	/* Once the files have loaded (their own errors said first), the
 	 * service's context gets its binding. */
-	if (tls_binding_compute(c, &ts->binding, err, errlen, bad_line) < 0)
+	if (bind_sessions(c, ts, err, errlen, bad_line) < 0)
 		goto fail;
 	if (tls_binding_attach(ts->ctx, &ts->binding) < 0) {
 		char e[256];
@@ -550,6 +574,12 @@ SSL *
 tls_server_ssl(const struct tls_server *ts)
 {
 	return SSL_new(ts->ctx);
+}
+
+const struct tls_binding *
+tls_server_binding(const struct tls_server *ts)
+{
+	return &ts->binding;
 }
 
 void

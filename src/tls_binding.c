@@ -12,6 +12,7 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <postern/cert_store.h>
 #include <postern/tls_binding.h>
 #include <postern/tls_conf.h>
 
@@ -83,8 +84,8 @@ out:
 }
 
 int
-tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char *err,
-                    size_t errlen, int *bad_line)
+tls_binding_compute(const struct tls_server_conf *c, const unsigned char *const *served,
+                    size_t nserved, struct tls_binding *b, char *err, size_t errlen, int *bad_line)
 {
 	EVP_MD_CTX *md = EVP_MD_CTX_new();
 	unsigned int len = 0;
@@ -92,7 +93,7 @@ tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char
 
 	*bad_line = c->line;
 	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    feed_str(md, "postern session binding 1") < 0 || feed_str(md, c->name) < 0 ||
+	    feed_str(md, "postern session binding 2") < 0 || feed_str(md, c->name) < 0 ||
 	    feed_int(md, c->mode) < 0 || feed_int(md, c->verify) < 0 ||
 	    feed_int(md, c->min_version) < 0 || feed_str(md, c->ciphers) < 0 ||
 	    feed_str(md, c->ciphersuites) < 0) {
@@ -102,9 +103,21 @@ tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char
 	if (c->verify != TLS_VERIFY_OFF && c->client_ca &&
 	    feed_file(md, c->client_ca, err, errlen) < 0)
 		goto out;
-	for (size_t i = 0; i < c->n; i++) {
-		if (feed_file(md, c->cert[i], err, errlen) < 0) {
-			*bad_line = c->cert_line[i];
+	/* From cert and cert_dir alike: a reload that changes which
+	 * certificates a directory serves changes the binding. */
+	if (feed_int(md, (long)nserved) < 0) {
+		snprintf(err, errlen, "cannot digest the TLS settings");
+		goto out;
+	}
+	/* Of a fixed length and counted: no framing, and one update for many
+	 * (100 000 certificates cost a few milliseconds). */
+	for (size_t i = 0; i < nserved;) {
+		unsigned char batch[64 * CERT_DIGEST_LEN];
+		size_t k = 0;
+		for (; k < 64 && i < nserved; k++, i++)
+			memcpy(batch + k * CERT_DIGEST_LEN, served[i], CERT_DIGEST_LEN);
+		if (EVP_DigestUpdate(md, batch, k * CERT_DIGEST_LEN) != 1) {
+			snprintf(err, errlen, "cannot digest the TLS settings");
 			goto out;
 		}
 	}

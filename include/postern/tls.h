@@ -13,6 +13,7 @@
 #include <postern/tls_conf.h>
 
 struct tls_server;
+struct tls_binding;
 
 /* keylog: appends TLS secrets in NSS key log format to PATH (mode 0600) for
  * Wireshark; NULL stops. Returns -1 with errno on failure. */
@@ -30,6 +31,9 @@ void tls_server_free(struct tls_server *ts);
 
 /* A new server-side SSL for an accepted connection. */
 SSL *tls_server_ssl(const struct tls_server *ts);
+
+/* What TS's sessions are bound to (see tls_binding.h). */
+const struct tls_binding *tls_server_binding(const struct tls_server *ts);
 
 /* How many certificates TS serves and when they expire (zeros for NULL). */
 void tls_server_stats(const struct tls_server *ts, struct tls_stats *st);

@@ -19,16 +19,20 @@ struct tls_server_conf;
 struct tls_binding {
 	/* A digest of everything that gates access to the service: its name,
 	 * TLS mode, client_verify, client_ca's contents, TLS floor, ciphers,
-	 * ciphersuites and certificate files' contents. Contents, not paths:
-	 * a fleet with the same files binds alike. */
+	 * ciphersuites and the certificates it serves (from cert and cert_dir
+	 * alike). Contents, not paths: a fleet with the same files binds
+	 * alike. */
 	unsigned char id[TLS_BINDING_LEN];
 	bool need_peer; /* client_verify = require */
 };
 
-/* Computes the binding of the service C describes into B. On failure (a file that cannot be read)
- * returns -1 with a message in ERR and the config line in *BAD_LINE. */
-int tls_binding_compute(const struct tls_server_conf *c, struct tls_binding *b, char *err,
-                        size_t errlen, int *bad_line);
+/* Computes into B the binding of the service C describes, serving the
+ * NSERVED certificate pairs whose digests (struct cert_pair's) are SERVED,
+ * in an order that depends only on the configuration and the files. On failure (client_ca cannot be
+ * read) returns -1 with a message in ERR and the config line in *BAD_LINE. */
+int tls_binding_compute(const struct tls_server_conf *c, const unsigned char *const *served,
+                        size_t nserved, struct tls_binding *b, char *err, size_t errlen,
+                        int *bad_line);
 
 /* Makes CTX's session id context B's id and checks every ticket it
  * decrypts against B: a ticket of another binding, or without a verified

@@ -16,6 +16,7 @@ Item ids (S8, C9, P5, ...) are those of tests/security-checklist.md.
 """
 
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -119,6 +120,47 @@ class SessionBinding(PosternTestCase):
             with self.subTest(version=version):
                 self.assertRefusedWithoutResuming(s_client(port, flag, sess_in=sessions[version]),
                                                   "a session from before the reload")
+
+    def test_session_from_before_a_reload_that_replaced_a_cert_dir_certificate_does_not_resume(self):
+        """Certificates from a cert_dir bind sessions as cert/key ones do:
+        after a SIGHUP that replaced the directory's certificate, a session
+        from before gets a full handshake. Control:
+        a SIGHUP that changed nothing lets it resume."""
+        e = env()
+        p = self.postern(start=False)
+        d = os.path.join(p.dir, "certs")
+        os.mkdir(d)
+
+        def place(cert, key):  # as certbot does: a new file renamed over the old
+            for src, name in ((cert, "site.pem"), (key, "site.key")):
+                shutil.copy(src, os.path.join(d, ".new"))
+                os.rename(os.path.join(d, ".new"), os.path.join(d, name))
+
+        place(e.cert, e.key)
+        p.write_config([("imaps", svc("imap", cert=None, key=None, cert_dir=d))])
+        p.start()
+        port = p.port()
+        sessions = {}
+        for version, flag in VERSIONS:
+            sessions[version] = self.session_file(p, "before-" + version)
+            self.assertIn(GREETING, s_client(port, flag, sess_out=sessions[version]))
+        reloads = 0
+        for replace in (False, True):
+            if replace:
+                place(e.cert2, e.key2)
+            p.signal(signal.SIGHUP)
+            reloads += 1
+            p.wait_for(who="postern", contains="configuration reloaded", count=reloads)
+            for version, flag in VERSIONS:
+                with self.subTest(version=version, replaced=replace):
+                    out = s_client(port, flag, sess_in=sessions[version])
+                    if not replace:
+                        self.assertResumed(out, version, "control: no change, yet the session does not resume")
+                        continue
+                    text = out.decode(errors="replace")[-1500:]
+                    self.assertIn(b"New, " + version.encode(), out,
+                                  "a session from before the certificate was replaced resumed\n" + text)
+                    self.assertIn(GREETING, out, text)
 
     def test_resumption_never_takes_early_data(self):
         """T3: a resumed TLS 1.3 session carries no 0-RTT allowance, and early

@@ -190,6 +190,35 @@ test_dir_pairs_in_name_order(void **state)
 	assert_int_equal(cert_dir_each("/nonexistent-dir", note, &s, why, sizeof(why)), -1);
 }
 
+/* A walk remembers the last listing of its directory (to skip sorting it
+ * again): files added, removed or renamed since are still seen. */
+static void
+test_dir_walk_sees_what_changed_since_the_last(void **state)
+{
+	struct seen s = {""};
+	char why[256], sub[256];
+
+	(void)state;
+	assert_int_equal(
+	        sh("mkdir %s/w && cd %s/w && cp ../ca.pem m.pem && cp ../a.pem k.pem", dir, dir),
+	        0);
+	snprintf(sub, sizeof(sub), "%s/w", dir);
+	assert_int_equal(cert_dir_each(sub, note, &s, why, sizeof(why)), 0);
+	assert_string_equal(s.text, "k.pem+- m.pem+- ");
+	s.text[0] = '\0';
+	assert_int_equal(cert_dir_each(sub, note, &s, why, sizeof(why)), 0); /* the same */
+	assert_string_equal(s.text, "k.pem+- m.pem+- ");
+	assert_int_equal(
+	        sh("cd %s && cp ../a.key k.key && cp ../ca.pem a.pem && mv m.pem z.pem", sub), 0);
+	s.text[0] = '\0';
+	assert_int_equal(cert_dir_each(sub, note, &s, why, sizeof(why)), 0);
+	assert_string_equal(s.text, "a.pem+- k.pem+k.key z.pem+- ");
+	assert_int_equal(sh("cd %s && rm a.pem k.key", sub), 0);
+	s.text[0] = '\0';
+	assert_int_equal(cert_dir_each(sub, note, &s, why, sizeof(why)), 0);
+	assert_string_equal(s.text, "k.pem+- z.pem+- ");
+}
+
 int
 main(void)
 {
@@ -199,6 +228,7 @@ main(void)
 	        cmocka_unit_test(test_identical_intermediates_are_held_once),
 	        cmocka_unit_test(test_each_fault_names_its_file),
 	        cmocka_unit_test(test_dir_pairs_in_name_order),
+	        cmocka_unit_test(test_dir_walk_sees_what_changed_since_the_last),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
