@@ -77,7 +77,6 @@ struct account {
 	/* the token file being opened off the loop, and the logins that wait
 	 * for it (each with its password, checked once the file is open) */
 	struct oauth2_open *opening;
-	struct stat opening_st;
 	char opening_who[WHO_MAX];
 	struct ev_loop *opening_loop;
 	struct oauth2_login *openers;
@@ -226,9 +225,11 @@ same_file(const struct stat *x, const struct stat *y)
 	       x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
 }
 
-/* What A learns from its token file ST, opened with PASS (scrypt: see the
- * file comment): R and, if OK, its refresh TOKEN (copied). Returns OK,
- * REFUSED or TEMPORARY. */
+/* What A learns from its token file, opened with PASS (scrypt: see the
+ * file comment): R and, if OK, its refresh TOKEN (copied) and ST, the
+ * file the token was read from (not what a stat before the read saw:
+ * the file may have been replaced meanwhile). Returns OK, REFUSED or
+ * TEMPORARY. */
 static enum oauth2_login_result
 learn_store(struct account *a, const struct stat *st, const char *who, const char *pass,
             size_t plen, enum oauth2_store_result r, const char *token, size_t len, const char *err)
@@ -268,14 +269,14 @@ learn_store(struct account *a, const struct stat *st, const char *who, const cha
 
 /* Opens the token file on the loop: when the helper thread cannot run. */
 static enum oauth2_login_result
-open_store(struct account *a, const char *path, const struct stat *st, const char *who,
-           const char *pass, size_t plen)
+open_store(struct account *a, const char *path, const char *who, const char *pass, size_t plen)
 {
 	char err[256], *token = NULL;
 	size_t len = 0;
-	enum oauth2_store_result r =
-	        oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
-	enum oauth2_login_result res = learn_store(a, st, who, pass, plen, r, token, len, err);
+	struct stat st;
+	enum oauth2_store_result r = oauth2_store_read_file(path, a->name, pass, plen, &token, &len,
+	                                                    &st, err, sizeof(err));
+	enum oauth2_login_result res = learn_store(a, &st, who, pass, plen, r, token, len, err);
 
 	oauth2_secret_free(token, len);
 	return res;
@@ -573,7 +574,7 @@ opened(void *arg, const struct oauth2_opened *o)
 
 	a->opening = NULL;
 	a->openers = NULL;
-	r = learn_store(a, &a->opening_st, a->opening_who, o->password, o->password_len, o->result,
+	r = learn_store(a, o->file, a->opening_who, o->password, o->password_len, o->result,
 	                o->token, o->token_len, o->err);
 	if (r == OAUTH2_LOGIN_REFUSED)
 		a->scrypt_after = ev_now(a->opening_loop) + SCRYPT_PAUSE;
@@ -609,9 +610,8 @@ opened(void *arg, const struct oauth2_opened *o)
 /* L waits for A's token file to be opened off the loop (with its
  * password, if no opening runs yet). False when it cannot. */
 static bool
-wait_open(struct account *a, struct oauth2_login *l, const char *path, const struct stat *st,
-          struct ev_loop *loop, struct metrics_svc *m, const char *who, const char *pass,
-          size_t plen)
+wait_open(struct account *a, struct oauth2_login *l, const char *path, struct ev_loop *loop,
+          struct metrics_svc *m, const char *who, const char *pass, size_t plen)
 {
 	if (!(l->pass = malloc(plen + 1)))
 		return false;
@@ -624,7 +624,6 @@ wait_open(struct account *a, struct oauth2_login *l, const char *path, const str
 		a->opening = oauth2_open_start(loop, path, a->name, pass, plen, opened, a);
 		if (!a->opening)
 			return false;
-		a->opening_st = *st;
 		a->opening_loop = loop;
 		snprintf(a->opening_who, sizeof(a->opening_who), "%s", who);
 		l->opener = true;
@@ -683,12 +682,12 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		 * ban the owner's address for a guesser's attempts). */
 		free(l);
 		goto temporary;
-	} else if (wait_open(a, l, path, &st, loop, m, who, pass, plen)) {
+	} else if (wait_open(a, l, path, loop, m, who, pass, plen)) {
 		return l;
 	} else {
 		/* no thread (or no memory): opened on the loop, as a last resort */
 		secret_free(&l->pass, &l->plen);
-		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, &st, who, pass, plen);
+		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, who, pass, plen);
 		if (r != OAUTH2_LOGIN_OK) {
 			free(l);
 			if (r == OAUTH2_LOGIN_REFUSED)

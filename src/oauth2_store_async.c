@@ -23,6 +23,7 @@ struct oauth2_open {
 	enum oauth2_store_result result;
 	char *token; /* secret */
 	size_t token_len;
+	struct stat file;
 	char err[256];
 	/* the loop's */
 	bool cancelled;
@@ -59,8 +60,9 @@ helper(void *unused)
 		if (!(todo = o->next))
 			todo_end = &todo;
 		pthread_mutex_unlock(&mu);
-		o->result = oauth2_store_read(o->path, o->account, o->password, o->plen, &o->token,
-		                              &o->token_len, o->err, sizeof(o->err));
+		o->result =
+		        oauth2_store_read_file(o->path, o->account, o->password, o->plen, &o->token,
+		                               &o->token_len, &o->file, o->err, sizeof(o->err));
 		pthread_mutex_lock(&mu);
 		o->next = done;
 		done = o;
@@ -88,6 +90,7 @@ woken(struct ev_loop *loop, ev_async *w, int revents)
 			struct oauth2_opened r = {.result = o->result,
 			                          .token = o->token,
 			                          .token_len = o->token_len,
+			                          .file = &o->file,
 			                          .password = o->password,
 			                          .password_len = o->plen,
 			                          .err = o->err};

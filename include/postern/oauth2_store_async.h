@@ -19,6 +19,7 @@ struct oauth2_opened {
 	enum oauth2_store_result result;
 	const char *token; /* OAUTH2_STORE_OK: the refresh token (a secret) */
 	size_t token_len;
+	const struct stat *file; /* OAUTH2_STORE_OK: the file read (fstat) */
 	const char *password;
 	size_t password_len;
 	const char *err; /* otherwise: why */

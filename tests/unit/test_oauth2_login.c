@@ -219,6 +219,38 @@ test_first_logins_do_not_hold_the_loop(void **state)
 	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], ACCOUNTS);
 }
 
+/* The account remembers the token file its refresh token was read from,
+ * not what a stat saw when the login started: here the file is replaced
+ * while its opening waits behind another account's (real scrypt cost) on
+ * the helper thread. Remembering the older file made the account take
+ * the one it read for "changed" (the next login opened it again, and a
+ * rotated token was not stored). Known, the file unchanged since it was
+ * read, a wrong password is refused at once, from the cache. */
+static void
+test_account_remembers_the_file_it_read(void **state)
+{
+	char path[128], err[256];
+	struct answer first = {0}, a = {0};
+
+	(void)state;
+	assert_int_equal(oauth2_store_path(dir, "slow", path, sizeof(path)), 0);
+	assert_int_equal(
+	        oauth2_store_write(path, "slow", PW, strlen(PW), "rt", 2, 0, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	assert_non_null(
+	        oauth2_login_start(loop, &prov, &m, "t", "slow", 4, PW, strlen(PW), done, &first));
+	assert_non_null(oauth2_login_start(loop, &prov, &m, "t", ACCOUNT, strlen(ACCOUNT), PW,
+	                                   strlen(PW), done, &a));
+	assert_int_equal(oauth2_store_path(dir, ACCOUNT, path, sizeof(path)), 0);
+	assert_int_equal(oauth2_store_write(path, ACCOUNT, PW, strlen(PW), "rt-2", 4, FAST, err,
+	                                    sizeof(err)),
+	                 OAUTH2_STORE_OK);
+	while (!first.calls || !a.calls)
+		ev_run(loop, EVRUN_ONCE);
+	assert_int_equal(a.result, OAUTH2_LOGIN_TEMPORARY); /* the provider unreachable */
+	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
+}
+
 int
 main(void)
 {
@@ -230,6 +262,8 @@ main(void)
 	        cmocka_unit_test_setup_teardown(test_request_outlives_its_login_and_configuration,
 	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_first_logins_do_not_hold_the_loop, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_account_remembers_the_file_it_read, setup,
 	                                        teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
