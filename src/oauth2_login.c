@@ -181,6 +181,25 @@ cache_free(void *arg)
 	free(c);
 }
 
+/* The account NAME of P's cache, or NULL. The list is walked: it holds
+ * only accounts whose token file existed when a login came (a name
+ * without a file gets no entry, and loses its entry once its file is
+ * gone), so its length is bounded by the files the administrator made,
+ * not by the names clients try. */
+static struct account *
+account_find(const struct oauth2_provider *p, const char *name)
+{
+	struct cache *c = p->cache->cache;
+	struct account *a;
+
+	for (a = c ? c->accounts : NULL; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	return NULL;
+}
+
+/* The account NAME of P's cache, made if need be: only once its token
+ * file was found (see account_find). */
 static struct account *
 account_of(const struct oauth2_provider *p, const char *name)
 {
@@ -193,9 +212,8 @@ account_of(const struct oauth2_provider *p, const char *name)
 		p->cache->cache = c;
 		p->cache->free = cache_free;
 	}
-	for (a = c->accounts; a; a = a->next)
-		if (strcmp(a->name, name) == 0)
-			return a;
+	if ((a = account_find(p, name)) != NULL)
+		return a;
 	if (!(a = calloc(1, sizeof(*a))))
 		return NULL;
 	a->p = p;
@@ -203,6 +221,36 @@ account_of(const struct oauth2_provider *p, const char *name)
 	a->next = c->accounts;
 	c->accounts = a;
 	return a;
+}
+
+/* NAME's token file is gone: its account goes too, unless a token
+ * request or an opening of the file still refers to it. */
+static void
+account_drop(const struct oauth2_provider *p, const char *name)
+{
+	struct cache *c = p->cache->cache;
+	struct account **pp, *a;
+
+	for (pp = c ? &c->accounts : NULL; pp && (a = *pp) != NULL; pp = &a->next)
+		if (strcmp(a->name, name) == 0) {
+			if (a->req || a->opening || a->waiters || a->openers)
+				return;
+			*pp = a->next;
+			forget(a);
+			free(a);
+			return;
+		}
+}
+
+size_t
+oauth2_login_accounts(const struct oauth2_provider *p)
+{
+	const struct cache *c = p->cache->cache;
+	size_t n = 0;
+
+	for (const struct account *a = c ? c->accounts : NULL; a; a = a->next)
+		n++;
+	return n;
 }
 
 static void
@@ -651,23 +699,20 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 	if (!oauth2_store_account_ok(name) ||
 	    oauth2_store_path(p->token_dir, name, path, sizeof(path)) < 0)
 		goto refused;
-	if (!(a = account_of(p, name)))
-		goto temporary;
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT) {
 			log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", name,
 			            strerror(errno));
 			goto temporary;
 		}
-		if (!a->req && !a->opening)
-			forget(a);
+		account_drop(p, name);
 		log_session(LOG_INFO, who,
 		            "oauth2: account %s is not authorized: run 'postern oauth2-authorize "
 		            "%s %s'",
 		            name, p->name, name);
 		goto refused;
 	}
-	if (!(l = calloc(1, sizeof(*l))))
+	if (!(a = account_of(p, name)) || !(l = calloc(1, sizeof(*l))))
 		goto temporary;
 	l->a = a;
 	l->cb = cb;

@@ -41,6 +41,10 @@ struct oauth2_login *oauth2_login_start(struct ev_loop *loop, const struct oauth
  * on for the other logins of the account, and to store a rotated token. */
 void oauth2_login_cancel(struct oauth2_login *l);
 
+/* How many accounts P's cache holds: at most one per token file that
+ * existed when a login came, whatever names clients try. */
+size_t oauth2_login_accounts(const struct oauth2_provider *p);
+
 /* Runs LOOP until every token request of this process has ended (each
  * has its timeout), so that a rotated refresh token the provider is
  * sending is stored before the process exits. Called once the process

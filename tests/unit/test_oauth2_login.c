@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -219,6 +220,28 @@ test_first_logins_do_not_hold_the_loop(void **state)
 	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], ACCOUNTS);
 }
 
+/* A client trying names that have no token file makes no account entry
+ * (each cost memory and lengthened every lookup); an account whose file
+ * was removed loses its entry at its next login. */
+static void
+test_unknown_names_leave_nothing_behind(void **state)
+{
+	char name[32], path[128];
+
+	(void)state;
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "nobody%d@example.com", i);
+		assert_int_equal(login(name, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	}
+	assert_int_equal(oauth2_login_accounts(&prov), 0);
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	assert_int_equal(oauth2_login_accounts(&prov), 1);
+	assert_int_equal(oauth2_store_path(dir, ACCOUNT, path, sizeof(path)), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(oauth2_login_accounts(&prov), 0);
+}
+
 /* The account remembers the token file its refresh token was read from,
  * not what a stat saw when the login started: here the file is replaced
  * while its opening waits behind another account's (real scrypt cost) on
@@ -264,6 +287,8 @@ main(void)
 	        cmocka_unit_test_setup_teardown(test_first_logins_do_not_hold_the_loop, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_account_remembers_the_file_it_read, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_unknown_names_leave_nothing_behind, setup,
 	                                        teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
