@@ -727,6 +727,14 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		 * ban the owner's address for a guesser's attempts). */
 		free(l);
 		goto temporary;
+	} else if (!a->opening && oauth2_open_full()) {
+		/* Not checked either: too many token files wait to be opened. */
+		log_session(LOG_WARNING, who,
+		            "oauth2: %d token files are waiting to be opened: the login of %s "
+		            "fails for now",
+		            OAUTH2_OPEN_MAX, name);
+		free(l);
+		goto temporary;
 	} else if (wait_open(a, l, path, loop, m, who, pass, plen)) {
 		return l;
 	} else {

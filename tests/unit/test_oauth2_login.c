@@ -21,6 +21,7 @@
 #include <postern/metrics.h>
 #include <postern/oauth2_login.h>
 #include <postern/oauth2_store.h>
+#include <postern/oauth2_store_async.h>
 
 #define ACCOUNT "alice@example.com"
 #define PW "local password"
@@ -274,6 +275,80 @@ test_account_remembers_the_file_it_read(void **state)
 	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
 }
 
+/* N logins of accounts slow0... whose token files (one file, linked under
+ * each name) cost scrypt at its real cost: they wait for the helper
+ * thread, in its queue. */
+static void
+queue_slow_logins(int n, struct answer *answers)
+{
+	char path[128], first[128], name[16], err[256];
+
+	assert_int_equal(oauth2_store_path(dir, "slow0", first, sizeof(first)), 0);
+	assert_int_equal(
+	        oauth2_store_write(first, "slow0", PW, strlen(PW), "rt", 2, 0, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "slow%d", i);
+		assert_int_equal(oauth2_store_path(dir, name, path, sizeof(path)), 0);
+		assert_true(i == 0 || link(first, path) == 0);
+		assert_non_null(oauth2_login_start(loop, &prov, &m, "t", name, strlen(name), PW,
+		                                   strlen(PW), done, &answers[i]));
+	}
+}
+
+static void
+drop_configuration(void)
+{
+	slot.free(slot.cache);
+	slot.free = NULL;
+	slot.cache = NULL;
+}
+
+/* The openings of a configuration that went (a reload) are taken off the
+ * helper's queue: the next configuration's login does not wait for their
+ * scrypt, nor does anyone pay for it. */
+#define QUEUED 30
+static void
+test_cancelled_openings_cost_nothing(void **state)
+{
+	struct answer queued[QUEUED] = {0};
+	char path[128], err[256], *token;
+	size_t len;
+	double t, one;
+
+	(void)state;
+	queue_slow_logins(QUEUED, queued);
+	t = seconds();
+	drop_configuration();
+	/* at most the opening already under way delays this one */
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	t = seconds() - t;
+	one = seconds();
+	assert_int_equal(oauth2_store_path(dir, "slow0", path, sizeof(path)), 0);
+	assert_int_equal(
+	        oauth2_store_read(path, "slow0", PW, strlen(PW), &token, &len, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	oauth2_secret_free(token, len);
+	one = seconds() - one;
+	assert_true(t < 10 * one);
+	for (int i = 0; i < QUEUED; i++)
+		assert_int_equal(queued[i].calls, 0);
+}
+
+/* At most OAUTH2_OPEN_MAX token files wait to be opened: the first login
+ * of one more account fails at once, temporarily (it was not checked). */
+static void
+test_openings_beyond_the_cap_fail_at_once(void **state)
+{
+	struct answer queued[OAUTH2_OPEN_MAX + 1] = {0};
+
+	(void)state;
+	queue_slow_logins(OAUTH2_OPEN_MAX, queued);
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_TEMPORARY);
+	drop_configuration();
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+}
+
 int
 main(void)
 {
@@ -289,6 +364,10 @@ main(void)
 	        cmocka_unit_test_setup_teardown(test_account_remembers_the_file_it_read, setup,
 	                                        teardown),
 	        cmocka_unit_test_setup_teardown(test_unknown_names_leave_nothing_behind, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_cancelled_openings_cost_nothing, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_openings_beyond_the_cap_fail_at_once, setup,
 	                                        teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
