@@ -580,11 +580,51 @@ start_refresh(struct account *a, const char *path, struct ev_loop *loop, struct 
 	return true;
 }
 
+/* Told to stop at once ("stop now"): no token request is waited for. */
+static bool stop_now;
+
+void
+oauth2_login_stop_now(void)
+{
+	stop_now = true;
+}
+
+static void
+finish_late(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	*(bool *)w->data = true;
+}
+
 void
 oauth2_login_finish(struct ev_loop *loop)
 {
-	while (refreshes && client_loop == loop)
-		ev_run(loop, EVRUN_ONCE);
+	ev_timer limit;
+	bool late = false;
+	int left = 0;
+
+	if (refreshes && client_loop == loop && !stop_now) {
+		ev_now_update(loop);
+		ev_timer_init(&limit, finish_late, OAUTH2_FINISH_MAX, 0.);
+		limit.data = &late;
+		ev_timer_start(loop, &limit);
+		while (refreshes && !late && !stop_now)
+			ev_run(loop, EVRUN_ONCE);
+		ev_timer_stop(loop, &limit);
+	}
+	if (client_loop == loop) {
+		for (struct refresh *rf = refreshes; rf; rf = rf->next)
+			left++;
+		if (left)
+			log_msg(LOG_WARNING,
+			        "oauth2: stopping without the answer of %d token request(s): a "
+			        "refresh token the provider rotated meanwhile is lost (if the "
+			        "account's next login is refused, authorize it again)",
+			        left);
+		while (refreshes)
+			refresh_free(refreshes);
+	}
 	oauth2_open_stop();
 }
 
