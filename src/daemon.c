@@ -385,6 +385,7 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 		break;
 	case SIGQUIT:
 		/* A worker's "stop waiting", from its master. */
+		oauth2_login_stop_now();
 		on_shutdown_timer(loop, &srv->shutdown_timer, 0);
 		break;
 	default:
@@ -392,8 +393,10 @@ on_signal(struct ev_loop *loop, ev_signal *w, int revents)
 			/* A second signal stops waiting; a worker takes that from
 			 * its master alone (SIGQUIT), so that a SIGTERM sent to
 			 * every process at once is not taken for a second one. */
-			if (!srv->worker)
+			if (!srv->worker) {
+				oauth2_login_stop_now();
 				on_shutdown_timer(loop, &srv->shutdown_timer, 0);
+			}
 			return;
 		}
 		srv->draining = false;

@@ -77,7 +77,6 @@ struct account {
 	/* the token file being opened off the loop, and the logins that wait
 	 * for it (each with its password, checked once the file is open) */
 	struct oauth2_open *opening;
-	struct stat opening_st;
 	char opening_who[WHO_MAX];
 	struct ev_loop *opening_loop;
 	struct oauth2_login *openers;
@@ -182,6 +181,25 @@ cache_free(void *arg)
 	free(c);
 }
 
+/* The account NAME of P's cache, or NULL. The list is walked: it holds
+ * only accounts whose token file existed when a login came (a name
+ * without a file gets no entry, and loses its entry once its file is
+ * gone), so its length is bounded by the files the administrator made,
+ * not by the names clients try. */
+static struct account *
+account_find(const struct oauth2_provider *p, const char *name)
+{
+	struct cache *c = p->cache->cache;
+	struct account *a;
+
+	for (a = c ? c->accounts : NULL; a; a = a->next)
+		if (strcmp(a->name, name) == 0)
+			return a;
+	return NULL;
+}
+
+/* The account NAME of P's cache, made if need be: only once its token
+ * file was found (see account_find). */
 static struct account *
 account_of(const struct oauth2_provider *p, const char *name)
 {
@@ -194,9 +212,8 @@ account_of(const struct oauth2_provider *p, const char *name)
 		p->cache->cache = c;
 		p->cache->free = cache_free;
 	}
-	for (a = c->accounts; a; a = a->next)
-		if (strcmp(a->name, name) == 0)
-			return a;
+	if ((a = account_find(p, name)) != NULL)
+		return a;
 	if (!(a = calloc(1, sizeof(*a))))
 		return NULL;
 	a->p = p;
@@ -204,6 +221,36 @@ account_of(const struct oauth2_provider *p, const char *name)
 	a->next = c->accounts;
 	c->accounts = a;
 	return a;
+}
+
+/* NAME's token file is gone: its account goes too, unless a token
+ * request or an opening of the file still refers to it. */
+static void
+account_drop(const struct oauth2_provider *p, const char *name)
+{
+	struct cache *c = p->cache->cache;
+	struct account **pp, *a;
+
+	for (pp = c ? &c->accounts : NULL; pp && (a = *pp) != NULL; pp = &a->next)
+		if (strcmp(a->name, name) == 0) {
+			if (a->req || a->opening || a->waiters || a->openers)
+				return;
+			*pp = a->next;
+			forget(a);
+			free(a);
+			return;
+		}
+}
+
+size_t
+oauth2_login_accounts(const struct oauth2_provider *p)
+{
+	const struct cache *c = p->cache->cache;
+	size_t n = 0;
+
+	for (const struct account *a = c ? c->accounts : NULL; a; a = a->next)
+		n++;
+	return n;
 }
 
 static void
@@ -226,9 +273,11 @@ same_file(const struct stat *x, const struct stat *y)
 	       x->st_mtim.tv_sec == y->st_mtim.tv_sec && x->st_mtim.tv_nsec == y->st_mtim.tv_nsec;
 }
 
-/* What A learns from its token file ST, opened with PASS (scrypt: see the
- * file comment): R and, if OK, its refresh TOKEN (copied). Returns OK,
- * REFUSED or TEMPORARY. */
+/* What A learns from its token file, opened with PASS (scrypt: see the
+ * file comment): R and, if OK, its refresh TOKEN (copied) and ST, the
+ * file the token was read from (not what a stat before the read saw:
+ * the file may have been replaced meanwhile). Returns OK, REFUSED or
+ * TEMPORARY. */
 static enum oauth2_login_result
 learn_store(struct account *a, const struct stat *st, const char *who, const char *pass,
             size_t plen, enum oauth2_store_result r, const char *token, size_t len, const char *err)
@@ -268,14 +317,14 @@ learn_store(struct account *a, const struct stat *st, const char *who, const cha
 
 /* Opens the token file on the loop: when the helper thread cannot run. */
 static enum oauth2_login_result
-open_store(struct account *a, const char *path, const struct stat *st, const char *who,
-           const char *pass, size_t plen)
+open_store(struct account *a, const char *path, const char *who, const char *pass, size_t plen)
 {
 	char err[256], *token = NULL;
 	size_t len = 0;
-	enum oauth2_store_result r =
-	        oauth2_store_read(path, a->name, pass, plen, &token, &len, err, sizeof(err));
-	enum oauth2_login_result res = learn_store(a, st, who, pass, plen, r, token, len, err);
+	struct stat st;
+	enum oauth2_store_result r = oauth2_store_read_file(path, a->name, pass, plen, &token, &len,
+	                                                    &st, err, sizeof(err));
+	enum oauth2_login_result res = learn_store(a, &st, who, pass, plen, r, token, len, err);
 
 	oauth2_secret_free(token, len);
 	return res;
@@ -531,11 +580,51 @@ start_refresh(struct account *a, const char *path, struct ev_loop *loop, struct 
 	return true;
 }
 
+/* Told to stop at once ("stop now"): no token request is waited for. */
+static bool stop_now;
+
+void
+oauth2_login_stop_now(void)
+{
+	stop_now = true;
+}
+
+static void
+finish_late(struct ev_loop *loop, ev_timer *w, int revents)
+{
+	(void)loop;
+	(void)revents;
+	*(bool *)w->data = true;
+}
+
 void
 oauth2_login_finish(struct ev_loop *loop)
 {
-	while (refreshes && client_loop == loop)
-		ev_run(loop, EVRUN_ONCE);
+	ev_timer limit;
+	bool late = false;
+	int left = 0;
+
+	if (refreshes && client_loop == loop && !stop_now) {
+		ev_now_update(loop);
+		ev_timer_init(&limit, finish_late, OAUTH2_FINISH_MAX, 0.);
+		limit.data = &late;
+		ev_timer_start(loop, &limit);
+		while (refreshes && !late && !stop_now)
+			ev_run(loop, EVRUN_ONCE);
+		ev_timer_stop(loop, &limit);
+	}
+	if (client_loop == loop) {
+		for (struct refresh *rf = refreshes; rf; rf = rf->next)
+			left++;
+		if (left)
+			log_msg(LOG_WARNING,
+			        "oauth2: stopping without the answer of %d token request(s): a "
+			        "refresh token the provider rotated meanwhile is lost (if the "
+			        "account's next login is refused, authorize it again)",
+			        left);
+		while (refreshes)
+			refresh_free(refreshes);
+	}
 	oauth2_open_stop();
 }
 
@@ -573,7 +662,7 @@ opened(void *arg, const struct oauth2_opened *o)
 
 	a->opening = NULL;
 	a->openers = NULL;
-	r = learn_store(a, &a->opening_st, a->opening_who, o->password, o->password_len, o->result,
+	r = learn_store(a, o->file, a->opening_who, o->password, o->password_len, o->result,
 	                o->token, o->token_len, o->err);
 	if (r == OAUTH2_LOGIN_REFUSED)
 		a->scrypt_after = ev_now(a->opening_loop) + SCRYPT_PAUSE;
@@ -609,9 +698,8 @@ opened(void *arg, const struct oauth2_opened *o)
 /* L waits for A's token file to be opened off the loop (with its
  * password, if no opening runs yet). False when it cannot. */
 static bool
-wait_open(struct account *a, struct oauth2_login *l, const char *path, const struct stat *st,
-          struct ev_loop *loop, struct metrics_svc *m, const char *who, const char *pass,
-          size_t plen)
+wait_open(struct account *a, struct oauth2_login *l, const char *path, struct ev_loop *loop,
+          struct metrics_svc *m, const char *who, const char *pass, size_t plen)
 {
 	if (!(l->pass = malloc(plen + 1)))
 		return false;
@@ -624,7 +712,6 @@ wait_open(struct account *a, struct oauth2_login *l, const char *path, const str
 		a->opening = oauth2_open_start(loop, path, a->name, pass, plen, opened, a);
 		if (!a->opening)
 			return false;
-		a->opening_st = *st;
 		a->opening_loop = loop;
 		snprintf(a->opening_who, sizeof(a->opening_who), "%s", who);
 		l->opener = true;
@@ -652,23 +739,20 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 	if (!oauth2_store_account_ok(name) ||
 	    oauth2_store_path(p->token_dir, name, path, sizeof(path)) < 0)
 		goto refused;
-	if (!(a = account_of(p, name)))
-		goto temporary;
 	if (stat(path, &st) < 0) {
 		if (errno != ENOENT) {
 			log_session(LOG_ERR, who, "oauth2: token file of account %s: %s", name,
 			            strerror(errno));
 			goto temporary;
 		}
-		if (!a->req && !a->opening)
-			forget(a);
+		account_drop(p, name);
 		log_session(LOG_INFO, who,
 		            "oauth2: account %s is not authorized: run 'postern oauth2-authorize "
 		            "%s %s'",
 		            name, p->name, name);
 		goto refused;
 	}
-	if (!(l = calloc(1, sizeof(*l))))
+	if (!(a = account_of(p, name)) || !(l = calloc(1, sizeof(*l))))
 		goto temporary;
 	l->a = a;
 	l->cb = cb;
@@ -683,12 +767,20 @@ oauth2_login_start(struct ev_loop *loop, const struct oauth2_provider *p, struct
 		 * ban the owner's address for a guesser's attempts). */
 		free(l);
 		goto temporary;
-	} else if (wait_open(a, l, path, &st, loop, m, who, pass, plen)) {
+	} else if (!a->opening && oauth2_open_full()) {
+		/* Not checked either: too many token files wait to be opened. */
+		log_session(LOG_WARNING, who,
+		            "oauth2: %d token files are waiting to be opened: the login of %s "
+		            "fails for now",
+		            OAUTH2_OPEN_MAX, name);
+		free(l);
+		goto temporary;
+	} else if (wait_open(a, l, path, loop, m, who, pass, plen)) {
 		return l;
 	} else {
 		/* no thread (or no memory): opened on the loop, as a last resort */
 		secret_free(&l->pass, &l->plen);
-		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, &st, who, pass, plen);
+		r = a->opening ? OAUTH2_LOGIN_TEMPORARY : open_store(a, path, who, pass, plen);
 		if (r != OAUTH2_LOGIN_OK) {
 			free(l);
 			if (r == OAUTH2_LOGIN_REFUSED)

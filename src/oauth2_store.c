@@ -251,12 +251,12 @@ out:
 	return rc;
 }
 
-/* The whole file into BUF (at most FILE_MAX bytes); refuses what is not a
- * regular file or is open to group or others. */
+/* The whole file into BUF (at most FILE_MAX bytes) and what fstat said of
+ * it into ST; refuses what is not a regular file or is open to group or
+ * others. */
 static enum oauth2_store_result
-slurp(const char *path, unsigned char *buf, size_t *n, char *err, size_t errlen)
+slurp(const char *path, unsigned char *buf, size_t *n, struct stat *st, char *err, size_t errlen)
 {
-	struct stat st;
 	ssize_t r;
 	size_t got = 0;
 	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
@@ -268,7 +268,7 @@ slurp(const char *path, unsigned char *buf, size_t *n, char *err, size_t errlen)
 		       : e == ELOOP ? OAUTH2_STORE_INSECURE
 		                    : OAUTH2_STORE_IO;
 	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || (st.st_mode & 077)) {
+	if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode) || (st->st_mode & 077)) {
 		close(fd);
 		say(err, errlen,
 		    "%s: not a regular file of mode 0600 (chmod 600 it, or authorize again)", path);
@@ -297,6 +297,16 @@ enum oauth2_store_result
 oauth2_store_read(const char *path, const char *account, const char *password, size_t passlen,
                   char **token, size_t *tokenlen, char *err, size_t errlen)
 {
+	struct stat st;
+
+	return oauth2_store_read_file(path, account, password, passlen, token, tokenlen, &st, err,
+	                              errlen);
+}
+
+enum oauth2_store_result
+oauth2_store_read_file(const char *path, const char *account, const char *password, size_t passlen,
+                       char **token, size_t *tokenlen, struct stat *file, char *err, size_t errlen)
+{
 	unsigned char dk[KEY_LEN + CHECK_LEN], *buf, *h, *tag;
 	enum oauth2_store_result rc;
 	size_t n = 0, len;
@@ -309,7 +319,7 @@ oauth2_store_read(const char *path, const char *account, const char *password, s
 		say(err, errlen, "%s: out of memory", path);
 		return OAUTH2_STORE_IO;
 	}
-	if ((rc = slurp(path, buf, &n, err, errlen)) != OAUTH2_STORE_OK)
+	if ((rc = slurp(path, buf, &n, file, err, errlen)) != OAUTH2_STORE_OK)
 		goto out;
 	rc = OAUTH2_STORE_CORRUPT;
 	h = buf + MAGIC_LEN;

@@ -23,6 +23,7 @@ struct oauth2_open {
 	enum oauth2_store_result result;
 	char *token; /* secret */
 	size_t token_len;
+	struct stat file;
 	char err[256];
 	/* the loop's */
 	bool cancelled;
@@ -33,6 +34,7 @@ struct oauth2_open {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t more = PTHREAD_COND_INITIALIZER;
 static struct oauth2_open *todo, **todo_end = &todo, *done;
+static int pending; /* openings queued or being read: not done */
 static pid_t owner; /* the process whose thread runs */
 static struct ev_loop *owner_loop;
 static ev_async wake;
@@ -59,9 +61,11 @@ helper(void *unused)
 		if (!(todo = o->next))
 			todo_end = &todo;
 		pthread_mutex_unlock(&mu);
-		o->result = oauth2_store_read(o->path, o->account, o->password, o->plen, &o->token,
-		                              &o->token_len, o->err, sizeof(o->err));
+		o->result =
+		        oauth2_store_read_file(o->path, o->account, o->password, o->plen, &o->token,
+		                               &o->token_len, &o->file, o->err, sizeof(o->err));
 		pthread_mutex_lock(&mu);
+		pending--;
 		o->next = done;
 		done = o;
 		if (owner_loop) /* not after oauth2_open_stop: the loop may be gone */
@@ -88,6 +92,7 @@ woken(struct ev_loop *loop, ev_async *w, int revents)
 			struct oauth2_opened r = {.result = o->result,
 			                          .token = o->token,
 			                          .token_len = o->token_len,
+			                          .file = &o->file,
 			                          .password = o->password,
 			                          .password_len = o->plen,
 			                          .err = o->err};
@@ -124,6 +129,7 @@ helper_ready(struct ev_loop *loop)
 	pthread_cond_init(&more, NULL);
 	todo = done = NULL;
 	todo_end = &todo;
+	pending = 0;
 	owner_loop = loop;
 	ev_async_init(&wake, woken);
 	sigfillset(&all);
@@ -161,6 +167,7 @@ oauth2_open_start(struct ev_loop *loop, const char *path, const char *account, c
 	pthread_mutex_lock(&mu);
 	*todo_end = o;
 	todo_end = &o->next;
+	pending++;
 	pthread_cond_signal(&more);
 	pthread_mutex_unlock(&mu);
 	return o;
@@ -179,10 +186,38 @@ oauth2_open_stop(void)
 	ev_async_stop(loop, &wake);
 }
 
+bool
+oauth2_open_full(void)
+{
+	bool full;
+
+	if (owner != getpid())
+		return false; /* no thread yet: nothing queued */
+	pthread_mutex_lock(&mu);
+	full = pending >= OAUTH2_OPEN_MAX;
+	pthread_mutex_unlock(&mu);
+	return full;
+}
+
 void
 oauth2_open_cancel(struct oauth2_open *o)
 {
-	/* the thread may hold it: it ends as the others do, unseen */
-	if (o)
-		o->cancelled = true;
+	struct oauth2_open **pp;
+
+	if (!o)
+		return;
+	/* Not started yet: taken off the queue, its scrypt never runs. */
+	pthread_mutex_lock(&mu);
+	for (pp = &todo; *pp; pp = &(*pp)->next)
+		if (*pp == o) {
+			if (!(*pp = o->next))
+				todo_end = pp;
+			pending--;
+			pthread_mutex_unlock(&mu);
+			open_free(o);
+			return;
+		}
+	pthread_mutex_unlock(&mu);
+	/* the thread holds it, or it is done: it ends as the others do, unseen */
+	o->cancelled = true;
 }

@@ -19,6 +19,7 @@
 #include <postern/listener.h>
 #include <postern/log.h>
 #include <postern/metrics.h>
+#include <postern/oauth2_login.h>
 #include <postern/sd_notify.h>
 #include <postern/server.h>
 #include <postern/session.h>
@@ -31,6 +32,8 @@
 #define RESPAWN_DELAY 1.0
 /* After shutdown_timeout, the workers get this long before SIGKILL. */
 #define KILL_GRACE 10.0
+/* A worker's wait for token requests in flight ends before that. */
+_Static_assert(OAUTH2_FINISH_MAX < KILL_GRACE, "a stopping worker is killed while it waits");
 
 struct proc {
 	pid_t pid; /* 0: slot free */

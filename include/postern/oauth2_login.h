@@ -41,11 +41,25 @@ struct oauth2_login *oauth2_login_start(struct ev_loop *loop, const struct oauth
  * on for the other logins of the account, and to store a rotated token. */
 void oauth2_login_cancel(struct oauth2_login *l);
 
+/* How many accounts P's cache holds: at most one per token file that
+ * existed when a login came, whatever names clients try. */
+size_t oauth2_login_accounts(const struct oauth2_provider *p);
+
+/* The longest oauth2_login_finish waits: less than the grace a master
+ * gives its workers after shutdown_timeout before it kills them. */
+#define OAUTH2_FINISH_MAX 5.0
+
 /* Runs LOOP until every token request of this process has ended (each
  * has its timeout), so that a rotated refresh token the provider is
- * sending is stored before the process exits. Called once the process
- * serves no session any more; after it, token files opened off the loop
- * are no longer waited for (the loop may go). */
+ * sending is stored before the process exits; for OAUTH2_FINISH_MAX at
+ * most, and not at all after oauth2_login_stop_now. What did not end is
+ * dropped, with a log line. Called once the process serves no session
+ * any more; after it, token files opened off the loop are no longer
+ * waited for (the loop may go). */
 void oauth2_login_finish(struct ev_loop *loop);
+
+/* The process is told to stop at once: oauth2_login_finish, running (the
+ * call comes from LOOP's signal watcher) or to come, waits no longer. */
+void oauth2_login_stop_now(void);
 
 #endif

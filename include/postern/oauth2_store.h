@@ -18,6 +18,8 @@
 
 #include <stddef.h>
 
+#include <sys/stat.h>
+
 enum oauth2_store_result {
 	OAUTH2_STORE_OK = 0,
 	OAUTH2_STORE_NOT_FOUND,    /* no token file: the account was never authorized */
@@ -54,6 +56,14 @@ enum oauth2_store_result oauth2_store_write(const char *path, const char *accoun
 enum oauth2_store_result oauth2_store_read(const char *path, const char *account,
                                            const char *password, size_t passlen, char **token,
                                            size_t *tokenlen, char *err, size_t errlen);
+
+/* The same, and on OAUTH2_STORE_OK, FILE: fstat of the file it read (not
+ * of whatever PATH names before or after: the file may be replaced at any
+ * time), to tell later whether PATH still is that file. */
+enum oauth2_store_result oauth2_store_read_file(const char *path, const char *account,
+                                                const char *password, size_t passlen, char **token,
+                                                size_t *tokenlen, struct stat *file, char *err,
+                                                size_t errlen);
 
 /* Wipes N bytes at P (OPENSSL_cleanse) and frees it; NULL is fine. */
 void oauth2_secret_free(char *p, size_t n);

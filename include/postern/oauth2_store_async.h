@@ -7,6 +7,7 @@
 #ifndef POSTERN_OAUTH2_STORE_ASYNC_H
 #define POSTERN_OAUTH2_STORE_ASYNC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include <ev.h>
@@ -19,6 +20,7 @@ struct oauth2_opened {
 	enum oauth2_store_result result;
 	const char *token; /* OAUTH2_STORE_OK: the refresh token (a secret) */
 	size_t token_len;
+	const struct stat *file; /* OAUTH2_STORE_OK: the file read (fstat) */
 	const char *password;
 	size_t password_len;
 	const char *err; /* otherwise: why */
@@ -28,13 +30,22 @@ typedef void oauth2_opened_cb(void *arg, const struct oauth2_opened *o);
 
 struct oauth2_open;
 
+/* At most this many openings wait or run at once in a process: each
+ * costs scrypt, and a client can ask for one per account it names. */
+#define OAUTH2_OPEN_MAX 64
+
 /* Reads PATH for ACCOUNT with PASSWORD (PLEN bytes, copied) off LOOP; CB
  * is called from LOOP. NULL when the thread cannot start (nothing is
  * called: the caller may read on the loop instead). */
 struct oauth2_open *oauth2_open_start(struct ev_loop *loop, const char *path, const char *account,
                                       const char *password, size_t plen, oauth2_opened_cb *cb,
                                       void *arg);
-/* Its callback is not called; what it read is wiped. */
+/* Whether OAUTH2_OPEN_MAX openings wait or run: the caller starts no
+ * other one then. */
+bool oauth2_open_full(void);
+
+/* Its callback is not called; what it read is wiped. An opening that has
+ * not started yet is taken off the queue: it costs nothing. */
 void oauth2_open_cancel(struct oauth2_open *o);
 
 /* No callback is called any more, nor is the loop touched by the thread

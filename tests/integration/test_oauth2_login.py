@@ -326,13 +326,14 @@ class OAuth2Login(PosternTestCase):
         self.p.wait_for(contains="token file of account alice was replaced or removed meanwhile")
         self.assertEqual(self.token_metric("failed", name="postern_auth_total"), 0)
 
-    def send_password_and_leave(self):
+    def send_password_and_leave(self, delay=2.0):
         """alice's client sends LOGIN and goes away while the provider
-        (rotating refresh tokens, slow to answer) holds the token request
-        postern sent for it. Returns the token file's content before."""
+        (rotating refresh tokens, answering after DELAY seconds) holds the
+        token request postern sent for it. Returns the token file's
+        content before."""
         with open(os.path.join(self.tokens, USER), "rb") as f:
             before = f.read()
-        self.fake.delay = 2.0
+        self.fake.delay = delay
         s = plain_connect(self.p.port("legacy"))
         Reader(s).readline()
         s.sendall(b'a1 LOGIN %s "%s"\r\n' % (USER.encode(), PASSWORD.encode()))
@@ -387,6 +388,36 @@ class OAuth2Login(PosternTestCase):
         self.assertNoSecrets()
         for s in secrets_of(self.fake, [USER], [PASSWORD]):
             self.assertNotIn(s, first.stderr())
+
+    def test_stop_waits_for_a_token_request_five_seconds_at_most(self):
+        """A provider slower than that: the process exits within five
+        seconds of its sessions' end all the same (a master's workers are
+        killed ten seconds after shutdown_timeout), and says what may be
+        lost."""
+        self.start(timeout="30s")
+        with open(os.path.join(self.tokens, USER), "rb") as before:
+            content = before.read()
+        self.send_password_and_leave(delay=15.0)
+        t0 = time.monotonic()
+        self.p.signal(signal.SIGTERM)
+        self.assertEqual(self.p.wait_exit(timeout=10.0), 0)
+        self.assertLess(time.monotonic() - t0, 8.0)
+        self.p.wait_for(contains="stopping without the answer of 1 token request(s)")
+        with open(os.path.join(self.tokens, USER), "rb") as after:
+            self.assertEqual(after.read(), content, "nothing half-written")
+
+    def test_second_stop_signal_ends_the_wait_for_a_token_request(self):
+        """"Stop now" (a second SIGTERM) is obeyed while the process waits
+        for a token request."""
+        self.start(timeout="30s")
+        self.send_password_and_leave(delay=15.0)
+        self.p.signal(signal.SIGTERM)
+        self.p.wait_for(contains="shutting down")  # the first one was taken
+        t0 = time.monotonic()
+        self.p.signal(signal.SIGTERM)
+        self.assertEqual(self.p.wait_exit(timeout=10.0), 0)
+        self.assertLess(time.monotonic() - t0, 2.0)
+        self.p.wait_for(contains="stopping without the answer of 1 token request(s)")
 
     def test_login_with_literals(self):
         """Old clients send a password with special characters as a

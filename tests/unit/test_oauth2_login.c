@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -20,6 +21,7 @@
 #include <postern/metrics.h>
 #include <postern/oauth2_login.h>
 #include <postern/oauth2_store.h>
+#include <postern/oauth2_store_async.h>
 
 #define ACCOUNT "alice@example.com"
 #define PW "local password"
@@ -219,6 +221,134 @@ test_first_logins_do_not_hold_the_loop(void **state)
 	assert_int_equal(m.oauth2_token_requests[MO_TEMPORARY], ACCOUNTS);
 }
 
+/* A client trying names that have no token file makes no account entry
+ * (each cost memory and lengthened every lookup); an account whose file
+ * was removed loses its entry at its next login. */
+static void
+test_unknown_names_leave_nothing_behind(void **state)
+{
+	char name[32], path[128];
+
+	(void)state;
+	for (int i = 0; i < 1000; i++) {
+		snprintf(name, sizeof(name), "nobody%d@example.com", i);
+		assert_int_equal(login(name, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	}
+	assert_int_equal(oauth2_login_accounts(&prov), 0);
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	assert_int_equal(oauth2_login_accounts(&prov), 1);
+	assert_int_equal(oauth2_store_path(dir, ACCOUNT, path, sizeof(path)), 0);
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_REFUSED);
+	assert_int_equal(oauth2_login_accounts(&prov), 0);
+}
+
+/* The account remembers the token file its refresh token was read from,
+ * not what a stat saw when the login started: here the file is replaced
+ * while its opening waits behind another account's (real scrypt cost) on
+ * the helper thread. Remembering the older file made the account take
+ * the one it read for "changed" (the next login opened it again, and a
+ * rotated token was not stored). Known, the file unchanged since it was
+ * read, a wrong password is refused at once, from the cache. */
+static void
+test_account_remembers_the_file_it_read(void **state)
+{
+	char path[128], err[256];
+	struct answer first = {0}, a = {0};
+
+	(void)state;
+	assert_int_equal(oauth2_store_path(dir, "slow", path, sizeof(path)), 0);
+	assert_int_equal(
+	        oauth2_store_write(path, "slow", PW, strlen(PW), "rt", 2, 0, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	assert_non_null(
+	        oauth2_login_start(loop, &prov, &m, "t", "slow", 4, PW, strlen(PW), done, &first));
+	assert_non_null(oauth2_login_start(loop, &prov, &m, "t", ACCOUNT, strlen(ACCOUNT), PW,
+	                                   strlen(PW), done, &a));
+	assert_int_equal(oauth2_store_path(dir, ACCOUNT, path, sizeof(path)), 0);
+	assert_int_equal(oauth2_store_write(path, ACCOUNT, PW, strlen(PW), "rt-2", 4, FAST, err,
+	                                    sizeof(err)),
+	                 OAUTH2_STORE_OK);
+	while (!first.calls || !a.calls)
+		ev_run(loop, EVRUN_ONCE);
+	assert_int_equal(a.result, OAUTH2_LOGIN_TEMPORARY); /* the provider unreachable */
+	assert_int_equal(login(ACCOUNT, "wrong", false).result, OAUTH2_LOGIN_REFUSED);
+}
+
+/* N logins of accounts slow0... whose token files (one file, linked under
+ * each name) cost scrypt at its real cost: they wait for the helper
+ * thread, in its queue. */
+static void
+queue_slow_logins(int n, struct answer *answers)
+{
+	char path[128], first[128], name[16], err[256];
+
+	assert_int_equal(oauth2_store_path(dir, "slow0", first, sizeof(first)), 0);
+	assert_int_equal(
+	        oauth2_store_write(first, "slow0", PW, strlen(PW), "rt", 2, 0, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	for (int i = 0; i < n; i++) {
+		snprintf(name, sizeof(name), "slow%d", i);
+		assert_int_equal(oauth2_store_path(dir, name, path, sizeof(path)), 0);
+		assert_true(i == 0 || link(first, path) == 0);
+		assert_non_null(oauth2_login_start(loop, &prov, &m, "t", name, strlen(name), PW,
+		                                   strlen(PW), done, &answers[i]));
+	}
+}
+
+static void
+drop_configuration(void)
+{
+	slot.free(slot.cache);
+	slot.free = NULL;
+	slot.cache = NULL;
+}
+
+/* The openings of a configuration that went (a reload) are taken off the
+ * helper's queue: the next configuration's login does not wait for their
+ * scrypt, nor does anyone pay for it. */
+#define QUEUED 30
+static void
+test_cancelled_openings_cost_nothing(void **state)
+{
+	struct answer queued[QUEUED] = {0};
+	char path[128], err[256], *token;
+	size_t len;
+	double t, one;
+
+	(void)state;
+	queue_slow_logins(QUEUED, queued);
+	t = seconds();
+	drop_configuration();
+	/* at most the opening already under way delays this one */
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+	t = seconds() - t;
+	one = seconds();
+	assert_int_equal(oauth2_store_path(dir, "slow0", path, sizeof(path)), 0);
+	assert_int_equal(
+	        oauth2_store_read(path, "slow0", PW, strlen(PW), &token, &len, err, sizeof(err)),
+	        OAUTH2_STORE_OK);
+	oauth2_secret_free(token, len);
+	one = seconds() - one;
+	assert_true(t < 10 * one);
+	for (int i = 0; i < QUEUED; i++)
+		assert_int_equal(queued[i].calls, 0);
+}
+
+/* At most OAUTH2_OPEN_MAX token files wait to be opened: the first login
+ * of one more account fails at once, temporarily (it was not checked). */
+static void
+test_openings_beyond_the_cap_fail_at_once(void **state)
+{
+	struct answer queued[OAUTH2_OPEN_MAX + 1] = {0};
+
+	(void)state;
+	queue_slow_logins(OAUTH2_OPEN_MAX, queued);
+	assert_int_equal(login(ACCOUNT, PW, false).result, OAUTH2_LOGIN_TEMPORARY);
+	drop_configuration();
+	assert_int_equal(login(ACCOUNT, PW, true).result, OAUTH2_LOGIN_TEMPORARY);
+}
+
 int
 main(void)
 {
@@ -230,6 +360,14 @@ main(void)
 	        cmocka_unit_test_setup_teardown(test_request_outlives_its_login_and_configuration,
 	                                        setup, teardown),
 	        cmocka_unit_test_setup_teardown(test_first_logins_do_not_hold_the_loop, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_account_remembers_the_file_it_read, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_unknown_names_leave_nothing_behind, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_cancelled_openings_cost_nothing, setup,
+	                                        teardown),
+	        cmocka_unit_test_setup_teardown(test_openings_beyond_the_cap_fail_at_once, setup,
 	                                        teardown),
 	};
 	/* one loop for all: the HTTP client lives on it for the process */
