@@ -33,7 +33,8 @@
 /* After shutdown_timeout, the workers get this long before SIGKILL. */
 #define KILL_GRACE 10.0
 /* A worker's wait for token requests in flight ends before that. */
-_Static_assert(OAUTH2_FINISH_MAX < KILL_GRACE, "a stopping worker is killed while it waits");
+_Static_assert((int)OAUTH2_FINISH_MAX < (int)KILL_GRACE,
+               "a stopping worker is killed while it waits");
 
 struct proc {
 	pid_t pid; /* 0: slot free */
