@@ -944,9 +944,11 @@ class ClientModeCase(StarttlsCase):
         deadline = time.monotonic() + timeout * SLOW
         while True:
             lines = self.session_lines(client_port)
+            starts = [ln for ln in lines if ln.event == "start"]
+            if starts:  # the latest session from the port: ports get reused
+                lines = [ln for ln in lines if ln.sid == starts[-1].sid]
             ends = [ln for ln in lines if ln.event == "end"]
             if ends:
-                starts = [ln for ln in lines if ln.event == "start"]
                 return (starts[-1] if starts else None), ends[-1], lines
             if time.monotonic() > deadline:
                 raise AssertionError("no end line for client port %d; log:\n%s"

@@ -362,6 +362,8 @@ class Postern:
 
                 resource.setrlimit(resource.RLIMIT_NOFILE, (self.rlimit_nofile, self.rlimit_nofile))
 
+        # a restart appends to the same log: only its own lines count
+        self._listening_before = len(self.find(event="listening", who="postern"))
         self._err = open(self.stderr_path, "ab")
         self._out = open(self.stdout_path, "ab")
         argv = [POSTERN, "-c", self.conf, *extra_args]
@@ -397,7 +399,7 @@ class Postern:
                         return
             except OSError:
                 pass
-            if n and len(self.find(event="listening", who="postern")) >= n:
+            if n and len(self.find(event="listening", who="postern")) >= getattr(self, "_listening_before", 0) + n:
                 return
             time.sleep(0.02)
         raise AssertionError("postern not ready within %.0fs:\n%s" % (timeout, self.stderr()))
