@@ -3003,6 +3003,24 @@ test_imap_extension_literal_needs_capability(void **state)
 	assert_int_equal(drive(y, C), 0);
 	TO_SERVER(y, "b NOOP\r\n");
 	assert_int_equal(y->final, NO_FINAL);
+
+	/* The same at the end of a line too long to hold. */
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	for (int sync = 0; sync < 2; sync++) {
+		struct sess *l = imap_in_tls();
+		memset(big, 'a', IN_CAP);
+		memcpy(big, "a GETACL ", 9);
+		assert_int_equal(feed_n(l, C, big, IN_CAP), 0);
+		str_clear(&l->fwd[C]);
+		feed(l, C, sync ? " {5}\r\n" : " {5+}\r\nb NOOP\r\n");
+		assert_int_equal(l->final, sync ? NO_FINAL : PV_CLOSE);
+		if (sync)
+			TO_SERVER(l, " {5}\r\n");
+		else
+			ANSWER(l, "* BYE The server does not offer this command" REFUSED_LITERAL);
+	}
+	free(big);
 }
 
 /* A POP3 or SMTP reply line too long to hold (RFC 2449 and 5321: 512
