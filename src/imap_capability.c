@@ -21,9 +21,48 @@ static const char *const imap_add_starttls[] = {"STARTTLS", NULL};
 static const char *const imap_add_login[] = {"AUTH=PLAIN", NULL};
 static const char *const imap_add_starttls_login[] = {"STARTTLS", "AUTH=PLAIN", NULL};
 
+/* The capabilities that name an extension whose commands may carry a
+ * literal: NAME itself, or NAME=... (THREAD=REFERENCES, QUOTA=RES-...).
+ * IMAP4rev2 has MOVE (RFC 9051). */
+static const struct {
+	const char *name;
+	unsigned ext;
+} imap_ext_caps[] = {
+        {"SORT", F_EXT_SORT},
+        {"THREAD", F_EXT_THREAD},
+        {"MOVE", F_EXT_MOVE},
+        {"IMAP4rev2", F_EXT_MOVE},
+        {"ACL", F_EXT_ACL},
+        {"METADATA", F_EXT_METADATA},
+        {"METADATA-SERVER", F_EXT_METADATA},
+        {"QUOTA", F_EXT_QUOTA},
+        {"NOTIFY", F_EXT_NOTIFY},
+        {"REPLACE", F_EXT_REPLACE},
+        {"URLAUTH", F_EXT_URLAUTH},
+};
+
+/* The F_EXT_* a capability list at [caps, caps+capn) names. */
+static unsigned
+list_exts(const char *caps, size_t capn)
+{
+	const char *q = caps, *end = caps + capn;
+	unsigned exts = 0;
+
+	while (q < end) {
+		struct pu_word w = pu_next_word(&q, end);
+		for (size_t i = 0; i < sizeof(imap_ext_caps) / sizeof(imap_ext_caps[0]); i++) {
+			size_t k = strlen(imap_ext_caps[i].name);
+			if (w.n >= k && strncasecmp(w.p, imap_ext_caps[i].name, k) == 0 &&
+			    (w.n == k || w.p[k] == '='))
+				exts |= imap_ext_caps[i].ext;
+		}
+	}
+	return exts;
+}
+
 /* Rewrites a capability list found at [caps, caps+capn) inside LINE. */
 static enum proto_verdict
-rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
+rewrite_caps(struct imap_state *s, const char *line, size_t n, const char *caps, size_t capn,
              struct proto_action *act, char *scratch)
 {
 	struct pu_caps pre = {imap_drop_always,
@@ -39,6 +78,8 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 	}
 	size_t head = (size_t)(caps - line), at;
 
+	s->s_exts = list_exts(caps, capn);
+
 	memcpy(scratch, line, head);
 	/* Room for the list: the scratch less what stays of the line around it. */
 	at = head + pu_caps_rewrite(caps, capn, s->a.tls ? &post : &pre, scratch + head,
@@ -51,8 +92,8 @@ rewrite_caps(const struct imap_state *s, const char *line, size_t n, const char 
 }
 
 enum proto_verdict
-imap_caps_response(const struct imap_state *s, const char *p, size_t n, struct pu_word tag,
-                   const char *q, struct proto_action *act, char *scratch)
+imap_caps_response(struct imap_state *s, const char *p, size_t n, struct pu_word tag, const char *q,
+                   struct proto_action *act, char *scratch)
 {
 	const char *end = p + pu_trim_eol(p, n);
 	struct pu_word w = pu_next_word(&q, end);

@@ -30,7 +30,16 @@ struct long_line {
 	size_t head_len;
 	char tag[TAG_MAX]; /* its tag, watched if it ends in a synchronising literal */
 	size_t tag_len;
-	bool lit_ok; /* its command takes literal arguments */
+	unsigned char lit_rule; /* LIT_*: what literal its command may take */
+};
+
+/* Whether a command may carry a literal. */
+enum {
+	LIT_NONE, /* it takes none */
+	LIT_ANY,  /* it takes one */
+	LIT_SYNC  /* it takes one, but its extension is not one the server
+	           * named: a server without it skips the line and runs a
+	           * non-synchronising literal as commands */
 };
 
 struct imap_state {
@@ -69,6 +78,8 @@ struct imap_state {
 	uint64_t s_literal;
 	bool s_cont;
 	bool s_greeted;           /* the greeting has passed: nothing may precede it */
+	unsigned s_exts;          /* F_EXT_*: the extensions the server's latest
+	                           * capability list names */
 	bool logged_in;           /* a login succeeded, or PREAUTH, and no
 	                           * UNAUTHENTICATE since: LOGIN takes no LITERAL+ */
 	char unauth_tag[TAG_MAX]; /* the last UNAUTHENTICATE's tag */
@@ -110,7 +121,20 @@ enum {
 	F_PRETLS = PU_OWN << 4,     /* may reach the backend before TLS */
 	F_UNDERSTOOD = PU_OWN << 5, /* postern acts on it: must parse strictly */
 	F_NOARGS = PU_OWN << 6,
-	F_LITERAL = PU_OWN << 7 /* takes arguments that may be literals */
+	F_LITERAL = PU_OWN << 7, /* takes arguments that may be literals */
+	/* The extension a command belongs to: its literal needs the server to
+	 * name it (imap_capability.c tells which capabilities do). */
+	F_EXT_SORT = PU_OWN << 8,
+	F_EXT_THREAD = PU_OWN << 9,
+	F_EXT_MOVE = PU_OWN << 10,
+	F_EXT_ACL = PU_OWN << 11,
+	F_EXT_METADATA = PU_OWN << 12,
+	F_EXT_QUOTA = PU_OWN << 13,
+	F_EXT_NOTIFY = PU_OWN << 14,
+	F_EXT_REPLACE = PU_OWN << 15,
+	F_EXT_URLAUTH = PU_OWN << 16,
+	F_EXT = F_EXT_SORT | F_EXT_THREAD | F_EXT_MOVE | F_EXT_ACL | F_EXT_METADATA | F_EXT_QUOTA |
+	        F_EXT_NOTIFY | F_EXT_REPLACE | F_EXT_URLAUTH
 };
 
 #define ID_STRINGS_MAX 60  /* RFC 2971: 30 pairs */
@@ -154,8 +178,9 @@ enum proto_verdict imap_forward_id(const struct imap_cmd *c, const size_t *at, s
 /* A server response line of N bytes (with its EOL) whose tag is TAG, its
  * next word at Q: "* CAPABILITY ..." or a line with a [CAPABILITY ...]
  * response code gets its list rewritten for the client as S's terms say
- * (REPLACE); any other line passes. */
-enum proto_verdict imap_caps_response(const struct imap_state *s, const char *p, size_t n,
+ * (REPLACE), and the extensions it names kept in s_exts; any other line
+ * passes. */
+enum proto_verdict imap_caps_response(struct imap_state *s, const char *p, size_t n,
                                       struct pu_word tag, const char *q, struct proto_action *act,
                                       char *scratch);
 

@@ -31,8 +31,10 @@
  * ACL RFC 4314, METADATA RFC 5464, NOTIFY RFC 5465, URLAUTH RFC 4467,
  * REPLACE RFC 8508, QUOTA RFC 9208). A server past login may skip the
  * rest of the line of any other command, literal marker included (Dovecot
- * does), so postern never relays a literal there. UID is judged by its
- * subcommand. */
+ * does), so postern never relays a literal there. Nor does it relay a
+ * non-synchronising one after an extension's command (F_EXT_*) unless the
+ * server's latest capability list names the extension: a server without
+ * it treats the command as unknown. UID is judged by its subcommand. */
 static const struct pu_verb imap_verbs[] = {
         {"STARTTLS", PU_STARTTLS | F_UNDERSTOOD | F_NOARGS},
         {"LOGIN", PU_REFUSE_PLAIN | F_LOGIN | F_UNDERSTOOD | F_LITERAL},
@@ -57,24 +59,24 @@ static const struct pu_verb imap_verbs[] = {
         {"SEARCH", F_LITERAL},
         {"FETCH", F_LITERAL},
         {"COPY", F_LITERAL},
-        {"MOVE", F_LITERAL},
-        {"SORT", F_LITERAL},
-        {"THREAD", F_LITERAL},
-        {"GETACL", F_LITERAL},
-        {"SETACL", F_LITERAL},
-        {"DELETEACL", F_LITERAL},
-        {"LISTRIGHTS", F_LITERAL},
-        {"MYRIGHTS", F_LITERAL},
-        {"GETMETADATA", F_LITERAL},
-        {"SETMETADATA", F_LITERAL},
-        {"GETQUOTA", F_LITERAL},
-        {"GETQUOTAROOT", F_LITERAL},
-        {"SETQUOTA", F_LITERAL},
-        {"NOTIFY", F_LITERAL},
-        {"REPLACE", F_LITERAL},
-        {"URLFETCH", F_LITERAL},
-        {"GENURLAUTH", F_LITERAL},
-        {"RESETKEY", F_LITERAL},
+        {"MOVE", F_LITERAL | F_EXT_MOVE},
+        {"SORT", F_LITERAL | F_EXT_SORT},
+        {"THREAD", F_LITERAL | F_EXT_THREAD},
+        {"GETACL", F_LITERAL | F_EXT_ACL},
+        {"SETACL", F_LITERAL | F_EXT_ACL},
+        {"DELETEACL", F_LITERAL | F_EXT_ACL},
+        {"LISTRIGHTS", F_LITERAL | F_EXT_ACL},
+        {"MYRIGHTS", F_LITERAL | F_EXT_ACL},
+        {"GETMETADATA", F_LITERAL | F_EXT_METADATA},
+        {"SETMETADATA", F_LITERAL | F_EXT_METADATA},
+        {"GETQUOTA", F_LITERAL | F_EXT_QUOTA},
+        {"GETQUOTAROOT", F_LITERAL | F_EXT_QUOTA},
+        {"SETQUOTA", F_LITERAL | F_EXT_QUOTA},
+        {"NOTIFY", F_LITERAL | F_EXT_NOTIFY},
+        {"REPLACE", F_LITERAL | F_EXT_REPLACE},
+        {"URLFETCH", F_LITERAL | F_EXT_URLAUTH},
+        {"GENURLAUTH", F_LITERAL | F_EXT_URLAUTH},
+        {"RESETKEY", F_LITERAL | F_EXT_URLAUTH},
         {NULL, 0},
 };
 
@@ -223,21 +225,23 @@ find_verb(struct pu_word w)
 }
 
 /* Whether the command VERB, its arguments at [args, end), may carry a
- * literal: see imap_verbs. */
-static bool
-takes_literal(struct pu_word verb, const char *args, const char *end)
+ * literal (LIT_*): see imap_verbs. */
+static unsigned char
+literal_rule(const struct imap_state *s, struct pu_word verb, const char *args, const char *end)
 {
 	const struct pu_verb *v = find_verb(verb);
 
-	if (v != NULL)
-		return (v->flags & F_LITERAL) != 0;
-	if (!pu_word_is(verb, "UID"))
-		return false;
-	struct imap_tok sub = imap_next_tok(&args, end);
-	for (const char *const *u = uid_literal; sub.kind == IT_ATOM && *u; u++)
-		if (pu_word_is((struct pu_word){sub.p, sub.n}, *u))
-			return true;
-	return false;
+	if (v == NULL && pu_word_is(verb, "UID")) {
+		struct imap_tok sub = imap_next_tok(&args, end);
+		for (const char *const *u = uid_literal; sub.kind == IT_ATOM && *u; u++)
+			if (pu_word_is((struct pu_word){sub.p, sub.n}, *u))
+				v = find_verb((struct pu_word){sub.p, sub.n});
+	}
+	if (v == NULL || !(v->flags & F_LITERAL))
+		return LIT_NONE;
+	if ((v->flags & F_EXT) && !(v->flags & F_EXT & s->s_exts))
+		return LIT_SYNC;
+	return LIT_ANY;
 }
 
 /* A literal after a command that takes none. The client waits for "+"
@@ -324,8 +328,13 @@ command(struct imap_state *s, const struct imap_cmd *c, struct proto_action *act
 	 * and runs a non-synchronising literal that follows as commands. */
 	if ((flags & F_LOGIN) && c->lit && !c->sync && s->logged_in && !s->login)
 		return imap_answer(s, c, act, scratch, "BAD Already logged in");
-	if (c->lit && !takes_literal(c->verb, c->args, c->end))
+	unsigned char lit_rule = c->lit ? literal_rule(s, c->verb, c->args, c->end) : LIT_ANY;
+	if (lit_rule == LIT_NONE)
 		return refuse_literal(s, c, act, scratch);
+	/* A synchronising literal is safe: the server's refusal cancels it. */
+	if (lit_rule == LIT_SYNC && !c->sync)
+		return imap_answer(s, c, act, scratch,
+		                   "BAD The server does not offer this command");
 	if (flags & PU_STARTTLS) {
 		const char *no =
 		        pu_starttls_refusal(&s->a, noargs && !c->err, "BAD TLS is already active",
@@ -539,7 +548,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 		 * client_input). */
 		if (tag_in_flight(s, s->tag, s->tag_len) > 1)
 			return PV_WAIT;
-		l.lit_ok = true; /* the command took one already */
+		l.lit_rule = LIT_ANY; /* the command took one already */
 		imap_scan_cont(&sc);
 		imap_scan_feed(&sc, p, chunk);
 	} else {
@@ -572,7 +581,7 @@ client_long_head(struct imap_state *s, const char *p, size_t len, struct proto_a
 			s->c_idle = false;
 			memcpy(l.tag, tag.p, tag.n);
 			l.tag_len = tag.n;
-			l.lit_ok = takes_literal(verb, p + at, p + chunk);
+			l.lit_rule = literal_rule(s, verb, p + at, p + chunk);
 			imap_scan_feed(&sc, p + at, chunk - at);
 		}
 	}
@@ -609,9 +618,13 @@ client_long_tail(struct imap_state *s, const char *p, size_t len, size_t n, bool
 		imap_log_long(l, lit, s->c_scan.lsize, 0, act, scratch);
 	if (!drop && !l->sasl && s->c_scan.err && s->c_scan.last == '}')
 		return pu_answer(act, PV_CLOSE, k, scratch, "* BYE Invalid command syntax\r\n");
-	if (!drop && lit && !l->lit_ok) /* its beginning is at the backend */
+	if (!drop && lit && l->lit_rule == LIT_NONE) /* its beginning is at the backend */
 		return pu_answer(act, PV_CLOSE, k, scratch,
 		                 "* BYE This command takes no literal\r\n");
+	if (!drop && lit && l->lit_rule == LIT_SYNC && !s->c_scan.sync) /* as in command() */
+		return pu_answer(act, PV_CLOSE, k, scratch,
+		                 "* BYE The server does not offer this command" REFUSED_LITERAL
+		                 "\r\n");
 	if (drop && lit && !s->c_scan.sync) /* as answer(): no safe framing after */
 		return pu_answer(act, PV_CLOSE, k, scratch,
 		                 "* BYE Line too long" REFUSED_LITERAL "\r\n");

@@ -135,6 +135,10 @@ say_tagged(struct ref *r, const char *text)
 	say(r, line);
 }
 
+/* The extensions of imap_with_args, as that Dovecot names them once logged
+ * in: postern relays their commands' LITERAL+ literals only then. */
+#define IMAP_EXTENSIONS "SORT THREAD=REFERENCES MOVE ACL QUOTA METADATA NOTIFY REPLACE URLAUTH"
+
 void
 ref_init(struct ref *r, enum ref_proto proto, const struct ref_env *env)
 {
@@ -143,7 +147,8 @@ ref_init(struct ref *r, enum ref_proto proto, const struct ref_env *env)
 	r->env = *env;
 	r->mode = M_CMD;
 	if (proto == REF_IMAP && env->logged_in) /* past login from the start */
-		say(r, "* PREAUTH [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS ID IDLE] ready\r\n");
+		say(r, "* PREAUTH [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS ID IDLE " IMAP_EXTENSIONS
+		       "] ready\r\n");
 	else if (proto == REF_IMAP)
 		say(r,
 		    "* OK [CAPABILITY IMAP4rev1 LITERAL+ STARTTLS AUTH=PLAIN ID IDLE] ready\r\n");
@@ -306,7 +311,8 @@ id_forwarding(const uint8_t *p, size_t n)
  * literal marker there is never honoured, and what the client sends as the
  * literal is read as commands (env.logged_in). LOGIN is unknown there.
  * The list is that of a Dovecot with the acl, quota, imap_urlauth and
- * metadata plugins; without them those commands are unknown too. */
+ * metadata plugins (without them those commands are unknown too), whose
+ * capabilities past login name them (IMAP_EXTENSIONS). */
 static const char *const imap_with_args[] = {
         "APPEND",       "AUTHENTICATE", "COPY",        "CREATE",     "DELETE",      "DELETEACL",
         "ENABLE",       "EXAMINE",      "FETCH",       "GETACL",     "GETMETADATA", "GETQUOTA",
@@ -408,7 +414,9 @@ imap_after_line(struct ref *r, bool first)
 		r->mode = M_IDLE;
 		return;
 	}
-	if (r->verb == V_CAPA)
+	if (r->verb == V_CAPA && r->env.logged_in)
+		say(r, "* CAPABILITY IMAP4rev1 LITERAL+ " IMAP_EXTENSIONS "\r\n");
+	else if (r->verb == V_CAPA)
 		say(r, "* CAPABILITY IMAP4rev1 LITERAL+ STARTTLS LOGINDISABLED AUTH=PLAIN\r\n");
 	if (r->verb == V_QUIT)
 		say(r, "* BYE logging out\r\n");

@@ -6,7 +6,9 @@ must hold no secret however a client frames its lines.
   "(x", inside ID, after CAPABILITY or an unknown verb) is no literal: the
   bytes after it are commands, judged by postern, never a plaintext LOGIN
   hidden from it; a literal after a command that takes none (NOOP) ends
-  the session, since Dovecot past login skips such a line;
+  the session, since Dovecot past login skips such a line, and so does a
+  LITERAL+ one after an extension's command (GETACL) the server does not
+  name in its capabilities;
 - odd white space (HTAB, double or leading SP) before TLS is refused
   locally, the password never forwarded;
 - ID forwarding keys written with escapes, or in a line over 64 KiB, never
@@ -127,6 +129,22 @@ class ImapFraming(StarttlsCase):
         c.send(b"b LOGIN %s {%d+}\r\n" % (USER.encode(), len(compress)) + compress)
         self.assertTrue(c.line().startswith(b"* BYE Already logged in"))
         self.assertEqual(c.quiet(0.3), b"")
+        self.assertFalse(any("COMPRESS" in ln for ln in self.log_for(c)), self.log_for(c))
+
+    def test_extension_literal_plus_without_capability_ends_session(self):
+        """The test Dovecot has no ACL plugin: past login GETACL is unknown
+        to it, so it skips the line and would run the LITERAL+ literal
+        (COMPRESS, which blinds the command log) as a command. The server
+        names no ACL capability: postern ends the session instead."""
+        c = self.connect("logged")
+        c.send(("a LOGIN %s %s\r\n" % (USER, PASSWORD)).encode())
+        ok = imap_tagged(imap_response(c, "a"), "a")
+        self.assertTrue(ok.startswith(b"a OK"), ok)
+        self.assertNotIn(b" ACL", ok)  # the premise: no ACL extension
+        compress = b"y COMPRESS DEFLATE\r\n"
+        c.send(b"x GETACL {%d+}\r\n" % len(compress) + compress)
+        self.assertTrue(c.line().startswith(b"* BYE The server does not offer this command"))
+        self.assertEqual(c.quiet(0.3), b"")  # no answer to x or y
         self.assertFalse(any("COMPRESS" in ln for ln in self.log_for(c)), self.log_for(c))
 
     # ------------------------------------------------------------ finding 3

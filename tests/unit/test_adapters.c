@@ -2962,6 +2962,67 @@ test_imap_login_after_login_refused(void **state)
 	assert_int_equal(u->final, PV_CLOSE);
 }
 
+/* A server without an extension treats its commands as unknown: Dovecot
+ * skips the line and runs a LITERAL+ literal's bytes as commands, hidden
+ * from the log. An extension command's non-synchronising literal passes
+ * only when the server's latest capability list names the extension; a
+ * synchronising one always does (the server's refusal cancels it). */
+static void
+test_imap_extension_literal_needs_capability(void **state)
+{
+	(void)state;
+	struct sess *s = imap_in_tls();
+
+	feed(s, C, "l LOGIN alice pw\r\n");
+	feed(s, S, "l OK [CAPABILITY IMAP4rev1 LITERAL+ SORT THREAD=REFERENCES] Logged in\r\n");
+	feed(s, C, "a GETACL {5+}\r\nb NOOP\r\n");
+	assert_int_equal(s->final, PV_CLOSE);
+	ANSWER(s, "* BYE The server does not offer this command" REFUSED_LITERAL);
+	TO_SERVER(s, "l LOGIN alice pw\r\n");
+
+	/* Named by the latest list: relayed, as is THREAD=REFERENCES's THREAD. */
+	struct sess *a = imap_in_tls();
+	feed(a, S, "* CAPABILITY IMAP4rev1 LITERAL+ ACL THREAD=REFERENCES\r\n");
+	feed(a, C, "a GETACL {5+}\r\nb NOOP\r\n");
+	feed(a, C, "c UID THREAD REFERENCES {5+}\r\nUTF-8 ALL\r\n");
+	TO_SERVER(a, "a GETACL {5+}\r\nb NOOP\r\nc UID THREAD REFERENCES {5+}\r\nUTF-8 ALL\r\n");
+	ANSWER(a, "");
+	assert_int_equal(a->final, NO_FINAL);
+	/* A later list without ACL takes it back. */
+	feed(a, S, "* CAPABILITY IMAP4rev1 LITERAL+\r\n");
+	feed(a, C, "d MYRIGHTS {5+}\r\nINBOX\r\n");
+	assert_int_equal(a->final, PV_CLOSE);
+
+	/* A synchronising literal is relayed and waits for the server's "+". */
+	struct sess *y = imap_in_tls();
+	feed(y, C, "a GETACL {5}\r\n");
+	TO_SERVER(y, "a GETACL {5}\r\n");
+	assert_int_equal(feed(y, C, "b NOOP\r\n"), 8);
+	assert_int_equal(y->stop[C], PV_WAIT);
+	feed(y, S, "a BAD Unknown command\r\n");
+	assert_int_equal(drive(y, C), 0);
+	TO_SERVER(y, "b NOOP\r\n");
+	assert_int_equal(y->final, NO_FINAL);
+
+	/* The same at the end of a line too long to hold. */
+	char *big = malloc(IN_CAP);
+	assert_non_null(big);
+	for (int sync = 0; sync < 2; sync++) {
+		struct sess *l = imap_in_tls();
+		memset(big, 'a', IN_CAP);
+		memcpy(big, "a GETACL ", 9);
+		assert_int_equal(feed_n(l, C, big, IN_CAP), 0);
+		str_clear(&l->fwd[C]);
+		feed(l, C, sync ? " {5}\r\n" : " {5+}\r\nb NOOP\r\n");
+		assert_int_equal(l->final, sync ? NO_FINAL : PV_CLOSE);
+		if (sync)
+			TO_SERVER(l, " {5}\r\n");
+		else
+			ANSWER(l, "* BYE The server does not offer this command" REFUSED_LITERAL);
+	}
+	free(big);
+}
+
 /* A POP3 or SMTP reply line too long to hold (RFC 2449 and 5321: 512
  * bytes) cannot be matched with its command: the session ends, rather
  * than take the next reply for this one's (a 354 for a RCPT's, and the
@@ -3885,6 +3946,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_imap_long_completion_completes_its_command,
 	                                  teardown),
 	        cmocka_unit_test_teardown(test_imap_login_after_login_refused, teardown),
+	        cmocka_unit_test_teardown(test_imap_extension_literal_needs_capability, teardown),
 	        cmocka_unit_test_teardown(test_long_status_line_closes_pop3_and_smtp, teardown),
 	        cmocka_unit_test_teardown(test_imap_literal_only_after_commands_that_take_one,
 	                                  teardown),
