@@ -91,6 +91,13 @@ rewrite_caps(struct imap_state *s, const char *line, size_t n, const char *caps,
 	return PV_REPLACE;
 }
 
+static bool
+is_status(struct pu_word w)
+{
+	return pu_word_is(w, "OK") || pu_word_is(w, "NO") || pu_word_is(w, "BAD") ||
+	       pu_word_is(w, "PREAUTH") || pu_word_is(w, "BYE");
+}
+
 enum proto_verdict
 imap_caps_response(struct imap_state *s, const char *p, size_t n, struct pu_word tag, const char *q,
                    struct proto_action *act, char *scratch)
@@ -100,11 +107,13 @@ imap_caps_response(struct imap_state *s, const char *p, size_t n, struct pu_word
 
 	if (tag.n == 1 && tag.p[0] == '*' && pu_word_is(w, "CAPABILITY"))
 		return rewrite_caps(s, p, n, q, (size_t)(end - q), act, scratch);
-	const char *code = memchr(p, '[', (size_t)(end - p));
-	if (code && (size_t)(end - code) > 12 && strncasecmp(code, "[CAPABILITY ", 12) == 0) {
-		const char *close = memchr(code, ']', (size_t)(end - code));
+	/* A response code stands right after a status word (RFC 9051
+	 * resp-text); anywhere else "[CAPABILITY" is text a client may have
+	 * chosen (a mailbox name the server quotes), never a list. */
+	if (is_status(w) && (size_t)(end - q) > 12 && strncasecmp(q, "[CAPABILITY ", 12) == 0) {
+		const char *close = memchr(q, ']', (size_t)(end - q));
 		if (close)
-			return rewrite_caps(s, p, n, code + 12, (size_t)(close - code - 12), act,
+			return rewrite_caps(s, p, n, q + 12, (size_t)(close - q - 12), act,
 			                    scratch);
 	}
 	act->consume = n;

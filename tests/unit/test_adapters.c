@@ -2993,6 +2993,20 @@ test_imap_extension_literal_needs_capability(void **state)
 	feed(a, C, "d MYRIGHTS {5+}\r\nINBOX\r\n");
 	assert_int_equal(a->final, PV_CLOSE);
 
+	/* "[CAPABILITY" anywhere but right after a status word is text a
+	 * client may have chosen (a mailbox name the server quotes back). */
+	static const char *const spoofs[] = {
+	        "c NO Mailbox doesn't exist: [CAPABILITY ACL]nonexist\r\n",
+	        "* LIST () \"/\" \"[CAPABILITY ACL]\"\r\n", "* OK Text [CAPABILITY ACL] later\r\n"};
+	for (size_t i = 0; i < sizeof(spoofs) / sizeof(spoofs[0]); i++) {
+		struct sess *f = imap_in_tls();
+		feed(f, S, "* CAPABILITY IMAP4rev1 LITERAL+\r\n");
+		feed(f, S, spoofs[i]);
+		feed(f, C, "x GETACL {18+}\r\ny DELETE victim\r\n");
+		assert_int_equal(f->final, PV_CLOSE);
+		ANSWER(f, "* BYE The server does not offer this command" REFUSED_LITERAL);
+	}
+
 	/* A synchronising literal is relayed and waits for the server's "+". */
 	struct sess *y = imap_in_tls();
 	feed(y, C, "a GETACL {5}\r\n");
