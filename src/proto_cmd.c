@@ -123,6 +123,8 @@ pc_command_line(struct pu_adapter *a, const struct pu_queue *q, struct pa_login 
 	if (a->observe)
 		pc_log_command(act, scratch, p, body, flags, a->c_auth_ended,
 		               !a->tls && a->require_tls);
-	a->c_auth_ended = false;
+	/* A client that sends every response of a refused exchange too
+	 * early sends several: each one-word line stays hidden. */
+	a->c_auth_ended = a->c_auth_ended && flags == 0 && pu_one_word(p, body);
 	return v;
 }

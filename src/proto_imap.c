@@ -684,8 +684,9 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 	s->c_scan = sc;
 	/* After a SASL exchange, a line of one word may be a response sent too
 	 * early; after a "+" nothing asked for, any line is read as one. */
-	if (s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL &&
-	    (s->c_unasked || pu_one_word(p, c.n))) {
+	bool early = s->a.observe && s->a.c_auth_ended && find_verb(c.verb) == NULL &&
+	             (s->c_unasked || pu_one_word(p, c.n));
+	if (early) {
 		pc_log_early(act, scratch, p, c.n);
 		/* Whatever follows its literal is hidden as LOGIN's password is. */
 		s->c_login = c.lit ? 2 : 0;
@@ -696,7 +697,10 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		const struct pu_verb *verb = find_verb(c.verb);
 		imap_log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
-	s->a.c_auth_ended = s->c_unasked = false;
+	/* A client that sends every response of a refused exchange too
+	 * early sends several: each one-word line stays hidden. */
+	s->a.c_auth_ended = early && pu_one_word(p, c.n);
+	s->c_unasked = false;
 	return v;
 }
 

@@ -3354,6 +3354,57 @@ test_command_after_sasl_exchange_logged_as_any(void **state)
 	SECRETS(i, "AGFsaWNlAHB3\n");
 }
 
+/* A client may send every response of an exchange the server refuses
+ * too early: each of those one-word lines is hidden, up to the next
+ * command, in SMTP, POP3 and IMAP. */
+static void
+test_every_early_sasl_response_hidden(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *m = smtp(true, true);
+	struct sess *p = pop3(true, true);
+	struct sess *i = imap(true, true);
+	observe_next = mask_next = false;
+
+	smtp_tls(m, true);
+	str_clear(&m->log);
+	feed(m, C, "AUTH LOGIN\r\n");
+	feed(m, S, "538 5.7.11 Encryption required\r\n");
+	feed(m, C, "YWxpY2U=\r\n");
+	feed(m, S, "500 Error: command \"YWXPY2U=\" not recognized\r\n");
+	feed(m, C, "c2VjcmV0\r\n");
+	feed(m, S, "500 Error: command \"C2VJCMV0\" not recognized\r\n");
+	feed(m, C, "NOOP\r\n");
+	assert_null(strstr(m->log.p, "c2VjcmV0"));
+	assert_non_null(strstr(m->log.p, "C: NOOP\n"));
+
+	pop3_stls(p);
+	str_clear(&p->log);
+	feed(p, C, "AUTH FOO\r\n");
+	feed(p, S, "-ERR Unsupported authentication mechanism\r\n");
+	feed(p, C, "YWxpY2U=\r\n");
+	feed(p, S, "-ERR Unknown command\r\n");
+	feed(p, C, "c2VjcmV0\r\n");
+	feed(p, S, "-ERR Unknown command\r\n");
+	feed(p, C, "NOOP\r\n");
+	assert_null(strstr(p->log.p, "c2VjcmV0"));
+	assert_non_null(strstr(p->log.p, "C: NOOP\n"));
+
+	feed(i, C, "a STARTTLS\r\n");
+	tls_start(i);
+	str_clear(&i->log);
+	feed(i, C, "a AUTHENTICATE FOO\r\n");
+	feed(i, S, "a NO Unsupported authentication mechanism\r\n");
+	feed(i, C, "YWxpY2U=\r\n");
+	feed(i, S, "YWxpY2U= BAD Error in IMAP command received by server.\r\n");
+	feed(i, C, "c2VjcmV0\r\n");
+	feed(i, S, "c2VjcmV0 BAD Error in IMAP command received by server.\r\n");
+	feed(i, C, "b NOOP\r\n");
+	assert_null(strstr(i->log.p, "c2VjcmV0"));
+	assert_non_null(strstr(i->log.p, "C: b NOOP\n"));
+}
+
 /* A client chooses what it sends as a password, which the session then
  * masks wherever it reappears: it must not be able to hide what a line is
  * (a command's verb, a reply's status) nor a word that merely contains
@@ -3978,6 +4029,7 @@ main(void)
 	                test_client_chosen_password_masks_no_verb_status_or_part_word, teardown),
 	        cmocka_unit_test_teardown(test_secret_echoed_in_upper_case_masked, teardown),
 	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
+	        cmocka_unit_test_teardown(test_every_early_sasl_response_hidden, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
