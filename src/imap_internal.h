@@ -55,6 +55,7 @@ struct imap_state {
 	bool c_idle;                /* IDLE sent and not completed: "DONE" ends it, and
 	                             * only DONE (a server may end IDLE on any line) */
 	bool c_lit_secret;          /* the literal being passed is a password */
+	bool c_log_cut;             /* a refused literal left its command's log line open */
 	bool c_id;                  /* an ID goes on after its literal: scrubbed */
 	bool c_unasked;             /* a "+" nothing asked for came: the server reads
 	                             * the next line whole as a response */

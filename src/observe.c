@@ -82,6 +82,15 @@ observe_first_line(const char *text, size_t len, unsigned flags, bool *debug)
 }
 
 bool
+observe_line_cut(struct observe_line *l, const struct proto_action *act)
+{
+	if (!(act->log_flags & PL_NEW) || !l->open)
+		return false;
+	l->open = false;
+	return true;
+}
+
+bool
 observe_line_add(struct observe_line *l, const struct proto_action *act)
 {
 	size_t n = act->log_len;
@@ -113,9 +122,12 @@ observe_action(struct observe *o, enum proto_dir dir, const struct proto_action 
 		return;
 	if (act->secret) /* before the line is shown: it may repeat the secret */
 		secrets_add(&o->secrets, act->secret, act->secret_len);
-	if (observe_line_add(&o->line[dir], act))
-		emit(o, dir == PROTO_FROM_CLIENT ? 'C' : 'S', o->line[dir].text, o->line[dir].len,
-		     o->line[dir].flags, o->line[dir].frame);
+	struct observe_line *l = &o->line[dir];
+	char who = dir == PROTO_FROM_CLIENT ? 'C' : 'S';
+	if (observe_line_cut(l, act))
+		emit(o, who, l->text, l->len, l->flags, l->frame);
+	if (observe_line_add(l, act))
+		emit(o, who, l->text, l->len, l->flags, l->frame);
 }
 
 void

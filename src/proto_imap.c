@@ -99,7 +99,7 @@ imap_tls_started(void *st)
 	pu_adapter_tls_started(&s->a);
 	s->c_literal = 0;
 	s->c_cont = s->c_sync = false;
-	s->c_lit_secret = s->c_id = s->auth_lit_user = s->c_unasked = false;
+	s->c_lit_secret = s->c_id = s->auth_lit_user = s->c_unasked = s->c_log_cut = false;
 	s->c_login = 0;
 	memset(&s->c_long, 0, sizeof(s->c_long));
 }
@@ -697,6 +697,10 @@ client_input(struct imap_state *s, const char *p, size_t len, bool full, struct 
 		const struct pu_verb *verb = find_verb(c.verb);
 		imap_log_command(s, &c, verb ? verb->flags : 0, act, scratch);
 	}
+	if (s->c_log_cut && act->log_len > 0) {
+		act->log_flags |= PL_NEW;
+		s->c_log_cut = false;
+	}
 	/* A client that sends every response of a refused exchange too
 	 * early sends several: each one-word line stays hidden. */
 	s->a.c_auth_ended = early && pu_one_word(p, c.n);
@@ -752,11 +756,17 @@ response_begins(struct imap_state *s, struct pu_word tag, const char *q, const c
 	}
 	if (s->tag_len == tag.n && memcmp(tag.p, s->tag, tag.n) == 0) {
 		/* The watched command completed: a refused literal is never sent. */
+		bool refused_secret = s->c_sync && s->c_lit_secret;
 		if (s->c_sync) {
 			s->c_sync = false;
 			s->c_cont = false;
+			s->c_log_cut = true; /* its log line ends without it */
 		}
 		s->a.c_auth_ended = s->a.c_auth;
+		/* A client that sends the password anyway makes a line the
+		 * server reads (and may echo): hidden as an early response. */
+		if (refused_secret)
+			s->a.c_auth_ended = true;
 		s->a.c_auth = s->a.c_auth_wait = false;
 		if (tag_in_flight(s, tag.p, tag.n) == 0) /* not an earlier one's */
 			s->c_idle = false;

@@ -26,6 +26,11 @@ struct observe_line {
 	bool open;
 };
 
+/* True when ACT starts a new line (PL_NEW) while L is still open: L then
+ * holds a line to show as it is (a refused literal never completed it).
+ * Pure: shared with the unit tests. */
+bool observe_line_cut(struct observe_line *l, const struct proto_action *act);
+
 /* Adds ACT's log piece to L. True when the line is whole: L->text then
  * holds it, cut to PROTO_LOG_MAX with "..." at its end if it was longer.
  * Pure: shared with the unit tests. */

@@ -99,7 +99,8 @@ struct proto_action {
 
 enum {
 	PL_DEBUG = 1 << 0, /* a line of lesser interest (untagged, "250-") */
-	PL_CONT = 1 << 1   /* the line goes on after a literal: more follows */
+	PL_CONT = 1 << 1,  /* the line goes on after a literal: more follows */
+	PL_NEW = 1 << 2    /* a new line: one left open (a refused literal) ends */
 };
 
 /* What an adapter is told about its session at start. */

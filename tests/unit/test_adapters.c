@@ -158,13 +158,8 @@ sess_free(struct sess *s)
 /* observe.c's assembly: pieces make a line; a multi-line text is split,
  * all lines but the last being debug. */
 static void
-log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
+show_line(struct sess *s, enum proto_dir dir, const struct observe_line *l)
 {
-	struct observe_line *l = &s->line[dir];
-
-	assert_true(act->log_len <= PROTO_LOG_MAX);
-	if (!observe_line_add(l, act))
-		return;
 	const char *p = l->text;
 	size_t n = l->len;
 	for (;;) {
@@ -186,6 +181,18 @@ log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
 		p += k + 1;
 		n -= k + 1;
 	}
+}
+
+static void
+log_piece(struct sess *s, enum proto_dir dir, const struct proto_action *act)
+{
+	struct observe_line *l = &s->line[dir];
+
+	assert_true(act->log_len <= PROTO_LOG_MAX);
+	if (observe_line_cut(l, act))
+		show_line(s, dir, l);
+	if (observe_line_add(l, act))
+		show_line(s, dir, l);
 }
 
 /* The invariants of every verdict, checked as the loop runs. */
@@ -3405,6 +3412,37 @@ test_every_early_sasl_response_hidden(void **state)
 	assert_non_null(strstr(i->log.p, "C: b NOOP\n"));
 }
 
+/* A synchronising literal the server refuses never comes: its command's
+ * log line ends without it, and a password the client sends anyway (a
+ * line the server reads and echoes) is hidden. */
+static void
+test_refused_literal_ends_its_log_line(void **state)
+{
+	(void)state;
+	observe_next = mask_next = true;
+	struct sess *i = imap_in_tls();
+	struct sess *g = imap_in_tls();
+	observe_next = mask_next = false;
+
+	str_clear(&i->log);
+	feed(i, C, "a LOGIN alice {6}\r\n");
+	feed(i, S, "a NO [PRIVACYREQUIRED] Plaintext authentication disallowed\r\n");
+	feed(i, C, "secret\r\n");
+	feed(i, S, "secret BAD Error in IMAP command received by server.\r\n");
+	feed(i, C, "b NOOP\r\n");
+	assert_null(strstr(i->log.p, "secret"));
+	assert_non_null(strstr(i->log.p, "C: a LOGIN alice ***\n"));
+	assert_non_null(strstr(i->log.p, "C: b NOOP\n"));
+
+	feed(g, C, "l LOGIN alice pw\r\n");
+	feed(g, S, "l OK [CAPABILITY IMAP4rev1 LITERAL+] Logged in\r\n");
+	str_clear(&g->log);
+	feed(g, C, "b GETACL {5}\r\n");
+	feed(g, S, "b BAD Error in IMAP command GETACL: Unknown command\r\n");
+	feed(g, C, "c CREATE victim\r\n");
+	assert_non_null(strstr(g->log.p, "C: c CREATE victim\n"));
+}
+
 /* A client chooses what it sends as a password, which the session then
  * masks wherever it reappears: it must not be able to hide what a line is
  * (a command's verb, a reply's status) nor a word that merely contains
@@ -4030,6 +4068,7 @@ main(void)
 	        cmocka_unit_test_teardown(test_secret_echoed_in_upper_case_masked, teardown),
 	        cmocka_unit_test_teardown(test_command_after_sasl_exchange_logged_as_any, teardown),
 	        cmocka_unit_test_teardown(test_every_early_sasl_response_hidden, teardown),
+	        cmocka_unit_test_teardown(test_refused_literal_ends_its_log_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_unasked_continuation_hides_next_line, teardown),
 	        cmocka_unit_test_teardown(test_imap_pretls_literal_after_command_without_one,
 	                                  teardown),
