@@ -14,23 +14,14 @@
 
 #include <postern/cert_store.h>
 
+#include "shell.h"
+
 static char dir[] = "/tmp/test_cert_store.XXXXXX";
 
 static void
 path(char *buf, const char *name)
 {
 	snprintf(buf, 256, "%s/%s", dir, name);
-}
-
-static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
 }
 
 /* NAME.pem and NAME.key: ECDSA P-256, self-signed, SUBJ, with EXT (or none). */

@@ -19,19 +19,10 @@
 #include <postern/tls.h>
 #include <postern/tls_binding.h>
 
+#include "shell.h"
+
 static char dir[] = "/tmp/test_tls_binding.XXXXXX";
 static char ca[2][256];
-
-static int __attribute__((format(printf, 1, 2))) sh(const char *fmt, ...)
-{
-	char cmd[2048];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(cmd, sizeof(cmd), fmt, ap);
-	va_end(ap);
-	return system(cmd);
-}
 
 /* Two client CA files (only their contents are digested), and two real
  * certificate pairs for the same name, one.pem/key and two.pem/key. */
